@@ -1,0 +1,69 @@
+/**
+ * Typed errors. Everything a peer or a user can cause is one of these, with a stable `code`;
+ * a broken internal assumption is an assertion instead (see assert.ts).
+ */
+export class CyclerepError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+export type ProtocolErrorCode =
+  | 'frame-bad-magic'
+  | 'frame-header-crc'
+  | 'frame-payload-crc'
+  | 'frame-too-large'
+  | 'frame-unknown-type'
+  | 'frame-bad-field'
+  | 'frame-trailing-bytes'
+  | 'frame-truncated'
+  | 'unexpected-frame'
+  | 'cycle-out-of-order'
+  | 'packet-invalid'
+  | 'cycle-digest-mismatch';
+
+/** The peer sent bytes or frames that break the site-to-site protocol. The link fails. */
+export class ProtocolError extends CyclerepError {
+  declare readonly code: ProtocolErrorCode;
+  constructor(code: ProtocolErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+export type HandshakeErrorCode =
+  | 'version-unsupported'
+  | 'group-mismatch'
+  | 'block-size-mismatch'
+  | 'volumes-mismatch'
+  | 'journal-gap';
+
+/** The peers are not of one group, or cannot continue from where they are. Retrying will not help. */
+export class HandshakeError extends CyclerepError {
+  declare readonly code: HandshakeErrorCode;
+  constructor(code: HandshakeErrorCode, message: string) {
+    super(code, message);
+  }
+}
+
+export type ConfigErrorCode = 'config-invalid';
+
+/** A configuration value is wrong; the message names the key. */
+export class ConfigError extends CyclerepError {
+  declare readonly code: ConfigErrorCode;
+  constructor(message: string) {
+    super('config-invalid', message);
+  }
+}
+
+export type WriteErrorCode = 'write-out-of-range' | 'write-misaligned' | 'write-unknown-volume';
+
+/** A source asked for a write the group cannot take. Only that write fails. */
+export class WriteError extends CyclerepError {
+  declare readonly code: WriteErrorCode;
+  constructor(code: WriteErrorCode, message: string) {
+    super(code, message);
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Every bound of the replication core, in one place, with its unit in its name.
+ * Input over a bound is refused before anything is allocated for it.
+ */
+export const limits = {
+  /** Largest frame payload accepted from a peer (bytes after the 20-byte header). */
+  frameBytesMax: 8 * 1024 * 1024,
+  /** Largest data carried by one DATA packet; extents longer than this are split. */
+  packetBytesMax: 1024 * 1024,
+  /** Packets one cycle may consist of. */
+  packetsPerCycleMax: 1 << 24,
+  /** Volumes in one group. */
+  volumesMax: 256,
+  /** UTF-8 bytes of a group, secondary or volume name. */
+  nameBytesMax: 64,
+  /** UTF-8 bytes of the human-readable message in an ERROR frame. */
+  errorMessageBytesMax: 1024,
+  /** Connections one site link may use in parallel. */
+  connectionsPerLinkMax: 16,
+  /** Secondaries one primary serves. */
+  secondariesMax: 8,
+  /** Sequencer nodes feeding one group. */
+  nodesMax: 16,
+  /** Cycles a secondary buffers beyond its stored number (the primary's window is smaller). */
+  receiveCyclesAheadMax: 64,
+  /** Smallest and largest block size. */
+  blockBytesMin: 512,
+  blockBytesMax: 1024 * 1024,
+} as const;
+
+/** Timings of the site link; the simulator and the daemons pass their own. */
+export interface LinkTimings {
+  /** Send a heartbeat when nothing else was sent for this long. */
+  heartbeatMsInterval: number;
+  /** Declare the link failed when nothing arrived for this long. */
+  heartbeatMsTimeout: number;
+  /** First reconnect delay; doubles on each failed attempt. */
+  reconnectMsMin: number;
+  /** Reconnect delays never exceed this. */
+  reconnectMsMax: number;
+  /** Closed cycles one link may have sent but not yet seen STORED for. */
+  cyclesInFlightMax: number;
+}
+
+export const defaultLinkTimings: LinkTimings = {
+  heartbeatMsInterval: 1000,
+  heartbeatMsTimeout: 5000,
+  reconnectMsMin: 100,
+  reconnectMsMax: 5000,
+  cyclesInFlightMax: 4,
+};
+
+/** Checks how the timings relate; a bad combination is a configuration error, caught at start. */
+export function checkLinkTimings(timings: LinkTimings): string[] {
+  const problems: string[] = [];
+  if (timings.heartbeatMsInterval <= 0) problems.push('heartbeatMsInterval must be positive');
+  if (timings.heartbeatMsTimeout < 2 * timings.heartbeatMsInterval) {
+    problems.push('heartbeatMsTimeout must be at least twice heartbeatMsInterval');
+  }
+  if (timings.reconnectMsMin <= 0 || timings.reconnectMsMax < timings.reconnectMsMin) {
+    problems.push('reconnectMsMin must be positive and not above reconnectMsMax');
+  }
+  if (!Number.isSafeInteger(timings.cyclesInFlightMax) || timings.cyclesInFlightMax < 1) {
+    problems.push('cyclesInFlightMax must be a positive integer');
+  }
+  return problems;
+}

@@ -1,0 +1,477 @@
+/**
+ * The primary of a group: sequencing (capture number, cycle switch, acknowledgement), the journal
+ * (what it appends, when it asks for durability, when it collects), and one PrimaryLink per
+ * secondary. No I/O: handlers take events and return actions; frames are pulled with pollFrames.
+ */
+import { assert } from './assert.ts';
+import { ConfigError, WriteError } from './errors.ts';
+import { FoldIndex } from './fold.ts';
+import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
+import { type CycleStore, type LinkRequest, PrimaryLink, type LinkState } from './primary-link.ts';
+import type { PrimaryRecord } from './records.ts';
+import {
+  type AckMode,
+  type Bugs,
+  type CycleNumber,
+  type Extent,
+  type GroupShape,
+  type LogEntry,
+  noBugs,
+  volumeBlocks,
+} from './types.ts';
+import type { Frame } from '../protocol/frames.ts';
+
+export interface PrimaryConfig {
+  shape: GroupShape;
+  secondaries: string[];
+  /** Sequencer nodes feeding the group; more than one needs ack mode `cycle`. */
+  nodes: number;
+  ack: AckMode;
+  /** A cycle switch happens at least this long after the previous one. */
+  cycleMsMin: number;
+  /** No switch while a connected secondary has this many closed cycles not stored. */
+  cyclesQueuedMax: number;
+  connectionsPerLink: number;
+  timings: LinkTimings;
+  bugs?: Bugs;
+}
+
+export type PrimaryAction =
+  | LinkRequest
+  /** Append to the journal; `token` names the source write it carries, if any. */
+  | { type: 'journal-append'; seq: number; record: PrimaryRecord; token: number | null }
+  /** Make every record appended so far durable, then call onJournalSynced(upTo). */
+  | { type: 'journal-sync'; upTo: number }
+  /** Entries of cycles up to `upTo` may go: every secondary stored them (volumes first made durable). */
+  | { type: 'journal-collect'; upTo: CycleNumber }
+  | { type: 'ack'; token: number; cycle: CycleNumber }
+  | { type: 'flush-done'; token: number }
+  | { type: 'write-refused'; token: number; error: WriteError }
+  /** Tell sequencer node `node` that the capture number is now `cycle`; it answers with onNodeSwitch. */
+  | { type: 'node-switch'; node: number; cycle: CycleNumber };
+
+export interface PrimaryWrite {
+  token: number;
+  node: number;
+  extent: Extent;
+}
+
+interface CycleEntry {
+  fold: FoldIndex;
+  writes: number;
+  /** Bytes written by sources into this cycle, before folding (what the journal holds). */
+  journalBytes: number;
+  firstWriteMs: number | null;
+}
+
+interface PendingAck {
+  token: number;
+  cycle: CycleNumber;
+  seq: number;
+}
+
+interface SequencerNode {
+  capture: CycleNumber;
+  /** Cycle-mode writes waiting for the number to move past their cycle (and for durability). */
+  pending: PendingAck[];
+}
+
+export interface SecondaryStatus {
+  name: string;
+  link: LinkState;
+  stored: CycleNumber;
+  applied: CycleNumber;
+  lagCycles: number;
+  lagBytes: number;
+  lagSeconds: number;
+  failures: number;
+  recoveries: number;
+  lastFailure: string | null;
+}
+
+export interface PrimaryStatus {
+  group: string;
+  role: 'primary';
+  capture: CycleNumber;
+  closed: CycleNumber;
+  collected: CycleNumber;
+  journalBytes: number;
+  secondaries: SecondaryStatus[];
+}
+
+export function checkPrimaryConfig(config: PrimaryConfig): void {
+  const problems = checkLinkTimings(config.timings);
+  const bugs = config.bugs ?? noBugs;
+  if (config.nodes < 1 || config.nodes > limits.nodesMax) problems.push(`nodes must be 1..${limits.nodesMax}`);
+  if (config.nodes > 1 && config.ack === 'immediate' && !bugs.has('ack-immediate-multinode')) {
+    problems.push('ack: immediate is not dependent-write consistent with several sequencer nodes; use ack: cycle');
+  }
+  if (config.secondaries.length < 1 || config.secondaries.length > limits.secondariesMax) {
+    problems.push(`secondaries must be 1..${limits.secondariesMax}`);
+  }
+  if (new Set(config.secondaries).size !== config.secondaries.length) problems.push('secondary names must differ');
+  if (config.cycleMsMin < 0) problems.push('cycle.minMs must not be negative');
+  if (config.cyclesQueuedMax < 1) problems.push('cycle.maxQueued must be at least 1');
+  if (problems.length > 0) throw new ConfigError(problems.join('; '));
+}
+
+export class PrimaryGroup implements CycleStore {
+  capture: CycleNumber = 1;
+  closed: CycleNumber = 0;
+  collected: CycleNumber = 0;
+  private readonly cycles = new Map<CycleNumber, CycleEntry>();
+  private readonly nodes: SequencerNode[] = [];
+  private readonly links: PrimaryLink[] = [];
+  private readonly bugs: Bugs;
+  private appendSeq = 0;
+  private durableSeq = 0;
+  private syncRequestedSeq = 0;
+  /** A switch record waiting for durability: cycle `closed` becomes sendable then. */
+  private closing: { closed: CycleNumber; seq: number } | null = null;
+  /** A switch the nodes have not all confirmed yet. */
+  private switching: { target: CycleNumber; confirmed: Set<number> } | null = null;
+  private lastSwitchMs = Number.NEGATIVE_INFINITY;
+  private pendingFlushes: { token: number; seq: number }[] = [];
+  private out: PrimaryAction[] = [];
+  private connectionIds = 0;
+
+  constructor(
+    private readonly config: PrimaryConfig,
+    random: () => number,
+  ) {
+    checkPrimaryConfig(config);
+    this.bugs = config.bugs ?? noBugs;
+    for (let node = 0; node < config.nodes; node++) this.nodes.push({ capture: 1, pending: [] });
+    this.cycles.set(1, newCycle(config.shape.blockBytes));
+    const environment = { random, nextConnectionId: () => ++this.connectionIds, bugs: this.bugs };
+    for (const name of config.secondaries) {
+      this.links.push(
+        new PrimaryLink(name, config.shape, config.connectionsPerLink, config.timings, this, environment),
+      );
+    }
+  }
+
+  /**
+   * Rebuilds a primary from its journal after a restart. Records are replayed in order; the
+   * caller has already cut a torn tail. Cycles above the last switch record stay open.
+   */
+  static recover(config: PrimaryConfig, random: () => number, records: Iterable<PrimaryRecord>): PrimaryGroup {
+    const group = new PrimaryGroup(config, random);
+    group.cycles.clear();
+    let newestTag = 0;
+    for (const record of records) {
+      if (record.kind === 'write') {
+        if (record.cycle <= group.collected) continue;
+        group.entry(record.cycle).fold.add(record.extent);
+        group.account(group.entry(record.cycle), record.extent, null);
+        newestTag = Math.max(newestTag, record.cycle);
+      } else if (record.kind === 'switch') {
+        group.closed = Math.max(group.closed, record.closed);
+      } else {
+        group.collected = Math.max(group.collected, record.upTo);
+        for (const cycle of [...group.cycles.keys()]) if (cycle <= record.upTo) group.cycles.delete(cycle);
+      }
+    }
+    group.closed = Math.max(group.closed, group.collected);
+    group.capture = Math.max(group.closed + 1, newestTag);
+    for (let cycle = group.collected + 1; cycle <= group.capture; cycle++) group.entry(cycle);
+    for (const node of group.nodes) node.capture = group.capture;
+    for (const link of group.links) {
+      link.stored = group.collected;
+      link.applied = group.collected;
+    }
+    // Writes tagged above the last durable switch but below the capture number came from a node
+    // that had switched already: those cycles close now, in order.
+    if (group.capture - 1 > group.closed) group.closeCycle(group.capture - 1);
+    return group;
+  }
+
+  takeActions(): PrimaryAction[] {
+    const actions = this.out;
+    this.out = [];
+    return actions;
+  }
+
+  // ---- sources -------------------------------------------------------------------------------
+
+  onWrite(nowMs: number, write: PrimaryWrite): PrimaryAction[] {
+    const node = this.nodes[write.node];
+    assert(node, `write from unknown node ${write.node}`);
+    const problem = this.validateExtent(write.extent);
+    if (problem) {
+      this.out.push({ type: 'write-refused', token: write.token, error: problem });
+      return this.takeActions();
+    }
+    const cycle = node.capture;
+    assert(cycle > this.closed, `node ${write.node} tags cycle ${cycle} but ${this.closed} is closed`);
+    const seq = this.append({ kind: 'write', cycle, extent: write.extent }, write.token);
+    const entry = this.entry(cycle);
+    entry.fold.add(write.extent);
+    this.account(entry, write.extent, nowMs);
+    if (this.config.ack === 'immediate') {
+      this.out.push({ type: 'ack', token: write.token, cycle });
+    } else {
+      node.pending.push({ token: write.token, cycle, seq });
+    }
+    return this.takeActions();
+  }
+
+  /** Every write acknowledged before the flush becomes durable before the flush is answered. */
+  onFlush(_nowMs: number, token: number): PrimaryAction[] {
+    if (this.durableSeq >= this.appendSeq) {
+      this.out.push({ type: 'flush-done', token });
+    } else {
+      this.pendingFlushes.push({ token, seq: this.appendSeq });
+      this.requestSync(this.appendSeq);
+    }
+    return this.takeActions();
+  }
+
+  private validateExtent(extent: Extent): WriteError | null {
+    const blocks = volumeBlocks(this.config.shape, extent.volume);
+    if (!this.config.shape.volumes[extent.volume]) {
+      return new WriteError('write-unknown-volume', `no volume ${extent.volume}`);
+    }
+    if (!Number.isSafeInteger(extent.block) || extent.block < 0 || extent.blockCount < 1) {
+      return new WriteError('write-out-of-range', `bad extent ${extent.block}+${extent.blockCount}`);
+    }
+    if (extent.block + extent.blockCount > blocks) {
+      return new WriteError(
+        'write-out-of-range',
+        `blocks ${extent.block}..${extent.block + extent.blockCount - 1} beyond the ${blocks} blocks of volume ${extent.volume}`,
+      );
+    }
+    if (extent.data && extent.data.length !== extent.blockCount * this.config.shape.blockBytes) {
+      return new WriteError('write-misaligned', `${extent.data.length} bytes for ${extent.blockCount} blocks`);
+    }
+    return null;
+  }
+
+  // ---- cycle switch --------------------------------------------------------------------------
+
+  onTick(nowMs: number): PrimaryAction[] {
+    if (this.switchDue(nowMs)) this.beginSwitch(nowMs);
+    const requests: LinkRequest[] = [];
+    for (const link of this.links) link.onTick(nowMs, requests);
+    this.out.push(...requests);
+    return this.takeActions();
+  }
+
+  private switchDue(nowMs: number): boolean {
+    if (this.switching || this.closing) return false;
+    if (nowMs - this.lastSwitchMs < this.config.cycleMsMin) return false;
+    if (this.entry(this.capture).writes === 0) return false;
+    // Closed cycles that a connected secondary has not stored wait to be sent; past the bound the
+    // capture cycle keeps growing instead. A disconnected secondary does not hold the group back:
+    // it will get one recovery cycle however many cycles close meanwhile.
+    return this.links.every(
+      (link) => link.state !== 'streaming' || this.closed - link.stored < this.config.cyclesQueuedMax,
+    );
+  }
+
+  private beginSwitch(nowMs: number): void {
+    const target = this.capture + 1;
+    this.capture = target;
+    this.entry(target);
+    this.lastSwitchMs = nowMs;
+    this.switching = { target, confirmed: new Set() };
+    if (this.nodes.length === 1) {
+      this.onNodeSwitch(nowMs, 0, target);
+      return;
+    }
+    this.nodes.forEach((_, node) => {
+      this.out.push({ type: 'node-switch', node, cycle: target });
+    });
+  }
+
+  /** Node `node` now tags new writes with `cycle`. When every node has, cycle-1 is closed. */
+  onNodeSwitch(_nowMs: number, node: number, cycle: CycleNumber): PrimaryAction[] {
+    const sequencer = this.nodes[node];
+    assert(sequencer, `switch for unknown node ${node}`);
+    if (!this.switching || this.switching.target !== cycle) return this.takeActions();
+    sequencer.capture = cycle;
+    this.switching.confirmed.add(node);
+    if (this.switching.confirmed.size === this.nodes.length) {
+      this.switching = null;
+      this.closeCycle(cycle - 1);
+    }
+    this.releaseAcks();
+    return this.takeActions();
+  }
+
+  private closeCycle(closed: CycleNumber): void {
+    const seq = this.append({ kind: 'switch', closed }, null);
+    this.closing = { closed, seq };
+    this.requestSync(seq);
+  }
+
+  // ---- durability and acknowledgement --------------------------------------------------------
+
+  onJournalSynced(nowMs: number, upTo: number): PrimaryAction[] {
+    this.durableSeq = Math.max(this.durableSeq, upTo);
+    if (this.closing && this.durableSeq >= this.closing.seq) {
+      // Only a durable closed cycle may leave: a secondary must never hold writes that a crash
+      // of the primary's machine could take back.
+      this.closed = this.closing.closed;
+      this.closing = null;
+      this.out.push({
+        type: 'log',
+        entry: { level: 'debug', event: 'cycle-closed', fields: { closed: this.closed, atMs: nowMs } },
+      });
+    }
+    this.releaseAcks();
+    const flushes = this.pendingFlushes.filter((flush) => flush.seq <= this.durableSeq);
+    this.pendingFlushes = this.pendingFlushes.filter((flush) => flush.seq > this.durableSeq);
+    for (const flush of flushes) this.out.push({ type: 'flush-done', token: flush.token });
+    return this.takeActions();
+  }
+
+  /** Cycle mode: a node's writes of cycle N are answered once the node is past N and they are durable. */
+  private releaseAcks(): void {
+    for (const node of this.nodes) {
+      let released = 0;
+      for (const pending of node.pending) {
+        if (pending.cycle >= node.capture) break;
+        if (pending.seq > this.durableSeq) {
+          this.requestSync(pending.seq);
+          break;
+        }
+        this.out.push({ type: 'ack', token: pending.token, cycle: pending.cycle });
+        released++;
+      }
+      if (released > 0) node.pending.splice(0, released);
+    }
+  }
+
+  private requestSync(seq: number): void {
+    if (seq <= this.syncRequestedSeq) return;
+    this.syncRequestedSeq = this.appendSeq;
+    this.out.push({ type: 'journal-sync', upTo: this.appendSeq });
+  }
+
+  private append(record: PrimaryRecord, token: number | null): number {
+    const seq = ++this.appendSeq;
+    this.out.push({ type: 'journal-append', seq, record, token });
+    return seq;
+  }
+
+  // ---- links ---------------------------------------------------------------------------------
+
+  onConnected(nowMs: number, connection: number): PrimaryAction[] {
+    this.linkOf(connection)?.onConnected(nowMs, connection);
+    return this.takeActions();
+  }
+
+  onConnectionLost(nowMs: number, connection: number, reason: string): PrimaryAction[] {
+    const requests: LinkRequest[] = [];
+    this.linkOf(connection)?.onConnectionLost(nowMs, connection, reason, requests);
+    this.out.push(...requests);
+    return this.takeActions();
+  }
+
+  onFrame(nowMs: number, connection: number, frame: Frame): PrimaryAction[] {
+    const link = this.linkOf(connection);
+    if (!link) return this.takeActions();
+    const requests: LinkRequest[] = [];
+    const storedMoved = link.onFrame(nowMs, connection, frame, requests);
+    this.out.push(...requests);
+    if (storedMoved) this.collect();
+    return this.takeActions();
+  }
+
+  pollFrames(nowMs: number, connection: number, maxFrames: number): Frame[] {
+    return this.linkOf(connection)?.pollFrames(nowMs, connection, maxFrames) ?? [];
+  }
+
+  /** Journal entries go once every secondary stored them. */
+  private collect(): void {
+    const storedNumbers = this.links.map((link) => link.stored);
+    const floor = this.bugs.has('early-journal-delete') ? Math.max(...storedNumbers) : Math.min(...storedNumbers);
+    if (floor <= this.collected) return;
+    assert(floor <= this.closed, 'nothing above the closed number is stored');
+    this.collected = floor;
+    for (const cycle of [...this.cycles.keys()]) if (cycle <= floor) this.cycles.delete(cycle);
+    this.append({ kind: 'collect', upTo: floor }, null);
+    this.out.push({ type: 'journal-collect', upTo: floor });
+  }
+
+  // ---- the journal as a cycle store ----------------------------------------------------------
+
+  foldRange(from: CycleNumber, to: CycleNumber): FoldIndex {
+    assert(from > this.collected && to <= this.closed && from <= to, `fold ${from}..${to} inside the journal`);
+    if (from === to) return this.entry(from).fold;
+    const merged = new FoldIndex(this.config.shape.blockBytes);
+    for (let cycle = from; cycle <= to; cycle++) merged.merge(this.entry(cycle).fold);
+    return merged;
+  }
+
+  private entry(cycle: CycleNumber): CycleEntry {
+    let entry = this.cycles.get(cycle);
+    if (!entry) {
+      entry = newCycle(this.config.shape.blockBytes);
+      this.cycles.set(cycle, entry);
+    }
+    return entry;
+  }
+
+  private account(entry: CycleEntry, extent: Extent, nowMs: number | null): void {
+    entry.writes++;
+    entry.journalBytes += extent.blockCount * this.config.shape.blockBytes;
+    if (entry.firstWriteMs === null && nowMs !== null) entry.firstWriteMs = nowMs;
+  }
+
+  private linkOf(connection: number): PrimaryLink | undefined {
+    return this.links.find((link) => link.owns(connection));
+  }
+
+  // ---- observation ---------------------------------------------------------------------------
+
+  status(nowMs: number): PrimaryStatus {
+    let journalBytes = 0;
+    for (const entry of this.cycles.values()) journalBytes += entry.journalBytes;
+    return {
+      group: this.config.shape.group,
+      role: 'primary',
+      capture: this.capture,
+      closed: this.closed,
+      collected: this.collected,
+      journalBytes,
+      secondaries: this.links.map((link) => this.linkStatus(link, nowMs)),
+    };
+  }
+
+  private linkStatus(link: PrimaryLink, nowMs: number): SecondaryStatus {
+    let lagBytes = 0;
+    let oldestMs: number | null = null;
+    for (const [cycle, entry] of this.cycles) {
+      if (cycle <= link.stored) continue;
+      lagBytes += entry.journalBytes;
+      if (entry.firstWriteMs !== null && (oldestMs === null || entry.firstWriteMs < oldestMs)) {
+        oldestMs = entry.firstWriteMs;
+      }
+    }
+    return {
+      name: link.name,
+      link: link.state,
+      stored: link.stored,
+      applied: link.applied,
+      lagCycles: link.lagCycles(),
+      lagBytes,
+      lagSeconds: oldestMs === null ? 0 : (nowMs - oldestMs) / 1000,
+      failures: link.failures,
+      recoveries: link.recoveries,
+      lastFailure: link.lastFailure,
+    };
+  }
+
+  /** Links by name, for the simulator's fault injection and checks. */
+  linkNamed(name: string): PrimaryLink | undefined {
+    return this.links.find((link) => link.name === name);
+  }
+}
+
+function newCycle(blockBytes: number): CycleEntry {
+  return { fold: new FoldIndex(blockBytes), writes: 0, journalBytes: 0, firstWriteMs: null };
+}
+
+export type { LogEntry };

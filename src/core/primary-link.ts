@@ -1,0 +1,331 @@
+/**
+ * The primary's side of one site link (one per secondary). It owns the link's connections and
+ * sends closed cycles oldest first; after every failure it starts a new session, learns the
+ * secondary's stored number S, and resends every unsynchronized journal entry as one recovery cycle
+ * numbered K (the newest closed cycle), marked as covering S+1..K, before going on with K+1.
+ */
+import { assert } from './assert.ts';
+import type { FoldIndex } from './fold.ts';
+import { limits, type LinkTimings } from './limits.ts';
+import type { Bugs, CycleNumber, GroupShape, LogEntry } from './types.ts';
+import {
+  addDigest,
+  type DataFrame,
+  type Frame,
+  packetDigest,
+  protocolVersion,
+  type WelcomeFrame,
+} from '../protocol/frames.ts';
+
+/** What the link reads of the group's journal. */
+export interface CycleStore {
+  readonly closed: CycleNumber;
+  readonly collected: CycleNumber;
+  /** Folded content of closed cycles from..to, merged oldest first. */
+  foldRange(from: CycleNumber, to: CycleNumber): FoldIndex;
+}
+
+export type LinkState = 'idle' | 'connecting' | 'streaming' | 'refused';
+
+/** Requests a link makes of its environment. */
+export type LinkRequest =
+  | { type: 'connect'; link: string; connection: number }
+  | { type: 'disconnect'; link: string; connection: number; reason: string }
+  | { type: 'log'; entry: LogEntry };
+
+interface LinkConnection {
+  id: number;
+  opened: boolean;
+  welcomed: boolean;
+  queue: Frame[];
+  lastSentMs: number;
+  lastReceivedMs: number;
+}
+
+export interface LinkEnvironment {
+  random(): number;
+  nextConnectionId(): number;
+  bugs: Bugs;
+}
+
+/** Frames queued on all connections of a link before the next cycle is packed. */
+const queuedFramesLow = 64;
+
+export class PrimaryLink {
+  state: LinkState = 'idle';
+  /** Highest cycle the secondary has confirmed stored; the journal keeps everything above. */
+  stored: CycleNumber;
+  applied: CycleNumber;
+  /** Highest cycle whose end-of-cycle frame was queued in this session. */
+  private sentEnd: CycleNumber = 0;
+  private sessionId = 0;
+  private connections: LinkConnection[] = [];
+  private retryAtMs = 0;
+  private backoffMs: number;
+  private heartbeatNonce = 0;
+  /** Counters for the status and the simulator's report. */
+  failures = 0;
+  recoveries = 0;
+  lastFailure: string | null = null;
+
+  constructor(
+    readonly name: string,
+    private readonly shape: GroupShape,
+    private readonly connectionCount: number,
+    private readonly timings: LinkTimings,
+    private readonly store: CycleStore,
+    private readonly environment: LinkEnvironment,
+  ) {
+    assert(connectionCount >= 1 && connectionCount <= limits.connectionsPerLinkMax, 'connections per link in range');
+    this.stored = store.collected;
+    this.applied = store.collected;
+    this.backoffMs = timings.reconnectMsMin;
+  }
+
+  owns(connection: number): boolean {
+    return this.connections.some((candidate) => candidate.id === connection);
+  }
+
+  onTick(nowMs: number, out: LinkRequest[]): void {
+    if ((this.state === 'idle' || this.state === 'refused') && nowMs >= this.retryAtMs) {
+      this.startSession(nowMs, out);
+      return;
+    }
+    for (const connection of this.connections) {
+      if (!connection.opened) continue;
+      if (nowMs - connection.lastReceivedMs > this.timings.heartbeatMsTimeout) {
+        this.fail(nowMs, `no frame for ${nowMs - connection.lastReceivedMs} ms on connection ${connection.id}`, out);
+        return;
+      }
+      if (connection.queue.length === 0 && nowMs - connection.lastSentMs >= this.timings.heartbeatMsInterval) {
+        connection.queue.push({ type: 'heartbeat', nonce: this.heartbeatNonce++ >>> 0 });
+      }
+    }
+  }
+
+  private startSession(nowMs: number, out: LinkRequest[]): void {
+    this.state = 'connecting';
+    this.sessionId = Math.floor(this.environment.random() * 0x1_0000_0000) >>> 0;
+    this.sentEnd = 0;
+    this.connections = [];
+    for (let index = 0; index < this.connectionCount; index++) {
+      const id = this.environment.nextConnectionId();
+      this.connections.push({ id, opened: false, welcomed: false, queue: [], lastSentMs: nowMs, lastReceivedMs: nowMs });
+      out.push({ type: 'connect', link: this.name, connection: id });
+    }
+  }
+
+  onConnected(nowMs: number, connectionId: number): void {
+    const connection = this.connection(connectionId);
+    if (!connection || this.state !== 'connecting') return;
+    connection.opened = true;
+    connection.lastReceivedMs = nowMs;
+    connection.queue.push({
+      type: 'hello',
+      protocolVersion,
+      sessionId: this.sessionId,
+      connectionIndex: this.connections.indexOf(connection),
+      connectionCount: this.connectionCount,
+      group: this.shape.group,
+      blockBytes: this.shape.blockBytes,
+      volumes: this.shape.volumes,
+    });
+  }
+
+  onConnectionLost(nowMs: number, connectionId: number, reason: string, out: LinkRequest[]): void {
+    if (!this.connection(connectionId)) return;
+    this.fail(nowMs, `connection ${connectionId} lost: ${reason}`, out);
+  }
+
+  /** Handles one frame; returns true when the secondary's stored number moved (the group may collect). */
+  onFrame(nowMs: number, connectionId: number, frame: Frame, out: LinkRequest[]): boolean {
+    const connection = this.connection(connectionId);
+    if (!connection || !connection.opened) return false;
+    connection.lastReceivedMs = nowMs;
+    switch (frame.type) {
+      case 'heartbeat':
+        return false;
+      case 'welcome':
+        this.onWelcome(nowMs, connection, frame, out);
+        return false;
+      case 'stored':
+        return this.onStored(nowMs, frame.stored, frame.applied, out);
+      case 'error':
+        this.refuse(nowMs, `secondary refused: ${frame.code}: ${frame.message}`, out);
+        return false;
+      default:
+        this.fail(nowMs, `unexpected ${frame.type} frame from the secondary`, out);
+        return false;
+    }
+  }
+
+  private onWelcome(nowMs: number, connection: LinkConnection, welcome: WelcomeFrame, out: LinkRequest[]): void {
+    if (this.state !== 'connecting' || connection.welcomed) {
+      this.fail(nowMs, 'welcome outside the handshake', out);
+      return;
+    }
+    if (welcome.sessionId !== this.sessionId || welcome.protocolVersion !== protocolVersion) {
+      this.fail(nowMs, `welcome for session ${welcome.sessionId}, version ${welcome.protocolVersion}`, out);
+      return;
+    }
+    if (welcome.stored < this.store.collected || welcome.stored > this.store.closed) {
+      // Below the journal floor nothing can rebuild the secondary from the journal; above the
+      // closed number the secondary holds cycles this primary never closed. Both need an operator.
+      this.refuse(
+        nowMs,
+        `secondary stored ${welcome.stored}, journal holds ${this.store.collected + 1}..${this.store.closed}`,
+        out,
+      );
+      return;
+    }
+    connection.welcomed = true;
+    this.stored = welcome.stored;
+    this.applied = welcome.applied;
+    if (!this.connections.every((candidate) => candidate.welcomed)) return;
+    this.state = 'streaming';
+    this.backoffMs = this.timings.reconnectMsMin;
+    this.sentEnd = this.stored;
+    if (this.store.closed > this.stored) this.queueRecovery(out);
+  }
+
+  private onStored(nowMs: number, stored: CycleNumber, applied: CycleNumber, out: LinkRequest[]): boolean {
+    if (this.state !== 'streaming' || stored < this.stored || stored > this.sentEnd || applied > stored) {
+      this.fail(nowMs, `stored ${stored} (applied ${applied}) outside ${this.stored}..${this.sentEnd}`, out);
+      return false;
+    }
+    const moved = stored > this.stored;
+    this.stored = stored;
+    this.applied = Math.max(this.applied, applied);
+    return moved;
+  }
+
+  /** The claim's recovery: every unsynchronized entry, folded, as one cycle below every unsent one. */
+  private queueRecovery(out: LinkRequest[]): void {
+    const from = this.stored + 1;
+    const newestClosed = this.store.closed;
+    // The deliberate defect numbers the batch above the cycles still unsent (the capture cycle).
+    const number = this.environment.bugs.has('recovery-higher-number') ? newestClosed + 1 : newestClosed;
+    const fold = this.store.foldRange(from, newestClosed);
+    this.recoveries++;
+    out.push({
+      type: 'log',
+      entry: {
+        level: 'warn',
+        event: 'recovery-cycle',
+        fields: { link: this.name, stored: this.stored, from, to: newestClosed, number, bytes: fold.payloadBytes },
+      },
+    });
+    this.queueCycle(number, from, fold);
+  }
+
+  /** Packs the next closed cycles while the window and the queues allow. */
+  private fill(): void {
+    while (
+      this.state === 'streaming' &&
+      this.sentEnd < this.store.closed &&
+      this.sentEnd - this.stored < this.timings.cyclesInFlightMax &&
+      this.queuedFrames() < queuedFramesLow
+    ) {
+      const next = this.sentEnd + 1;
+      this.queueCycle(next, next, this.store.foldRange(next, next));
+    }
+  }
+
+  private queueCycle(number: CycleNumber, coversFrom: CycleNumber, fold: FoldIndex): void {
+    const extents = fold.extents(limits.packetBytesMax);
+    assert(extents.length <= limits.packetsPerCycleMax, 'a cycle fits in packetsPerCycleMax packets');
+    const order = extents.map((_, index) => index);
+    this.shuffle(order);
+    let digest = 0;
+    for (const packetIndex of order) {
+      const extent = extents[packetIndex] as (typeof extents)[number];
+      const frame: DataFrame = {
+        type: 'data',
+        cycle: number,
+        packetIndex,
+        volume: extent.volume,
+        block: extent.block,
+        blockCount: extent.blockCount,
+        zero: extent.data === null,
+        payload: extent.data ?? new Uint8Array(0),
+      };
+      digest = addDigest(digest, packetDigest(frame));
+      this.pickConnection().queue.push(frame);
+    }
+    this.pickConnection().queue.push({
+      type: 'end-of-cycle',
+      cycle: number,
+      coversFrom,
+      packetCount: extents.length,
+      digest,
+    });
+    this.sentEnd = Math.max(this.sentEnd, number);
+  }
+
+  /** Packets of a cycle go out in an order that has nothing to do with the order of the writes. */
+  private shuffle(order: number[]): void {
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(this.environment.random() * (i + 1));
+      [order[i], order[j]] = [order[j] as number, order[i] as number];
+    }
+  }
+
+  private pickConnection(): LinkConnection {
+    const index = Math.floor(this.environment.random() * this.connections.length);
+    return this.connections[index] as LinkConnection;
+  }
+
+  private queuedFrames(): number {
+    return this.connections.reduce((sum, connection) => sum + connection.queue.length, 0);
+  }
+
+  /** Frames to write on one connection now, at most maxFrames. */
+  pollFrames(nowMs: number, connectionId: number, maxFrames: number): Frame[] {
+    this.fill();
+    const connection = this.connection(connectionId);
+    if (!connection || !connection.opened) return [];
+    const frames = connection.queue.splice(0, maxFrames);
+    if (frames.length > 0) connection.lastSentMs = nowMs;
+    return frames;
+  }
+
+  /** Any failure: close every connection of the session, retry after a growing delay. */
+  fail(nowMs: number, reason: string, out: LinkRequest[]): void {
+    this.failures++;
+    this.lastFailure = reason;
+    out.push({
+      type: 'log',
+      entry: { level: 'warn', event: 'link-failed', fields: { link: this.name, reason, stored: this.stored } },
+    });
+    this.closeAll(reason, out);
+    this.state = 'idle';
+    this.retryAtMs = nowMs + this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, this.timings.reconnectMsMax);
+  }
+
+  /** The secondary will not take us as we are; try again rarely, someone has to fix a config. */
+  private refuse(nowMs: number, reason: string, out: LinkRequest[]): void {
+    this.failures++;
+    this.lastFailure = reason;
+    out.push({ type: 'log', entry: { level: 'error', event: 'link-refused', fields: { link: this.name, reason } } });
+    this.closeAll(reason, out);
+    this.state = 'refused';
+    this.retryAtMs = nowMs + this.timings.reconnectMsMax;
+  }
+
+  private closeAll(reason: string, out: LinkRequest[]): void {
+    for (const connection of this.connections) {
+      out.push({ type: 'disconnect', link: this.name, connection: connection.id, reason });
+    }
+    this.connections = [];
+  }
+
+  /** Closed cycles this secondary has not stored. */
+  lagCycles(): number {
+    return Math.max(0, this.store.closed - this.stored);
+  }
+
+  private connection(id: number): LinkConnection | undefined {
+    return this.connections.find((candidate) => candidate.id === id);
+  }
+}

@@ -1,0 +1,25 @@
+/**
+ * What the state machines ask storage to keep. The adapters decide the byte layout (the daemons'
+ * segment files, the simulator's disks); replay hands the surviving records back in order.
+ */
+import type { CycleNumber, Extent } from './types.ts';
+
+/** Primary journal. */
+export type PrimaryRecord =
+  /** A write tagged with the cycle it joined. */
+  | { kind: 'write'; cycle: CycleNumber; extent: Extent }
+  /** Every cycle up to `closed` is closed: its writes are final and may be sent. */
+  | { kind: 'switch'; closed: CycleNumber }
+  /** Every secondary stored every cycle up to `upTo`; their entries are gone. */
+  | { kind: 'collect'; upTo: CycleNumber };
+
+/** Secondary receive journal. */
+export type SecondaryRecord =
+  /** One received packet of a cycle that is not stored yet. */
+  | { kind: 'packet'; cycle: CycleNumber; packetIndex: number; extent: Extent }
+  /** Cycle `cycle`, covering coversFrom..cycle, is complete: after a crash it is applied, never dropped. */
+  | { kind: 'stored'; cycle: CycleNumber; coversFrom: CycleNumber }
+  /** A failure: packets of every cycle above `stored` are void. */
+  | { kind: 'discard'; stored: CycleNumber }
+  /** The volumes durably hold the image of `cycle`. */
+  | { kind: 'applied'; cycle: CycleNumber };

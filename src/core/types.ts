@@ -1,0 +1,58 @@
+/** The words of DESIGN.md as types. */
+
+/** A group's cycle counter: a safe integer that only grows. Cycle 0 is the empty image before any write. */
+export type CycleNumber = number;
+
+export interface VolumeShape {
+  name: string;
+  sizeBytes: number;
+}
+
+/** What both sites of a group must agree on. */
+export interface GroupShape {
+  group: string;
+  blockBytes: number;
+  volumes: VolumeShape[];
+}
+
+/**
+ * A run of whole blocks of one volume. `data` holds blockCount * blockBytes bytes, or is null for
+ * a zero run (trim or write-zeroes), which travels and is journaled without payload.
+ */
+export interface Extent {
+  volume: number;
+  block: number;
+  blockCount: number;
+  data: Uint8Array | null;
+}
+
+export const ackModes = ['immediate', 'cycle'] as const;
+/**
+ * immediate: a write is acknowledged once journaled; correct with one sequencer only.
+ * cycle: the writes of cycle N are acknowledged when the number becomes N+1 (the seed's way).
+ */
+export type AckMode = (typeof ackModes)[number];
+
+/** Deliberate defects the simulator switches on to prove that its checkers can fail. */
+export const bugNames = [
+  'keep-incomplete',
+  'recovery-higher-number',
+  'apply-partial',
+  'early-journal-delete',
+  'ack-immediate-multinode',
+] as const;
+export type BugName = (typeof bugNames)[number];
+export type Bugs = ReadonlySet<BugName>;
+export const noBugs: Bugs = new Set<BugName>();
+
+export function volumeBlocks(shape: GroupShape, volume: number): number {
+  const found = shape.volumes[volume];
+  return found ? Math.floor(found.sizeBytes / shape.blockBytes) : 0;
+}
+
+/** A structured log line: an event name and the numbers involved. Adapters render it. */
+export interface LogEntry {
+  level: 'debug' | 'info' | 'warn' | 'error';
+  event: string;
+  fields: Record<string, string | number | boolean | null>;
+}

@@ -1,0 +1,439 @@
+/**
+ * The site-to-site wire format. Every frame is a 20-byte header and a payload:
+ *
+ *   offset  size  field
+ *   0       4     magic 0x43595250 ("CYRP"): resynchronisation is never attempted, a bad magic fails the link
+ *   4       1     frame type (frameTypeCodes below)
+ *   5       1     flags, 0 in version 1
+ *   6       2     reserved, 0
+ *   8       4     payload length in bytes, at most limits.frameBytesMax
+ *   12      4     CRC32C of the payload
+ *   16      4     CRC32C of bytes 0..15, so a corrupt length is caught before waiting for the payload
+ *
+ * Integers are big-endian; u64 fields carry JavaScript safe integers (at most 2^53-1); strings are a
+ * u16 byte length and UTF-8.
+ */
+import { ProtocolError } from '../core/errors.ts';
+import { limits } from '../core/limits.ts';
+import { ByteReader, ByteWriter, encodeString } from './bytes.ts';
+import { crc32c } from './crc32c.ts';
+
+export const protocolVersion = 1;
+export const frameMagic = 0x43595250;
+export const frameHeaderBytes = 20;
+
+import type { VolumeShape } from '../core/types.ts';
+
+/** Primary to secondary, first frame on every connection of a link session. */
+export interface HelloFrame {
+  type: 'hello';
+  protocolVersion: number;
+  /** Identifies one link session; a new value means the primary saw a failure and starts over. */
+  sessionId: number;
+  /** Which of the session's connections this is, 0-based, and how many the session opens. */
+  connectionIndex: number;
+  connectionCount: number;
+  group: string;
+  blockBytes: number;
+  volumes: VolumeShape[];
+}
+
+/** Secondary to primary: accepts a session and states where the secondary stands. */
+export interface WelcomeFrame {
+  type: 'welcome';
+  protocolVersion: number;
+  sessionId: number;
+  secondary: string;
+  /** Every cycle up to this one is complete and durable at the secondary. */
+  stored: number;
+  /** The secondary's volumes show the image at the end of this cycle. */
+  applied: number;
+}
+
+/** Either direction: the sender refuses or gives up on the link; the code is stable, the message for people. */
+export interface ErrorFrame {
+  type: 'error';
+  code: string;
+  message: string;
+}
+
+/** One extent of one cycle's folded writes. */
+export interface DataFrame {
+  type: 'data';
+  cycle: number;
+  /** 0-based index of this packet inside its cycle; packets may arrive in any order. */
+  packetIndex: number;
+  volume: number;
+  /** First block and number of blocks of the extent. */
+  block: number;
+  blockCount: number;
+  /** True for trim/write-zeroes: no payload is carried. */
+  zero: boolean;
+  payload: Uint8Array;
+}
+
+/** Closes a cycle: the secondary checks it holds exactly these packets before storing it. */
+export interface EndOfCycleFrame {
+  type: 'end-of-cycle';
+  cycle: number;
+  /**
+   * The oldest cycle this one covers. Equal to `cycle` for an ordinary cycle; for a recovery cycle
+   * the secondary's stored number plus one, since it carries every unsynchronized entry folded.
+   */
+  coversFrom: number;
+  packetCount: number;
+  /** Order-independent digest of the packets (see cycleDigest). */
+  digest: number;
+}
+
+/** Secondary to primary: every cycle up to `stored` is stored; the volumes show cycle `applied`. */
+export interface StoredFrame {
+  type: 'stored';
+  stored: number;
+  applied: number;
+}
+
+/** Either direction, when nothing else was sent for a while; proves the link is alive. */
+export interface HeartbeatFrame {
+  type: 'heartbeat';
+  nonce: number;
+}
+
+export type Frame =
+  | HelloFrame
+  | WelcomeFrame
+  | ErrorFrame
+  | DataFrame
+  | EndOfCycleFrame
+  | StoredFrame
+  | HeartbeatFrame;
+
+export type FrameType = Frame['type'];
+
+/** The one table of frame types: wire code per name; names for logs come from here. */
+export const frameTypeCodes = {
+  hello: 1,
+  welcome: 2,
+  error: 3,
+  data: 4,
+  'end-of-cycle': 5,
+  stored: 6,
+  heartbeat: 7,
+} as const satisfies Record<FrameType, number>;
+
+const frameTypeByCode = new Map<number, FrameType>(
+  Object.entries(frameTypeCodes).map(([name, code]) => [code, name as FrameType]),
+);
+
+const errorCodeBytesMax = 64;
+
+/** Encodes one frame, header included. */
+export function encodeFrame(frame: Frame): Uint8Array {
+  const payload = encodePayload(frame);
+  if (payload.length > limits.frameBytesMax) {
+    throw new ProtocolError('frame-too-large', `${frame.type} payload of ${payload.length} bytes exceeds frameBytesMax`);
+  }
+  const header = new ByteWriter(16)
+    .u32(frameMagic)
+    .u8(frameTypeCodes[frame.type])
+    .u8(0)
+    .u16(0)
+    .u32(payload.length)
+    .u32(crc32c(payload))
+    .finish();
+  const bytes = new Uint8Array(frameHeaderBytes + payload.length);
+  bytes.set(header, 0);
+  new DataView(bytes.buffer).setUint32(16, crc32c(header));
+  bytes.set(payload, frameHeaderBytes);
+  return bytes;
+}
+
+function encodePayload(frame: Frame): Uint8Array {
+  switch (frame.type) {
+    case 'hello': {
+      const group = encodeString(frame.group);
+      const names = frame.volumes.map((volume) => encodeString(volume.name));
+      const size = 2 + 4 + 2 + 2 + 2 + group.length + 4 + 2 + names.reduce((sum, name) => sum + 2 + name.length + 8, 0);
+      const writer = new ByteWriter(size)
+        .u16(frame.protocolVersion)
+        .u32(frame.sessionId)
+        .u16(frame.connectionIndex)
+        .u16(frame.connectionCount)
+        .string(group)
+        .u32(frame.blockBytes)
+        .u16(frame.volumes.length);
+      frame.volumes.forEach((volume, index) => {
+        writer.string(names[index] as Uint8Array).u64(volume.sizeBytes);
+      });
+      return writer.finish();
+    }
+    case 'welcome': {
+      const name = encodeString(frame.secondary);
+      return new ByteWriter(2 + 4 + 2 + name.length + 8 + 8)
+        .u16(frame.protocolVersion)
+        .u32(frame.sessionId)
+        .string(name)
+        .u64(frame.stored)
+        .u64(frame.applied)
+        .finish();
+    }
+    case 'error': {
+      const code = encodeString(frame.code);
+      const message = encodeString(frame.message).subarray(0, limits.errorMessageBytesMax);
+      return new ByteWriter(2 + code.length + 2 + message.length).string(code).string(message).finish();
+    }
+    case 'data':
+      return new ByteWriter(8 + 4 + 2 + 1 + 1 + 8 + 4 + frame.payload.length)
+        .u64(frame.cycle)
+        .u32(frame.packetIndex)
+        .u16(frame.volume)
+        .u8(frame.zero ? 1 : 0)
+        .u8(0)
+        .u64(frame.block)
+        .u32(frame.blockCount)
+        .raw(frame.payload)
+        .finish();
+    case 'end-of-cycle':
+      return new ByteWriter(8 + 8 + 4 + 4)
+        .u64(frame.cycle)
+        .u64(frame.coversFrom)
+        .u32(frame.packetCount)
+        .u32(frame.digest)
+        .finish();
+    case 'stored':
+      return new ByteWriter(16).u64(frame.stored).u64(frame.applied).finish();
+    case 'heartbeat':
+      return new ByteWriter(4).u32(frame.nonce).finish();
+  }
+}
+
+/** Decodes one payload of a known type; throws ProtocolError only. */
+function decodePayload(type: FrameType, payload: Uint8Array): Frame {
+  const reader = new ByteReader(payload, type);
+  const frame = readPayload(type, reader);
+  reader.end();
+  return frame;
+}
+
+function readPayload(type: FrameType, reader: ByteReader): Frame {
+  switch (type) {
+    case 'hello': {
+      const protocolVersionField = reader.u16('protocolVersion');
+      const sessionId = reader.u32('sessionId');
+      const connectionIndex = reader.u16('connectionIndex');
+      const connectionCount = reader.u16('connectionCount');
+      const group = reader.string('group', limits.nameBytesMax);
+      const blockBytes = reader.u32('blockBytes');
+      const volumeCount = reader.u16('volumeCount');
+      if (volumeCount > limits.volumesMax) {
+        throw new ProtocolError('frame-bad-field', `hello: ${volumeCount} volumes, at most ${limits.volumesMax}`);
+      }
+      const volumes: VolumeShape[] = [];
+      for (let i = 0; i < volumeCount; i++) {
+        volumes.push({ name: reader.string(`volumes[${i}].name`, limits.nameBytesMax), sizeBytes: reader.u64('size') });
+      }
+      return {
+        type,
+        protocolVersion: protocolVersionField,
+        sessionId,
+        connectionIndex,
+        connectionCount,
+        group,
+        blockBytes,
+        volumes,
+      };
+    }
+    case 'welcome':
+      return {
+        type,
+        protocolVersion: reader.u16('protocolVersion'),
+        sessionId: reader.u32('sessionId'),
+        secondary: reader.string('secondary', limits.nameBytesMax),
+        stored: reader.u64('stored'),
+        applied: reader.u64('applied'),
+      };
+    case 'error':
+      return {
+        type,
+        code: reader.string('code', errorCodeBytesMax),
+        message: reader.string('message', limits.errorMessageBytesMax),
+      };
+    case 'data': {
+      const cycle = reader.u64('cycle');
+      const packetIndex = reader.u32('packetIndex');
+      const volume = reader.u16('volume');
+      const kind = reader.u8('kind');
+      if (kind > 1) throw new ProtocolError('frame-bad-field', `data: kind ${kind} is neither 0 (data) nor 1 (zero)`);
+      reader.u8('reserved');
+      const block = reader.u64('block');
+      const blockCount = reader.u32('blockCount');
+      const payload = reader.raw(reader.remaining, 'payload');
+      if (kind === 1 && payload.length !== 0) {
+        throw new ProtocolError('frame-bad-field', `data: a zero extent carries ${payload.length} payload bytes`);
+      }
+      return { type, cycle, packetIndex, volume, block, blockCount, zero: kind === 1, payload };
+    }
+    case 'end-of-cycle':
+      return {
+        type,
+        cycle: reader.u64('cycle'),
+        coversFrom: reader.u64('coversFrom'),
+        packetCount: reader.u32('packetCount'),
+        digest: reader.u32('digest'),
+      };
+    case 'stored':
+      return { type, stored: reader.u64('stored'), applied: reader.u64('applied') };
+    case 'heartbeat':
+      return { type, nonce: reader.u32('nonce') };
+  }
+}
+
+/** What a decoder hands back: the frames it completed, and the error that stopped it, if any. */
+export interface DecodeResult {
+  frames: Frame[];
+  error: ProtocolError | null;
+}
+
+/**
+ * Incremental decoder for one byte stream. It never throws: hostile bytes end in a ProtocolError in
+ * the result, after which the decoder stays failed (the stream cannot be trusted to resynchronise).
+ */
+export class FrameDecoder {
+  private chunks: Uint8Array[] = [];
+  private buffered = 0;
+  private failure: ProtocolError | null = null;
+
+  constructor(private readonly frameBytesMax: number = limits.frameBytesMax) {}
+
+  get failed(): ProtocolError | null {
+    return this.failure;
+  }
+
+  /** Bytes received that do not yet make a whole frame. */
+  pendingBytes(): number {
+    return this.buffered;
+  }
+
+  push(chunk: Uint8Array): DecodeResult {
+    const frames: Frame[] = [];
+    if (this.failure) return { frames, error: this.failure };
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
+    try {
+      for (;;) {
+        const frame = this.next();
+        if (!frame) break;
+        frames.push(frame);
+      }
+    } catch (error) {
+      this.failure = asProtocolError(error);
+      this.chunks = [];
+      this.buffered = 0;
+    }
+    return { frames, error: this.failure };
+  }
+
+  private next(): Frame | null {
+    if (this.buffered < frameHeaderBytes) return null;
+    const header = this.peek(frameHeaderBytes);
+    const { type, payloadBytes, payloadCrc } = checkHeader(header, this.frameBytesMax);
+    if (this.buffered < frameHeaderBytes + payloadBytes) return null;
+    const whole = this.take(frameHeaderBytes + payloadBytes);
+    const payload = whole.subarray(frameHeaderBytes);
+    if (crc32c(payload) !== payloadCrc) {
+      throw new ProtocolError('frame-payload-crc', `${type}: payload CRC32C mismatch`);
+    }
+    return decodePayload(type, payload);
+  }
+
+  private peek(count: number): Uint8Array {
+    const first = this.chunks[0] as Uint8Array;
+    if (first.length >= count) return first.subarray(0, count);
+    this.chunks = [concat(this.chunks, this.buffered)];
+    return (this.chunks[0] as Uint8Array).subarray(0, count);
+  }
+
+  private take(count: number): Uint8Array {
+    const first = this.chunks[0] as Uint8Array;
+    if (first.length < count) this.chunks = [concat(this.chunks, this.buffered)];
+    const joined = this.chunks[0] as Uint8Array;
+    const taken = joined.subarray(0, count);
+    if (joined.length === count) this.chunks.shift();
+    else this.chunks[0] = joined.subarray(count);
+    this.buffered -= count;
+    return taken;
+  }
+}
+
+function checkHeader(
+  header: Uint8Array,
+  frameBytesMax: number,
+): { type: FrameType; payloadBytes: number; payloadCrc: number } {
+  const view = new DataView(header.buffer, header.byteOffset, frameHeaderBytes);
+  const magic = view.getUint32(0);
+  if (magic !== frameMagic) {
+    throw new ProtocolError('frame-bad-magic', `bad frame magic 0x${magic.toString(16).padStart(8, '0')}`);
+  }
+  if (crc32c(header.subarray(0, 16)) !== view.getUint32(16)) {
+    throw new ProtocolError('frame-header-crc', 'frame header CRC32C mismatch');
+  }
+  const code = view.getUint8(4);
+  const type = frameTypeByCode.get(code);
+  if (!type) throw new ProtocolError('frame-unknown-type', `unknown frame type ${code}`);
+  if (view.getUint8(5) !== 0 || view.getUint16(6) !== 0) {
+    throw new ProtocolError('frame-bad-field', `${type}: flags and reserved bytes must be 0 in version 1`);
+  }
+  const payloadBytes = view.getUint32(8);
+  if (payloadBytes > frameBytesMax) {
+    throw new ProtocolError('frame-too-large', `${type}: payload of ${payloadBytes} bytes exceeds ${frameBytesMax}`);
+  }
+  return { type, payloadBytes, payloadCrc: view.getUint32(12) };
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  const joined = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    joined.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return joined;
+}
+
+function asProtocolError(error: unknown): ProtocolError {
+  if (error instanceof ProtocolError) return error;
+  return new ProtocolError('frame-bad-field', `undecodable frame: ${String(error)}`, { cause: error });
+}
+
+/** Decodes exactly one whole frame (tests, tools). */
+export function decodeFrame(bytes: Uint8Array): DecodeResult {
+  const decoder = new FrameDecoder();
+  const result = decoder.push(bytes);
+  if (!result.error && decoder.pendingBytes() !== 0) {
+    return { frames: result.frames, error: new ProtocolError('frame-truncated', 'bytes left after the last frame') };
+  }
+  return result;
+}
+
+/**
+ * Order-independent digest of a cycle's packets: the sum, modulo 2^32, of each packet's CRC32C over
+ * its index and content. It proves completeness against loss and mixing of packets from elsewhere;
+ * each frame's own CRC already guards against corruption.
+ */
+export function packetDigest(frame: DataFrame): number {
+  const head = new ByteWriter(8 + 4 + 2 + 1 + 8 + 4)
+    .u64(frame.cycle)
+    .u32(frame.packetIndex)
+    .u16(frame.volume)
+    .u8(frame.zero ? 1 : 0)
+    .u64(frame.block)
+    .u32(frame.blockCount)
+    .finish();
+  return crc32c(frame.payload, crc32c(head));
+}
+
+export function addDigest(sum: number, packet: number): number {
+  return (sum + packet) >>> 0;
+}
