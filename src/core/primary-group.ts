@@ -276,7 +276,7 @@ export class PrimaryGroup implements CycleStore {
     this.lastSwitchMs = nowMs;
     this.switching = { target, confirmed: new Set() };
     if (this.nodes.length === 1) {
-      this.onNodeSwitch(nowMs, 0, target);
+      this.switchNode(0, target);
       return;
     }
     this.nodes.forEach((_, node) => {
@@ -286,9 +286,14 @@ export class PrimaryGroup implements CycleStore {
 
   /** Node `node` now tags new writes with `cycle`. When every node has, cycle-1 is closed. */
   onNodeSwitch(_nowMs: number, node: number, cycle: CycleNumber): PrimaryAction[] {
+    this.switchNode(node, cycle);
+    return this.takeActions();
+  }
+
+  private switchNode(node: number, cycle: CycleNumber): void {
     const sequencer = this.nodes[node];
     assert(sequencer, `switch for unknown node ${node}`);
-    if (!this.switching || this.switching.target !== cycle) return this.takeActions();
+    if (!this.switching || this.switching.target !== cycle) return;
     sequencer.capture = cycle;
     this.switching.confirmed.add(node);
     if (this.switching.confirmed.size === this.nodes.length) {
@@ -296,7 +301,6 @@ export class PrimaryGroup implements CycleStore {
       this.closeCycle(cycle - 1);
     }
     this.releaseAcks();
-    return this.takeActions();
   }
 
   private closeCycle(closed: CycleNumber): void {

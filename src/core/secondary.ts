@@ -132,6 +132,8 @@ export class Secondary {
           break;
       }
     }
+    // Records of applied cycles may have been released; the applied marker vouches for them.
+    this.stored = Math.max(this.stored, this.appliedDurable);
     for (const cycle of [...this.storedCycles.keys()]) {
       if (cycle <= this.appliedDurable) this.storedCycles.delete(cycle);
     }

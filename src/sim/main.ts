@@ -1,0 +1,53 @@
+/**
+ * `npm run sim -- --seeds N [--seed-start S] [--bug NAME] [--trace]`: runs N seeded scenarios and
+ * prints a report; exits 0 only when no invariant was violated. A failing seed is printed with its
+ * scenario and the events that led to the violation; `--seed-start S --seeds 1` replays it exactly.
+ */
+import { parseArgs } from 'node:util';
+import { type BugName, bugNames } from '../core/types.ts';
+import { runSimulation } from './runner.ts';
+
+function main(): number {
+  const { values } = parseArgs({
+    options: {
+      seeds: { type: 'string', default: '200' },
+      'seed-start': { type: 'string', default: '1' },
+      bug: { type: 'string', multiple: true, default: [] },
+      trace: { type: 'boolean', default: false },
+      'stop-at-first': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      'usage: npm run sim -- [--seeds N] [--seed-start S] [--bug NAME]... [--trace] [--stop-at-first]\n' +
+        `bugs: ${bugNames.join(', ')}\n`,
+    );
+    return 0;
+  }
+  const seeds = Number(values.seeds);
+  const seedStart = Number(values['seed-start']);
+  if (!Number.isSafeInteger(seeds) || seeds < 1 || !Number.isSafeInteger(seedStart) || seedStart < 0) {
+    process.stderr.write('sim: --seeds must be a positive integer and --seed-start a non-negative one\n');
+    return 2;
+  }
+  const bugs = new Set<BugName>();
+  for (const name of values.bug) {
+    if (!(bugNames as readonly string[]).includes(name)) {
+      process.stderr.write(`sim: unknown --bug ${name}; known: ${bugNames.join(', ')}\n`);
+      return 2;
+    }
+    bugs.add(name as BugName);
+  }
+  const report = runSimulation({
+    seeds,
+    seedStart,
+    bugs,
+    traceAll: values.trace,
+    stopAtFirst: values['stop-at-first'],
+    print: (line) => process.stdout.write(`${line}\n`),
+  });
+  return report.violations === 0 ? 0 : 1;
+}
+
+process.exitCode = main();

@@ -1,0 +1,94 @@
+/** Runs many seeds and sums their statistics into the report the issue asks for. */
+import type { Bugs } from '../core/types.ts';
+import { Cluster, type RunResult } from './cluster.ts';
+import { describeScenario, drawScenario, type FaultKind, faultKinds } from './scenario.ts';
+
+export interface SimulationOptions {
+  seeds: number;
+  seedStart: number;
+  bugs: Bugs;
+  traceAll?: boolean;
+  stopAtFirst?: boolean;
+  print?: (line: string) => void;
+}
+
+export interface SimulationReport {
+  seedsRun: number;
+  violations: number;
+  failingSeeds: number[];
+  faults: Record<FaultKind, number>;
+  recoveries: number;
+  recoveryCyclesApplied: number;
+  maxLagCycles: number;
+  cyclesClosed: number;
+  writes: number;
+  events: number;
+  wallSeconds: number;
+}
+
+export function runSeed(seed: number, bugs: Bugs, traceAll = false): RunResult {
+  return new Cluster(drawScenario(seed, bugs), traceAll).run();
+}
+
+export function runSimulation(options: SimulationOptions): SimulationReport {
+  const print = options.print ?? (() => {});
+  const started = performance.now();
+  const report: SimulationReport = {
+    seedsRun: 0,
+    violations: 0,
+    failingSeeds: [],
+    faults: Object.fromEntries(faultKinds.map((kind) => [kind, 0])) as Record<FaultKind, number>,
+    recoveries: 0,
+    recoveryCyclesApplied: 0,
+    maxLagCycles: 0,
+    cyclesClosed: 0,
+    writes: 0,
+    events: 0,
+    wallSeconds: 0,
+  };
+  for (let seed = options.seedStart; seed < options.seedStart + options.seeds; seed++) {
+    const result = runSeed(seed, options.bugs, options.traceAll);
+    add(report, result);
+    if (result.violations.length > 0) {
+      printFailure(print, seed, options.bugs, result);
+      if (options.stopAtFirst) break;
+    }
+  }
+  report.wallSeconds = (performance.now() - started) / 1000;
+  printReport(print, report);
+  return report;
+}
+
+function add(report: SimulationReport, result: RunResult): void {
+  report.seedsRun++;
+  report.violations += result.violations.length;
+  if (result.violations.length > 0) report.failingSeeds.push(result.seed);
+  for (const kind of faultKinds) report.faults[kind] += result.stats.faults[kind];
+  report.recoveries += result.stats.recoveries;
+  report.recoveryCyclesApplied += result.stats.recoveryCyclesApplied;
+  report.maxLagCycles = Math.max(report.maxLagCycles, result.stats.maxLagCycles);
+  report.cyclesClosed += result.stats.cyclesClosed;
+  report.writes += result.stats.writes;
+  report.events += result.stats.events;
+}
+
+function printFailure(print: (line: string) => void, seed: number, bugs: Bugs, result: RunResult): void {
+  print(`FAIL ${describeScenario(drawScenario(seed, bugs))}`);
+  for (const violation of result.violations) print(`  violation: ${violation}`);
+  print(`  events leading to it (${result.trace.length} shown):`);
+  for (const line of result.trace) print(`    ${line}`);
+  const bugFlags = [...bugs].map((bug) => ` --bug ${bug}`).join('');
+  print(`  replay: npm run sim -- --seed-start ${seed} --seeds 1${bugFlags} --trace`);
+}
+
+function printReport(print: (line: string) => void, report: SimulationReport): void {
+  const faults = faultKinds.map((kind) => `${kind} ${report.faults[kind]}`).join(', ');
+  print(`faults injected: ${faults}`);
+  print(
+    `writes ${report.writes}, cycles closed ${report.cyclesClosed}, recoveries performed ${report.recoveries}, ` +
+      `recovery cycles applied ${report.recoveryCyclesApplied}, largest lag ${report.maxLagCycles} cycles`,
+  );
+  print(`events ${report.events}, wall time ${report.wallSeconds.toFixed(1)} s`);
+  if (report.failingSeeds.length > 0) print(`failing seeds: ${report.failingSeeds.slice(0, 20).join(' ')}`);
+  print(`sim: ${report.seedsRun} seeds, ${report.violations} violations`);
+}
