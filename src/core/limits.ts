@@ -21,8 +21,8 @@ export const limits = {
   secondariesMax: 8,
   /** Sequencer nodes feeding one group. */
   nodesMax: 16,
-  /** Cycles a secondary buffers beyond its stored number (the primary's window is smaller). */
-  receiveCyclesAheadMax: 64,
+  /** Incomplete cycles a secondary buffers at once (the primary's in-flight window is smaller). */
+  receiveCyclesBufferedMax: 64,
   /** Smallest and largest block size. */
   blockBytesMin: 512,
   blockBytesMax: 1024 * 1024,

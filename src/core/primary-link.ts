@@ -146,8 +146,8 @@ export class PrimaryLink {
       case 'heartbeat':
         return false;
       case 'welcome':
-        this.onWelcome(nowMs, connection, frame, out);
-        return false;
+        // After a restart of the primary the welcome is the first word of what the secondary stored.
+        return this.onWelcome(nowMs, connection, frame, out);
       case 'stored':
         return this.onStored(nowMs, frame.stored, frame.applied, out);
       case 'error':
@@ -159,14 +159,14 @@ export class PrimaryLink {
     }
   }
 
-  private onWelcome(nowMs: number, connection: LinkConnection, welcome: WelcomeFrame, out: LinkRequest[]): void {
+  private onWelcome(nowMs: number, connection: LinkConnection, welcome: WelcomeFrame, out: LinkRequest[]): boolean {
     if (this.state !== 'connecting' || connection.welcomed) {
       this.fail(nowMs, 'welcome outside the handshake', out);
-      return;
+      return false;
     }
     if (welcome.sessionId !== this.sessionId || welcome.protocolVersion !== protocolVersion) {
       this.fail(nowMs, `welcome for session ${welcome.sessionId}, version ${welcome.protocolVersion}`, out);
-      return;
+      return false;
     }
     if (welcome.stored < this.store.collected || welcome.stored > this.store.closed) {
       // Below the journal floor nothing can rebuild the secondary from the journal; above the
@@ -176,16 +176,18 @@ export class PrimaryLink {
         `secondary stored ${welcome.stored}, journal holds ${this.store.collected + 1}..${this.store.closed}`,
         out,
       );
-      return;
+      return false;
     }
     connection.welcomed = true;
+    const moved = welcome.stored > this.stored;
     this.stored = welcome.stored;
     this.applied = welcome.applied;
-    if (!this.connections.every((candidate) => candidate.welcomed)) return;
+    if (!this.connections.every((candidate) => candidate.welcomed)) return moved;
     this.state = 'streaming';
     this.backoffMs = this.timings.reconnectMsMin;
     this.sentEnd = this.stored;
     if (this.store.closed > this.stored) this.queueRecovery(out);
+    return moved;
   }
 
   private onStored(nowMs: number, stored: CycleNumber, applied: CycleNumber, out: LinkRequest[]): boolean {

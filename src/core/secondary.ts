@@ -180,11 +180,16 @@ export class Secondary {
 
   /** The connection's bytes did not decode: tell the peer, close, and fail the session it is in. */
   onProtocolError(nowMs: number, connection: number, error: ProtocolError): SecondaryAction[] {
+    this.clockMs = nowMs;
+    this.rejectConnection(nowMs, connection, error);
+    return this.takeActions();
+  }
+
+  private rejectConnection(nowMs: number, connection: number, error: ProtocolError): void {
     this.refuseConnection(connection, error.code, error.message);
     const state = this.connections.get(connection);
     this.connections.delete(connection);
     if (state && this.inSession(state)) this.fail(nowMs, `${error.code}: ${error.message}`);
-    return this.takeActions();
   }
 
   onFrame(nowMs: number, connection: number, frame: Frame): SecondaryAction[] {
@@ -196,7 +201,7 @@ export class Secondary {
       this.dispatch(nowMs, connection, state, frame);
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
-      this.onProtocolError(nowMs, connection, error);
+      this.rejectConnection(nowMs, connection, error);
     }
     return this.takeActions();
   }
@@ -326,8 +331,16 @@ export class Secondary {
 
   private checkCycleNumber(cycle: CycleNumber, what: string): void {
     const floor = this.storing ? this.storing.cycle : this.stored;
-    if (cycle <= floor || cycle > this.stored + limits.receiveCyclesAheadMax) {
+    if (cycle <= floor) {
       throw new ProtocolError('cycle-out-of-order', `${what} of cycle ${cycle}, stored is ${this.stored}`);
+    }
+    // A recovery cycle's number may be far above the stored one, so the bound is on how many
+    // cycles are buffered, not on how far ahead they are.
+    if (!this.receiving.has(cycle) && this.receiving.size >= limits.receiveCyclesBufferedMax) {
+      throw new ProtocolError(
+        'cycle-out-of-order',
+        `${what} of cycle ${cycle} would be the ${this.receiving.size + 1}th incomplete cycle, at most ${limits.receiveCyclesBufferedMax}`,
+      );
     }
   }
 
