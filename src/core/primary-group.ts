@@ -3,11 +3,13 @@
  * (what it appends, when it asks for durability, when it collects), and one PrimaryLink per
  * secondary. No I/O: handlers take events and return actions; frames are pulled with pollFrames.
  */
+
+import type { Frame } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import { ConfigError, WriteError } from './errors.ts';
 import { FoldIndex } from './fold.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
-import { type CycleStore, type LinkRequest, PrimaryLink, type LinkState } from './primary-link.ts';
+import { type CycleStore, type LinkRequest, type LinkState, PrimaryLink } from './primary-link.ts';
 import type { PrimaryRecord } from './records.ts';
 import {
   type AckMode,
@@ -19,7 +21,6 @@ import {
   noBugs,
   volumeBlocks,
 } from './types.ts';
-import type { Frame } from '../protocol/frames.ts';
 
 export interface PrimaryConfig {
   shape: GroupShape;
@@ -102,14 +103,18 @@ export interface PrimaryStatus {
 export function checkPrimaryConfig(config: PrimaryConfig): void {
   const problems = checkLinkTimings(config.timings);
   const bugs = config.bugs ?? noBugs;
-  if (config.nodes < 1 || config.nodes > limits.nodesMax) problems.push(`nodes must be 1..${limits.nodesMax}`);
+  if (config.nodes < 1 || config.nodes > limits.nodesMax)
+    problems.push(`nodes must be 1..${limits.nodesMax}`);
   if (config.nodes > 1 && config.ack === 'immediate' && !bugs.has('ack-immediate-multinode')) {
-    problems.push('ack: immediate is not dependent-write consistent with several sequencer nodes; use ack: cycle');
+    problems.push(
+      'ack: immediate is not dependent-write consistent with several sequencer nodes; use ack: cycle',
+    );
   }
   if (config.secondaries.length < 1 || config.secondaries.length > limits.secondariesMax) {
     problems.push(`secondaries must be 1..${limits.secondariesMax}`);
   }
-  if (new Set(config.secondaries).size !== config.secondaries.length) problems.push('secondary names must differ');
+  if (new Set(config.secondaries).size !== config.secondaries.length)
+    problems.push('secondary names must differ');
   if (config.cycleMsMin < 0) problems.push('cycle.minMs must not be negative');
   if (config.cyclesQueuedMax < 1) problems.push('cycle.maxQueued must be at least 1');
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
@@ -155,7 +160,11 @@ export class PrimaryGroup implements CycleStore {
    * Rebuilds a primary from its journal after a restart. Records are replayed in order; the
    * caller has already cut a torn tail. Cycles above the last switch record stay open.
    */
-  static recover(config: PrimaryConfig, random: () => number, records: Iterable<PrimaryRecord>): PrimaryGroup {
+  static recover(
+    config: PrimaryConfig,
+    random: () => number,
+    records: Iterable<PrimaryRecord>,
+  ): PrimaryGroup {
     const group = new PrimaryGroup(config, random);
     group.cycles.clear();
     let newestTag = 0;
@@ -242,7 +251,10 @@ export class PrimaryGroup implements CycleStore {
       );
     }
     if (extent.data && extent.data.length !== extent.blockCount * this.config.shape.blockBytes) {
-      return new WriteError('write-misaligned', `${extent.data.length} bytes for ${extent.blockCount} blocks`);
+      return new WriteError(
+        'write-misaligned',
+        `${extent.data.length} bytes for ${extent.blockCount} blocks`,
+      );
     }
     return null;
   }
@@ -390,7 +402,9 @@ export class PrimaryGroup implements CycleStore {
   /** Journal entries go once every secondary stored them. */
   private collect(): void {
     const storedNumbers = this.links.map((link) => link.stored);
-    const floor = this.bugs.has('early-journal-delete') ? Math.max(...storedNumbers) : Math.min(...storedNumbers);
+    const floor = this.bugs.has('early-journal-delete')
+      ? Math.max(...storedNumbers)
+      : Math.min(...storedNumbers);
     if (floor <= this.collected) return;
     assert(floor <= this.closed, 'nothing above the closed number is stored');
     this.collected = floor;
@@ -402,7 +416,10 @@ export class PrimaryGroup implements CycleStore {
   // ---- the journal as a cycle store ----------------------------------------------------------
 
   foldRange(from: CycleNumber, to: CycleNumber): FoldIndex {
-    assert(from > this.collected && to <= this.closed && from <= to, `fold ${from}..${to} inside the journal`);
+    assert(
+      from > this.collected && to <= this.closed && from <= to,
+      `fold ${from}..${to} inside the journal`,
+    );
     if (from === to) return this.entry(from).fold;
     const merged = new FoldIndex(this.config.shape.blockBytes);
     for (let cycle = from; cycle <= to; cycle++) merged.merge(this.entry(cycle).fold);

@@ -4,10 +4,7 @@
  * secondary's stored number S, and resends every unsynchronized journal entry as one recovery cycle
  * numbered K (the newest closed cycle), marked as covering S+1..K, before going on with K+1.
  */
-import { assert } from './assert.ts';
-import type { FoldIndex } from './fold.ts';
-import { limits, type LinkTimings } from './limits.ts';
-import type { Bugs, CycleNumber, GroupShape, LogEntry } from './types.ts';
+
 import {
   addDigest,
   type DataFrame,
@@ -16,6 +13,10 @@ import {
   protocolVersion,
   type WelcomeFrame,
 } from '../protocol/frames.ts';
+import { assert } from './assert.ts';
+import type { FoldIndex } from './fold.ts';
+import { type LinkTimings, limits } from './limits.ts';
+import type { Bugs, CycleNumber, GroupShape, LogEntry } from './types.ts';
 
 /** What the link reads of the group's journal. */
 export interface CycleStore {
@@ -76,7 +77,10 @@ export class PrimaryLink {
     private readonly store: CycleStore,
     private readonly environment: LinkEnvironment,
   ) {
-    assert(connectionCount >= 1 && connectionCount <= limits.connectionsPerLinkMax, 'connections per link in range');
+    assert(
+      connectionCount >= 1 && connectionCount <= limits.connectionsPerLinkMax,
+      'connections per link in range',
+    );
     this.stored = store.collected;
     this.applied = store.collected;
     this.backoffMs = timings.reconnectMsMin;
@@ -94,10 +98,17 @@ export class PrimaryLink {
     for (const connection of this.connections) {
       if (!connection.opened) continue;
       if (nowMs - connection.lastReceivedMs > this.timings.heartbeatMsTimeout) {
-        this.fail(nowMs, `no frame for ${nowMs - connection.lastReceivedMs} ms on connection ${connection.id}`, out);
+        this.fail(
+          nowMs,
+          `no frame for ${nowMs - connection.lastReceivedMs} ms on connection ${connection.id}`,
+          out,
+        );
         return;
       }
-      if (connection.queue.length === 0 && nowMs - connection.lastSentMs >= this.timings.heartbeatMsInterval) {
+      if (
+        connection.queue.length === 0 &&
+        nowMs - connection.lastSentMs >= this.timings.heartbeatMsInterval
+      ) {
         connection.queue.push({ type: 'heartbeat', nonce: this.heartbeatNonce++ >>> 0 });
       }
     }
@@ -110,7 +121,14 @@ export class PrimaryLink {
     this.connections = [];
     for (let index = 0; index < this.connectionCount; index++) {
       const id = this.environment.nextConnectionId();
-      this.connections.push({ id, opened: false, welcomed: false, queue: [], lastSentMs: nowMs, lastReceivedMs: nowMs });
+      this.connections.push({
+        id,
+        opened: false,
+        welcomed: false,
+        queue: [],
+        lastSentMs: nowMs,
+        lastReceivedMs: nowMs,
+      });
       out.push({ type: 'connect', link: this.name, connection: id });
     }
   }
@@ -140,7 +158,7 @@ export class PrimaryLink {
   /** Handles one frame; returns true when the secondary's stored number moved (the group may collect). */
   onFrame(nowMs: number, connectionId: number, frame: Frame, out: LinkRequest[]): boolean {
     const connection = this.connection(connectionId);
-    if (!connection || !connection.opened) return false;
+    if (!connection?.opened) return false;
     connection.lastReceivedMs = nowMs;
     switch (frame.type) {
       case 'heartbeat':
@@ -159,7 +177,12 @@ export class PrimaryLink {
     }
   }
 
-  private onWelcome(nowMs: number, connection: LinkConnection, welcome: WelcomeFrame, out: LinkRequest[]): boolean {
+  private onWelcome(
+    nowMs: number,
+    connection: LinkConnection,
+    welcome: WelcomeFrame,
+    out: LinkRequest[],
+  ): boolean {
     if (this.state !== 'connecting' || connection.welcomed) {
       this.fail(nowMs, 'welcome outside the handshake', out);
       return false;
@@ -214,7 +237,14 @@ export class PrimaryLink {
       entry: {
         level: 'warn',
         event: 'recovery-cycle',
-        fields: { link: this.name, stored: this.stored, from, to: newestClosed, number, bytes: fold.payloadBytes },
+        fields: {
+          link: this.name,
+          stored: this.stored,
+          from,
+          to: newestClosed,
+          number,
+          bytes: fold.payloadBytes,
+        },
       },
     });
     this.queueCycle(number, from, fold);
@@ -285,7 +315,7 @@ export class PrimaryLink {
   pollFrames(nowMs: number, connectionId: number, maxFrames: number): Frame[] {
     this.fill();
     const connection = this.connection(connectionId);
-    if (!connection || !connection.opened) return [];
+    if (!connection?.opened) return [];
     const frames = connection.queue.splice(0, maxFrames);
     if (frames.length > 0) connection.lastSentMs = nowMs;
     return frames;
@@ -297,7 +327,11 @@ export class PrimaryLink {
     this.lastFailure = reason;
     out.push({
       type: 'log',
-      entry: { level: 'warn', event: 'link-failed', fields: { link: this.name, reason, stored: this.stored } },
+      entry: {
+        level: 'warn',
+        event: 'link-failed',
+        fields: { link: this.name, reason, stored: this.stored },
+      },
     });
     this.closeAll(reason, out);
     this.state = 'idle';
@@ -309,7 +343,10 @@ export class PrimaryLink {
   private refuse(nowMs: number, reason: string, out: LinkRequest[]): void {
     this.failures++;
     this.lastFailure = reason;
-    out.push({ type: 'log', entry: { level: 'error', event: 'link-refused', fields: { link: this.name, reason } } });
+    out.push({
+      type: 'log',
+      entry: { level: 'error', event: 'link-refused', fields: { link: this.name, reason } },
+    });
     this.closeAll(reason, out);
     this.state = 'refused';
     this.retryAtMs = nowMs + this.timings.reconnectMsMax;

@@ -9,13 +9,7 @@
  * While a cycle is being written to the volumes, the read path overlays its blocks, so a reader
  * never sees a half-applied cycle.
  */
-import { assert } from './assert.ts';
-import { HandshakeError, ProtocolError } from './errors.ts';
-import { type BlockContent, FoldIndex } from './fold.ts';
-import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
-import type { SecondaryRecord } from './records.ts';
-import { checkSameShape } from './shape.ts';
-import { type Bugs, type CycleNumber, type Extent, type GroupShape, type LogEntry, noBugs, volumeBlocks } from './types.ts';
+
 import {
   addDigest,
   type DataFrame,
@@ -25,6 +19,21 @@ import {
   packetDigest,
   protocolVersion,
 } from '../protocol/frames.ts';
+import { assert } from './assert.ts';
+import { HandshakeError, ProtocolError } from './errors.ts';
+import { type BlockContent, FoldIndex } from './fold.ts';
+import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
+import type { SecondaryRecord } from './records.ts';
+import { checkSameShape } from './shape.ts';
+import {
+  type Bugs,
+  type CycleNumber,
+  type Extent,
+  type GroupShape,
+  type LogEntry,
+  noBugs,
+  volumeBlocks,
+} from './types.ts';
 
 export interface SecondaryConfig {
   name: string;
@@ -143,7 +152,8 @@ export class Secondary {
     if (this.bugs.has('keep-incomplete')) {
       for (const [cycle, extents] of buffers) {
         const packets = new Map<number, DataFrame>();
-        for (const { packetIndex, extent } of extents) packets.set(packetIndex, dataFrameOf(cycle, packetIndex, extent));
+        for (const { packetIndex, extent } of extents)
+          packets.set(packetIndex, dataFrameOf(cycle, packetIndex, extent));
         this.receiving.set(cycle, { packets, end: null, digest: 0, session: -1 });
       }
     }
@@ -240,12 +250,18 @@ export class Secondary {
     if (hello.protocolVersion !== protocolVersion) {
       this.refuseHandshake(
         connection,
-        new HandshakeError('version-unsupported', `protocol ${hello.protocolVersion}, this site speaks ${protocolVersion}`),
+        new HandshakeError(
+          'version-unsupported',
+          `protocol ${hello.protocolVersion}, this site speaks ${protocolVersion}`,
+        ),
       );
       return;
     }
     try {
-      checkSameShape({ group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes }, this.config.shape);
+      checkSameShape(
+        { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes },
+        this.config.shape,
+      );
     } catch (error) {
       if (!(error instanceof HandshakeError)) throw error;
       this.refuseHandshake(connection, error);
@@ -259,11 +275,20 @@ export class Secondary {
       // that are not stored is void before anything of the new session arrives.
       if (this.session) this.fail(nowMs, `new session ${hello.sessionId} from the primary`);
       this.session = { id: hello.sessionId, connectionCount: hello.connectionCount };
-      this.log('info', 'session-started', { session: hello.sessionId, stored: this.stored, applied: this.applied });
+      this.log('info', 'session-started', {
+        session: hello.sessionId,
+        stored: this.stored,
+        applied: this.applied,
+      });
     }
-    const members = [...this.connections.values()].filter((other) => other.session === hello.sessionId).length;
+    const members = [...this.connections.values()].filter(
+      (other) => other.session === hello.sessionId,
+    ).length;
     if (members >= this.session.connectionCount) {
-      throw new ProtocolError('unexpected-frame', `more than ${this.session.connectionCount} connections in session`);
+      throw new ProtocolError(
+        'unexpected-frame',
+        `more than ${this.session.connectionCount} connections in session`,
+      );
     }
     state.session = hello.sessionId;
     if (this.storing) this.pendingWelcomes.push(connection);
@@ -301,14 +326,25 @@ export class Secondary {
     this.checkExtent(frame);
     const cycle = this.receivingCycle(frame.cycle);
     if (cycle.packets.has(frame.packetIndex)) {
-      throw new ProtocolError('packet-invalid', `cycle ${frame.cycle} packet ${frame.packetIndex} arrived twice`);
+      throw new ProtocolError(
+        'packet-invalid',
+        `cycle ${frame.cycle} packet ${frame.packetIndex} arrived twice`,
+      );
     }
     if (cycle.end && frame.packetIndex >= cycle.end.packetCount) {
-      throw new ProtocolError('packet-invalid', `cycle ${frame.cycle} packet ${frame.packetIndex} of ${cycle.end.packetCount}`);
+      throw new ProtocolError(
+        'packet-invalid',
+        `cycle ${frame.cycle} packet ${frame.packetIndex} of ${cycle.end.packetCount}`,
+      );
     }
     cycle.packets.set(frame.packetIndex, frame);
     cycle.digest = addDigest(cycle.digest, packetDigest(frame));
-    this.append({ kind: 'packet', cycle: frame.cycle, packetIndex: frame.packetIndex, extent: extentOf(frame) });
+    this.append({
+      kind: 'packet',
+      cycle: frame.cycle,
+      packetIndex: frame.packetIndex,
+      extent: extentOf(frame),
+    });
     this.tryStore();
   }
 
@@ -380,7 +416,10 @@ export class Secondary {
       if (!this.bugs.has('apply-partial')) {
         if (cycle.packets.size < end.packetCount) return;
         if (cycle.digest !== end.digest) {
-          throw new ProtocolError('cycle-digest-mismatch', `cycle ${number}: digest of received packets differs`);
+          throw new ProtocolError(
+            'cycle-digest-mismatch',
+            `cycle ${number}: digest of received packets differs`,
+          );
         }
       }
       const fold = new FoldIndex(this.config.shape.blockBytes);
@@ -433,7 +472,8 @@ export class Secondary {
     this.applying = { ...next, phase: 'volumes', wait: token };
     this.applied = next.cycle;
     if (next.coversFrom < next.cycle) this.recoveryCyclesApplied++;
-    for (const extent of next.fold.extents(limits.packetBytesMax)) this.out.push({ type: 'volume-write', extent });
+    for (const extent of next.fold.extents(limits.packetBytesMax))
+      this.out.push({ type: 'volume-write', extent });
     this.out.push({ type: 'volume-sync', token });
   }
 
@@ -466,7 +506,8 @@ export class Secondary {
 
   private reportProgress(): void {
     const connection = this.sessionConnection();
-    if (connection !== undefined) this.send(connection, { type: 'stored', stored: this.stored, applied: this.applied });
+    if (connection !== undefined)
+      this.send(connection, { type: 'stored', stored: this.stored, applied: this.applied });
   }
 
   // ---- failure -------------------------------------------------------------------------------
@@ -519,7 +560,8 @@ export class Secondary {
 
   private sessionConnection(): number | undefined {
     if (!this.session) return undefined;
-    for (const [connection, state] of this.connections) if (state.session === this.session.id) return connection;
+    for (const [connection, state] of this.connections)
+      if (state.session === this.session.id) return connection;
     return undefined;
   }
 
@@ -536,11 +578,17 @@ export class Secondary {
   }
 
   private log(level: LogEntry['level'], event: string, fields: LogEntry['fields']): void {
-    this.out.push({ type: 'log', entry: { level, event, fields: { secondary: this.config.name, ...fields } } });
+    this.out.push({
+      type: 'log',
+      entry: { level, event, fields: { secondary: this.config.name, ...fields } },
+    });
   }
 
   /** What the simulator's checkers read: cycles buffered and the session they came from. */
-  inspect(): { session: number | null; receiving: { cycle: CycleNumber; session: number; packets: number }[] } {
+  inspect(): {
+    session: number | null;
+    receiving: { cycle: CycleNumber; session: number; packets: number }[];
+  } {
     return {
       session: this.session?.id ?? null,
       receiving: [...this.receiving].map(([cycle, entry]) => ({
@@ -553,7 +601,12 @@ export class Secondary {
 }
 
 function extentOf(frame: DataFrame): Extent {
-  return { volume: frame.volume, block: frame.block, blockCount: frame.blockCount, data: frame.zero ? null : frame.payload };
+  return {
+    volume: frame.volume,
+    block: frame.block,
+    blockCount: frame.blockCount,
+    data: frame.zero ? null : frame.payload,
+  };
 }
 
 function dataFrameOf(cycle: CycleNumber, packetIndex: number, extent: Extent): DataFrame {

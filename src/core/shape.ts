@@ -5,7 +5,10 @@ import type { GroupShape } from './types.ts';
 /** Throws HandshakeError naming the first difference between what the primary offers and what we hold. */
 export function checkSameShape(offered: GroupShape, held: GroupShape): void {
   if (offered.group !== held.group) {
-    throw new HandshakeError('group-mismatch', `group "${offered.group}" offered, this site is of group "${held.group}"`);
+    throw new HandshakeError(
+      'group-mismatch',
+      `group "${offered.group}" offered, this site is of group "${held.group}"`,
+    );
   }
   if (offered.blockBytes !== held.blockBytes) {
     throw new HandshakeError(

@@ -134,7 +134,10 @@ export class ByteReader {
   string(field: string, bytesMax: number): string {
     const length = this.u16(`${field}.length`);
     if (length > bytesMax) {
-      throw new ProtocolError('frame-bad-field', `${this.what}: ${field} is ${length} bytes, at most ${bytesMax}`);
+      throw new ProtocolError(
+        'frame-bad-field',
+        `${this.what}: ${field} is ${length} bytes, at most ${bytesMax}`,
+      );
     }
     const encoded = this.raw(length, field);
     try {
@@ -146,7 +149,10 @@ export class ByteReader {
 
   end(): void {
     if (this.remaining !== 0) {
-      throw new ProtocolError('frame-trailing-bytes', `${this.what}: ${this.remaining} bytes after the last field`);
+      throw new ProtocolError(
+        'frame-trailing-bytes',
+        `${this.what}: ${this.remaining} bytes after the last field`,
+      );
     }
   }
 }

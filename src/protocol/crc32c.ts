@@ -1,3 +1,4 @@
+// biome-ignore-all lint/style/noNonNullAssertion: the hot loop indexes typed arrays inside their bounds; a check per byte would halve the speed
 /**
  * CRC32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of iSCSI, ext4 metadata and
  * most storage wire formats. Slice-by-8 tables: eight table lookups per 8 input bytes.

@@ -131,7 +131,10 @@ const errorCodeBytesMax = 64;
 export function encodeFrame(frame: Frame): Uint8Array {
   const payload = encodePayload(frame);
   if (payload.length > limits.frameBytesMax) {
-    throw new ProtocolError('frame-too-large', `${frame.type} payload of ${payload.length} bytes exceeds frameBytesMax`);
+    throw new ProtocolError(
+      'frame-too-large',
+      `${frame.type} payload of ${payload.length} bytes exceeds frameBytesMax`,
+    );
   }
   const header = new ByteWriter(16)
     .u32(frameMagic)
@@ -153,7 +156,8 @@ function encodePayload(frame: Frame): Uint8Array {
     case 'hello': {
       const group = encodeString(frame.group);
       const names = frame.volumes.map((volume) => encodeString(volume.name));
-      const size = 2 + 4 + 2 + 2 + 2 + group.length + 4 + 2 + names.reduce((sum, name) => sum + 2 + name.length + 8, 0);
+      const size =
+        2 + 4 + 2 + 2 + 2 + group.length + 4 + 2 + names.reduce((sum, name) => sum + 2 + name.length + 8, 0);
       const writer = new ByteWriter(size)
         .u16(frame.protocolVersion)
         .u32(frame.sessionId)
@@ -226,11 +230,17 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
       const blockBytes = reader.u32('blockBytes');
       const volumeCount = reader.u16('volumeCount');
       if (volumeCount > limits.volumesMax) {
-        throw new ProtocolError('frame-bad-field', `hello: ${volumeCount} volumes, at most ${limits.volumesMax}`);
+        throw new ProtocolError(
+          'frame-bad-field',
+          `hello: ${volumeCount} volumes, at most ${limits.volumesMax}`,
+        );
       }
       const volumes: VolumeShape[] = [];
       for (let i = 0; i < volumeCount; i++) {
-        volumes.push({ name: reader.string(`volumes[${i}].name`, limits.nameBytesMax), sizeBytes: reader.u64('size') });
+        volumes.push({
+          name: reader.string(`volumes[${i}].name`, limits.nameBytesMax),
+          sizeBytes: reader.u64('size'),
+        });
       }
       return {
         type,
@@ -263,13 +273,17 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
       const packetIndex = reader.u32('packetIndex');
       const volume = reader.u16('volume');
       const kind = reader.u8('kind');
-      if (kind > 1) throw new ProtocolError('frame-bad-field', `data: kind ${kind} is neither 0 (data) nor 1 (zero)`);
+      if (kind > 1)
+        throw new ProtocolError('frame-bad-field', `data: kind ${kind} is neither 0 (data) nor 1 (zero)`);
       reader.u8('reserved');
       const block = reader.u64('block');
       const blockCount = reader.u32('blockCount');
       const payload = reader.raw(reader.remaining, 'payload');
       if (kind === 1 && payload.length !== 0) {
-        throw new ProtocolError('frame-bad-field', `data: a zero extent carries ${payload.length} payload bytes`);
+        throw new ProtocolError(
+          'frame-bad-field',
+          `data: a zero extent carries ${payload.length} payload bytes`,
+        );
       }
       return { type, cycle, packetIndex, volume, block, blockCount, zero: kind === 1, payload };
     }
@@ -387,7 +401,10 @@ function checkHeader(
   }
   const payloadBytes = view.getUint32(8);
   if (payloadBytes > frameBytesMax) {
-    throw new ProtocolError('frame-too-large', `${type}: payload of ${payloadBytes} bytes exceeds ${frameBytesMax}`);
+    throw new ProtocolError(
+      'frame-too-large',
+      `${type}: payload of ${payloadBytes} bytes exceeds ${frameBytesMax}`,
+    );
   }
   return { type, payloadBytes, payloadCrc: view.getUint32(12) };
 }
@@ -412,7 +429,10 @@ export function decodeFrame(bytes: Uint8Array): DecodeResult {
   const decoder = new FrameDecoder();
   const result = decoder.push(bytes);
   if (!result.error && decoder.pendingBytes() !== 0) {
-    return { frames: result.frames, error: new ProtocolError('frame-truncated', 'bytes left after the last frame') };
+    return {
+      frames: result.frames,
+      error: new ProtocolError('frame-truncated', 'bytes left after the last frame'),
+    };
   }
   return result;
 }

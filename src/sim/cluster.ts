@@ -92,7 +92,9 @@ interface SimSource {
   lastAckedData: number | null;
 }
 
-type Operation = { kind: 'write'; write: SimWrite } | { kind: 'flush'; source: number; ackCountAtIssue: number };
+type Operation =
+  | { kind: 'write'; write: SimWrite }
+  | { kind: 'flush'; source: number; ackCountAtIssue: number };
 
 const traceLength = 80;
 const framesPerPollMax = 256;
@@ -182,7 +184,8 @@ export class Cluster {
     this.sites.forEach((_, site) => {
       this.queue.push(0, { kind: 'tick', site, epoch: 0 });
     });
-    for (const source of this.sources) this.queue.push(this.random.int(20), { kind: 'source', source: source.id });
+    for (const source of this.sources)
+      this.queue.push(this.random.int(20), { kind: 'source', source: source.id });
     for (const fault of this.scenario.faults) this.queue.push(fault.atMs, { kind: 'fault', fault });
     this.queue.push(this.scenario.faultPhaseMs, { kind: 'settle' });
     const deadline = this.scenario.faultPhaseMs + this.scenario.settleMsMax;
@@ -190,7 +193,9 @@ export class Cluster {
       const next = this.queue.pop();
       if (!next) break;
       if (next.atMs > deadline) {
-        this.violations.push(`no convergence ${this.scenario.settleMsMax} ms after the faults stopped: ${this.standing()}`);
+        this.violations.push(
+          `no convergence ${this.scenario.settleMsMax} ms after the faults stopped: ${this.standing()}`,
+        );
         break;
       }
       this.nowMs = next.atMs;
@@ -200,7 +205,10 @@ export class Cluster {
       this.checkInvariants();
     }
     this.stats.endMs = this.nowMs;
-    this.stats.recoveryCyclesApplied += this.sites.reduce((sum, site) => sum + (site.core?.recoveryCyclesApplied ?? 0), 0);
+    this.stats.recoveryCyclesApplied += this.sites.reduce(
+      (sum, site) => sum + (site.core?.recoveryCyclesApplied ?? 0),
+      0,
+    );
     this.stats.cyclesClosed = this.oracle.closed;
     return { seed: this.scenario.seed, violations: this.violations, trace: this.trace, stats: this.stats };
   }
@@ -318,7 +326,8 @@ export class Cluster {
     let data: Uint8Array | null = null;
     if (!zero) {
       data = new Uint8Array(blockCount * shape.blockBytes);
-      for (let i = 0; i < blockCount; i++) data.set(blockContent(id, i, shape.blockBytes), i * shape.blockBytes);
+      for (let i = 0; i < blockCount; i++)
+        data.set(blockContent(id, i, shape.blockBytes), i * shape.blockBytes);
     }
     const deps: number[] = [];
     if (source.lastAckedData !== null) deps.push(source.lastAckedData);
@@ -345,7 +354,10 @@ export class Cluster {
     const sourceId = operation.kind === 'write' ? operation.write.source : operation.source;
     const source = this.sources[sourceId] as SimSource;
     source.busy = false;
-    this.queue.push(this.nowMs + this.random.int(this.scenario.thinkMsMax + 1), { kind: 'source', source: sourceId });
+    this.queue.push(this.nowMs + this.random.int(this.scenario.thinkMsMax + 1), {
+      kind: 'source',
+      source: sourceId,
+    });
     return operation;
   }
 
@@ -419,7 +431,8 @@ export class Cluster {
       this.violations.push(`write ${write.id} acknowledged before it was journaled`);
       return;
     }
-    if (write.cycle !== cycle) this.violations.push(`write ${write.id} journaled in ${write.cycle}, acked as ${cycle}`);
+    if (write.cycle !== cycle)
+      this.violations.push(`write ${write.id} journaled in ${write.cycle}, acked as ${cycle}`);
     write.ackOrder = ++this.ackCount;
     if (write.extent.data) (this.sources[write.source] as SimSource).lastAckedData = write.id;
   }
@@ -527,7 +540,12 @@ export class Cluster {
     const site = connection ? this.sites[connection.secondary] : undefined;
     if (!connection || !site || !connection.primaryOpen || !this.primary) return;
     if (!site.core) {
-      this.queue.push(this.nowMs, { kind: 'lost', connection: id, side: 'primary', reason: 'connection refused' });
+      this.queue.push(this.nowMs, {
+        kind: 'lost',
+        connection: id,
+        side: 'primary',
+        reason: 'connection refused',
+      });
       return;
     }
     connection.established = true;
@@ -559,7 +577,11 @@ export class Cluster {
     if (side === 'primary') connection.primaryOpen = false;
     else connection.secondaryOpen = false;
     const site = this.sites[connection.secondary] as SecondarySite;
-    const at = Math.max(this.nowMs + this.latency(connection.secondary), site.partitionedUntil, connection.stallUntil);
+    const at = Math.max(
+      this.nowMs + this.latency(connection.secondary),
+      site.partitionedUntil,
+      connection.stallUntil,
+    );
     const peer = side === 'primary' ? 'secondary' : 'primary';
     this.queue.push(at, { kind: 'lost', connection: id, side: peer, reason: `peer closed: ${reason}` });
   }
@@ -575,7 +597,7 @@ export class Cluster {
 
   private send(id: number, toSecondary: boolean, bytes: Uint8Array): void {
     const connection = this.connections.get(id);
-    if (!connection || !connection.established) return;
+    if (!connection?.established) return;
     if (toSecondary ? !connection.primaryOpen : !connection.secondaryOpen) return;
     let payload = bytes;
     if (toSecondary ? connection.corruptToSecondary : connection.corruptToPrimary) {
@@ -588,11 +610,19 @@ export class Cluster {
     }
     const site = this.sites[connection.secondary] as SecondarySite;
     const last = toSecondary ? connection.lastAtToSecondary : connection.lastAtToPrimary;
-    const at = Math.max(last, this.nowMs + this.latency(connection.secondary), connection.stallUntil, site.partitionedUntil);
+    const at = Math.max(
+      last,
+      this.nowMs + this.latency(connection.secondary),
+      connection.stallUntil,
+      site.partitionedUntil,
+    );
     if (toSecondary) connection.lastAtToSecondary = at;
     else connection.lastAtToPrimary = at;
     // Split the bytes so the decoders meet frames cut at arbitrary places, as TCP delivers them.
-    const cut = payload.length > 1 && this.random.chance(0.3) ? this.random.between(1, payload.length - 1) : payload.length;
+    const cut =
+      payload.length > 1 && this.random.chance(0.3)
+        ? this.random.between(1, payload.length - 1)
+        : payload.length;
     this.queue.push(at, { kind: 'deliver', connection: id, toSecondary, bytes: payload.subarray(0, cut) });
     if (cut < payload.length) {
       this.queue.push(at, { kind: 'deliver', connection: id, toSecondary, bytes: payload.subarray(cut) });
@@ -625,7 +655,9 @@ export class Cluster {
     }
     if (result.error && connection.primaryOpen) {
       connection.primaryOpen = false;
-      this.runPrimary(this.primary.onConnectionLost(this.nowMs, id, `${result.error.code}: ${result.error.message}`));
+      this.runPrimary(
+        this.primary.onConnectionLost(this.nowMs, id, `${result.error.code}: ${result.error.message}`),
+      );
       this.closeEnd(id, 'primary', result.error.message);
     }
   }
@@ -666,13 +698,21 @@ export class Cluster {
         return;
       case 'secondary-crash':
       case 'secondary-machine-crash':
-        this.crashSecondary(fault.target, fault.kind === 'secondary-crash' ? 'process' : 'machine', fault.durationMs);
+        this.crashSecondary(
+          fault.target,
+          fault.kind === 'secondary-crash' ? 'process' : 'machine',
+          fault.durationMs,
+        );
         return;
     }
   }
 
   /** A process crash closes its sockets (the peers see a reset); a machine crash just goes silent. */
-  private dropConnections(filter: (connection: SimConnection) => boolean, side: 'primary' | 'secondary', kind: CrashKind): void {
+  private dropConnections(
+    filter: (connection: SimConnection) => boolean,
+    side: 'primary' | 'secondary',
+    kind: CrashKind,
+  ): void {
     for (const connection of this.connections.values()) {
       if (!filter(connection)) continue;
       const wasOpen = side === 'primary' ? connection.primaryOpen : connection.secondaryOpen;
@@ -692,7 +732,9 @@ export class Cluster {
     this.note(`primary crashed (${kind}): ${lost} journal records lost${tornTail ? ', tail torn' : ''}`);
     for (const write of lostWrites) {
       if (write.ackOrder !== null && write.ackOrder <= this.flushedAckCount) {
-        this.violations.push(`write ${write.id} was acknowledged and flushed, yet lost in a crash of the primary`);
+        this.violations.push(
+          `write ${write.id} was acknowledged and flushed, yet lost in a crash of the primary`,
+        );
       }
     }
     // Sources see their connections fail; what they had in flight is in doubt. A lost write is
@@ -726,10 +768,16 @@ export class Cluster {
     if (index === primarySite) {
       if (this.primary) return;
       const closedBefore = this.oracle.closed;
-      this.primary = PrimaryGroup.recover(this.primaryConfig, () => this.coreRandom.next(), this.primaryLog.replay());
+      this.primary = PrimaryGroup.recover(
+        this.primaryConfig,
+        () => this.coreRandom.next(),
+        this.primaryLog.replay(),
+      );
       this.note(`primary restarted: capture ${this.primary.capture}, closed ${this.primary.closed}`);
       if (this.primary.closed < closedBefore) {
-        this.violations.push(`primary restarted with closed ${this.primary.closed}, below ${closedBefore} closed before`);
+        this.violations.push(
+          `primary restarted with closed ${this.primary.closed}, below ${closedBefore} closed before`,
+        );
       }
       this.runPrimary(this.primary.takeActions());
       this.queue.push(this.nowMs, { kind: 'tick', site: primarySite, epoch: this.primaryEpoch });
@@ -743,7 +791,9 @@ export class Cluster {
     site.core = Secondary.recover(site.config, site.log.replay());
     this.note(`${site.config.name} restarted: stored ${site.core.stored}, applied ${site.core.applied}`);
     if (site.core.stored < site.storedDurable) {
-      this.violations.push(`${site.config.name} restarted with stored ${site.core.stored}, below ${site.storedDurable}`);
+      this.violations.push(
+        `${site.config.name} restarted with stored ${site.core.stored}, below ${site.storedDurable}`,
+      );
     }
     this.runSecondary(index, site.core.start());
     site.storedDurable = site.core.stored;
@@ -755,7 +805,8 @@ export class Cluster {
     this.settling = true;
     this.note('settle: faults stop, sources stop, every site comes back');
     for (const site of this.sites) site.partitionedUntil = Math.min(site.partitionedUntil, this.nowMs);
-    for (const connection of this.connections.values()) connection.stallUntil = Math.min(connection.stallUntil, this.nowMs);
+    for (const connection of this.connections.values())
+      connection.stallUntil = Math.min(connection.stallUntil, this.nowMs);
     if (!this.primary) this.restart(primarySite);
     this.sites.forEach((site, index) => {
       if (!site.core) this.restart(index);
@@ -791,12 +842,16 @@ export class Cluster {
   private checkSecondary(site: SecondarySite, core: Secondary): void {
     const name = site.config.name;
     if (core.applied < site.appliedShown) {
-      this.violations.push(`monotonic: ${name} applied went from ${site.appliedShown} down to ${core.applied}`);
+      this.violations.push(
+        `monotonic: ${name} applied went from ${site.appliedShown} down to ${core.applied}`,
+      );
       return;
     }
     site.appliedShown = core.applied;
     if (core.applied > this.oracle.closed) {
-      this.violations.push(`${name} shows cycle ${core.applied}, the primary closed only ${this.oracle.closed}`);
+      this.violations.push(
+        `${name} shows cycle ${core.applied}, the primary closed only ${this.oracle.closed}`,
+      );
       return;
     }
     const inspection = core.inspect();
@@ -850,7 +905,9 @@ export class Cluster {
       if (!core || core.appliedDurable !== status.closed || core.applied !== status.closed) return;
     }
     if (this.oracle.newestTag() > status.closed) {
-      this.violations.push(`converged at cycle ${status.closed}, but writes were tagged ${this.oracle.newestTag()}`);
+      this.violations.push(
+        `converged at cycle ${status.closed}, but writes were tagged ${this.oracle.newestTag()}`,
+      );
       return;
     }
     // The image files themselves, without the read path's overlay, equal the primary's content.
@@ -858,7 +915,9 @@ export class Cluster {
     for (const site of this.sites) {
       site.volumes.forEach((volume, index) => {
         if (Buffer.compare(volume.current, expected.volumes[index] as Uint8Array) !== 0) {
-          this.violations.push(`convergence: ${site.config.name} volume ${index} differs from the primary at rest`);
+          this.violations.push(
+            `convergence: ${site.config.name} volume ${index} differs from the primary at rest`,
+          );
         }
       });
     }
@@ -869,11 +928,16 @@ export class Cluster {
   private standing(): string {
     const primary = this.primary?.status(this.nowMs);
     const secondaries = this.sites
-      .map((site) => `${site.config.name} stored ${site.core?.stored ?? '-'} applied ${site.core?.applied ?? '-'}`)
+      .map(
+        (site) =>
+          `${site.config.name} stored ${site.core?.stored ?? '-'} applied ${site.core?.applied ?? '-'}`,
+      )
       .join(', ');
     return primary
       ? `primary capture ${primary.capture} closed ${primary.closed} collected ${primary.collected}; ${secondaries}; ` +
-          primary.secondaries.map((link) => `${link.name}: ${link.link} (${link.lastFailure ?? 'no failure'})`).join(', ')
+          primary.secondaries
+            .map((link) => `${link.name}: ${link.link} (${link.lastFailure ?? 'no failure'})`)
+            .join(', ')
       : `primary down; ${secondaries}`;
   }
 }

@@ -3,11 +3,13 @@
  * prints a report; exits 0 only when no invariant was violated. A failing seed is printed with its
  * scenario and the events that led to the violation; `--seed-start S --seeds 1` replays it exactly.
  */
+
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { type BugName, bugNames } from '../core/types.ts';
-import { runSimulation } from './runner.ts';
+import { runSimulation, runSimulationParallel } from './runner.ts';
 
-function main(): number {
+async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       seeds: { type: 'string', default: '200' },
@@ -15,12 +17,13 @@ function main(): number {
       bug: { type: 'string', multiple: true, default: [] },
       trace: { type: 'boolean', default: false },
       'stop-at-first': { type: 'boolean', default: false },
+      jobs: { type: 'string', default: String(availableParallelism()) },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run sim -- [--seeds N] [--seed-start S] [--bug NAME]... [--trace] [--stop-at-first]\n' +
+      'usage: npm run sim -- [--seeds N] [--seed-start S] [--bug NAME]... [--trace] [--stop-at-first] [--jobs J]\n' +
         `bugs: ${bugNames.join(', ')}\n`,
     );
     return 0;
@@ -39,15 +42,25 @@ function main(): number {
     }
     bugs.add(name as BugName);
   }
-  const report = runSimulation({
+  const jobs = Number(values.jobs);
+  if (!Number.isSafeInteger(jobs) || jobs < 1) {
+    process.stderr.write('sim: --jobs must be a positive integer\n');
+    return 2;
+  }
+  const options = {
     seeds,
     seedStart,
     bugs,
     traceAll: values.trace,
     stopAtFirst: values['stop-at-first'],
-    print: (line) => process.stdout.write(`${line}\n`),
-  });
+    print: (line: string) => process.stdout.write(`${line}\n`),
+  };
+  // One seed, or a trace, runs on the main thread so that its output streams as it happens.
+  const report =
+    jobs === 1 || seeds === 1 || values.trace
+      ? runSimulation(options)
+      : await runSimulationParallel({ ...options, jobs });
   return report.violations === 0 ? 0 : 1;
 }
 
-process.exitCode = main();
+process.exitCode = await main();

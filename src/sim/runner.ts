@@ -1,5 +1,6 @@
-/** Runs many seeds and sums their statistics into the report the issue asks for. */
-import type { Bugs } from '../core/types.ts';
+/** Runs many seeds, on several worker threads if asked, and sums their statistics into one report. */
+import { Worker } from 'node:worker_threads';
+import type { BugName, Bugs } from '../core/types.ts';
 import { Cluster, type RunResult } from './cluster.ts';
 import { describeScenario, drawScenario, type FaultKind, faultKinds } from './scenario.ts';
 
@@ -10,6 +11,8 @@ export interface SimulationOptions {
   traceAll?: boolean;
   stopAtFirst?: boolean;
   print?: (line: string) => void;
+  /** Leave out the summary lines (a worker's part of a larger run). */
+  quiet?: boolean;
 }
 
 export interface SimulationReport {
@@ -33,7 +36,94 @@ export function runSeed(seed: number, bugs: Bugs, traceAll = false): RunResult {
 export function runSimulation(options: SimulationOptions): SimulationReport {
   const print = options.print ?? (() => {});
   const started = performance.now();
-  const report: SimulationReport = {
+  const report = emptyReport();
+  for (let seed = options.seedStart; seed < options.seedStart + options.seeds; seed++) {
+    const result = runSeed(seed, options.bugs, options.traceAll);
+    add(report, result);
+    if (result.violations.length > 0) {
+      printFailure(print, seed, options.bugs, result);
+      if (options.stopAtFirst) break;
+    }
+  }
+  report.wallSeconds = (performance.now() - started) / 1000;
+  if (!options.quiet) printReport(print, report);
+  return report;
+}
+
+/** Splits the seeds over `jobs` worker threads; failures are printed in seed order, then one report. */
+export async function runSimulationParallel(
+  options: SimulationOptions & { jobs: number },
+): Promise<SimulationReport> {
+  const print = options.print ?? (() => {});
+  const started = performance.now();
+  const jobs = Math.max(1, Math.min(options.jobs, options.seeds));
+  const share = Math.ceil(options.seeds / jobs);
+  const parts: Promise<{ report: SimulationReport; lines: string[] }>[] = [];
+  for (let job = 0; job < jobs; job++) {
+    const seedStart = options.seedStart + job * share;
+    const seeds = Math.min(share, options.seedStart + options.seeds - seedStart);
+    if (seeds <= 0) break;
+    parts.push(
+      runWorker({
+        seedStart,
+        seeds,
+        bugs: [...options.bugs],
+        traceAll: !!options.traceAll,
+        stopAtFirst: !!options.stopAtFirst,
+      }),
+    );
+  }
+  const results = await Promise.all(parts);
+  const total = emptyReport();
+  for (const { report, lines } of results) {
+    for (const line of lines) print(line);
+    merge(total, report);
+  }
+  total.wallSeconds = (performance.now() - started) / 1000;
+  printReport(print, total);
+  return total;
+}
+
+interface WorkerJob {
+  seedStart: number;
+  seeds: number;
+  bugs: BugName[];
+  traceAll: boolean;
+  stopAtFirst: boolean;
+}
+
+function runWorker(job: WorkerJob): Promise<{ report: SimulationReport; lines: string[] }> {
+  // Workers do not inherit tsx's module hooks, so the worker registers them before loading its code.
+  const url = new URL('./worker.ts', import.meta.url).href;
+  const bootstrap = `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(url)}); })`;
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(bootstrap, { eval: true, workerData: job });
+    worker.once('message', (message: { report: SimulationReport; lines: string[] }) => {
+      resolve(message);
+      void worker.terminate();
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`simulation worker exited with ${code}`));
+    });
+  });
+}
+
+function merge(total: SimulationReport, part: SimulationReport): void {
+  total.seedsRun += part.seedsRun;
+  total.violations += part.violations;
+  total.failingSeeds.push(...part.failingSeeds);
+  for (const kind of faultKinds) total.faults[kind] += part.faults[kind];
+  total.recoveries += part.recoveries;
+  total.recoveryCyclesApplied += part.recoveryCyclesApplied;
+  total.maxLagCycles = Math.max(total.maxLagCycles, part.maxLagCycles);
+  total.cyclesClosed += part.cyclesClosed;
+  total.writes += part.writes;
+  total.events += part.events;
+}
+
+function emptyReport(): SimulationReport {
+  return {
     seedsRun: 0,
     violations: 0,
     failingSeeds: [],
@@ -46,17 +136,6 @@ export function runSimulation(options: SimulationOptions): SimulationReport {
     events: 0,
     wallSeconds: 0,
   };
-  for (let seed = options.seedStart; seed < options.seedStart + options.seeds; seed++) {
-    const result = runSeed(seed, options.bugs, options.traceAll);
-    add(report, result);
-    if (result.violations.length > 0) {
-      printFailure(print, seed, options.bugs, result);
-      if (options.stopAtFirst) break;
-    }
-  }
-  report.wallSeconds = (performance.now() - started) / 1000;
-  printReport(print, report);
-  return report;
 }
 
 function add(report: SimulationReport, result: RunResult): void {

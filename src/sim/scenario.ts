@@ -137,7 +137,9 @@ function drawFaults(random: Random, faultPhaseMs: number, secondaryCount: number
 }
 
 export function describeScenario(scenario: Scenario): string {
-  const volumes = scenario.shape.volumes.map((volume) => volume.sizeBytes / scenario.shape.blockBytes).join('+');
+  const volumes = scenario.shape.volumes
+    .map((volume) => volume.sizeBytes / scenario.shape.blockBytes)
+    .join('+');
   return (
     `seed ${scenario.seed}: ${scenario.secondaries.length} secondaries, volumes of ${volumes} blocks, ` +
     `${scenario.nodes} node(s), ack ${scenario.ack}, ${scenario.connectionsPerLink} connection(s)/link, ` +

@@ -1,0 +1,284 @@
+/** Shared fixtures for the unit tests: a small group, fast timings, and a no-fault two-site harness. */
+import type { LinkTimings } from '../../src/core/limits.ts';
+import { type PrimaryAction, type PrimaryConfig, PrimaryGroup } from '../../src/core/primary-group.ts';
+import type { PrimaryRecord, SecondaryRecord } from '../../src/core/records.ts';
+import { Secondary, type SecondaryAction } from '../../src/core/secondary.ts';
+import type { Extent, GroupShape } from '../../src/core/types.ts';
+import { encodeFrame, type Frame, FrameDecoder } from '../../src/protocol/frames.ts';
+import { Random } from '../../src/sim/random.ts';
+
+export const blockBytes = 512;
+
+export const shape: GroupShape = {
+  group: 'unit',
+  blockBytes,
+  volumes: [
+    { name: 'data', sizeBytes: 64 * blockBytes },
+    { name: 'log', sizeBytes: 16 * blockBytes },
+  ],
+};
+
+export const timings: LinkTimings = {
+  heartbeatMsInterval: 100,
+  heartbeatMsTimeout: 400,
+  reconnectMsMin: 50,
+  reconnectMsMax: 800,
+  cyclesInFlightMax: 4,
+};
+
+export function primaryConfig(overrides: Partial<PrimaryConfig> = {}): PrimaryConfig {
+  return {
+    shape,
+    secondaries: ['dr1'],
+    nodes: 1,
+    ack: 'immediate',
+    cycleMsMin: 100,
+    cyclesQueuedMax: 4,
+    connectionsPerLink: 1,
+    timings,
+    ...overrides,
+  };
+}
+
+export function dataExtent(volume: number, block: number, blockCount: number, fill: number): Extent {
+  return { volume, block, blockCount, data: new Uint8Array(blockCount * blockBytes).fill(fill) };
+}
+
+/** Passes frames through the real codec, as a socket would. */
+function throughWire(frame: Frame, decoder: FrameDecoder): Frame[] {
+  const result = decoder.push(encodeFrame(frame));
+  if (result.error) throw result.error;
+  return result.frames;
+}
+
+interface HarnessConnection {
+  secondary: number;
+  open: boolean;
+  toSecondary: FrameDecoder;
+  toPrimary: FrameDecoder;
+}
+
+/**
+ * A primary and its secondaries with instant, loss-free storage and network, so a test reads as
+ * a story: write, tick, cut a link, heal it, look at what each site holds.
+ */
+export class Harness {
+  nowMs = 0;
+  primary: PrimaryGroup;
+  readonly secondaries: (Secondary | null)[];
+  readonly primaryJournal: PrimaryRecord[] = [];
+  readonly secondaryJournals: SecondaryRecord[][];
+  readonly volumes: Uint8Array[][];
+  readonly acked: number[] = [];
+  readonly flushed: number[] = [];
+  readonly framesToSecondary: Frame[][];
+  readonly logs: string[] = [];
+  private readonly connections = new Map<number, HarnessConnection>();
+  private readonly cut = new Set<number>();
+  private nextToken = 1;
+  private readonly random = new Random(42);
+
+  constructor(readonly config: PrimaryConfig) {
+    this.primary = new PrimaryGroup(config, () => this.random.next());
+    this.secondaries = config.secondaries.map(
+      (name) => new Secondary({ name, shape: config.shape, timings: config.timings }),
+    );
+    this.secondaryJournals = config.secondaries.map(() => []);
+    this.volumes = config.secondaries.map(() =>
+      config.shape.volumes.map((volume) => new Uint8Array(volume.sizeBytes)),
+    );
+    this.framesToSecondary = config.secondaries.map(() => []);
+  }
+
+  write(extent: Extent, node = 0): number {
+    const token = this.nextToken++;
+    this.runPrimary(this.primary.onWrite(this.nowMs, { token, node, extent }));
+    return token;
+  }
+
+  flush(): number {
+    const token = this.nextToken++;
+    this.runPrimary(this.primary.onFlush(this.nowMs, token));
+    return token;
+  }
+
+  /** Advances time in ticks of 10 ms, letting every site act and every frame arrive. */
+  advance(ms: number): void {
+    const end = this.nowMs + ms;
+    while (this.nowMs < end) {
+      this.nowMs = Math.min(end, this.nowMs + 10);
+      this.runPrimary(this.primary.onTick(this.nowMs));
+      this.secondaries.forEach((secondary, index) => {
+        if (secondary) this.runSecondary(index, secondary.onTick(this.nowMs));
+      });
+      this.pump();
+    }
+  }
+
+  /** Cuts every connection of one link, both ends told, and refuses new ones until healed. */
+  cutLink(secondary: number): void {
+    this.cut.add(secondary);
+    for (const [id, connection] of this.connections) {
+      if (connection.secondary !== secondary || !connection.open) continue;
+      connection.open = false;
+      this.runPrimary(this.primary.onConnectionLost(this.nowMs, id, 'cable pulled'));
+      const site = this.secondaries[secondary];
+      if (site) this.runSecondary(secondary, site.onConnectionLost(this.nowMs, id, 'cable pulled'));
+    }
+  }
+
+  healLink(secondary: number): void {
+    this.cut.delete(secondary);
+  }
+
+  crashSecondary(index: number): void {
+    this.cutLink(index);
+    this.secondaries[index] = null;
+  }
+
+  restartSecondary(index: number): void {
+    const name = this.config.secondaries[index] as string;
+    const secondary = Secondary.recover(
+      { name, shape: this.config.shape, timings: this.config.timings },
+      this.secondaryJournals[index] as SecondaryRecord[],
+    );
+    this.secondaries[index] = secondary;
+    this.runSecondary(index, secondary.start());
+    this.healLink(index);
+  }
+
+  private pump(): void {
+    for (let round = 0; round < 1000; round++) {
+      let moved = false;
+      for (const [id, connection] of this.connections) {
+        if (!connection.open) continue;
+        const frames = this.primary.pollFrames(this.nowMs, id, 1000);
+        for (const frame of frames) {
+          moved = true;
+          for (const decoded of throughWire(frame, connection.toSecondary)) {
+            (this.framesToSecondary[connection.secondary] as Frame[]).push(decoded);
+            const site = this.secondaries[connection.secondary];
+            if (site && connection.open)
+              this.runSecondary(connection.secondary, site.onFrame(this.nowMs, id, decoded));
+          }
+        }
+      }
+      if (!moved) return;
+    }
+  }
+
+  private runPrimary(actions: PrimaryAction[]): void {
+    for (const action of actions) {
+      switch (action.type) {
+        case 'journal-append':
+          this.primaryJournal.push(action.record);
+          break;
+        case 'journal-sync':
+          this.runPrimary(this.primary.onJournalSynced(this.nowMs, action.upTo));
+          break;
+        case 'ack':
+          this.acked.push(action.token);
+          break;
+        case 'flush-done':
+          this.flushed.push(action.token);
+          break;
+        case 'connect':
+          this.connect(action.link, action.connection);
+          break;
+        case 'disconnect':
+          this.disconnect(action.connection, 'primary');
+          break;
+        case 'node-switch':
+          this.runPrimary(this.primary.onNodeSwitch(this.nowMs, action.node, action.cycle));
+          break;
+        case 'log':
+          this.logs.push(`${action.entry.event} ${JSON.stringify(action.entry.fields)}`);
+          break;
+        case 'journal-collect':
+        case 'write-refused':
+          break;
+      }
+    }
+  }
+
+  private connect(link: string, id: number): void {
+    const secondary = this.config.secondaries.indexOf(link);
+    const site = this.secondaries[secondary];
+    if (!site || this.cut.has(secondary)) {
+      this.runPrimary(this.primary.onConnectionLost(this.nowMs, id, 'connection refused'));
+      return;
+    }
+    this.connections.set(id, {
+      secondary,
+      open: true,
+      toSecondary: new FrameDecoder(),
+      toPrimary: new FrameDecoder(),
+    });
+    this.runSecondary(secondary, site.onConnectionOpened(this.nowMs, id));
+    this.runPrimary(this.primary.onConnected(this.nowMs, id));
+  }
+
+  private disconnect(id: number, by: 'primary' | 'secondary'): void {
+    const connection = this.connections.get(id);
+    if (!connection?.open) return;
+    connection.open = false;
+    if (by === 'primary') {
+      const site = this.secondaries[connection.secondary];
+      if (site)
+        this.runSecondary(connection.secondary, site.onConnectionLost(this.nowMs, id, 'closed by primary'));
+    } else {
+      this.runPrimary(this.primary.onConnectionLost(this.nowMs, id, 'closed by secondary'));
+    }
+  }
+
+  private runSecondary(index: number, actions: SecondaryAction[]): void {
+    const site = this.secondaries[index];
+    for (const action of actions) {
+      switch (action.type) {
+        case 'send': {
+          const connection = this.connections.get(action.connection);
+          if (!connection?.open) break;
+          for (const frame of throughWire(action.frame, connection.toPrimary)) {
+            this.runPrimary(this.primary.onFrame(this.nowMs, action.connection, frame));
+          }
+          break;
+        }
+        case 'close':
+          this.disconnect(action.connection, 'secondary');
+          break;
+        case 'journal-append':
+          (this.secondaryJournals[index] as SecondaryRecord[]).push(action.record);
+          break;
+        case 'journal-sync':
+          if (site) this.runSecondary(index, site.onJournalSynced(this.nowMs, action.upTo));
+          break;
+        case 'volume-write': {
+          const volume = (this.volumes[index] as Uint8Array[])[action.extent.volume] as Uint8Array;
+          const start = action.extent.block * blockBytes;
+          if (action.extent.data) volume.set(action.extent.data, start);
+          else volume.fill(0, start, start + action.extent.blockCount * blockBytes);
+          break;
+        }
+        case 'volume-sync':
+          if (site) this.runSecondary(index, site.onVolumesSynced(this.nowMs, action.token));
+          break;
+        case 'log':
+          this.logs.push(`${action.entry.event} ${JSON.stringify(action.entry.fields)}`);
+          break;
+        case 'journal-release':
+          break;
+      }
+    }
+  }
+
+  /** First byte of a block as a secondary's volume file holds it. */
+  byteAt(secondary: number, volume: number, block: number): number {
+    return ((this.volumes[secondary] as Uint8Array[])[volume] as Uint8Array)[block * blockBytes] as number;
+  }
+
+  endsOfCycles(secondary: number): { cycle: number; coversFrom: number }[] {
+    return (this.framesToSecondary[secondary] as Frame[]).flatMap((frame) =>
+      frame.type === 'end-of-cycle' ? [{ cycle: frame.cycle, coversFrom: frame.coversFrom }] : [],
+    );
+  }
+}

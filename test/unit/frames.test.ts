@@ -1,0 +1,224 @@
+// Proves the site-to-site codec: every frame type survives encode/decode whole, byte by byte and
+// split at every boundary; each kind of damage is refused with its own ProtocolError code; and,
+// as property tests, no random or mutated input makes the decoder throw or return an untyped error.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { ProtocolError } from '../../src/core/errors.ts';
+import { limits } from '../../src/core/limits.ts';
+import { crc32c } from '../../src/protocol/crc32c.ts';
+import {
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  frameHeaderBytes,
+  frameTypeCodes,
+} from '../../src/protocol/frames.ts';
+
+const samples: Frame[] = [
+  {
+    type: 'hello',
+    protocolVersion: 1,
+    sessionId: 0xdeadbeef,
+    connectionIndex: 1,
+    connectionCount: 3,
+    group: 'démo',
+    blockBytes: 4096,
+    volumes: [
+      { name: 'data', sizeBytes: 2 ** 40 },
+      { name: 'log', sizeBytes: 256 * 1024 * 1024 },
+    ],
+  },
+  { type: 'welcome', protocolVersion: 1, sessionId: 7, secondary: 'dr1', stored: 2 ** 53 - 1, applied: 41 },
+  { type: 'error', code: 'group-mismatch', message: 'group "a" offered, this site is of group "b"' },
+  {
+    type: 'data',
+    cycle: 12,
+    packetIndex: 3,
+    volume: 1,
+    block: 1000,
+    blockCount: 2,
+    zero: false,
+    payload: Uint8Array.from({ length: 1024 }, (_, i) => i & 0xff),
+  },
+  {
+    type: 'data',
+    cycle: 12,
+    packetIndex: 4,
+    volume: 0,
+    block: 5,
+    blockCount: 4096,
+    zero: true,
+    payload: new Uint8Array(0),
+  },
+  { type: 'end-of-cycle', cycle: 14, coversFrom: 9, packetCount: 5, digest: 0x12345678 },
+  { type: 'stored', stored: 40, applied: 39 },
+  { type: 'heartbeat', nonce: 99 },
+];
+
+function decodeAll(chunks: Uint8Array[]): Frame[] {
+  const decoder = new FrameDecoder();
+  const frames: Frame[] = [];
+  for (const chunk of chunks) {
+    const result = decoder.push(chunk);
+    assert.equal(result.error, null, result.error?.message);
+    frames.push(...result.frames);
+  }
+  assert.equal(decoder.pendingBytes(), 0);
+  return frames;
+}
+
+test('every frame type round-trips whole', () => {
+  for (const frame of samples) {
+    const result = decodeFrame(encodeFrame(frame));
+    assert.equal(result.error, null);
+    assert.deepEqual(result.frames, [frame]);
+  }
+});
+
+test('a stream of all frame types decodes fed byte by byte', () => {
+  const stream = Buffer.concat(samples.map(encodeFrame));
+  const chunks = Array.from(stream, (byte) => Uint8Array.of(byte));
+  assert.deepEqual(decodeAll(chunks), samples);
+});
+
+test('a stream of all frame types decodes when split in two at every boundary', () => {
+  const stream = new Uint8Array(Buffer.concat(samples.map(encodeFrame)));
+  for (let cut = 0; cut <= stream.length; cut++) {
+    assert.deepEqual(decodeAll([stream.subarray(0, cut), stream.subarray(cut)]), samples, `cut at ${cut}`);
+  }
+});
+
+function expectError(bytes: Uint8Array, code: ProtocolError['code']): void {
+  const result = new FrameDecoder().push(bytes);
+  assert.ok(result.error instanceof ProtocolError, `expected ${code}`);
+  assert.equal(result.error.code, code, result.error.message);
+}
+
+function withValidHeaderCrc(bytes: Uint8Array): Uint8Array {
+  new DataView(bytes.buffer, bytes.byteOffset).setUint32(16, crc32c(bytes.subarray(0, 16)));
+  return bytes;
+}
+
+test('a bad magic is refused as frame-bad-magic', () => {
+  const bytes = encodeFrame({ type: 'heartbeat', nonce: 1 });
+  bytes[0] = 0;
+  expectError(bytes, 'frame-bad-magic');
+});
+
+test('a damaged length is caught by the header CRC before any payload is awaited', () => {
+  const bytes = encodeFrame({ type: 'heartbeat', nonce: 1 });
+  bytes[9] = (bytes[9] as number) ^ 0x40;
+  expectError(bytes.subarray(0, frameHeaderBytes), 'frame-header-crc');
+});
+
+test('a damaged payload is refused as frame-payload-crc', () => {
+  const bytes = encodeFrame(samples[3] as Frame);
+  bytes[frameHeaderBytes + 40] = (bytes[frameHeaderBytes + 40] as number) ^ 1;
+  expectError(bytes, 'frame-payload-crc');
+});
+
+test('a length above frameBytesMax is refused from the header alone', () => {
+  const bytes = encodeFrame({ type: 'heartbeat', nonce: 1 }).subarray(0, frameHeaderBytes).slice();
+  new DataView(bytes.buffer).setUint32(8, limits.frameBytesMax + 1);
+  expectError(withValidHeaderCrc(bytes), 'frame-too-large');
+});
+
+test('a length at frameBytesMax is accepted by the header check (bound is inclusive)', () => {
+  const decoder = new FrameDecoder(64);
+  const payload = new Uint8Array(64);
+  const bytes = encodeFrame({ type: 'heartbeat', nonce: 1 }).slice(0, frameHeaderBytes);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(8, 64);
+  view.setUint32(12, crc32c(payload));
+  const result = decoder.push(withValidHeaderCrc(bytes));
+  assert.equal(result.error, null);
+  assert.equal(decoder.push(payload).error?.code, 'frame-trailing-bytes');
+});
+
+test('an unknown frame type is refused as frame-unknown-type', () => {
+  const bytes = encodeFrame({ type: 'heartbeat', nonce: 1 });
+  bytes[4] = 200;
+  expectError(withValidHeaderCrc(bytes), 'frame-unknown-type');
+});
+
+test('a sequence number above 2^53-1 is refused as frame-bad-field', () => {
+  const bytes = encodeFrame({ type: 'stored', stored: 1, applied: 1 });
+  bytes[frameHeaderBytes] = 0xff;
+  new DataView(bytes.buffer).setUint32(12, crc32c(bytes.subarray(frameHeaderBytes)));
+  expectError(withValidHeaderCrc(bytes), 'frame-bad-field');
+});
+
+test('a name that is not UTF-8 is refused as frame-bad-field', () => {
+  const bytes = encodeFrame({ type: 'error', code: 'ab', message: 'x' });
+  bytes[frameHeaderBytes + 2] = 0xff;
+  new DataView(bytes.buffer).setUint32(12, crc32c(bytes.subarray(frameHeaderBytes)));
+  expectError(withValidHeaderCrc(bytes), 'frame-bad-field');
+});
+
+test('after an error the decoder stays failed and hands out no further frames', () => {
+  const decoder = new FrameDecoder();
+  const bad = encodeFrame({ type: 'heartbeat', nonce: 1 });
+  bad[0] = 0;
+  assert.ok(decoder.push(bad).error);
+  const again = decoder.push(encodeFrame({ type: 'heartbeat', nonce: 2 }));
+  assert.deepEqual(again.frames, []);
+  assert.ok(again.error);
+});
+
+test('frame type codes are distinct', () => {
+  const codes = Object.values(frameTypeCodes);
+  assert.equal(new Set(codes).size, codes.length);
+});
+
+function assertOnlyTypedErrors(chunks: Uint8Array[]): void {
+  const decoder = new FrameDecoder(4096);
+  for (const chunk of chunks) {
+    const result = decoder.push(chunk);
+    if (result.error) assert.ok(result.error instanceof ProtocolError);
+  }
+}
+
+test('property: random bytes, in random chunks, never throw and only yield ProtocolError', () => {
+  fc.assert(
+    fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 20 }), (chunks) => {
+      assertOnlyTypedErrors(chunks);
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test('property: valid frames with random bytes flipped never throw and never pass unnoticed', () => {
+  const stream = new Uint8Array(Buffer.concat(samples.map(encodeFrame)));
+  fc.assert(
+    fc.property(
+      fc.array(fc.record({ at: fc.nat(stream.length - 1), mask: fc.integer({ min: 1, max: 255 }) }), {
+        minLength: 1,
+        maxLength: 4,
+      }),
+      (flips) => {
+        const mutated = stream.slice();
+        for (const { at, mask } of flips) mutated[at] = (mutated[at] as number) ^ mask;
+        const result = new FrameDecoder().push(mutated);
+        if (result.error) {
+          assert.ok(result.error instanceof ProtocolError);
+        } else {
+          // Two flips may cancel out; otherwise every change must be caught by a CRC.
+          assert.deepEqual(mutated, stream);
+        }
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
+
+test('property: valid frames cut short or with bytes inserted never throw', () => {
+  const stream = new Uint8Array(Buffer.concat(samples.map(encodeFrame)));
+  fc.assert(
+    fc.property(fc.nat(stream.length), fc.uint8Array({ maxLength: 32 }), (cut, inserted) => {
+      assertOnlyTypedErrors([stream.subarray(0, cut), inserted, stream.subarray(cut)]);
+    }),
+    { numRuns: 1000 },
+  );
+});

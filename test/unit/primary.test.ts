@@ -1,0 +1,227 @@
+// Proves the primary's sequencing and the claim's recovery on the primary side, as stories over a
+// loss-free harness: when cycles switch, when writes are acknowledged in each ack mode, how a
+// failed link is resent one recovery cycle below every unsent cycle, and when journal entries go.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ConfigError } from '../../src/core/errors.ts';
+import { type PrimaryAction, PrimaryGroup } from '../../src/core/primary-group.ts';
+import type { PrimaryRecord } from '../../src/core/records.ts';
+import { dataExtent, Harness, primaryConfig } from './fixtures.ts';
+
+test('a write joins the capture cycle; the switch waits for cycle.minMs and for a non-empty cycle', () => {
+  const harness = new Harness(primaryConfig({ cycleMsMin: 100 }));
+  harness.advance(200);
+  assert.equal(harness.primary.capture, 1, 'no switch without writes');
+  harness.write(dataExtent(0, 0, 1, 1));
+  harness.advance(10);
+  assert.equal(harness.primary.capture, 2);
+  assert.equal(harness.primary.closed, 1);
+  harness.write(dataExtent(0, 1, 1, 2));
+  harness.advance(50);
+  assert.equal(harness.primary.capture, 2, 'minMs not yet elapsed');
+  harness.advance(60);
+  assert.equal(harness.primary.capture, 3);
+});
+
+test('ack immediate answers a write as soon as it is journaled', () => {
+  const harness = new Harness(primaryConfig({ ack: 'immediate' }));
+  const token = harness.write(dataExtent(0, 0, 1, 1));
+  assert.deepEqual(harness.acked, [token]);
+  assert.equal(harness.primaryJournal[0]?.kind, 'write');
+});
+
+test('ack cycle answers the writes of cycle N only when the number becomes N+1 and N is durable', () => {
+  const config = primaryConfig({ ack: 'cycle', cycleMsMin: 100 });
+  const primary = new PrimaryGroup(config, () => 0.5);
+  const first = primary.onWrite(0, { token: 1, node: 0, extent: dataExtent(0, 0, 1, 1) });
+  assert.ok(!first.some((action) => action.type === 'ack'), 'no ack while cycle 1 is open');
+  const switched = primary.onTick(1);
+  assert.equal(primary.capture, 2);
+  assert.ok(!switched.some((action) => action.type === 'ack'), 'no ack before the journal is durable');
+  const sync = switched.find((action) => action.type === 'journal-sync');
+  assert.ok(sync && sync.type === 'journal-sync');
+  const synced = primary.onJournalSynced(2, sync.upTo);
+  assert.deepEqual(
+    synced.filter((action) => action.type === 'ack'),
+    [{ type: 'ack', token: 1, cycle: 1 }],
+  );
+  assert.equal(primary.closed, 1);
+});
+
+test('a closed cycle becomes sendable only once its switch record is durable', () => {
+  const primary = new PrimaryGroup(primaryConfig(), () => 0.5);
+  primary.onWrite(0, { token: 1, node: 0, extent: dataExtent(0, 0, 1, 1) });
+  primary.onTick(1);
+  assert.equal(primary.capture, 2);
+  assert.equal(primary.closed, 0, 'cycle 1 waits for its switch record to be durable');
+});
+
+test('flush is answered once everything appended before it is durable', () => {
+  const primary = new PrimaryGroup(primaryConfig(), () => 0.5);
+  primary.onWrite(0, { token: 1, node: 0, extent: dataExtent(0, 0, 1, 1) });
+  const flush = primary.onFlush(1, 2);
+  assert.ok(!flush.some((action) => action.type === 'flush-done'));
+  const sync = flush.find((action) => action.type === 'journal-sync');
+  assert.ok(sync && sync.type === 'journal-sync');
+  const done = primary.onJournalSynced(2, sync.upTo);
+  assert.deepEqual(
+    done.filter((action) => action.type === 'flush-done'),
+    [{ type: 'flush-done', token: 2 }],
+  );
+});
+
+test('no cycle switch while a connected secondary has cycle.maxQueued closed cycles not stored', () => {
+  const harness = new Harness(primaryConfig({ cycleMsMin: 10, cyclesQueuedMax: 2 }));
+  harness.advance(20);
+  const secondary = harness.secondaries[0];
+  assert.ok(secondary);
+  // The secondary's journal stops answering: it never makes anything durable.
+  secondary.onJournalSynced = () => [];
+  for (let i = 0; i < 6; i++) {
+    harness.write(dataExtent(0, i, 1, i));
+    harness.advance(20);
+  }
+  assert.equal(harness.primary.closed, 2, 'two closed cycles wait, the capture cycle keeps growing');
+  assert.equal(harness.primary.capture, 3);
+});
+
+test('several sequencer nodes with ack immediate are refused with a message that says why', () => {
+  assert.throws(
+    () => new PrimaryGroup(primaryConfig({ nodes: 2, ack: 'immediate' }), () => 0.5),
+    (error: unknown) => error instanceof ConfigError && /ack: cycle/.test(error.message),
+  );
+});
+
+test('several nodes: a node acknowledges when it switched; the cycle closes when every node has', () => {
+  const primary = new PrimaryGroup(primaryConfig({ nodes: 2, ack: 'cycle' }), () => 0.5);
+  primary.onWrite(0, { token: 1, node: 0, extent: dataExtent(0, 0, 1, 1) });
+  primary.onWrite(0, { token: 2, node: 1, extent: dataExtent(0, 40, 1, 2) });
+  const switchActions = primary.onTick(1);
+  const notices = switchActions.filter((action) => action.type === 'node-switch');
+  assert.deepEqual(
+    notices.map((action) => (action.type === 'node-switch' ? action.node : -1)),
+    [0, 1],
+  );
+  const afterFirst = primary.onNodeSwitch(2, 0, 2);
+  assert.equal(primary.closed, 0, 'node 1 has not switched yet');
+  const sync = afterFirst.find((action) => action.type === 'journal-sync');
+  assert.ok(sync && sync.type === 'journal-sync');
+  const acks = primary.onJournalSynced(3, sync.upTo).filter((action) => action.type === 'ack');
+  assert.deepEqual(acks, [{ type: 'ack', token: 1, cycle: 1 }], 'node 0 answers its own writes');
+  const last = primary.onNodeSwitch(4, 1, 2);
+  assert.deepEqual(
+    last.filter((action) => action.type === 'ack'),
+    [{ type: 'ack', token: 2, cycle: 1 }],
+    'node 1 answers at its switch: its write was made durable by the earlier sync',
+  );
+  const closeSync = last.find((action) => action.type === 'journal-sync');
+  assert.ok(closeSync && closeSync.type === 'journal-sync');
+  primary.onJournalSynced(5, closeSync.upTo);
+  assert.equal(primary.closed, 1);
+});
+
+test('a write beyond the end of a volume is refused with write-out-of-range and journals nothing', () => {
+  const primary = new PrimaryGroup(primaryConfig(), () => 0.5);
+  const actions = primary.onWrite(0, { token: 1, node: 0, extent: dataExtent(1, 15, 2, 1) });
+  const refused = actions.find((action) => action.type === 'write-refused');
+  assert.ok(refused && refused.type === 'write-refused');
+  assert.equal(refused.error.code, 'write-out-of-range');
+  assert.match(refused.error.message, /16 blocks of volume 1/);
+  assert.ok(!actions.some((action) => action.type === 'journal-append'));
+});
+
+test('after a failure the secondary gets one recovery cycle numbered K covering S+1..K, then K+1', () => {
+  const harness = new Harness(primaryConfig({ cycleMsMin: 10 }));
+  harness.write(dataExtent(0, 0, 1, 1));
+  harness.advance(30);
+  assert.equal(harness.secondaries[0]?.stored, 1);
+  harness.cutLink(0);
+  for (let i = 1; i <= 3; i++) {
+    harness.write(dataExtent(0, i, 1, 10 + i));
+    harness.advance(20);
+  }
+  assert.equal(harness.primary.closed, 4);
+  const before = harness.endsOfCycles(0).length;
+  harness.healLink(0);
+  harness.advance(100);
+  const ends = harness.endsOfCycles(0).slice(before);
+  assert.deepEqual(ends[0], { cycle: 4, coversFrom: 2 }, 'cycles 2..4 as one cycle numbered 4');
+  harness.write(dataExtent(0, 9, 1, 99));
+  harness.advance(30);
+  assert.deepEqual(
+    harness.endsOfCycles(0).at(-1),
+    { cycle: 5, coversFrom: 5 },
+    'then the next higher number',
+  );
+  assert.equal(harness.secondaries[0]?.applied, 5);
+  assert.deepEqual(
+    [1, 2, 3, 9].map((block) => harness.byteAt(0, 0, block)),
+    [11, 12, 13, 99],
+  );
+});
+
+test('journal entries go only when every secondary stored them', () => {
+  const harness = new Harness(primaryConfig({ secondaries: ['dr1', 'dr2'], cycleMsMin: 10 }));
+  harness.write(dataExtent(0, 0, 1, 1));
+  harness.advance(30);
+  assert.equal(harness.primary.collected, 1);
+  harness.cutLink(1);
+  harness.write(dataExtent(0, 1, 1, 2));
+  harness.advance(30);
+  assert.equal(harness.secondaries[0]?.stored, 2);
+  assert.equal(harness.primary.collected, 1, 'dr2 has not stored cycle 2');
+  harness.healLink(1);
+  harness.advance(100);
+  assert.equal(harness.secondaries[1]?.stored, 2);
+  assert.equal(harness.primary.collected, 2);
+  assert.equal(harness.primaryJournal.at(-1)?.kind, 'collect');
+});
+
+test('a secondary whose stored number is below the journal floor is refused, not fed a partial recovery', () => {
+  const harness = new Harness(primaryConfig({ cycleMsMin: 10 }));
+  harness.write(dataExtent(0, 0, 1, 1));
+  harness.advance(30);
+  harness.write(dataExtent(0, 1, 1, 2));
+  harness.advance(30);
+  assert.equal(harness.primary.collected, 2);
+  // The secondary loses its journal and volumes and comes back empty: stored 0.
+  harness.crashSecondary(0);
+  (harness.secondaryJournals[0] as unknown[]).length = 0;
+  harness.restartSecondary(0);
+  harness.advance(100);
+  const status = harness.primary.status(harness.nowMs).secondaries[0];
+  assert.equal(status?.link, 'refused');
+  assert.match(status?.lastFailure ?? '', /stored 0, journal holds 3\.\.2/);
+});
+
+test('recover rebuilds closed cycles, the journal floor and the capture cycle from the journal', () => {
+  const records: PrimaryRecord[] = [
+    { kind: 'write', cycle: 1, extent: dataExtent(0, 0, 1, 1) },
+    { kind: 'switch', closed: 1 },
+    { kind: 'write', cycle: 2, extent: dataExtent(0, 1, 1, 2) },
+    { kind: 'switch', closed: 2 },
+    { kind: 'collect', upTo: 1 },
+    { kind: 'write', cycle: 3, extent: dataExtent(0, 2, 1, 3) },
+  ];
+  const primary = PrimaryGroup.recover(primaryConfig(), () => 0.5, records);
+  assert.equal(primary.closed, 2);
+  assert.equal(primary.collected, 1);
+  assert.equal(primary.capture, 3);
+  assert.equal(primary.foldRange(2, 2).get(0, 1)?.[0], 2);
+  const status = primary.status(0);
+  assert.equal(status.journalBytes, 2 * 512, 'cycles 2 and 3 are still journaled');
+});
+
+test('recover closes cycles that a node had already moved past when the primary stopped', () => {
+  const records: PrimaryRecord[] = [
+    { kind: 'write', cycle: 1, extent: dataExtent(0, 0, 1, 1) },
+    { kind: 'write', cycle: 2, extent: dataExtent(0, 40, 1, 2) },
+  ];
+  const primary = PrimaryGroup.recover(primaryConfig({ nodes: 2, ack: 'cycle' }), () => 0.5, records);
+  const actions: PrimaryAction[] = primary.takeActions();
+  assert.equal(primary.capture, 2);
+  const sync = actions.find((action) => action.type === 'journal-sync');
+  assert.ok(sync && sync.type === 'journal-sync');
+  primary.onJournalSynced(0, sync.upTo);
+  assert.equal(primary.closed, 1);
+});

@@ -1,0 +1,291 @@
+// Proves the secondary on its own, fed frames directly: it refuses a primary of another shape with
+// an error that names the difference, stores a cycle only when it holds exactly the packets the
+// end-of-cycle frame names, applies cycles whole and in order, deletes incomplete cycles on any
+// failure, and finishes an interrupted apply after a restart.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { SecondaryRecord } from '../../src/core/records.ts';
+import { Secondary, type SecondaryAction } from '../../src/core/secondary.ts';
+import type { GroupShape } from '../../src/core/types.ts';
+import { addDigest, type DataFrame, type Frame, packetDigest } from '../../src/protocol/frames.ts';
+import { blockBytes, shape, timings } from './fixtures.ts';
+
+/** A secondary whose storage completes instantly, with its journal, volumes and sent frames in view. */
+class Site {
+  secondary: Secondary;
+  journal: SecondaryRecord[] = [];
+  sent: { connection: number; frame: Frame }[] = [];
+  closed: number[] = [];
+  volume = new Uint8Array(64 * blockBytes);
+  holdVolumeSync = false;
+  heldVolumeSyncs: number[] = [];
+  nowMs = 0;
+
+  constructor(journal: SecondaryRecord[] = []) {
+    this.journal = journal;
+    this.secondary = Secondary.recover({ name: 'dr1', shape, timings }, journal);
+    this.run(this.secondary.start());
+  }
+
+  run(actions: SecondaryAction[]): void {
+    for (const action of actions) {
+      switch (action.type) {
+        case 'send':
+          this.sent.push({ connection: action.connection, frame: action.frame });
+          break;
+        case 'close':
+          this.closed.push(action.connection);
+          break;
+        case 'journal-append':
+          this.journal.push(action.record);
+          break;
+        case 'journal-sync':
+          this.run(this.secondary.onJournalSynced(this.nowMs, action.upTo));
+          break;
+        case 'volume-write':
+          if (action.extent.volume !== 0) break;
+          if (action.extent.data) this.volume.set(action.extent.data, action.extent.block * blockBytes);
+          else
+            this.volume.fill(
+              0,
+              action.extent.block * blockBytes,
+              (action.extent.block + action.extent.blockCount) * blockBytes,
+            );
+          break;
+        case 'volume-sync':
+          if (this.holdVolumeSync) this.heldVolumeSyncs.push(action.token);
+          else this.run(this.secondary.onVolumesSynced(this.nowMs, action.token));
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  open(connection: number): void {
+    this.run(this.secondary.onConnectionOpened(this.nowMs, connection));
+  }
+
+  frame(connection: number, frame: Frame): void {
+    this.run(this.secondary.onFrame(this.nowMs, connection, frame));
+  }
+
+  hello(connection: number, session = 1, offered: GroupShape = shape, connectionCount = 1): void {
+    this.open(connection);
+    this.frame(connection, {
+      type: 'hello',
+      protocolVersion: 1,
+      sessionId: session,
+      connectionIndex: 0,
+      connectionCount,
+      group: offered.group,
+      blockBytes: offered.blockBytes,
+      volumes: offered.volumes,
+    });
+  }
+
+  sentOfType<T extends Frame['type']>(type: T): Extract<Frame, { type: T }>[] {
+    return this.sent.flatMap(({ frame }) =>
+      frame.type === type ? [frame as Extract<Frame, { type: T }>] : [],
+    );
+  }
+}
+
+function packet(cycle: number, packetIndex: number, block: number, fill: number): DataFrame {
+  return {
+    type: 'data',
+    cycle,
+    packetIndex,
+    volume: 0,
+    block,
+    blockCount: 1,
+    zero: false,
+    payload: new Uint8Array(blockBytes).fill(fill),
+  };
+}
+
+/** The packets of one cycle and its end-of-cycle frame, as a primary would send them. */
+function cycleFrames(
+  cycle: number,
+  coversFrom: number,
+  blocks: [number, number][],
+): { packets: DataFrame[]; end: Frame } {
+  const packets = blocks.map(([block, fill], index) => packet(cycle, index, block, fill));
+  const digest = packets.reduce((sum, frame) => addDigest(sum, packetDigest(frame)), 0);
+  return { packets, end: { type: 'end-of-cycle', cycle, coversFrom, packetCount: packets.length, digest } };
+}
+
+test('a primary of another group is refused with an error frame naming both groups, nothing journaled', () => {
+  const site = new Site();
+  site.hello(1, 1, { ...shape, group: 'other' });
+  const [error] = site.sentOfType('error');
+  assert.equal(error?.code, 'group-mismatch');
+  assert.match(error?.message ?? '', /"other" offered, this site is of group "unit"/);
+  assert.deepEqual(site.closed, [1]);
+  assert.deepEqual(site.journal, []);
+});
+
+test('a primary with another volume size or block size is refused with the difference named', () => {
+  const bigger = new Site();
+  bigger.hello(1, 1, {
+    ...shape,
+    volumes: [
+      { name: 'data', sizeBytes: 128 * blockBytes },
+      shape.volumes[1] as (typeof shape.volumes)[number],
+    ],
+  });
+  assert.equal(bigger.sentOfType('error')[0]?.code, 'volumes-mismatch');
+  assert.match(
+    bigger.sentOfType('error')[0]?.message ?? '',
+    /"data" is 65536 bytes at the primary, 32768 here/,
+  );
+  const blocks = new Site();
+  blocks.hello(1, 1, { ...shape, blockBytes: 4096 });
+  assert.equal(blocks.sentOfType('error')[0]?.code, 'block-size-mismatch');
+});
+
+test('the welcome states the stored and applied numbers', () => {
+  const site = new Site();
+  site.hello(1);
+  assert.deepEqual(site.sentOfType('welcome')[0], {
+    type: 'welcome',
+    protocolVersion: 1,
+    sessionId: 1,
+    secondary: 'dr1',
+    stored: 0,
+    applied: 0,
+  });
+});
+
+test('a cycle is stored only when every packet named by its end has arrived, in any order, on any connection', () => {
+  const site = new Site();
+  site.hello(1, 7, shape, 2);
+  site.hello(2, 7, shape, 2);
+  const { packets, end } = cycleFrames(1, 1, [
+    [0, 1],
+    [1, 2],
+    [2, 3],
+  ]);
+  site.frame(2, packets[2] as Frame);
+  site.frame(1, end);
+  site.frame(1, packets[0] as Frame);
+  assert.equal(site.secondary.stored, 0, 'packet 1 is still missing');
+  site.frame(2, packets[1] as Frame);
+  assert.equal(site.secondary.stored, 1);
+  assert.deepEqual(site.sentOfType('stored').at(-1), { type: 'stored', stored: 1, applied: 1 });
+  assert.deepEqual(
+    [0, 1, 2].map((block) => site.volume[block * blockBytes]),
+    [1, 2, 3],
+  );
+});
+
+test('a cycle whose packets do not match the digest is not stored and fails the link', () => {
+  const site = new Site();
+  site.hello(1);
+  const { packets, end } = cycleFrames(1, 1, [[0, 1]]);
+  site.frame(1, { ...(packets[0] as DataFrame), payload: new Uint8Array(blockBytes).fill(9) });
+  site.frame(1, end);
+  assert.equal(site.secondary.stored, 0);
+  assert.equal(site.sentOfType('error')[0]?.code, 'cycle-digest-mismatch');
+  assert.ok(site.journal.some((record) => record.kind === 'discard'));
+});
+
+test('cycles are stored and applied strictly in order', () => {
+  const site = new Site();
+  site.hello(1);
+  const second = cycleFrames(2, 2, [[5, 2]]);
+  for (const frame of [...second.packets, second.end]) site.frame(1, frame);
+  assert.equal(site.secondary.stored, 0, 'cycle 2 waits for cycle 1');
+  const first = cycleFrames(1, 1, [[5, 1]]);
+  for (const frame of [...first.packets, first.end]) site.frame(1, frame);
+  assert.equal(site.secondary.stored, 2);
+  assert.equal(site.secondary.applied, 2);
+  assert.equal(site.volume[5 * blockBytes], 2, 'cycle 2 was applied after cycle 1');
+});
+
+test('on a failure the entries of every cycle that is not stored are deleted', () => {
+  const site = new Site();
+  site.hello(1);
+  const partial = cycleFrames(1, 1, [
+    [0, 1],
+    [1, 1],
+  ]);
+  site.frame(1, partial.packets[0] as Frame);
+  assert.equal(site.secondary.inspect().receiving.length, 1);
+  site.run(site.secondary.onConnectionLost(1, 1, 'cable pulled'));
+  assert.deepEqual(site.secondary.inspect().receiving, []);
+  assert.deepEqual(site.journal.at(-1), { kind: 'discard', stored: 0 });
+  // The journal, replayed after a restart, holds nothing of the incomplete cycle either.
+  const restarted = new Site(site.journal);
+  assert.deepEqual(restarted.secondary.inspect().receiving, []);
+});
+
+test('a recovery cycle covering 1..3 moves the image from cycle 0 straight to cycle 3', () => {
+  const site = new Site();
+  site.hello(1);
+  site.holdVolumeSync = true;
+  const recovery = cycleFrames(3, 1, [
+    [0, 3],
+    [1, 3],
+  ]);
+  for (const frame of [...recovery.packets, recovery.end]) site.frame(1, frame);
+  assert.equal(site.secondary.stored, 3);
+  assert.equal(site.secondary.applied, 3, 'the read path shows cycle 3 from the first volume write on');
+  assert.equal(site.secondary.overlay(0, 1)?.[0], 3);
+  assert.equal(site.secondary.appliedDurable, 0, 'volumes not yet durable');
+  site.holdVolumeSync = false;
+  site.run(site.secondary.onVolumesSynced(0, site.heldVolumeSyncs[0] as number));
+  assert.equal(site.secondary.appliedDurable, 3);
+  assert.equal(site.secondary.overlay(0, 1), undefined);
+});
+
+test('a crash during apply finishes the apply at restart, and applied never goes down', () => {
+  const site = new Site();
+  site.hello(1);
+  site.holdVolumeSync = true;
+  const cycle = cycleFrames(1, 1, [[4, 7]]);
+  for (const frame of [...cycle.packets, cycle.end]) site.frame(1, frame);
+  assert.equal(site.secondary.applied, 1);
+  const restarted = new Site([...site.journal]);
+  assert.equal(restarted.secondary.stored, 1);
+  assert.equal(restarted.secondary.applied, 1);
+  assert.equal(restarted.volume[4 * blockBytes], 7, 'the stored cycle was re-applied from the journal');
+  assert.equal(restarted.secondary.appliedDurable, 1);
+});
+
+test('a packet outside its volume, or twice the same packet, fails the link with packet-invalid', () => {
+  const outside = new Site();
+  outside.hello(1);
+  outside.frame(1, packet(1, 0, 64, 1));
+  assert.equal(outside.sentOfType('error')[0]?.code, 'packet-invalid');
+  const twice = new Site();
+  twice.hello(1);
+  twice.frame(1, packet(1, 0, 1, 1));
+  twice.frame(1, packet(1, 0, 1, 1));
+  assert.equal(twice.sentOfType('error')[0]?.code, 'packet-invalid');
+});
+
+test('data before hello is refused as unexpected-frame', () => {
+  const site = new Site();
+  site.open(1);
+  site.frame(1, packet(1, 0, 1, 1));
+  assert.equal(site.sentOfType('error')[0]?.code, 'unexpected-frame');
+  assert.deepEqual(site.closed, [1]);
+});
+
+test('a new session from the primary voids what the old one left incomplete', () => {
+  const site = new Site();
+  site.hello(1, 1);
+  site.frame(1, packet(1, 0, 1, 1));
+  site.hello(2, 2);
+  assert.deepEqual(site.secondary.inspect(), { session: 2, receiving: [] });
+  assert.ok(site.closed.includes(1), 'the old session is closed');
+});
+
+test('a silent connection times out and the session fails', () => {
+  const site = new Site();
+  site.hello(1);
+  site.run(site.secondary.onTick(timings.heartbeatMsTimeout + 1));
+  assert.ok(site.closed.includes(1));
+  assert.equal(site.secondary.inspect().session, null);
+});
