@@ -161,7 +161,7 @@ export class Secondary {
 
   /** Starts the unfinished apply, if any; call once after construction or recovery. */
   start(): SecondaryAction[] {
-    this.tryApply();
+    if (!this.bugs.has('skip-redo')) this.tryApply();
     return this.takeActions();
   }
 

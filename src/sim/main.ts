@@ -18,12 +18,15 @@ async function main(): Promise<number> {
       trace: { type: 'boolean', default: false },
       'stop-at-first': { type: 'boolean', default: false },
       jobs: { type: 'string', default: String(availableParallelism()) },
+      faults: { type: 'string' },
+      'no-shrink': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run sim -- [--seeds N] [--seed-start S] [--bug NAME]... [--trace] [--stop-at-first] [--jobs J]\n' +
+      'usage: npm run sim -- [--seeds N] [--seed-start S] [--bug NAME]... [--trace] [--stop-at-first]\n' +
+        '                     [--jobs J] [--faults I,J,... | none] [--no-shrink]\n' +
         `bugs: ${bugNames.join(', ')}\n`,
     );
     return 0;
@@ -47,12 +50,19 @@ async function main(): Promise<number> {
     process.stderr.write('sim: --jobs must be a positive integer\n');
     return 2;
   }
+  const keepFaults = parseFaultList(values.faults);
+  if (keepFaults === 'invalid') {
+    process.stderr.write('sim: --faults takes fault indices separated by commas, or none\n');
+    return 2;
+  }
   const options = {
     seeds,
     seedStart,
     bugs,
     traceAll: values.trace,
     stopAtFirst: values['stop-at-first'],
+    shrink: !values['no-shrink'],
+    ...(keepFaults ? { keepFaults } : {}),
     print: (line: string) => process.stdout.write(`${line}\n`),
   };
   // One seed, or a trace, runs on the main thread so that its output streams as it happens.
@@ -61,6 +71,13 @@ async function main(): Promise<number> {
       ? runSimulation(options)
       : await runSimulationParallel({ ...options, jobs });
   return report.violations === 0 ? 0 : 1;
+}
+
+function parseFaultList(text: string | undefined): number[] | undefined | 'invalid' {
+  if (text === undefined) return undefined;
+  if (text === 'none') return [];
+  const indices = text.split(',').map(Number);
+  return indices.every((index) => Number.isSafeInteger(index) && index >= 0) ? indices : 'invalid';
 }
 
 process.exitCode = await main();

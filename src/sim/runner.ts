@@ -10,6 +10,10 @@ export interface SimulationOptions {
   bugs: Bugs;
   traceAll?: boolean;
   stopAtFirst?: boolean;
+  /** On a failure, also search for a shorter fault schedule that still fails (default true). */
+  shrink?: boolean;
+  /** Run only these faults of each seed's schedule (replays a shrunk failure). */
+  keepFaults?: readonly number[];
   print?: (line: string) => void;
   /** Leave out the summary lines (a worker's part of a larger run). */
   quiet?: boolean;
@@ -29,8 +33,26 @@ export interface SimulationReport {
   wallSeconds: number;
 }
 
-export function runSeed(seed: number, bugs: Bugs, traceAll = false): RunResult {
-  return new Cluster(drawScenario(seed, bugs), traceAll).run();
+export function runSeed(
+  seed: number,
+  bugs: Bugs,
+  traceAll = false,
+  keepFaults?: readonly number[],
+): RunResult {
+  return new Cluster(drawScenario(seed, bugs, keepFaults), traceAll).run();
+}
+
+/**
+ * Greedy shrinking: drops the faults of a failing seed one at a time, keeping each removal after
+ * which the seed still fails. Returns the indices of the faults that remain.
+ */
+export function shrinkFaults(seed: number, bugs: Bugs): number[] {
+  let kept = drawScenario(seed, bugs).faults.map((_, index) => index);
+  for (const candidate of [...kept]) {
+    const without = kept.filter((index) => index !== candidate);
+    if (runSeed(seed, bugs, false, without).violations.length > 0) kept = without;
+  }
+  return kept;
 }
 
 export function runSimulation(options: SimulationOptions): SimulationReport {
@@ -38,10 +60,10 @@ export function runSimulation(options: SimulationOptions): SimulationReport {
   const started = performance.now();
   const report = emptyReport();
   for (let seed = options.seedStart; seed < options.seedStart + options.seeds; seed++) {
-    const result = runSeed(seed, options.bugs, options.traceAll);
+    const result = runSeed(seed, options.bugs, options.traceAll, options.keepFaults);
     add(report, result);
     if (result.violations.length > 0) {
-      printFailure(print, seed, options.bugs, result);
+      printFailure(print, seed, options, result);
       if (options.stopAtFirst) break;
     }
   }
@@ -70,6 +92,8 @@ export async function runSimulationParallel(
         bugs: [...options.bugs],
         traceAll: !!options.traceAll,
         stopAtFirst: !!options.stopAtFirst,
+        shrink: options.shrink !== false,
+        keepFaults: options.keepFaults ? [...options.keepFaults] : null,
       }),
     );
   }
@@ -84,12 +108,14 @@ export async function runSimulationParallel(
   return total;
 }
 
-interface WorkerJob {
+export interface WorkerJob {
   seedStart: number;
   seeds: number;
   bugs: BugName[];
   traceAll: boolean;
   stopAtFirst: boolean;
+  shrink: boolean;
+  keepFaults: number[] | null;
 }
 
 function runWorker(job: WorkerJob): Promise<{ report: SimulationReport; lines: string[] }> {
@@ -151,13 +177,34 @@ function add(report: SimulationReport, result: RunResult): void {
   report.events += result.stats.events;
 }
 
-function printFailure(print: (line: string) => void, seed: number, bugs: Bugs, result: RunResult): void {
-  print(`FAIL ${describeScenario(drawScenario(seed, bugs))}`);
+function printFailure(
+  print: (line: string) => void,
+  seed: number,
+  options: SimulationOptions,
+  result: RunResult,
+): void {
+  const bugFlags = [...options.bugs].map((bug) => ` --bug ${bug}`).join('');
+  const faultFlag = options.keepFaults ? ` --faults ${options.keepFaults.join(',') || 'none'}` : '';
+  print(`FAIL ${describeScenario(drawScenario(seed, options.bugs, options.keepFaults))}`);
   for (const violation of result.violations) print(`  violation: ${violation}`);
-  print(`  events leading to it (${result.trace.length} shown):`);
-  for (const line of result.trace) print(`    ${line}`);
-  const bugFlags = [...bugs].map((bug) => ` --bug ${bug}`).join('');
-  print(`  replay: npm run sim -- --seed-start ${seed} --seeds 1${bugFlags} --trace`);
+  if (options.shrink !== false && !options.keepFaults) {
+    const kept = shrinkFaults(seed, options.bugs);
+    const shrunk = runSeed(seed, options.bugs, false, kept);
+    const schedule = drawScenario(seed, options.bugs, kept).faults;
+    print(
+      `  shortest fault schedule found: ${schedule.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}`,
+    );
+    for (const violation of shrunk.violations) print(`  violation with it: ${violation}`);
+    print(`  events leading to it (${shrunk.trace.length} shown):`);
+    for (const line of shrunk.trace) print(`    ${line}`);
+    print(
+      `  replay the shrunk run: npm run sim -- --seed-start ${seed} --seeds 1${bugFlags} --faults ${kept.join(',') || 'none'} --trace`,
+    );
+  } else {
+    print(`  events leading to it (${result.trace.length} shown):`);
+    for (const line of result.trace) print(`    ${line}`);
+  }
+  print(`  replay: npm run sim -- --seed-start ${seed} --seeds 1${bugFlags}${faultFlag} --trace`);
 }
 
 function printReport(print: (line: string) => void, report: SimulationReport): void {

@@ -50,7 +50,11 @@ export interface Scenario {
 
 export const simBlockBytes = 512;
 
-export function drawScenario(seed: number, bugs: Bugs): Scenario {
+/**
+ * Draws the scenario of `seed`. `keepFaults` (indices into the drawn fault schedule) replays the
+ * same scenario with only those faults: the shrinker's way to a shorter failing run.
+ */
+export function drawScenario(seed: number, bugs: Bugs, keepFaults?: readonly number[]): Scenario {
   const random = new Random(seed);
   const volumeCount = random.between(1, 4);
   const shape: GroupShape = {
@@ -92,7 +96,9 @@ export function drawScenario(seed: number, bugs: Bugs): Scenario {
     tickMs: 10,
     faultPhaseMs,
     settleMsMax: 30_000,
-    faults: drawFaults(random.fork(), faultPhaseMs, secondaryCount),
+    faults: drawFaults(random.fork(), faultPhaseMs, secondaryCount).filter(
+      (_, index) => keepFaults === undefined || keepFaults.includes(index),
+    ),
     bugs,
   };
 }

@@ -1,17 +1,8 @@
 /** Worker thread: runs one range of seeds and posts back its report and printed lines. */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { BugName } from '../core/types.ts';
-import { runSimulation } from './runner.ts';
+import { runSimulation, type WorkerJob } from './runner.ts';
 
-interface Job {
-  seedStart: number;
-  seeds: number;
-  bugs: BugName[];
-  traceAll: boolean;
-  stopAtFirst: boolean;
-}
-
-const job = workerData as Job;
+const job = workerData as WorkerJob;
 const lines: string[] = [];
 const report = runSimulation({
   seedStart: job.seedStart,
@@ -19,6 +10,8 @@ const report = runSimulation({
   bugs: new Set(job.bugs),
   traceAll: job.traceAll,
   stopAtFirst: job.stopAtFirst,
+  shrink: job.shrink,
+  ...(job.keepFaults ? { keepFaults: job.keepFaults } : {}),
   print: (line) => lines.push(line),
   quiet: true,
 });
