@@ -28,6 +28,18 @@ export const limits = {
   blockBytesMax: 1024 * 1024,
 } as const;
 
+/** Relations between the fixed bounds, checked once when the module loads. */
+function checkLimits(): void {
+  const dataFrameHeadBytes = 64;
+  if (limits.packetBytesMax + dataFrameHeadBytes > limits.frameBytesMax) {
+    throw new Error('limits: a full DATA packet must fit in frameBytesMax');
+  }
+  if (limits.blockBytesMax > limits.packetBytesMax) {
+    throw new Error('limits: one block must fit in one packet');
+  }
+}
+checkLimits();
+
 /** Timings of the site link; the simulator and the daemons pass their own. */
 export interface LinkTimings {
   /** Send a heartbeat when nothing else was sent for this long. */

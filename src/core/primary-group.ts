@@ -60,8 +60,10 @@ export interface PrimaryWrite {
 interface CycleEntry {
   fold: FoldIndex;
   writes: number;
-  /** Bytes written by sources into this cycle, before folding (what the journal holds). */
+  /** Payload bytes the journal holds for this cycle (zero runs hold none), before folding. */
   journalBytes: number;
+  /** Bytes sources wrote into this cycle, zero runs included: what a secondary lags by. */
+  writtenBytes: number;
   firstWriteMs: number | null;
 }
 
@@ -437,7 +439,9 @@ export class PrimaryGroup implements CycleStore {
 
   private account(entry: CycleEntry, extent: Extent, nowMs: number | null): void {
     entry.writes++;
-    entry.journalBytes += extent.blockCount * this.config.shape.blockBytes;
+    const bytes = extent.blockCount * this.config.shape.blockBytes;
+    entry.writtenBytes += bytes;
+    if (extent.data) entry.journalBytes += bytes;
     if (entry.firstWriteMs === null && nowMs !== null) entry.firstWriteMs = nowMs;
   }
 
@@ -466,7 +470,7 @@ export class PrimaryGroup implements CycleStore {
     let oldestMs: number | null = null;
     for (const [cycle, entry] of this.cycles) {
       if (cycle <= link.stored) continue;
-      lagBytes += entry.journalBytes;
+      lagBytes += entry.writtenBytes;
       if (entry.firstWriteMs !== null && (oldestMs === null || entry.firstWriteMs < oldestMs)) {
         oldestMs = entry.firstWriteMs;
       }
@@ -492,7 +496,7 @@ export class PrimaryGroup implements CycleStore {
 }
 
 function newCycle(blockBytes: number): CycleEntry {
-  return { fold: new FoldIndex(blockBytes), writes: 0, journalBytes: 0, firstWriteMs: null };
+  return { fold: new FoldIndex(blockBytes), writes: 0, journalBytes: 0, writtenBytes: 0, firstWriteMs: null };
 }
 
 export type { LogEntry };

@@ -96,15 +96,18 @@ export class PrimaryLink {
       return;
     }
     for (const connection of this.connections) {
-      if (!connection.opened) continue;
+      // A connect that never completes, a handshake never answered and a silent peer all end the
+      // same way: nothing arrived within heartbeatMsTimeout (lastReceivedMs starts at the session).
       if (nowMs - connection.lastReceivedMs > this.timings.heartbeatMsTimeout) {
+        const what = connection.opened ? 'no frame' : 'connect not completed';
         this.fail(
           nowMs,
-          `no frame for ${nowMs - connection.lastReceivedMs} ms on connection ${connection.id}`,
+          `${what} for ${nowMs - connection.lastReceivedMs} ms on connection ${connection.id}`,
           out,
         );
         return;
       }
+      if (!connection.opened) continue;
       if (
         connection.queue.length === 0 &&
         nowMs - connection.lastSentMs >= this.timings.heartbeatMsInterval

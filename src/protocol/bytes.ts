@@ -64,8 +64,26 @@ export class ByteWriter {
   }
 }
 
-export function encodeString(value: string): Uint8Array {
-  return textEncoder.encode(value);
+/** UTF-8 of a name; a name over its bound is refused (configuration validation should have caught it). */
+export function encodeString(value: string, field: string, bytesMax: number): Uint8Array {
+  const encoded = textEncoder.encode(value);
+  if (encoded.length > bytesMax) {
+    throw new ProtocolError(
+      'frame-bad-field',
+      `${field} "${value}" is ${encoded.length} bytes, at most ${bytesMax}`,
+    );
+  }
+  return encoded;
+}
+
+/** UTF-8 of a message for people, cut to `bytesMax` at a character boundary. */
+export function encodeTruncated(value: string, bytesMax: number): Uint8Array {
+  const encoded = textEncoder.encode(value);
+  if (encoded.length <= bytesMax) return encoded;
+  let end = bytesMax;
+  // Back up over continuation bytes (10xxxxxx) so the cut never splits a character.
+  while (end > 0 && ((encoded[end] as number) & 0xc0) === 0x80) end--;
+  return encoded.subarray(0, end);
 }
 
 export class ByteReader {

@@ -15,7 +15,7 @@
  */
 import { ProtocolError } from '../core/errors.ts';
 import { limits } from '../core/limits.ts';
-import { ByteReader, ByteWriter, encodeString } from './bytes.ts';
+import { ByteReader, ByteWriter, encodeString, encodeTruncated } from './bytes.ts';
 import { crc32c } from './crc32c.ts';
 
 export const protocolVersion = 1;
@@ -154,8 +154,10 @@ export function encodeFrame(frame: Frame): Uint8Array {
 function encodePayload(frame: Frame): Uint8Array {
   switch (frame.type) {
     case 'hello': {
-      const group = encodeString(frame.group);
-      const names = frame.volumes.map((volume) => encodeString(volume.name));
+      const group = encodeString(frame.group, 'group', limits.nameBytesMax);
+      const names = frame.volumes.map((volume) =>
+        encodeString(volume.name, 'volume name', limits.nameBytesMax),
+      );
       const size =
         2 + 4 + 2 + 2 + 2 + group.length + 4 + 2 + names.reduce((sum, name) => sum + 2 + name.length + 8, 0);
       const writer = new ByteWriter(size)
@@ -172,7 +174,7 @@ function encodePayload(frame: Frame): Uint8Array {
       return writer.finish();
     }
     case 'welcome': {
-      const name = encodeString(frame.secondary);
+      const name = encodeString(frame.secondary, 'secondary', limits.nameBytesMax);
       return new ByteWriter(2 + 4 + 2 + name.length + 8 + 8)
         .u16(frame.protocolVersion)
         .u32(frame.sessionId)
@@ -182,8 +184,8 @@ function encodePayload(frame: Frame): Uint8Array {
         .finish();
     }
     case 'error': {
-      const code = encodeString(frame.code);
-      const message = encodeString(frame.message).subarray(0, limits.errorMessageBytesMax);
+      const code = encodeString(frame.code, 'error code', errorCodeBytesMax);
+      const message = encodeTruncated(frame.message, limits.errorMessageBytesMax);
       return new ByteWriter(2 + code.length + 2 + message.length).string(code).string(message).finish();
     }
     case 'data':

@@ -167,6 +167,30 @@ test('after an error the decoder stays failed and hands out no further frames', 
   assert.ok(again.error);
 });
 
+test('a long error message is cut at a character boundary and still decodes', () => {
+  const message = 'é'.repeat(limits.errorMessageBytesMax);
+  const result = decodeFrame(encodeFrame({ type: 'error', code: 'x', message }));
+  assert.equal(result.error, null);
+  const [frame] = result.frames;
+  assert.ok(frame?.type === 'error');
+  assert.equal(frame.message, 'é'.repeat(limits.errorMessageBytesMax / 2));
+});
+
+test('a name over nameBytesMax is refused when encoding, naming the field', () => {
+  assert.throws(
+    () =>
+      encodeFrame({
+        type: 'welcome',
+        protocolVersion: 1,
+        sessionId: 1,
+        secondary: 'x'.repeat(65),
+        stored: 0,
+        applied: 0,
+      }),
+    /secondary "x+" is 65 bytes, at most 64/,
+  );
+});
+
 test('frame type codes are distinct', () => {
   const codes = Object.values(frameTypeCodes);
   assert.equal(new Set(codes).size, codes.length);

@@ -225,3 +225,15 @@ test('recover closes cycles that a node had already moved past when the primary 
   primary.onJournalSynced(0, sync.upTo);
   assert.equal(primary.closed, 1);
 });
+
+test('a connect that never completes fails the link after heartbeatMsTimeout and is retried', () => {
+  const primary = new PrimaryGroup(primaryConfig(), () => 0.5);
+  const first = primary.onTick(0).filter((action) => action.type === 'connect');
+  assert.equal(first.length, 1);
+  primary.onTick(300);
+  const failed = primary.onTick(401);
+  assert.ok(failed.some((action) => action.type === 'disconnect'));
+  assert.match(primary.status(401).secondaries[0]?.lastFailure ?? '', /connect not completed for 401 ms/);
+  const retried = primary.onTick(401 + 50).filter((action) => action.type === 'connect');
+  assert.equal(retried.length, 1, 'a new session after reconnectMsMin');
+});
