@@ -899,7 +899,7 @@ export class Cluster {
     const primary = this.primary;
     if (!primary || this.sources.some((source) => source.busy)) return;
     const status = primary.status(this.nowMs);
-    if (status.journalBytes !== 0 || status.collected !== status.closed) return;
+    if (status.collected !== status.closed || status.secondaries.some((link) => link.lagBytes !== 0)) return;
     for (const site of this.sites) {
       const core = site.core;
       if (!core || core.appliedDurable !== status.closed || core.applied !== status.closed) return;

@@ -237,3 +237,19 @@ test('a connect that never completes fails the link after heartbeatMsTimeout and
   const retried = primary.onTick(401 + 50).filter((action) => action.type === 'connect');
   assert.equal(retried.length, 1, 'a new session after reconnectMsMin');
 });
+
+test('status: a zero run costs the journal no payload but counts as lag until stored', () => {
+  const harness = new Harness(primaryConfig({ cycleMsMin: 10 }));
+  harness.cutLink(0);
+  harness.write({ volume: 0, block: 0, blockCount: 8, data: null });
+  harness.write(dataExtent(0, 8, 1, 1));
+  const status = harness.primary.status(harness.nowMs);
+  assert.equal(status.journalBytes, 512);
+  assert.equal(status.secondaries[0]?.lagBytes, 9 * 512);
+  harness.healLink(0);
+  harness.advance(200);
+  const caughtUp = harness.primary.status(harness.nowMs);
+  assert.equal(caughtUp.secondaries[0]?.lagBytes, 0);
+  assert.equal(caughtUp.secondaries[0]?.lagCycles, 0);
+  assert.equal(caughtUp.journalBytes, 0);
+});
