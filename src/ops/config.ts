@@ -1,0 +1,199 @@
+/**
+ * The YAML configuration of one process (DESIGN.md "Config"), validated before anything is touched.
+ * An unknown key or a bad value is a ConfigError whose message names the file and the key.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from '../core/errors.ts';
+import { limits } from '../core/limits.ts';
+import { ackModes } from '../core/types.ts';
+import { parseSize } from './sizes.ts';
+
+const name = z
+  .string()
+  .min(1)
+  .max(limits.nameBytesMax)
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
+    'letters, digits, ".", "_" and "-", starting with a letter or digit',
+  );
+
+const size = z.unknown().transform((value, context) => {
+  const bytes = parseSize(value);
+  if (bytes === null) {
+    context.addIssue({
+      code: 'custom',
+      message: `expected a size such as 4096, 64KiB or 1GiB, got ${JSON.stringify(value)}`,
+    });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+/** host:port (IPv4 or a name; [v6]:port) or a Unix socket path. */
+const address = z
+  .string()
+  .refine((value) => value.includes('/') || /^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/.test(value), {
+    message: 'expected host:port or a Unix socket path',
+  });
+
+const listener = z.strictObject({ listen: address });
+
+const link = z
+  .strictObject({
+    heartbeatMs: z.number().int().positive().default(1000),
+    timeoutMs: z.number().int().positive().default(5000),
+    reconnectMinMs: z.number().int().positive().default(100),
+    reconnectMaxMs: z.number().int().positive().default(5000),
+    cyclesInFlight: z.number().int().min(1).max(64).default(4),
+  })
+  .default({
+    heartbeatMs: 1000,
+    timeoutMs: 5000,
+    reconnectMinMs: 100,
+    reconnectMaxMs: 5000,
+    cyclesInFlight: 4,
+  });
+
+const volume = z.strictObject({ name, size });
+
+const common = {
+  group: name,
+  dataDir: z.string().min(1),
+  blockSize: size.default(4096),
+  http: listener.optional(),
+  log: z.strictObject({ format: z.enum(['json', 'pretty']).default('json') }).optional(),
+  link,
+};
+
+const primarySchema = z.strictObject({
+  ...common,
+  role: z.literal('primary'),
+  volumes: z.array(volume).min(1).max(limits.volumesMax),
+  cycle: z
+    .strictObject({
+      minMs: z.number().int().min(0).default(1000),
+      maxQueued: z.number().int().min(1).default(4),
+    })
+    .default({ minMs: 1000, maxQueued: 4 }),
+  ack: z.enum(ackModes).default('immediate'),
+  journal: z
+    .strictObject({ capacity: size.default(4 * 1024 ** 3), segmentSize: size.default(64 * 1024 ** 2) })
+    .default({ capacity: 4 * 1024 ** 3, segmentSize: 64 * 1024 ** 2 }),
+  nbd: listener.optional(),
+  secondaries: z
+    .array(
+      z.strictObject({
+        name,
+        address,
+        connections: z.number().int().min(1).max(limits.connectionsPerLinkMax).default(1),
+      }),
+    )
+    .min(1)
+    .max(limits.secondariesMax),
+});
+
+const secondarySchema = z.strictObject({
+  ...common,
+  role: z.literal('secondary'),
+  name,
+  listen: address.default('127.0.0.1:7400'),
+  volumes: z.array(volume).min(1).max(limits.volumesMax).optional(),
+  nbd: listener.optional(),
+});
+
+export type PrimaryFileConfig = z.output<typeof primarySchema>;
+export type SecondaryFileConfig = z.output<typeof secondarySchema>;
+export type FileConfig = PrimaryFileConfig | SecondaryFileConfig;
+
+/** Validates a parsed document; `source` names it in messages (a path, or "config"). */
+export function validateConfig(document: unknown, source = 'config'): FileConfig {
+  const role = (document as { role?: unknown } | null)?.role;
+  if (role !== 'primary' && role !== 'secondary') {
+    throw new ConfigError(`${source}: role: expected "primary" or "secondary", got ${JSON.stringify(role)}`);
+  }
+  const schema = role === 'primary' ? primarySchema : secondarySchema;
+  const result = schema.safeParse(document);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => `${source}: ${describeIssue(issue, document)}`);
+    throw new ConfigError(lines.join('\n'));
+  }
+  checkRelations(result.data, source);
+  return result.data;
+}
+
+function describeIssue(issue: z.core.$ZodIssue, document: unknown): string {
+  const where = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+  if (issue.code === 'unrecognized_keys') {
+    return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((key) => `"${key}"`).join(', ')}`;
+  }
+  const given = valueAt(document, issue.path);
+  if (given === undefined) return `${where}: missing`;
+  if (issue.code === 'invalid_type')
+    return `${where}: expected ${issue.expected}, got ${JSON.stringify(given)}`;
+  return `${where}: ${issue.message}`;
+}
+
+function valueAt(document: unknown, path: readonly PropertyKey[]): unknown {
+  let value = document;
+  for (const key of path) {
+    if (value === null || typeof value !== 'object') return undefined;
+    value = (value as Record<PropertyKey, unknown>)[key];
+  }
+  return value;
+}
+
+/** What the schema cannot say alone: sizes against the block size, names that must differ. */
+function checkRelations(config: FileConfig, source: string): void {
+  const problems: string[] = [];
+  const block = config.blockSize;
+  if (!Number.isInteger(Math.log2(block)) || block < limits.blockBytesMin || block > limits.blockBytesMax) {
+    problems.push(
+      `blockSize: ${block} is not a power of two between ${limits.blockBytesMin} and ${limits.blockBytesMax}`,
+    );
+  }
+  const volumes = config.volumes ?? [];
+  volumes.forEach((volume, index) => {
+    if (volume.size === 0 || volume.size % block !== 0) {
+      problems.push(`volumes.${index}.size: ${volume.size} is not a positive multiple of blockSize ${block}`);
+    }
+  });
+  const names = volumes.map((volume) => volume.name);
+  if (new Set(names).size !== names.length) problems.push('volumes: two volumes share a name');
+  if (config.link.timeoutMs < 2 * config.link.heartbeatMs)
+    problems.push('link.timeoutMs: must be at least twice link.heartbeatMs');
+  if (config.link.reconnectMaxMs < config.link.reconnectMinMs)
+    problems.push('link.reconnectMaxMs: below link.reconnectMinMs');
+  if (config.role === 'primary') {
+    const secondaryNames = config.secondaries.map((secondary) => secondary.name);
+    if (new Set(secondaryNames).size !== secondaryNames.length)
+      problems.push('secondaries: two secondaries share a name');
+    if (config.journal.segmentSize > config.journal.capacity)
+      problems.push('journal.segmentSize: larger than journal.capacity');
+    if (config.journal.segmentSize < limits.frameBytesMax) {
+      problems.push(
+        `journal.segmentSize: at least ${limits.frameBytesMax} bytes, so that the largest record fits`,
+      );
+    }
+  }
+  if (problems.length > 0)
+    throw new ConfigError(problems.map((problem) => `${source}: ${problem}`).join('\n'));
+}
+
+/** Reads and validates a YAML file. */
+export function loadConfig(path: string): FileConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (cause) {
+    throw new ConfigError(`${path}: cannot read: ${(cause as Error).message}`);
+  }
+  let document: unknown;
+  try {
+    document = parseYaml(text, { uniqueKeys: true });
+  } catch (cause) {
+    throw new ConfigError(`${path}: not valid YAML: ${(cause as Error).message}`);
+  }
+  return validateConfig(document, path);
+}

@@ -1,0 +1,138 @@
+// Proves configuration validation: the DESIGN.md examples load with their defaults, sizes parse as
+// people write them, and every kind of mistake is refused with a message naming the file and key.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ConfigError } from '../../src/core/errors.ts';
+import { loadConfig, validateConfig } from '../../src/ops/config.ts';
+import { formatSize, parseSize } from '../../src/ops/sizes.ts';
+
+const primaryYaml = `
+group: demo
+role: primary
+dataDir: ./var/demo/primary
+blockSize: 4KiB
+volumes:
+  - { name: data, size: 1GiB }
+  - { name: log, size: 256MiB }
+cycle: { minMs: 1000, maxQueued: 4 }
+ack: immediate
+journal: { capacity: 4GiB }
+nbd: { listen: 127.0.0.1:10809 }
+http: { listen: 127.0.0.1:9180 }
+secondaries:
+  - { name: dr1, address: 127.0.0.1:7400 }
+`;
+
+const secondaryYaml = `
+group: demo
+role: secondary
+name: dr1
+dataDir: ./var/demo/dr1
+listen: 127.0.0.1:7400
+nbd: { listen: 127.0.0.1:10810 }
+http: { listen: 127.0.0.1:9181 }
+`;
+
+function withFile(text: string, check: (path: string) => void): void {
+  const dir = mkdtempSync(join(tmpdir(), 'cyclerep-config-'));
+  try {
+    const path = join(dir, 'site.yaml');
+    writeFileSync(path, text);
+    check(path);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function refused(text: string, pattern: RegExp): void {
+  withFile(text, (path) => {
+    assert.throws(
+      () => loadConfig(path),
+      (error: unknown) =>
+        error instanceof ConfigError && error.message.startsWith(path) && pattern.test(error.message),
+    );
+  });
+}
+
+test('sizes parse as written in configs and print back', () => {
+  assert.equal(parseSize(4096), 4096);
+  assert.equal(parseSize('64KiB'), 65536);
+  assert.equal(parseSize('1GiB'), 1024 ** 3);
+  assert.equal(parseSize('1.5MiB'), 1.5 * 1024 ** 2);
+  assert.equal(parseSize('12 apples'), null);
+  assert.equal(parseSize(-1), null);
+  assert.equal(formatSize(256 * 1024 ** 2), '256MiB');
+});
+
+test('the DESIGN.md primary example loads, with defaults filled in', () => {
+  withFile(primaryYaml, (path) => {
+    const config = loadConfig(path);
+    assert.equal(config.role, 'primary');
+    if (config.role !== 'primary') return;
+    assert.equal(config.blockSize, 4096);
+    assert.deepEqual(config.volumes[1], { name: 'log', size: 256 * 1024 ** 2 });
+    assert.equal(config.journal.capacity, 4 * 1024 ** 3);
+    assert.equal(config.journal.segmentSize, 64 * 1024 ** 2);
+    assert.equal(config.secondaries[0]?.connections, 1);
+    assert.equal(config.link.heartbeatMs, 1000);
+  });
+});
+
+test('the DESIGN.md secondary example loads without volumes', () => {
+  withFile(secondaryYaml, (path) => {
+    const config = loadConfig(path);
+    assert.equal(config.role, 'secondary');
+    assert.equal(config.volumes, undefined);
+  });
+});
+
+test('a value of the wrong type is refused naming the key', () => {
+  refused(primaryYaml.replace('minMs: 1000', 'minMs: fast'), /cycle\.minMs: expected number, got "fast"/);
+});
+
+test('an unknown key is refused naming it and where it is', () => {
+  refused(primaryYaml.replace('maxQueued: 4', 'maxQueued: 4, maxQueue: 5'), /cycle: unknown key "maxQueue"/);
+  refused(`${primaryYaml}colour: blue\n`, /\(top level\): unknown key "colour"/);
+});
+
+test('a volume without a size is refused naming the volume', () => {
+  refused(primaryYaml.replace('{ name: log, size: 256MiB }', '{ name: log }'), /volumes\.1\.size: /);
+});
+
+test('a size that is not a size, or not a multiple of the block size, is refused', () => {
+  refused(primaryYaml.replace('size: 1GiB', 'size: huge'), /volumes\.0\.size: expected a size/);
+  refused(
+    primaryYaml.replace('size: 1GiB', 'size: 5000'),
+    /volumes\.0\.size: 5000 is not a positive multiple of blockSize 4096/,
+  );
+  refused(primaryYaml.replace('blockSize: 4KiB', 'blockSize: 3000'), /blockSize: 3000 is not a power of two/);
+});
+
+test('a missing role, a bad ack mode, duplicate names and bad addresses are refused', () => {
+  refused(primaryYaml.replace('role: primary', ''), /role: expected "primary" or "secondary"/);
+  refused(primaryYaml.replace('ack: immediate', 'ack: eventually'), /ack: /);
+  refused(primaryYaml.replace('name: log', 'name: data'), /volumes: two volumes share a name/);
+  refused(
+    primaryYaml.replace('address: 127.0.0.1:7400', 'address: nowhere'),
+    /secondaries\.0\.address: expected host:port/,
+  );
+});
+
+test('YAML that does not parse, or a duplicate key, is refused with the file named', () => {
+  refused('group: [unclosed', /not valid YAML/);
+  refused(`${primaryYaml}group: again\n`, /not valid YAML/);
+});
+
+test('a file that cannot be read is a ConfigError naming the path', () => {
+  assert.throws(() => loadConfig('/nonexistent/cyclerep.yaml'), /\/nonexistent\/cyclerep.yaml: cannot read/);
+});
+
+test('validateConfig names its source in every message', () => {
+  assert.throws(
+    () => validateConfig({ role: 'secondary', group: 'g' }, 'inline'),
+    /inline: dataDir: missing\ninline: name: missing/,
+  );
+});
