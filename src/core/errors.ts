@@ -67,3 +67,13 @@ export class WriteError extends CyclerepError {
     super(code, message);
   }
 }
+
+export type StorageErrorCode = 'journal-corrupt' | 'volume-size-mismatch' | 'storage-io';
+
+/** The environment failed us: a damaged journal, a volume file of the wrong size, an I/O error. */
+export class StorageError extends CyclerepError {
+  declare readonly code: StorageErrorCode;
+  constructor(code: StorageErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
