@@ -6,16 +6,20 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { noBugs } from '../core/types.ts';
 import { runSimulationParallel } from '../sim/runner.ts';
+import { runDaemon } from './daemon.ts';
+import { runStatus } from './status.ts';
 
 const usage = `usage: cyclerep <command> [options]
 
 commands:
-  demo [--seeds N]   run the replication core under the deterministic fault simulator
-                     (default 200 seeds) and print its report
-  help               show this text
+  primary --config FILE [--log json|pretty]     run the primary site of a group
+  secondary --config FILE [--log json|pretty]   run a secondary site
+  status [--json] [--url URL]                   ask a running site (default http://127.0.0.1:9180)
+  demo [--seeds N]                              run the replication core under the deterministic
+                                                fault simulator (default 200 seeds), print its report
+  help                                          show this text
 
-The primary and secondary daemons, status and recover commands are not built yet; the
-simulator (npm run sim -- --help) is the way to exercise the protocol today.
+exit codes: 0 success, 2 bad usage or configuration, 3 storage failure, 4 could not start
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -23,6 +27,11 @@ export async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'demo':
       return demo(rest);
+    case 'primary':
+    case 'secondary':
+      return daemon(command, rest);
+    case 'status':
+      return status(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -60,4 +69,34 @@ async function demo(argv: string[]): Promise<number> {
     print: (line) => process.stdout.write(`${line}\n`),
   });
   return report.violations === 0 ? 0 : 1;
+}
+
+function daemon(role: 'primary' | 'secondary', argv: string[]): Promise<number> {
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      options: { config: { type: 'string' }, log: { type: 'string' } },
+    });
+    if (values.log !== undefined && values.log !== 'json' && values.log !== 'pretty') {
+      process.stderr.write(`cyclerep ${role}: --log must be json or pretty\n`);
+      return Promise.resolve(2);
+    }
+    return runDaemon(role, values.config, values.log as 'json' | 'pretty' | undefined);
+  } catch (error) {
+    process.stderr.write(`cyclerep ${role}: ${(error as Error).message}\n`);
+    return Promise.resolve(2);
+  }
+}
+
+function status(argv: string[]): Promise<number> {
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      options: { json: { type: 'boolean', default: false }, url: { type: 'string' } },
+    });
+    return runStatus(values.url ?? 'http://127.0.0.1:9180', values.json);
+  } catch (error) {
+    process.stderr.write(`cyclerep status: ${(error as Error).message}\n`);
+    return Promise.resolve(2);
+  }
 }

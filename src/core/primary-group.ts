@@ -428,6 +428,18 @@ export class PrimaryGroup implements CycleStore {
     return merged;
   }
 
+  /**
+   * The newest content of a block among the cycles the journal holds (capture cycle first), or
+   * undefined when none of them wrote it: then the volume file holds the newest data.
+   */
+  newestBlock(volume: number, block: number): Uint8Array | null | undefined {
+    for (let cycle = this.capture; cycle > this.collected; cycle--) {
+      const content = this.cycles.get(cycle)?.fold.get(volume, block);
+      if (content !== undefined) return content;
+    }
+    return undefined;
+  }
+
   private entry(cycle: CycleNumber): CycleEntry {
     let entry = this.cycles.get(cycle);
     if (!entry) {

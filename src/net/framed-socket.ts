@@ -1,0 +1,91 @@
+/**
+ * A TCP (or Unix) socket carrying site-to-site frames: incoming bytes go through a FrameDecoder,
+ * outgoing frames are encoded and written with the socket's own backpressure (`writable`).
+ */
+import type { Socket } from 'node:net';
+import type { ProtocolError } from '../core/errors.ts';
+import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frames.ts';
+
+export interface FramedSocketHandlers {
+  onFrame(frame: Frame): void;
+  onProtocolError(error: ProtocolError): void;
+  /** Called once, when the socket is gone for whatever reason. */
+  onClose(reason: string): void;
+  /** The socket can take more bytes again. */
+  onDrain?(): void;
+}
+
+export class FramedSocket {
+  private readonly decoder = new FrameDecoder();
+  private closed = false;
+  private closeReason = 'closed by peer';
+  bytesIn = 0;
+  bytesOut = 0;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly handlers: FramedSocketHandlers,
+  ) {
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.handlers.onDrain?.());
+    socket.on('error', (error) => {
+      this.closeReason = error.message;
+    });
+    socket.on('close', () => this.finish());
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.bytesIn += chunk.length;
+    const result = this.decoder.push(chunk);
+    for (const frame of result.frames) {
+      if (this.closed) return;
+      this.handlers.onFrame(frame);
+    }
+    if (result.error && !this.closed) {
+      this.handlers.onProtocolError(result.error);
+      this.destroy(result.error.message);
+    }
+  }
+
+  /** True while the socket's buffer is below its high-water mark. */
+  get writable(): boolean {
+    return !this.closed && !this.socket.writableNeedDrain;
+  }
+
+  send(frame: Frame): void {
+    if (this.closed) return;
+    const bytes = encodeFrame(frame);
+    this.bytesOut += bytes.length;
+    this.socket.write(bytes);
+  }
+
+  /** Ends the socket after what was written; destroys it if the peer does not close in time. */
+  close(reason: string): void {
+    if (this.closed) return;
+    this.closeReason = reason;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  destroy(reason: string): void {
+    this.closeReason = reason;
+    this.socket.destroy();
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.handlers.onClose(this.closeReason);
+  }
+}
+
+/** Splits "host:port" (or "[v6]:port"); a string with a "/" is a Unix socket path. */
+export function parseAddress(address: string): { host: string; port: number } | { path: string } {
+  if (address.includes('/')) return { path: address };
+  const at = address.lastIndexOf(':');
+  const host = address.slice(0, at).replace(/^\[(.*)\]$/, '$1');
+  return { host, port: Number(address.slice(at + 1)) };
+}

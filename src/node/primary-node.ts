@@ -1,0 +1,510 @@
+/**
+ * A primary site as a process: the PrimaryGroup state machine wired to its journal (segment files),
+ * its volume files, TCP connections to the secondaries, timers and the status endpoint, with a
+ * library API for sources: write, writeZeroes, read, flush, close.
+ *
+ * Volume files are written back only once the journal records carrying the data are durable, so
+ * after any crash the volumes hold nothing the journal lacks; until then reads are served from the
+ * journal's in-memory index. At start-up every journaled write of an uncollected cycle is written
+ * to the volumes again (redo), which repairs whatever a crash left half done.
+ */
+import type { Server as HttpServer } from 'node:http';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { CyclerepError } from '../core/errors.ts';
+import { limits } from '../core/limits.ts';
+import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
+import type { PrimaryRecord } from '../core/records.ts';
+import type { CycleNumber, Extent, GroupShape } from '../core/types.ts';
+import { FramedSocket, parseAddress } from '../net/framed-socket.ts';
+import type { PrimaryFileConfig } from '../ops/config.ts';
+import type { Logger } from '../ops/logger.ts';
+import { startStatusServer } from '../ops/status-server.ts';
+import { primaryRecordCodec } from '../storage/record-codec.ts';
+import { SegmentJournal } from '../storage/segment-journal.ts';
+import { VolumeFile } from '../storage/volume-file.ts';
+import { linkTimingsOf } from './secondary-node.ts';
+
+/** Writes waiting for journal space at most; beyond, a write is refused with journal-full. */
+const writesWaitingMax = 4096;
+/** Frames written to one socket per pump before yielding to other work. */
+const framesPerPump = 256;
+
+export type PrimaryNodeErrorCode = 'write-misaligned' | 'write-out-of-range' | 'journal-full' | 'stopping';
+
+/** A source's request the primary will not take; only that request fails. */
+export class PrimaryNodeError extends CyclerepError {
+  declare readonly code: PrimaryNodeErrorCode;
+  constructor(code: PrimaryNodeErrorCode, message: string) {
+    super(code, message);
+  }
+}
+
+export interface PrimaryNodeStatus extends PrimaryStatus {
+  journalFiles: number;
+  journalDiskBytes: number;
+  journalFull: boolean;
+  writesWaiting: number;
+  journalWrites: number;
+  journalSyncs: number;
+  journalAppends: number;
+}
+
+interface Waiter {
+  resolve: (cycle: CycleNumber) => void;
+  reject: (error: Error) => void;
+}
+
+export class PrimaryNode {
+  private readonly core: PrimaryGroup;
+  private readonly sockets = new Map<number, FramedSocket>();
+  private readonly connected = new Set<number>();
+  private readonly waiters = new Map<number, Waiter>();
+  private readonly flushWaiters = new Map<number, () => void>();
+  private nextToken = 1;
+  private lastAppend: Promise<void> = Promise.resolve();
+  /** Journaled writes not yet durable: written to the volumes once they are. */
+  private writeBackQueue: { seq: number; extent: Extent }[] = [];
+  /** Volume writes issued and not finished, for reads and for collection. */
+  private readonly writeBacksInFlight = new Set<Promise<void>>();
+  /**
+   * Volume writes issued and not finished, oldest first: between the core forgetting a collected
+   * cycle and its write landing, reads find the data here.
+   */
+  private readonly inFlightExtents: Extent[] = [];
+  private readonly volumeChains = new Map<VolumeFile, Promise<void>>();
+  private waiting: (() => void)[] = [];
+  private pumpScheduled = false;
+  private timer: NodeJS.Timeout | null = null;
+  private http: HttpServer | null = null;
+  private stopping = false;
+  fatal: Error | null = null;
+
+  private constructor(
+    private readonly config: PrimaryFileConfig,
+    private readonly shape: GroupShape,
+    private readonly journal: SegmentJournal<PrimaryRecord>,
+    private readonly volumes: VolumeFile[],
+    records: PrimaryRecord[],
+    private readonly logger: Logger,
+    private readonly onFatal: (error: Error) => void,
+  ) {
+    this.core = PrimaryGroup.recover(
+      {
+        shape,
+        secondaries: config.secondaries.map((secondary) => secondary.name),
+        nodes: 1,
+        ack: config.ack,
+        cycleMsMin: config.cycle.minMs,
+        cyclesQueuedMax: config.cycle.maxQueued,
+        connectionsPerLink: Math.max(...config.secondaries.map((secondary) => secondary.connections)),
+        timings: linkTimingsOf(config.link),
+      },
+      Math.random,
+      records,
+    );
+  }
+
+  static async start(
+    config: PrimaryFileConfig,
+    logger: Logger,
+    onFatal: (error: Error) => void,
+  ): Promise<PrimaryNode> {
+    const shape: GroupShape = {
+      group: config.group,
+      blockBytes: config.blockSize,
+      volumes: config.volumes.map(({ name, size }) => ({ name, sizeBytes: size })),
+    };
+    const volumes = shape.volumes.map((volume) =>
+      VolumeFile.open(
+        join(config.dataDir, 'volumes', `${volume.name}.img`),
+        volume.sizeBytes,
+        shape.blockBytes,
+      ),
+    );
+    let node: PrimaryNode | null = null;
+    const opened = SegmentJournal.open<PrimaryRecord>({
+      directory: join(config.dataDir, 'journal'),
+      segmentBytesMax: config.journal.segmentSize,
+      codec: primaryRecordCodec,
+      checkpoint: () => (node ? node.checkpoint() : []),
+    });
+    if (opened.report.cut) logger.warn('journal-tail-cut', { ...opened.report.cut });
+    node = new PrimaryNode(config, shape, opened.journal, volumes, opened.records, logger, onFatal);
+    await node.redo(opened.records);
+    node.run(node.core.takeActions());
+    if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
+    node.timer = setInterval(
+      () => node.tick(),
+      Math.max(10, Math.min(config.cycle.minMs, config.link.heartbeatMs) / 4),
+    );
+    logger.info('primary-started', {
+      capture: node.core.capture,
+      closed: node.core.closed,
+      collected: node.core.collected,
+      journalRecords: opened.report.records,
+    });
+    return node;
+  }
+
+  private checkpoint(): PrimaryRecord[] {
+    return [
+      { kind: 'switch', closed: this.core.closed },
+      { kind: 'collect', upTo: this.core.collected },
+    ];
+  }
+
+  /** Writes every journaled write of an uncollected cycle to the volumes again, then flushes them. */
+  private async redo(records: PrimaryRecord[]): Promise<void> {
+    let collected = 0;
+    for (const record of records) if (record.kind === 'collect') collected = Math.max(collected, record.upTo);
+    let count = 0;
+    for (const record of records) {
+      if (record.kind !== 'write' || record.cycle <= collected) continue;
+      await (this.volumes[record.extent.volume] as VolumeFile).writeExtent(record.extent);
+      count++;
+    }
+    await Promise.all(this.volumes.map((volume) => volume.flush()));
+    if (count > 0) this.logger.info('volumes-redone', { writes: count });
+  }
+
+  // ---- the source API ------------------------------------------------------------------------
+
+  /** Writes whole blocks; resolves with the cycle at acknowledgement (immediate or cycle mode). */
+  write(volume: number, offset: number, data: Uint8Array): Promise<CycleNumber> {
+    this.checkRange(volume, offset, data.length);
+    // One journal record carries at most packetBytesMax; a longer write is several, acknowledged together.
+    const parts: Promise<CycleNumber>[] = [];
+    for (let done = 0; done < data.length; done += limits.packetBytesMax) {
+      const chunk = data.subarray(done, Math.min(data.length, done + limits.packetBytesMax));
+      parts.push(
+        this.submit(
+          volume,
+          (offset + done) / this.shape.blockBytes,
+          chunk.length / this.shape.blockBytes,
+          chunk,
+        ),
+      );
+    }
+    return Promise.all(parts).then((cycles) => Math.max(...cycles));
+  }
+
+  /** Trim or write-zeroes: journaled and sent without payload. */
+  writeZeroes(volume: number, offset: number, length: number): Promise<CycleNumber> {
+    this.checkRange(volume, offset, length);
+    return this.submit(volume, offset / this.shape.blockBytes, length / this.shape.blockBytes, null);
+  }
+
+  private checkRange(volume: number, offset: number, length: number): void {
+    if (this.stopping)
+      throw new PrimaryNodeError('stopping', 'the primary is stopping and takes no more writes');
+    const file = this.volumes[volume];
+    if (!file) throw new PrimaryNodeError('write-out-of-range', `no volume ${volume}`);
+    const block = this.shape.blockBytes;
+    if (offset % block !== 0 || length % block !== 0 || length === 0) {
+      throw new PrimaryNodeError(
+        'write-misaligned',
+        `offset ${offset} and length ${length} must be whole ${block}-byte blocks`,
+      );
+    }
+    if (offset + length > file.sizeBytes) {
+      throw new PrimaryNodeError(
+        'write-out-of-range',
+        `${offset}+${length} beyond the ${file.sizeBytes} bytes of volume ${volume}`,
+      );
+    }
+  }
+
+  private submit(
+    volume: number,
+    block: number,
+    blockCount: number,
+    data: Uint8Array | null,
+  ): Promise<CycleNumber> {
+    return this.whenJournalHasRoom().then(
+      () =>
+        new Promise<CycleNumber>((resolve, reject) => {
+          if (this.fatal) {
+            reject(this.fatal);
+            return;
+          }
+          const token = this.nextToken++;
+          this.waiters.set(token, { resolve, reject });
+          // The caller's buffer may be reused after we return: keep our own copy.
+          const extent: Extent = { volume, block, blockCount, data: data ? new Uint8Array(data) : null };
+          this.run(this.core.onWrite(Date.now(), { token, node: 0, extent }));
+        }),
+    );
+  }
+
+  /** At journal.capacity writes wait (never lose data) until collection frees space. */
+  private whenJournalHasRoom(): Promise<void> {
+    if (this.journal.bytes < this.config.journal.capacity) return Promise.resolve();
+    if (this.waiting.length >= writesWaitingMax) {
+      return Promise.reject(
+        new PrimaryNodeError(
+          'journal-full',
+          `journal at capacity and ${writesWaitingMax} writes already waiting`,
+        ),
+      );
+    }
+    if (this.waiting.length === 0) {
+      this.logger.warn('journal-full', { capacity: this.config.journal.capacity, bytes: this.journal.bytes });
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private releaseWaiting(): void {
+    while (this.waiting.length > 0 && this.journal.bytes < this.config.journal.capacity)
+      this.waiting.shift()?.();
+  }
+
+  /** Every write acknowledged before the call is durable when it resolves. */
+  flush(): Promise<void> {
+    return new Promise((resolve) => {
+      const token = this.nextToken++;
+      this.flushWaiters.set(token, resolve);
+      this.run(this.core.onFlush(Date.now(), token));
+    });
+  }
+
+  /** The newest data, acknowledged or not yet: journal index, then writes in flight, then the file. */
+  async read(volume: number, offset: number, length: number): Promise<Uint8Array> {
+    const file = this.volumes[volume];
+    if (!file) throw new PrimaryNodeError('write-out-of-range', `no volume ${volume}`);
+    const bytes = await file.read(offset, length);
+    const blockBytes = this.shape.blockBytes;
+    for (let block = Math.floor(offset / blockBytes); block * blockBytes < offset + length; block++) {
+      let content = this.core.newestBlock(volume, block);
+      if (content === undefined) content = this.inFlightBlock(volume, block);
+      if (content === undefined) continue;
+      const start = block * blockBytes - offset;
+      const from = Math.max(0, -start);
+      const to = Math.min(blockBytes, length - start);
+      if (content === null) bytes.fill(0, start + from, start + to);
+      else bytes.set(content.subarray(from, to), start + from);
+    }
+    return bytes;
+  }
+
+  get blockBytes(): number {
+    return this.shape.blockBytes;
+  }
+
+  // ---- actions -------------------------------------------------------------------------------
+
+  private tick(): void {
+    this.run(this.core.onTick(Date.now()));
+  }
+
+  private run(actions: PrimaryAction[]): void {
+    for (const action of actions) this.execute(action);
+    this.schedulePump();
+  }
+
+  private execute(action: PrimaryAction): void {
+    switch (action.type) {
+      case 'journal-append':
+        this.lastAppend = this.journal.append(action.record);
+        this.lastAppend.catch((error) => this.fail(error));
+        if (action.record.kind === 'write')
+          this.writeBackQueue.push({ seq: action.seq, extent: action.record.extent });
+        return;
+      case 'journal-sync':
+        this.journal.sync().then(
+          () => {
+            this.writeBack(action.upTo);
+            this.complete(() => this.core.onJournalSynced(Date.now(), action.upTo));
+          },
+          (error) => this.fail(error),
+        );
+        return;
+      case 'journal-collect':
+        this.collect(action.upTo);
+        return;
+      case 'ack': {
+        const waiter = this.waiters.get(action.token);
+        this.waiters.delete(action.token);
+        // Acknowledged only once the record is in the kernel's hands.
+        this.lastAppend.then(
+          () => waiter?.resolve(action.cycle),
+          (error) => waiter?.reject(error),
+        );
+        return;
+      }
+      case 'flush-done': {
+        const resolve = this.flushWaiters.get(action.token);
+        this.flushWaiters.delete(action.token);
+        resolve?.();
+        return;
+      }
+      case 'write-refused': {
+        const waiter = this.waiters.get(action.token);
+        this.waiters.delete(action.token);
+        waiter?.reject(action.error);
+        return;
+      }
+      case 'connect':
+        this.connect(action.link, action.connection);
+        return;
+      case 'disconnect':
+        this.sockets.get(action.connection)?.close(action.reason);
+        return;
+      case 'node-switch':
+        return;
+      case 'log':
+        this.logger.log(action.entry);
+        return;
+    }
+  }
+
+  private complete(step: () => PrimaryAction[]): void {
+    if (!this.fatal) this.run(step());
+  }
+
+  /**
+   * Durable journal records up to `upTo`: their data may now go to the volume files. Writes to one
+   * volume are chained, so an older write never lands after a newer one to the same block.
+   */
+  private writeBack(upTo: number): void {
+    let count = 0;
+    while (count < this.writeBackQueue.length && (this.writeBackQueue[count] as { seq: number }).seq <= upTo)
+      count++;
+    for (const { extent } of this.writeBackQueue.splice(0, count)) {
+      this.inFlightExtents.push(extent);
+      const volume = this.volumes[extent.volume] as VolumeFile;
+      const previous = this.volumeChains.get(volume) ?? Promise.resolve();
+      const write = previous.then(() => volume.writeExtent(extent));
+      this.volumeChains.set(
+        volume,
+        write.catch(() => {}),
+      );
+      this.writeBacksInFlight.add(write);
+      write.then(
+        () => {
+          this.writeBacksInFlight.delete(write);
+          this.inFlightExtents.splice(this.inFlightExtents.indexOf(extent), 1);
+        },
+        (error) => this.fail(error),
+      );
+    }
+  }
+
+  /** The newest in-flight content of a block, or undefined. */
+  private inFlightBlock(volume: number, block: number): Uint8Array | null | undefined {
+    for (let i = this.inFlightExtents.length - 1; i >= 0; i--) {
+      const extent = this.inFlightExtents[i] as Extent;
+      if (extent.volume !== volume || block < extent.block || block >= extent.block + extent.blockCount)
+        continue;
+      if (!extent.data) return null;
+      const start = (block - extent.block) * this.shape.blockBytes;
+      return extent.data.subarray(start, start + this.shape.blockBytes);
+    }
+    return undefined;
+  }
+
+  /** Every secondary stored cycles up to `upTo`: volumes made durable first, then the segments go. */
+  private collect(upTo: CycleNumber): void {
+    Promise.all([...this.writeBacksInFlight])
+      .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))
+      .then(
+        () => {
+          const deleted = this.journal.deleteUpTo(upTo);
+          if (deleted > 0)
+            this.logger.log({ level: 'debug', event: 'journal-segments-deleted', fields: { upTo, deleted } });
+          this.releaseWaiting();
+        },
+        (error) => this.fail(error),
+      );
+  }
+
+  private connect(link: string, id: number): void {
+    const secondary = this.config.secondaries.find((candidate) => candidate.name === link);
+    if (!secondary) return;
+    const target = parseAddress(secondary.address);
+    const socket = 'path' in target ? connect(target.path) : connect(target.port, target.host);
+    const framed = new FramedSocket(socket, {
+      onFrame: (frame) => this.run(this.core.onFrame(Date.now(), id, frame)),
+      onProtocolError: (error) => {
+        this.logger.warn('bad-bytes-from-secondary', {
+          link,
+          connection: id,
+          code: error.code,
+          reason: error.message,
+        });
+      },
+      onClose: (reason) => {
+        this.sockets.delete(id);
+        this.connected.delete(id);
+        this.run(this.core.onConnectionLost(Date.now(), id, reason));
+      },
+      onDrain: () => this.schedulePump(),
+    });
+    this.sockets.set(id, framed);
+    socket.once('connect', () => {
+      this.connected.add(id);
+      this.run(this.core.onConnected(Date.now(), id));
+    });
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  /** Hands frames to every connected socket while it can take them. */
+  private pump(): void {
+    const now = Date.now();
+    for (const id of this.connected) {
+      const socket = this.sockets.get(id);
+      if (!socket) continue;
+      for (let sent = 0; sent < framesPerPump && socket.writable; ) {
+        const frames = this.core.pollFrames(now, id, 16);
+        if (frames.length === 0) break;
+        for (const frame of frames) socket.send(frame);
+        sent += frames.length;
+        if (sent >= framesPerPump) this.schedulePump();
+      }
+    }
+  }
+
+  private fail(error: unknown): void {
+    if (this.fatal) return;
+    this.fatal = error instanceof Error ? error : new Error(String(error));
+    this.logger.error('storage-failed', { reason: this.fatal.message });
+    for (const waiter of this.waiters.values()) waiter.reject(this.fatal);
+    this.waiters.clear();
+    this.onFatal(this.fatal);
+  }
+
+  status(): PrimaryNodeStatus {
+    return {
+      ...this.core.status(Date.now()),
+      journalFiles: this.journal.segmentCount,
+      journalDiskBytes: this.journal.bytes,
+      journalFull: this.journal.bytes >= this.config.journal.capacity,
+      writesWaiting: this.waiting.length,
+      journalWrites: this.journal.writeCalls,
+      journalSyncs: this.journal.syncCalls,
+      journalAppends: this.journal.appended,
+    };
+  }
+
+  /** Stops taking writes, makes everything durable, closes the links and files. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.journal.sync().catch(() => {});
+    await Promise.allSettled([...this.writeBacksInFlight]);
+    for (const socket of this.sockets.values()) socket.close('primary stopping');
+    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    await Promise.all(this.volumes.map((volume) => volume.flush()));
+    await this.journal.close();
+    for (const volume of this.volumes) volume.close();
+    this.logger.info('primary-stopped', { capture: this.core.capture, closed: this.core.closed });
+  }
+}

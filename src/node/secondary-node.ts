@@ -1,0 +1,311 @@
+/**
+ * A secondary site as a process: the Secondary state machine wired to its receive journal (segment
+ * files), its volume files, a TCP listener for the primary's connections, timers and the status
+ * endpoint. Everything the state machine asks for is done here, and its completions are fed back.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import type { Server as HttpServer } from 'node:http';
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { StorageError } from '../core/errors.ts';
+import { type LinkTimings, limits } from '../core/limits.ts';
+import type { SecondaryRecord } from '../core/records.ts';
+import { Secondary, type SecondaryAction } from '../core/secondary.ts';
+import type { GroupShape } from '../core/types.ts';
+import { FramedSocket } from '../net/framed-socket.ts';
+import type { SecondaryFileConfig } from '../ops/config.ts';
+import type { Logger } from '../ops/logger.ts';
+import { listenOn, startStatusServer } from '../ops/status-server.ts';
+import type { Frame } from '../protocol/frames.ts';
+import { secondaryRecordCodec } from '../storage/record-codec.ts';
+import { SegmentJournal } from '../storage/segment-journal.ts';
+import { VolumeFile } from '../storage/volume-file.ts';
+
+/** Incoming connections accepted at once; more are refused before any byte is read. */
+const connectionsMax = limits.connectionsPerLinkMax * 2;
+const receiveSegmentBytes = 64 * 1024 * 1024;
+
+export interface SecondaryStatusReport {
+  group: string;
+  role: 'secondary';
+  name: string;
+  link: 'connected' | 'disconnected';
+  stored: number;
+  applied: number;
+  journalBytes: number;
+  volumes: { name: string; sizeBytes: number }[];
+}
+
+export function linkTimingsOf(link: SecondaryFileConfig['link']): LinkTimings {
+  return {
+    heartbeatMsInterval: link.heartbeatMs,
+    heartbeatMsTimeout: link.timeoutMs,
+    reconnectMsMin: link.reconnectMinMs,
+    reconnectMsMax: link.reconnectMaxMs,
+    cyclesInFlightMax: link.cyclesInFlight,
+  };
+}
+
+export class SecondaryNode {
+  private core: Secondary | null = null;
+  private journal: SegmentJournal<SecondaryRecord> | null = null;
+  private volumes: VolumeFile[] = [];
+  private shape: GroupShape | null;
+  private readonly sockets = new Map<number, FramedSocket>();
+  private nextConnection = 1;
+  private server: Server | null = null;
+  private http: HttpServer | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private volumeWrites: Promise<void>[] = [];
+  private stopping = false;
+  /** Set when storage failed: the process must stop, the replica is left as the journal knows it. */
+  fatal: Error | null = null;
+
+  private constructor(
+    private readonly config: SecondaryFileConfig,
+    private readonly logger: Logger,
+    private readonly onFatal: (error: Error) => void,
+  ) {
+    this.shape = config.volumes
+      ? {
+          group: config.group,
+          blockBytes: config.blockSize,
+          volumes: config.volumes.map(({ name, size }) => ({ name, sizeBytes: size })),
+        }
+      : readShape(config.dataDir);
+  }
+
+  static async start(
+    config: SecondaryFileConfig,
+    logger: Logger,
+    onFatal: (error: Error) => void,
+  ): Promise<SecondaryNode> {
+    const node = new SecondaryNode(config, logger, onFatal);
+    if (node.shape) node.openStorage(node.shape);
+    else
+      logger.info('waiting-for-primary', {
+        reason: 'no volumes configured; they are taken from the primary at first contact',
+      });
+    node.server = createServer({ pauseOnConnect: false }, (socket) => node.accept(socket));
+    node.server.maxConnections = connectionsMax;
+    await listenOn(node.server, config.listen);
+    if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
+    node.timer = setInterval(() => node.tick(), Math.max(10, Math.floor(config.link.heartbeatMs / 4)));
+    logger.info('secondary-started', {
+      listen: config.listen,
+      stored: node.core?.stored ?? 0,
+      applied: node.core?.applied ?? 0,
+    });
+    return node;
+  }
+
+  /** Opens (creating if needed) the volumes and the journal, replays, and resumes an interrupted apply. */
+  private openStorage(shape: GroupShape): void {
+    if (shape.group !== this.config.group) {
+      throw new StorageError(
+        'volume-size-mismatch',
+        `${this.config.dataDir} holds group "${shape.group}", not "${this.config.group}"`,
+      );
+    }
+    this.volumes = shape.volumes.map((volume) =>
+      VolumeFile.open(
+        join(this.config.dataDir, 'volumes', `${volume.name}.img`),
+        volume.sizeBytes,
+        shape.blockBytes,
+      ),
+    );
+    const opened = SegmentJournal.open<SecondaryRecord>({
+      directory: join(this.config.dataDir, 'journal'),
+      segmentBytesMax: receiveSegmentBytes,
+      codec: secondaryRecordCodec,
+      checkpoint: () => [{ kind: 'applied', cycle: this.core?.appliedDurable ?? 0 }],
+    });
+    if (opened.report.cut) this.logger.warn('journal-tail-cut', { ...opened.report.cut });
+    this.journal = opened.journal;
+    this.core = Secondary.recover(
+      { name: this.config.name, shape, timings: linkTimingsOf(this.config.link) },
+      opened.records,
+    );
+    this.shape = shape;
+    this.run(this.core.start());
+  }
+
+  private accept(socket: Socket): void {
+    if (this.stopping) {
+      socket.destroy();
+      return;
+    }
+    const id = this.nextConnection++;
+    const framed = new FramedSocket(socket, {
+      onFrame: (frame) => this.onFrame(id, frame),
+      onProtocolError: (error) => {
+        this.logger.warn('bad-bytes-from-primary', {
+          connection: id,
+          code: error.code,
+          reason: error.message,
+        });
+        if (this.core) this.run(this.core.onProtocolError(Date.now(), id, error));
+      },
+      onClose: (reason) => {
+        this.sockets.delete(id);
+        if (this.core) this.run(this.core.onConnectionLost(Date.now(), id, reason));
+      },
+    });
+    this.sockets.set(id, framed);
+    if (this.core) this.run(this.core.onConnectionOpened(Date.now(), id));
+  }
+
+  private onFrame(connection: number, frame: Frame): void {
+    if (!this.core && frame.type === 'hello') this.adoptShape(frame);
+    if (!this.core) {
+      this.sockets.get(connection)?.destroy('no volumes yet and the first frame is not a hello');
+      return;
+    }
+    this.run(this.core.onFrame(Date.now(), connection, frame));
+  }
+
+  /** First contact without configured volumes: take the primary's, once, and keep them from then on. */
+  private adoptShape(hello: Extract<Frame, { type: 'hello' }>): void {
+    if (hello.group !== this.config.group || hello.blockBytes < limits.blockBytesMin) return;
+    const shape: GroupShape = { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes };
+    writeShape(this.config.dataDir, shape);
+    this.logger.info('volumes-adopted', {
+      volumes: shape.volumes.map((volume) => `${volume.name}:${volume.sizeBytes}`).join(','),
+    });
+    this.openStorage(shape);
+    for (const id of this.sockets.keys())
+      this.run((this.core as Secondary).onConnectionOpened(Date.now(), id));
+  }
+
+  private tick(): void {
+    if (this.core) this.run(this.core.onTick(Date.now()));
+  }
+
+  private run(actions: SecondaryAction[]): void {
+    for (const action of actions) this.execute(action);
+  }
+
+  private execute(action: SecondaryAction): void {
+    const journal = this.journal as SegmentJournal<SecondaryRecord>;
+    switch (action.type) {
+      case 'send':
+        this.sockets.get(action.connection)?.send(action.frame);
+        return;
+      case 'close':
+        this.sockets.get(action.connection)?.close(action.reason);
+        return;
+      case 'journal-append':
+        journal.append(action.record).catch((error) => this.fail(error));
+        return;
+      case 'journal-sync':
+        journal.sync().then(
+          () => this.complete((core) => core.onJournalSynced(Date.now(), action.upTo)),
+          (error) => this.fail(error),
+        );
+        return;
+      case 'journal-release':
+        journal.deleteUpTo(action.upTo);
+        return;
+      case 'volume-write': {
+        const volume = this.volumes[action.extent.volume] as VolumeFile;
+        this.volumeWrites.push(volume.writeExtent(action.extent));
+        return;
+      }
+      case 'volume-sync': {
+        const writes = this.volumeWrites.splice(0);
+        Promise.all(writes)
+          .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))
+          .then(
+            () => this.complete((core) => core.onVolumesSynced(Date.now(), action.token)),
+            (error) => this.fail(error),
+          );
+        return;
+      }
+      case 'log':
+        this.logger.log(action.entry);
+        return;
+    }
+  }
+
+  private complete(step: (core: Secondary) => SecondaryAction[]): void {
+    if (this.core && !this.fatal) this.run(step(this.core));
+  }
+
+  private fail(error: unknown): void {
+    if (this.fatal) return;
+    this.fatal = error instanceof Error ? error : new Error(String(error));
+    this.logger.error('storage-failed', { reason: this.fatal.message });
+    this.onFatal(this.fatal);
+  }
+
+  /** The read path: the applied image, never half a cycle. */
+  async read(volume: number, offset: number, length: number): Promise<Uint8Array> {
+    const file = this.volumes[volume];
+    const core = this.core;
+    if (!file || !core) throw new Error(`no volume ${volume}`);
+    const bytes = await file.read(offset, length);
+    const blockBytes = file.blockBytes;
+    for (let block = Math.floor(offset / blockBytes); block * blockBytes < offset + length; block++) {
+      const overlay = core.overlay(volume, block);
+      if (overlay === undefined) continue;
+      const start = block * blockBytes - offset;
+      const content = overlay ?? new Uint8Array(blockBytes);
+      const from = Math.max(0, -start);
+      const to = Math.min(blockBytes, length - start);
+      bytes.set(content.subarray(from, to), start + from);
+    }
+    return bytes;
+  }
+
+  status(): SecondaryStatusReport {
+    const inspection = this.core?.inspect();
+    return {
+      group: this.config.group,
+      role: 'secondary',
+      name: this.config.name,
+      link: inspection?.session != null ? 'connected' : 'disconnected',
+      stored: this.core?.stored ?? 0,
+      applied: this.core?.applied ?? 0,
+      journalBytes: this.journal?.bytes ?? 0,
+      volumes: this.shape?.volumes ?? [],
+    };
+  }
+
+  /** Stops taking connections, lets the journal and volumes settle, closes everything. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const socket of this.sockets.values()) socket.close('secondary stopping');
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    await Promise.allSettled(this.volumeWrites);
+    await Promise.all(this.volumes.map((volume) => volume.flush()));
+    await this.journal?.close();
+    for (const volume of this.volumes) volume.close();
+    this.logger.info('secondary-stopped', {
+      stored: this.core?.stored ?? 0,
+      applied: this.core?.applied ?? 0,
+    });
+  }
+}
+
+function shapePath(dataDir: string): string {
+  return join(dataDir, 'group.json');
+}
+
+function readShape(dataDir: string): GroupShape | null {
+  const path = shapePath(dataDir);
+  if (!existsSync(path)) return null;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as GroupShape;
+  } catch (cause) {
+    throw new StorageError('journal-corrupt', `${path}: unreadable: ${(cause as Error).message}`, { cause });
+  }
+}
+
+function writeShape(dataDir: string, shape: GroupShape): void {
+  mkdirSync(dataDir, { recursive: true });
+  const path = shapePath(dataDir);
+  writeFileSync(`${path}.tmp`, JSON.stringify(shape, null, 2));
+  renameSync(`${path}.tmp`, path);
+}
