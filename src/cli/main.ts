@@ -7,6 +7,8 @@ import { parseArgs } from 'node:util';
 import { noBugs } from '../core/types.ts';
 import { runSimulationParallel } from '../sim/runner.ts';
 import { runDaemon } from './daemon.ts';
+import { runDemo } from './demo.ts';
+import { runRecover } from './recover.ts';
 import { runStatus } from './status.ts';
 
 const usage = `usage: cyclerep <command> [options]
@@ -15,8 +17,12 @@ commands:
   primary --config FILE [--log json|pretty]     run the primary site of a group
   secondary --config FILE [--log json|pretty]   run a secondary site
   status [--json] [--url URL]                   ask a running site (default http://127.0.0.1:9180)
-  demo [--seeds N]                              run the replication core under the deterministic
-                                                fault simulator (default 200 seeds), print its report
+  recover --data-dir DIR                        offline: finish stored cycles, drop incomplete ones,
+                                                write the journal back to the volumes; exit 0
+  demo [--seconds N] [--dir DIR]                a primary and a secondary on localhost under ./var/demo
+                                                with a built-in workload; Ctrl-C stops it
+  simulate [--seeds N]                          the replication core under the deterministic fault
+                                                simulator (default 200 seeds); see npm run sim
   help                                          show this text
 
 exit codes: 0 success, 2 bad usage or configuration, 3 storage failure, 4 could not start
@@ -27,11 +33,15 @@ export async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'demo':
       return demo(rest);
+    case 'simulate':
+      return simulate(rest);
     case 'primary':
     case 'secondary':
       return daemon(command, rest);
     case 'status':
       return status(rest);
+    case 'recover':
+      return recover(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -45,22 +55,37 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function demo(argv: string[]): Promise<number> {
+  let values: { seconds?: string | undefined; dir: string };
+  try {
+    values = parseArgs({
+      args: argv,
+      options: { seconds: { type: 'string' }, dir: { type: 'string', default: './var/demo' } },
+    }).values;
+  } catch (error) {
+    process.stderr.write(`cyclerep demo: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const seconds = values.seconds === undefined ? null : Number(values.seconds);
+  if (seconds !== null && (!Number.isFinite(seconds) || seconds <= 0)) {
+    process.stderr.write('cyclerep demo: --seconds must be a positive number\n');
+    return 2;
+  }
+  return runDemo({ directory: values.dir, seconds, print: (line) => process.stdout.write(`${line}\n`) });
+}
+
+async function simulate(argv: string[]): Promise<number> {
   let seeds: number;
   try {
     const { values } = parseArgs({ args: argv, options: { seeds: { type: 'string', default: '200' } } });
     seeds = Number(values.seeds);
   } catch (error) {
-    process.stderr.write(`cyclerep demo: ${(error as Error).message}\n`);
+    process.stderr.write(`cyclerep simulate: ${(error as Error).message}\n`);
     return 2;
   }
   if (!Number.isSafeInteger(seeds) || seeds < 1) {
-    process.stderr.write('cyclerep demo: --seeds must be a positive integer\n');
+    process.stderr.write('cyclerep simulate: --seeds must be a positive integer\n');
     return 2;
   }
-  process.stdout.write(
-    `cyclerep demo: ${seeds} simulated groups (1-3 secondaries, 1-4 volumes, 1-3 sequencer nodes) under ` +
-      'link drops, stalls, corrupted bytes, partitions and crashes; every step is checked against the invariants.\n',
-  );
   const report = await runSimulationParallel({
     seeds,
     seedStart: 1,
@@ -97,6 +122,16 @@ function status(argv: string[]): Promise<number> {
     return runStatus(values.url ?? 'http://127.0.0.1:9180', values.json);
   } catch (error) {
     process.stderr.write(`cyclerep status: ${(error as Error).message}\n`);
+    return Promise.resolve(2);
+  }
+}
+
+function recover(argv: string[]): Promise<number> {
+  try {
+    const { values } = parseArgs({ args: argv, options: { 'data-dir': { type: 'string' } } });
+    return runRecover(values['data-dir']);
+  } catch (error) {
+    process.stderr.write(`cyclerep recover: ${(error as Error).message}\n`);
     return Promise.resolve(2);
   }
 }

@@ -22,6 +22,7 @@ import type { Logger } from '../ops/logger.ts';
 import { startStatusServer } from '../ops/status-server.ts';
 import { primaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
+import { writeSiteFile } from '../storage/site-file.ts';
 import { VolumeFile } from '../storage/volume-file.ts';
 import { linkTimingsOf } from './secondary-node.ts';
 
@@ -105,11 +106,14 @@ export class PrimaryNode {
     );
   }
 
+  /** Starts the site; `offline` replays and repairs the volumes only (for recover). */
   static async start(
     config: PrimaryFileConfig,
     logger: Logger,
     onFatal: (error: Error) => void,
+    options: { offline?: boolean } = {},
   ): Promise<PrimaryNode> {
+    writeSiteFile(config.dataDir, { role: 'primary', config });
     const shape: GroupShape = {
       group: config.group,
       blockBytes: config.blockSize,
@@ -133,6 +137,7 @@ export class PrimaryNode {
     node = new PrimaryNode(config, shape, opened.journal, volumes, opened.records, logger, onFatal);
     await node.redo(opened.records);
     node.run(node.core.takeActions());
+    if (options.offline) return node;
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     node.timer = setInterval(
       () => node.tick(),

@@ -3,7 +3,6 @@
  * files), its volume files, a TCP listener for the primary's connections, timers and the status
  * endpoint. Everything the state machine asks for is done here, and its completions are fed back.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -19,6 +18,7 @@ import { listenOn, startStatusServer } from '../ops/status-server.ts';
 import type { Frame } from '../protocol/frames.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
+import { readSiteFile, writeSiteFile } from '../storage/site-file.ts';
 import { VolumeFile } from '../storage/volume-file.ts';
 
 /** Incoming connections accepted at once; more are refused before any byte is read. */
@@ -72,13 +72,15 @@ export class SecondaryNode {
           blockBytes: config.blockSize,
           volumes: config.volumes.map(({ name, size }) => ({ name, sizeBytes: size })),
         }
-      : readShape(config.dataDir);
+      : adoptedShape(config.dataDir);
   }
 
+  /** Starts the site; `offline` opens storage and finishes interrupted work only (for recover). */
   static async start(
     config: SecondaryFileConfig,
     logger: Logger,
     onFatal: (error: Error) => void,
+    options: { offline?: boolean } = {},
   ): Promise<SecondaryNode> {
     const node = new SecondaryNode(config, logger, onFatal);
     if (node.shape) node.openStorage(node.shape);
@@ -86,6 +88,7 @@ export class SecondaryNode {
       logger.info('waiting-for-primary', {
         reason: 'no volumes configured; they are taken from the primary at first contact',
       });
+    if (options.offline) return node;
     node.server = createServer({ pauseOnConnect: false }, (socket) => node.accept(socket));
     node.server.maxConnections = connectionsMax;
     await listenOn(node.server, config.listen);
@@ -101,6 +104,7 @@ export class SecondaryNode {
 
   /** Opens (creating if needed) the volumes and the journal, replays, and resumes an interrupted apply. */
   private openStorage(shape: GroupShape): void {
+    writeSiteFile(this.config.dataDir, { role: 'secondary', config: this.config, shape });
     if (shape.group !== this.config.group) {
       throw new StorageError(
         'volume-size-mismatch',
@@ -168,7 +172,6 @@ export class SecondaryNode {
   private adoptShape(hello: Extract<Frame, { type: 'hello' }>): void {
     if (hello.group !== this.config.group || hello.blockBytes < limits.blockBytesMin) return;
     const shape: GroupShape = { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes };
-    writeShape(this.config.dataDir, shape);
     this.logger.info('volumes-adopted', {
       volumes: shape.volumes.map((volume) => `${volume.name}:${volume.sizeBytes}`).join(','),
     });
@@ -238,6 +241,16 @@ export class SecondaryNode {
     this.onFatal(this.fatal);
   }
 
+  /** Resolves once every stored cycle is applied and durable (for recover and tests). */
+  async settle(timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.core && this.core.appliedDurable < this.core.stored && !this.fatal) {
+      if (Date.now() > deadline) throw new Error(`apply did not finish within ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    if (this.fatal) throw this.fatal;
+  }
+
   /** The read path: the applied image, never half a cycle. */
   async read(volume: number, offset: number, length: number): Promise<Uint8Array> {
     const file = this.volumes[volume];
@@ -289,23 +302,8 @@ export class SecondaryNode {
   }
 }
 
-function shapePath(dataDir: string): string {
-  return join(dataDir, 'group.json');
-}
-
-function readShape(dataDir: string): GroupShape | null {
-  const path = shapePath(dataDir);
-  if (!existsSync(path)) return null;
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as GroupShape;
-  } catch (cause) {
-    throw new StorageError('journal-corrupt', `${path}: unreadable: ${(cause as Error).message}`, { cause });
-  }
-}
-
-function writeShape(dataDir: string, shape: GroupShape): void {
-  mkdirSync(dataDir, { recursive: true });
-  const path = shapePath(dataDir);
-  writeFileSync(`${path}.tmp`, JSON.stringify(shape, null, 2));
-  renameSync(`${path}.tmp`, path);
+/** The volumes a secondary took from its primary at first contact, if it did. */
+function adoptedShape(dataDir: string): GroupShape | null {
+  const site = readSiteFile(dataDir);
+  return site?.role === 'secondary' ? site.shape : null;
 }

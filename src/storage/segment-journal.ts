@@ -76,7 +76,10 @@ export class SegmentJournal<R> {
 
   private constructor(private readonly options: SegmentJournalOptions<R>) {}
 
-  /** Opens (or creates) the journal, replays it, and starts a fresh segment for new appends. */
+  /**
+   * Opens (or creates) the journal and replays it. New appends go to a fresh segment, started at
+   * the first append, so its checkpoint states what the owner rebuilt from the replay.
+   */
   static open<R>(options: SegmentJournalOptions<R>): {
     journal: SegmentJournal<R>;
     records: R[];
@@ -85,7 +88,6 @@ export class SegmentJournal<R> {
     mkdirSync(options.directory, { recursive: true });
     const journal = new SegmentJournal(options);
     const { records, report } = journal.replay();
-    journal.startSegment();
     return { journal, records, report };
   }
 
@@ -144,6 +146,7 @@ export class SegmentJournal<R> {
 
   private enqueue(record: R): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
+    if (this.fd < 0) this.startSegment();
     const bytes = encodeRecord(this.options.codec, record);
     assert(bytes.length <= this.options.segmentBytesMax, 'a record fits in one segment');
     const cycle = this.options.codec.cycleOf(record);
@@ -236,6 +239,7 @@ export class SegmentJournal<R> {
       this.queuedSync = null;
       await this.flush();
       if (this.failure) throw this.failure;
+      if (this.fd < 0) return;
       await fdatasyncAsync(this.fd);
       this.syncCalls++;
     });
@@ -245,6 +249,8 @@ export class SegmentJournal<R> {
 
   /** Deletes every segment, except the current one, whose cycles are all at or below `cycle`. */
   deleteUpTo(cycle: number): number {
+    // Before the first append no segment carries a checkpoint of the present state: keep them all.
+    if (this.fd < 0) return 0;
     const current = this.segments.at(-1);
     const doomed = this.segments.filter((segment) => segment !== current && segment.cycleMax <= cycle);
     for (const segment of doomed) unlinkSync(segment.path);

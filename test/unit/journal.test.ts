@@ -171,6 +171,7 @@ test('damage in a segment that later segments follow is refused with its path an
     await first.journal.append(primaryRecords[0] as PrimaryRecord);
     await first.journal.close();
     const second = openPrimary(directory);
+    await second.journal.append(primaryRecords[2] as PrimaryRecord);
     await second.journal.close();
     const [oldest] = readdirSync(directory).sort();
     const path = join(directory, oldest as string);

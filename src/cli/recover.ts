@@ -1,0 +1,45 @@
+/**
+ * `cyclerep recover --data-dir D`, offline: on a secondary, finish every stored but unapplied cycle
+ * and drop incomplete ones; on a primary, write every journaled write back to the volumes. Then
+ * the image files are whole and any tool can read them.
+ */
+import { PrimaryNode } from '../node/primary-node.ts';
+import { SecondaryNode } from '../node/secondary-node.ts';
+import { createLogger } from '../ops/logger.ts';
+import { readSiteFile, siteFilePath } from '../storage/site-file.ts';
+import { exitCodes } from './daemon.ts';
+
+export async function runRecover(dataDir: string | undefined): Promise<number> {
+  if (!dataDir) {
+    process.stderr.write('cyclerep recover: --data-dir D is required\n');
+    return exitCodes.usage;
+  }
+  const site = readSiteFile(dataDir);
+  if (!site) {
+    process.stderr.write(
+      `cyclerep recover: ${siteFilePath(dataDir)} not found: not a cyclerep data directory\n`,
+    );
+    return exitCodes.usage;
+  }
+  const logger = createLogger({ site: `${site.config.group}/recover`, format: 'pretty' });
+  let failure: Error | null = null;
+  const onFatal = (error: Error): void => {
+    failure = error;
+  };
+  try {
+    if (site.role === 'primary') {
+      const node = await PrimaryNode.start(site.config, logger, onFatal, { offline: true });
+      await node.stop();
+    } else {
+      const node = await SecondaryNode.start(site.config, logger, onFatal, { offline: true });
+      await node.settle();
+      const { stored, applied } = node.status();
+      await node.stop();
+      logger.info('recovered', { stored, applied });
+    }
+  } catch (error) {
+    logger.error('recover-failed', { reason: (error as Error).message });
+    return exitCodes.storage;
+  }
+  return failure ? exitCodes.storage : exitCodes.ok;
+}
