@@ -159,13 +159,16 @@ export class PrimaryNode {
     ];
   }
 
-  /** Writes every journaled write of an uncollected cycle to the volumes again, then flushes them. */
+  /**
+   * Writes every journaled write to the volumes again, in journal order, then flushes them. Every
+   * record still in the journal is redone, collected cycles included: the core appends its collect
+   * record before the node has written those cycles back, so the record does not prove they are on
+   * the volumes; only the deletion of a segment (after a volume flush) does.
+   */
   private async redo(records: PrimaryRecord[]): Promise<void> {
-    let collected = 0;
-    for (const record of records) if (record.kind === 'collect') collected = Math.max(collected, record.upTo);
     let count = 0;
     for (const record of records) {
-      if (record.kind !== 'write' || record.cycle <= collected) continue;
+      if (record.kind !== 'write') continue;
       await (this.volumes[record.extent.volume] as VolumeFile).writeExtent(record.extent);
       count++;
     }

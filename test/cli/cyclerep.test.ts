@@ -1,20 +1,36 @@
-// Proves the `cyclerep` command as a user meets it: the demo runs and reports, bad usage exits 2
-// with a message, and help names only commands that exist.
+// Proves the `cyclerep` command as a user meets it: the demo runs a primary and a secondary and
+// ends with a matching, consistent replica; the simulator command reports; bad usage and bad
+// configuration exit 2 with a message naming the problem, before any file is touched.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { test } from 'node:test';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
+const scratch = mkdtempSync(join(tmpdir(), 'cyclerep-cli-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
 
 function cyclerep(...args: string[]) {
   return spawnSync('node', ['bin/cyclerep.js', ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
 }
 
-test('cyclerep demo runs the simulator and ends with a clean report', () => {
-  const result = cyclerep('demo', '--seeds', '3');
+test('cyclerep demo runs a primary and a secondary and ends with an equal, consistent replica', () => {
+  const result = cyclerep('demo', '--seconds', '3', '--dir', join(scratch, 'demo'));
+  assert.equal(result.status, 0, `${result.stdout}\n${result.stderr}`);
+  assert.match(result.stdout, /^cyclerep demo: primary \(this process\) and secondary dr1/);
+  assert.match(result.stdout, /t= +1s capture \d+ \| dr1 streaming: stored \d+ applied \d+/);
+  assert.match(
+    result.stdout,
+    /dr1's image files equal the primary's, byte for byte; as a cut of the sources' writes it is consistent/,
+  );
+});
+
+test('cyclerep simulate runs the simulator and ends with a clean report', () => {
+  const result = cyclerep('simulate', '--seeds', '3');
   assert.equal(result.status, 0, result.stderr);
-  assert.match(result.stdout, /^cyclerep demo: 3 simulated groups/);
   assert.match(result.stdout.trim().split('\n').at(-1) ?? '', /^sim: 3 seeds, 0 violations$/);
 });
 
@@ -25,13 +41,50 @@ test('an unknown command exits 2 and says which', () => {
 });
 
 test('a bad option value exits 2 naming the option', () => {
-  const result = cyclerep('demo', '--seeds', 'many');
+  const result = cyclerep('demo', '--seconds', 'many');
   assert.equal(result.status, 2);
-  assert.match(result.stderr, /--seeds must be a positive integer/);
+  assert.match(result.stderr, /--seconds must be a positive number/);
 });
 
-test('help lists the commands that exist', () => {
+test('a config with a wrong type, an unknown key or a missing size exits 2 naming the key, touching nothing', () => {
+  const dataDir = join(scratch, 'never-created');
+  const base = `group: g\nrole: primary\ndataDir: ${dataDir}\nvolumes:\n  - { name: data, size: 1MiB }\nsecondaries:\n  - { name: dr1, address: 127.0.0.1:7400 }\n`;
+  const cases: [string, RegExp][] = [
+    [base.replace('size: 1MiB', 'size: big'), /volumes\.0\.size: expected a size/],
+    [`${base}cycle: { minMs: soon }\n`, /cycle\.minMs: expected number, got "soon"/],
+    [`${base}replicas: 3\n`, /unknown key "replicas"/],
+    [base.replace('{ name: data, size: 1MiB }', '{ name: data }'), /volumes\.0\.size: missing/],
+  ];
+  for (const [text, message] of cases) {
+    const path = join(scratch, 'bad.yaml');
+    writeFileSync(path, text);
+    const result = cyclerep('primary', '--config', path);
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(result.stderr, message);
+    assert.ok(result.stderr.includes(path), 'the message names the file');
+    assert.equal(existsSync(dataDir), false, 'nothing was created');
+  }
+});
+
+test('a config for the other role is refused', () => {
+  const path = join(scratch, 'secondary.yaml');
+  writeFileSync(path, `group: g\nrole: secondary\nname: dr1\ndataDir: ${join(scratch, 'x')}\n`);
+  const result = cyclerep('primary', '--config', path);
+  assert.equal(result.status, 2);
+  assert.match(result.stderr, /the file configures a secondary/);
+});
+
+test('help lists the commands', () => {
   const result = cyclerep('help');
   assert.equal(result.status, 0);
-  assert.match(result.stdout, /demo \[--seeds N\]/);
+  for (const command of [
+    'primary --config',
+    'secondary --config',
+    'status',
+    'recover --data-dir',
+    'demo',
+    'simulate',
+  ]) {
+    assert.ok(result.stdout.includes(command), command);
+  }
 });

@@ -1,0 +1,256 @@
+/** Real processes, real files, real sockets on 127.0.0.1: the pieces the integration tests share. */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type CutCheck, checkCut, layoutRegions } from '../../src/workload/blocks.ts';
+
+export const root = fileURLToPath(new URL('../..', import.meta.url));
+const binary = join(root, 'bin/cyclerep.js');
+const loadScript = join(root, 'test/integration/load-primary.ts');
+export const blockBytes = 4096;
+export const volumeSizes = [8 * 1024 * 1024, 4 * 1024 * 1024];
+/** Must match load-primary.ts. */
+export const regions = layoutRegions(
+  4,
+  volumeSizes.map((size) => size / blockBytes),
+  256,
+);
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+export class Workspace {
+  readonly dir = mkdtempSync(join(tmpdir(), 'cyclerep-it-'));
+  private readonly processes = new Set<Site>();
+
+  path(...parts: string[]): string {
+    return join(this.dir, ...parts);
+  }
+
+  async primaryConfig(options: {
+    secondaries: { name: string; port: number }[];
+    group?: string;
+    volumes?: number[];
+    extra?: string;
+    connections?: number;
+  }): Promise<{ path: string; httpPort: number }> {
+    const httpPort = await freePort();
+    const sizes = options.volumes ?? volumeSizes;
+    const path = this.path('primary.yaml');
+    writeFileSync(
+      path,
+      [
+        `group: ${options.group ?? 'it'}`,
+        'role: primary',
+        `dataDir: ${this.path('primary')}`,
+        'blockSize: 4KiB',
+        'volumes:',
+        ...sizes.map((size, index) => `  - { name: vol${index}, size: ${size} }`),
+        'cycle: { minMs: 100, maxQueued: 4 }',
+        'journal: { capacity: 256MiB, segmentSize: 8MiB }',
+        'link: { heartbeatMs: 100, timeoutMs: 600, reconnectMinMs: 50, reconnectMaxMs: 400 }',
+        `http: { listen: 127.0.0.1:${httpPort} }`,
+        'secondaries:',
+        ...options.secondaries.map(
+          (secondary) =>
+            `  - { name: ${secondary.name}, address: 127.0.0.1:${secondary.port}, connections: ${options.connections ?? 2} }`,
+        ),
+        options.extra ?? '',
+      ].join('\n'),
+    );
+    return { path, httpPort };
+  }
+
+  async secondaryConfig(
+    name: string,
+    options: { group?: string; volumes?: number[] } = {},
+  ): Promise<{ path: string; port: number; httpPort: number }> {
+    const port = await freePort();
+    const httpPort = await freePort();
+    const path = this.path(`${name}.yaml`);
+    const volumes = options.volumes
+      ? ['volumes:', ...options.volumes.map((size, index) => `  - { name: vol${index}, size: ${size} }`)]
+      : [];
+    writeFileSync(
+      path,
+      [
+        `group: ${options.group ?? 'it'}`,
+        'role: secondary',
+        `name: ${name}`,
+        `dataDir: ${this.path(name)}`,
+        `listen: 127.0.0.1:${port}`,
+        `http: { listen: 127.0.0.1:${httpPort} }`,
+        'link: { heartbeatMs: 100, timeoutMs: 600, reconnectMinMs: 50, reconnectMaxMs: 400 }',
+        ...volumes,
+      ].join('\n'),
+    );
+    return { path, port, httpPort };
+  }
+
+  startSecondary(config: string): Site {
+    return this.track(new Site(process.execPath, [binary, 'secondary', '--config', config]));
+  }
+
+  startLoadPrimary(config: string, env: Record<string, string> = {}): Site {
+    return this.track(new Site(process.execPath, ['--import', 'tsx', loadScript, config], env));
+  }
+
+  startPrimary(config: string): Site {
+    return this.track(new Site(process.execPath, [binary, 'primary', '--config', config]));
+  }
+
+  private track(site: Site): Site {
+    this.processes.add(site);
+    site.exited.then(() => this.processes.delete(site));
+    return site;
+  }
+
+  /** Reads a site's image files (the site must be stopped or idle). */
+  image(site: string): Buffer[] {
+    return volumeSizes.map((_, index) => readFileSync(this.path(site, 'volumes', `vol${index}.img`)));
+  }
+
+  checkCut(site: string): CutCheck {
+    return checkCut(this.image(site), regions, blockBytes);
+  }
+
+  recover(site: string): { status: number | null; output: string } {
+    const result = spawnSync(process.execPath, [binary, 'recover', '--data-dir', this.path(site)], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    return { status: result.status, output: `${result.stdout}${result.stderr}` };
+  }
+
+  async cleanup(): Promise<void> {
+    for (const site of this.processes) site.kill('SIGKILL');
+    await Promise.all([...this.processes].map((site) => site.exited));
+    // CYCLEREP_KEEP=1 leaves the files of a run behind for a post-mortem.
+    if (process.env.CYCLEREP_KEEP !== '1') rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export class Site {
+  readonly process: ChildProcess;
+  readonly exited: Promise<number | null>;
+  stdout = '';
+  stderr = '';
+
+  constructor(command: string, args: string[], env: Record<string, string> = {}) {
+    this.process = spawn(command, args, {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
+    this.process.stdout?.on('data', (chunk: Buffer) => {
+      this.stdout += chunk.toString();
+    });
+    this.process.stderr?.on('data', (chunk: Buffer) => {
+      this.stderr += chunk.toString();
+    });
+    this.exited = new Promise((resolve) => this.process.once('exit', (code) => resolve(code)));
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.process.exitCode === null && this.process.signalCode === null) this.process.kill(signal);
+  }
+
+  async stop(): Promise<number | null> {
+    this.kill('SIGTERM');
+    return this.exited;
+  }
+
+  /** Log events (JSON lines on stderr) with the given name. */
+  events(name: string): Record<string, unknown>[] {
+    return this.stderr
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((entry) => entry.event === name);
+  }
+
+  async waitForEvent(name: string, timeoutMs = 15_000): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.events(name)[0];
+      if (found) return found;
+      if (Date.now() > deadline)
+        throw new Error(`no ${name} event within ${timeoutMs} ms; stderr:\n${this.stderr.slice(-3000)}`);
+      await sleep(20);
+    }
+  }
+
+  async waitForOutput(text: string, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.stdout.includes(text)) {
+      if (Date.now() > deadline)
+        throw new Error(`no "${text}" within ${timeoutMs} ms; stderr:\n${this.stderr.slice(-3000)}`);
+      await sleep(20);
+    }
+  }
+
+  /** The last "acknowledged" line a load primary printed. */
+  acknowledged(): number[] {
+    const lines = this.stdout.split('\n').filter((line) => line.includes('"acknowledged"'));
+    const last = lines.at(-1);
+    return last ? (JSON.parse(last) as { acknowledged: number[] }).acknowledged : [];
+  }
+
+  async waitForWrites(count: number, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const lines = this.stdout.split('\n').filter((line) => line.includes('"writes"'));
+      const last = lines.at(-1);
+      if (last && (JSON.parse(last) as { writes: number }).writes >= count) return;
+      if (Date.now() > deadline)
+        throw new Error(
+          `fewer than ${count} writes within ${timeoutMs} ms; stderr:\n${this.stderr.slice(-3000)}`,
+        );
+      await sleep(20);
+    }
+  }
+}
+
+export async function status(httpPort: number): Promise<Record<string, unknown>> {
+  const response = await fetch(`http://127.0.0.1:${httpPort}/status`);
+  return (await response.json()) as Record<string, unknown>;
+}
+
+export async function waitForStatus(
+  httpPort: number,
+  condition: (status: Record<string, unknown>) => boolean,
+  timeoutMs = 20_000,
+): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: Record<string, unknown> = {};
+  for (;;) {
+    try {
+      last = await status(httpPort);
+      if (condition(last)) return last;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline)
+      throw new Error(`status condition not met within ${timeoutMs} ms: ${JSON.stringify(last)}`);
+    await sleep(25);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function ensureDir(path: string): void {
+  mkdirSync(path, { recursive: true });
+}
