@@ -19,9 +19,9 @@ after(async () => {
 function assertConverged(workspace: Workspace): void {
   const primary = workspace.image('primary');
   const replica = workspace.image('dr1');
-  primary.forEach((bytes, index) =>
-    assert.equal(Buffer.compare(bytes, replica[index] as Buffer), 0, `vol${index} differs`),
-  );
+  primary.forEach((bytes, index) => {
+    assert.equal(Buffer.compare(bytes, replica[index] as Buffer), 0, `vol${index} differs`);
+  });
   const cut = workspace.checkCut('dr1');
   assert.ok(cut.consistent, cut.problems.slice(0, 5).join('\n'));
 }
