@@ -39,13 +39,21 @@ const reporter = setInterval(() => {
     `${JSON.stringify({ acknowledged: workload.acknowledged, writes: workload.writes })}\n`,
   );
 }, 20);
+// SIGUSR2 pauses the load (the primary keeps running), so a test can watch the group settle.
+process.on('SIGUSR2', () => {
+  void workload
+    .stop()
+    .then(() =>
+      process.stdout.write(`${JSON.stringify({ paused: true, acknowledged: workload.acknowledged })}\n`),
+    );
+});
 process.once('SIGTERM', async () => {
   clearInterval(reporter);
   await workload.stop();
   process.stdout.write(
     `${JSON.stringify({ acknowledged: workload.acknowledged, writes: workload.writes, stopped: true })}\n`,
   );
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + Number(process.env.LOAD_SETTLE_MS ?? 20_000);
   while (node.status().secondaries.some((link) => link.lagBytes > 0) && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
