@@ -129,6 +129,12 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   options.print('stopping: sources stop, the secondary catches up, both sites stop');
   await workload.stop();
   const caughtUp = await waitFor(() => primary.status().secondaries[0]?.lagBytes === 0, 15_000);
+  const journal = primary.status();
+  options.print(
+    `journal: ${journal.journalAppends} records in ${journal.journalWrites} write() calls ` +
+      `(${(journal.journalAppends / Math.max(1, journal.journalWrites)).toFixed(1)} per call) and ${journal.journalSyncs} fdatasyncs ` +
+      `(${(journal.journalAppends / Math.max(1, journal.journalSyncs)).toFixed(0)} records per fdatasync)`,
+  );
   await primary.stop();
   const childExit = await stopChild(child);
   primaryLog.end();

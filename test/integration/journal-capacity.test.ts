@@ -1,0 +1,70 @@
+// Proves the journal's capacity bound with real files and sockets: with no secondary reachable,
+// writes past journal.capacity wait (none is lost or refused) and the status says so; once a
+// secondary stores the journaled cycles, segments are deleted and the waiting writes complete.
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { after, test } from 'node:test';
+import { PrimaryNode } from '../../src/node/primary-node.ts';
+import { SecondaryNode } from '../../src/node/secondary-node.ts';
+import { loadConfig, type PrimaryFileConfig, type SecondaryFileConfig } from '../../src/ops/config.ts';
+import { createLogger } from '../../src/ops/logger.ts';
+import { freePort, sleep, Workspace } from './harness.ts';
+
+const workspace = new Workspace();
+after(() => workspace.cleanup());
+const quiet = createLogger({ site: 'test', format: 'json', write: () => {} });
+
+test('writes wait at journal.capacity and complete once a secondary stored the journal', {
+  timeout: 60_000,
+}, async () => {
+  const port = await freePort();
+  writeFileSync(
+    workspace.path('primary.yaml'),
+    `group: cap\nrole: primary\ndataDir: ${workspace.path('primary')}\nvolumes:\n  - { name: data, size: 64MiB }\n` +
+      'cycle: { minMs: 50 }\njournal: { capacity: 16MiB, segmentSize: 8MiB }\n' +
+      'link: { heartbeatMs: 100, timeoutMs: 400, reconnectMinMs: 50, reconnectMaxMs: 200 }\n' +
+      `secondaries:\n  - { name: dr1, address: 127.0.0.1:${port} }\n`,
+  );
+  writeFileSync(
+    workspace.path('dr1.yaml'),
+    `group: cap\nrole: secondary\nname: dr1\ndataDir: ${workspace.path('dr1')}\nlisten: 127.0.0.1:${port}\n` +
+      'link: { heartbeatMs: 100, timeoutMs: 400, reconnectMinMs: 50, reconnectMaxMs: 200 }\n',
+  );
+  const primary = await PrimaryNode.start(
+    loadConfig(workspace.path('primary.yaml')) as PrimaryFileConfig,
+    quiet,
+    () => {},
+  );
+  const blocks = 6000;
+  let acknowledged = 0;
+  const writes: Promise<unknown>[] = [];
+  for (let block = 0; block < blocks; block++) {
+    writes.push(
+      primary.write(0, block * 4096, new Uint8Array(4096).fill(block & 0xff)).then(() => acknowledged++),
+    );
+    if (block % 256 === 255) await sleep(5);
+  }
+  await sleep(300);
+  const full = primary.status();
+  assert.equal(full.journalFull, true);
+  assert.ok(full.writesWaiting > 0, `writes waiting: ${full.writesWaiting}`);
+  assert.ok(acknowledged < blocks, 'some writes are held back, not refused');
+  assert.ok(full.journalDiskBytes >= 16 * 1024 * 1024);
+  const secondary = await SecondaryNode.start(
+    loadConfig(workspace.path('dr1.yaml')) as SecondaryFileConfig,
+    quiet,
+    () => {},
+  );
+  await Promise.all(writes);
+  assert.equal(acknowledged, blocks);
+  for (let i = 0; i < 200 && primary.status().secondaries[0]?.lagBytes !== 0; i++) await sleep(25);
+  const after = primary.status();
+  assert.equal(after.journalFull, false);
+  assert.equal(after.writesWaiting, 0);
+  await secondary.settle();
+  const replica = await secondary.read(0, 0, blocks * 4096);
+  const original = await primary.read(0, 0, blocks * 4096);
+  assert.equal(Buffer.compare(replica, original), 0);
+  await primary.stop();
+  await secondary.stop();
+});
