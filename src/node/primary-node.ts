@@ -75,6 +75,7 @@ export class PrimaryNode {
   private readonly inFlightExtents: Extent[] = [];
   private readonly volumeChains = new Map<VolumeFile, Promise<void>>();
   private waiting: (() => void)[] = [];
+  private waitingRejects: ((error: Error) => void)[] = [];
   private pumpScheduled = false;
   private timer: NodeJS.Timeout | null = null;
   private http: HttpServer | null = null;
@@ -259,7 +260,10 @@ export class PrimaryNode {
     if (this.waiting.length === 0) {
       this.logger.warn('journal-full', { capacity: this.config.journal.capacity, bytes: this.journal.bytes });
     }
-    return new Promise((resolve) => this.waiting.push(resolve));
+    return new Promise((resolve, reject) => {
+      this.waiting.push(resolve);
+      this.waitingRejects.push(reject);
+    });
   }
 
   private releaseWaiting(): void {
@@ -276,16 +280,23 @@ export class PrimaryNode {
     });
   }
 
-  /** The newest data, acknowledged or not yet: journal index, then writes in flight, then the file. */
+  /**
+   * The newest data, acknowledged or not yet: journal index, then volume writes in flight, then
+   * the file. The first two are looked up before the file is read: a write-back that finishes
+   * during the read would otherwise take its block out of both while the read saw the old bytes.
+   */
   async read(volume: number, offset: number, length: number): Promise<Uint8Array> {
     const file = this.volumes[volume];
     if (!file) throw new PrimaryNodeError('write-out-of-range', `no volume ${volume}`);
-    const bytes = await file.read(offset, length);
     const blockBytes = this.shape.blockBytes;
+    const overlay: [number, Uint8Array | null][] = [];
     for (let block = Math.floor(offset / blockBytes); block * blockBytes < offset + length; block++) {
       let content = this.core.newestBlock(volume, block);
       if (content === undefined) content = this.inFlightBlock(volume, block);
-      if (content === undefined) continue;
+      if (content !== undefined) overlay.push([block, content]);
+    }
+    const bytes = await file.read(offset, length);
+    for (const [block, content] of overlay) {
       const start = block * blockBytes - offset;
       const from = Math.max(0, -start);
       const to = Math.min(blockBytes, length - start);
@@ -506,6 +517,12 @@ export class PrimaryNode {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.timer) clearInterval(this.timer);
+    // Writes still waiting for journal room were never journaled: they fail, loudly, not silently.
+    this.waitingRejects.forEach((reject) => {
+      reject(new PrimaryNodeError('stopping', 'the primary stopped before this write could be journaled'));
+    });
+    this.waiting = [];
+    this.waitingRejects = [];
     await this.journal.sync().catch(() => {});
     await Promise.allSettled([...this.writeBacksInFlight]);
     for (const socket of this.sockets.values()) socket.close('primary stopping');

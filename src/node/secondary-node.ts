@@ -24,6 +24,8 @@ import { VolumeFile } from '../storage/volume-file.ts';
 /** Incoming connections accepted at once; more are refused before any byte is read. */
 const connectionsMax = limits.connectionsPerLinkMax * 2;
 const receiveSegmentBytes = 64 * 1024 * 1024;
+/** A read that keeps meeting new applies gives up after this many attempts. */
+const readRetriesMax = 100;
 
 export interface SecondaryStatusReport {
   group: string;
@@ -251,23 +253,35 @@ export class SecondaryNode {
     if (this.fatal) throw this.fatal;
   }
 
-  /** The read path: the applied image, never half a cycle. */
+  /**
+   * The read path: the applied image, never half a cycle. The overlay of the cycle being applied is
+   * taken before the file is read, and the read is retried if another apply began meanwhile (its
+   * volume writes could have been half seen), like a sequence lock.
+   */
   async read(volume: number, offset: number, length: number): Promise<Uint8Array> {
     const file = this.volumes[volume];
     const core = this.core;
     if (!file || !core) throw new Error(`no volume ${volume}`);
-    const bytes = await file.read(offset, length);
     const blockBytes = file.blockBytes;
-    for (let block = Math.floor(offset / blockBytes); block * blockBytes < offset + length; block++) {
-      const overlay = core.overlay(volume, block);
-      if (overlay === undefined) continue;
-      const start = block * blockBytes - offset;
-      const content = overlay ?? new Uint8Array(blockBytes);
-      const from = Math.max(0, -start);
-      const to = Math.min(blockBytes, length - start);
-      bytes.set(content.subarray(from, to), start + from);
+    for (let attempt = 0; ; attempt++) {
+      const applied = core.applied;
+      const overlay: [number, Uint8Array | null][] = [];
+      for (let block = Math.floor(offset / blockBytes); block * blockBytes < offset + length; block++) {
+        const content = core.overlay(volume, block);
+        if (content !== undefined) overlay.push([block, content]);
+      }
+      const bytes = await file.read(offset, length);
+      if (core.applied !== applied && attempt < readRetriesMax) continue;
+      if (core.applied !== applied) throw new Error(`read of volume ${volume} kept racing applies`);
+      for (const [block, content] of overlay) {
+        const start = block * blockBytes - offset;
+        const from = Math.max(0, -start);
+        const to = Math.min(blockBytes, length - start);
+        if (content === null) bytes.fill(0, start + from, start + to);
+        else bytes.set(content.subarray(from, to), start + from);
+      }
+      return bytes;
     }
-    return bytes;
   }
 
   status(): SecondaryStatusReport {

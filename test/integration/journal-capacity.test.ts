@@ -57,14 +57,16 @@ test('writes wait at journal.capacity and complete once a secondary stored the j
   );
   await Promise.all(writes);
   assert.equal(acknowledged, blocks);
-  for (let i = 0; i < 200 && primary.status().secondaries[0]?.lagBytes !== 0; i++) await sleep(25);
+  for (let i = 0; i < 400 && primary.status().secondaries[0]?.lagBytes !== 0; i++) await sleep(25);
   const after = primary.status();
+  assert.equal(after.secondaries[0]?.lagBytes, 0, JSON.stringify(after.secondaries[0]));
   assert.equal(after.journalFull, false);
   assert.equal(after.writesWaiting, 0);
   await secondary.settle();
   const replica = await secondary.read(0, 0, blocks * 4096);
   const original = await primary.read(0, 0, blocks * 4096);
-  assert.equal(Buffer.compare(replica, original), 0);
+  const firstDifference = replica.findIndex((byte, index) => byte !== original[index]);
+  assert.equal(firstDifference, -1, `replica differs from byte ${firstDifference} (block ${Math.floor(firstDifference / 4096)}); ${JSON.stringify(secondary.status())} ${JSON.stringify(after.secondaries[0])}`);
   await primary.stop();
   await secondary.stop();
 });
