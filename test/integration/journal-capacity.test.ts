@@ -66,7 +66,11 @@ test('writes wait at journal.capacity and complete once a secondary stored the j
   const replica = await secondary.read(0, 0, blocks * 4096);
   const original = await primary.read(0, 0, blocks * 4096);
   const firstDifference = replica.findIndex((byte, index) => byte !== original[index]);
-  assert.equal(firstDifference, -1, `replica differs from byte ${firstDifference} (block ${Math.floor(firstDifference / 4096)}); ${JSON.stringify(secondary.status())} ${JSON.stringify(after.secondaries[0])}`);
+  assert.equal(
+    firstDifference,
+    -1,
+    `replica differs from byte ${firstDifference} (block ${Math.floor(firstDifference / 4096)}); ${JSON.stringify(secondary.status())} ${JSON.stringify(after.secondaries[0])}`,
+  );
   await primary.stop();
   await secondary.stop();
 });
