@@ -54,3 +54,30 @@ test('a secondary under load converges to the primary, byte for byte, as a consi
     'the secondary took its volumes from the primary',
   );
 });
+
+test('with ack: cycle, writes are answered at the cycle switch and the replica converges just the same', {
+  timeout: 60_000,
+}, async () => {
+  const cycleWorkspace = new Workspace();
+  try {
+    const secondary = await cycleWorkspace.secondaryConfig('dr1');
+    const primary = await cycleWorkspace.primaryConfig({
+      secondaries: [{ name: 'dr1', port: secondary.port }],
+      extra: 'ack: cycle',
+    });
+    const dr1 = cycleWorkspace.startSecondary(secondary.path);
+    await dr1.waitForEvent('secondary-started');
+    const load = cycleWorkspace.startLoadPrimary(primary.path);
+    await load.waitForWrites(300);
+    assert.equal(await load.stop(), 0);
+    assert.equal(await dr1.stop(), 0);
+    const primaryImage = cycleWorkspace.image('primary');
+    cycleWorkspace.image('dr1').forEach((bytes, index) => {
+      assert.equal(Buffer.compare(bytes, primaryImage[index] as Buffer), 0, `vol${index} differs`);
+    });
+    const cut = cycleWorkspace.checkCut('dr1');
+    assert.ok(cut.consistent, cut.problems.slice(0, 3).join('\n'));
+  } finally {
+    await cycleWorkspace.cleanup();
+  }
+});
