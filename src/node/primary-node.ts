@@ -20,6 +20,7 @@ import { FramedSocket, parseAddress } from '../net/framed-socket.ts';
 import type { PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { startStatusServer } from '../ops/status-server.ts';
+import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { primaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
 import { writeSiteFile } from '../storage/site-file.ts';
@@ -288,22 +289,11 @@ export class PrimaryNode {
   async read(volume: number, offset: number, length: number): Promise<Uint8Array> {
     const file = this.volumes[volume];
     if (!file) throw new PrimaryNodeError('write-out-of-range', `no volume ${volume}`);
-    const blockBytes = this.shape.blockBytes;
-    const overlay: [number, Uint8Array | null][] = [];
-    for (let block = Math.floor(offset / blockBytes); block * blockBytes < offset + length; block++) {
-      let content = this.core.newestBlock(volume, block);
-      if (content === undefined) content = this.inFlightBlock(volume, block);
-      if (content !== undefined) overlay.push([block, content]);
-    }
-    const bytes = await file.read(offset, length);
-    for (const [block, content] of overlay) {
-      const start = block * blockBytes - offset;
-      const from = Math.max(0, -start);
-      const to = Math.min(blockBytes, length - start);
-      if (content === null) bytes.fill(0, start + from, start + to);
-      else bytes.set(content.subarray(from, to), start + from);
-    }
-    return bytes;
+    const overlay = collectOverlay(offset, length, this.shape.blockBytes, (block) => {
+      const content = this.core.newestBlock(volume, block);
+      return content === undefined ? this.inFlightBlock(volume, block) : content;
+    });
+    return applyOverlay(await file.read(offset, length), offset, this.shape.blockBytes, overlay);
   }
 
   get blockBytes(): number {

@@ -16,6 +16,7 @@ import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { listenOn, startStatusServer } from '../ops/status-server.ts';
 import type { Frame } from '../protocol/frames.ts';
+import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
 import { readSiteFile, writeSiteFile } from '../storage/site-file.ts';
@@ -262,25 +263,12 @@ export class SecondaryNode {
     const file = this.volumes[volume];
     const core = this.core;
     if (!file || !core) throw new Error(`no volume ${volume}`);
-    const blockBytes = file.blockBytes;
     for (let attempt = 0; ; attempt++) {
       const applied = core.applied;
-      const overlay: [number, Uint8Array | null][] = [];
-      for (let block = Math.floor(offset / blockBytes); block * blockBytes < offset + length; block++) {
-        const content = core.overlay(volume, block);
-        if (content !== undefined) overlay.push([block, content]);
-      }
+      const overlay = collectOverlay(offset, length, file.blockBytes, (block) => core.overlay(volume, block));
       const bytes = await file.read(offset, length);
-      if (core.applied !== applied && attempt < readRetriesMax) continue;
-      if (core.applied !== applied) throw new Error(`read of volume ${volume} kept racing applies`);
-      for (const [block, content] of overlay) {
-        const start = block * blockBytes - offset;
-        const from = Math.max(0, -start);
-        const to = Math.min(blockBytes, length - start);
-        if (content === null) bytes.fill(0, start + from, start + to);
-        else bytes.set(content.subarray(from, to), start + from);
-      }
-      return bytes;
+      if (core.applied === applied) return applyOverlay(bytes, offset, file.blockBytes, overlay);
+      if (attempt >= readRetriesMax) throw new Error(`read of volume ${volume} kept racing applies`);
     }
   }
 

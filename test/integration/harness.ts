@@ -125,6 +125,18 @@ export class Workspace {
     return checkCut(this.image(site), regions, blockBytes);
   }
 
+  /** Throws unless the site's image files equal the primary's, byte for byte, and form a consistent cut. */
+  assertReplica(site: string): void {
+    const primary = this.image('primary');
+    this.image(site).forEach((bytes, index) => {
+      if (Buffer.compare(bytes, primary[index] as Buffer) !== 0)
+        throw new Error(`${site} vol${index} differs from the primary`);
+    });
+    const cut = this.checkCut(site);
+    if (!cut.consistent)
+      throw new Error(`${site} is not a consistent cut:\n${cut.problems.slice(0, 5).join('\n')}`);
+  }
+
   recover(site: string): { status: number | null; output: string } {
     const result = spawnSync(process.execPath, [binary, 'recover', '--data-dir', this.path(site)], {
       encoding: 'utf8',

@@ -71,12 +71,6 @@ test('an absent secondary holds the journal; the present one keeps up; both conv
   assert.equal(await load.stop(), 0);
   assert.equal(await dr1.stop(), 0);
   assert.equal(await dr2.stop(), 0);
-  const primaryImage = workspace.image('primary');
-  for (const name of ['dr1', 'dr2']) {
-    workspace.image(name).forEach((bytes, index) => {
-      assert.equal(Buffer.compare(bytes, primaryImage[index] as Buffer), 0, `${name} vol${index} differs`);
-    });
-    const cut = workspace.checkCut(name);
-    assert.ok(cut.consistent, cut.problems.slice(0, 3).join('\n'));
-  }
+  workspace.assertReplica('dr1');
+  workspace.assertReplica('dr2');
 });
