@@ -28,7 +28,7 @@ import { VolumeFile } from '../storage/volume-file.ts';
 import { linkTimingsOf } from './secondary-node.ts';
 
 /** Writes waiting for journal space at most; beyond, a write is refused with journal-full. */
-const writesWaitingMax = 4096;
+export const writesWaitingMax = 4096;
 /** Frames written to one socket per pump before yielding to other work. */
 const framesPerPump = 256;
 

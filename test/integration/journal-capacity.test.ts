@@ -74,3 +74,49 @@ test('writes wait at journal.capacity and complete once a secondary stored the j
   await primary.stop();
   await secondary.stop();
 });
+
+test('past writesWaitingMax waiting writes, more are refused with journal-full; stop fails the waiting ones', {
+  timeout: 60_000,
+}, async () => {
+  const { writesWaitingMax, PrimaryNodeError } = await import('../../src/node/primary-node.ts');
+  const port = await freePort();
+  writeFileSync(
+    workspace.path('bound.yaml'),
+    `group: cap\nrole: primary\ndataDir: ${workspace.path('bound')}\nvolumes:\n  - { name: data, size: 64MiB }\n` +
+      `cycle: { minMs: 50 }\njournal: { capacity: 8MiB, segmentSize: 8MiB }\nsecondaries:\n  - { name: dr1, address: 127.0.0.1:${port} }\n`,
+  );
+  const primary = await PrimaryNode.start(
+    loadConfig(workspace.path('bound.yaml')) as PrimaryFileConfig,
+    quiet,
+    () => {},
+  );
+  const outcomes: Promise<string>[] = [];
+  const issue = (block: number): void => {
+    outcomes.push(
+      primary.write(0, (block % 16384) * 4096, new Uint8Array(4096)).then(
+        () => 'written',
+        (error: unknown) => (error instanceof PrimaryNodeError ? error.code : String(error)),
+      ),
+    );
+  };
+  let block = 0;
+  while (!primary.status().journalFull && block < 4000) {
+    issue(block++);
+    if (block % 128 === 0) await sleep(2);
+  }
+  await sleep(100);
+  assert.equal(primary.status().journalFull, true);
+  const extra = writesWaitingMax + 3;
+  for (let i = 0; i < extra; i++) issue(block++);
+  await sleep(100);
+  assert.ok(primary.status().writesWaiting <= writesWaitingMax);
+  await primary.stop();
+  const counts = new Map<string, number>();
+  for (const outcome of await Promise.all(outcomes)) counts.set(outcome, (counts.get(outcome) ?? 0) + 1);
+  assert.ok((counts.get('journal-full') ?? 0) >= 3, JSON.stringify([...counts]));
+  assert.ok((counts.get('stopping') ?? 0) > 0, JSON.stringify([...counts]));
+  assert.equal(
+    (counts.get('written') ?? 0) + (counts.get('journal-full') ?? 0) + (counts.get('stopping') ?? 0),
+    outcomes.length,
+  );
+});

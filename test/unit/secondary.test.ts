@@ -289,3 +289,29 @@ test('a silent connection times out and the session fails', () => {
   assert.ok(site.closed.includes(1));
   assert.equal(site.secondary.inspect().session, null);
 });
+
+test('a session takes at most the connections its hello announced', () => {
+  const site = new Site();
+  site.hello(1, 5, shape, 2);
+  site.hello(2, 5, shape, 2);
+  assert.equal(site.sentOfType('welcome').length, 2);
+  site.hello(3, 5, shape, 2);
+  assert.equal(site.sentOfType('error')[0]?.code, 'unexpected-frame');
+  assert.match(site.sentOfType('error')[0]?.message ?? '', /more than 2 connections in session/);
+  assert.ok(site.closed.includes(3));
+});
+
+test('at most receiveCyclesBufferedMax incomplete cycles are buffered; one more fails the link', async () => {
+  const { limits } = await import('../../src/core/limits.ts');
+  const site = new Site();
+  site.hello(1);
+  // Cycle 1 never completes, so cycles 2.. stay buffered behind it.
+  for (let cycle = 2; cycle < 2 + limits.receiveCyclesBufferedMax; cycle++)
+    site.frame(1, packet(cycle, 0, 1, cycle & 0xff));
+  assert.equal(site.secondary.inspect().receiving.length, limits.receiveCyclesBufferedMax);
+  assert.deepEqual(site.sentOfType('error'), []);
+  site.frame(1, packet(2 + limits.receiveCyclesBufferedMax, 0, 1, 1));
+  assert.equal(site.sentOfType('error')[0]?.code, 'cycle-out-of-order');
+  assert.match(site.sentOfType('error')[0]?.message ?? '', /at most 64/);
+  assert.deepEqual(site.secondary.inspect().receiving, [], 'the failure deleted the incomplete cycles');
+});
