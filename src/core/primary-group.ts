@@ -17,7 +17,6 @@ import {
   type CycleNumber,
   type Extent,
   type GroupShape,
-  type LogEntry,
   noBugs,
   volumeBlocks,
 } from './types.ts';
@@ -510,5 +509,3 @@ export class PrimaryGroup implements CycleStore {
 function newCycle(blockBytes: number): CycleEntry {
   return { fold: new FoldIndex(blockBytes), writes: 0, journalBytes: 0, writtenBytes: 0, firstWriteMs: null };
 }
-
-export type { LogEntry };

@@ -1,6 +1,6 @@
 /** One simulated scenario, drawn entirely from its seed. */
 import type { LinkTimings } from '../core/limits.ts';
-import type { AckMode, BugName, Bugs, GroupShape } from '../core/types.ts';
+import type { AckMode, Bugs, GroupShape } from '../core/types.ts';
 import { Random } from './random.ts';
 
 export const faultKinds = [
@@ -153,5 +153,3 @@ export function describeScenario(scenario: Scenario): string {
     `faults: ${scenario.faults.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}`
   );
 }
-
-export type { BugName };
