@@ -40,6 +40,7 @@ volumes:
 cycle: { minMs: 500, maxQueued: 4 }
 ack: immediate
 journal: { capacity: 1GiB, segmentSize: 16MiB }
+nbd: { listen: 127.0.0.1:10809 }
 http: { listen: 127.0.0.1:9180 }
 secondaries:
   - { name: dr1, address: 127.0.0.1:7400, connections: 2 }
@@ -53,6 +54,7 @@ role: secondary
 name: dr1
 dataDir: ${join(directory, 'dr1')}
 listen: 127.0.0.1:7400
+nbd: { listen: 127.0.0.1:10810 }
 http: { listen: 127.0.0.1:9181 }
 log: { format: pretty }
 `,
@@ -99,7 +101,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     `cyclerep demo: primary (this process) and secondary dr1 (pid ${child.pid}) under ${directory}\n` +
       `  6 sources write dependent, self-describing 4 KiB blocks through the library API (PrimaryNode.write).\n` +
       `  status: cyclerep status --url http://127.0.0.1:9180   logs: ${directory}/primary.log, dr1.log\n` +
-      '  NBD clients (qemu-io, nbdcopy, fio) cannot attach yet: the NBD front door is the next piece of work.\n' +
+      '  attach real clients: qemu-io -f raw nbd://127.0.0.1:10809/data -c "write -P 0x55 128M 1M"  (primary, read-write;\n' +
+      '                      the sources use the first 48 MiB of data and log)\n' +
+      '                      nbdcopy nbd://127.0.0.1:10810/data copy.img   (secondary, read-only, applied image)\n' +
       `  ${options.seconds === null ? 'Ctrl-C stops it.' : `stopping after ${options.seconds} s.`}`,
   );
   workload.start();

@@ -9,13 +9,15 @@
  * to the volumes again (redo), which repairs whatever a crash left half done.
  */
 import type { Server as HttpServer } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Server as NetServer } from 'node:net';
 import { join } from 'node:path';
 import { CyclerepError } from '../core/errors.ts';
 import { limits } from '../core/limits.ts';
 import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
 import type { PrimaryRecord } from '../core/records.ts';
 import type { CycleNumber, Extent, GroupShape } from '../core/types.ts';
+import type { NbdExport } from '../nbd/connection.ts';
+import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket, parseAddress } from '../net/framed-socket.ts';
 import type { PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
@@ -80,6 +82,7 @@ export class PrimaryNode {
   private pumpScheduled = false;
   private timer: NodeJS.Timeout | null = null;
   private http: HttpServer | null = null;
+  private nbd: NetServer | null = null;
   private stopping = false;
   fatal: Error | null = null;
 
@@ -140,6 +143,7 @@ export class PrimaryNode {
     await node.redo(opened.records);
     node.run(node.core.takeActions());
     if (options.offline) return node;
+    if (config.nbd) node.nbd = await startNbdServer(config.nbd.listen, () => node.nbdExports(), logger);
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     node.timer = setInterval(
       () => node.tick(),
@@ -294,6 +298,26 @@ export class PrimaryNode {
       return content === undefined ? this.inFlightBlock(volume, block) : content;
     });
     return applyOverlay(await file.read(offset, length), offset, this.shape.blockBytes, overlay);
+  }
+
+  /** One writable NBD export per volume; FUA is the write followed by a flush. */
+  nbdExports(): NbdExport[] {
+    return this.shape.volumes.map((volume, index) => ({
+      name: volume.name,
+      sizeBytes: volume.sizeBytes,
+      blockBytes: this.shape.blockBytes,
+      readOnly: false,
+      read: (offset, length) => this.read(index, offset, length),
+      write: async (offset, data, fua) => {
+        await this.write(index, offset, data);
+        if (fua) await this.flush();
+      },
+      writeZeroes: async (offset, length, fua) => {
+        await this.writeZeroes(index, offset, length);
+        if (fua) await this.flush();
+      },
+      flush: () => this.flush(),
+    }));
   }
 
   get blockBytes(): number {
@@ -517,6 +541,7 @@ export class PrimaryNode {
     await Promise.allSettled([...this.writeBacksInFlight]);
     for (const socket of this.sockets.values()) socket.close('primary stopping');
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    this.nbd?.close();
     await Promise.all(this.volumes.map((volume) => volume.flush()));
     await this.journal.close();
     for (const volume of this.volumes) volume.close();

@@ -11,6 +11,8 @@ import { type LinkTimings, limits } from '../core/limits.ts';
 import type { SecondaryRecord } from '../core/records.ts';
 import { Secondary, type SecondaryAction } from '../core/secondary.ts';
 import type { GroupShape } from '../core/types.ts';
+import type { NbdExport } from '../nbd/connection.ts';
+import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket } from '../net/framed-socket.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
@@ -58,6 +60,7 @@ export class SecondaryNode {
   private nextConnection = 1;
   private server: Server | null = null;
   private http: HttpServer | null = null;
+  private nbd: Server | null = null;
   private timer: NodeJS.Timeout | null = null;
   private volumeWrites: Promise<void>[] = [];
   private stopping = false;
@@ -96,6 +99,7 @@ export class SecondaryNode {
     node.server.maxConnections = connectionsMax;
     await listenOn(node.server, config.listen);
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
+    if (config.nbd) node.nbd = await startNbdServer(config.nbd.listen, () => node.nbdExports(), logger);
     node.timer = setInterval(() => node.tick(), Math.max(10, Math.floor(config.link.heartbeatMs / 4)));
     logger.info('secondary-started', {
       listen: config.listen,
@@ -272,6 +276,24 @@ export class SecondaryNode {
     }
   }
 
+  /**
+   * One read-only NBD export per volume, showing the applied image. Volumes taken from the primary
+   * at first contact are exported from then on (exports are looked up when a client asks).
+   */
+  nbdExports(): NbdExport[] {
+    const refuse = (): Promise<void> => Promise.reject(new Error('the secondary is read-only'));
+    return (this.shape?.volumes ?? []).map((volume, index) => ({
+      name: volume.name,
+      sizeBytes: volume.sizeBytes,
+      blockBytes: this.shape?.blockBytes ?? 4096,
+      readOnly: true,
+      read: (offset, length) => this.read(index, offset, length),
+      write: refuse,
+      writeZeroes: refuse,
+      flush: () => Promise.resolve(),
+    }));
+  }
+
   status(): SecondaryStatusReport {
     const inspection = this.core?.inspect();
     return {
@@ -293,6 +315,7 @@ export class SecondaryNode {
     for (const socket of this.sockets.values()) socket.close('secondary stopping');
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    this.nbd?.close();
     await Promise.allSettled(this.volumeWrites);
     await Promise.all(this.volumes.map((volume) => volume.flush()));
     await this.journal?.close();

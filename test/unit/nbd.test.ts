@@ -1,0 +1,274 @@
+// Proves the NBD server's protocol handling without sockets: the fixed newstyle handshake (GO,
+// INFO, LIST, EXPORT_NAME, ABORT, unknown options), then requests served out of order with their
+// cookies, out-of-range and misaligned requests refused alone with the errno the spec names, a
+// refused write's payload still consumed, writes refused on a read-only export, and a protocol
+// violation ending only that connection.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { defaultNbdLimits, NbdConnection, type NbdExport } from '../../src/nbd/connection.ts';
+import { commands, nbdErrors, optionMagic, options, replies, requestMagic } from '../../src/nbd/protocol.ts';
+
+const blockBytes = 4096;
+
+function memoryExport(
+  name: string,
+  sizeBytes: number,
+  readOnly = false,
+): NbdExport & { bytes: Uint8Array; flushes: number } {
+  const bytes = new Uint8Array(sizeBytes);
+  const target = {
+    name,
+    sizeBytes,
+    blockBytes,
+    readOnly,
+    bytes,
+    flushes: 0,
+    read: async (offset: number, length: number) => bytes.slice(offset, offset + length),
+    write: async (offset: number, data: Uint8Array) => {
+      bytes.set(data, offset);
+    },
+    writeZeroes: async (offset: number, length: number) => {
+      bytes.fill(0, offset, offset + length);
+    },
+    flush: async () => {
+      target.flushes++;
+    },
+  };
+  return target;
+}
+
+class Client {
+  received = new Uint8Array(0);
+  closed: string | null = null;
+  readonly connection: NbdConnection;
+
+  constructor(exports: NbdExport[]) {
+    this.connection = new NbdConnection(new Map(exports.map((found) => [found.name, found])), {
+      send: (bytes) => {
+        const joined = new Uint8Array(this.received.length + bytes.length);
+        joined.set(this.received);
+        joined.set(bytes, this.received.length);
+        this.received = joined;
+      },
+      close: (reason) => {
+        this.closed = reason;
+      },
+      pause: () => {},
+      log: () => {},
+    });
+  }
+
+  take(count: number): DataView {
+    assert.ok(this.received.length >= count, `expected ${count} bytes, have ${this.received.length}`);
+    const taken = this.received.slice(0, count);
+    this.received = this.received.slice(count);
+    return new DataView(taken.buffer);
+  }
+
+  send(bytes: Uint8Array): void {
+    this.connection.onData(bytes);
+  }
+
+  option(code: number, data: Uint8Array = new Uint8Array(0)): void {
+    const bytes = new Uint8Array(16 + data.length);
+    const view = new DataView(bytes.buffer);
+    view.setBigUint64(0, optionMagic);
+    view.setUint32(8, code);
+    view.setUint32(12, data.length);
+    bytes.set(data, 16);
+    this.send(bytes);
+  }
+
+  /** Reads one option reply: [option, type, payload]. */
+  reply(): [number, number, Uint8Array] {
+    const header = this.take(20);
+    const length = header.getUint32(16);
+    const payload = this.received.slice(0, length);
+    this.take(length);
+    return [header.getUint32(8), header.getUint32(12), payload];
+  }
+
+  request(type: number, cookie: number, offset: number, length: number, data?: Uint8Array, flags = 0): void {
+    const bytes = new Uint8Array(28 + (data?.length ?? 0));
+    const view = new DataView(bytes.buffer);
+    view.setUint32(0, requestMagic);
+    view.setUint16(4, flags);
+    view.setUint16(6, type);
+    view.setBigUint64(8, BigInt(cookie));
+    view.setBigUint64(16, BigInt(offset));
+    view.setUint32(24, length);
+    if (data) bytes.set(data, 28);
+    this.send(bytes);
+  }
+
+  /** Reads one simple reply: [cookie, error, data]. */
+  simpleReply(dataBytes = 0): [number, number, Uint8Array] {
+    const header = this.take(16);
+    const error = header.getUint32(4);
+    const data = error === 0 ? this.received.slice(0, dataBytes) : new Uint8Array(0);
+    if (error === 0) this.take(dataBytes);
+    return [Number(header.getBigUint64(8)), error, data];
+  }
+}
+
+function nameData(name: string): Uint8Array {
+  const encoded = new TextEncoder().encode(name);
+  const data = new Uint8Array(4 + encoded.length + 2);
+  new DataView(data.buffer).setUint32(0, encoded.length);
+  data.set(encoded, 4);
+  return data;
+}
+
+const flush = () => new Promise((resolve) => setImmediate(resolve));
+
+async function connected(exports: NbdExport[], name: string): Promise<Client> {
+  const client = new Client(exports);
+  client.take(18);
+  client.send(Uint8Array.of(0, 0, 0, 3));
+  client.option(options.go, nameData(name));
+  for (;;) {
+    const [, type] = client.reply();
+    if (type === replies.ack) break;
+  }
+  await flush();
+  return client;
+}
+
+test('the greeting is NBDMAGIC, IHAVEOPT and the fixed newstyle and no-zeroes flags', () => {
+  const client = new Client([]);
+  const greeting = client.take(18);
+  assert.equal(greeting.getBigUint64(0), 0x4e42444d41474943n);
+  assert.equal(greeting.getBigUint64(8), optionMagic);
+  assert.equal(greeting.getUint16(16), 3);
+});
+
+test('GO answers the export info and block sizes, then ACK, and enters transmission', () => {
+  const data = memoryExport('data', 1 << 20);
+  const client = new Client([data]);
+  client.take(18);
+  client.send(Uint8Array.of(0, 0, 0, 3));
+  client.option(options.go, nameData('data'));
+  const [option, type, payload] = client.reply();
+  assert.equal(option, options.go);
+  assert.equal(type, replies.info);
+  const info = new DataView(payload.buffer);
+  assert.equal(info.getUint16(0), 0);
+  assert.equal(info.getBigUint64(2), BigInt(1 << 20));
+  assert.equal(info.getUint16(10) & 1, 1, 'HAS_FLAGS');
+  const [, blockType, blocks] = client.reply();
+  assert.equal(blockType, replies.info);
+  assert.equal(new DataView(blocks.buffer).getUint32(2), blockBytes, 'minimum block size');
+  assert.equal(client.reply()[1], replies.ack);
+});
+
+test('LIST names every export; unknown options get ERR_UNSUP; unknown exports ERR_UNKNOWN', () => {
+  const client = new Client([memoryExport('a', 8192), memoryExport('b', 8192)]);
+  client.take(18);
+  client.send(Uint8Array.of(0, 0, 0, 1));
+  client.option(options.list);
+  const names = [client.reply(), client.reply()].map(([, , payload]) =>
+    new TextDecoder().decode(payload.subarray(4)),
+  );
+  assert.deepEqual(names, ['a', 'b']);
+  assert.equal(client.reply()[1], replies.ack);
+  client.option(options.structuredReply);
+  assert.equal(client.reply()[1], replies.errorUnsupported);
+  client.option(99);
+  assert.equal(client.reply()[1], replies.errorUnsupported);
+  client.option(options.info, nameData('nope'));
+  assert.equal(client.reply()[1], replies.errorUnknown);
+  client.option(options.abort);
+  assert.equal(client.reply()[1], replies.ack);
+  assert.match(client.closed ?? '', /aborted/);
+});
+
+test('EXPORT_NAME answers size and flags without the 124 zero bytes when NO_ZEROES was agreed', () => {
+  const client = new Client([memoryExport('data', 65536, true)]);
+  client.take(18);
+  client.send(Uint8Array.of(0, 0, 0, 3));
+  client.option(options.exportName, new TextEncoder().encode('data'));
+  const reply = client.take(10);
+  assert.equal(reply.getBigUint64(0), 65536n);
+  assert.equal(reply.getUint16(8) & 2, 2, 'READ_ONLY');
+  assert.equal(client.received.length, 0);
+});
+
+test('writes and reads round-trip; FLUSH and FUA reach the export', async () => {
+  const data = memoryExport('data', 1 << 20);
+  const client = await connected([data], 'data');
+  client.request(commands.write, 7, 8192, 4096, new Uint8Array(4096).fill(9), 1);
+  await flush();
+  assert.deepEqual(client.simpleReply(), [7, 0, new Uint8Array(0)]);
+  client.request(commands.read, 8, 8192, 4096);
+  await flush();
+  const [cookie, error, bytes] = client.simpleReply(4096);
+  assert.deepEqual([cookie, error, bytes[0], bytes[4095]], [8, 0, 9, 9]);
+  client.request(commands.flush, 9, 0, 0);
+  await flush();
+  assert.deepEqual(client.simpleReply(), [9, 0, new Uint8Array(0)]);
+  assert.ok(data.flushes >= 1);
+});
+
+test('out of range, misaligned and unknown requests fail alone; a refused write is drained', async () => {
+  const data = memoryExport('data', 1 << 20);
+  const client = await connected([data], 'data');
+  client.request(commands.read, 1, 1 << 20, 4096);
+  client.request(commands.read, 2, 100, 4096);
+  client.request(commands.write, 3, 1 << 20, 4096, new Uint8Array(4096).fill(1));
+  client.request(commands.trim, 4, 0, 100);
+  client.request(99, 5, 0, 0);
+  client.request(commands.read, 6, 0, 4096);
+  await flush();
+  assert.deepEqual(client.simpleReply()[1], nbdErrors.EINVAL, 'read past the end');
+  assert.deepEqual(client.simpleReply()[1], nbdErrors.EINVAL, 'misaligned read');
+  assert.deepEqual(client.simpleReply()[1], nbdErrors.ENOSPC, 'write past the end');
+  assert.deepEqual(client.simpleReply()[1], nbdErrors.EINVAL, 'misaligned trim');
+  assert.deepEqual(client.simpleReply()[1], nbdErrors.EINVAL, 'unknown command');
+  assert.deepEqual(client.simpleReply(4096).slice(0, 2), [6, 0], 'the stream stayed in step');
+  assert.equal(client.closed, null);
+});
+
+test('a read-only export refuses writes and trims with EPERM', async () => {
+  const client = await connected([memoryExport('ro', 65536, true)], 'ro');
+  client.request(commands.write, 1, 0, 4096, new Uint8Array(4096));
+  client.request(commands.trim, 2, 0, 4096);
+  await flush();
+  assert.equal(client.simpleReply()[1], nbdErrors.EPERM);
+  assert.equal(client.simpleReply()[1], nbdErrors.EPERM);
+});
+
+test('a bad request magic, an oversized option or an oversized write ends the connection', async () => {
+  const bad = await connected([memoryExport('data', 65536)], 'data');
+  bad.send(new Uint8Array(28).fill(0x41));
+  assert.match(bad.closed ?? '', /bad request magic/);
+  const big = new Client([]);
+  big.take(18);
+  big.send(Uint8Array.of(0, 0, 0, 1));
+  big.option(options.go, new Uint8Array(defaultNbdLimits.optionBytesMax + 1));
+  assert.match(big.closed ?? '', /at most 4096/);
+  const huge = await connected([memoryExport('data', 65536)], 'data');
+  huge.request(commands.write, 1, 0, defaultNbdLimits.requestBytesMax + 4096);
+  assert.match(huge.closed ?? '', /write of/);
+});
+
+test('replies leave out of order, each with its own cookie', async () => {
+  let release: () => void = () => {};
+  const slow = memoryExport('data', 65536);
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const original = slow.read;
+  slow.read = async (offset, length) => {
+    if (offset === 0) await gate;
+    return original(offset, length);
+  };
+  const client = await connected([slow], 'data');
+  client.request(commands.read, 1, 0, 4096);
+  client.request(commands.read, 2, 4096, 4096);
+  await flush();
+  assert.equal(client.simpleReply(4096)[0], 2, 'the fast read answers first');
+  release();
+  await flush();
+  await flush();
+  assert.equal(client.simpleReply(4096)[0], 1);
+});
