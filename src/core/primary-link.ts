@@ -7,7 +7,7 @@
 
 import {
   addDigest,
-  type DataFrame,
+  dataFrameOf,
   type Frame,
   packetDigest,
   protocolVersion,
@@ -273,17 +273,7 @@ export class PrimaryLink {
     this.shuffle(order);
     let digest = 0;
     for (const packetIndex of order) {
-      const extent = extents[packetIndex] as (typeof extents)[number];
-      const frame: DataFrame = {
-        type: 'data',
-        cycle: number,
-        packetIndex,
-        volume: extent.volume,
-        block: extent.block,
-        blockCount: extent.blockCount,
-        zero: extent.data === null,
-        payload: extent.data ?? new Uint8Array(0),
-      };
+      const frame = dataFrameOf(number, packetIndex, extents[packetIndex] as (typeof extents)[number]);
       digest = addDigest(digest, packetDigest(frame));
       this.pickConnection().queue.push(frame);
     }

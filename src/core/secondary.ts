@@ -13,7 +13,9 @@
 import {
   addDigest,
   type DataFrame,
+  dataFrameOf,
   type EndOfCycleFrame,
+  extentOfDataFrame,
   type Frame,
   type HelloFrame,
   packetDigest,
@@ -343,7 +345,7 @@ export class Secondary {
       kind: 'packet',
       cycle: frame.cycle,
       packetIndex: frame.packetIndex,
-      extent: extentOf(frame),
+      extent: extentOfDataFrame(frame),
     });
     this.tryStore();
   }
@@ -424,7 +426,7 @@ export class Secondary {
       }
       const fold = new FoldIndex(this.config.shape.blockBytes);
       for (const packet of [...cycle.packets.values()].sort((a, b) => a.packetIndex - b.packetIndex)) {
-        fold.add(extentOf(packet));
+        fold.add(extentOfDataFrame(packet));
       }
       this.receiving.delete(number);
       const seq = this.append({ kind: 'stored', cycle: number, coversFrom: end.coversFrom });
@@ -598,26 +600,4 @@ export class Secondary {
       })),
     };
   }
-}
-
-function extentOf(frame: DataFrame): Extent {
-  return {
-    volume: frame.volume,
-    block: frame.block,
-    blockCount: frame.blockCount,
-    data: frame.zero ? null : frame.payload,
-  };
-}
-
-function dataFrameOf(cycle: CycleNumber, packetIndex: number, extent: Extent): DataFrame {
-  return {
-    type: 'data',
-    cycle,
-    packetIndex,
-    volume: extent.volume,
-    block: extent.block,
-    blockCount: extent.blockCount,
-    zero: extent.data === null,
-    payload: extent.data ?? new Uint8Array(0),
-  };
 }

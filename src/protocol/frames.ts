@@ -22,7 +22,7 @@ export const protocolVersion = 1;
 export const frameMagic = 0x43595250;
 export const frameHeaderBytes = 20;
 
-import type { VolumeShape } from '../core/types.ts';
+import type { Extent, VolumeShape } from '../core/types.ts';
 
 /** Primary to secondary, first frame on every connection of a link session. */
 export interface HelloFrame {
@@ -437,6 +437,30 @@ export function decodeFrame(bytes: Uint8Array): DecodeResult {
     };
   }
   return result;
+}
+
+/** The DATA frame carrying one extent of a cycle. */
+export function dataFrameOf(cycle: number, packetIndex: number, extent: Extent): DataFrame {
+  return {
+    type: 'data',
+    cycle,
+    packetIndex,
+    volume: extent.volume,
+    block: extent.block,
+    blockCount: extent.blockCount,
+    zero: extent.data === null,
+    payload: extent.data ?? new Uint8Array(0),
+  };
+}
+
+/** The extent a DATA frame carries. */
+export function extentOfDataFrame(frame: DataFrame): Extent {
+  return {
+    volume: frame.volume,
+    block: frame.block,
+    blockCount: frame.blockCount,
+    data: frame.zero ? null : frame.payload,
+  };
 }
 
 /**
