@@ -36,7 +36,7 @@ test('a secondary of another group refuses the primary, naming both groups, and 
   const primary = await workspace.primaryConfig({ secondaries: [{ name: 'dr1', port: secondary.port }] });
   const dr1 = workspace.startSecondary(secondary.path);
   await dr1.waitForEvent('secondary-started');
-  const load = workspace.startLoadPrimary(primary.path);
+  const load = workspace.startLoadPrimary(primary.path, { LOAD_SETTLE_MS: '200' });
   const refused = await dr1.waitForEvent('primary-refused');
   assert.equal(refused.code, 'group-mismatch');
   assert.match(refused.reason as string, /group "it" offered, this site is of group "other"/);
@@ -57,7 +57,7 @@ test('a secondary with other volume sizes refuses the primary, naming the volume
   const primary = await workspace.primaryConfig({ secondaries: [{ name: 'dr1', port: secondary.port }] });
   const dr1 = workspace.startSecondary(secondary.path);
   await dr1.waitForEvent('secondary-started');
-  const load = workspace.startLoadPrimary(primary.path);
+  const load = workspace.startLoadPrimary(primary.path, { LOAD_SETTLE_MS: '200' });
   const refused = await dr1.waitForEvent('primary-refused');
   assert.equal(refused.code, 'volumes-mismatch');
   assert.match(refused.reason as string, /volume "vol0" is 8388608 bytes at the primary, 4194304 here/);
