@@ -27,6 +27,21 @@ function run(command: string, args: string[]): { status: number | null; stdout: 
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
+function runCapture(command: string, args: string[]): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.once('error', reject);
+    child.once('exit', (status) => resolve({ status, output }));
+  });
+}
+
 function runAsync(command: string, args: string[]): Promise<number | null> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env, stdio: 'ignore' });
@@ -162,4 +177,72 @@ test('nbdsh: trimmed and zeroed blocks read back as zeroes on both sites', { tim
     'assert h.pread(8192, 1048576) == bytes(8192)\nprint("ok")',
   ]);
   assert.equal(replica.status, 0, replica.stderr);
+});
+
+test('random and mutated bytes on other connections never disturb a well-behaved client', {
+  timeout: 60_000,
+}, async () => {
+  const { connect } = await import('node:net');
+  const { Random } = await import('../../src/sim/random.ts');
+  const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 100_000);
+  const random = new Random(seed);
+  const port = Number(primaryUrl.split(':')[2]?.split('/')[0]);
+  // Client flags, then NBD_OPT_GO for "vol0" with no info requests, then a READ: mutated at random.
+  const handshake = Buffer.concat([
+    Buffer.from('00000003', 'hex'),
+    Buffer.from('IHAVEOPT'),
+    Buffer.from('000000070000000a00000004', 'hex'),
+    Buffer.from('vol0'),
+    Buffer.from('0000', 'hex'),
+    Buffer.from('25609513000000000000000000000001000000000000000000001000', 'hex'),
+  ]);
+  const sendGarbage = (bytes: Uint8Array): Promise<void> =>
+    new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => socket.end(bytes));
+      socket.on('data', () => {});
+      socket.on('error', () => resolve());
+      socket.on('close', () => resolve());
+      setTimeout(() => {
+        socket.destroy();
+        resolve();
+      }, 200);
+    });
+  const deadline = Date.now() + 4000;
+  let fuzzed = 0;
+  const fuzzer = (async () => {
+    while (Date.now() < deadline) {
+      const bytes = random.chance(0.5)
+        ? Uint8Array.from({ length: random.int(300) }, () => random.int(256))
+        : handshake.map((byte) => (random.chance(0.1) ? random.int(256) : byte));
+      await Promise.all([
+        sendGarbage(bytes),
+        sendGarbage(Uint8Array.from({ length: random.int(64) }, () => random.int(256))),
+      ]);
+      fuzzed += 2;
+    }
+  })();
+  let served = 0;
+  while (Date.now() < deadline) {
+    const pattern = (0x20 + (served % 64)).toString(16);
+    // Asynchronous, so the fuzzer's connections run at the same time.
+    const result = await runCapture('qemu-io', [
+      '-f',
+      'raw',
+      primaryUrl,
+      '-c',
+      `write -P 0x${pattern} 32M 64k`,
+      '-c',
+      `read -P 0x${pattern} 32M 64k`,
+    ]);
+    assert.equal(result.status, 0, `seed ${seed}: ${result.output}`);
+    assert.doesNotMatch(result.output, /Pattern verification failed/);
+    served++;
+  }
+  await fuzzer;
+  assert.ok(
+    fuzzed > 20 && served > 3,
+    `fuzzed ${fuzzed} connections, served ${served} clients (seed ${seed})`,
+  );
+  const info = run('nbdinfo', [primaryUrl]);
+  assert.equal(info.status, 0, 'the server still answers');
 });

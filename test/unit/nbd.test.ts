@@ -272,3 +272,49 @@ test('replies leave out of order, each with its own cookie', async () => {
   await flush();
   assert.equal(client.simpleReply(4096)[0], 1);
 });
+
+test('property: random and mutated handshake and request bytes never throw, and a bad stream only closes', async () => {
+  const fc = (await import('fast-check')).default;
+  const valid = (() => {
+    const parts: number[] = [0, 0, 0, 3];
+    const option = new Uint8Array(16 + 10);
+    const view = new DataView(option.buffer);
+    view.setBigUint64(0, optionMagic);
+    view.setUint32(8, options.go);
+    view.setUint32(12, 10);
+    view.setUint32(16, 4);
+    option.set(new TextEncoder().encode('data'), 20);
+    parts.push(...option);
+    const request = new Uint8Array(28);
+    const requestView = new DataView(request.buffer);
+    requestView.setUint32(0, requestMagic);
+    requestView.setUint16(6, commands.read);
+    requestView.setUint32(24, 4096);
+    parts.push(...request);
+    return Uint8Array.from(parts);
+  })();
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 200 }),
+        fc
+          .array(fc.record({ at: fc.nat(valid.length - 1), mask: fc.integer({ min: 1, max: 255 }) }), {
+            minLength: 1,
+            maxLength: 4,
+          })
+          .map((flips) => {
+            const mutated = valid.slice();
+            for (const { at, mask } of flips) mutated[at] = (mutated[at] as number) ^ mask;
+            return mutated;
+          }),
+      ),
+      fc.integer({ min: 1, max: 40 }),
+      async (bytes, chunk) => {
+        const client = new Client([memoryExport('data', 1 << 20)]);
+        for (let at = 0; at < bytes.length; at += chunk) client.send(bytes.subarray(at, at + chunk));
+        await flush();
+      },
+    ),
+    { numRuns: 1500 },
+  );
+});
