@@ -16,7 +16,7 @@ const quiet = createLogger({ site: 'test', format: 'json', write: () => {} });
 
 test('writes wait at journal.capacity and complete once a secondary stored the journal', {
   timeout: 60_000,
-}, async () => {
+}, async (t) => {
   const port = await freePort();
   writeFileSync(
     workspace.path('primary.yaml'),
@@ -35,6 +35,8 @@ test('writes wait at journal.capacity and complete once a secondary stored the j
     quiet,
     () => {},
   );
+  // Stopped whatever happens: a node left running would keep the test process alive.
+  t.after(() => primary.stop());
   const blocks = 6000;
   let acknowledged = 0;
   const writes: Promise<unknown>[] = [];
@@ -55,6 +57,7 @@ test('writes wait at journal.capacity and complete once a secondary stored the j
     quiet,
     () => {},
   );
+  t.after(() => secondary.stop());
   await Promise.all(writes);
   assert.equal(acknowledged, blocks);
   for (let i = 0; i < 400 && primary.status().secondaries[0]?.lagBytes !== 0; i++) await sleep(25);
@@ -71,8 +74,6 @@ test('writes wait at journal.capacity and complete once a secondary stored the j
     -1,
     `replica differs from byte ${firstDifference} (block ${Math.floor(firstDifference / 4096)}); ${JSON.stringify(secondary.status())} ${JSON.stringify(after.secondaries[0])}`,
   );
-  await primary.stop();
-  await secondary.stop();
 });
 
 test('past writesWaitingMax waiting writes, more are refused with journal-full; stop fails the waiting ones', {
