@@ -16,16 +16,10 @@ import { type CrashKind, SimLog, SimVolume } from './disk.ts';
 import { EventQueue } from './event-queue.ts';
 import { blockContent, describeBlock, Oracle, type SimWrite } from './oracle.ts';
 import { Random } from './random.ts';
-import { type Fault, type FaultKind, faultKinds, type Scenario } from './scenario.ts';
+import type { Fault, Scenario } from './scenario.ts';
+import { emptyStats, type SimStats } from './stats.ts';
 
-export interface RunStats {
-  faults: Record<FaultKind, number>;
-  recoveries: number;
-  recoveryCyclesApplied: number;
-  maxLagCycles: number;
-  cyclesClosed: number;
-  writes: number;
-  events: number;
+export interface RunStats extends SimStats {
   endMs: number;
 }
 
@@ -130,16 +124,7 @@ export class Cluster {
     this.random = new Random(scenario.seed ^ 0x5eed);
     this.coreRandom = this.random.fork();
     this.oracle = new Oracle(scenario.shape);
-    this.stats = {
-      faults: Object.fromEntries(faultKinds.map((kind) => [kind, 0])) as Record<FaultKind, number>,
-      recoveries: 0,
-      recoveryCyclesApplied: 0,
-      maxLagCycles: 0,
-      cyclesClosed: 0,
-      writes: 0,
-      events: 0,
-      endMs: 0,
-    };
+    this.stats = { ...emptyStats(), endMs: 0 };
     this.primaryConfig = {
       shape: scenario.shape,
       secondaries: scenario.secondaries,

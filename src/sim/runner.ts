@@ -2,7 +2,8 @@
 import { Worker } from 'node:worker_threads';
 import type { BugName, Bugs } from '../core/types.ts';
 import { Cluster, type RunResult } from './cluster.ts';
-import { describeScenario, drawScenario, type FaultKind, faultKinds } from './scenario.ts';
+import { describeScenario, drawScenario, faultKinds } from './scenario.ts';
+import { addStats, emptyStats, type SimStats } from './stats.ts';
 
 export interface SimulationOptions {
   seeds: number;
@@ -19,17 +20,10 @@ export interface SimulationOptions {
   quiet?: boolean;
 }
 
-export interface SimulationReport {
+export interface SimulationReport extends SimStats {
   seedsRun: number;
   violations: number;
   failingSeeds: number[];
-  faults: Record<FaultKind, number>;
-  recoveries: number;
-  recoveryCyclesApplied: number;
-  maxLagCycles: number;
-  cyclesClosed: number;
-  writes: number;
-  events: number;
   wallSeconds: number;
 }
 
@@ -139,42 +133,18 @@ function merge(total: SimulationReport, part: SimulationReport): void {
   total.seedsRun += part.seedsRun;
   total.violations += part.violations;
   total.failingSeeds.push(...part.failingSeeds);
-  for (const kind of faultKinds) total.faults[kind] += part.faults[kind];
-  total.recoveries += part.recoveries;
-  total.recoveryCyclesApplied += part.recoveryCyclesApplied;
-  total.maxLagCycles = Math.max(total.maxLagCycles, part.maxLagCycles);
-  total.cyclesClosed += part.cyclesClosed;
-  total.writes += part.writes;
-  total.events += part.events;
+  addStats(total, part);
 }
 
 function emptyReport(): SimulationReport {
-  return {
-    seedsRun: 0,
-    violations: 0,
-    failingSeeds: [],
-    faults: Object.fromEntries(faultKinds.map((kind) => [kind, 0])) as Record<FaultKind, number>,
-    recoveries: 0,
-    recoveryCyclesApplied: 0,
-    maxLagCycles: 0,
-    cyclesClosed: 0,
-    writes: 0,
-    events: 0,
-    wallSeconds: 0,
-  };
+  return { ...emptyStats(), seedsRun: 0, violations: 0, failingSeeds: [], wallSeconds: 0 };
 }
 
 function add(report: SimulationReport, result: RunResult): void {
   report.seedsRun++;
   report.violations += result.violations.length;
   if (result.violations.length > 0) report.failingSeeds.push(result.seed);
-  for (const kind of faultKinds) report.faults[kind] += result.stats.faults[kind];
-  report.recoveries += result.stats.recoveries;
-  report.recoveryCyclesApplied += result.stats.recoveryCyclesApplied;
-  report.maxLagCycles = Math.max(report.maxLagCycles, result.stats.maxLagCycles);
-  report.cyclesClosed += result.stats.cyclesClosed;
-  report.writes += result.stats.writes;
-  report.events += result.stats.events;
+  addStats(report, result.stats);
 }
 
 function printFailure(
