@@ -3,91 +3,22 @@
 // concurrent connections, copy whole images in and out, and read the same data back from the
 // secondary's read-only export once replication is idle.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { freePort, type Site, Workspace, waitForStatus } from '../integration/harness.ts';
+import { NbdGroup, run, runCapture } from './nbd-group.ts';
 
-const workspace = new Workspace();
+let group: NbdGroup;
 const sizeBytes = 64 * 1024 * 1024;
-let primaryUrl = '';
-let secondaryUrl = '';
-let primaryHttp = 0;
-const sites: Site[] = [];
-// nbdsh is a Python script: run it with Debian's python3, which has the nbd module.
-const env = { ...process.env, PATH: `/usr/bin:/bin:${process.env.PATH ?? ''}` };
-
-function run(command: string, args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(command, args, { encoding: 'utf8', env, timeout: 120_000 });
-  if (result.error)
-    throw new Error(
-      `${command} could not run (is it installed? .ci/run installs it): ${result.error.message}`,
-    );
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
-function runCapture(command: string, args: string[]): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.once('error', reject);
-    child.once('exit', (status) => resolve({ status, output }));
-  });
-}
-
-function runAsync(command: string, args: string[]): Promise<number | null> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env, stdio: 'ignore' });
-    child.once('error', reject);
-    child.once('exit', resolve);
-  });
-}
-
-async function idle(): Promise<void> {
-  await waitForStatus(primaryHttp, (s) =>
-    (s.secondaries as { lagBytes: number; applied: number; stored: number }[]).every(
-      (link) => link.lagBytes === 0 && link.applied === link.stored,
-    ),
-  );
-}
 
 before(async () => {
-  const nbdPrimary = await freePort();
-  const nbdSecondary = await freePort();
-  const secondary = await workspace.secondaryConfig('dr1');
-  writeFileSync(
-    secondary.path,
-    `${readFileSync(secondary.path, 'utf8')}\nnbd: { listen: 127.0.0.1:${nbdSecondary} }\n`,
-  );
-  const primary = await workspace.primaryConfig({
-    secondaries: [{ name: 'dr1', port: secondary.port }],
-    volumes: [sizeBytes],
-    extra: `nbd: { listen: 127.0.0.1:${nbdPrimary} }`,
-  });
-  primaryHttp = primary.httpPort;
-  sites.push(workspace.startSecondary(secondary.path));
-  await sites[0]?.waitForEvent('secondary-started');
-  sites.push(workspace.startPrimary(primary.path));
-  await sites[1]?.waitForEvent('nbd-listening');
-  primaryUrl = `nbd://127.0.0.1:${nbdPrimary}/vol0`;
-  secondaryUrl = `nbd://127.0.0.1:${nbdSecondary}/vol0`;
-  await waitForStatus(primaryHttp, (s) => (s.secondaries as { link: string }[])[0]?.link === 'streaming');
+  group = await NbdGroup.start(sizeBytes);
 });
 
-after(async () => {
-  for (const site of sites) await site.stop();
-  await workspace.cleanup();
-});
+after(() => group.stop());
 
 test('nbdinfo shows the size, the flags, and a read-only secondary', () => {
-  const primary = run('nbdinfo', [primaryUrl]);
+  const primary = run('nbdinfo', [group.primaryUrl]);
   assert.equal(primary.status, 0, primary.stderr);
   assert.match(primary.stdout, /export-size: 67108864/);
   for (const flag of [
@@ -101,7 +32,7 @@ test('nbdinfo shows the size, the flags, and a read-only secondary', () => {
   ]) {
     assert.ok(primary.stdout.includes(flag), flag);
   }
-  const secondary = run('nbdinfo', [secondaryUrl]);
+  const secondary = run('nbdinfo', [group.secondaryUrl]);
   assert.equal(secondary.status, 0, secondary.stderr);
   assert.match(secondary.stdout, /is_read_only: true/);
 });
@@ -110,31 +41,31 @@ test('qemu-io writes patterns over four concurrent connections and reads them ba
   timeout: 120_000,
 }, async () => {
   const writers = [0, 1, 2, 3].map((index) =>
-    runAsync('qemu-io', [
+    runCapture('qemu-io', [
       '-f',
       'raw',
-      primaryUrl,
+      group.primaryUrl,
       '-c',
       `write -P 0x${(0x10 + index).toString(16)} ${index * 4}M 4M`,
       '-c',
       'flush',
     ]),
   );
-  assert.deepEqual(await Promise.all(writers), [0, 0, 0, 0]);
+  assert.deepEqual((await Promise.all(writers)).map((result) => result.status), [0, 0, 0, 0]);
   const readBack = run('qemu-io', [
     '-f',
     'raw',
-    primaryUrl,
+    group.primaryUrl,
     ...[0, 1, 2, 3].flatMap((index) => ['-c', `read -P 0x${(0x10 + index).toString(16)} ${index * 4}M 4M`]),
   ]);
   assert.equal(readBack.status, 0, readBack.stdout + readBack.stderr);
   assert.doesNotMatch(readBack.stdout, /Pattern verification failed/);
-  await idle();
+  await group.idle();
   const replica = run('qemu-io', [
     '-f',
     'raw',
     '-r',
-    secondaryUrl,
+    group.secondaryUrl,
     ...[0, 1, 2, 3].flatMap((index) => ['-c', `read -P 0x${(0x10 + index).toString(16)} ${index * 4}M 4M`]),
   ]);
   assert.equal(replica.status, 0, replica.stdout + replica.stderr);
@@ -144,14 +75,14 @@ test('qemu-io writes patterns over four concurrent connections and reads them ba
 test('nbdcopy copies an image in; the secondary export yields the same bytes', {
   timeout: 120_000,
 }, async () => {
-  const source = workspace.path('source.img');
+  const source = group.workspace.path('source.img');
   const image = randomBytes(sizeBytes / 2);
   writeFileSync(source, Buffer.concat([image, Buffer.alloc(sizeBytes / 2)]));
-  const copyIn = run('nbdcopy', [source, primaryUrl]);
+  const copyIn = run('nbdcopy', [source, group.primaryUrl]);
   assert.equal(copyIn.status, 0, copyIn.stderr);
-  await idle();
-  const out = workspace.path('from-secondary.img');
-  const copyOut = run('nbdcopy', [secondaryUrl, out]);
+  await group.idle();
+  const out = group.workspace.path('from-secondary.img');
+  const copyOut = run('nbdcopy', [group.secondaryUrl, out]);
   assert.equal(copyOut.status, 0, copyOut.stderr);
   assert.equal(Buffer.compare(readFileSync(out), readFileSync(source)), 0);
 });
@@ -166,13 +97,13 @@ test('nbdsh: trimmed and zeroed blocks read back as zeroes on both sites', { tim
     'h.flush()',
     'print("ok")',
   ].join('\n');
-  const result = run('nbdsh', ['-u', primaryUrl, '-c', script]);
+  const result = run('nbdsh', ['-u', group.primaryUrl, '-c', script]);
   assert.equal(result.status, 0, result.stderr);
   assert.match(result.stdout, /ok/);
-  await idle();
+  await group.idle();
   const replica = run('nbdsh', [
     '-u',
-    secondaryUrl,
+    group.secondaryUrl,
     '-c',
     'assert h.pread(8192, 1048576) == bytes(8192)\nprint("ok")',
   ]);
@@ -186,7 +117,7 @@ test('random and mutated bytes on other connections never disturb a well-behaved
   const { Random } = await import('../../src/sim/random.ts');
   const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 100_000);
   const random = new Random(seed);
-  const port = Number(primaryUrl.split(':')[2]?.split('/')[0]);
+  const port = Number(group.primaryUrl.split(':')[2]?.split('/')[0]);
   // Client flags, then NBD_OPT_GO for "vol0" with no info requests, then a READ: mutated at random.
   const handshake = Buffer.concat([
     Buffer.from('00000003', 'hex'),
@@ -228,7 +159,7 @@ test('random and mutated bytes on other connections never disturb a well-behaved
     const result = await runCapture('qemu-io', [
       '-f',
       'raw',
-      primaryUrl,
+      group.primaryUrl,
       '-c',
       `write -P 0x${pattern} 32M 64k`,
       '-c',
@@ -243,6 +174,6 @@ test('random and mutated bytes on other connections never disturb a well-behaved
     fuzzed > 20 && served > 3,
     `fuzzed ${fuzzed} connections, served ${served} clients (seed ${seed})`,
   );
-  const info = run('nbdinfo', [primaryUrl]);
+  const info = run('nbdinfo', [group.primaryUrl]);
   assert.equal(info.status, 0, 'the server still answers');
 });
