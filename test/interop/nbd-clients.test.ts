@@ -51,7 +51,10 @@ test('qemu-io writes patterns over four concurrent connections and reads them ba
       'flush',
     ]),
   );
-  assert.deepEqual((await Promise.all(writers)).map((result) => result.status), [0, 0, 0, 0]);
+  assert.deepEqual(
+    (await Promise.all(writers)).map((result) => result.status),
+    [0, 0, 0, 0],
+  );
   const readBack = run('qemu-io', [
     '-f',
     'raw',
