@@ -1,56 +1,39 @@
 /**
- * One NBD client connection: the fixed newstyle handshake, then transmission. Bytes come in
- * through `onData`; replies leave through `send`. Requests run concurrently (bounded) and replies
- * may leave out of order, each carrying its request's cookie. Out-of-range or misaligned requests
- * fail alone with NBD_EINVAL (NBD_ENOSPC for a write past the end); a protocol violation ends this
- * connection only; a rejected write's payload is still read, so the stream stays in step.
+ * One NBD client connection: the fixed newstyle handshake (see handshake.ts), then transmission.
+ * Bytes come in through `onData`; replies leave through `send`. Requests run concurrently, bounded
+ * per connection and across the server (RequestBudget), and replies may leave out of order, each
+ * carrying its request's cookie. Out-of-range or misaligned requests fail alone with NBD_EINVAL
+ * (NBD_ENOSPC for a write past the end); a protocol violation ends this connection only; a refused
+ * write's payload is still read, so the stream stays in step.
  */
+import { coarsen, zeroRuns } from './allocation.ts';
+import { RequestBudget } from './budget.ts';
+import { defaultNbdLimits, type NbdExport, type NbdLimits } from './export.ts';
+import { type Agreement, Handshake } from './handshake.ts';
 import {
+  allocationStates,
+  blockStatusChunk,
+  chunkTypes,
   commandFlags,
   commandNames,
   commands,
   decodeRequest,
+  errorChunk,
   handshakeFlags,
-  infoTypes,
   type NbdRequest,
   nbdErrors,
   nbdMagic,
+  offsetDataHeader,
+  offsetHoleChunk,
   optionHeaderBytes,
   optionMagic,
-  optionReply,
-  options,
-  replies,
   requestHeaderBytes,
+  type StatusExtent,
   simpleReply,
-  transmissionFlags,
+  structuredChunk,
 } from './protocol.ts';
 
-/** What an export offers; the primary and the secondary implement it per volume. */
-export interface NbdExport {
-  name: string;
-  sizeBytes: number;
-  blockBytes: number;
-  readOnly: boolean;
-  read(offset: number, length: number): Promise<Uint8Array>;
-  write(offset: number, data: Uint8Array, fua: boolean): Promise<void>;
-  writeZeroes(offset: number, length: number, fua: boolean): Promise<void>;
-  flush(): Promise<void>;
-}
-
-export interface NbdLimits {
-  /** Largest option payload read during the handshake. */
-  optionBytesMax: number;
-  /** Largest read or write request. */
-  requestBytesMax: number;
-  /** Requests of one connection being served at once; reading pauses beyond. */
-  requestsInFlightMax: number;
-}
-
-export const defaultNbdLimits: NbdLimits = {
-  optionBytesMax: 4096,
-  requestBytesMax: 32 * 1024 * 1024,
-  requestsInFlightMax: 64,
-};
+export { defaultNbdLimits, type NbdExport, type NbdLimits } from './export.ts';
 
 export interface NbdConnectionIo {
   send(bytes: Uint8Array): void;
@@ -61,20 +44,37 @@ export interface NbdConnectionIo {
 
 type Phase = 'client-flags' | 'option-header' | 'option-data' | 'request-header' | 'write-data' | 'closed';
 
+/** What a served request answers with, before it is put on the wire. */
+type Outcome =
+  | { kind: 'done' }
+  | { kind: 'data'; data: Uint8Array }
+  | { kind: 'status'; extents: StatusExtent[] }
+  | { kind: 'error'; error: number; message: string };
+
+const done: Outcome = { kind: 'done' };
+
+/** Zero runs at least this long leave a structured READ reply as holes instead of bytes. */
+const holeBytesMin = 64 * 1024;
+
 export class NbdConnection {
   private phase: Phase = 'client-flags';
   private chunks: Uint8Array[] = [];
   private buffered = 0;
-  private noZeroes = false;
+  private handshake: Handshake | null = null;
   private option = { code: 0, length: 0 };
   private request: NbdRequest | null = null;
-  private export: NbdExport | null = null;
+  private agreement: Agreement | null = null;
   private inFlight = 0;
+  private readonly wake = (): void => {
+    this.io.pause(false);
+    this.drain();
+  };
 
   constructor(
     private readonly exports: ReadonlyMap<string, NbdExport>,
     private readonly io: NbdConnectionIo,
     private readonly limits: NbdLimits = defaultNbdLimits,
+    private readonly budget: RequestBudget = new RequestBudget(limits.requestsInFlightMax),
   ) {
     const greeting = new Uint8Array(18);
     const view = new DataView(greeting.buffer);
@@ -94,65 +94,16 @@ export class NbdConnection {
   /** Consumes one header or payload if enough bytes are buffered; false when waiting for more. */
   private step(): boolean {
     switch (this.phase) {
-      case 'client-flags': {
-        const bytes = this.take(4);
-        if (!bytes) return false;
-        const flags = new DataView(bytes.buffer, bytes.byteOffset).getUint32(0);
-        if (!(flags & handshakeFlags.fixedNewstyle))
-          return this.violation('client does not speak fixed newstyle');
-        this.noZeroes = (flags & handshakeFlags.noZeroes) !== 0;
-        this.phase = 'option-header';
-        return true;
-      }
-      case 'option-header': {
-        const bytes = this.take(optionHeaderBytes);
-        if (!bytes) return false;
-        const view = new DataView(bytes.buffer, bytes.byteOffset);
-        if (view.getBigUint64(0) !== optionMagic) return this.violation('bad option magic');
-        this.option = { code: view.getUint32(8), length: view.getUint32(12) };
-        if (this.option.length > this.limits.optionBytesMax) {
-          return this.violation(
-            `option ${this.option.code} of ${this.option.length} bytes, at most ${this.limits.optionBytesMax}`,
-          );
-        }
-        this.phase = 'option-data';
-        return true;
-      }
-      case 'option-data': {
-        const data = this.take(this.option.length);
-        if (!data) return false;
-        this.phase = 'option-header';
-        this.onOption(this.option.code, data);
-        return true;
-      }
-      case 'request-header': {
-        if (this.inFlight >= this.limits.requestsInFlightMax) {
-          this.io.pause(true);
-          return false;
-        }
-        const bytes = this.take(requestHeaderBytes);
-        if (!bytes) return false;
-        const request = decodeRequest(bytes);
-        if (!request) return this.violation('bad request magic');
-        if (request.type === commands.write) {
-          if (request.length > this.limits.requestBytesMax)
-            return this.violation(`write of ${request.length} bytes`);
-          this.request = request;
-          this.phase = 'write-data';
-          return true;
-        }
-        this.onRequest(request, null);
-        return true;
-      }
-      case 'write-data': {
-        const request = this.request as NbdRequest;
-        const data = this.take(request.length);
-        if (!data) return false;
-        this.phase = 'request-header';
-        this.request = null;
-        this.onRequest(request, data);
-        return true;
-      }
+      case 'client-flags':
+        return this.readClientFlags();
+      case 'option-header':
+        return this.readOptionHeader();
+      case 'option-data':
+        return this.readOptionData();
+      case 'request-header':
+        return this.readRequestHeader();
+      case 'write-data':
+        return this.readWriteData();
       case 'closed':
         return false;
     }
@@ -160,187 +111,252 @@ export class NbdConnection {
 
   // ---- handshake -----------------------------------------------------------------------------
 
-  private onOption(code: number, data: Uint8Array): void {
-    switch (code) {
-      case options.exportName:
-        this.onExportName(data);
-        return;
-      case options.abort:
-        this.io.send(optionReply(code, replies.ack));
-        this.close('client aborted the handshake');
-        return;
-      case options.list:
-        if (data.length !== 0) {
-          this.io.send(optionReply(code, replies.errorInvalid));
-          return;
-        }
-        for (const name of this.exports.keys()) {
-          const encoded = new TextEncoder().encode(name);
-          const payload = new Uint8Array(4 + encoded.length);
-          new DataView(payload.buffer).setUint32(0, encoded.length);
-          payload.set(encoded, 4);
-          this.io.send(optionReply(code, replies.server, payload));
-        }
-        this.io.send(optionReply(code, replies.ack));
-        return;
-      case options.info:
-      case options.go:
-        this.onInfoOrGo(code, data);
-        return;
-      default:
-        // STARTTLS, structured replies and metadata contexts are not offered (yet): the client
-        // falls back to simple replies.
-        this.io.send(optionReply(code, replies.errorUnsupported));
-    }
+  private readClientFlags(): boolean {
+    const bytes = this.take(4);
+    if (!bytes) return false;
+    const flags = new DataView(bytes.buffer, bytes.byteOffset).getUint32(0);
+    if (!(flags & handshakeFlags.fixedNewstyle))
+      return this.violation('client does not speak fixed newstyle');
+    const noZeroes = (flags & handshakeFlags.noZeroes) !== 0;
+    this.handshake = new Handshake(this.exports, (reply) => this.io.send(reply), this.limits, noZeroes);
+    this.phase = 'option-header';
+    return true;
   }
 
-  private onExportName(data: Uint8Array): void {
-    const found = this.exports.get(new TextDecoder().decode(data));
-    if (!found) {
-      // NBD_OPT_EXPORT_NAME has no error reply: the server can only close.
-      this.close(`no export named "${new TextDecoder().decode(data)}"`);
-      return;
-    }
-    const reply = new Uint8Array(this.noZeroes ? 10 : 134);
-    const view = new DataView(reply.buffer);
-    view.setBigUint64(0, BigInt(found.sizeBytes));
-    view.setUint16(8, this.flagsOf(found));
-    this.io.send(reply);
-    this.startTransmission(found);
-  }
-
-  private onInfoOrGo(code: number, data: Uint8Array): void {
-    if (data.length < 6) {
-      this.io.send(optionReply(code, replies.errorInvalid));
-      return;
-    }
-    const view = new DataView(data.buffer, data.byteOffset, data.length);
-    const nameLength = view.getUint32(0);
-    if (4 + nameLength + 2 > data.length) {
-      this.io.send(optionReply(code, replies.errorInvalid));
-      return;
-    }
-    const name = new TextDecoder().decode(data.subarray(4, 4 + nameLength));
-    const found = this.exports.get(name);
-    if (!found) {
-      this.io.send(
-        optionReply(code, replies.errorUnknown, new TextEncoder().encode(`no export named "${name}"`)),
+  private readOptionHeader(): boolean {
+    const bytes = this.take(optionHeaderBytes);
+    if (!bytes) return false;
+    const view = new DataView(bytes.buffer, bytes.byteOffset);
+    if (view.getBigUint64(0) !== optionMagic) return this.violation('bad option magic');
+    this.option = { code: view.getUint32(8), length: view.getUint32(12) };
+    if (this.option.length > this.limits.optionBytesMax) {
+      return this.violation(
+        `option ${this.option.code} of ${this.option.length} bytes, at most ${this.limits.optionBytesMax}`,
       );
-      return;
     }
-    const exportInfo = new Uint8Array(12);
-    const exportView = new DataView(exportInfo.buffer);
-    exportView.setUint16(0, infoTypes.export);
-    exportView.setBigUint64(2, BigInt(found.sizeBytes));
-    exportView.setUint16(10, this.flagsOf(found));
-    this.io.send(optionReply(code, replies.info, exportInfo));
-    // Whole blocks only: the minimum is the block size, so clients align (qemu honours it).
-    const blockInfo = new Uint8Array(14);
-    const blockView = new DataView(blockInfo.buffer);
-    blockView.setUint16(0, infoTypes.blockSize);
-    blockView.setUint32(2, found.blockBytes);
-    blockView.setUint32(6, Math.max(found.blockBytes, 4096));
-    blockView.setUint32(10, this.limits.requestBytesMax);
-    this.io.send(optionReply(code, replies.info, blockInfo));
-    this.io.send(optionReply(code, replies.ack));
-    if (code === options.go) this.startTransmission(found);
+    this.phase = 'option-data';
+    return true;
   }
 
-  private flagsOf(found: NbdExport): number {
-    const flags =
-      transmissionFlags.hasFlags |
-      transmissionFlags.sendFlush |
-      transmissionFlags.sendFua |
-      transmissionFlags.canMultiConn;
-    if (found.readOnly) return flags | transmissionFlags.readOnly;
-    return flags | transmissionFlags.sendTrim | transmissionFlags.sendWriteZeroes;
-  }
-
-  private startTransmission(found: NbdExport): void {
-    this.export = found;
-    this.phase = 'request-header';
-    this.io.log('nbd-transmission', { export: found.name, readOnly: found.readOnly });
+  private readOptionData(): boolean {
+    const data = this.take(this.option.length);
+    if (!data) return false;
+    this.phase = 'option-header';
+    const outcome = (this.handshake as Handshake).onOption(this.option.code, data);
+    if (outcome.next === 'close') {
+      this.close(outcome.reason);
+    } else if (outcome.next === 'transmission') {
+      if (outcome.reply) this.io.send(outcome.reply);
+      this.agreement = outcome.agreement;
+      this.handshake = null;
+      this.phase = 'request-header';
+      this.io.log('nbd-transmission', {
+        export: outcome.agreement.export.name,
+        readOnly: outcome.agreement.export.readOnly,
+        structuredReplies: outcome.agreement.structuredReplies,
+        blockStatus: outcome.agreement.allocationContextId !== null,
+      });
+    }
+    return true;
   }
 
   // ---- transmission --------------------------------------------------------------------------
 
+  private readRequestHeader(): boolean {
+    if (this.inFlight >= this.limits.requestsInFlightMax) {
+      this.io.pause(true);
+      return false;
+    }
+    if (this.buffered < requestHeaderBytes) return false;
+    // The slot is taken before the header is read, so a full server stops reading new work.
+    if (!this.budget.tryTake(this.wake)) {
+      this.io.pause(true);
+      return false;
+    }
+    const request = decodeRequest(this.take(requestHeaderBytes) as Uint8Array);
+    if (!request) {
+      this.budget.release();
+      return this.violation('bad request magic');
+    }
+    if (request.type === commands.write) {
+      if (request.length > this.limits.requestBytesMax) {
+        this.budget.release();
+        return this.violation(`write of ${request.length} bytes, at most ${this.limits.requestBytesMax}`);
+      }
+      this.request = request;
+      this.phase = 'write-data';
+      return true;
+    }
+    this.onRequest(request, null);
+    return true;
+  }
+
+  private readWriteData(): boolean {
+    const request = this.request as NbdRequest;
+    const data = this.take(request.length);
+    if (!data) return false;
+    this.phase = 'request-header';
+    this.request = null;
+    this.onRequest(request, data);
+    return true;
+  }
+
+  /** Serves one request that holds a budget slot; the slot is given back when it is answered. */
   private onRequest(request: NbdRequest, data: Uint8Array | null): void {
-    const found = this.export as NbdExport;
+    const agreement = this.agreement as Agreement;
     if (request.type === commands.disconnect) {
+      this.budget.release();
       this.close('client disconnected');
       return;
     }
-    const error = this.validate(found, request);
-    if (error !== 0) {
-      this.io.send(simpleReply(request.cookie, error));
+    const refusal = this.validate(agreement, request);
+    if (refusal) {
+      this.budget.release();
+      this.reply(agreement, request, refusal);
       return;
     }
     this.inFlight++;
-    this.handle(found, request, data).then(
-      (reply) => this.finish(request, 0, reply),
+    this.handle(agreement, request, data).then(
+      (outcome) => this.finish(agreement, request, outcome),
       (failure: unknown) => {
+        const reason = (failure as Error).message;
         this.io.log('nbd-request-failed', {
           command: commandNames[request.type] ?? String(request.type),
           offset: request.offset,
           length: request.length,
-          reason: (failure as Error).message,
+          reason,
         });
-        this.finish(request, nbdErrors.EIO, undefined);
+        this.finish(agreement, request, { kind: 'error', error: nbdErrors.EIO, message: reason });
       },
     );
   }
 
-  /** NBD_EINVAL for what no export could do; NBD_ENOSPC for a write past the end; 0 when fine. */
-  private validate(found: NbdExport, request: NbdRequest): number {
+  /** An error outcome for what no export could do (NBD_ENOSPC for a write past the end), else null. */
+  private validate({ export: found, allocationContextId }: Agreement, request: NbdRequest): Outcome | null {
     const { type, offset, length } = request;
+    const name = commandNames[type] ?? `command ${type}`;
+    const refuse = (error: number, message: string): Outcome => ({ kind: 'error', error, message });
     const known = [
       commands.read,
       commands.write,
       commands.flush,
       commands.trim,
       commands.writeZeroes,
+      commands.blockStatus,
     ] as number[];
-    if (!known.includes(type)) return nbdErrors.EINVAL;
-    if (type === commands.flush) return 0;
-    const writes = type !== commands.read;
-    if (writes && found.readOnly) return nbdErrors.EPERM;
-    if (offset + length > found.sizeBytes) return writes ? nbdErrors.ENOSPC : nbdErrors.EINVAL;
-    if (offset % found.blockBytes !== 0 || length % found.blockBytes !== 0) return nbdErrors.EINVAL;
+    if (!known.includes(type)) return refuse(nbdErrors.EINVAL, `${name} is not supported`);
+    if (type === commands.flush) return null;
+    const writes = type !== commands.read && type !== commands.blockStatus;
+    if (writes && found.readOnly) return refuse(nbdErrors.EPERM, `${found.name} is read-only`);
+    if (offset + length > found.sizeBytes) {
+      const message = `${name} of ${length} bytes at ${offset} is past the end of ${found.name} (${found.sizeBytes} bytes)`;
+      return refuse(writes ? nbdErrors.ENOSPC : nbdErrors.EINVAL, message);
+    }
+    if (offset % found.blockBytes !== 0 || length % found.blockBytes !== 0)
+      return refuse(nbdErrors.EINVAL, `${name} not aligned to the block size ${found.blockBytes}`);
     if ((type === commands.read || type === commands.write) && length > this.limits.requestBytesMax)
-      return nbdErrors.EINVAL;
-    return 0;
+      return refuse(nbdErrors.EINVAL, `${name} of ${length} bytes, at most ${this.limits.requestBytesMax}`);
+    if (type === commands.blockStatus) {
+      if (allocationContextId === null) return refuse(nbdErrors.EINVAL, 'no metadata context was negotiated');
+      if (length === 0) return refuse(nbdErrors.EINVAL, 'block status of zero bytes');
+    }
+    return null;
   }
 
-  private async handle(
-    found: NbdExport,
-    request: NbdRequest,
-    data: Uint8Array | null,
-  ): Promise<Uint8Array | undefined> {
+  private async handle(agreement: Agreement, request: NbdRequest, data: Uint8Array | null): Promise<Outcome> {
+    const found = agreement.export;
     const fua = (request.flags & commandFlags.fua) !== 0;
     switch (request.type) {
       case commands.read:
-        return request.length === 0 ? new Uint8Array(0) : found.read(request.offset, request.length);
+        if (request.length === 0) return { kind: 'data', data: new Uint8Array(0) };
+        return { kind: 'data', data: await found.read(request.offset, request.length) };
       case commands.write:
         if (request.length > 0) await found.write(request.offset, data as Uint8Array, fua);
-        return undefined;
+        return done;
       case commands.trim:
       case commands.writeZeroes:
         // A trimmed block reads back as zeroes; NO_HOLE is honoured since nothing is punched.
         if (request.length > 0) await found.writeZeroes(request.offset, request.length, fua);
-        return undefined;
+        return done;
+      case commands.blockStatus:
+        return { kind: 'status', extents: await this.allocation(found, request) };
       default:
         await found.flush();
-        return undefined;
+        return done;
     }
   }
 
-  private finish(request: NbdRequest, error: number, data: Uint8Array | undefined): void {
+  /** base:allocation of (at most blockStatusBytesMax of) the range, read from the content. */
+  private async allocation(found: NbdExport, request: NbdRequest): Promise<StatusExtent[]> {
+    const scanMax = Math.max(
+      found.blockBytes,
+      this.limits.blockStatusBytesMax - (this.limits.blockStatusBytesMax % found.blockBytes),
+    );
+    const length = Math.min(request.length, scanMax);
+    const data = await found.read(request.offset, length);
+    const extents = zeroRuns(data, request.offset, found.blockBytes).map((run) => ({
+      length: run.length,
+      flags: run.zero ? allocationStates.zero : 0,
+    }));
+    return (request.flags & commandFlags.requestOne) !== 0 ? extents.slice(0, 1) : extents;
+  }
+
+  private finish(agreement: Agreement, request: NbdRequest, outcome: Outcome): void {
     this.inFlight--;
+    this.budget.release();
     if (this.phase === 'closed') return;
-    this.io.send(simpleReply(request.cookie, error, error === 0 ? data : undefined));
+    this.reply(agreement, request, outcome);
     // Reading may have paused at the in-flight bound: go on with what is buffered.
-    this.io.pause(false);
-    this.drain();
+    this.wake();
+  }
+
+  /** Structured replies for READ and BLOCK_STATUS once negotiated, simple replies otherwise. */
+  private reply(
+    { structuredReplies, allocationContextId }: Agreement,
+    request: NbdRequest,
+    outcome: Outcome,
+  ): void {
+    const { cookie } = request;
+    const structured =
+      structuredReplies && (request.type === commands.read || request.type === commands.blockStatus);
+    switch (outcome.kind) {
+      case 'error':
+        this.io.send(
+          structured
+            ? errorChunk(cookie, outcome.error, outcome.message)
+            : simpleReply(cookie, outcome.error),
+        );
+        return;
+      case 'status':
+        this.io.send(blockStatusChunk(cookie, true, allocationContextId as number, outcome.extents));
+        return;
+      case 'data':
+        if (structured) this.sendReadChunks(request, outcome.data);
+        else this.io.send(simpleReply(cookie, 0, outcome.data));
+        return;
+      case 'done':
+        this.io.send(simpleReply(cookie, 0));
+    }
+  }
+
+  /** A READ as structured chunks: long zero runs as holes, the rest as data, the last one DONE. */
+  private sendReadChunks(request: NbdRequest, data: Uint8Array): void {
+    if (data.length === 0) {
+      this.io.send(structuredChunk(request.cookie, chunkTypes.none, true));
+      return;
+    }
+    const blockBytes = (this.agreement as Agreement).export.blockBytes;
+    const runs = coarsen(zeroRuns(data, request.offset, blockBytes), holeBytesMin);
+    runs.forEach((run, index) => {
+      const last = index === runs.length - 1;
+      if (run.zero) {
+        this.io.send(offsetHoleChunk(request.cookie, last, run.offset, run.length));
+        return;
+      }
+      this.io.send(offsetDataHeader(request.cookie, last, run.offset, run.length));
+      const at = run.offset - request.offset;
+      this.io.send(data.subarray(at, at + run.length));
+    });
   }
 
   // ---- helpers -------------------------------------------------------------------------------
@@ -384,6 +400,7 @@ export class NbdConnection {
   private close(reason: string): void {
     if (this.phase === 'closed') return;
     this.phase = 'closed';
+    this.budget.forget(this.wake);
     this.chunks = [];
     this.buffered = 0;
     this.io.close(reason);

@@ -1,6 +1,7 @@
 /**
- * The NBD wire protocol (fixed newstyle handshake, simple replies), as the NetworkBlockDevice
- * project's proto.md defines it. Constants and the few fixed layouts; one table of names for logs.
+ * The NBD wire protocol (fixed newstyle handshake, simple and structured replies, metadata
+ * contexts), as the NetworkBlockDevice project's proto.md defines it. Constants and the few fixed
+ * layouts; one table of names for logs.
  */
 
 export const nbdMagic = 0x4e42444d41474943n; // "NBDMAGIC"
@@ -8,6 +9,7 @@ export const optionMagic = 0x49484156454f5054n; // "IHAVEOPT"
 export const optionReplyMagic = 0x3e889045565a9n;
 export const requestMagic = 0x25609513;
 export const simpleReplyMagic = 0x67446698;
+export const structuredReplyMagic = 0x668e33ef;
 
 export const handshakeFlags = { fixedNewstyle: 1, noZeroes: 2 } as const;
 
@@ -27,6 +29,7 @@ export const replies = {
   ack: 1,
   server: 2,
   info: 3,
+  metaContext: 4,
   errorUnsupported: 2 ** 31 + 1,
   errorPolicy: 2 ** 31 + 2,
   errorInvalid: 2 ** 31 + 3,
@@ -59,7 +62,21 @@ export const commands = {
 export const commandNames: Record<number, string> = Object.fromEntries(
   Object.entries(commands).map(([name, code]) => [code, name]),
 );
-export const commandFlags = { fua: 1, noHole: 2 } as const;
+export const commandFlags = { fua: 1, noHole: 2, dontFragment: 4, requestOne: 8 } as const;
+
+/** Structured reply chunk types (NBD_REPLY_TYPE_*) and the one flag a chunk carries. */
+export const chunkTypes = {
+  none: 0,
+  offsetData: 1,
+  offsetHole: 2,
+  blockStatus: 5,
+  error: 2 ** 15 + 1,
+} as const;
+export const replyFlagDone = 1;
+
+/** The one metadata context served, and the two flags it defines. */
+export const baseAllocation = 'base:allocation';
+export const allocationStates = { hole: 1, zero: 2 } as const;
 
 /** The errno values NBD carries; internal failures are mapped onto these at the edge. */
 export const nbdErrors = {
@@ -122,4 +139,87 @@ export function decodeRequest(header: Uint8Array): NbdRequest | null {
     offset: offset > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(offset),
     length: view.getUint32(24),
   };
+}
+
+/** One structured reply chunk: header (magic, flags, type, cookie, length), then the payload. */
+export function structuredChunk(
+  cookie: bigint,
+  type: number,
+  done: boolean,
+  payload: Uint8Array = new Uint8Array(0),
+): Uint8Array {
+  const bytes = new Uint8Array(structuredHeaderBytes + payload.length);
+  writeChunkHeader(bytes, cookie, type, done, payload.length);
+  bytes.set(payload, structuredHeaderBytes);
+  return bytes;
+}
+
+export const structuredHeaderBytes = 20;
+
+function writeChunkHeader(
+  bytes: Uint8Array,
+  cookie: bigint,
+  type: number,
+  done: boolean,
+  length: number,
+): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, structuredHeaderBytes);
+  view.setUint32(0, structuredReplyMagic);
+  view.setUint16(4, done ? replyFlagDone : 0);
+  view.setUint16(6, type);
+  view.setBigUint64(8, cookie);
+  view.setUint32(16, length);
+}
+
+/** An OFFSET_DATA chunk header with its offset; the data follows it on the wire unchanged. */
+export function offsetDataHeader(
+  cookie: bigint,
+  done: boolean,
+  offset: number,
+  dataBytes: number,
+): Uint8Array {
+  const bytes = new Uint8Array(structuredHeaderBytes + 8);
+  writeChunkHeader(bytes, cookie, chunkTypes.offsetData, done, 8 + dataBytes);
+  new DataView(bytes.buffer).setBigUint64(structuredHeaderBytes, BigInt(offset));
+  return bytes;
+}
+
+export function offsetHoleChunk(cookie: bigint, done: boolean, offset: number, length: number): Uint8Array {
+  const payload = new Uint8Array(12);
+  const view = new DataView(payload.buffer);
+  view.setBigUint64(0, BigInt(offset));
+  view.setUint32(8, length);
+  return structuredChunk(cookie, chunkTypes.offsetHole, done, payload);
+}
+
+/** NBD_REPLY_TYPE_ERROR: the errno and a message for a human, always the last chunk here. */
+export function errorChunk(cookie: bigint, error: number, message: string): Uint8Array {
+  const text = new TextEncoder().encode(message).subarray(0, 1024);
+  const payload = new Uint8Array(6 + text.length);
+  const view = new DataView(payload.buffer);
+  view.setUint32(0, error);
+  view.setUint16(4, text.length);
+  payload.set(text, 6);
+  return structuredChunk(cookie, chunkTypes.error, true, payload);
+}
+
+export interface StatusExtent {
+  length: number;
+  flags: number;
+}
+
+export function blockStatusChunk(
+  cookie: bigint,
+  done: boolean,
+  contextId: number,
+  extents: readonly StatusExtent[],
+): Uint8Array {
+  const payload = new Uint8Array(4 + 8 * extents.length);
+  const view = new DataView(payload.buffer);
+  view.setUint32(0, contextId);
+  extents.forEach((extent, index) => {
+    view.setUint32(4 + 8 * index, extent.length);
+    view.setUint32(8 + 8 * index, extent.flags);
+  });
+  return structuredChunk(cookie, chunkTypes.blockStatus, done, payload);
 }

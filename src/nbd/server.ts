@@ -2,18 +2,35 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../ops/logger.ts';
 import { listenOn } from '../ops/status-server.ts';
-import { defaultNbdLimits, NbdConnection, type NbdExport, type NbdLimits } from './connection.ts';
+import { RequestBudget } from './budget.ts';
+import { NbdConnection } from './connection.ts';
+import { defaultNbdLimits, type NbdExport, type NbdLimits } from './export.ts';
 
-/** Client connections served at once; more are refused by the kernel backlog. */
-export const nbdConnectionsMax = 64;
+/** The `nbd` config section: where to listen and the bounds on what clients may ask. */
+export interface NbdServerOptions {
+  listen: string;
+  /** Client connections served at once; more are accepted and closed at once by Node. */
+  connectionsMax?: number;
+  requestsInFlightPerConnection?: number;
+  /** Requests in flight across every connection of this server. */
+  requestsInFlightTotal?: number;
+  requestSizeMax?: number;
+}
+
+export const nbdDefaults = { connectionsMax: 64, requestsInFlightTotal: 256 } as const;
 
 export async function startNbdServer(
-  listen: string,
+  options: NbdServerOptions,
   /** Asked at every new connection, so exports that appear later (adopted volumes) are served. */
   exportsOf: () => NbdExport[],
   logger: Logger,
-  limits: NbdLimits = defaultNbdLimits,
 ): Promise<Server> {
+  const limits: NbdLimits = {
+    ...defaultNbdLimits,
+    requestsInFlightMax: options.requestsInFlightPerConnection ?? defaultNbdLimits.requestsInFlightMax,
+    requestBytesMax: options.requestSizeMax ?? defaultNbdLimits.requestBytesMax,
+  };
+  const budget = new RequestBudget(options.requestsInFlightTotal ?? nbdDefaults.requestsInFlightTotal);
   let nextClient = 1;
   const server = createServer((socket: Socket) => {
     const client = nextClient++;
@@ -33,14 +50,18 @@ export async function startNbdServer(
         log: (event, fields) => logger.info(event, { client, ...fields }),
       },
       limits,
+      budget,
     );
     socket.on('data', (chunk: Buffer) => connection.onData(chunk));
     socket.on('error', (error) => logger.warn('nbd-client-error', { client, reason: error.message }));
   });
-  server.maxConnections = nbdConnectionsMax;
-  await listenOn(server, listen);
+  server.maxConnections = options.connectionsMax ?? nbdDefaults.connectionsMax;
+  server.on('drop', () =>
+    logger.warn('nbd-connection-refused', { reason: `${server.maxConnections} connections already served` }),
+  );
+  await listenOn(server, options.listen);
   logger.info('nbd-listening', {
-    listen,
+    listen: options.listen,
     exports: exportsOf()
       .map((found) => found.name)
       .join(','),

@@ -143,7 +143,7 @@ export class PrimaryNode {
     await node.redo(opened.records);
     node.run(node.core.takeActions());
     if (options.offline) return node;
-    if (config.nbd) node.nbd = await startNbdServer(config.nbd.listen, () => node.nbdExports(), logger);
+    if (config.nbd) node.nbd = await startNbdServer(config.nbd, () => node.nbdExports(), logger);
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     node.timer = setInterval(
       () => node.tick(),

@@ -99,7 +99,7 @@ export class SecondaryNode {
     node.server.maxConnections = connectionsMax;
     await listenOn(node.server, config.listen);
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
-    if (config.nbd) node.nbd = await startNbdServer(config.nbd.listen, () => node.nbdExports(), logger);
+    if (config.nbd) node.nbd = await startNbdServer(config.nbd, () => node.nbdExports(), logger);
     node.timer = setInterval(() => node.tick(), Math.max(10, Math.floor(config.link.heartbeatMs / 4)));
     logger.info('secondary-started', {
       listen: config.listen,

@@ -40,6 +40,17 @@ const address = z
 
 const listener = z.strictObject({ listen: address });
 
+/** The NBD front door: where it listens and the bounds on what clients may ask of it. */
+const nbd = z.strictObject({
+  listen: address,
+  connectionsMax: z.number().int().min(1).max(1024).default(64),
+  requestsInFlightPerConnection: z.number().int().min(1).max(1024).default(64),
+  requestsInFlightTotal: z.number().int().min(1).max(65536).default(256),
+  requestSizeMax: size
+    .default(32 * 1024 * 1024)
+    .refine((bytes) => bytes >= 4096 && bytes <= 32 * 1024 * 1024, 'between 4KiB and 32MiB'),
+});
+
 const link = z
   .strictObject({
     heartbeatMs: z.number().int().positive().default(1000),
@@ -81,7 +92,7 @@ const primarySchema = z.strictObject({
   journal: z
     .strictObject({ capacity: size.default(4 * 1024 ** 3), segmentSize: size.default(64 * 1024 ** 2) })
     .default({ capacity: 4 * 1024 ** 3, segmentSize: 64 * 1024 ** 2 }),
-  nbd: listener.optional(),
+  nbd: nbd.optional(),
   secondaries: z
     .array(
       z.strictObject({
@@ -100,7 +111,7 @@ const secondarySchema = z.strictObject({
   name,
   listen: address.default('127.0.0.1:7400'),
   volumes: z.array(volume).min(1).max(limits.volumesMax).optional(),
-  nbd: listener.optional(),
+  nbd: nbd.optional(),
 });
 
 export type PrimaryFileConfig = z.output<typeof primarySchema>;

@@ -1,0 +1,31 @@
+/** What the NBD server serves and the bounds it serves it within. */
+
+/** One export; the primary and the secondary implement it per volume. */
+export interface NbdExport {
+  name: string;
+  sizeBytes: number;
+  blockBytes: number;
+  readOnly: boolean;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  write(offset: number, data: Uint8Array, fua: boolean): Promise<void>;
+  writeZeroes(offset: number, length: number, fua: boolean): Promise<void>;
+  flush(): Promise<void>;
+}
+
+export interface NbdLimits {
+  /** Largest option payload read during the handshake. */
+  optionBytesMax: number;
+  /** Largest read or write request (also advertised as the maximum block size). */
+  requestBytesMax: number;
+  /** Requests of one connection being served at once; reading that connection pauses beyond. */
+  requestsInFlightMax: number;
+  /** Bytes one BLOCK_STATUS request looks at; the reply covers less when asked for more. */
+  blockStatusBytesMax: number;
+}
+
+export const defaultNbdLimits: NbdLimits = {
+  optionBytesMax: 4096,
+  requestBytesMax: 32 * 1024 * 1024,
+  requestsInFlightMax: 64,
+  blockStatusBytesMax: 8 * 1024 * 1024,
+};
