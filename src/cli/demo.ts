@@ -104,6 +104,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       '  attach real clients: qemu-io -f raw nbd://127.0.0.1:10809/data -c "write -P 0x55 128M 1M"  (primary, read-write;\n' +
       '                      the sources use the first 48 MiB of data and log)\n' +
       '                      nbdcopy nbd://127.0.0.1:10810/data copy.img   (secondary, read-only, applied image)\n' +
+      '                      fio --name=w --ioengine=nbd --uri=nbd://127.0.0.1:10809/data --rw=randwrite --bs=4k --offset=64m --size=64m\n' +
       `  ${options.seconds === null ? 'Ctrl-C stops it.' : `stopping after ${options.seconds} s.`}`,
   );
   workload.start();

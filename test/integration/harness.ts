@@ -44,6 +44,8 @@ export class Workspace {
     volumes?: number[];
     extra?: string;
     connections?: number;
+    /** The `cycle` section, `{ minMs: 100, maxQueued: 4 }` unless given. */
+    cycle?: string;
   }): Promise<{ path: string; httpPort: number }> {
     const httpPort = await freePort();
     const sizes = options.volumes ?? volumeSizes;
@@ -57,7 +59,7 @@ export class Workspace {
         'blockSize: 4KiB',
         'volumes:',
         ...sizes.map((size, index) => `  - { name: vol${index}, size: ${size} }`),
-        'cycle: { minMs: 100, maxQueued: 4 }',
+        `cycle: ${options.cycle ?? '{ minMs: 100, maxQueued: 4 }'}`,
         'journal: { capacity: 256MiB, segmentSize: 8MiB }',
         'link: { heartbeatMs: 100, timeoutMs: 600, reconnectMinMs: 50, reconnectMaxMs: 400 }',
         `http: { listen: 127.0.0.1:${httpPort} }`,

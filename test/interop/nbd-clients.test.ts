@@ -113,6 +113,79 @@ test('nbdsh: trimmed and zeroed blocks read back as zeroes on both sites', { tim
   assert.equal(replica.status, 0, replica.stderr);
 });
 
+/** An nbdsh script on a handle that asked for base:allocation before connecting to `url`. */
+function nbdshWithAllocation(url: string, lines: string[]): ReturnType<typeof run> {
+  const script = [
+    'import errno',
+    'h.add_meta_context("base:allocation")',
+    `h.connect_uri(${JSON.stringify(url)})`,
+    'assert h.can_meta_context("base:allocation")',
+    'def extents(offset, length):',
+    '    found = []',
+    '    def collect(context, at, entries, error):',
+    '        found.extend(zip(entries[0::2], entries[1::2]))',
+    '        return 0',
+    '    h.block_status(length, offset, collect)',
+    '    return found',
+    ...lines,
+    'print("ok")',
+  ].join('\n');
+  return run('nbdsh', ['-c', script]);
+}
+
+test('nbdsh: block status shows data and zeroes, after trim too, on both sites', {
+  timeout: 60_000,
+}, async () => {
+  const result = nbdshWithAllocation(group.primaryUrl, [
+    'h.pwrite(b"\\x11" * 65536, 40 << 20)',
+    'h.trim(16384, (40 << 20) + 16384)',
+    'found = extents(40 << 20, 65536)',
+    'assert found == [(16384, 0), (16384, 2), (32768, 0)], found',
+    'one = []',
+    'h.block_status(65536, 40 << 20, lambda c, at, e, err: one.extend(e) or 0, nbd.CMD_FLAG_REQ_ONE)',
+    'assert one == [16384, 0], one',
+    'h.flush()',
+  ]);
+  assert.equal(result.status, 0, result.stderr);
+  assert.match(result.stdout, /ok/);
+  await group.idle();
+  const replica = nbdshWithAllocation(group.secondaryUrl, [
+    'found = extents(40 << 20, 65536)',
+    'assert found == [(16384, 0), (16384, 2), (32768, 0)], found',
+  ]);
+  assert.equal(replica.status, 0, replica.stderr);
+  const map = run('nbdinfo', ['--map', group.secondaryUrl]);
+  assert.equal(map.status, 0, map.stderr);
+  assert.match(map.stdout, /zero/, 'nbdinfo --map names the zero extents');
+});
+
+test('nbdsh without client-side checks: out of range, unaligned and zero-length requests', {
+  timeout: 60_000,
+}, () => {
+  const expectError = (call: string, code: string) => [
+    'try:',
+    `    ${call}`,
+    `    raise AssertionError("${call} succeeded")`,
+    'except nbd.Error as error:',
+    `    assert error.errnum == errno.${code}, (error.errno, error.string)`,
+  ];
+  const result = nbdshWithAllocation(group.primaryUrl, [
+    'h.set_strict_mode(0)',
+    `size = h.get_size()`,
+    ...expectError('h.pread(4096, size)', 'EINVAL'),
+    ...expectError('h.pwrite(bytes(4096), size)', 'ENOSPC'),
+    ...expectError('h.pread(512, 100)', 'EINVAL'),
+    ...expectError('h.pwrite(bytes(512), 4096)', 'EINVAL'),
+    ...expectError('h.zero(4096, size)', 'ENOSPC'),
+    ...expectError('extents(size, 4096)', 'EINVAL'),
+    'assert h.pread(0, 0) == b""',
+    'h.pwrite(b"\\x22" * 4096, 0)',
+    'assert h.pread(4096, 0) == b"\\x22" * 4096, "the connection still serves"',
+  ]);
+  assert.equal(result.status, 0, result.stdout + result.stderr);
+  assert.match(result.stdout, /ok/);
+});
+
 test('random and mutated bytes on other connections never disturb a well-behaved client', {
   timeout: 60_000,
 }, async () => {

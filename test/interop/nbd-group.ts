@@ -51,12 +51,19 @@ export class NbdGroup {
   readonly workspace = new Workspace();
   primaryUrl = '';
   secondaryUrl = '';
-  private primaryHttp = 0;
+  primaryHttp = 0;
   private readonly sites: Site[] = [];
 
-  /** Starts dr1 and the primary with one volume of `sizeBytes`, exported as vol0 on both. */
-  static async start(sizeBytes: number): Promise<NbdGroup> {
+  /**
+   * Starts dr1 and the primary with one volume of `sizeBytes`, exported as vol0 on both; the
+   * primary's export on TCP, or on a Unix socket in the workspace when `unixSocket` is set.
+   */
+  static async start(
+    sizeBytes: number,
+    options: { ack?: 'cycle'; cycle?: string; unixSocket?: boolean } = {},
+  ): Promise<NbdGroup> {
     const group = new NbdGroup();
+    const socketPath = group.workspace.path('primary-nbd.sock');
     const nbdPrimary = await freePort();
     const nbdSecondary = await freePort();
     const secondary = await group.workspace.secondaryConfig('dr1');
@@ -67,14 +74,20 @@ export class NbdGroup {
     const primary = await group.workspace.primaryConfig({
       secondaries: [{ name: 'dr1', port: secondary.port }],
       volumes: [sizeBytes],
-      extra: `nbd: { listen: 127.0.0.1:${nbdPrimary} }`,
+      cycle: options.cycle,
+      extra: [
+        `nbd: { listen: "${options.unixSocket ? socketPath : `127.0.0.1:${nbdPrimary}`}" }`,
+        options.ack ? `ack: ${options.ack}` : '',
+      ].join('\n'),
     });
     group.primaryHttp = primary.httpPort;
     group.sites.push(group.workspace.startSecondary(secondary.path));
     await group.secondary.waitForEvent('secondary-started');
     group.sites.push(group.workspace.startPrimary(primary.path));
     await group.sites[1]?.waitForEvent('nbd-listening');
-    group.primaryUrl = `nbd://127.0.0.1:${nbdPrimary}/vol0`;
+    group.primaryUrl = options.unixSocket
+      ? `nbd+unix:///vol0?socket=${socketPath}`
+      : `nbd://127.0.0.1:${nbdPrimary}/vol0`;
     group.secondaryUrl = `nbd://127.0.0.1:${nbdSecondary}/vol0`;
     await waitForStatus(
       group.primaryHttp,

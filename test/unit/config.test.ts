@@ -136,3 +136,24 @@ test('validateConfig names its source in every message', () => {
     /inline: dataDir: missing\ninline: name: missing/,
   );
 });
+
+test('the nbd section takes its bounds, with defaults, and refuses values past them', () => {
+  withFile(primaryYaml, (path) => {
+    const config = loadConfig(path);
+    assert.deepEqual(config.nbd, {
+      listen: '127.0.0.1:10809',
+      connectionsMax: 64,
+      requestsInFlightPerConnection: 64,
+      requestsInFlightTotal: 256,
+      requestSizeMax: 32 * 1024 * 1024,
+    });
+  });
+  const nbd = (section: string) =>
+    primaryYaml.replace('nbd: { listen: 127.0.0.1:10809 }', `nbd: { listen: 127.0.0.1:10809, ${section} }`);
+  refused(nbd('requestsInFlightTotal: 0'), /nbd\.requestsInFlightTotal: /);
+  refused(nbd('connectionsMax: 5000'), /nbd\.connectionsMax: /);
+  refused(nbd('requestSizeMax: 64MiB'), /nbd\.requestSizeMax: between 4KiB and 32MiB/);
+  withFile(nbd('requestSizeMax: 32MiB, requestsInFlightTotal: 65536'), (path) => {
+    assert.equal(loadConfig(path).nbd?.requestsInFlightTotal, 65536);
+  });
+});
