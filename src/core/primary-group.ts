@@ -111,8 +111,8 @@ export function checkPrimaryConfig(config: PrimaryConfig): void {
       'ack: immediate is not dependent-write consistent with several sequencer nodes; use ack: cycle',
     );
   }
-  if (config.secondaries.length < 1 || config.secondaries.length > limits.secondariesMax) {
-    problems.push(`secondaries must be 1..${limits.secondariesMax}`);
+  if (config.secondaries.length > limits.secondariesMax) {
+    problems.push(`secondaries must be 0..${limits.secondariesMax}`);
   }
   if (new Set(config.secondaries).size !== config.secondaries.length)
     problems.push('secondary names must differ');
@@ -331,6 +331,8 @@ export class PrimaryGroup implements CycleStore {
       // of the primary's machine could take back.
       this.closed = this.closing.closed;
       this.closing = null;
+      // With no secondary (replication not set up yet), a closed cycle has nobody to wait for.
+      if (this.links.length === 0) this.collect();
       this.out.push({
         type: 'log',
         entry: { level: 'debug', event: 'cycle-closed', fields: { closed: this.closed, atMs: nowMs } },
@@ -403,9 +405,12 @@ export class PrimaryGroup implements CycleStore {
   /** Journal entries go once every secondary stored them. */
   private collect(): void {
     const storedNumbers = this.links.map((link) => link.stored);
-    const floor = this.bugs.has('early-journal-delete')
-      ? Math.max(...storedNumbers)
-      : Math.min(...storedNumbers);
+    const floor =
+      storedNumbers.length === 0
+        ? this.closed
+        : this.bugs.has('early-journal-delete')
+          ? Math.max(...storedNumbers)
+          : Math.min(...storedNumbers);
     if (floor <= this.collected) return;
     assert(floor <= this.closed, 'nothing above the closed number is stored');
     this.collected = floor;

@@ -101,8 +101,8 @@ const primarySchema = z.strictObject({
         connections: z.number().int().min(1).max(limits.connectionsPerLinkMax).default(1),
       }),
     )
-    .min(1)
-    .max(limits.secondariesMax),
+    .max(limits.secondariesMax)
+    .default([]),
 });
 
 const secondarySchema = z.strictObject({

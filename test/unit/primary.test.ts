@@ -253,3 +253,16 @@ test('status: a zero run costs the journal no payload but counts as lag until st
   assert.equal(caughtUp.secondaries[0]?.lagCycles, 0);
   assert.equal(caughtUp.journalBytes, 0);
 });
+
+test('with no secondary configured, a closed cycle is collected at once', () => {
+  const primary = new PrimaryGroup(primaryConfig({ secondaries: [] }), () => 0.5);
+  primary.onWrite(0, { token: 1, node: 0, extent: dataExtent(0, 0, 1, 1) });
+  const switched = primary.onTick(1);
+  const sync = switched.find((action) => action.type === 'journal-sync');
+  assert.ok(sync && sync.type === 'journal-sync');
+  const synced = primary.onJournalSynced(2, sync.upTo);
+  assert.equal(primary.closed, 1);
+  assert.equal(primary.collected, 1);
+  assert.ok(synced.some((action) => action.type === 'journal-collect' && action.upTo === 1));
+  assert.deepEqual(primary.status(2).secondaries, []);
+});
