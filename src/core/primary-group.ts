@@ -86,6 +86,8 @@ export interface SecondaryStatus {
   lagCycles: number;
   lagBytes: number;
   lagSeconds: number;
+  /** Bytes of block data sent in DATA frames since the process started, resends included. */
+  shippedBytes: number;
   failures: number;
   recoveries: number;
   lastFailure: string | null;
@@ -98,6 +100,8 @@ export interface PrimaryStatus {
   closed: CycleNumber;
   collected: CycleNumber;
   journalBytes: number;
+  /** Bytes the sources wrote since the process started (zero runs included). */
+  writtenBytes: number;
   secondaries: SecondaryStatus[];
 }
 
@@ -125,6 +129,7 @@ export class PrimaryGroup implements CycleStore {
   capture: CycleNumber = 1;
   closed: CycleNumber = 0;
   collected: CycleNumber = 0;
+  private writtenBytes = 0;
   private readonly cycles = new Map<CycleNumber, CycleEntry>();
   private readonly nodes: SequencerNode[] = [];
   private readonly links: PrimaryLink[] = [];
@@ -458,6 +463,7 @@ export class PrimaryGroup implements CycleStore {
     const bytes = extent.blockCount * this.config.shape.blockBytes;
     entry.writtenBytes += bytes;
     if (extent.data) entry.journalBytes += bytes;
+    if (nowMs !== null) this.writtenBytes += bytes;
     if (entry.firstWriteMs === null && nowMs !== null) entry.firstWriteMs = nowMs;
   }
 
@@ -477,6 +483,7 @@ export class PrimaryGroup implements CycleStore {
       closed: this.closed,
       collected: this.collected,
       journalBytes,
+      writtenBytes: this.writtenBytes,
       secondaries: this.links.map((link) => this.linkStatus(link, nowMs)),
     };
   }
@@ -499,6 +506,7 @@ export class PrimaryGroup implements CycleStore {
       lagCycles: link.lagCycles(),
       lagBytes,
       lagSeconds: oldestMs === null ? 0 : (nowMs - oldestMs) / 1000,
+      shippedBytes: link.shippedBytes,
       failures: link.failures,
       recoveries: link.recoveries,
       lastFailure: link.lastFailure,

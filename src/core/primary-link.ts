@@ -66,6 +66,8 @@ export class PrimaryLink {
   private heartbeatNonce = 0;
   /** Counters for the status and the simulator's report. */
   failures = 0;
+  /** Bytes of block data queued in DATA frames (zero runs carry none), resends included. */
+  shippedBytes = 0;
   recoveries = 0;
   lastFailure: string | null = null;
 
@@ -273,7 +275,9 @@ export class PrimaryLink {
     this.shuffle(order);
     let digest = 0;
     for (const packetIndex of order) {
-      const frame = dataFrameOf(number, packetIndex, extents[packetIndex] as (typeof extents)[number]);
+      const extent = extents[packetIndex] as (typeof extents)[number];
+      const frame = dataFrameOf(number, packetIndex, extent);
+      this.shippedBytes += extent.data?.length ?? 0;
       digest = addDigest(digest, packetDigest(frame));
       this.pickConnection().queue.push(frame);
     }
