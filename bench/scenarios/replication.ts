@@ -1,0 +1,172 @@
+/**
+ * Scenario 2, replication throughput and lag: 4 KiB random writes throttled to 25%, 50% and 90% of
+ * the rate the front door reached with a local secondary, then 256 KiB writes as fast as they go
+ * through a site link shaped to 1 Gbit/s (and to 100 Mbit/s, where the link surely is the
+ * bottleneck). Lag is sampled from /status every 100 ms.
+ */
+import { type BenchContext, gib, mib } from '../lib/context.ts';
+import { runFio } from '../lib/fio.ts';
+import { percentile } from '../lib/report.ts';
+import { sampleStatus } from '../lib/sampler.ts';
+import { CyclerepSites } from '../lib/servers.ts';
+
+export async function replication(context: BenchContext): Promise<void> {
+  const seconds = context.quick ? 3 : 20;
+  const sizeBytes = context.quick ? 256 * mib : gib;
+  const rate = context.frontDoorIops ?? (await measureFrontDoor(context, sizeBytes));
+  const table = context.report.table(
+    `Replication under load: 4 KiB random writes at depth 16, ${seconds} s, cycle.minMs 1000`,
+    [
+      'load',
+      'written MiB/s',
+      'shipped MiB/s',
+      'lag cycles p50',
+      'lag cycles p99',
+      'lag s p50',
+      'lag s p99',
+      'cycles/s',
+      'mean cycle MiB',
+      'fsyncs/s (primary)',
+      'CPU s/GiB primary',
+      'CPU s/GiB secondary',
+    ],
+    [
+      `Load is a fraction of ${Math.round(rate)} IOPS, what the front door reached replicating to a local secondary.`,
+    ],
+  );
+  for (const load of [0.25, 0.5, 0.9]) {
+    const sites = await CyclerepSites.start(context.dir, {
+      label: `replication ${load}`,
+      sizeBytes,
+      withSecondary: true,
+    });
+    try {
+      const before = await sites.status();
+      const cpu = sites.processes.map((child) => child.cpuSeconds());
+      const sampler = sampleStatus(sites);
+      const started = performance.now();
+      const fio = await runFio({
+        uri: sites.url,
+        rw: 'randwrite',
+        blockSize: '4k',
+        iodepth: 16,
+        sizeBytes,
+        seconds,
+        rateIops: rate * load,
+      });
+      const elapsed = (performance.now() - started) / 1000;
+      const samples = await sampler.stop();
+      const after = await sites.status();
+      const [primaryCpu, secondaryCpu] = sites.processes.map(
+        (child, index) => child.cpuSeconds() - (cpu[index] as number),
+      );
+      const shipped = (after.secondaries[0]?.shippedBytes ?? 0) - (before.secondaries[0]?.shippedBytes ?? 0);
+      const lagCycles = samples.map((sample) => sample.status.secondaries[0]?.lagCycles ?? 0);
+      const lagSeconds = samples.map((sample) => sample.status.secondaries[0]?.lagSeconds ?? 0);
+      const closed = after.closed - before.closed;
+      const written = after.writtenBytes - before.writtenBytes;
+      table.rows.push([
+        `${load * 100}%`,
+        fio.mibPerSecond,
+        shipped / mib / elapsed,
+        percentile(lagCycles, 0.5),
+        percentile(lagCycles, 0.99),
+        percentile(lagSeconds, 0.5),
+        percentile(lagSeconds, 0.99),
+        closed / elapsed,
+        closed > 0 ? written / closed / mib : 0,
+        (after.journalSyncs - before.journalSyncs) / elapsed,
+        (primaryCpu ?? 0) / (shipped / gib),
+        (secondaryCpu ?? 0) / (shipped / gib),
+      ]);
+      context.report.figure(`replication.load${load * 100}.lagCyclesP99`, percentile(lagCycles, 0.99));
+      context.report.figure(`replication.load${load * 100}.lagSecondsP99`, percentile(lagSeconds, 0.99));
+    } finally {
+      await sites.stop();
+    }
+  }
+  context.report.print(table);
+  await linkBound(context, seconds, sizeBytes);
+}
+
+async function linkBound(context: BenchContext, seconds: number, sizeBytes: number): Promise<void> {
+  const table = context.report.table(
+    `Link as the bottleneck: 256 KiB sequential writes at depth 8 for ${seconds} s through a shaped link`,
+    [
+      'link',
+      'written MiB/s',
+      'replicated MiB/s',
+      'replicated / capacity',
+      'lag s at the end',
+      'drain after s',
+    ],
+    [
+      'Shaped by a token-bucket TCP proxy on 127.0.0.1 (primary to secondary direction), 2 connections. ' +
+        '"replicated" counts block data sent while the writes ran; "drain after" is the time from the ' +
+        'end of the writes until the secondary applied everything.',
+    ],
+  );
+  for (const [label, bitsPerSecond] of [
+    ['1 Gbit/s', 1e9],
+    ['100 Mbit/s', 1e8],
+  ] as const) {
+    const capacity = bitsPerSecond / 8;
+    const sites = await CyclerepSites.start(context.dir, {
+      label: `link ${label}`,
+      sizeBytes,
+      withSecondary: true,
+      linkBytesPerSecond: capacity,
+    });
+    try {
+      const before = await sites.status();
+      const started = performance.now();
+      const fio = await runFio({
+        uri: sites.url,
+        rw: 'write',
+        blockSize: '256k',
+        iodepth: 8,
+        sizeBytes,
+        seconds,
+      });
+      const elapsed = (performance.now() - started) / 1000;
+      const after = await sites.status();
+      const shipped = (after.secondaries[0]?.shippedBytes ?? 0) - (before.secondaries[0]?.shippedBytes ?? 0);
+      const drainStarted = performance.now();
+      await sites.idle();
+      const drain = (performance.now() - drainStarted) / 1000;
+      table.rows.push([
+        label,
+        fio.mibPerSecond,
+        shipped / mib / elapsed,
+        shipped / elapsed / capacity,
+        after.secondaries[0]?.lagSeconds ?? 0,
+        drain,
+      ]);
+      context.report.figure(`linkBound.${bitsPerSecond}.fractionOfCapacity`, shipped / elapsed / capacity);
+    } finally {
+      await sites.stop();
+    }
+  }
+  context.report.print(table);
+}
+
+async function measureFrontDoor(context: BenchContext, sizeBytes: number): Promise<number> {
+  const sites = await CyclerepSites.start(context.dir, {
+    label: 'front door rate',
+    sizeBytes,
+    withSecondary: true,
+  });
+  try {
+    const result = await runFio({
+      uri: sites.url,
+      rw: 'randwrite',
+      blockSize: '4k',
+      iodepth: 16,
+      sizeBytes,
+      seconds: 3,
+    });
+    return result.iops;
+  } finally {
+    await sites.stop();
+  }
+}
