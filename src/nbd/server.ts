@@ -35,11 +35,23 @@ export async function startNbdServer(
   const server = createServer((socket: Socket) => {
     const client = nextClient++;
     socket.setNoDelay(true);
+    let corked = false;
     const connection = new NbdConnection(
       new Map(exportsOf().map((found) => [found.name, found])),
       {
         send: (bytes) => {
-          if (!socket.destroyed) socket.write(bytes);
+          if (socket.destroyed) return;
+          // Replies finished together (one journal batch acknowledges many writes) leave in one
+          // writev instead of one system call each.
+          if (!corked) {
+            corked = true;
+            socket.cork();
+            process.nextTick(() => {
+              corked = false;
+              socket.uncork();
+            });
+          }
+          socket.write(bytes);
         },
         close: (reason) => {
           logger.info('nbd-client-closed', { client, reason });

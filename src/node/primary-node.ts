@@ -12,6 +12,7 @@ import type { Server as HttpServer } from 'node:http';
 import { connect, type Server as NetServer } from 'node:net';
 import { join } from 'node:path';
 import { CyclerepError } from '../core/errors.ts';
+import { FoldIndex } from '../core/fold.ts';
 import { limits } from '../core/limits.ts';
 import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
 import type { PrimaryRecord } from '../core/records.ts';
@@ -33,6 +34,10 @@ import { linkTimingsOf } from './secondary-node.ts';
 export const writesWaitingMax = 4096;
 /** Frames written to one socket per pump before yielding to other work. */
 const framesPerPump = 256;
+/** Largest single volume write of a write-back batch (runs are merged up to this). */
+const writeBackRunBytesMax = 1024 * 1024;
+/** Volume writes of one write-back batch issued at once (Node's thread pool has 4 threads). */
+const writeBackWritesInFlight = 4;
 
 export type PrimaryNodeErrorCode = 'write-misaligned' | 'write-out-of-range' | 'journal-full' | 'stopping';
 
@@ -69,14 +74,14 @@ export class PrimaryNode {
   private lastAppend: Promise<void> = Promise.resolve();
   /** Journaled writes not yet durable: written to the volumes once they are. */
   private writeBackQueue: { seq: number; extent: Extent }[] = [];
-  /** Volume writes issued and not finished, for reads and for collection. */
-  private readonly writeBacksInFlight = new Set<Promise<void>>();
   /**
-   * Volume writes issued and not finished, oldest first: between the core forgetting a collected
-   * cycle and its write landing, reads find the data here.
+   * Batches of durable writes being written to the volume files, oldest first, each folded (newest
+   * wins): between the core forgetting a collected cycle and its write landing, reads find the
+   * data here. Batches land one after the other, so an older write never lands after a newer one.
    */
-  private readonly inFlightExtents: Extent[] = [];
-  private readonly volumeChains = new Map<VolumeFile, Promise<void>>();
+  private readonly writeBacks: FoldIndex[] = [];
+  /** Settles when every write-back issued so far has landed (or failed, which is fatal). */
+  private writeBackTail: Promise<void> = Promise.resolve();
   private waiting: (() => void)[] = [];
   private waitingRejects: ((error: Error) => void)[] = [];
   private pumpScheduled = false;
@@ -396,54 +401,60 @@ export class PrimaryNode {
   }
 
   /**
-   * Durable journal records up to `upTo`: their data may now go to the volume files. Writes to one
-   * volume are chained, so an older write never lands after a newer one to the same block.
+   * Durable journal records up to `upTo`: their data may now go to the volume files, as one batch
+   * folded by block (a block written twice is written once, runs are merged), after the previous
+   * batch. Within a batch nothing overlaps, so its runs are written concurrently.
    */
   private writeBack(upTo: number): void {
     let count = 0;
     while (count < this.writeBackQueue.length && (this.writeBackQueue[count] as { seq: number }).seq <= upTo)
       count++;
-    for (const { extent } of this.writeBackQueue.splice(0, count)) {
-      this.inFlightExtents.push(extent);
-      const volume = this.volumes[extent.volume] as VolumeFile;
-      const previous = this.volumeChains.get(volume) ?? Promise.resolve();
-      const write = previous.then(() => volume.writeExtent(extent));
-      this.volumeChains.set(
-        volume,
-        write.catch(() => {}),
-      );
-      this.writeBacksInFlight.add(write);
-      write.then(
-        () => {
-          this.writeBacksInFlight.delete(write);
-          this.inFlightExtents.splice(this.inFlightExtents.indexOf(extent), 1);
-        },
-        (error) => this.fail(error),
-      );
-    }
+    if (count === 0) return;
+    const fold = new FoldIndex(this.shape.blockBytes);
+    for (const { extent } of this.writeBackQueue.splice(0, count)) fold.add(extent);
+    this.writeBacks.push(fold);
+    const landed = this.writeBackTail.then(() => this.writeFolded(fold));
+    this.writeBackTail = landed.then(
+      () => {
+        this.writeBacks.shift();
+      },
+      (error) => this.fail(error),
+    );
   }
 
-  /** The newest in-flight content of a block, or undefined. */
+  private async writeFolded(fold: FoldIndex): Promise<void> {
+    const extents = fold.extents(writeBackRunBytesMax);
+    let next = 0;
+    const writer = async (): Promise<void> => {
+      while (next < extents.length) {
+        const extent = extents[next++] as Extent;
+        await (this.volumes[extent.volume] as VolumeFile).writeExtent(extent);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(writeBackWritesInFlight, extents.length) }, writer));
+  }
+
+  /** The newest content of a block in a write-back not yet landed, or undefined. */
   private inFlightBlock(volume: number, block: number): Uint8Array | null | undefined {
-    for (let i = this.inFlightExtents.length - 1; i >= 0; i--) {
-      const extent = this.inFlightExtents[i] as Extent;
-      if (extent.volume !== volume || block < extent.block || block >= extent.block + extent.blockCount)
-        continue;
-      if (!extent.data) return null;
-      const start = (block - extent.block) * this.shape.blockBytes;
-      return extent.data.subarray(start, start + this.shape.blockBytes);
+    for (let i = this.writeBacks.length - 1; i >= 0; i--) {
+      const content = (this.writeBacks[i] as FoldIndex).get(volume, block);
+      if (content !== undefined) return content;
     }
     return undefined;
   }
 
   /** Every secondary stored cycles up to `upTo`: volumes made durable first, then the segments go. */
   private collect(upTo: CycleNumber): void {
-    Promise.all([...this.writeBacksInFlight])
+    this.writeBackTail
       .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))
+      .then(() => {
+        // A failed write-back is fatal: its records must stay in the journal for the redo.
+        if (this.fatal) return;
+        return this.journal.deleteUpTo(upTo);
+      })
       .then(
-        () => {
-          const deleted = this.journal.deleteUpTo(upTo);
-          if (deleted > 0)
+        (deleted) => {
+          if (deleted)
             this.logger.log({ level: 'debug', event: 'journal-segments-deleted', fields: { upTo, deleted } });
           this.releaseWaiting();
         },
@@ -538,7 +549,7 @@ export class PrimaryNode {
     this.waiting = [];
     this.waitingRejects = [];
     await this.journal.sync().catch(() => {});
-    await Promise.allSettled([...this.writeBacksInFlight]);
+    await this.writeBackTail;
     for (const socket of this.sockets.values()) socket.close('primary stopping');
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
     this.nbd?.close();

@@ -214,7 +214,7 @@ export class SecondaryNode {
         );
         return;
       case 'journal-release':
-        journal.deleteUpTo(action.upTo);
+        journal.deleteUpTo(action.upTo).catch((error) => this.fail(error));
         return;
       case 'volume-write': {
         const volume = this.volumes[action.extent.volume] as VolumeFile;

@@ -17,7 +17,7 @@ import {
   readdirSync,
   readFileSync,
   truncateSync,
-  unlinkSync,
+  unlink,
   write,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -28,6 +28,7 @@ import { decodeRecords, encodeRecord, type RecordCodec, type RecordDamage } from
 
 const writeAsync = promisify(write);
 const fdatasyncAsync = promisify(fdatasync);
+const unlinkAsync = promisify(unlink);
 
 export interface SegmentJournalOptions<R> {
   directory: string;
@@ -63,12 +64,20 @@ export class SegmentJournal<R> {
   private segments: Segment[] = [];
   private fd = -1;
   private pending: PendingAppend[] = [];
-  /** File operations run one at a time, in order: writes, syncs and rollovers never overlap. */
+  /** Writes and rollovers run one at a time, in order. */
   private chain: Promise<void> = Promise.resolve();
+  /**
+   * fdatasyncs run one at a time beside the writes: appends go on while the disk syncs what came
+   * before (a sync that blocked writes would stall every client for the length of a flush).
+   */
+  private syncChain: Promise<void> = Promise.resolve();
   private flushQueued = false;
   /** A sync queued but not started: later callers share it (group commit). */
   private queuedSync: Promise<void> | null = null;
   private failure: StorageError | null = null;
+  /** Segment deletions run one after the other, oldest segment first. */
+  private deletions: Promise<void> = Promise.resolve();
+  private readonly deleting = new Set<Segment>();
   /** Counters for the status and the benchmarks. */
   writeCalls = 0;
   syncCalls = 0;
@@ -225,6 +234,8 @@ export class SegmentJournal<R> {
   private async rollover(): Promise<void> {
     await fdatasyncAsync(this.fd);
     this.syncCalls++;
+    // A sync of this segment may still be running beside the writes: never close under it.
+    await this.syncChain;
     closeSync(this.fd);
     const waiting = this.pending.splice(0);
     this.startSegment();
@@ -232,35 +243,74 @@ export class SegmentJournal<R> {
     this.pending.push(...waiting);
   }
 
-  /** Makes every record appended before the call durable; callers that arrive together share one fdatasync. */
+  /**
+   * Makes every record appended before the call durable. Callers that arrive before the records
+   * are written share one fdatasync (group commit); it runs beside later writes, which it does not
+   * need to cover. Earlier segments were synced at their rollover.
+   */
   sync(): Promise<void> {
     if (this.queuedSync) return this.queuedSync;
     const sync = this.run(async () => {
-      this.queuedSync = null;
       await this.flush();
+      // From here on, a new caller's records may be written after this fdatasync starts.
+      this.queuedSync = null;
+    }).then(() => {
       if (this.failure) throw this.failure;
-      if (this.fd < 0) return;
-      await fdatasyncAsync(this.fd);
-      this.syncCalls++;
+      const fd = this.fd;
+      if (fd < 0) return;
+      const synced = this.syncChain.then(async () => {
+        try {
+          await fdatasyncAsync(fd);
+        } catch (cause) {
+          // After a failed fdatasync the kernel may forget the error: never trust a later one.
+          this.failure ??= new StorageError(
+            'storage-io',
+            `journal fdatasync failed: ${(cause as Error).message}`,
+            {
+              cause,
+            },
+          );
+          throw this.failure;
+        }
+        this.syncCalls++;
+      });
+      this.syncChain = synced.catch(() => {});
+      return synced;
     });
     this.queuedSync = sync;
     return sync;
   }
 
-  /** Deletes every segment, except the current one, whose cycles are all at or below `cycle`. */
-  deleteUpTo(cycle: number): number {
+  /**
+   * Deletes every segment, except the current one, whose cycles are all at or below `cycle`, oldest
+   * first, off the event loop (unlinking 64 MiB of cached pages takes milliseconds). Deletion stops
+   * at the first failure, which rejects: a newer segment gone while an older one stayed would let a
+   * redo bring back old data.
+   */
+  async deleteUpTo(cycle: number): Promise<number> {
     // Before the first append no segment carries a checkpoint of the present state: keep them all.
     if (this.fd < 0) return 0;
     const current = this.segments.at(-1);
-    const doomed = this.segments.filter((segment) => segment !== current && segment.cycleMax <= cycle);
-    for (const segment of doomed) unlinkSync(segment.path);
-    this.segments = this.segments.filter((segment) => !doomed.includes(segment));
+    const doomed = this.segments.filter(
+      (segment) => segment !== current && segment.cycleMax <= cycle && !this.deleting.has(segment),
+    );
+    for (const segment of doomed) this.deleting.add(segment);
+    const deletion = this.deletions.then(async () => {
+      for (const segment of doomed) {
+        await unlinkAsync(segment.path);
+        this.segments = this.segments.filter((kept) => kept !== segment);
+        this.deleting.delete(segment);
+      }
+    });
+    this.deletions = deletion.catch(() => {});
+    await deletion;
     return doomed.length;
   }
 
   async close(): Promise<void> {
     await this.sync();
     await this.chain;
+    await this.syncChain;
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
   }

@@ -4,6 +4,7 @@
 // their cycles are done; many syncs issued together share few fdatasyncs.
 import assert from 'node:assert/strict';
 import {
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -205,7 +206,7 @@ test('segments whose cycles are all collected are deleted; checkpoints keep the 
     state.collected = 4;
     await journal.append({ kind: 'collect', upTo: 4 });
     const before = journal.segmentCount;
-    const deleted = journal.deleteUpTo(4);
+    const deleted = await journal.deleteUpTo(4);
     assert.ok(deleted > 0 && journal.segmentCount === before - deleted);
     await journal.close();
     const reopened = openPrimary(directory, 4096, state);
@@ -237,6 +238,32 @@ test('syncs issued together share fdatasyncs (group commit)', async () => {
     assert.ok(journal.syncCalls <= 3, `${journal.syncCalls} fdatasyncs for 200 syncs`);
     assert.ok(journal.writeCalls <= 3, `${journal.writeCalls} writes for 200 appends`);
     await journal.close();
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test('a segment that cannot be deleted stops deletion there: no newer segment goes before it', async () => {
+  const directory = tempDir();
+  try {
+    const state = { closed: 0, collected: 0 };
+    const { journal } = openPrimary(directory, 4096, state);
+    for (let cycle = 1; cycle <= 6; cycle++) {
+      for (let i = 0; i < 4; i++)
+        await journal.append({ kind: 'write', cycle, extent: dataExtent(0, i, 1, cycle) });
+      await journal.append({ kind: 'switch', closed: cycle });
+      state.closed = cycle;
+    }
+    const names = readdirSync(directory).sort();
+    assert.ok(names.length >= 3, `several segments (${names.length})`);
+    // The oldest segment turns into a non-empty directory: unlink fails on it.
+    const oldest = join(directory, names[0] as string);
+    rmSync(oldest);
+    mkdirSync(oldest);
+    writeFileSync(join(oldest, 'keep'), 'x');
+    await assert.rejects(journal.deleteUpTo(6));
+    assert.deepEqual(readdirSync(directory).sort(), names, 'nothing newer was deleted');
+    rmSync(oldest, { recursive: true });
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }
