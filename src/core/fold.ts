@@ -9,6 +9,14 @@ import type { Extent } from './types.ts';
 /** One block's newest content: its bytes, or null for zeroes. */
 export type BlockContent = Uint8Array | null;
 
+/** A run of adjacent blocks of one kind (data or zero) in a fold, without the data. */
+export interface Run {
+  volume: number;
+  block: number;
+  blockCount: number;
+  zero: boolean;
+}
+
 export class FoldIndex {
   /** volume -> block -> content. */
   private readonly volumes = new Map<number, Map<number, BlockContent>>();
@@ -78,8 +86,16 @@ export class FoldIndex {
    * at most `extentBytesMax` long. Data is copied into fresh buffers, so the extents stay valid.
    */
   extents(extentBytesMax: number): Extent[] {
+    return this.runs(extentBytesMax).map((run) => this.extentOf(run));
+  }
+
+  /**
+   * The same runs as `extents`, without their data: cheap to list for a whole cycle, so that the
+   * data of each is copied only when its packet is built.
+   */
+  runs(extentBytesMax: number): Run[] {
     const blocksPerDataExtent = Math.max(1, Math.floor(extentBytesMax / this.blockBytes));
-    const result: Extent[] = [];
+    const result: Run[] = [];
     for (const volume of [...this.volumes.keys()].sort((a, b) => a - b)) {
       const blocks = this.volumes.get(volume) as Map<number, BlockContent>;
       const sorted = [...blocks.keys()].sort((a, b) => a - b);
@@ -96,21 +112,18 @@ export class FoldIndex {
         ) {
           runEnd++;
         }
-        result.push(this.extentOf(volume, first, runEnd - runStart, zero, blocks));
+        result.push({ volume, block: first, blockCount: runEnd - runStart, zero });
         runStart = runEnd;
       }
     }
     return result;
   }
 
-  private extentOf(
-    volume: number,
-    first: number,
-    blockCount: number,
-    zero: boolean,
-    blocks: Map<number, BlockContent>,
-  ): Extent {
-    if (zero) return { volume, block: first, blockCount, data: null };
+  /** One run with its data, copied out of the fold. */
+  extentOf(run: Run): Extent {
+    const { volume, block: first, blockCount } = run;
+    if (run.zero) return { volume, block: first, blockCount, data: null };
+    const blocks = this.volumes.get(volume) as Map<number, BlockContent>;
     const data = new Uint8Array(blockCount * this.blockBytes);
     for (let i = 0; i < blockCount; i++) {
       data.set(blocks.get(first + i) as Uint8Array, i * this.blockBytes);

@@ -14,7 +14,7 @@ import {
   type WelcomeFrame,
 } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
-import type { FoldIndex } from './fold.ts';
+import type { FoldIndex, Run } from './fold.ts';
 import { type LinkTimings, limits } from './limits.ts';
 import type { Bugs, CycleNumber, GroupShape, LogEntry } from './types.ts';
 
@@ -49,8 +49,23 @@ export interface LinkEnvironment {
   bugs: Bugs;
 }
 
-/** Frames queued on all connections of a link before the next cycle is packed. */
+/** Frames queued on all connections of a link; packets are built only while fewer are queued. */
 const queuedFramesLow = 64;
+
+/**
+ * A cycle whose packets are being built: its runs are listed (and shuffled) at once, but each
+ * packet's data is copied only when the queues have room, so a large cycle never holds the event
+ * loop for long, and never sits in memory twice.
+ */
+interface CycleBeingPacked {
+  number: CycleNumber;
+  coversFrom: CycleNumber;
+  fold: FoldIndex;
+  runs: Run[];
+  order: number[];
+  next: number;
+  digest: number;
+}
 
 export class PrimaryLink {
   state: LinkState = 'idle';
@@ -59,6 +74,7 @@ export class PrimaryLink {
   applied: CycleNumber;
   /** Highest cycle whose end-of-cycle frame was queued in this session. */
   private sentEnd: CycleNumber = 0;
+  private packing: CycleBeingPacked | null = null;
   private sessionId = 0;
   private connections: LinkConnection[] = [];
   private retryAtMs = 0;
@@ -123,6 +139,7 @@ export class PrimaryLink {
     this.state = 'connecting';
     this.sessionId = Math.floor(this.environment.random() * 0x1_0000_0000) >>> 0;
     this.sentEnd = 0;
+    this.packing = null;
     this.connections = [];
     for (let index = 0; index < this.connectionCount; index++) {
       const id = this.environment.nextConnectionId();
@@ -255,40 +272,52 @@ export class PrimaryLink {
     this.queueCycle(number, from, fold);
   }
 
-  /** Packs the next closed cycles while the window and the queues allow. */
+  /** Packs the next closed cycles, packet by packet, while the window and the queues allow. */
   private fill(): void {
-    while (
-      this.state === 'streaming' &&
-      this.sentEnd < this.store.closed &&
-      this.sentEnd - this.stored < this.timings.cyclesInFlightMax &&
-      this.queuedFrames() < queuedFramesLow
-    ) {
-      const next = this.sentEnd + 1;
-      this.queueCycle(next, next, this.store.foldRange(next, next));
+    while (this.state === 'streaming' && this.queuedFrames() < queuedFramesLow) {
+      if (this.packing) {
+        this.packSome(queuedFramesLow - this.queuedFrames());
+      } else if (
+        this.sentEnd < this.store.closed &&
+        this.sentEnd - this.stored < this.timings.cyclesInFlightMax
+      ) {
+        const next = this.sentEnd + 1;
+        this.queueCycle(next, next, this.store.foldRange(next, next));
+      } else {
+        return;
+      }
     }
   }
 
   private queueCycle(number: CycleNumber, coversFrom: CycleNumber, fold: FoldIndex): void {
-    const extents = fold.extents(limits.packetBytesMax);
-    assert(extents.length <= limits.packetsPerCycleMax, 'a cycle fits in packetsPerCycleMax packets');
-    const order = extents.map((_, index) => index);
+    const runs = fold.runs(limits.packetBytesMax);
+    assert(runs.length <= limits.packetsPerCycleMax, 'a cycle fits in packetsPerCycleMax packets');
+    const order = runs.map((_, index) => index);
     this.shuffle(order);
-    let digest = 0;
-    for (const packetIndex of order) {
-      const extent = extents[packetIndex] as (typeof extents)[number];
-      const frame = dataFrameOf(number, packetIndex, extent);
+    this.packing = { number, coversFrom, fold, runs, order, next: 0, digest: 0 };
+  }
+
+  /** Builds up to `count` packets of the cycle being packed; its end-of-cycle frame after the last. */
+  private packSome(count: number): void {
+    const packing = this.packing as CycleBeingPacked;
+    for (let built = 0; built < count && packing.next < packing.order.length; built++) {
+      const packetIndex = packing.order[packing.next++] as number;
+      const extent = packing.fold.extentOf(packing.runs[packetIndex] as Run);
+      const frame = dataFrameOf(packing.number, packetIndex, extent);
       this.shippedBytes += extent.data?.length ?? 0;
-      digest = addDigest(digest, packetDigest(frame));
+      packing.digest = addDigest(packing.digest, packetDigest(frame));
       this.pickConnection().queue.push(frame);
     }
+    if (packing.next < packing.order.length) return;
     this.pickConnection().queue.push({
       type: 'end-of-cycle',
-      cycle: number,
-      coversFrom,
-      packetCount: extents.length,
-      digest,
+      cycle: packing.number,
+      coversFrom: packing.coversFrom,
+      packetCount: packing.runs.length,
+      digest: packing.digest,
     });
-    this.sentEnd = Math.max(this.sentEnd, number);
+    this.sentEnd = Math.max(this.sentEnd, packing.number);
+    this.packing = null;
   }
 
   /** Packets of a cycle go out in an order that has nothing to do with the order of the writes. */

@@ -38,6 +38,33 @@ const framesPerPump = 256;
 const writeBackRunBytesMax = 1024 * 1024;
 /** Volume writes of one write-back batch issued at once (Node's thread pool has 4 threads). */
 const writeBackWritesInFlight = 4;
+/** Journaled writes per write-back batch: folding one batch holds the event loop about a millisecond. */
+const writeBackBatchWritesMax = 256;
+
+/** Durable writes on their way to the volume files; folded once their turn comes. */
+interface WriteBackBatch {
+  extents: Extent[];
+  fold: FoldIndex | null;
+}
+
+/** The newest content of a block in one batch: from its fold once made, else its writes newest first. */
+function newestInBatch(
+  batch: WriteBackBatch,
+  volume: number,
+  block: number,
+  blockBytes: number,
+): Uint8Array | null | undefined {
+  if (batch.fold) return batch.fold.get(volume, block);
+  for (let i = batch.extents.length - 1; i >= 0; i--) {
+    const extent = batch.extents[i] as Extent;
+    if (extent.volume !== volume || block < extent.block || block >= extent.block + extent.blockCount)
+      continue;
+    if (!extent.data) return null;
+    const start = (block - extent.block) * blockBytes;
+    return extent.data.subarray(start, start + blockBytes);
+  }
+  return undefined;
+}
 
 export type PrimaryNodeErrorCode = 'write-misaligned' | 'write-out-of-range' | 'journal-full' | 'stopping';
 
@@ -79,7 +106,7 @@ export class PrimaryNode {
    * wins): between the core forgetting a collected cycle and its write landing, reads find the
    * data here. Batches land one after the other, so an older write never lands after a newer one.
    */
-  private readonly writeBacks: FoldIndex[] = [];
+  private readonly writeBacks: WriteBackBatch[] = [];
   /** Settles when every write-back issued so far has landed (or failed, which is fatal). */
   private writeBackTail: Promise<void> = Promise.resolve();
   private waiting: (() => void)[] = [];
@@ -401,43 +428,57 @@ export class PrimaryNode {
   }
 
   /**
-   * Durable journal records up to `upTo`: their data may now go to the volume files, as one batch
-   * folded by block (a block written twice is written once, runs are merged), after the previous
-   * batch. Within a batch nothing overlaps, so its runs are written concurrently.
+   * Durable journal records up to `upTo`: their data may now go to the volume files, in batches of
+   * at most writeBackBatchWritesMax writes, each after the previous one. A batch is folded by block
+   * when its turn comes (a block written twice is written once, runs are merged; folding a whole
+   * second of writes at once would stall the event loop), then its runs are written concurrently,
+   * since within a batch nothing overlaps.
    */
   private writeBack(upTo: number): void {
     let count = 0;
     while (count < this.writeBackQueue.length && (this.writeBackQueue[count] as { seq: number }).seq <= upTo)
       count++;
-    if (count === 0) return;
-    const fold = new FoldIndex(this.shape.blockBytes);
-    for (const { extent } of this.writeBackQueue.splice(0, count)) fold.add(extent);
-    this.writeBacks.push(fold);
-    const landed = this.writeBackTail.then(() => this.writeFolded(fold));
-    this.writeBackTail = landed.then(
-      () => {
-        this.writeBacks.shift();
-      },
-      (error) => this.fail(error),
-    );
+    const durable = this.writeBackQueue.splice(0, count);
+    for (let at = 0; at < durable.length; at += writeBackBatchWritesMax) {
+      const batch: WriteBackBatch = {
+        extents: durable.slice(at, at + writeBackBatchWritesMax).map(({ extent }) => extent),
+        fold: null,
+      };
+      this.writeBacks.push(batch);
+      const landed = this.writeBackTail.then(() => this.writeBatch(batch));
+      this.writeBackTail = landed.then(
+        () => {
+          this.writeBacks.shift();
+        },
+        (error) => this.fail(error),
+      );
+    }
   }
 
-  private async writeFolded(fold: FoldIndex): Promise<void> {
-    const extents = fold.extents(writeBackRunBytesMax);
+  private async writeBatch(batch: WriteBackBatch): Promise<void> {
+    const fold = new FoldIndex(this.shape.blockBytes);
+    for (const extent of batch.extents) fold.add(extent);
+    batch.fold = fold;
+    const runs = fold.extents(writeBackRunBytesMax);
     let next = 0;
     const writer = async (): Promise<void> => {
-      while (next < extents.length) {
-        const extent = extents[next++] as Extent;
-        await (this.volumes[extent.volume] as VolumeFile).writeExtent(extent);
+      while (next < runs.length) {
+        const run = runs[next++] as Extent;
+        await (this.volumes[run.volume] as VolumeFile).writeExtent(run);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(writeBackWritesInFlight, extents.length) }, writer));
+    await Promise.all(Array.from({ length: Math.min(writeBackWritesInFlight, runs.length) }, writer));
   }
 
   /** The newest content of a block in a write-back not yet landed, or undefined. */
   private inFlightBlock(volume: number, block: number): Uint8Array | null | undefined {
     for (let i = this.writeBacks.length - 1; i >= 0; i--) {
-      const content = (this.writeBacks[i] as FoldIndex).get(volume, block);
+      const content = newestInBatch(
+        this.writeBacks[i] as WriteBackBatch,
+        volume,
+        block,
+        this.shape.blockBytes,
+      );
       if (content !== undefined) return content;
     }
     return undefined;
