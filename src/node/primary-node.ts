@@ -29,6 +29,7 @@ import { SegmentJournal } from '../storage/segment-journal.ts';
 import { writeSiteFile } from '../storage/site-file.ts';
 import { VolumeFile } from '../storage/volume-file.ts';
 import { linkTimingsOf } from './secondary-node.ts';
+import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
 /** Writes waiting for journal space at most; beyond, a write is refused with journal-full. */
 export const writesWaitingMax = 4096;
@@ -36,8 +37,6 @@ export const writesWaitingMax = 4096;
 const framesPerPump = 256;
 /** Largest single volume write of a write-back batch (runs are merged up to this). */
 const writeBackRunBytesMax = 1024 * 1024;
-/** Volume writes of one write-back batch issued at once (Node's thread pool has 4 threads). */
-const writeBackWritesInFlight = 4;
 /** Journaled writes per write-back batch: folding one batch holds the event loop about a millisecond. */
 const writeBackBatchWritesMax = 256;
 
@@ -459,15 +458,11 @@ export class PrimaryNode {
     const fold = new FoldIndex(this.shape.blockBytes);
     for (const extent of batch.extents) fold.add(extent);
     batch.fold = fold;
-    const runs = fold.extents(writeBackRunBytesMax);
-    let next = 0;
-    const writer = async (): Promise<void> => {
-      while (next < runs.length) {
-        const run = runs[next++] as Extent;
-        await (this.volumes[run.volume] as VolumeFile).writeExtent(run);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(writeBackWritesInFlight, runs.length) }, writer));
+    const writes = new WriteQueue(volumeWritesInFlight);
+    for (const run of fold.runs(writeBackRunBytesMax)) {
+      writes.push(() => (this.volumes[run.volume] as VolumeFile).writeExtent(fold.extentOf(run)));
+    }
+    await writes.drained();
   }
 
   /** The newest content of a block in a write-back not yet landed, or undefined. */

@@ -23,6 +23,7 @@ import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
 import { readSiteFile, writeSiteFile } from '../storage/site-file.ts';
 import { VolumeFile } from '../storage/volume-file.ts';
+import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
 /** Incoming connections accepted at once; more are refused before any byte is read. */
 const connectionsMax = limits.connectionsPerLinkMax * 2;
@@ -62,7 +63,8 @@ export class SecondaryNode {
   private http: HttpServer | null = null;
   private nbd: Server | null = null;
   private timer: NodeJS.Timeout | null = null;
-  private volumeWrites: Promise<void>[] = [];
+  /** Volume writes of the cycle being applied, a few at a time. */
+  private readonly volumeWrites = new WriteQueue(volumeWritesInFlight);
   private stopping = false;
   /** Set when storage failed: the process must stop, the replica is left as the journal knows it. */
   fatal: Error | null = null;
@@ -218,12 +220,12 @@ export class SecondaryNode {
         return;
       case 'volume-write': {
         const volume = this.volumes[action.extent.volume] as VolumeFile;
-        this.volumeWrites.push(volume.writeExtent(action.extent));
+        this.volumeWrites.push(() => volume.writeExtent(action.extent));
         return;
       }
       case 'volume-sync': {
-        const writes = this.volumeWrites.splice(0);
-        Promise.all(writes)
+        this.volumeWrites
+          .drained()
           .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))
           .then(
             () => this.complete((core) => core.onVolumesSynced(Date.now(), action.token)),
@@ -316,7 +318,7 @@ export class SecondaryNode {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
     this.nbd?.close();
-    await Promise.allSettled(this.volumeWrites);
+    await this.volumeWrites.drained().catch(() => {});
     await Promise.all(this.volumes.map((volume) => volume.flush()));
     await this.journal?.close();
     for (const volume of this.volumes) volume.close();
