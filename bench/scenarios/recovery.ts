@@ -30,6 +30,7 @@ export async function recovery(context: BenchContext): Promise<void> {
       for (const x of changed) {
         await sites.idle();
         await sites.stopSecondary();
+        await sites.waitFor('the primary saw the link go', (s) => s.secondaries[0]?.link !== 'streaming');
         await runFio({
           uri: sites.url,
           rw: 'write',
@@ -44,6 +45,10 @@ export async function recovery(context: BenchContext): Promise<void> {
         // Let the last writes close into a cycle (cycles switch every 200 ms here).
         await sleep(1000);
         const before = await sites.status();
+        if ((before.secondaries[0]?.lagBytes ?? 0) < x * mib)
+          throw new Error(
+            `only ${before.secondaries[0]?.lagBytes} bytes unsynchronized after writing ${x} MiB`,
+          );
         const started = performance.now();
         await sites.startSecondary();
         await sites.idle();
