@@ -192,17 +192,26 @@ test('damage in a segment that later segments follow is refused with its path an
   }
 });
 
+/** A journal of 4 KiB segments holding six closed cycles of four writes each. */
+async function sixClosedCycles(
+  directory: string,
+  state: { closed: number; collected: number },
+): Promise<SegmentJournal<PrimaryRecord>> {
+  const { journal } = openPrimary(directory, 4096, state);
+  for (let cycle = 1; cycle <= 6; cycle++) {
+    for (let i = 0; i < 4; i++)
+      await journal.append({ kind: 'write', cycle, extent: dataExtent(0, i, 1, cycle) });
+    await journal.append({ kind: 'switch', closed: cycle });
+    state.closed = cycle;
+  }
+  return journal;
+}
+
 test('segments whose cycles are all collected are deleted; checkpoints keep the state', async () => {
   const directory = tempDir();
   try {
     const state = { closed: 0, collected: 0 };
-    const { journal } = openPrimary(directory, 4096, state);
-    for (let cycle = 1; cycle <= 6; cycle++) {
-      for (let i = 0; i < 4; i++)
-        await journal.append({ kind: 'write', cycle, extent: dataExtent(0, i, 1, cycle) });
-      await journal.append({ kind: 'switch', closed: cycle });
-      state.closed = cycle;
-    }
+    const journal = await sixClosedCycles(directory, state);
     state.collected = 4;
     await journal.append({ kind: 'collect', upTo: 4 });
     const before = journal.segmentCount;
@@ -247,13 +256,7 @@ test('a segment that cannot be deleted stops deletion there: no newer segment go
   const directory = tempDir();
   try {
     const state = { closed: 0, collected: 0 };
-    const { journal } = openPrimary(directory, 4096, state);
-    for (let cycle = 1; cycle <= 6; cycle++) {
-      for (let i = 0; i < 4; i++)
-        await journal.append({ kind: 'write', cycle, extent: dataExtent(0, i, 1, cycle) });
-      await journal.append({ kind: 'switch', closed: cycle });
-      state.closed = cycle;
-    }
+    const journal = await sixClosedCycles(directory, state);
     const names = readdirSync(directory).sort();
     assert.ok(names.length >= 3, `several segments (${names.length})`);
     // The oldest segment turns into a non-empty directory: unlink fails on it.
