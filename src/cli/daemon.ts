@@ -64,6 +64,9 @@ export async function runDaemon(
     );
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
+  // Renewed certificates are read again without a restart; connections made from now on use them.
+  const reload = (): void => node.reloadTls();
+  process.on('SIGHUP', reload);
   process.once('SIGINT', () => stop('SIGINT'));
   return exited;
 }

@@ -5,6 +5,7 @@
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { noBugs } from '../core/types.ts';
+import { ensureCa, makeSiteCertificate } from '../ops/certs.ts';
 import { runSimulationParallel } from '../sim/runner.ts';
 import { runDaemon } from './daemon.ts';
 import { runDemo } from './demo.ts';
@@ -23,6 +24,8 @@ commands:
                                                 with a built-in workload; Ctrl-C stops it
   simulate [--seeds N]                          the replication core under the deterministic fault
                                                 simulator (default 200 seeds); see npm run sim
+  certs --dir DIR --names a,b [--days N]        a test CA (DIR/ca.crt) and a certificate per site
+                                                (DIR/<name>.crt, .key) for the tls section; uses openssl
   help                                          show this text
 
 exit codes: 0 success, 2 bad usage or configuration, 3 storage failure, 4 could not start
@@ -42,6 +45,8 @@ export async function main(argv: string[]): Promise<number> {
       return status(rest);
     case 'recover':
       return recover(rest);
+    case 'certs':
+      return certs(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -71,6 +76,35 @@ async function demo(argv: string[]): Promise<number> {
     return 2;
   }
   return runDemo({ directory: values.dir, seconds, print: (line) => process.stdout.write(`${line}\n`) });
+}
+
+function certs(argv: string[]): number {
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        dir: { type: 'string' },
+        names: { type: 'string' },
+        days: { type: 'string', default: '825' },
+      },
+    });
+    const days = Number(values.days);
+    if (!values.dir || !values.names || !Number.isSafeInteger(days) || days < 1) {
+      process.stderr.write(
+        'cyclerep certs: --dir DIR and --names a,b are required; --days must be a positive integer\n',
+      );
+      return 2;
+    }
+    process.stdout.write(`CA: ${ensureCa(values.dir)}\n`);
+    for (const name of values.names.split(',').filter((part) => part.length > 0)) {
+      const made = makeSiteCertificate(values.dir, name, days);
+      process.stdout.write(`${name}: cert ${made.cert}, key ${made.key}\n`);
+    }
+    return 0;
+  } catch (error) {
+    process.stderr.write(`cyclerep certs: ${(error as Error).message}\n`);
+    return 2;
+  }
 }
 
 async function simulate(argv: string[]): Promise<number> {

@@ -11,6 +11,7 @@
 import type { Server as HttpServer } from 'node:http';
 import { connect, type Server as NetServer } from 'node:net';
 import { join } from 'node:path';
+import { connect as connectTls } from 'node:tls';
 import { CyclerepError } from '../core/errors.ts';
 import { FoldIndex } from '../core/fold.ts';
 import { limits } from '../core/limits.ts';
@@ -20,6 +21,7 @@ import type { CycleNumber, Extent, GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket, parseAddress } from '../net/framed-socket.ts';
+import { clientOptions, loadTlsMaterial, type TlsMaterial } from '../net/tls.ts';
 import type { PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { startStatusServer } from '../ops/status-server.ts';
@@ -28,6 +30,7 @@ import { primaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
 import { writeSiteFile } from '../storage/site-file.ts';
 import { VolumeFile } from '../storage/volume-file.ts';
+import { logLinkSecurity } from './link-security.ts';
 import { linkTimingsOf } from './secondary-node.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
@@ -115,6 +118,8 @@ export class PrimaryNode {
   private http: HttpServer | null = null;
   private nbd: NetServer | null = null;
   private stopping = false;
+  /** Certificate, key and CA of the site link, when it runs over TLS. */
+  private tlsMaterial: TlsMaterial | null = null;
   fatal: Error | null = null;
 
   private constructor(
@@ -126,6 +131,7 @@ export class PrimaryNode {
     private readonly logger: Logger,
     private readonly onFatal: (error: Error) => void,
   ) {
+    this.tlsMaterial = config.tls ? loadTlsMaterial(config.tls) : null;
     this.core = PrimaryGroup.recover(
       {
         shape,
@@ -176,6 +182,7 @@ export class PrimaryNode {
     if (options.offline) return node;
     if (config.nbd) node.nbd = await startNbdServer(config.nbd, () => node.nbdExports(), logger);
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
+    logLinkSecurity(config, logger);
     node.timer = setInterval(
       () => node.tick(),
       Math.max(10, Math.min(config.cycle.minMs, config.link.heartbeatMs) / 4),
@@ -502,7 +509,13 @@ export class PrimaryNode {
     const secondary = this.config.secondaries.find((candidate) => candidate.name === link);
     if (!secondary) return;
     const target = parseAddress(secondary.address);
-    const socket = 'path' in target ? connect(target.path) : connect(target.port, target.host);
+    const tlsMaterial = this.tlsMaterial;
+    const socket = tlsMaterial
+      ? connectTls({ ...('path' in target ? { path: target.path } : target), ...clientOptions(tlsMaterial) })
+      : 'path' in target
+        ? connect(target.path)
+        : connect(target.port, target.host);
+    let secured = false;
     const framed = new FramedSocket(socket, {
       onFrame: (frame) => this.run(this.core.onFrame(Date.now(), id, frame)),
       onProtocolError: (error) => {
@@ -516,15 +529,37 @@ export class PrimaryNode {
       onClose: (reason) => {
         this.sockets.delete(id);
         this.connected.delete(id);
-        this.run(this.core.onConnectionLost(Date.now(), id, reason));
+        // In TLS 1.3 the secondary judges this site's certificate after the handshake looks done
+        // here, so its refusal arrives as a bare hang-up; say what it most likely means.
+        const refused = tlsMaterial && secured && framed.bytesIn === 0;
+        const why = refused
+          ? `${reason}: the secondary ended the TLS session before any frame (did it refuse this site's certificate? its log says why)`
+          : reason;
+        this.run(this.core.onConnectionLost(Date.now(), id, why));
       },
       onDrain: () => this.schedulePump(),
     });
     this.sockets.set(id, framed);
-    socket.once('connect', () => {
+    // Over TLS the link is up once the secondary's certificate and identity passed.
+    socket.once(tlsMaterial ? 'secureConnect' : 'connect', () => {
+      secured = true;
       this.connected.add(id);
       this.run(this.core.onConnected(Date.now(), id));
     });
+  }
+
+  /** Reads the certificate, key and CA again (SIGHUP): new connections use them. */
+  reloadTls(): void {
+    if (!this.config.tls) return;
+    try {
+      this.tlsMaterial = loadTlsMaterial(this.config.tls);
+      this.logger.info('tls-reloaded', { cert: this.config.tls.cert });
+    } catch (error) {
+      this.logger.error('tls-reload-failed', {
+        reason: (error as Error).message,
+        keeping: 'the previous certificate',
+      });
+    }
   }
 
   private schedulePump(): void {

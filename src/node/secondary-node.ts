@@ -6,6 +6,7 @@
 import type { Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
 import { StorageError } from '../core/errors.ts';
 import { type LinkTimings, limits } from '../core/limits.ts';
 import type { SecondaryRecord } from '../core/records.ts';
@@ -14,6 +15,7 @@ import type { GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket } from '../net/framed-socket.ts';
+import { loadTlsMaterial, refusalOfClient, serverOptions, type TlsMaterial } from '../net/tls.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { listenOn, startStatusServer } from '../ops/status-server.ts';
@@ -23,6 +25,7 @@ import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
 import { readSiteFile, writeSiteFile } from '../storage/site-file.ts';
 import { VolumeFile } from '../storage/volume-file.ts';
+import { logLinkSecurity } from './link-security.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
 /** Incoming connections accepted at once; more are refused before any byte is read. */
@@ -62,6 +65,7 @@ export class SecondaryNode {
   private server: Server | null = null;
   private http: HttpServer | null = null;
   private nbd: Server | null = null;
+  private tlsMaterial: TlsMaterial | null = null;
   private timer: NodeJS.Timeout | null = null;
   /** Volume writes of the cycle being applied, a few at a time. */
   private readonly volumeWrites = new WriteQueue(volumeWritesInFlight);
@@ -97,9 +101,10 @@ export class SecondaryNode {
         reason: 'no volumes configured; they are taken from the primary at first contact',
       });
     if (options.offline) return node;
-    node.server = createServer({ pauseOnConnect: false }, (socket) => node.accept(socket));
+    node.server = node.createLinkServer();
     node.server.maxConnections = connectionsMax;
     await listenOn(node.server, config.listen);
+    logLinkSecurity(config, logger);
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     if (config.nbd) node.nbd = await startNbdServer(config.nbd, () => node.nbdExports(), logger);
     node.timer = setInterval(() => node.tick(), Math.max(10, Math.floor(config.link.heartbeatMs / 4)));
@@ -141,6 +146,49 @@ export class SecondaryNode {
     );
     this.shape = shape;
     this.run(this.core.start());
+  }
+
+  /** Plain TCP, or TLS 1.3 requiring a client certificate from the CA and an allowed identity. */
+  private createLinkServer(): Server {
+    if (!this.config.tls) return createServer({ pauseOnConnect: false }, (socket) => this.accept(socket));
+    this.tlsMaterial = loadTlsMaterial(this.config.tls);
+    const server = createTlsServer(serverOptions(this.tlsMaterial), (socket) => {
+      const refusal = refusalOfClient(socket, (this.tlsMaterial as TlsMaterial).peers);
+      if (refusal) {
+        this.logger.warn('primary-refused', {
+          code: socket.authorized ? 'peer-identity' : 'peer-untrusted',
+          reason: refusal,
+          from: socket.remoteAddress ?? '',
+        });
+        socket.destroy();
+        return;
+      }
+      this.accept(socket);
+    });
+    server.on('tlsClientError', (error, socket) => {
+      this.logger.warn('primary-refused', {
+        code: 'tls',
+        reason: error.message,
+        from: socket.remoteAddress ?? '',
+      });
+    });
+    return server;
+  }
+
+  /** Reads the certificate, key and CA again (SIGHUP): new connections are checked with them. */
+  reloadTls(): void {
+    if (!this.config.tls || !(this.server instanceof TlsServer)) return;
+    try {
+      const material = loadTlsMaterial(this.config.tls);
+      this.server.setSecureContext(serverOptions(material));
+      this.tlsMaterial = material;
+      this.logger.info('tls-reloaded', { cert: this.config.tls.cert });
+    } catch (error) {
+      this.logger.error('tls-reload-failed', {
+        reason: (error as Error).message,
+        keeping: 'the previous certificate',
+      });
+    }
   }
 
   private accept(socket: Socket): void {

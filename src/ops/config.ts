@@ -69,6 +69,18 @@ const link = z
 
 const volume = z.strictObject({ name, size });
 
+/**
+ * TLS 1.3 with mutual authentication on the site link: this site's certificate and key, the CA
+ * that peers' certificates must chain to, and the identities (certificate DNS names or CN) allowed
+ * at the other end. Paths are relative to the working directory, like dataDir.
+ */
+const tls = z.strictObject({
+  cert: z.string().min(1),
+  key: z.string().min(1),
+  ca: z.string().min(1),
+  peers: z.array(z.string().min(1).max(253)).min(1).max(64),
+});
+
 const common = {
   group: name,
   dataDir: z.string().min(1),
@@ -76,6 +88,9 @@ const common = {
   http: listener.optional(),
   log: z.strictObject({ format: z.enum(['json', 'pretty']).default('json') }).optional(),
   link,
+  tls: tls.optional(),
+  /** Plain TCP on a link that leaves the machine: only when said so. */
+  insecure: z.boolean().default(false),
 };
 
 const primarySchema = z.strictObject({
@@ -176,6 +191,7 @@ function checkRelations(config: FileConfig, source: string): void {
     problems.push('link.timeoutMs: must be at least twice link.heartbeatMs');
   if (config.link.reconnectMaxMs < config.link.reconnectMinMs)
     problems.push('link.reconnectMaxMs: below link.reconnectMinMs');
+  problems.push(...checkLinkSecurity(config));
   if (config.role === 'primary') {
     const secondaryNames = config.secondaries.map((secondary) => secondary.name);
     if (new Set(secondaryNames).size !== secondaryNames.length)
@@ -190,6 +206,46 @@ function checkRelations(config: FileConfig, source: string): void {
   }
   if (problems.length > 0)
     throw new ConfigError(problems.map((problem) => `${source}: ${problem}`).join('\n'));
+}
+
+/**
+ * Without `tls`, a site link must stay on this machine (loopback or a Unix socket) unless
+ * `insecure: true` says otherwise; with `tls`, its files must be readable now.
+ */
+function checkLinkSecurity(config: FileConfig): string[] {
+  if (config.tls) {
+    const problems: string[] = [];
+    for (const key of ['cert', 'key', 'ca'] as const) {
+      const path = config.tls[key];
+      try {
+        readFileSync(path);
+      } catch (cause) {
+        problems.push(`tls.${key}: cannot read ${path}: ${(cause as Error).message}`);
+      }
+    }
+    if (config.insecure) problems.push('insecure: true and a tls section contradict each other');
+    return problems;
+  }
+  if (config.insecure) return [];
+  const addresses =
+    config.role === 'primary'
+      ? config.secondaries.map(
+          (secondary, index) => [`secondaries.${index}.address`, secondary.address] as const,
+        )
+      : [['listen', config.listen] as const];
+  return addresses
+    .filter(([, address]) => !isLocalAddress(address))
+    .map(
+      ([key, address]) =>
+        `${key}: ${address} leaves this machine without TLS; add a tls section (or insecure: true to accept plain TCP)`,
+    );
+}
+
+/** Loopback addresses and Unix socket paths: a link that cannot leave the machine. */
+export function isLocalAddress(address: string): boolean {
+  if (address.includes('/')) return true;
+  const host = address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 /** Reads and validates a YAML file. */

@@ -76,7 +76,7 @@ export class Workspace {
 
   async secondaryConfig(
     name: string,
-    options: { group?: string; volumes?: number[] } = {},
+    options: { group?: string; volumes?: number[]; extra?: string } = {},
   ): Promise<{ path: string; port: number; httpPort: number }> {
     const port = await freePort();
     const httpPort = await freePort();
@@ -95,6 +95,7 @@ export class Workspace {
         `http: { listen: 127.0.0.1:${httpPort} }`,
         'link: { heartbeatMs: 100, timeoutMs: 600, reconnectMinMs: 50, reconnectMaxMs: 400 }',
         ...volumes,
+        options.extra ?? '',
       ].join('\n'),
     );
     return { path, port, httpPort };

@@ -157,3 +157,19 @@ test('the nbd section takes its bounds, with defaults, and refuses values past t
     assert.equal(loadConfig(path).nbd?.requestsInFlightTotal, 65536);
   });
 });
+
+test('a site link off this machine needs a tls section or insecure: true; tls files must be readable', () => {
+  const remote = primaryYaml.replace('address: 127.0.0.1:7400', 'address: 192.0.2.10:7400');
+  refused(remote, /secondaries\.0\.address: 192\.0\.2\.10:7400 leaves this machine without TLS/);
+  withFile(`${remote}insecure: true\n`, (path) => assert.equal(loadConfig(path).insecure, true));
+  refused(
+    secondaryYaml.replace('listen: 127.0.0.1:7400', 'listen: 0.0.0.0:7400'),
+    /listen: 0\.0\.0\.0:7400 leaves this machine without TLS/,
+  );
+  refused(
+    `${remote}tls: { cert: /nonexistent/site.crt, key: /nonexistent/site.key, ca: /nonexistent/ca.crt, peers: [dr1] }\n`,
+    /tls\.cert: cannot read \/nonexistent\/site\.crt/,
+  );
+  refused(`${primaryYaml}tls: { cert: a, key: b, ca: c, peers: [] }\n`, /tls\.peers: /);
+  withFile(primaryYaml, (path) => assert.equal(loadConfig(path).tls, undefined, 'loopback without tls loads'));
+});
