@@ -14,7 +14,7 @@ const pki = new Workspace();
 const workspaces: Workspace[] = [];
 let ca = '';
 
-before(() => {
+before(async () => {
   ca = ensureCa(pki.path('ca'));
   for (const name of ['primary', 'dr1', 'dr2', 'rogue']) makeSiteCertificate(pki.path('ca'), name);
   // The same CA, a certificate for "primary" that expires at once.
@@ -24,6 +24,7 @@ before(() => {
   // Another CA altogether, with its own "primary".
   ensureCa(pki.path('other'), 'some other CA');
   makeSiteCertificate(pki.path('other'), 'primary');
+  await sleep(1100); // the certificate made with -days 0 is past its notAfter from here on
 });
 
 after(async () => {
@@ -117,7 +118,6 @@ test('a primary whose certificate chains to another CA is refused on both sides 
 });
 
 test('an expired certificate is refused, naming the expiry', { timeout: 60_000 }, async () => {
-  await sleep(1100); // the certificate made with -days 0 is past its notAfter by now
   const { workspace, dr1, load } = await pair(tlsSection('expired', 'primary', ['dr1']));
   const refused = await refusal(dr1, /certificate of primary not trusted: CERT_HAS_EXPIRED/);
   assert.equal(refused.code, 'peer-untrusted');
@@ -160,4 +160,35 @@ test('a secondary of group "other" refuses an authenticated primary of group "it
   assert.deepEqual(journalOf(workspace, 'dr1'), []);
   await load.stop();
   await dr1.stop();
+});
+
+test('a renewed certificate is taken on SIGHUP, without a restart', { timeout: 60_000 }, async () => {
+  const workspace = new Workspace();
+  workspaces.push(workspace);
+  const cert = workspace.path('primary.crt');
+  const key = workspace.path('primary.key');
+  copyFileSync(pki.path('expired', 'primary.crt'), cert);
+  copyFileSync(pki.path('expired', 'primary.key'), key);
+  const secondary = await workspace.secondaryConfig('dr1', {
+    volumes: volumeSizes,
+    extra: tlsSection('ca', 'dr1', ['primary']),
+  });
+  const primary = await workspace.primaryConfig({
+    secondaries: [{ name: 'dr1', port: secondary.port }],
+    extra: `tls: { cert: ${cert}, key: ${key}, ca: ${ca}, peers: [dr1] }`,
+  });
+  const dr1 = workspace.startSecondary(secondary.path);
+  await dr1.waitForEvent('secondary-started');
+  const site = workspace.startPrimary(primary.path);
+  await refusal(dr1, /CERT_HAS_EXPIRED/);
+  copyFileSync(pki.path('ca', 'primary.crt'), cert);
+  copyFileSync(pki.path('ca', 'primary.key'), key);
+  site.kill('SIGHUP');
+  await site.waitForEvent('tls-reloaded');
+  await waitForStatus(
+    primary.httpPort,
+    (s) => (s.secondaries as { link: string }[])[0]?.link === 'streaming',
+  );
+  assert.equal(await site.stop(), 0);
+  assert.equal(await dr1.stop(), 0);
 });

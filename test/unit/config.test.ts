@@ -171,5 +171,7 @@ test('a site link off this machine needs a tls section or insecure: true; tls fi
     /tls\.cert: cannot read \/nonexistent\/site\.crt/,
   );
   refused(`${primaryYaml}tls: { cert: a, key: b, ca: c, peers: [] }\n`, /tls\.peers: /);
-  withFile(primaryYaml, (path) => assert.equal(loadConfig(path).tls, undefined, 'loopback without tls loads'));
+  withFile(primaryYaml, (path) =>
+    assert.equal(loadConfig(path).tls, undefined, 'loopback without tls loads'),
+  );
 });
