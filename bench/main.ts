@@ -15,6 +15,7 @@ import { frontDoor } from './scenarios/front-door.ts';
 import { memory } from './scenarios/memory.ts';
 import { recovery } from './scenarios/recovery.ts';
 import { replication } from './scenarios/replication.ts';
+import { tlsLink } from './scenarios/tls-link.ts';
 
 const scenarios: Record<string, (context: BenchContext) => Promise<void>> = {
   'front-door': frontDoor,
@@ -22,6 +23,7 @@ const scenarios: Record<string, (context: BenchContext) => Promise<void>> = {
   folding,
   recovery,
   memory,
+  'tls-link': tlsLink,
 };
 
 const { values } = parseArgs({

@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensureCa, makeSiteCertificate } from '../../src/ops/certs.ts';
 import { Child, freePort, waitForPort, waitUntil } from './processes.ts';
 import { Shaper } from './shaper.ts';
 
@@ -89,6 +90,8 @@ export interface CyclerepOptions {
   /** Shape the site link to this many bytes per second through a proxy. */
   linkBytesPerSecond?: number;
   connections?: number;
+  /** Run the site link over TLS with certificates from this directory (made with cyclerep certs). */
+  tlsDir?: string;
 }
 
 /** A primary (and maybe a secondary), as `cyclerep primary` / `cyclerep secondary` processes. */
@@ -125,6 +128,7 @@ export class CyclerepSites implements NbdTarget {
           `dataDir: ${join(dir, 'dr1')}`,
           `listen: 127.0.0.1:${linkPort}`,
           `http: { listen: 127.0.0.1:${secondaryHttp} }`,
+          options.tlsDir ? tlsSection(options.tlsDir, 'dr1', 'primary') : '',
         ].join('\n'),
       );
       await sites.startSecondary();
@@ -153,6 +157,7 @@ export class CyclerepSites implements NbdTarget {
               `  - { name: dr1, address: ${secondaryAddress}, connections: ${options.connections ?? 2} }`,
             ]
           : []),
+        options.tlsDir ? tlsSection(options.tlsDir, 'primary', 'dr1') : '',
       ].join('\n'),
     );
     sites.primary = Child.spawn(
@@ -227,6 +232,11 @@ export class CyclerepSites implements NbdTarget {
     for (const child of [...this.processes].reverse()) await child.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+function tlsSection(directory: string, site: string, peer: string): string {
+  const { cert, key } = makeSiteCertificate(directory, site);
+  return `tls: { cert: ${cert}, key: ${key}, ca: ${ensureCa(directory)}, peers: [${peer}] }`;
 }
 
 export interface PrimaryStatus {

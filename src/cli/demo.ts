@@ -5,10 +5,11 @@
  * secondary catches up, both sites stop cleanly and the replica is compared with the primary.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PrimaryNode } from '../node/primary-node.ts';
+import { ensureCa, makeSiteCertificate, type SiteCertificate } from '../ops/certs.ts';
 import { loadConfig, type PrimaryFileConfig } from '../ops/config.ts';
 import { createLogger } from '../ops/logger.ts';
 import { checkCut } from '../workload/blocks.ts';
@@ -23,8 +24,37 @@ export interface DemoOptions {
 const mib = 1024 * 1024;
 const binary = fileURLToPath(new URL('../../bin/cyclerep.js', import.meta.url));
 
-function writeConfigs(directory: string): { primary: string; secondary: string } {
+/**
+ * The demo's site link runs over TLS with a CA and certificates of its own under <dir>/pki (made
+ * once with openssl); without openssl it says so and stays on plain TCP, on loopback only.
+ */
+function demoTls(directory: string, print: (line: string) => void): { primary: string; secondary: string } {
+  const pki = join(directory, 'pki');
+  try {
+    const ca = ensureCa(pki, 'cyclerep demo CA');
+    const sites = ['primary', 'dr1'].map((name) =>
+      existsSync(join(pki, `${name}.crt`))
+        ? { cert: join(pki, `${name}.crt`), key: join(pki, `${name}.key`) }
+        : makeSiteCertificate(pki, name),
+    );
+    const section = (site: { cert: string; key: string }, peer: string) =>
+      `tls: { cert: ${site.cert}, key: ${site.key}, ca: ${ca}, peers: [${peer}] }`;
+    return {
+      primary: section(sites[0] as SiteCertificate, 'dr1'),
+      secondary: section(sites[1] as SiteCertificate, 'primary'),
+    };
+  } catch (error) {
+    print(`  (no TLS for the demo's site link: ${(error as Error).message}; plain TCP on 127.0.0.1)`);
+    return { primary: '', secondary: '' };
+  }
+}
+
+function writeConfigs(
+  directory: string,
+  print: (line: string) => void,
+): { primary: string; secondary: string } {
   mkdirSync(directory, { recursive: true });
+  const tls = demoTls(directory, print);
   const primary = join(directory, 'primary.yaml');
   const secondary = join(directory, 'dr1.yaml');
   writeFileSync(
@@ -44,6 +74,7 @@ nbd: { listen: 127.0.0.1:10809 }
 http: { listen: 127.0.0.1:9180 }
 secondaries:
   - { name: dr1, address: 127.0.0.1:7400, connections: 2 }
+${tls.primary}
 `,
   );
   writeFileSync(
@@ -57,6 +88,7 @@ listen: 127.0.0.1:7400
 nbd: { listen: 127.0.0.1:10810 }
 http: { listen: 127.0.0.1:9181 }
 log: { format: pretty }
+${tls.secondary}
 `,
   );
   return { primary, secondary };
@@ -64,7 +96,7 @@ log: { format: pretty }
 
 export async function runDemo(options: DemoOptions): Promise<number> {
   const directory = resolve(options.directory);
-  const paths = writeConfigs(directory);
+  const paths = writeConfigs(directory, options.print);
   const config = loadConfig(paths.primary) as PrimaryFileConfig;
   const secondaryLog = createWriteStream(join(directory, 'dr1.log'), { flags: 'a' });
   // Its own process group: Ctrl-C in the terminal reaches the demo only, which stops the secondary
