@@ -9,7 +9,7 @@
 import { coarsen, zeroRuns } from './allocation.ts';
 import { RequestBudget } from './budget.ts';
 import { defaultNbdLimits, type NbdExport, type NbdLimits } from './export.ts';
-import { type Agreement, Handshake } from './handshake.ts';
+import { type Agreement, Handshake, type NbdTlsMode } from './handshake.ts';
 import {
   allocationStates,
   blockStatusChunk,
@@ -37,12 +37,21 @@ export { defaultNbdLimits, type NbdExport, type NbdLimits } from './export.ts';
 
 export interface NbdConnectionIo {
   send(bytes: Uint8Array): void;
+  /** NBD_OPT_STARTTLS was acknowledged: wrap the socket in TLS and call onTlsReady once secure. */
+  startTls?(): void;
   close(reason: string): void;
   pause(paused: boolean): void;
   log(event: string, fields: Record<string, string | number | boolean>): void;
 }
 
-type Phase = 'client-flags' | 'option-header' | 'option-data' | 'request-header' | 'write-data' | 'closed';
+type Phase =
+  | 'client-flags'
+  | 'option-header'
+  | 'option-data'
+  | 'tls-handshake'
+  | 'request-header'
+  | 'write-data'
+  | 'closed';
 
 /** What a served request answers with, before it is put on the wire. */
 type Outcome =
@@ -65,6 +74,8 @@ export class NbdConnection {
   private request: NbdRequest | null = null;
   private agreement: Agreement | null = null;
   private inFlight = 0;
+  private noZeroes = false;
+  private tlsActive = false;
   private readonly wake = (): void => {
     this.io.pause(false);
     this.drain();
@@ -75,6 +86,7 @@ export class NbdConnection {
     private readonly io: NbdConnectionIo,
     private readonly limits: NbdLimits = defaultNbdLimits,
     private readonly budget: RequestBudget = new RequestBudget(limits.requestsInFlightMax),
+    private readonly tlsMode: NbdTlsMode = 'off',
   ) {
     const greeting = new Uint8Array(18);
     const view = new DataView(greeting.buffer);
@@ -104,6 +116,7 @@ export class NbdConnection {
         return this.readRequestHeader();
       case 'write-data':
         return this.readWriteData();
+      case 'tls-handshake':
       case 'closed':
         return false;
     }
@@ -117,10 +130,26 @@ export class NbdConnection {
     const flags = new DataView(bytes.buffer, bytes.byteOffset).getUint32(0);
     if (!(flags & handshakeFlags.fixedNewstyle))
       return this.violation('client does not speak fixed newstyle');
-    const noZeroes = (flags & handshakeFlags.noZeroes) !== 0;
-    this.handshake = new Handshake(this.exports, (reply) => this.io.send(reply), this.limits, noZeroes);
-    this.phase = 'option-header';
+    this.noZeroes = (flags & handshakeFlags.noZeroes) !== 0;
+    this.startHaggling();
     return true;
+  }
+
+  private startHaggling(): void {
+    this.handshake = new Handshake(this.exports, (reply) => this.io.send(reply), this.limits, this.noZeroes, {
+      mode: this.tlsMode,
+      active: this.tlsActive,
+    });
+    this.phase = 'option-header';
+  }
+
+  /** The TLS session asked for with STARTTLS is up: haggling starts over inside it. */
+  onTlsReady(): void {
+    if (this.phase !== 'tls-handshake') return;
+    this.tlsActive = true;
+    this.io.log('nbd-tls', { version: 'TLSv1.3' });
+    this.startHaggling();
+    this.drain();
   }
 
   private readOptionHeader(): boolean {
@@ -145,6 +174,13 @@ export class NbdConnection {
     const outcome = (this.handshake as Handshake).onOption(this.option.code, data);
     if (outcome.next === 'close') {
       this.close(outcome.reason);
+    } else if (outcome.next === 'starttls') {
+      // The client waits for the ACK before its TLS hello: plain bytes beyond it are a violation.
+      if (this.buffered > 0) return this.violation('plain bytes after NBD_OPT_STARTTLS');
+      if (!this.io.startTls) return this.violation('STARTTLS acknowledged without a TLS transport');
+      this.phase = 'tls-handshake';
+      this.io.startTls();
+      return false;
     } else if (outcome.next === 'transmission') {
       if (outcome.reply) this.io.send(outcome.reply);
       this.agreement = outcome.agreement;

@@ -7,6 +7,9 @@
 import type { NbdExport, NbdLimits } from './export.ts';
 import { baseAllocation, infoTypes, optionReply, options, replies, transmissionFlags } from './protocol.ts';
 
+/** NBD_OPT_STARTTLS: not offered, offered, or required before anything else is said. */
+export type NbdTlsMode = 'off' | 'optional' | 'required';
+
 /** What transmission needs to know from the handshake. */
 export interface Agreement {
   export: NbdExport;
@@ -17,6 +20,8 @@ export interface Agreement {
 
 export type OptionOutcome =
   | { next: 'options' }
+  /** ACK sent: the connection turns into TLS now, and haggling starts over inside it. */
+  | { next: 'starttls' }
   | { next: 'transmission'; agreement: Agreement; reply: Uint8Array | null }
   | { next: 'close'; reason: string };
 
@@ -33,9 +38,17 @@ export class Handshake {
     private readonly send: (bytes: Uint8Array) => void,
     private readonly limits: NbdLimits,
     private readonly noZeroes: boolean,
+    private readonly tls: { mode: NbdTlsMode; active: boolean } = { mode: 'off', active: false },
   ) {}
 
   onOption(code: number, data: Uint8Array): OptionOutcome {
+    if (code === options.startTls) return this.onStartTls(data);
+    if (this.tls.mode === 'required' && !this.tls.active && code !== options.abort) {
+      // NBD_OPT_EXPORT_NAME has no error reply: the server can only close.
+      if (code === options.exportName)
+        return { next: 'close', reason: 'EXPORT_NAME before STARTTLS on a TLS-only server' };
+      return this.refuse(code, replies.errorTlsRequired, 'this server requires NBD_OPT_STARTTLS first');
+    }
     switch (code) {
       case options.exportName:
         return this.onExportName(data);
@@ -57,9 +70,19 @@ export class Handshake {
       case options.setMetaContext:
         return this.onMetaContext(code, data);
       default:
-        // STARTTLS and extended headers are not offered (yet); the client goes on without them.
+        // Extended headers and anything newer are not offered; the client goes on without them.
         return this.refuse(code, replies.errorUnsupported, `option ${code} is not supported`);
     }
+  }
+
+  private onStartTls(data: Uint8Array): OptionOutcome {
+    if (this.tls.mode === 'off')
+      return this.refuse(options.startTls, replies.errorUnsupported, 'TLS is not configured');
+    if (this.tls.active) return this.refuse(options.startTls, replies.errorInvalid, 'TLS is already on');
+    if (data.length !== 0)
+      return this.refuse(options.startTls, replies.errorInvalid, 'STARTTLS takes no data');
+    this.send(optionReply(options.startTls, replies.ack));
+    return { next: 'starttls' };
   }
 
   private onExportName(data: Uint8Array): OptionOutcome {

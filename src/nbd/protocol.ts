@@ -33,6 +33,7 @@ export const replies = {
   errorUnsupported: 2 ** 31 + 1,
   errorPolicy: 2 ** 31 + 2,
   errorInvalid: 2 ** 31 + 3,
+  errorTlsRequired: 2 ** 31 + 5,
   errorUnknown: 2 ** 31 + 6,
   errorTooBig: 2 ** 31 + 9,
 } as const;

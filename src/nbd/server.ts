@@ -1,10 +1,12 @@
 /** The NBD listener: one NbdConnection per client socket, on 127.0.0.1:port or a Unix socket. */
 import { createServer, type Server, type Socket } from 'node:net';
+import { createSecureContext, type SecureContextOptions, TLSSocket } from 'node:tls';
 import type { Logger } from '../ops/logger.ts';
 import { listenOn } from '../ops/status-server.ts';
 import { RequestBudget } from './budget.ts';
 import { NbdConnection } from './connection.ts';
 import { defaultNbdLimits, type NbdExport, type NbdLimits } from './export.ts';
+import type { NbdTlsMode } from './handshake.ts';
 
 /** The `nbd` config section: where to listen and the bounds on what clients may ask. */
 export interface NbdServerOptions {
@@ -15,6 +17,8 @@ export interface NbdServerOptions {
   /** Requests in flight across every connection of this server. */
   requestsInFlightTotal?: number;
   requestSizeMax?: number;
+  /** NBD_OPT_STARTTLS: off, offered, or required; with the site's certificate and key. */
+  tls?: NbdTlsMode;
 }
 
 export const nbdDefaults = { connectionsMax: 64, requestsInFlightTotal: 256 } as const;
@@ -24,6 +28,8 @@ export async function startNbdServer(
   /** Asked at every new connection, so exports that appear later (adopted volumes) are served. */
   exportsOf: () => NbdExport[],
   logger: Logger,
+  /** The certificate and key STARTTLS serves with; asked at each upgrade, so a reload applies. */
+  tlsContext: () => SecureContextOptions | null = () => null,
 ): Promise<Server> {
   const limits: NbdLimits = {
     ...defaultNbdLimits,
@@ -31,40 +37,68 @@ export async function startNbdServer(
     requestBytesMax: options.requestSizeMax ?? defaultNbdLimits.requestBytesMax,
   };
   const budget = new RequestBudget(options.requestsInFlightTotal ?? nbdDefaults.requestsInFlightTotal);
+  const tlsMode = options.tls ?? 'off';
   let nextClient = 1;
   const server = createServer((socket: Socket) => {
     const client = nextClient++;
     socket.setNoDelay(true);
+    // The socket replies go to: the plain one, or the TLS session STARTTLS made of it.
+    let transport: Socket = socket;
     let corked = false;
-    const connection = new NbdConnection(
+    const uncork = (): void => {
+      if (!corked) return;
+      corked = false;
+      transport.uncork();
+    };
+    const onPlainData = (chunk: Buffer): void => connection.onData(chunk);
+    const connection: NbdConnection = new NbdConnection(
       new Map(exportsOf().map((found) => [found.name, found])),
       {
         send: (bytes) => {
-          if (socket.destroyed) return;
+          if (transport.destroyed) return;
           // Replies finished together (one journal batch acknowledges many writes) leave in one
           // writev instead of one system call each.
           if (!corked) {
             corked = true;
-            socket.cork();
-            process.nextTick(() => {
-              corked = false;
-              socket.uncork();
-            });
+            transport.cork();
+            process.nextTick(uncork);
           }
-          socket.write(bytes);
+          transport.write(bytes);
+        },
+        startTls: () => {
+          const context = tlsContext();
+          if (!context) {
+            socket.destroy();
+            return;
+          }
+          // The STARTTLS acknowledgement leaves in the clear, before the TLS session takes the socket.
+          uncork();
+          socket.off('data', onPlainData);
+          const secure = new TLSSocket(socket, {
+            isServer: true,
+            secureContext: createSecureContext(context),
+          });
+          transport = secure;
+          secure.on('secure', () => connection.onTlsReady());
+          secure.on('data', (chunk: Buffer) => connection.onData(chunk));
+          secure.on('error', (error) => {
+            logger.warn('nbd-tls-failed', { client, reason: error.message });
+            secure.destroy();
+          });
         },
         close: (reason) => {
           logger.info('nbd-client-closed', { client, reason });
-          socket.end();
-          setTimeout(() => socket.destroy(), 1000).unref();
+          transport.end();
+          setTimeout(() => transport.destroy(), 1000).unref();
         },
-        pause: (paused) => (paused ? socket.pause() : socket.resume()),
+        pause: (paused) => (paused ? transport.pause() : transport.resume()),
         log: (event, fields) => logger.info(event, { client, ...fields }),
       },
       limits,
       budget,
+      tlsMode,
     );
-    socket.on('data', (chunk: Buffer) => connection.onData(chunk));
+    socket.on('data', onPlainData);
     socket.on('error', (error) => logger.warn('nbd-client-error', { client, reason: error.message }));
   });
   server.maxConnections = options.connectionsMax ?? nbdDefaults.connectionsMax;
@@ -74,6 +108,7 @@ export async function startNbdServer(
   await listenOn(server, options.listen);
   logger.info('nbd-listening', {
     listen: options.listen,
+    tls: tlsMode,
     exports: exportsOf()
       .map((found) => found.name)
       .join(','),

@@ -180,7 +180,13 @@ export class PrimaryNode {
     await node.redo(opened.records);
     node.run(node.core.takeActions());
     if (options.offline) return node;
-    if (config.nbd) node.nbd = await startNbdServer(config.nbd, () => node.nbdExports(), logger);
+    if (config.nbd)
+      node.nbd = await startNbdServer(
+        config.nbd,
+        () => node.nbdExports(),
+        logger,
+        () => node.tlsMaterial?.context ?? null,
+      );
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     logLinkSecurity(config, logger);
     node.timer = setInterval(

@@ -106,7 +106,13 @@ export class SecondaryNode {
     await listenOn(node.server, config.listen);
     logLinkSecurity(config, logger);
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
-    if (config.nbd) node.nbd = await startNbdServer(config.nbd, () => node.nbdExports(), logger);
+    if (config.nbd)
+      node.nbd = await startNbdServer(
+        config.nbd,
+        () => node.nbdExports(),
+        logger,
+        () => node.tlsMaterial?.context ?? null,
+      );
     node.timer = setInterval(() => node.tick(), Math.max(10, Math.floor(config.link.heartbeatMs / 4)));
     logger.info('secondary-started', {
       listen: config.listen,

@@ -53,7 +53,10 @@ export function makeSiteCertificate(directory: string, name: string, days = 825)
   if (!/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(name)) throw new Error(`"${name}" is not usable as a DNS name`);
   ensureCa(directory);
   const extensions = join(directory, `${name}.ext`);
-  writeFileSync(extensions, `subjectAltName=DNS:${name}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+  writeFileSync(
+    extensions,
+    `subjectAltName=DNS:${name},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n`,
+  );
   openssl(
     ['req', ...keyArgs, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`],
     directory,

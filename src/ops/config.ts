@@ -46,6 +46,8 @@ const nbd = z.strictObject({
   connectionsMax: z.number().int().min(1).max(1024).default(64),
   requestsInFlightPerConnection: z.number().int().min(1).max(1024).default(64),
   requestsInFlightTotal: z.number().int().min(1).max(65536).default(256),
+  /** NBD_OPT_STARTTLS with the site's tls certificate: off, optional, or required of every client. */
+  tls: z.enum(['off', 'optional', 'required']).default('off'),
   requestSizeMax: size
     .default(32 * 1024 * 1024)
     .refine((bytes) => bytes >= 4096 && bytes <= 32 * 1024 * 1024, 'between 4KiB and 32MiB'),
@@ -192,6 +194,8 @@ function checkRelations(config: FileConfig, source: string): void {
   if (config.link.reconnectMaxMs < config.link.reconnectMinMs)
     problems.push('link.reconnectMaxMs: below link.reconnectMinMs');
   problems.push(...checkLinkSecurity(config));
+  if (config.nbd && config.nbd.tls !== 'off' && !config.tls)
+    problems.push(`nbd.tls: ${config.nbd.tls} needs the tls section (its cert and key serve STARTTLS)`);
   if (config.role === 'primary') {
     const secondaryNames = config.secondaries.map((secondary) => secondary.name);
     if (new Set(secondaryNames).size !== secondaryNames.length)

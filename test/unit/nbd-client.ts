@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import type { RequestBudget } from '../../src/nbd/budget.ts';
 import { defaultNbdLimits, NbdConnection, type NbdExport } from '../../src/nbd/connection.ts';
+import type { NbdTlsMode } from '../../src/nbd/handshake.ts';
 import { optionMagic, options, replies, requestMagic } from '../../src/nbd/protocol.ts';
 
 export const blockBytes = 4096;
@@ -40,7 +41,12 @@ export class Client {
 
   paused = false;
 
-  constructor(exports: NbdExport[], budget?: RequestBudget) {
+  constructor(
+    exports: NbdExport[],
+    budget?: RequestBudget,
+    tlsMode: NbdTlsMode = 'off',
+    startTls?: () => void,
+  ) {
     this.connection = new NbdConnection(
       new Map(exports.map((found) => [found.name, found])),
       {
@@ -57,9 +63,11 @@ export class Client {
           this.paused = paused;
         },
         log: () => {},
+        startTls,
       },
       defaultNbdLimits,
       budget,
+      tlsMode,
     );
   }
 

@@ -244,3 +244,43 @@ test('RequestBudget refuses nonsense bounds and wakes waiters one at a time', ()
   budget.release();
   assert.deepEqual(woken, ['b']);
 });
+
+test('STARTTLS: refused when TLS is off, required before anything else when so configured, once only', () => {
+  const off = handshaken([memoryExport('data', 65536)]);
+  off.option(options.startTls);
+  assert.equal(off.reply()[1], replies.errorUnsupported);
+  const started: string[] = [];
+  const client = new Client([memoryExport('data', 65536)], undefined, 'required', () => started.push('tls'));
+  client.take(18);
+  client.send(Uint8Array.of(0, 0, 0, 3));
+  client.option(options.list);
+  assert.equal(client.reply()[1], replies.errorTlsRequired, 'LIST before STARTTLS');
+  client.option(options.go, nameData('data'));
+  assert.equal(client.reply()[1], replies.errorTlsRequired, 'GO before STARTTLS');
+  client.option(options.startTls, Uint8Array.of(1));
+  assert.equal(client.reply()[1], replies.errorInvalid, 'STARTTLS with data');
+  client.option(options.startTls);
+  assert.equal(client.reply()[1], replies.ack);
+  assert.deepEqual(started, ['tls']);
+  client.connection.onTlsReady();
+  client.option(options.startTls);
+  assert.equal(client.reply()[1], replies.errorInvalid, 'STARTTLS inside TLS');
+  client.option(options.list);
+  assert.equal(client.reply()[1], replies.server, 'inside TLS the haggling goes on');
+  const named = new Client([memoryExport('data', 65536)], undefined, 'required', () => {});
+  named.take(18);
+  named.send(Uint8Array.of(0, 0, 0, 3));
+  named.option(options.exportName, new TextEncoder().encode('data'));
+  assert.match(named.closed ?? '', /EXPORT_NAME before STARTTLS/);
+});
+
+test('plain bytes sent after STARTTLS before the TLS handshake end the connection', () => {
+  const client = new Client([memoryExport('data', 65536)], undefined, 'optional', () => {});
+  client.take(18);
+  client.send(Uint8Array.of(0, 0, 0, 3));
+  const startTls = new Uint8Array(16);
+  new DataView(startTls.buffer).setBigUint64(0, 0x49484156454f5054n);
+  new DataView(startTls.buffer).setUint32(8, options.startTls);
+  client.send(Uint8Array.from([...startTls, 1, 2, 3]));
+  assert.match(client.closed ?? '', /plain bytes after NBD_OPT_STARTTLS/);
+});
