@@ -1,5 +1,5 @@
 /** The NBD listener: one NbdConnection per client socket, on 127.0.0.1:port or a Unix socket. */
-import { createServer, type Server, type Socket } from 'node:net';
+import { BlockList, createServer, isIP, type Server, type Socket } from 'node:net';
 import { createSecureContext, type SecureContextOptions, TLSSocket } from 'node:tls';
 import type { Logger } from '../ops/logger.ts';
 import { listenOn } from '../ops/status-server.ts';
@@ -19,6 +19,27 @@ export interface NbdServerOptions {
   requestSizeMax?: number;
   /** NBD_OPT_STARTTLS: off, offered, or required; with the site's certificate and key. */
   tls?: NbdTlsMode;
+  /** Client addresses or subnets allowed to connect; absent: any that reach the listener. */
+  allow?: string[];
+}
+
+/** The allow-list as Node's BlockList (used here as a list of what may pass). */
+export function allowListOf(entries: string[]): BlockList {
+  const list = new BlockList();
+  for (const entry of entries) {
+    const [address, prefix] = entry.split('/') as [string, string | undefined];
+    const family = isIP(address) === 6 ? 'ipv6' : 'ipv4';
+    if (prefix === undefined) list.addAddress(address, family);
+    else list.addSubnet(address, Number(prefix), family);
+  }
+  return list;
+}
+
+/** Whether a peer address is on the list; IPv4 peers seen through an IPv6 socket are unwrapped. */
+export function allowed(list: BlockList, address: string | undefined): boolean {
+  if (!address) return false;
+  const plain = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+  return list.check(plain, isIP(plain) === 6 ? 'ipv6' : 'ipv4');
 }
 
 export const nbdDefaults = { connectionsMax: 64, requestsInFlightTotal: 256 } as const;
@@ -39,8 +60,19 @@ export async function startNbdServer(
   const budget = new RequestBudget(options.requestsInFlightTotal ?? nbdDefaults.requestsInFlightTotal);
   const tlsMode = options.tls ?? 'off';
   let nextClient = 1;
+  const allowList = options.allow ? allowListOf(options.allow) : null;
   const server = createServer((socket: Socket) => {
     const client = nextClient++;
+    // Unix sockets have no address: their file permissions are the access control.
+    if (allowList && socket.remoteAddress !== undefined && !allowed(allowList, socket.remoteAddress)) {
+      logger.warn('nbd-client-refused', {
+        client,
+        address: socket.remoteAddress,
+        reason: 'not in nbd.allow',
+      });
+      socket.destroy();
+      return;
+    }
     socket.setNoDelay(true);
     // The socket replies go to: the plain one, or the TLS session STARTTLS made of it.
     let transport: Socket = socket;

@@ -3,6 +3,7 @@
  * An unknown key or a bad value is a ConfigError whose message names the file and the key.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.ts';
@@ -46,6 +47,19 @@ const nbd = z.strictObject({
   connectionsMax: z.number().int().min(1).max(1024).default(64),
   requestsInFlightPerConnection: z.number().int().min(1).max(1024).default(64),
   requestsInFlightTotal: z.number().int().min(1).max(65536).default(256),
+  /** Client addresses or IPv4/IPv6 subnets (a.b.c.d/n) allowed to connect; absent: any. */
+  allow: z
+    .array(
+      z
+        .string()
+        .refine(
+          (entry) => isIP(entry.split('/')[0] ?? '') !== 0 && /^[^/]+(\/\d{1,3})?$/.test(entry),
+          'expected an IP address or a subnet such as 10.0.0.0/8',
+        ),
+    )
+    .min(1)
+    .max(256)
+    .optional(),
   /** NBD_OPT_STARTTLS with the site's tls certificate: off, optional, or required of every client. */
   tls: z.enum(['off', 'optional', 'required']).default('off'),
   requestSizeMax: size

@@ -146,6 +146,7 @@ test('the nbd section takes its bounds, with defaults, and refuses values past t
       requestsInFlightPerConnection: 64,
       requestsInFlightTotal: 256,
       requestSizeMax: 32 * 1024 * 1024,
+      tls: 'off',
     });
   });
   const nbd = (section: string) =>
@@ -174,4 +175,15 @@ test('a site link off this machine needs a tls section or insecure: true; tls fi
   withFile(primaryYaml, (path) =>
     assert.equal(loadConfig(path).tls, undefined, 'loopback without tls loads'),
   );
+});
+
+test('nbd.allow takes addresses and subnets; nbd.tls needs the tls section', () => {
+  const nbd = (section: string) =>
+    primaryYaml.replace('nbd: { listen: 127.0.0.1:10809 }', `nbd: { listen: 127.0.0.1:10809, ${section} }`);
+  refused(nbd('allow: [somewhere]'), /nbd\.allow\.0: expected an IP address or a subnet/);
+  refused(nbd('allow: []'), /nbd\.allow: /);
+  withFile(nbd('allow: [127.0.0.1, 10.0.0.0/8, "2001:db8::/32"]'), (path) =>
+    assert.deepEqual(loadConfig(path).nbd?.allow, ['127.0.0.1', '10.0.0.0/8', '2001:db8::/32']),
+  );
+  refused(nbd('tls: required'), /nbd\.tls: required needs the tls section/);
 });
