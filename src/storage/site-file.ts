@@ -20,11 +20,47 @@ export function siteFilePath(dataDir: string): string {
 export function readSiteFile(dataDir: string): SiteFile | null {
   const path = siteFilePath(dataDir);
   if (!existsSync(path)) return null;
+  let document: unknown;
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as SiteFile;
+    document = JSON.parse(readFileSync(path, 'utf8'));
   } catch (cause) {
     throw new StorageError('journal-corrupt', `${path}: unreadable: ${(cause as Error).message}`, { cause });
   }
+  const problem = problemOf(document);
+  if (problem) throw new StorageError('journal-corrupt', `${path}: ${problem}; refusing to guess`);
+  return document as SiteFile;
+}
+
+/** What makes a parsed site.json unusable, or null; never used silently when damaged. */
+function problemOf(document: unknown): string | null {
+  const site = document as {
+    role?: unknown;
+    config?: { role?: unknown; dataDir?: unknown };
+    shape?: unknown;
+  };
+  if (site === null || typeof site !== 'object') return 'not an object';
+  if (site.role !== 'primary' && site.role !== 'secondary') return `role: ${JSON.stringify(site.role)}`;
+  if (typeof site.config !== 'object' || site.config === null || site.config.role !== site.role)
+    return 'config: missing or of another role';
+  if (typeof site.config.dataDir !== 'string') return 'config.dataDir: missing';
+  if (site.role === 'secondary' && site.shape !== null && !isShape(site.shape)) return 'shape: malformed';
+  return null;
+}
+
+function isShape(value: unknown): boolean {
+  const shape = value as GroupShape;
+  return (
+    typeof shape === 'object' &&
+    shape !== null &&
+    typeof shape.group === 'string' &&
+    Number.isSafeInteger(shape.blockBytes) &&
+    shape.blockBytes > 0 &&
+    Array.isArray(shape.volumes) &&
+    shape.volumes.every(
+      (volume) =>
+        typeof volume?.name === 'string' && Number.isSafeInteger(volume.sizeBytes) && volume.sizeBytes > 0,
+    )
+  );
 }
 
 /** Written to a temporary name and renamed, so a crash leaves the old file or the new one. */

@@ -25,6 +25,7 @@ import {
   secondaryRecordCodec,
 } from '../../src/storage/record-codec.ts';
 import { SegmentJournal } from '../../src/storage/segment-journal.ts';
+import { readSiteFile } from '../../src/storage/site-file.ts';
 import { dataExtent } from './fixtures.ts';
 
 const primaryRecords: PrimaryRecord[] = [
@@ -267,6 +268,39 @@ test('a segment that cannot be deleted stops deletion there: no newer segment go
     await assert.rejects(journal.deleteUpTo(6));
     assert.deepEqual(readdirSync(directory).sort(), names, 'nothing newer was deleted');
     rmSync(oldest, { recursive: true });
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test('a damaged site.json is refused with its path and what is wrong, never used', () => {
+  const directory = tempDir();
+  try {
+    const path = join(directory, 'site.json');
+    writeFileSync(path, '{"role": "primary", "config": {');
+    assert.throws(
+      () => readSiteFile(directory),
+      (error: unknown) => error instanceof StorageError && error.message.startsWith(path),
+    );
+    writeFileSync(
+      path,
+      JSON.stringify({
+        role: 'secondary',
+        config: { role: 'secondary', dataDir: directory },
+        shape: { group: 'g', blockBytes: -1, volumes: [] },
+      }),
+    );
+    assert.throws(() => readSiteFile(directory), /shape: malformed; refusing to guess/);
+    writeFileSync(
+      path,
+      JSON.stringify({ role: 'primary', config: { role: 'secondary', dataDir: directory } }),
+    );
+    assert.throws(() => readSiteFile(directory), /config: missing or of another role/);
+    writeFileSync(
+      path,
+      JSON.stringify({ role: 'secondary', config: { role: 'secondary', dataDir: directory }, shape: null }),
+    );
+    assert.equal(readSiteFile(directory)?.role, 'secondary');
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }
