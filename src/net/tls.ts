@@ -4,13 +4,14 @@
  * subjectAltName, or its CN) is one of the configured peers. A refused peer gets nothing read:
  * frames flow only after both checks passed.
  */
-import { readFileSync } from 'node:fs';
-import type {
-  ConnectionOptions,
-  PeerCertificate,
-  SecureContextOptions,
-  TLSSocket,
-  TlsOptions,
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import {
+  type ConnectionOptions,
+  createSecureContext,
+  type PeerCertificate,
+  type SecureContextOptions,
+  type TLSSocket,
+  type TlsOptions,
 } from 'node:tls';
 
 export interface TlsConfig {
@@ -26,16 +27,23 @@ export interface TlsMaterial {
   peers: readonly string[];
 }
 
+/**
+ * Reads the files and checks that they make a usable context (PEM that parses, a key that matches
+ * the certificate), so that a half-copied renewal is refused here rather than at the next connect.
+ */
 export function loadTlsMaterial(config: TlsConfig): TlsMaterial {
-  return {
-    context: {
-      cert: readFileSync(config.cert),
-      key: readFileSync(config.key),
-      ca: readFileSync(config.ca),
-      minVersion: 'TLSv1.3',
-    },
-    peers: [...config.peers],
+  const context: SecureContextOptions = {
+    cert: readFileSync(config.cert),
+    key: readFileSync(config.key),
+    ca: readFileSync(config.ca),
+    minVersion: 'TLSv1.3',
   };
+  try {
+    createSecureContext(context);
+  } catch (error) {
+    throw new Error(`${config.cert} with ${config.key}: ${(error as Error).message}`);
+  }
+  return { context, peers: [...config.peers] };
 }
 
 /** The names a certificate stands for: its DNS subjectAltNames, else its CN. */
@@ -91,4 +99,22 @@ export function refusalOfClient(socket: TLSSocket, peers: readonly string[]): st
     return `${who} not trusted: ${String(socket.authorizationError ?? 'no certificate presented')}`;
   }
   return refusalOf(socket.getPeerCertificate(), peers);
+}
+
+/** How often the certificate files are looked at for a change (stat polling survives renames). */
+export const tlsWatchIntervalMs = 2000;
+
+/**
+ * Calls `onChange` when the certificate, key or CA file changes, so a renewal needs no signal;
+ * returns the function that stops watching. The watch never keeps the process alive.
+ */
+export function watchTlsFiles(config: TlsConfig, onChange: () => void): () => void {
+  const paths = [config.cert, config.key, config.ca];
+  const listener = (current: { mtimeMs: number }, previous: { mtimeMs: number }): void => {
+    if (current.mtimeMs !== previous.mtimeMs) onChange();
+  };
+  for (const path of paths) watchFile(path, { persistent: false, interval: tlsWatchIntervalMs }, listener);
+  return () => {
+    for (const path of paths) unwatchFile(path, listener);
+  };
 }

@@ -21,7 +21,7 @@ import type { CycleNumber, Extent, GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket, parseAddress } from '../net/framed-socket.ts';
-import { clientOptions, loadTlsMaterial, type TlsMaterial } from '../net/tls.ts';
+import { clientOptions, loadTlsMaterial, type TlsMaterial, watchTlsFiles } from '../net/tls.ts';
 import type { PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { startStatusServer } from '../ops/status-server.ts';
@@ -120,6 +120,7 @@ export class PrimaryNode {
   private stopping = false;
   /** Certificate, key and CA of the site link, when it runs over TLS. */
   private tlsMaterial: TlsMaterial | null = null;
+  private stopWatchingTls: () => void = () => {};
   fatal: Error | null = null;
 
   private constructor(
@@ -189,6 +190,7 @@ export class PrimaryNode {
       );
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     logLinkSecurity(config, logger);
+    if (config.tls) node.stopWatchingTls = watchTlsFiles(config.tls, () => node.reloadTls());
     node.timer = setInterval(
       () => node.tick(),
       Math.max(10, Math.min(config.cycle.minMs, config.link.heartbeatMs) / 4),
@@ -619,6 +621,7 @@ export class PrimaryNode {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.timer) clearInterval(this.timer);
+    this.stopWatchingTls();
     // Writes still waiting for journal room were never journaled: they fail, loudly, not silently.
     this.waitingRejects.forEach((reject) => {
       reject(new PrimaryNodeError('stopping', 'the primary stopped before this write could be journaled'));

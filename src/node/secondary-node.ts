@@ -15,7 +15,13 @@ import type { GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket } from '../net/framed-socket.ts';
-import { loadTlsMaterial, refusalOfClient, serverOptions, type TlsMaterial } from '../net/tls.ts';
+import {
+  loadTlsMaterial,
+  refusalOfClient,
+  serverOptions,
+  type TlsMaterial,
+  watchTlsFiles,
+} from '../net/tls.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { listenOn, startStatusServer } from '../ops/status-server.ts';
@@ -66,6 +72,7 @@ export class SecondaryNode {
   private http: HttpServer | null = null;
   private nbd: Server | null = null;
   private tlsMaterial: TlsMaterial | null = null;
+  private stopWatchingTls: () => void = () => {};
   private timer: NodeJS.Timeout | null = null;
   /** Volume writes of the cycle being applied, a few at a time. */
   private readonly volumeWrites = new WriteQueue(volumeWritesInFlight);
@@ -105,6 +112,7 @@ export class SecondaryNode {
     node.server.maxConnections = connectionsMax;
     await listenOn(node.server, config.listen);
     logLinkSecurity(config, logger);
+    if (config.tls) node.stopWatchingTls = watchTlsFiles(config.tls, () => node.reloadTls());
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     if (config.nbd)
       node.nbd = await startNbdServer(
@@ -368,6 +376,7 @@ export class SecondaryNode {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.timer) clearInterval(this.timer);
+    this.stopWatchingTls();
     for (const socket of this.sockets.values()) socket.close('secondary stopping');
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { ConfigError } from '../core/errors.ts';
 import { limits } from '../core/limits.ts';
 import { ackModes } from '../core/types.ts';
+import { loadTlsMaterial } from '../net/tls.ts';
 import { parseSize } from './sizes.ts';
 
 const name = z
@@ -233,12 +234,20 @@ function checkRelations(config: FileConfig, source: string): void {
 function checkLinkSecurity(config: FileConfig): string[] {
   if (config.tls) {
     const problems: string[] = [];
-    for (const key of ['cert', 'key', 'ca'] as const) {
-      const path = config.tls[key];
+    const unreadable = (['cert', 'key', 'ca'] as const).filter((key) => {
       try {
-        readFileSync(path);
+        readFileSync(config.tls?.[key] as string);
+        return false;
       } catch (cause) {
-        problems.push(`tls.${key}: cannot read ${path}: ${(cause as Error).message}`);
+        problems.push(`tls.${key}: cannot read ${config.tls?.[key]}: ${(cause as Error).message}`);
+        return true;
+      }
+    });
+    if (unreadable.length === 0) {
+      try {
+        loadTlsMaterial(config.tls);
+      } catch (cause) {
+        problems.push(`tls: ${(cause as Error).message}`);
       }
     }
     if (config.insecure) problems.push('insecure: true and a tls section contradict each other');

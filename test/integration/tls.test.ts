@@ -21,6 +21,7 @@ before(async () => {
   mkdirSync(pki.path('expired'), { recursive: true });
   for (const file of ['ca.crt', 'ca.key']) copyFileSync(pki.path('ca', file), pki.path('expired', file));
   makeSiteCertificate(pki.path('expired'), 'primary', 0);
+  makeSiteCertificate(pki.path('expired'), 'dr1', 0);
   // Another CA altogether, with its own "primary".
   ensureCa(pki.path('other'), 'some other CA');
   makeSiteCertificate(pki.path('other'), 'primary');
@@ -126,6 +127,18 @@ test('an expired certificate is refused, naming the expiry', { timeout: 60_000 }
   await dr1.stop();
 });
 
+test('a secondary presenting an expired certificate is refused by the primary, naming the expiry', {
+  timeout: 60_000,
+}, async () => {
+  const { dr1, load } = await pair(tlsSection('ca', 'primary', ['dr1']), {
+    secondaryTls: tlsSection('expired', 'dr1', ['primary']),
+  });
+  const failed = await load.waitForEvent('link-failed');
+  assert.match(failed.reason as string, /certificate has expired/);
+  await load.stop();
+  await dr1.stop();
+});
+
 test('identities not among the peers are refused: a rogue primary at the secondary, a wrong secondary at the primary', {
   timeout: 60_000,
 }, async () => {
@@ -185,6 +198,37 @@ test('a renewed certificate is taken on SIGHUP, without a restart', { timeout: 6
   copyFileSync(pki.path('ca', 'primary.key'), key);
   site.kill('SIGHUP');
   await site.waitForEvent('tls-reloaded');
+  await waitForStatus(
+    primary.httpPort,
+    (s) => (s.secondaries as { link: string }[])[0]?.link === 'streaming',
+  );
+  assert.equal(await site.stop(), 0);
+  assert.equal(await dr1.stop(), 0);
+});
+
+test('a certificate file replaced on disk is taken without a signal', { timeout: 60_000 }, async () => {
+  const workspace = new Workspace();
+  workspaces.push(workspace);
+  const cert = workspace.path('primary.crt');
+  const key = workspace.path('primary.key');
+  copyFileSync(pki.path('expired', 'primary.crt'), cert);
+  copyFileSync(pki.path('expired', 'primary.key'), key);
+  const secondary = await workspace.secondaryConfig('dr1', {
+    volumes: volumeSizes,
+    extra: tlsSection('ca', 'dr1', ['primary']),
+  });
+  const primary = await workspace.primaryConfig({
+    secondaries: [{ name: 'dr1', port: secondary.port }],
+    extra: `tls: { cert: ${cert}, key: ${key}, ca: ${ca}, peers: [dr1] }`,
+  });
+  const dr1 = workspace.startSecondary(secondary.path);
+  await dr1.waitForEvent('secondary-started');
+  const site = workspace.startPrimary(primary.path);
+  await refusal(dr1, /CERT_HAS_EXPIRED/);
+  await sleep(1100); // a new modification time, whatever the file system's resolution
+  copyFileSync(pki.path('ca', 'primary.key'), key);
+  copyFileSync(pki.path('ca', 'primary.crt'), cert);
+  await site.waitForEvent('tls-reloaded', 20_000);
   await waitForStatus(
     primary.httpPort,
     (s) => (s.secondaries as { link: string }[])[0]?.link === 'streaming',

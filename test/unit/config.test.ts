@@ -187,3 +187,22 @@ test('nbd.allow takes addresses and subnets; nbd.tls needs the tls section', () 
   );
   refused(nbd('tls: required'), /nbd\.tls: required needs the tls section/);
 });
+
+test('a tls key that does not match its certificate is refused at load, naming both files', async () => {
+  const { ensureCa, makeSiteCertificate } = await import('../../src/ops/certs.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'cyclerep-tls-'));
+  try {
+    const ca = ensureCa(dir);
+    const a = makeSiteCertificate(dir, 'a');
+    const b = makeSiteCertificate(dir, 'b');
+    withFile(`${primaryYaml}tls: { cert: ${a.cert}, key: ${a.key}, ca: ${ca}, peers: [dr1] }\n`, (path) =>
+      assert.equal(loadConfig(path).tls?.peers[0], 'dr1'),
+    );
+    refused(
+      `${primaryYaml}tls: { cert: ${a.cert}, key: ${b.key}, ca: ${ca}, peers: [dr1] }\n`,
+      /tls: .*a\.crt with .*b\.key: .*key values mismatch/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
