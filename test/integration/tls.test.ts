@@ -175,7 +175,8 @@ test('a secondary of group "other" refuses an authenticated primary of group "it
   await dr1.stop();
 });
 
-test('a renewed certificate is taken on SIGHUP, without a restart', { timeout: 60_000 }, async () => {
+/** A real primary process whose certificate files hold an expired certificate, refused by dr1. */
+async function refusedForExpiry() {
   const workspace = new Workspace();
   workspaces.push(workspace);
   const cert = workspace.path('primary.crt');
@@ -194,6 +195,11 @@ test('a renewed certificate is taken on SIGHUP, without a restart', { timeout: 6
   await dr1.waitForEvent('secondary-started');
   const site = workspace.startPrimary(primary.path);
   await refusal(dr1, /CERT_HAS_EXPIRED/);
+  return { cert, key, primary, dr1, site };
+}
+
+test('a renewed certificate is taken on SIGHUP, without a restart', { timeout: 60_000 }, async () => {
+  const { cert, key, primary, dr1, site } = await refusedForExpiry();
   copyFileSync(pki.path('ca', 'primary.crt'), cert);
   copyFileSync(pki.path('ca', 'primary.key'), key);
   site.kill('SIGHUP');
@@ -207,24 +213,7 @@ test('a renewed certificate is taken on SIGHUP, without a restart', { timeout: 6
 });
 
 test('a certificate file replaced on disk is taken without a signal', { timeout: 60_000 }, async () => {
-  const workspace = new Workspace();
-  workspaces.push(workspace);
-  const cert = workspace.path('primary.crt');
-  const key = workspace.path('primary.key');
-  copyFileSync(pki.path('expired', 'primary.crt'), cert);
-  copyFileSync(pki.path('expired', 'primary.key'), key);
-  const secondary = await workspace.secondaryConfig('dr1', {
-    volumes: volumeSizes,
-    extra: tlsSection('ca', 'dr1', ['primary']),
-  });
-  const primary = await workspace.primaryConfig({
-    secondaries: [{ name: 'dr1', port: secondary.port }],
-    extra: `tls: { cert: ${cert}, key: ${key}, ca: ${ca}, peers: [dr1] }`,
-  });
-  const dr1 = workspace.startSecondary(secondary.path);
-  await dr1.waitForEvent('secondary-started');
-  const site = workspace.startPrimary(primary.path);
-  await refusal(dr1, /CERT_HAS_EXPIRED/);
+  const { cert, key, primary, dr1, site } = await refusedForExpiry();
   await sleep(1100); // a new modification time, whatever the file system's resolution
   copyFileSync(pki.path('ca', 'primary.key'), key);
   copyFileSync(pki.path('ca', 'primary.crt'), cert);
