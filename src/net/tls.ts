@@ -105,11 +105,10 @@ export function refusalOfClient(socket: TLSSocket, peers: readonly string[]): st
 export const tlsWatchIntervalMs = 2000;
 
 /**
- * Calls `onChange` when the certificate, key or CA file changes, so a renewal needs no signal;
- * returns the function that stops watching. The watch never keeps the process alive.
+ * Calls `onChange` when one of the files (certificate, key, CA, or a pre-shared key) changes, so a
+ * renewal needs no signal; returns the function that stops watching. Never keeps the process alive.
  */
-export function watchTlsFiles(config: TlsConfig, onChange: () => void): () => void {
-  const paths = [config.cert, config.key, config.ca];
+export function watchTlsFiles(paths: string[], onChange: () => void): () => void {
   const listener = (current: { mtimeMs: number }, previous: { mtimeMs: number }): void => {
     if (current.mtimeMs !== previous.mtimeMs) onChange();
   };

@@ -3,7 +3,9 @@ import type { FileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 
 export function logLinkSecurity(config: FileConfig, logger: Logger): void {
-  if (config.tls) {
+  if (config.psk) {
+    logger.info('link-tls', { version: 'TLSv1.3', mode: 'pre-shared key', keyFile: config.psk.keyFile });
+  } else if (config.tls) {
     logger.info('link-tls', { version: 'TLSv1.3', cert: config.tls.cert, peers: config.tls.peers.join(',') });
   } else if (config.insecure) {
     logger.warn('link-insecure', {

@@ -21,6 +21,7 @@ import type { CycleNumber, Extent, GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket, parseAddress } from '../net/framed-socket.ts';
+import { explainPskFailure, loadPsk, type PskMaterial, pskClientOptions } from '../net/psk.ts';
 import { clientOptions, loadTlsMaterial, type TlsMaterial, watchTlsFiles } from '../net/tls.ts';
 import type { PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
@@ -120,6 +121,8 @@ export class PrimaryNode {
   private stopping = false;
   /** Certificate, key and CA of the site link, when it runs over TLS. */
   private tlsMaterial: TlsMaterial | null = null;
+  /** The pre-shared key of the site link, in psk mode. */
+  private pskMaterial: PskMaterial | null = null;
   private stopWatchingTls: () => void = () => {};
   fatal: Error | null = null;
 
@@ -133,6 +136,7 @@ export class PrimaryNode {
     private readonly onFatal: (error: Error) => void,
   ) {
     this.tlsMaterial = config.tls ? loadTlsMaterial(config.tls) : null;
+    this.pskMaterial = config.psk ? loadPsk(config.psk) : null;
     this.core = PrimaryGroup.recover(
       {
         shape,
@@ -190,7 +194,12 @@ export class PrimaryNode {
       );
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     logLinkSecurity(config, logger);
-    if (config.tls) node.stopWatchingTls = watchTlsFiles(config.tls, () => node.reloadTls());
+    const watched = config.tls
+      ? [config.tls.cert, config.tls.key, config.tls.ca]
+      : config.psk
+        ? [config.psk.keyFile]
+        : [];
+    node.stopWatchingTls = watchTlsFiles(watched, () => node.reloadTls());
     node.timer = setInterval(
       () => node.tick(),
       Math.max(10, Math.min(config.cycle.minMs, config.link.heartbeatMs) / 4),
@@ -517,9 +526,13 @@ export class PrimaryNode {
     const secondary = this.config.secondaries.find((candidate) => candidate.name === link);
     if (!secondary) return;
     const target = parseAddress(secondary.address);
-    const tlsMaterial = this.tlsMaterial;
-    const socket = tlsMaterial
-      ? connectTls({ ...('path' in target ? { path: target.path } : target), ...clientOptions(tlsMaterial) })
+    const secureOptions = this.tlsMaterial
+      ? clientOptions(this.tlsMaterial)
+      : this.pskMaterial
+        ? pskClientOptions(this.pskMaterial)
+        : null;
+    const socket = secureOptions
+      ? connectTls({ ...('path' in target ? { path: target.path } : target), ...secureOptions })
       : 'path' in target
         ? connect(target.path)
         : connect(target.port, target.host);
@@ -539,17 +552,17 @@ export class PrimaryNode {
         this.connected.delete(id);
         // In TLS 1.3 the secondary judges this site's certificate after the handshake looks done
         // here, so its refusal arrives as a bare hang-up; say what it most likely means.
-        const refused = tlsMaterial && secured && framed.bytesIn === 0;
+        const refused = secureOptions && secured && framed.bytesIn === 0;
         const why = refused
-          ? `${reason}: the secondary ended the TLS session before any frame (did it refuse this site's certificate? its log says why)`
-          : reason;
+          ? `${reason}: the secondary ended the TLS session before any frame (did it refuse this site's certificate or key? its log says why)`
+          : explainPskFailure(reason);
         this.run(this.core.onConnectionLost(Date.now(), id, why));
       },
       onDrain: () => this.schedulePump(),
     });
     this.sockets.set(id, framed);
     // Over TLS the link is up once the secondary's certificate and identity passed.
-    socket.once(tlsMaterial ? 'secureConnect' : 'connect', () => {
+    socket.once(secureOptions ? 'secureConnect' : 'connect', () => {
       secured = true;
       this.connected.add(id);
       this.run(this.core.onConnected(Date.now(), id));
@@ -558,10 +571,11 @@ export class PrimaryNode {
 
   /** Reads the certificate, key and CA again (SIGHUP): new connections use them. */
   reloadTls(): void {
-    if (!this.config.tls) return;
+    if (!this.config.tls && !this.config.psk) return;
     try {
-      this.tlsMaterial = loadTlsMaterial(this.config.tls);
-      this.logger.info('tls-reloaded', { cert: this.config.tls.cert });
+      if (this.config.tls) this.tlsMaterial = loadTlsMaterial(this.config.tls);
+      if (this.config.psk) this.pskMaterial = loadPsk(this.config.psk);
+      this.logger.info('tls-reloaded', { file: this.config.tls?.cert ?? this.config.psk?.keyFile ?? '' });
     } catch (error) {
       this.logger.error('tls-reload-failed', {
         reason: (error as Error).message,

@@ -15,6 +15,7 @@ import type { GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket } from '../net/framed-socket.ts';
+import { explainPskFailure, loadPsk, type PskMaterial, pskServerOptions } from '../net/psk.ts';
 import {
   loadTlsMaterial,
   refusalOfClient,
@@ -72,6 +73,7 @@ export class SecondaryNode {
   private http: HttpServer | null = null;
   private nbd: Server | null = null;
   private tlsMaterial: TlsMaterial | null = null;
+  private pskMaterial: PskMaterial | null = null;
   private stopWatchingTls: () => void = () => {};
   private timer: NodeJS.Timeout | null = null;
   /** Volume writes of the cycle being applied, a few at a time. */
@@ -112,7 +114,12 @@ export class SecondaryNode {
     node.server.maxConnections = connectionsMax;
     await listenOn(node.server, config.listen);
     logLinkSecurity(config, logger);
-    if (config.tls) node.stopWatchingTls = watchTlsFiles(config.tls, () => node.reloadTls());
+    const watched = config.tls
+      ? [config.tls.cert, config.tls.key, config.tls.ca]
+      : config.psk
+        ? [config.psk.keyFile]
+        : [];
+    node.stopWatchingTls = watchTlsFiles(watched, () => node.reloadTls());
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     if (config.nbd)
       node.nbd = await startNbdServer(
@@ -164,6 +171,7 @@ export class SecondaryNode {
 
   /** Plain TCP, or TLS 1.3 requiring a client certificate from the CA and an allowed identity. */
   private createLinkServer(): Server {
+    if (this.config.psk) return this.createPskServer(this.config.psk);
     if (!this.config.tls) return createServer({ pauseOnConnect: false }, (socket) => this.accept(socket));
     this.tlsMaterial = loadTlsMaterial(this.config.tls);
     const server = createTlsServer(serverOptions(this.tlsMaterial), (socket) => {
@@ -189,8 +197,44 @@ export class SecondaryNode {
     return server;
   }
 
-  /** Reads the certificate, key and CA again (SIGHUP): new connections are checked with them. */
+  /** TLS 1.3 with the pre-shared key; the primary's identity must be among psk.peers. */
+  private createPskServer(config: NonNullable<SecondaryFileConfig['psk']>): Server {
+    this.pskMaterial = loadPsk(config);
+    const server = createTlsServer(
+      pskServerOptions(
+        () => this.pskMaterial as PskMaterial,
+        (identity) =>
+          this.logger.warn('primary-refused', {
+            code: 'peer-identity',
+            reason: `identity ${identity} is not among the allowed peers (${(this.pskMaterial as PskMaterial).peers.join(', ')})`,
+          }),
+      ),
+      (socket) => this.accept(socket),
+    );
+    server.on('tlsClientError', (error, socket) => {
+      this.logger.warn('primary-refused', {
+        code: 'tls',
+        reason: explainPskFailure(error.message),
+        from: socket.remoteAddress ?? '',
+      });
+    });
+    return server;
+  }
+
+  /** Reads the certificate, key and CA (or the pre-shared key) again: new connections use them. */
   reloadTls(): void {
+    if (this.config.psk) {
+      try {
+        this.pskMaterial = loadPsk(this.config.psk);
+        this.logger.info('tls-reloaded', { file: this.config.psk.keyFile });
+      } catch (error) {
+        this.logger.error('tls-reload-failed', {
+          reason: (error as Error).message,
+          keeping: 'the previous key',
+        });
+      }
+      return;
+    }
     if (!this.config.tls || !(this.server instanceof TlsServer)) return;
     try {
       const material = loadTlsMaterial(this.config.tls);

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { ConfigError } from '../core/errors.ts';
 import { limits } from '../core/limits.ts';
 import { ackModes } from '../core/types.ts';
+import { loadPsk } from '../net/psk.ts';
 import { loadTlsMaterial } from '../net/tls.ts';
 import { parseSize } from './sizes.ts';
 
@@ -106,6 +107,14 @@ const common = {
   log: z.strictObject({ format: z.enum(['json', 'pretty']).default('json') }).optional(),
   link,
   tls: tls.optional(),
+  /** TLS 1.3 with a pre-shared key instead of certificates (small setups). */
+  psk: z
+    .strictObject({
+      keyFile: z.string().min(1),
+      identity: z.string().min(1).max(128).optional(),
+      peers: z.array(z.string().min(1).max(128)).min(1).max(64).optional(),
+    })
+    .optional(),
   /** Plain TCP on a link that leaves the machine: only when said so. */
   insecure: z.boolean().default(false),
 };
@@ -251,6 +260,23 @@ function checkLinkSecurity(config: FileConfig): string[] {
       }
     }
     if (config.insecure) problems.push('insecure: true and a tls section contradict each other');
+    if (config.psk) problems.push('psk: choose tls (certificates) or psk, not both');
+    return problems;
+  }
+  if (config.psk) {
+    const problems: string[] = [];
+    try {
+      loadPsk(config.psk);
+    } catch (cause) {
+      problems.push(`psk.keyFile: ${(cause as Error).message}`);
+    }
+    if (config.insecure) problems.push('insecure: true and a psk section contradict each other');
+    if (config.role === 'primary' && !config.psk.identity)
+      problems.push('psk.identity: missing (the name this primary presents)');
+    if (config.role === 'secondary' && !config.psk.peers)
+      problems.push('psk.peers: missing (the primaries allowed)');
+    if (config.nbd && config.nbd.tls !== 'off')
+      problems.push('nbd.tls: needs a tls section (certificates), not psk');
     return problems;
   }
   if (config.insecure) return [];
@@ -264,7 +290,7 @@ function checkLinkSecurity(config: FileConfig): string[] {
     .filter(([, address]) => !isLocalAddress(address))
     .map(
       ([key, address]) =>
-        `${key}: ${address} leaves this machine without TLS; add a tls section (or insecure: true to accept plain TCP)`,
+        `${key}: ${address} leaves this machine without TLS; add a tls (or psk) section, or insecure: true to accept plain TCP`,
     );
 }
 

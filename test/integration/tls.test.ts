@@ -4,7 +4,8 @@
 // both sides and nothing journaled; the primary refuses a secondary of the wrong identity; a plain
 // TCP peer gets nowhere; and an authenticated primary of another group is still refused.
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import { ensureCa, makeSiteCertificate } from '../../src/ops/certs.ts';
@@ -224,4 +225,45 @@ test('a certificate file replaced on disk is taken without a signal', { timeout:
   );
   assert.equal(await site.stop(), 0);
   assert.equal(await dr1.stop(), 0);
+});
+
+/** A hex key file of `bytes` random bytes, mode 0600. */
+function keyFile(workspace: Workspace, name: string, bytes = 32): string {
+  const path = workspace.path(name);
+  writeFileSync(path, `${randomBytes(bytes).toString('hex')}\n`, { mode: 0o600 });
+  return path;
+}
+
+test('pre-shared-key mode: replication over TLS 1.3 with a shared key; a wrong key or identity is refused', {
+  timeout: 90_000,
+}, async () => {
+  const keys = new Workspace();
+  workspaces.push(keys);
+  const shared = keyFile(keys, 'link.psk');
+  const good = await pair(`psk: { keyFile: ${shared}, identity: primary }`, {
+    secondaryTls: `psk: { keyFile: ${shared}, peers: [primary] }`,
+  });
+  assert.equal((await good.dr1.waitForEvent('link-tls')).mode, 'pre-shared key');
+  await good.load.waitForWrites(300);
+  assert.equal(await good.load.stop(), 0);
+  assert.equal(await good.dr1.stop(), 0);
+  good.workspace.assertReplica('dr1');
+
+  const other = keyFile(keys, 'other.psk');
+  const wrongKey = await pair(`psk: { keyFile: ${other}, identity: primary }`, {
+    secondaryTls: `psk: { keyFile: ${shared}, peers: [primary] }`,
+  });
+  await refusal(wrongKey.dr1, /wrong pre-shared key/);
+  assert.deepEqual(journalOf(wrongKey.workspace, 'dr1'), []);
+  await wrongKey.load.stop();
+  await wrongKey.dr1.stop();
+
+  const stranger = await pair(`psk: { keyFile: ${shared}, identity: stranger }`, {
+    secondaryTls: `psk: { keyFile: ${shared}, peers: [primary] }`,
+  });
+  const refused = await refusal(stranger.dr1, /identity stranger is not among the allowed peers \(primary\)/);
+  assert.equal(refused.code, 'peer-identity');
+  assert.deepEqual(journalOf(stranger.workspace, 'dr1'), []);
+  await stranger.load.stop();
+  await stranger.dr1.stop();
 });

@@ -1,7 +1,7 @@
 // Proves configuration validation: the DESIGN.md examples load with their defaults, sizes parse as
 // people write them, and every kind of mistake is refused with a message naming the file and key.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -201,6 +201,32 @@ test('a tls key that does not match its certificate is refused at load, naming b
     refused(
       `${primaryYaml}tls: { cert: ${a.cert}, key: ${b.key}, ca: ${ca}, peers: [dr1] }\n`,
       /tls: .*a\.crt with .*b\.key: .*key values mismatch/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('psk: the key file must be private, hex, 32 to 64 bytes; roles need identity or peers', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cyclerep-psk-'));
+  try {
+    const key = join(dir, 'link.psk');
+    writeFileSync(key, `${'ab'.repeat(32)}\n`, { mode: 0o600 });
+    withFile(`${primaryYaml}psk: { keyFile: ${key}, identity: primary }\n`, (path) =>
+      assert.equal(loadConfig(path).psk?.identity, 'primary'),
+    );
+    refused(`${primaryYaml}psk: { keyFile: ${key} }\n`, /psk\.identity: missing/);
+    refused(`${secondaryYaml}psk: { keyFile: ${key} }\n`, /psk\.peers: missing/);
+    chmodSync(key, 0o644);
+    refused(
+      `${primaryYaml}psk: { keyFile: ${key}, identity: primary }\n`,
+      /psk\.keyFile: .* readable by others \(mode 644\)/,
+    );
+    writeFileSync(key, 'ab'.repeat(8), { mode: 0o600 });
+    chmodSync(key, 0o600);
+    refused(
+      `${primaryYaml}psk: { keyFile: ${key}, identity: primary }\n`,
+      /a key of 8 bytes; 32 to 64 are accepted/,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
