@@ -18,6 +18,9 @@ export interface FioJob {
   once?: boolean;
 }
 
+/** The large sequential writes several scenarios use: 256 KiB at depth 8. */
+export const sequentialWrites = { rw: 'write', blockSize: '256k', iodepth: 8 } as const;
+
 export interface FioResult {
   iops: number;
   mibPerSecond: number;

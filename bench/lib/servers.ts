@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { PrimaryNodeStatus } from '../../src/node/primary-node.ts';
 import { ensureCa, makeSiteCertificate } from '../../src/ops/certs.ts';
 import { Child, freePort, waitForPort, waitUntil } from './processes.ts';
 import { Shaper } from './shaper.ts';
@@ -239,21 +240,5 @@ function tlsSection(directory: string, site: string, peer: string): string {
   return `tls: { cert: ${cert}, key: ${key}, ca: ${ensureCa(directory)}, peers: [${peer}] }`;
 }
 
-export interface PrimaryStatus {
-  capture: number;
-  closed: number;
-  collected: number;
-  writtenBytes: number;
-  journalBytes: number;
-  journalDiskBytes: number;
-  journalSyncs: number;
-  secondaries: {
-    link: string;
-    stored: number;
-    applied: number;
-    lagCycles: number;
-    lagBytes: number;
-    lagSeconds: number;
-    shippedBytes: number;
-  }[];
-}
+/** What the bench reads from a primary's /status: the node's own status type. */
+export type PrimaryStatus = PrimaryNodeStatus;

@@ -5,7 +5,7 @@
  * that rotates, and the median of the repetitions is reported with its ratio to nbdkit.
  */
 import { type BenchContext, gib, mib, randomImage } from '../lib/context.ts';
-import { type FioJob, runFio } from '../lib/fio.ts';
+import { type FioJob, runFio, sequentialWrites } from '../lib/fio.ts';
 import { runToolAsync } from '../lib/processes.ts';
 import { median } from '../lib/report.ts';
 import { CyclerepSites, type NbdTarget, startNbdkit, startQemuNbd } from '../lib/servers.ts';
@@ -18,7 +18,7 @@ interface Workload {
 const workloads: Workload[] = [
   { name: '4 KiB random write, depth 1', job: { rw: 'randwrite', blockSize: '4k', iodepth: 1 } },
   { name: '4 KiB random write, depth 16', job: { rw: 'randwrite', blockSize: '4k', iodepth: 16 } },
-  { name: '256 KiB sequential write, depth 8', job: { rw: 'write', blockSize: '256k', iodepth: 8 } },
+  { name: '256 KiB sequential write, depth 8', job: sequentialWrites },
 ];
 
 type Starter = { label: string; start: (context: BenchContext, sizeBytes: number) => Promise<NbdTarget> };

@@ -3,7 +3,7 @@
  * data in its journal (the secondary stopped while 256 KiB writes fill distinct blocks).
  */
 import { type BenchContext, gib, mib } from '../lib/context.ts';
-import { runFio } from '../lib/fio.ts';
+import { runFio, sequentialWrites } from '../lib/fio.ts';
 import { sleep } from '../lib/processes.ts';
 import { CyclerepSites } from '../lib/servers.ts';
 
@@ -30,9 +30,7 @@ export async function memory(context: BenchContext): Promise<void> {
       if (point > written) {
         await runFio({
           uri: sites.url,
-          rw: 'write',
-          blockSize: '256k',
-          iodepth: 8,
+          ...sequentialWrites,
           sizeBytes: point - written,
           offsetBytes: written,
           seconds: 0,

@@ -5,7 +5,7 @@
  * copy of the whole export takes (nbdcopy --no-extents to null:), the cost the journal saves.
  */
 import { type BenchContext, gib, mib } from '../lib/context.ts';
-import { runFio } from '../lib/fio.ts';
+import { runFio, sequentialWrites } from '../lib/fio.ts';
 import { runToolAsync, sleep } from '../lib/processes.ts';
 import { CyclerepSites } from '../lib/servers.ts';
 
@@ -33,9 +33,7 @@ export async function recovery(context: BenchContext): Promise<void> {
         await sites.waitFor('the primary saw the link go', (s) => s.secondaries[0]?.link !== 'streaming');
         await runFio({
           uri: sites.url,
-          rw: 'write',
-          blockSize: '256k',
-          iodepth: 8,
+          ...sequentialWrites,
           sizeBytes: x * mib,
           offsetBytes: offset,
           seconds: 0,

@@ -5,7 +5,7 @@
  * bottleneck). Lag is sampled from /status every 100 ms.
  */
 import { type BenchContext, gib, mib } from '../lib/context.ts';
-import { runFio } from '../lib/fio.ts';
+import { runFio, sequentialWrites } from '../lib/fio.ts';
 import { percentile } from '../lib/report.ts';
 import { sampleStatus } from '../lib/sampler.ts';
 import { CyclerepSites } from '../lib/servers.ts';
@@ -124,9 +124,7 @@ async function linkBound(context: BenchContext, seconds: number, sizeBytes: numb
       const started = performance.now();
       const fio = await runFio({
         uri: sites.url,
-        rw: 'write',
-        blockSize: '256k',
-        iodepth: 8,
+        ...sequentialWrites,
         sizeBytes,
         seconds,
       });

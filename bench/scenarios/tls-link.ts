@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { type BenchContext, gib, mib } from '../lib/context.ts';
-import { runFio } from '../lib/fio.ts';
+import { runFio, sequentialWrites } from '../lib/fio.ts';
 import { CyclerepSites } from '../lib/servers.ts';
 
 export async function tlsLink(context: BenchContext): Promise<void> {
@@ -38,9 +38,7 @@ export async function tlsLink(context: BenchContext): Promise<void> {
         const started = performance.now();
         const fio = await runFio({
           uri: sites.url,
-          rw: 'write',
-          blockSize: '256k',
-          iodepth: 8,
+          ...sequentialWrites,
           sizeBytes,
           seconds,
         });

@@ -1,4 +1,6 @@
-/** One line at start saying how the site link is protected, a warning when it is not. */
+/** How the site link is protected: one line at start saying so, and its files watched for renewal. */
+
+import { watchTlsFiles } from '../net/tls.ts';
 import type { FileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 
@@ -14,4 +16,11 @@ export function logLinkSecurity(config: FileConfig, logger: Logger): void {
   } else {
     logger.info('link-plain', { reason: 'no tls section: the site link is plain TCP, on this machine only' });
   }
+}
+
+/** Watches the certificate files or the pre-shared key; returns the function that stops it. */
+export function watchLinkSecurityFiles(config: FileConfig, reload: () => void): () => void {
+  if (config.tls) return watchTlsFiles([config.tls.cert, config.tls.key, config.tls.ca], reload);
+  if (config.psk) return watchTlsFiles([config.psk.keyFile], reload);
+  return () => {};
 }

@@ -11,7 +11,7 @@
 import type { Server as HttpServer } from 'node:http';
 import { connect, type Server as NetServer } from 'node:net';
 import { join } from 'node:path';
-import { connect as connectTls } from 'node:tls';
+import { type ConnectionOptions, connect as connectTls } from 'node:tls';
 import { CyclerepError } from '../core/errors.ts';
 import { FoldIndex } from '../core/fold.ts';
 import { limits } from '../core/limits.ts';
@@ -21,8 +21,8 @@ import type { CycleNumber, Extent, GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket, parseAddress } from '../net/framed-socket.ts';
-import { explainPskFailure, loadPsk, type PskMaterial, pskClientOptions } from '../net/psk.ts';
-import { clientOptions, loadTlsMaterial, type TlsMaterial, watchTlsFiles } from '../net/tls.ts';
+import { explainPskFailure, loadPsk, pskClientOptions } from '../net/psk.ts';
+import { clientOptions, loadTlsMaterial, type TlsMaterial } from '../net/tls.ts';
 import type { PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { startStatusServer } from '../ops/status-server.ts';
@@ -31,7 +31,7 @@ import { primaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
 import { writeSiteFile } from '../storage/site-file.ts';
 import { VolumeFile } from '../storage/volume-file.ts';
-import { logLinkSecurity } from './link-security.ts';
+import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
 import { linkTimingsOf } from './secondary-node.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
@@ -121,8 +121,8 @@ export class PrimaryNode {
   private stopping = false;
   /** Certificate, key and CA of the site link, when it runs over TLS. */
   private tlsMaterial: TlsMaterial | null = null;
-  /** The pre-shared key of the site link, in psk mode. */
-  private pskMaterial: PskMaterial | null = null;
+  /** How the site link's connections are secured (certificates or pre-shared key), or null: plain. */
+  private linkOptions: ConnectionOptions | null = null;
   private stopWatchingTls: () => void = () => {};
   fatal: Error | null = null;
 
@@ -135,8 +135,7 @@ export class PrimaryNode {
     private readonly logger: Logger,
     private readonly onFatal: (error: Error) => void,
   ) {
-    this.tlsMaterial = config.tls ? loadTlsMaterial(config.tls) : null;
-    this.pskMaterial = config.psk ? loadPsk(config.psk) : null;
+    this.loadLinkSecurity();
     this.core = PrimaryGroup.recover(
       {
         shape,
@@ -194,12 +193,7 @@ export class PrimaryNode {
       );
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     logLinkSecurity(config, logger);
-    const watched = config.tls
-      ? [config.tls.cert, config.tls.key, config.tls.ca]
-      : config.psk
-        ? [config.psk.keyFile]
-        : [];
-    node.stopWatchingTls = watchTlsFiles(watched, () => node.reloadTls());
+    node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
     node.timer = setInterval(
       () => node.tick(),
       Math.max(10, Math.min(config.cycle.minMs, config.link.heartbeatMs) / 4),
@@ -526,11 +520,7 @@ export class PrimaryNode {
     const secondary = this.config.secondaries.find((candidate) => candidate.name === link);
     if (!secondary) return;
     const target = parseAddress(secondary.address);
-    const secureOptions = this.tlsMaterial
-      ? clientOptions(this.tlsMaterial)
-      : this.pskMaterial
-        ? pskClientOptions(this.pskMaterial)
-        : null;
+    const secureOptions = this.linkOptions;
     const socket = secureOptions
       ? connectTls({ ...('path' in target ? { path: target.path } : target), ...secureOptions })
       : 'path' in target
@@ -569,12 +559,19 @@ export class PrimaryNode {
     });
   }
 
+  /** Reads the certificate files or the pre-shared key; on failure the previous ones stay. */
+  private loadLinkSecurity(): void {
+    const tls = this.config.tls ? loadTlsMaterial(this.config.tls) : null;
+    const psk = this.config.psk ? loadPsk(this.config.psk) : null;
+    this.tlsMaterial = tls;
+    this.linkOptions = tls ? clientOptions(tls) : psk ? pskClientOptions(psk) : null;
+  }
+
   /** Reads the certificate, key and CA again (SIGHUP): new connections use them. */
   reloadTls(): void {
     if (!this.config.tls && !this.config.psk) return;
     try {
-      if (this.config.tls) this.tlsMaterial = loadTlsMaterial(this.config.tls);
-      if (this.config.psk) this.pskMaterial = loadPsk(this.config.psk);
+      this.loadLinkSecurity();
       this.logger.info('tls-reloaded', { file: this.config.tls?.cert ?? this.config.psk?.keyFile ?? '' });
     } catch (error) {
       this.logger.error('tls-reload-failed', {

@@ -16,13 +16,7 @@ import type { NbdExport } from '../nbd/connection.ts';
 import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket } from '../net/framed-socket.ts';
 import { explainPskFailure, loadPsk, type PskMaterial, pskServerOptions } from '../net/psk.ts';
-import {
-  loadTlsMaterial,
-  refusalOfClient,
-  serverOptions,
-  type TlsMaterial,
-  watchTlsFiles,
-} from '../net/tls.ts';
+import { loadTlsMaterial, refusalOfClient, serverOptions, type TlsMaterial } from '../net/tls.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { listenOn, startStatusServer } from '../ops/status-server.ts';
@@ -32,7 +26,7 @@ import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
 import { readSiteFile, writeSiteFile } from '../storage/site-file.ts';
 import { VolumeFile } from '../storage/volume-file.ts';
-import { logLinkSecurity } from './link-security.ts';
+import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
 /** Incoming connections accepted at once; more are refused before any byte is read. */
@@ -114,12 +108,7 @@ export class SecondaryNode {
     node.server.maxConnections = connectionsMax;
     await listenOn(node.server, config.listen);
     logLinkSecurity(config, logger);
-    const watched = config.tls
-      ? [config.tls.cert, config.tls.key, config.tls.ca]
-      : config.psk
-        ? [config.psk.keyFile]
-        : [];
-    node.stopWatchingTls = watchTlsFiles(watched, () => node.reloadTls());
+    node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
     if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
     if (config.nbd)
       node.nbd = await startNbdServer(
