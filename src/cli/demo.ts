@@ -5,6 +5,7 @@
  * secondary catches up, both sites stop cleanly and the replica is compared with the primary.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,7 +27,8 @@ const binary = fileURLToPath(new URL('../../bin/cyclerep.js', import.meta.url));
 
 /**
  * The demo's site link runs over TLS with a CA and certificates of its own under <dir>/pki (made
- * once with openssl); without openssl it says so and stays on plain TCP, on loopback only.
+ * once with openssl). Without openssl (a fresh machine may lack it) it uses TLS 1.3 with a
+ * pre-shared key instead, which needs nothing but Node: the link is encrypted either way.
  */
 function demoTls(directory: string, print: (line: string) => void): { primary: string; secondary: string } {
   const pki = join(directory, 'pki');
@@ -44,9 +46,25 @@ function demoTls(directory: string, print: (line: string) => void): { primary: s
       secondary: section(sites[1] as SiteCertificate, 'primary'),
     };
   } catch (error) {
-    print(`  (no TLS for the demo's site link: ${(error as Error).message}; plain TCP on 127.0.0.1)`);
-    return { primary: '', secondary: '' };
+    print(
+      `  (no certificates for the demo's site link: ${(error as Error).message}; TLS 1.3 with a pre-shared key)`,
+    );
+    const keyFile = demoPskFile(pki);
+    return {
+      primary: `psk: { keyFile: ${keyFile}, identity: primary }`,
+      secondary: `psk: { keyFile: ${keyFile}, peers: [primary] }`,
+    };
   }
+}
+
+/** A random link key, private to its owner, made once. */
+function demoPskFile(pki: string): string {
+  const keyFile = join(pki, 'link.psk');
+  if (!existsSync(keyFile)) {
+    mkdirSync(pki, { recursive: true, mode: 0o700 });
+    writeFileSync(keyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  }
+  return keyFile;
 }
 
 function writeConfigs(
