@@ -4,9 +4,7 @@ import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { type FileConfig, loadConfig } from '../ops/config.ts';
 import { createLogger, type LogFormat } from '../ops/logger.ts';
-
-/** Exit codes: 0 clean stop, 2 bad usage or configuration, 3 storage failure, 4 could not start. */
-export const exitCodes = { ok: 0, usage: 2, storage: 3, start: 4 } as const;
+import { exitCodes } from './exit-codes.ts';
 
 export async function runDaemon(
   role: 'primary' | 'secondary',

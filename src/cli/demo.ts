@@ -15,6 +15,7 @@ import { loadConfig, type PrimaryFileConfig } from '../ops/config.ts';
 import { createLogger } from '../ops/logger.ts';
 import { checkCut } from '../workload/blocks.ts';
 import { Workload } from '../workload/sources.ts';
+import { exitCodes } from './exit-codes.ts';
 
 export interface DemoOptions {
   directory: string;
@@ -240,5 +241,5 @@ function report(context: {
       `as a cut of the sources' writes it is ${cut.consistent ? 'consistent' : `INCONSISTENT: ${cut.problems.slice(0, 3).join('; ')}`}`,
   );
   const ok = identical && cut.consistent && context.caughtUp && context.childExit === 0 && !context.fatal;
-  return ok ? 0 : 1;
+  return ok ? exitCodes.ok : exitCodes.internal;
 }

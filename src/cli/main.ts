@@ -1,7 +1,8 @@
 /**
- * The `cyclerep` command. Exit codes: 0 success, 2 bad usage, 1 a failure at run time (for the
- * simulator: an invariant was violated).
+ * The `cyclerep` command: one function per subcommand, each with its own usage text
+ * (`cyclerep <command> --help`). Exit codes: one table, in exit-codes.ts.
  */
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { noBugs } from '../core/types.ts';
@@ -9,54 +10,102 @@ import { ensureCa, makeSiteCertificate } from '../ops/certs.ts';
 import { runSimulationParallel } from '../sim/runner.ts';
 import { runDaemon } from './daemon.ts';
 import { runDemo } from './demo.ts';
+import { exitCodes, exitCodesText } from './exit-codes.ts';
 import { runRecover } from './recover.ts';
 import { runStatus } from './status.ts';
+
+interface Command {
+  synopsis: string;
+  summary: string;
+  run: (argv: string[]) => Promise<number> | number;
+}
+
+const commands: Record<string, Command> = {
+  primary: {
+    synopsis: 'primary --config FILE [--log json|pretty]',
+    summary: 'run the primary site of a group until SIGTERM or SIGINT',
+    run: (argv) => daemon('primary', argv),
+  },
+  secondary: {
+    synopsis: 'secondary --config FILE [--log json|pretty]',
+    summary: 'run a secondary site until SIGTERM or SIGINT',
+    run: (argv) => daemon('secondary', argv),
+  },
+  status: {
+    synopsis: 'status [--json] [--url URL]',
+    summary: 'ask a running site (default http://127.0.0.1:9180)',
+    run: (argv) => status(argv),
+  },
+  recover: {
+    synopsis: 'recover --data-dir DIR',
+    summary: 'offline: finish stored cycles, drop incomplete ones, write the journal back to the volumes',
+    run: (argv) => recover(argv),
+  },
+  demo: {
+    synopsis: 'demo [--seconds N] [--dir DIR]',
+    summary:
+      'a primary and a secondary on localhost under ./var/demo with a built-in workload; Ctrl-C stops it',
+    run: (argv) => demo(argv),
+  },
+  simulate: {
+    synopsis: 'simulate [--seeds N]',
+    summary: 'the replication core under the deterministic fault simulator (default 200 seeds)',
+    run: (argv) => simulate(argv),
+  },
+  certs: {
+    synopsis: 'certs --dir DIR --names a,b [--days N]',
+    summary: 'a test CA (DIR/ca.crt) and a certificate per site (DIR/<name>.crt, .key); uses openssl',
+    run: (argv) => certs(argv),
+  },
+};
 
 const usage = `usage: cyclerep <command> [options]
 
 commands:
-  primary --config FILE [--log json|pretty]     run the primary site of a group
-  secondary --config FILE [--log json|pretty]   run a secondary site
-  status [--json] [--url URL]                   ask a running site (default http://127.0.0.1:9180)
-  recover --data-dir DIR                        offline: finish stored cycles, drop incomplete ones,
-                                                write the journal back to the volumes; exit 0
-  demo [--seconds N] [--dir DIR]                a primary and a secondary on localhost under ./var/demo
-                                                with a built-in workload; Ctrl-C stops it
-  simulate [--seeds N]                          the replication core under the deterministic fault
-                                                simulator (default 200 seeds); see npm run sim
-  certs --dir DIR --names a,b [--days N]        a test CA (DIR/ca.crt) and a certificate per site
-                                                (DIR/<name>.crt, .key) for the tls section; uses openssl
-  help                                          show this text
+${Object.values(commands)
+  .map((command) => `  ${command.synopsis}\n      ${command.summary}`)
+  .join('\n')}
+  help, --help, -h      this text; cyclerep <command> --help for one command
+  --version             the version
 
-exit codes: 0 success, 2 bad usage or configuration, 3 storage failure, 4 could not start
-`;
+${exitCodesText}`;
+
+function commandUsage(command: Command): string {
+  return `usage: cyclerep ${command.synopsis}\n\n${command.summary}\n\n${exitCodesText}`;
+}
+
+function version(): string {
+  // Two levels up from src/cli/ and from dist/cli/ alike.
+  const manifest = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return manifest.version;
+}
 
 export async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  switch (command) {
-    case 'demo':
-      return demo(rest);
-    case 'simulate':
-      return simulate(rest);
-    case 'primary':
-    case 'secondary':
-      return daemon(command, rest);
-    case 'status':
-      return status(rest);
-    case 'recover':
-      return recover(rest);
-    case 'certs':
-      return certs(rest);
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(usage);
-      return command === undefined ? 2 : 0;
-    default:
-      process.stderr.write(`cyclerep: unknown command "${command}"\n\n${usage}`);
-      return 2;
+  const [name, ...rest] = argv;
+  if (name === undefined) {
+    process.stderr.write(usage);
+    return exitCodes.usage;
   }
+  if (name === 'help' || name === '--help' || name === '-h') {
+    process.stdout.write(usage);
+    return exitCodes.ok;
+  }
+  if (name === '--version' || name === 'version') {
+    process.stdout.write(`cyclerep ${version()}\n`);
+    return exitCodes.ok;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`cyclerep: unknown command "${name}"\n\n${usage}`);
+    return exitCodes.usage;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(commandUsage(command));
+    return exitCodes.ok;
+  }
+  return command.run(rest);
 }
 
 async function demo(argv: string[]): Promise<number> {
@@ -68,12 +117,12 @@ async function demo(argv: string[]): Promise<number> {
     }).values;
   } catch (error) {
     process.stderr.write(`cyclerep demo: ${(error as Error).message}\n`);
-    return 2;
+    return exitCodes.usage;
   }
   const seconds = values.seconds === undefined ? null : Number(values.seconds);
   if (seconds !== null && (!Number.isFinite(seconds) || seconds <= 0)) {
     process.stderr.write('cyclerep demo: --seconds must be a positive number\n');
-    return 2;
+    return exitCodes.usage;
   }
   return runDemo({ directory: values.dir, seconds, print: (line) => process.stdout.write(`${line}\n`) });
 }
@@ -93,17 +142,17 @@ function certs(argv: string[]): number {
       process.stderr.write(
         'cyclerep certs: --dir DIR and --names a,b are required; --days must be a positive integer\n',
       );
-      return 2;
+      return exitCodes.usage;
     }
     process.stdout.write(`CA: ${ensureCa(values.dir)}\n`);
     for (const name of values.names.split(',').filter((part) => part.length > 0)) {
       const made = makeSiteCertificate(values.dir, name, days);
       process.stdout.write(`${name}: cert ${made.cert}, key ${made.key}\n`);
     }
-    return 0;
+    return exitCodes.ok;
   } catch (error) {
     process.stderr.write(`cyclerep certs: ${(error as Error).message}\n`);
-    return 2;
+    return exitCodes.usage;
   }
 }
 
@@ -114,11 +163,11 @@ async function simulate(argv: string[]): Promise<number> {
     seeds = Number(values.seeds);
   } catch (error) {
     process.stderr.write(`cyclerep simulate: ${(error as Error).message}\n`);
-    return 2;
+    return exitCodes.usage;
   }
   if (!Number.isSafeInteger(seeds) || seeds < 1) {
     process.stderr.write('cyclerep simulate: --seeds must be a positive integer\n');
-    return 2;
+    return exitCodes.usage;
   }
   const report = await runSimulationParallel({
     seeds,
@@ -127,7 +176,7 @@ async function simulate(argv: string[]): Promise<number> {
     jobs: availableParallelism(),
     print: (line) => process.stdout.write(`${line}\n`),
   });
-  return report.violations === 0 ? 0 : 1;
+  return report.violations === 0 ? exitCodes.ok : exitCodes.internal;
 }
 
 function daemon(role: 'primary' | 'secondary', argv: string[]): Promise<number> {
@@ -138,12 +187,12 @@ function daemon(role: 'primary' | 'secondary', argv: string[]): Promise<number> 
     });
     if (values.log !== undefined && values.log !== 'json' && values.log !== 'pretty') {
       process.stderr.write(`cyclerep ${role}: --log must be json or pretty\n`);
-      return Promise.resolve(2);
+      return Promise.resolve(exitCodes.usage);
     }
     return runDaemon(role, values.config, values.log as 'json' | 'pretty' | undefined);
   } catch (error) {
     process.stderr.write(`cyclerep ${role}: ${(error as Error).message}\n`);
-    return Promise.resolve(2);
+    return Promise.resolve(exitCodes.usage);
   }
 }
 
@@ -156,7 +205,7 @@ function status(argv: string[]): Promise<number> {
     return runStatus(values.url ?? 'http://127.0.0.1:9180', values.json);
   } catch (error) {
     process.stderr.write(`cyclerep status: ${(error as Error).message}\n`);
-    return Promise.resolve(2);
+    return Promise.resolve(exitCodes.usage);
   }
 }
 
@@ -166,6 +215,6 @@ function recover(argv: string[]): Promise<number> {
     return runRecover(values['data-dir']);
   } catch (error) {
     process.stderr.write(`cyclerep recover: ${(error as Error).message}\n`);
-    return Promise.resolve(2);
+    return Promise.resolve(exitCodes.usage);
   }
 }

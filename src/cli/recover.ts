@@ -7,7 +7,7 @@ import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { createLogger } from '../ops/logger.ts';
 import { readSiteFile, siteFilePath } from '../storage/site-file.ts';
-import { exitCodes } from './daemon.ts';
+import { exitCodes } from './exit-codes.ts';
 
 export async function runRecover(dataDir: string | undefined): Promise<number> {
   if (!dataDir) {

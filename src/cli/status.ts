@@ -1,4 +1,5 @@
 /** `cyclerep status [--json] [--url URL]`: the status of a running site, from its HTTP endpoint. */
+import { exitCodes } from './exit-codes.ts';
 
 interface LinkStatus {
   name: string;
@@ -34,10 +35,10 @@ export async function runStatus(url: string, json: boolean): Promise<number> {
     body = (await response.json()) as SiteStatus;
   } catch (error) {
     process.stderr.write(`cyclerep status: cannot read ${target}: ${(error as Error).message}\n`);
-    return 1;
+    return exitCodes.start;
   }
   process.stdout.write(json ? `${JSON.stringify(body, null, 2)}\n` : describe(body));
-  return 0;
+  return exitCodes.ok;
 }
 
 export function describe(status: SiteStatus): string {

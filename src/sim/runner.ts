@@ -113,9 +113,13 @@ export interface WorkerJob {
 }
 
 function runWorker(job: WorkerJob): Promise<{ report: SimulationReport; lines: string[] }> {
-  // Workers do not inherit tsx's module hooks, so the worker registers them before loading its code.
-  const url = new URL('./worker.ts', import.meta.url).href;
-  const bootstrap = `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(url)}); })`;
+  // Compiled (dist/), the worker is plain JavaScript. From the sources, workers do not inherit tsx's
+  // module hooks, so the worker registers them before loading its code.
+  const compiled = import.meta.url.endsWith('.js');
+  const url = new URL(compiled ? './worker.js' : './worker.ts', import.meta.url).href;
+  const bootstrap = compiled
+    ? `import(${JSON.stringify(url)})`
+    : `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(url)}); })`;
   return new Promise((resolve, reject) => {
     const worker = new Worker(bootstrap, { eval: true, workerData: job });
     worker.once('message', (message: { report: SimulationReport; lines: string[] }) => {

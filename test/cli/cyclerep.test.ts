@@ -88,3 +88,19 @@ test('help lists the commands', () => {
     assert.ok(result.stdout.includes(command), command);
   }
 });
+
+test('every command answers --help with its own usage and the exit codes, and --version names the version', () => {
+  for (const command of ['primary', 'secondary', 'status', 'recover', 'demo', 'simulate', 'certs']) {
+    const result = cyclerep(command, '--help');
+    assert.equal(result.status, 0, `${command} --help: ${result.stderr}`);
+    assert.match(result.stdout, new RegExp(`^usage: cyclerep ${command}\\b`), command);
+    assert.match(
+      result.stdout,
+      /5 {2}damaged, missing or foreign data on disk/,
+      `${command} lists the exit codes`,
+    );
+  }
+  const version = cyclerep('--version');
+  assert.equal(version.status, 0);
+  assert.match(version.stdout, /^cyclerep \d+\.\d+\.\d+\n$/);
+});

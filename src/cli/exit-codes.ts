@@ -1,0 +1,30 @@
+/**
+ * The exit codes of every `cyclerep` command: one table, used by the code, the usage text and the
+ * docs (README "Operations"), so that a service manager or a script can act on them.
+ */
+export const exitCodes = {
+  /** The command did what it was asked; a site stopped cleanly. */
+  ok: 0,
+  /** A broken internal assumption (an assertion), or a check failed (simulator, demo's replica). */
+  internal: 1,
+  /** Bad usage or configuration: nothing was touched. */
+  usage: 2,
+  /** A storage failure at run time (disk full, I/O error): nothing acknowledged is lost; fix, restart. */
+  storage: 3,
+  /** The site could not start (an address in use, a file unreadable), or `status` reached no site. */
+  start: 4,
+  /** Damaged, missing or foreign data found on disk at start: refused, nothing changed; look first. */
+  damaged: 5,
+} as const;
+
+export type ExitCode = (typeof exitCodes)[keyof typeof exitCodes];
+
+/** The table as the usage text prints it. */
+export const exitCodesText = `exit codes:
+  0  success; a site stopped cleanly
+  1  internal error (an assertion), or a check failed (simulator violation, demo replica)
+  2  bad usage or configuration; nothing was touched
+  3  storage failure at run time (disk full, I/O error); nothing acknowledged is lost
+  4  the site could not start (address in use, unreadable certificate), or status reached no site
+  5  damaged, missing or foreign data on disk at start; refused, nothing changed
+`;
