@@ -1,17 +1,18 @@
 #!/bin/sh
 # The Debian tools the test suite and the benchmark drive as real peers: NBD clients (qemu-io,
 # qemu-img, nbdinfo, nbdcopy, nbdsh with its Python binding), e2fsprogs for a file system on an
-# export, openssl for the TLS tests' certificates, fio and nbdkit for the benchmark's baselines.
+# export, openssl for the TLS tests' certificates, chromium for the dashboard's browser test, fio and
+# nbdkit for the benchmark's baselines.
 # Present: nothing happens. Missing: installed with apt-get when this user may (root, or sudo without
 # a password); otherwise the exact command is printed and the script fails, so `npm test` never runs
 # half a suite on a machine that lacks them.
 set -eu
 
-packages="qemu-utils libnbd-bin python3-libnbd e2fsprogs fio nbdkit openssl"
+packages="qemu-utils libnbd-bin python3-libnbd e2fsprogs fio nbdkit openssl chromium"
 PATH="$PATH:/usr/sbin:/sbin"
 
 missing() {
-  for tool in qemu-io qemu-img nbdinfo nbdcopy nbdsh mkfs.ext4 e2fsck fio nbdkit openssl; do
+  for tool in qemu-io qemu-img nbdinfo nbdcopy nbdsh mkfs.ext4 e2fsck fio nbdkit openssl chromium; do
     command -v "$tool" >/dev/null 2>&1 || { echo "$tool"; return 0; }
   done
   /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1 || { echo "python3-libnbd"; return 0; }

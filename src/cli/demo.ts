@@ -151,6 +151,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   options.print(
     `cyclerep demo: primary (this process) and secondary dr1 (pid ${child.pid}) under ${directory}\n` +
       `  6 sources write dependent, self-describing 4 KiB blocks through the library API (PrimaryNode.write).\n` +
+      `  dashboard: http://127.0.0.1:9180/ (primary), http://127.0.0.1:9181/ (dr1); metrics: /metrics on both\n` +
       `  status: cyclerep status --url http://127.0.0.1:9180   logs: ${directory}/primary.log, dr1.log\n` +
       '  attach real clients: qemu-io -f raw nbd://127.0.0.1:10809/data -c "write -P 0x55 128M 1M"  (primary, read-write;\n' +
       '                      the sources use the first 48 MiB of data and log)\n' +

@@ -25,6 +25,7 @@ import { explainPskFailure, loadPsk, pskClientOptions } from '../net/psk.ts';
 import { clientOptions, loadTlsMaterial, type TlsMaterial } from '../net/tls.ts';
 import type { PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
+import { SiteMetrics } from '../ops/metrics.ts';
 import { startStatusServer } from '../ops/status-server.ts';
 import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { primaryRecordCodec } from '../storage/record-codec.ts';
@@ -81,6 +82,7 @@ export class PrimaryNodeError extends CyclerepError {
 
 export interface PrimaryNodeStatus extends PrimaryStatus {
   journalFiles: number;
+  journalCapacityBytes: number;
   journalDiskBytes: number;
   journalFull: boolean;
   writesWaiting: number;
@@ -95,6 +97,8 @@ interface Waiter {
 }
 
 export class PrimaryNode {
+  /** Prometheus figures of this site (GET /metrics). */
+  readonly metrics = new SiteMetrics('primary', () => this.status());
   private readonly core: PrimaryGroup;
   private readonly sockets = new Map<number, FramedSocket>();
   private readonly connected = new Set<number>();
@@ -191,7 +195,8 @@ export class PrimaryNode {
         logger,
         () => node.tlsMaterial?.context ?? null,
       );
-    if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
+    if (config.http)
+      node.http = await startStatusServer(config.http.listen, () => node.status(), node.metrics);
     logLinkSecurity(config, logger);
     node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
     node.timer = setInterval(
@@ -620,6 +625,7 @@ export class PrimaryNode {
       ...this.core.status(Date.now()),
       journalFiles: this.journal.segmentCount,
       journalDiskBytes: this.journal.bytes,
+      journalCapacityBytes: this.config.journal.capacity,
       journalFull: this.journal.bytes >= this.config.journal.capacity,
       writesWaiting: this.waiting.length,
       journalWrites: this.journal.writeCalls,

@@ -19,6 +19,7 @@ import { explainPskFailure, loadPsk, type PskMaterial, pskServerOptions } from '
 import { loadTlsMaterial, refusalOfClient, serverOptions, type TlsMaterial } from '../net/tls.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
+import { SiteMetrics } from '../ops/metrics.ts';
 import { listenOn, startStatusServer } from '../ops/status-server.ts';
 import type { Frame } from '../protocol/frames.ts';
 import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
@@ -39,7 +40,8 @@ export interface SecondaryStatusReport {
   group: string;
   role: 'secondary';
   name: string;
-  link: 'connected' | 'disconnected';
+  /** The same words as the primary's view of the link: `streaming` while a session runs, else `idle`. */
+  link: 'streaming' | 'idle';
   stored: number;
   applied: number;
   journalBytes: number;
@@ -57,6 +59,8 @@ export function linkTimingsOf(link: SecondaryFileConfig['link']): LinkTimings {
 }
 
 export class SecondaryNode {
+  /** Prometheus figures of this site (GET /metrics). */
+  readonly metrics = new SiteMetrics('secondary', () => this.status());
   private core: Secondary | null = null;
   private journal: SegmentJournal<SecondaryRecord> | null = null;
   private volumes: VolumeFile[] = [];
@@ -109,7 +113,8 @@ export class SecondaryNode {
     await listenOn(node.server, config.listen);
     logLinkSecurity(config, logger);
     node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
-    if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
+    if (config.http)
+      node.http = await startStatusServer(config.http.listen, () => node.status(), node.metrics);
     if (config.nbd)
       node.nbd = await startNbdServer(
         config.nbd,
@@ -397,7 +402,7 @@ export class SecondaryNode {
       group: this.config.group,
       role: 'secondary',
       name: this.config.name,
-      link: inspection?.session != null ? 'connected' : 'disconnected',
+      link: inspection?.session != null ? 'streaming' : 'idle',
       stored: this.core?.stored ?? 0,
       applied: this.core?.applied ?? 0,
       journalBytes: this.journal?.bytes ?? 0,

@@ -1,21 +1,80 @@
-/** The HTTP listener: GET /status answers the process's status as JSON. */
-import { createServer, type Server } from 'node:http';
+/**
+ * The HTTP listener of a site: `GET /status` (JSON), `GET /metrics` (Prometheus text format) and
+ * `GET /` (a dashboard page that charts /status; its files are served from src/ops/dashboard and
+ * uPlot from node_modules, with nothing built at run time).
+ */
+import { readFileSync } from 'node:fs';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
 import type { Server as NetServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { parseAddress } from '../net/framed-socket.ts';
+import type { SiteMetrics } from './metrics.ts';
 
-export async function startStatusServer(listen: string, status: () => unknown): Promise<Server> {
+interface Asset {
+  path: string;
+  contentType: string;
+}
+
+const dashboardFile = (name: string): string =>
+  fileURLToPath(new URL(`./dashboard/${name}`, import.meta.url));
+const resolveModule = createRequire(import.meta.url).resolve;
+
+/** What the server hands out besides the JSON: fixed paths only, never a path from the request. */
+const assets: Record<string, Asset> = {
+  '/': { path: dashboardFile('index.html'), contentType: 'text/html; charset=utf-8' },
+  '/assets/dashboard.js': {
+    path: dashboardFile('dashboard.js'),
+    contentType: 'text/javascript; charset=utf-8',
+  },
+  '/assets/dashboard.css': { path: dashboardFile('dashboard.css'), contentType: 'text/css; charset=utf-8' },
+  '/assets/uPlot.iife.min.js': {
+    path: resolveModule('uplot/dist/uPlot.iife.min.js'),
+    contentType: 'text/javascript; charset=utf-8',
+  },
+  '/assets/uPlot.min.css': {
+    path: resolveModule('uplot/dist/uPlot.min.css'),
+    contentType: 'text/css; charset=utf-8',
+  },
+};
+
+function send(response: ServerResponse, status: number, contentType: string, body: string | Buffer): void {
+  response.writeHead(status, {
+    'content-type': contentType,
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  });
+  response.end(body);
+}
+
+export async function startStatusServer(
+  listen: string,
+  status: () => unknown,
+  metrics?: SiteMetrics,
+): Promise<Server> {
   const server = createServer((request, response) => {
-    if (request.method === 'GET' && request.url?.split('?')[0] === '/status') {
-      const body = JSON.stringify(status());
-      response.writeHead(200, {
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(body),
-      });
-      response.end(body);
+    const path = request.url?.split('?')[0] ?? '/';
+    if (request.method !== 'GET') {
+      send(response, 405, 'text/plain', 'only GET is served\n');
       return;
     }
-    response.writeHead(404, { 'content-type': 'text/plain' });
-    response.end('not found: try GET /status\n');
+    if (path === '/status') {
+      send(response, 200, 'application/json', JSON.stringify(status()));
+      return;
+    }
+    if (path === '/metrics' && metrics) {
+      metrics.exposition().then(
+        ({ body, contentType }) => send(response, 200, contentType, body),
+        (error: Error) => send(response, 500, 'text/plain', `metrics failed: ${error.message}\n`),
+      );
+      return;
+    }
+    const asset = assets[path];
+    if (asset) {
+      send(response, 200, asset.contentType, readFileSync(asset.path));
+      return;
+    }
+    send(response, 404, 'text/plain', 'not found: try GET /, /status or /metrics\n');
   });
   server.requestTimeout = 10_000;
   server.maxConnections = 64;

@@ -21,6 +21,7 @@ test('cyclerep demo runs a primary and a secondary and ends with an equal, consi
   const result = cyclerep('demo', '--seconds', '3', '--dir', join(scratch, 'demo'));
   assert.equal(result.status, 0, `${result.stdout}\n${result.stderr}`);
   assert.match(result.stdout, /^cyclerep demo: primary \(this process\) and secondary dr1/);
+  assert.match(result.stdout, /dashboard: http:\/\/127\.0\.0\.1:9180\/ \(primary\)/);
   assert.match(result.stdout, /t= +1s capture \d+ \| dr1 streaming: stored \d+ applied \d+/);
   assert.match(
     result.stdout,
