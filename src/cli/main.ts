@@ -32,8 +32,8 @@ const commands: Record<string, Command> = {
     run: (argv) => daemon('secondary', argv),
   },
   status: {
-    synopsis: 'status [--json] [--url URL]',
-    summary: 'ask a running site (default http://127.0.0.1:9180)',
+    synopsis: 'status [--json] [--url URL] [--watch [SECONDS]]',
+    summary: 'ask a running site (default http://127.0.0.1:9180); --watch redraws every SECONDS (default 1)',
     run: (argv) => status(argv),
   },
   recover: {
@@ -198,11 +198,27 @@ function daemon(role: 'primary' | 'secondary', argv: string[]): Promise<number> 
 
 function status(argv: string[]): Promise<number> {
   try {
+    // --watch takes an optional number: a bare --watch is followed by another option or nothing.
+    const watchAt = argv.indexOf('--watch');
+    const next = watchAt >= 0 ? argv[watchAt + 1] : undefined;
+    const watchValue = next !== undefined && !next.startsWith('--') ? next : undefined;
+    const rest =
+      watchAt >= 0 ? argv.filter((_, i) => i !== watchAt && !(watchValue && i === watchAt + 1)) : argv;
     const { values } = parseArgs({
-      args: argv,
+      args: rest,
       options: { json: { type: 'boolean', default: false }, url: { type: 'string' } },
     });
-    return runStatus(values.url ?? 'http://127.0.0.1:9180', values.json);
+    const watchSeconds = watchAt < 0 ? null : Number(watchValue ?? '1');
+    if (watchSeconds !== null && (!Number.isFinite(watchSeconds) || watchSeconds < 0.1)) {
+      process.stderr.write('cyclerep status: --watch takes a number of seconds, at least 0.1\n');
+      return Promise.resolve(exitCodes.usage);
+    }
+    return runStatus({
+      url: values.url ?? 'http://127.0.0.1:9180',
+      json: values.json,
+      watchSeconds,
+      colour: process.stdout.isTTY === true && !process.env.NO_COLOR,
+    });
   } catch (error) {
     process.stderr.write(`cyclerep status: ${(error as Error).message}\n`);
     return Promise.resolve(exitCodes.usage);

@@ -1,4 +1,9 @@
-/** `cyclerep status [--json] [--url URL]`: the status of a running site, from its HTTP endpoint. */
+/**
+ * `cyclerep status [--json] [--url URL] [--watch [SECONDS]]`: the status of a running site, read from
+ * its HTTP endpoint, as a table in the manner of `drbdadm status` (a line for the site, an indented
+ * line per link), coloured only on a terminal; `--json` prints the endpoint's document unchanged;
+ * `--watch` redraws it until Ctrl-C, with a catch-up bar for each secondary that is behind.
+ */
 import { exitCodes } from './exit-codes.ts';
 
 interface LinkStatus {
@@ -9,50 +14,154 @@ interface LinkStatus {
   lagCycles: number;
   lagBytes: number;
   lagSeconds: number;
+  failures?: number;
+  recoveries?: number;
   lastFailure?: string | null;
 }
 
-interface SiteStatus {
+export interface SiteStatus {
   group: string;
   role: 'primary' | 'secondary';
   name?: string;
   capture?: number;
   closed?: number;
   journalBytes?: number;
+  journalDiskBytes?: number;
+  journalCapacityBytes?: number;
   journalFull?: boolean;
   link?: string;
   stored?: number;
   applied?: number;
+  fault?: { kind: string; message: string } | null;
   secondaries?: LinkStatus[];
 }
 
-export async function runStatus(url: string, json: boolean): Promise<number> {
-  const target = `${url.replace(/\/$/, '')}/status`;
-  let body: SiteStatus;
-  try {
-    const response = await fetch(target, { signal: AbortSignal.timeout(5000) });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    body = (await response.json()) as SiteStatus;
-  } catch (error) {
-    process.stderr.write(`cyclerep status: cannot read ${target}: ${(error as Error).message}\n`);
-    return exitCodes.start;
+export interface StatusOptions {
+  url: string;
+  json: boolean;
+  /** Seconds between redraws, or null for one reading. */
+  watchSeconds: number | null;
+  colour: boolean;
+}
+
+const requestTimeoutMs = 5000;
+
+async function readStatus(target: string): Promise<SiteStatus> {
+  const response = await fetch(target, { signal: AbortSignal.timeout(requestTimeoutMs) });
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return (await response.json()) as SiteStatus;
+}
+
+export async function runStatus(options: StatusOptions): Promise<number> {
+  const target = `${options.url.replace(/\/$/, '')}/status`;
+  if (options.watchSeconds === null) {
+    let body: SiteStatus;
+    try {
+      body = await readStatus(target);
+    } catch (error) {
+      process.stderr.write(`cyclerep status: cannot read ${target}: ${(error as Error).message}\n`);
+      return exitCodes.start;
+    }
+    process.stdout.write(options.json ? `${JSON.stringify(body, null, 2)}\n` : describe(body, options));
+    return exitCodes.ok;
   }
-  process.stdout.write(json ? `${JSON.stringify(body, null, 2)}\n` : describe(body));
+  return watch(target, options, options.watchSeconds);
+}
+
+async function watch(target: string, options: StatusOptions, seconds: number): Promise<number> {
+  const peaks = new Map<string, number>();
+  let stopped = false;
+  process.once('SIGINT', () => {
+    stopped = true;
+  });
+  while (!stopped) {
+    let text: string;
+    try {
+      const body = await readStatus(target);
+      text = options.json ? `${JSON.stringify(body)}\n` : describe(body, options, peaks);
+    } catch (error) {
+      text = `cannot read ${target}: ${(error as Error).message}\n`;
+    }
+    // Home and clear on a terminal; plain successive readings when piped.
+    process.stdout.write(options.colour ? `\x1b[H\x1b[2J${new Date().toISOString()}\n${text}` : text);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  }
   return exitCodes.ok;
 }
 
-export function describe(status: SiteStatus): string {
+const colours = { green: 32, yellow: 33, red: 31, bold: 1, dim: 2 } as const;
+
+function paint(options: { colour: boolean }, colour: keyof typeof colours, text: string): string {
+  return options.colour ? `\x1b[${colours[colour]}m${text}\x1b[0m` : text;
+}
+
+function linkColour(state: string): keyof typeof colours {
+  if (state === 'streaming') return 'green';
+  if (state === 'refused' || state === 'failed') return 'red';
+  return 'yellow';
+}
+
+export function bytes(count: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = count;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** A bar of `width` cells, `done` of 0..1 filled. */
+export function bar(done: number, width = 20): string {
+  const fraction = Math.min(1, Math.max(0, done));
+  const filled = Math.round(fraction * width);
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${Math.floor(fraction * 100)}%`;
+}
+
+/**
+ * The readable view. `peaks` (kept by --watch) holds the largest lag seen per secondary, so that a
+ * secondary catching up shows how much of it is done.
+ */
+export function describe(
+  status: SiteStatus,
+  options: { colour: boolean } = { colour: false },
+  peaks?: Map<string, number>,
+): string {
+  const lines: string[] = [];
+  const fault = status.fault
+    ? `  ${paint(options, 'red', `FAULT ${status.fault.kind}: ${status.fault.message}`)}`
+    : '';
   if (status.role === 'secondary') {
-    return `${status.group}/${status.name}: secondary, link ${status.link}, stored ${status.stored}, applied ${status.applied}\n`;
-  }
-  const lines = [
-    `${status.group}: primary, capture ${status.capture}, closed ${status.closed}, journal ${status.journalBytes} bytes${status.journalFull ? ' (FULL: writes wait)' : ''}`,
-  ];
-  for (const link of status.secondaries ?? []) {
     lines.push(
-      `  ${link.name}: ${link.link}, stored ${link.stored}, applied ${link.applied}, lag ${link.lagCycles} cycles / ${link.lagBytes} bytes / ${link.lagSeconds.toFixed(1)} s` +
-        (link.link !== 'streaming' && link.lastFailure ? ` (last failure: ${link.lastFailure})` : ''),
+      `${paint(options, 'bold', `${status.group}/${status.name}`)} role:secondary stored:${status.stored} applied:${status.applied} journal:${bytes(status.journalBytes ?? 0)}${fault}`,
+      `  primary link:${paint(options, linkColour(status.link ?? ''), status.link ?? 'unknown')}`,
     );
+    return `${lines.join('\n')}\n`;
   }
+  const capacity = status.journalCapacityBytes
+    ? `/${bytes(status.journalCapacityBytes)} (${Math.round(((status.journalDiskBytes ?? 0) / status.journalCapacityBytes) * 100)}%)`
+    : '';
+  lines.push(
+    `${paint(options, 'bold', status.group)} role:primary capture:${status.capture} closed:${status.closed} journal:${bytes(status.journalDiskBytes ?? status.journalBytes ?? 0)}${capacity}${status.journalFull ? paint(options, 'red', ' FULL: writes wait') : ''}${fault}`,
+  );
+  for (const link of status.secondaries ?? []) lines.push(...describeLink(link, options, peaks));
   return `${lines.join('\n')}\n`;
+}
+
+function describeLink(link: LinkStatus, options: { colour: boolean }, peaks?: Map<string, number>): string[] {
+  const lines = [
+    `  ${link.name} link:${paint(options, linkColour(link.link), link.link)} stored:${link.stored} applied:${link.applied} lag:${link.lagCycles} cycles, ${bytes(link.lagBytes)}, ${link.lagSeconds.toFixed(1)} s` +
+      (link.failures ? ` failures:${link.failures}` : '') +
+      (link.recoveries ? ` recoveries:${link.recoveries}` : ''),
+  ];
+  if (link.link !== 'streaming' && link.lastFailure)
+    lines.push(`    ${paint(options, 'dim', `last failure: ${link.lastFailure}`)}`);
+  if (peaks) {
+    const peak = Math.max(peaks.get(link.name) ?? 0, link.lagBytes);
+    peaks.set(link.name, peak);
+    // Worth a bar once the lag is more than a cycle's worth of small writes.
+    if (link.lagCycles > 1 && peak > 0) lines.push(`    catch-up ${bar(1 - link.lagBytes / peak)}`);
+  }
+  return lines;
 }

@@ -1,0 +1,111 @@
+// Proves the readable view of `cyclerep status`: a line for the site and one per link in the
+// manner of `drbdadm status`, every link state a secondary can be in, faults and a full journal
+// called out, colour only when asked for (a terminal), and a catch-up bar under --watch.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { bar, bytes, describe, type SiteStatus } from '../../src/cli/status.ts';
+
+const link = (name: string, state: string, lag: Partial<{ lagCycles: number; lagBytes: number }> = {}) => ({
+  name,
+  link: state,
+  stored: 40,
+  applied: 39,
+  lagCycles: lag.lagCycles ?? 2,
+  lagBytes: lag.lagBytes ?? 3 * 1024 * 1024,
+  lagSeconds: 1.7,
+  failures: state === 'streaming' ? 0 : 3,
+  recoveries: 1,
+  lastFailure: state === 'streaming' ? null : 'no frame for 5000 ms',
+});
+
+const primary: SiteStatus = {
+  group: 'demo',
+  role: 'primary',
+  capture: 42,
+  closed: 41,
+  journalBytes: 1 << 20,
+  journalDiskBytes: 2 << 20,
+  journalCapacityBytes: 1 << 30,
+  journalFull: false,
+  fault: null,
+  secondaries: ['streaming', 'connecting', 'idle', 'refused', 'failed'].map((state, i) =>
+    link(`dr${i + 1}`, state),
+  ),
+};
+
+test('a primary shows one line for itself and one per secondary, whatever state each link is in', () => {
+  const text = describe(primary);
+  const lines = text.trimEnd().split('\n');
+  assert.equal(lines[0], 'demo role:primary capture:42 closed:41 journal:2.0 MiB/1.0 GiB (0%)');
+  assert.equal(
+    lines[1],
+    '  dr1 link:streaming stored:40 applied:39 lag:2 cycles, 3.0 MiB, 1.7 s recoveries:1',
+  );
+  for (const state of ['connecting', 'idle', 'refused', 'failed'])
+    assert.match(
+      text,
+      new RegExp(
+        `link:${state} stored:40 applied:39 lag:2 cycles, 3\\.0 MiB, 1\\.7 s failures:3 recoveries:1\\n {4}last failure: no frame for 5000 ms`,
+      ),
+    );
+  assert.doesNotMatch(text, /\x1b\[/, 'no colour unless asked');
+});
+
+test('colour marks streaming green, connecting and idle yellow, refused and failed red', () => {
+  const text = describe(primary, { colour: true });
+  assert.match(text, /link:\x1b\[32mstreaming\x1b\[0m/);
+  assert.match(text, /link:\x1b\[33mconnecting\x1b\[0m/);
+  assert.match(text, /link:\x1b\[33midle\x1b\[0m/);
+  assert.match(text, /link:\x1b\[31mrefused\x1b\[0m/);
+  assert.match(text, /link:\x1b\[31mfailed\x1b\[0m/);
+});
+
+test('a full journal and a storage fault are called out on the site line', () => {
+  const text = describe({
+    ...primary,
+    journalFull: true,
+    fault: { kind: 'disk-full', message: 'ENOSPC writing 0000000000000003.seg' },
+  });
+  assert.match(
+    text.split('\n')[0] ?? '',
+    / FULL: writes wait {2}FAULT disk-full: ENOSPC writing 0000000000000003\.seg$/,
+  );
+});
+
+test('a secondary shows its cycles, journal and the state of its link to the primary', () => {
+  for (const state of ['streaming', 'idle']) {
+    const text = describe({
+      group: 'demo',
+      role: 'secondary',
+      name: 'dr1',
+      link: state,
+      stored: 9,
+      applied: 8,
+      journalBytes: 4096,
+    });
+    assert.equal(
+      text,
+      `demo/dr1 role:secondary stored:9 applied:8 journal:4.0 KiB\n  primary link:${state}\n`,
+    );
+  }
+});
+
+test('under --watch a secondary behind by more than a cycle gets a catch-up bar from its largest lag', () => {
+  const peaks = new Map<string, number>();
+  const behind = (lagBytes: number) => ({
+    ...primary,
+    secondaries: [link('dr1', 'streaming', { lagCycles: 5, lagBytes })],
+  });
+  assert.match(describe(behind(800), { colour: false }, peaks), /catch-up \[\.{20}\] 0%/);
+  assert.match(describe(behind(200), { colour: false }, peaks), /catch-up \[#{15}\.{5}\] 75%/);
+  const caughtUp = { ...primary, secondaries: [link('dr1', 'streaming', { lagCycles: 1, lagBytes: 10 })] };
+  assert.doesNotMatch(describe(caughtUp, { colour: false }, peaks), /catch-up/);
+});
+
+test('sizes and bars read as people expect', () => {
+  assert.equal(bytes(512), '512 B');
+  assert.equal(bytes(1536), '1.5 KiB');
+  assert.equal(bytes(5 * 1024 ** 3), '5.0 GiB');
+  assert.equal(bar(0.5, 10), '[#####.....] 50%');
+  assert.equal(bar(1.2, 4), '[####] 100%');
+});
