@@ -191,7 +191,8 @@ export class PrimaryNode {
         logger,
         () => node.tlsMaterial?.context ?? null,
       );
-    if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
+    if (config.http)
+      node.http = await startStatusServer(config.http.listen, () => node.status(), config.http);
     logLinkSecurity(config, logger);
     node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
     node.timer = setInterval(

@@ -109,7 +109,8 @@ export class SecondaryNode {
     await listenOn(node.server, config.listen);
     logLinkSecurity(config, logger);
     node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
-    if (config.http) node.http = await startStatusServer(config.http.listen, () => node.status());
+    if (config.http)
+      node.http = await startStatusServer(config.http.listen, () => node.status(), config.http);
     if (config.nbd)
       node.nbd = await startNbdServer(
         config.nbd,
