@@ -114,7 +114,14 @@ export async function startNbdServer(
       return;
     }
     handshaking++;
-    let stage: 'handshake' | 'transmission' = 'handshake';
+    let stage: 'handshake' | 'transmission' | 'closed' = 'handshake';
+    // Once per client, whichever of the plain socket and its TLS session reports the close.
+    const onClosed = (): void => {
+      if (stage === 'handshake') handshaking--;
+      else if (stage === 'transmission') transmitting--;
+      stage = 'closed';
+      connection.onTransportClosed();
+    };
     socket.setNoDelay(true);
     // The socket replies go to: the plain one, or the TLS session STARTTLS made of it.
     let transport: Socket = socket;
@@ -154,6 +161,7 @@ export async function startNbdServer(
             secureContext: createSecureContext(context),
           });
           transport = secure;
+          secure.on('close', onClosed);
           secure.on('secure', () => connection.onTlsReady());
           secure.on('data', (chunk: Buffer) => connection.onData(chunk));
           secure.on('error', (error) => {
@@ -184,11 +192,7 @@ export async function startNbdServer(
     );
     socket.on('data', onPlainData);
     socket.on('error', (error) => flood.warn('nbd-client-error', { client, reason: error.message }));
-    socket.on('close', () => {
-      if (stage === 'handshake') handshaking--;
-      else transmitting--;
-      connection.onTransportClosed();
-    });
+    socket.on('close', onClosed);
   });
   // A last guard: the two kinds of connection together; each is bounded on its own above.
   server.maxConnections = connectionsMax + handshakesMax;
