@@ -13,7 +13,10 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { afterEach, test } from 'node:test';
-import { commandFlags, commands, nbdErrors } from '../../src/nbd/protocol.ts';
+import { commandFlags, commands, nbdErrors, replies } from '../../src/nbd/protocol.ts';
+import { startNbdServer } from '../../src/nbd/server.ts';
+import { createLogger } from '../../src/ops/logger.ts';
+import { memoryExport } from '../unit/nbd-client.ts';
 import { freePort, type Site, sleep, status, Workspace } from './harness.ts';
 import { RawNbdClient, requestHeader } from './nbd-raw-client.ts';
 
@@ -138,6 +141,54 @@ test('idle NBD sockets neither keep a real client out nor stall /status; they ar
   const crowd = await idleSockets(nbdPort, 8, true);
   await allClosed(crowd, 20_000);
   qemuWriteAndRead(nbdPort, 0x6b, '64k', '64k');
+});
+
+test('at handshakesMax the next socket is closed unheard; at connectionsMax the next GO is refused with the reason', {
+  timeout: 30_000,
+}, async () => {
+  const port = await freePort();
+  const events: string[] = [];
+  const logger = createLogger({
+    site: 'test',
+    format: 'json',
+    write: (line) => events.push(JSON.parse(line).event as string),
+  });
+  const server = await startNbdServer(
+    { listen: `127.0.0.1:${port}`, handshakesMax: 2, connectionsMax: 1, handshakeTimeoutMs: 60_000 },
+    () => [memoryExport('data', 1 << 20)],
+    logger,
+  );
+  try {
+    const idlers = await idleSockets(port, 2, true);
+    const third = await RawNbdClient.open(port);
+    assert.ok(await third.closedWithin(15_000), 'a third socket in the handshake is closed');
+    assert.ok(events.includes('nbd-connection-refused'));
+    idlers[0]?.destroy();
+    // The slot is free once the server has seen the close.
+    let served: RawNbdClient | null = null;
+    for (let attempt = 0; !served; attempt++) {
+      assert.ok(attempt < 200, 'a handshake slot came free');
+      const client = await RawNbdClient.open(port);
+      try {
+        await client.handshake('data');
+        served = client;
+      } catch {
+        client.destroy();
+        await sleep(50);
+      }
+    }
+    const second = await RawNbdClient.open(port);
+    await second.greet();
+    const refusal = await second.go('data');
+    assert.equal(refusal.type, replies.errorPolicy);
+    assert.match(refusal.message, /1 clients already served \(nbd\.connectionsMax\)/);
+    served.request(commands.read, 1, 0, 4096);
+    assert.deepEqual(await served.simpleReply(4096), [1, 0], 'the served client is undisturbed');
+    for (const client of [served, second]) client.destroy();
+    for (const idler of idlers) idler.destroy();
+  } finally {
+    server.close();
+  }
 });
 
 test('idle sockets on the status port are closed after http.requestTimeoutMs, and /status answers again', {

@@ -69,6 +69,13 @@ export class RawNbdClient {
   /** The whole handshake: greeting, NBD_OPT_GO for `name`, replies up to the ACK. */
   async handshake(name: string): Promise<void> {
     await this.greet();
+    const final = await this.go(name);
+    if (final.type !== replies.ack)
+      throw new Error(`GO refused with reply type ${final.type}: ${final.message}`);
+  }
+
+  /** Sends NBD_OPT_GO for `name` and reads its replies up to the final one (ACK or an error). */
+  async go(name: string): Promise<{ type: number; message: string }> {
     const encoded = Buffer.from(name);
     const option = Buffer.alloc(16 + 4 + encoded.length + 2);
     option.writeBigUInt64BE(optionMagic, 0);
@@ -80,9 +87,8 @@ export class RawNbdClient {
     for (;;) {
       const header = await this.read(20);
       const type = header.readUInt32BE(12);
-      await this.read(header.readUInt32BE(16));
-      if (type === replies.ack) return;
-      if (type >= 2 ** 31) throw new Error(`GO refused with reply type ${type}`);
+      const payload = await this.read(header.readUInt32BE(16));
+      if (type === replies.ack || type >= 2 ** 31) return { type, message: payload.toString() };
     }
   }
 
