@@ -196,7 +196,7 @@ export class PrimaryNode {
         () => node.tlsMaterial?.context ?? null,
       );
     if (config.http)
-      node.http = await startStatusServer(config.http.listen, () => node.status(), node.metrics);
+      node.http = await startStatusServer(config.http.listen, () => node.status(), config.http, node.metrics);
     logLinkSecurity(config, logger);
     node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
     node.timer = setInterval(

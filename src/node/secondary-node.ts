@@ -114,7 +114,7 @@ export class SecondaryNode {
     logLinkSecurity(config, logger);
     node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
     if (config.http)
-      node.http = await startStatusServer(config.http.listen, () => node.status(), node.metrics);
+      node.http = await startStatusServer(config.http.listen, () => node.status(), config.http, node.metrics);
     if (config.nbd)
       node.nbd = await startNbdServer(
         config.nbd,

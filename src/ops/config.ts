@@ -41,12 +41,26 @@ const address = z
     message: 'expected host:port or a Unix socket path',
   });
 
-const listener = z.strictObject({ listen: address });
+const milliseconds = (defaultMs: number) => z.number().int().min(100).max(600_000).default(defaultMs);
+
+/** GET /status: where, and the bounds that keep idle or slow clients from holding it. */
+const http = z.strictObject({
+  listen: address,
+  /** Connections open at once; further ones are closed by Node until some end. */
+  connectionsMax: z.number().int().min(1).max(1024).default(64),
+  /** A request's headers and body must arrive within this; an idle keep-alive connection ends sooner. */
+  requestTimeoutMs: milliseconds(5000),
+});
 
 /** The NBD front door: where it listens and the bounds on what clients may ask of it. */
 const nbd = z.strictObject({
   listen: address,
+  /** Clients in transmission at once; one more is refused when it picks an export. */
   connectionsMax: z.number().int().min(1).max(1024).default(64),
+  /** Clients in the handshake at once, apart from those served; more are closed on arrival. */
+  handshakesMax: z.number().int().min(1).max(1024).default(16),
+  /** Greeting to transmission; a client still haggling then is closed. */
+  handshakeTimeoutMs: milliseconds(10_000),
   requestsInFlightPerConnection: z.number().int().min(1).max(1024).default(64),
   requestsInFlightTotal: z.number().int().min(1).max(65536).default(256),
   /** Client addresses or IPv4/IPv6 subnets (a.b.c.d/n) allowed to connect; absent: any. */
@@ -67,6 +81,18 @@ const nbd = z.strictObject({
   requestSizeMax: size
     .default(32 * 1024 * 1024)
     .refine((bytes) => bytes >= 4096 && bytes <= 32 * 1024 * 1024, 'between 4KiB and 32MiB'),
+  /** Write payloads and read replies held across every client, reserved before they are read or made. */
+  requestBytesInFlightMax: size
+    .default(256 * 1024 * 1024)
+    .refine((bytes) => bytes >= 8 * 1024 ** 2 && bytes <= 64 * 1024 ** 3, 'between 8MiB and 64GiB'),
+  /** From a WRITE header to its last payload byte; a client that stalls is closed and its bytes freed. */
+  requestPayloadTimeoutMs: milliseconds(30_000),
+  /** Reply bytes a client has not taken beyond which its requests are not read. */
+  replyBytesQueuedMax: size
+    .default(64 * 1024 * 1024)
+    .refine((bytes) => bytes >= 64 * 1024 && bytes <= 4 * 1024 ** 3, 'between 64KiB and 4GiB'),
+  /** A client whose unsent replies make no progress for this long is closed. */
+  replyTimeoutMs: milliseconds(30_000),
 });
 
 const link = z
@@ -103,7 +129,7 @@ const common = {
   group: name,
   dataDir: z.string().min(1),
   blockSize: size.default(4096),
-  http: listener.optional(),
+  http: http.optional(),
   log: z.strictObject({ format: z.enum(['json', 'pretty']).default('json') }).optional(),
   link,
   tls: tls.optional(),
@@ -218,6 +244,10 @@ function checkRelations(config: FileConfig, source: string): void {
   if (config.link.reconnectMaxMs < config.link.reconnectMinMs)
     problems.push('link.reconnectMaxMs: below link.reconnectMinMs');
   problems.push(...checkLinkSecurity(config));
+  if (config.nbd && config.nbd.requestBytesInFlightMax < config.nbd.requestSizeMax)
+    problems.push(
+      'nbd.requestBytesInFlightMax: below nbd.requestSizeMax, so the largest request could never be served',
+    );
   if (config.nbd && config.nbd.tls !== 'off' && !config.tls)
     problems.push(`nbd.tls: ${config.nbd.tls} needs the tls section (its cert and key serve STARTTLS)`);
   if (config.role === 'primary') {

@@ -268,11 +268,12 @@ export const fuzzNbd: FuzzTarget = (random) => {
   const bytes = random.chance(0.1)
     ? Uint8Array.from({ length: random.int(400) }, () => random.int(256))
     : mutate(random, nbdSession);
-  const connection = new NbdConnection(new Map([['data', nbdExport]]), {
-    send: () => {},
+  const connection: NbdConnection = new NbdConnection(new Map([['data', nbdExport]]), {
+    send: (_bytes, sent) => sent?.(),
     close: () => {},
     pause: () => {},
     log: () => {},
+    warn: () => {},
     startTls: () => connection.onTlsReady(),
   });
   for (const chunk of chunks(random, bytes)) connection.onData(chunk);
