@@ -1,12 +1,22 @@
 /** `cyclerep primary|secondary --config F`: load and check the config, run the site until a signal. */
-import { ConfigError } from '../core/errors.ts';
+import { ConfigError, damagedDataCodes, StorageError } from '../core/errors.ts';
 import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { type FileConfig, loadConfig } from '../ops/config.ts';
 import { createLogger, type LogFormat } from '../ops/logger.ts';
 
-/** Exit codes: 0 clean stop, 2 bad usage or configuration, 3 storage failure, 4 could not start. */
-export const exitCodes = { ok: 0, usage: 2, storage: 3, start: 4 } as const;
+/**
+ * Exit codes: 0 clean stop, 2 bad usage or configuration, 3 storage failure, 4 could not start,
+ * 5 damaged, missing or foreign data on disk found at start (nothing changed; an operator must look).
+ */
+export const exitCodes = { ok: 0, usage: 2, storage: 3, start: 4, damaged: 5 } as const;
+
+/** Damaged data found at start (exit 5); any other failure to start is exit 4. */
+export function startFailureCode(error: unknown): number {
+  return error instanceof StorageError && damagedDataCodes.has(error.code)
+    ? exitCodes.damaged
+    : exitCodes.start;
+}
 
 export async function runDaemon(
   role: 'primary' | 'secondary',
@@ -51,7 +61,7 @@ export async function runDaemon(
         : await SecondaryNode.start(config, logger, onFatal);
   } catch (error) {
     logger.error('start-failed', { reason: (error as Error).message });
-    return exitCodes.start;
+    return startFailureCode(error);
   }
   const stop = (signal: string): void => {
     logger.info('stopping', { signal });
