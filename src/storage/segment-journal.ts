@@ -112,6 +112,8 @@ export class SegmentJournal<R> {
   /** Set by close(): no durable frame after the last sync, the close frame ends the segment. */
   private closing = false;
   private pending: PendingAppend[] = [];
+  /** Bytes of the frames in `pending`. */
+  private queuedBytes = 0;
   /** Writes and rollovers run one at a time, in order. */
   private chain: Promise<void> = Promise.resolve();
   /**
@@ -229,9 +231,12 @@ export class SegmentJournal<R> {
     await syncDirectory(this.options.directory);
   }
 
-  /** Bytes of all segments on disk. */
+  /**
+   * Bytes of all segments on disk and of the frames queued for them: a bound on the journal's size
+   * must count what was accepted, not only what the disk has caught up with.
+   */
   get bytes(): number {
-    return this.segments.reduce((sum, segment) => sum + segment.bytes, 0);
+    return this.segments.reduce((sum, segment) => sum + segment.bytes, this.queuedBytes);
   }
 
   get segmentCount(): number {
@@ -261,6 +266,7 @@ export class SegmentJournal<R> {
     );
     const done = new Promise<void>((resolve, reject) => {
       this.pending.push({ kind, body, cycle, resolve, reject });
+      this.queuedBytes += journalFrameHeaderBytes + body.length;
     });
     if (!this.flushQueued) {
       this.flushQueued = true;
@@ -304,6 +310,7 @@ export class SegmentJournal<R> {
         cause,
       });
       for (const append of [...batch, ...this.pending.splice(0)]) append.reject(this.failure);
+      this.queuedBytes = 0;
       throw this.failure;
     }
   }
@@ -353,7 +360,9 @@ export class SegmentJournal<R> {
       room -= frameBytes;
       count++;
     }
-    return this.pending.splice(0, count);
+    const batch = this.pending.splice(0, count);
+    for (const append of batch) this.queuedBytes -= journalFrameHeaderBytes + append.body.length;
+    return batch;
   }
 
   /** A full segment is made durable and closed before the next one starts. */
