@@ -173,8 +173,9 @@ function readState(directory: string, role: JournalRole): JournalState | null {
 }
 
 /**
- * The last segment, one past what journal.state records, holding no more than a header that did
- * not check out: created by a crash before its header was durable, so it never held a frame.
+ * The last segment, one past what journal.state records, no longer than a header: a crash cut its
+ * creation short (its header not durable, or journal.state not yet naming it when there was none),
+ * and no frame is written before both are, so it never held one.
  */
 function tornAtCreation(
   directory: string,
@@ -187,8 +188,9 @@ function tornAtCreation(
   const size = statSync(path).size;
   if (number !== (state?.last ?? 0) + 1 || size > segmentHeaderBytes) return null;
   const decoded = decodeBlock(segmentMagic, role, readFileSync(path), 'segment header');
-  if (!('problem' in decoded)) return null;
-  return { path, offset: 0, reason: decoded.problem, bytesDropped: size, removeFile: true };
+  if (!('problem' in decoded) && state) return null;
+  const reason = 'problem' in decoded ? decoded.problem : `created, but ${stateFileName} was never written`;
+  return { path, offset: 0, reason, bytesDropped: size, removeFile: true };
 }
 
 /** Segment numbers run without a gap from at most `floor` to at least `last` of journal.state. */

@@ -123,6 +123,12 @@ test('case 3: a segment deleted from the middle of the primary journal is refuse
     middle,
   );
   assert.match(reason, /missing/);
+  // The offline recover refuses the same way, changing nothing.
+  const before = hashes(workspace.path('primary'));
+  const recovered = workspace.recover('primary');
+  assert.equal(recovered.status, damagedExitCode, recovered.output);
+  assert.ok(recovered.output.includes(middle), recovered.output);
+  assert.deepEqual(hashes(workspace.path('primary')), before);
 });
 
 test("case 6: a byte flipped in the secondary's journal after a clean stop is refused (exit 5)", {

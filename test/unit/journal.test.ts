@@ -403,6 +403,25 @@ test('a newest segment whose header never became durable is removed; nothing was
   }
 });
 
+test('a first segment whose creation a crash cut short before journal.state existed is removed', async () => {
+  const directory = tempDir();
+  try {
+    const { journal } = openPrimary(directory);
+    await journal.append(record(0));
+    await journal.close();
+    const [path] = segmentPaths(directory) as [string];
+    // The header alone, durable, and no journal.state yet: the state of a crash inside creation.
+    writeFileSync(path, readFileSync(path).subarray(0, segmentHeaderBytes));
+    rmSync(join(directory, 'journal.state'));
+    const reopened = openPrimary(directory);
+    assert.equal(reopened.report.cut?.removeFile, true);
+    assert.deepEqual(reopened.records, []);
+    await reopened.journal.close();
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
 /** A journal of 4 KiB segments holding six closed cycles of four writes each. */
 async function sixClosedCycles(
   directory: string,
