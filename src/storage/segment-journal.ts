@@ -433,9 +433,10 @@ export class SegmentJournal<R> {
   }
 
   /**
-   * Deletes every segment, except the current one, whose cycles are all at or below `cycle`, oldest
-   * first, off the event loop (unlinking 64 MiB of cached pages takes milliseconds). Deletion stops
-   * at the first failure, which rejects: a newer segment gone while an older one stayed would let a
+   * Deletes the oldest segments whose cycles are all at or below `cycle`, up to the first one that
+   * is not or is the current one, off the event loop (unlinking 64 MiB of cached pages takes
+   * milliseconds). journal.state names the new floor before the first file goes. Deletion stops at
+   * the first failure, which rejects: a newer segment gone while an older one stayed would let a
    * redo bring back old data.
    */
   async deleteUpTo(cycle: number): Promise<number> {
