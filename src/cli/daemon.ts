@@ -4,7 +4,7 @@ import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { type FileConfig, loadConfig } from '../ops/config.ts';
 import { createLogger, type LogFormat } from '../ops/logger.ts';
-import { exitCodes } from './exit-codes.ts';
+import { exitCodes, startFailureCode } from './exit-codes.ts';
 
 export async function runDaemon(
   role: 'primary' | 'secondary',
@@ -49,7 +49,7 @@ export async function runDaemon(
         : await SecondaryNode.start(config, logger, onFatal);
   } catch (error) {
     logger.error('start-failed', { reason: (error as Error).message });
-    return exitCodes.start;
+    return startFailureCode(error);
   }
   const stop = (signal: string): void => {
     logger.info('stopping', { signal });

@@ -7,7 +7,7 @@ import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { createLogger } from '../ops/logger.ts';
 import { readSiteFile, siteFilePath } from '../storage/site-file.ts';
-import { exitCodes } from './exit-codes.ts';
+import { exitCodes, startFailureCode } from './exit-codes.ts';
 
 export async function runRecover(dataDir: string | undefined): Promise<number> {
   if (!dataDir) {
@@ -39,7 +39,8 @@ export async function runRecover(dataDir: string | undefined): Promise<number> {
     }
   } catch (error) {
     logger.error('recover-failed', { reason: (error as Error).message });
-    return exitCodes.storage;
+    // Damage found while opening is refused like at a site's start: nothing changed, exit 5.
+    return startFailureCode(error) === exitCodes.damaged ? exitCodes.damaged : exitCodes.storage;
   }
   return failure ? exitCodes.storage : exitCodes.ok;
 }

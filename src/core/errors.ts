@@ -70,6 +70,12 @@ export class WriteError extends CyclerepError {
 
 export type StorageErrorCode = 'journal-corrupt' | 'volume-size-mismatch' | 'storage-io';
 
+/**
+ * Codes of data on disk found damaged, missing or foreign at start: the site refuses to start with
+ * exit code 5 and changes nothing; an operator must look.
+ */
+export const damagedDataCodes: ReadonlySet<string> = new Set<StorageErrorCode>(['journal-corrupt']);
+
 /** The environment failed us: a damaged journal, a volume file of the wrong size, an I/O error. */
 export class StorageError extends CyclerepError {
   declare readonly code: StorageErrorCode;

@@ -16,9 +16,10 @@ import { encodeFrame, type Frame, FrameDecoder, frameHeaderBytes } from '../../s
 import type { Random } from '../../src/sim/random.ts';
 import {
   decodeRecords,
+  encodeJournalFrame,
   encodeRecord,
+  journalFrameHeaderBytes,
   primaryRecordCodec,
-  recordHeaderBytes,
   secondaryRecordCodec,
 } from '../../src/storage/record-codec.ts';
 
@@ -148,7 +149,7 @@ function mutatedFrame(random: Random): Uint8Array {
   if (random.chance(0.2)) return mutate(random, encoded);
   const header = encoded.slice(0, frameHeaderBytes);
   if (random.chance(0.2)) header[4] = 1 + random.int(9); // another (or an unknown) frame type
-  return resealFrame(concat([header, mutate(random, encoded.subarray(frameHeaderBytes))]));
+  return resealFrame(concat([header, mutate(random, encoded.subarray(journalFrameHeaderBytes))]));
 }
 
 export const fuzzFrames: FuzzTarget = (random) => {
@@ -306,12 +307,7 @@ const secondaryCorpus: SecondaryRecord[] = [
 
 /** Recomputes each record's length and CRC after its body was changed. */
 function resealRecord(body: Uint8Array): Uint8Array {
-  const bytes = new Uint8Array(recordHeaderBytes + body.length);
-  const view = new DataView(bytes.buffer);
-  view.setUint32(0, body.length);
-  bytes.set(body, recordHeaderBytes);
-  view.setUint32(4, crc32c(body, crc32c(bytes.subarray(0, 4))));
-  return bytes;
+  return encodeJournalFrame('record', { sequence: 1, durable: 0 }, body);
 }
 
 export const fuzzRecords: FuzzTarget = (random) => {
@@ -325,7 +321,7 @@ export const fuzzRecords: FuzzTarget = (random) => {
       : encodeRecord(secondaryRecordCodec, record as SecondaryRecord);
     if (random.chance(0.6)) return encoded;
     if (random.chance(0.3)) return mutate(random, encoded);
-    return resealRecord(mutate(random, encoded.subarray(recordHeaderBytes)));
+    return resealRecord(mutate(random, encoded.subarray(journalFrameHeaderBytes)));
   });
   const bytes = concat(parts);
   const decoded = primary
