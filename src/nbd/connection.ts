@@ -4,7 +4,7 @@
  * per connection and across the server (RequestBudget, in requests and bytes), and replies may
  * leave out of order, each carrying its request's cookie. A request holds its budget from its
  * header until its reply has left the socket; a client that stalls in the handshake, in a payload
- * or in reading its replies is closed after a timeout. Out-of-range or misaligned requests and
+ * or in reading its replies is closed after a timeout. Out-of-range requests and
  * flags not allowed fail alone with NBD_EINVAL (NBD_ENOSPC for a write past the end); a protocol
  * violation ends this connection only; a refused write's payload is still read (and dropped), so
  * the stream stays in step.
@@ -440,8 +440,6 @@ export class NbdConnection {
       const message = `${name} of ${length} bytes at ${offset} is past the end of ${found.name} (${found.sizeBytes} bytes)`;
       return refuse(writes ? nbdErrors.ENOSPC : nbdErrors.EINVAL, message);
     }
-    if (offset % found.blockBytes !== 0 || length % found.blockBytes !== 0)
-      return refuse(nbdErrors.EINVAL, `${name} not aligned to the block size ${found.blockBytes}`);
     if ((type === commands.read || type === commands.write) && length > this.limits.requestBytesMax)
       return refuse(nbdErrors.EINVAL, `${name} of ${length} bytes, at most ${this.limits.requestBytesMax}`);
     if (type === commands.blockStatus) {

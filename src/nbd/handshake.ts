@@ -129,11 +129,13 @@ export class Handshake {
     exportView.setBigUint64(2, BigInt(found.sizeBytes));
     exportView.setUint16(10, flagsOf(found));
     this.send(optionReply(code, replies.info, exportInfo));
-    // Whole blocks only: the minimum is the block size, so clients align (qemu honours it).
+    // Any byte offset and length is served (unaligned.ts: read-modify-write of partial blocks), so
+    // the minimum is 1 and clients that never ask (the spec's default) work unchanged; whole blocks
+    // are preferred, since a partial one costs a read before its write.
     const blockInfo = new Uint8Array(14);
     const blockView = new DataView(blockInfo.buffer);
     blockView.setUint16(0, infoTypes.blockSize);
-    blockView.setUint32(2, found.blockBytes);
+    blockView.setUint32(2, 1);
     blockView.setUint32(6, Math.max(found.blockBytes, 4096));
     blockView.setUint32(10, this.limits.requestBytesMax);
     this.send(optionReply(code, replies.info, blockInfo));

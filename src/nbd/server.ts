@@ -7,6 +7,7 @@ import { RequestBudget } from './budget.ts';
 import { NbdConnection } from './connection.ts';
 import { defaultNbdLimits, type NbdExport, type NbdLimits } from './export.ts';
 import type { NbdTlsMode } from './handshake.ts';
+import { byteGranular } from './unaligned.ts';
 
 /** The `nbd` config section: where to listen and the bounds on what clients may ask. */
 export interface NbdServerOptions {
@@ -69,6 +70,18 @@ export async function startNbdServer(
   /** The certificate and key STARTTLS serves with; asked at each upgrade, so a reload applies. */
   tlsContext: () => SecureContextOptions | null = () => null,
 ): Promise<Server> {
+  // One byte-granular wrapper per export, shared by every connection: its block-range lock is what
+  // orders a read-modify-write against writes to the same blocks from other connections.
+  const granular = new Map<string, NbdExport>();
+  const exportsNow = (): NbdExport[] =>
+    exportsOf().map((found) => {
+      let wrapped = granular.get(found.name);
+      if (!wrapped || wrapped.sizeBytes !== found.sizeBytes) {
+        wrapped = byteGranular(found);
+        granular.set(found.name, wrapped);
+      }
+      return wrapped;
+    });
   const limits: NbdLimits = {
     ...defaultNbdLimits,
     requestsInFlightMax: options.requestsInFlightPerConnection ?? defaultNbdLimits.requestsInFlightMax,
@@ -133,7 +146,7 @@ export async function startNbdServer(
     };
     const onPlainData = (chunk: Buffer): void => connection.onData(chunk);
     const connection: NbdConnection = new NbdConnection(
-      new Map(exportsOf().map((found) => [found.name, found])),
+      new Map(exportsNow().map((found) => [found.name, found])),
       {
         send: (bytes, sent) => {
           // A destroyed socket emits 'close', and the connection gives back what it holds then.
@@ -203,7 +216,7 @@ export async function startNbdServer(
   logger.info('nbd-listening', {
     listen: options.listen,
     tls: tlsMode,
-    exports: exportsOf()
+    exports: exportsNow()
       .map((found) => found.name)
       .join(','),
   });
