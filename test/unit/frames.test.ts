@@ -19,7 +19,7 @@ import {
 const samples: Frame[] = [
   {
     type: 'hello',
-    protocolVersion: 1,
+    protocolVersion: 2,
     sessionId: 0xdeadbeef,
     connectionIndex: 1,
     connectionCount: 3,
@@ -29,8 +29,10 @@ const samples: Frame[] = [
       { name: 'data', sizeBytes: 2 ** 40 },
       { name: 'log', sizeBytes: 256 * 1024 * 1024 },
     ],
+    primarySite: 'c'.repeat(32),
+    generations: [{ id: 'd'.repeat(32), startedAt: 1, primarySite: 'c'.repeat(32) }],
   },
-  { type: 'welcome', protocolVersion: 1, sessionId: 7, secondary: 'dr1', stored: 2 ** 53 - 1, applied: 41 },
+  { type: 'welcome', protocolVersion: 2, sessionId: 7, secondary: 'dr1', stored: 2 ** 53 - 1, applied: 41 },
   { type: 'error', code: 'group-mismatch', message: 'group "a" offered, this site is of group "b"' },
   {
     type: 'data',
@@ -181,7 +183,7 @@ test('a name over nameBytesMax is refused when encoding, naming the field', () =
     () =>
       encodeFrame({
         type: 'welcome',
-        protocolVersion: 1,
+        protocolVersion: 2,
         sessionId: 1,
         secondary: 'x'.repeat(65),
         stored: 0,
