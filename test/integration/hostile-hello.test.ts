@@ -2,7 +2,8 @@
 // file of it, and that every refusal is answered with an ERROR frame: hand-crafted hellos over a raw
 // TCP socket to a real secondary process (no volumes configured, so it would take them from the
 // hello) naming a volume "../../x" get `hello-invalid` and no file appears outside the data dir; a
-// hello of group "other" gets `group-mismatch` naming both groups. A real primary of another group
+// hello of group "other" gets `group-mismatch` naming both groups, one of protocol 1
+// `version-unsupported`. A real primary of another group
 // is told the same, shows the refusal in its status and keeps retrying (at its longest backoff: see
 // the unit test in primary.test.ts).
 import assert from 'node:assert/strict';
@@ -97,9 +98,14 @@ test('a hello naming a volume "../../x" or of another group is refused with an E
   assert.equal(otherGroup.code, 'group-mismatch');
   assert.equal(otherGroup.message, 'group "other" offered, this site is of group "it"');
   assert.equal(existsSync(workspace.path('dr1', 'volumes')), false);
+
+  // A primary of protocol 1 (no identity in its hello) is told which versions differ.
+  const oldPrimary = await answerTo(secondary.port, hello({ protocolVersion: 1 }));
+  assert.equal(oldPrimary.code, 'version-unsupported');
+  assert.equal(oldPrimary.message, 'hello of protocol 1, this site speaks 2');
   assert.deepEqual(
     dr1.events('primary-refused').map((event) => event.code),
-    ['hello-invalid', 'hello-invalid', 'group-mismatch'],
+    ['hello-invalid', 'hello-invalid', 'group-mismatch', 'version-unsupported'],
   );
   assert.deepEqual(readdirSync(workspace.dir).sort(), ['dr1.yaml']);
 });
