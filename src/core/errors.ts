@@ -23,7 +23,9 @@ export type ProtocolErrorCode =
   | 'unexpected-frame'
   | 'cycle-out-of-order'
   | 'packet-invalid'
-  | 'cycle-digest-mismatch';
+  | 'cycle-digest-mismatch'
+  /** A hello of another protocol version: its layout cannot be read, so it is refused by its version. */
+  | 'version-unsupported';
 
 /** The peer sent bytes or frames that break the site-to-site protocol. The link fails. */
 export class ProtocolError extends CyclerepError {
@@ -38,7 +40,11 @@ export type HandshakeErrorCode =
   | 'group-mismatch'
   | 'block-size-mismatch'
   | 'volumes-mismatch'
-  | 'journal-gap';
+  | 'journal-gap'
+  /** A name, size or identity in the hello breaks the rules a config must follow. */
+  | 'hello-invalid'
+  /** The hello comes from a primary site or generation other than the one this secondary follows. */
+  | 'primary-mismatch';
 
 /** The peers are not of one group, or cannot continue from where they are. Retrying will not help. */
 export class HandshakeError extends CyclerepError {

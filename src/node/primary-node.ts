@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { type ConnectionOptions, connect as connectTls } from 'node:tls';
 import { CyclerepError } from '../core/errors.ts';
 import { FoldIndex } from '../core/fold.ts';
+import { currentGeneration, type PrimaryIdentity, type SiteId } from '../core/identity.ts';
 import { limits } from '../core/limits.ts';
 import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
 import type { PrimaryRecord } from '../core/records.ts';
@@ -34,6 +35,7 @@ import { writeSiteFile } from '../storage/site-file.ts';
 import { VolumeFile } from '../storage/volume-file.ts';
 import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
 import { linkTimingsOf } from './secondary-node.ts';
+import { loadPrimaryIdentity } from './site-identity.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
 /** Writes waiting for journal space at most; beyond, a write is refused with journal-full. */
@@ -81,6 +83,9 @@ export class PrimaryNodeError extends CyclerepError {
 }
 
 export interface PrimaryNodeStatus extends PrimaryStatus {
+  /** This site's identity and the generation it is primary of (what secondaries bind to). */
+  site: SiteId;
+  generation: string;
   journalFiles: number;
   journalCapacityBytes: number;
   journalDiskBytes: number;
@@ -133,6 +138,7 @@ export class PrimaryNode {
   private constructor(
     private readonly config: PrimaryFileConfig,
     private readonly shape: GroupShape,
+    private readonly identity: PrimaryIdentity,
     private readonly journal: SegmentJournal<PrimaryRecord>,
     private readonly volumes: VolumeFile[],
     records: PrimaryRecord[],
@@ -150,6 +156,7 @@ export class PrimaryNode {
         cyclesQueuedMax: config.cycle.maxQueued,
         connectionsPerLink: Math.max(...config.secondaries.map((secondary) => secondary.connections)),
         timings: linkTimingsOf(config.link),
+        identity,
       },
       Math.random,
       records,
@@ -163,7 +170,13 @@ export class PrimaryNode {
     onFatal: (error: Error) => void,
     options: { offline?: boolean } = {},
   ): Promise<PrimaryNode> {
-    writeSiteFile(config.dataDir, { role: 'primary', config });
+    const identity = loadPrimaryIdentity(config.dataDir, logger);
+    writeSiteFile(config.dataDir, {
+      role: 'primary',
+      config,
+      site: identity.site,
+      generations: identity.generations,
+    });
     const shape: GroupShape = {
       group: config.group,
       blockBytes: config.blockSize,
@@ -184,7 +197,7 @@ export class PrimaryNode {
       checkpoint: () => (node ? node.checkpoint() : []),
     });
     if (opened.report.cut) logger.warn('journal-tail-cut', { ...opened.report.cut });
-    node = new PrimaryNode(config, shape, opened.journal, volumes, opened.records, logger, onFatal);
+    node = new PrimaryNode(config, shape, identity, opened.journal, volumes, opened.records, logger, onFatal);
     await node.redo(opened.records);
     node.run(node.core.takeActions());
     if (options.offline) return node;
@@ -204,6 +217,8 @@ export class PrimaryNode {
       Math.max(10, Math.min(config.cycle.minMs, config.link.heartbeatMs) / 4),
     );
     logger.info('primary-started', {
+      site: identity.site,
+      generation: currentGeneration(identity).id,
       capture: node.core.capture,
       closed: node.core.closed,
       collected: node.core.collected,
@@ -623,6 +638,8 @@ export class PrimaryNode {
   status(): PrimaryNodeStatus {
     return {
       ...this.core.status(Date.now()),
+      site: this.identity.site,
+      generation: currentGeneration(this.identity).id,
       journalFiles: this.journal.segmentCount,
       journalDiskBytes: this.journal.bytes,
       journalCapacityBytes: this.config.journal.capacity,

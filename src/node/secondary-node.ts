@@ -7,10 +7,11 @@ import type { Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
-import { StorageError } from '../core/errors.ts';
+import { HandshakeError, type ProtocolError, StorageError } from '../core/errors.ts';
+import type { Binding, SiteId } from '../core/identity.ts';
 import { type LinkTimings, limits } from '../core/limits.ts';
 import type { SecondaryRecord } from '../core/records.ts';
-import { Secondary, type SecondaryAction } from '../core/secondary.ts';
+import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
 import type { GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { startNbdServer } from '../nbd/server.ts';
@@ -21,13 +22,14 @@ import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
 import { listenOn, startStatusServer } from '../ops/status-server.ts';
-import type { Frame } from '../protocol/frames.ts';
+import type { Frame, HelloFrame } from '../protocol/frames.ts';
 import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
 import { readSiteFile, writeSiteFile } from '../storage/site-file.ts';
 import { VolumeFile } from '../storage/volume-file.ts';
 import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
+import { loadSecondaryIdentity } from './site-identity.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
 /** Incoming connections accepted at once; more are refused before any byte is read. */
@@ -42,6 +44,9 @@ export interface SecondaryStatusReport {
   name: string;
   /** The same words as the primary's view of the link: `streaming` while a session runs, else `idle`. */
   link: 'streaming' | 'idle';
+  /** This site's identity, and the primary site and generation it follows (null until the first). */
+  site: SiteId;
+  primary: Binding | null;
   stored: number;
   applied: number;
   journalBytes: number;
@@ -79,12 +84,18 @@ export class SecondaryNode {
   private stopping = false;
   /** Set when storage failed: the process must stop, the replica is left as the journal knows it. */
   fatal: Error | null = null;
+  /** This site's identity, and the primary site and generation it follows (null until bound). */
+  private readonly site: SiteId;
+  private binding: Binding | null;
 
   private constructor(
     private readonly config: SecondaryFileConfig,
     private readonly logger: Logger,
     private readonly onFatal: (error: Error) => void,
   ) {
+    const identity = loadSecondaryIdentity(config.dataDir, logger);
+    this.site = identity.site;
+    this.binding = identity.binding;
     this.shape = config.volumes
       ? {
           group: config.group,
@@ -133,7 +144,7 @@ export class SecondaryNode {
 
   /** Opens (creating if needed) the volumes and the journal, replays, and resumes an interrupted apply. */
   private openStorage(shape: GroupShape): void {
-    writeSiteFile(this.config.dataDir, { role: 'secondary', config: this.config, shape });
+    this.writeSite(shape);
     if (shape.group !== this.config.group) {
       throw new StorageError(
         'volume-size-mismatch',
@@ -156,11 +167,22 @@ export class SecondaryNode {
     if (opened.report.cut) this.logger.warn('journal-tail-cut', { ...opened.report.cut });
     this.journal = opened.journal;
     this.core = Secondary.recover(
-      { name: this.config.name, shape, timings: linkTimingsOf(this.config.link) },
+      { name: this.config.name, shape, timings: linkTimingsOf(this.config.link), binding: this.binding },
       opened.records,
     );
     this.shape = shape;
     this.run(this.core.start());
+  }
+
+  /** site.json with this site's identity and binding; atomic (see writeSiteFile). */
+  private writeSite(shape: GroupShape | null): void {
+    writeSiteFile(this.config.dataDir, {
+      role: 'secondary',
+      config: this.config,
+      shape,
+      site: this.site,
+      binding: this.binding,
+    });
   }
 
   /** Plain TCP, or TLS 1.3 requiring a client certificate from the CA and an allowed identity. */
@@ -258,6 +280,7 @@ export class SecondaryNode {
           reason: error.message,
         });
         if (this.core) this.run(this.core.onProtocolError(Date.now(), id, error));
+        else this.refuseBeforeStorage(id, error);
       },
       onClose: (reason) => {
         this.sockets.delete(id);
@@ -269,7 +292,7 @@ export class SecondaryNode {
   }
 
   private onFrame(connection: number, frame: Frame): void {
-    if (!this.core && frame.type === 'hello') this.adoptShape(frame);
+    if (!this.core && frame.type === 'hello') this.adoptShape(connection, frame);
     if (!this.core) {
       this.sockets.get(connection)?.destroy('no volumes yet and the first frame is not a hello');
       return;
@@ -277,9 +300,19 @@ export class SecondaryNode {
     this.run(this.core.onFrame(Date.now(), connection, frame));
   }
 
-  /** First contact without configured volumes: take the primary's, once, and keep them from then on. */
-  private adoptShape(hello: Extract<Frame, { type: 'hello' }>): void {
-    if (hello.group !== this.config.group || hello.blockBytes < limits.blockBytesMin) return;
+  /**
+   * First contact without configured volumes: take the primary's, once, and keep them from then
+   * on. Names and sizes from the wire are held to the config's rules before any file is made of
+   * them, and the primary hears why it was refused.
+   */
+  private adoptShape(connection: number, hello: HelloFrame): void {
+    try {
+      checkHello(hello, this.config.group, null);
+    } catch (error) {
+      if (!(error instanceof HandshakeError)) throw error;
+      this.refuseBeforeStorage(connection, error);
+      return;
+    }
     const shape: GroupShape = { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes };
     this.logger.info('volumes-adopted', {
       volumes: shape.volumes.map((volume) => `${volume.name}:${volume.sizeBytes}`).join(','),
@@ -289,17 +322,33 @@ export class SecondaryNode {
       this.run((this.core as Secondary).onConnectionOpened(Date.now(), id));
   }
 
+  /** No storage is open yet, so no state machine: the refusal is sent from here. */
+  private refuseBeforeStorage(connection: number, error: HandshakeError | ProtocolError): void {
+    this.logger.error('primary-refused', { code: error.code, reason: error.message });
+    const socket = this.sockets.get(connection);
+    socket?.send({ type: 'error', code: error.code, message: error.message });
+    socket?.close(`${error.code}: ${error.message}`);
+  }
+
   private tick(): void {
     if (this.core) this.run(this.core.onTick(Date.now()));
   }
 
   private run(actions: SecondaryAction[]): void {
-    for (const action of actions) this.execute(action);
+    for (const action of actions) {
+      // After a storage failure nothing more is done: a binding that did not reach the disk must
+      // not be followed by a welcome.
+      if (this.fatal) return;
+      this.execute(action);
+    }
   }
 
   private execute(action: SecondaryAction): void {
     const journal = this.journal as SegmentJournal<SecondaryRecord>;
     switch (action.type) {
+      case 'bind':
+        this.bind(action.binding);
+        return;
       case 'send':
         this.sockets.get(action.connection)?.send(action.frame);
         return;
@@ -336,6 +385,16 @@ export class SecondaryNode {
       case 'log':
         this.logger.log(action.entry);
         return;
+    }
+  }
+
+  /** Records the primary followed from now on, before anything of it is stored. */
+  private bind(binding: Binding): void {
+    this.binding = binding;
+    try {
+      this.writeSite(this.shape);
+    } catch (error) {
+      this.fail(error);
     }
   }
 
@@ -403,6 +462,8 @@ export class SecondaryNode {
       role: 'secondary',
       name: this.config.name,
       link: inspection?.session != null ? 'streaming' : 'idle',
+      site: this.site,
+      primary: this.binding,
       stored: this.core?.stored ?? 0,
       applied: this.core?.applied ?? 0,
       journalBytes: this.journal?.bytes ?? 0,

@@ -8,19 +8,13 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.ts';
 import { limits } from '../core/limits.ts';
+import { blockBytesProblem, namePattern, namePatternText, volumeSizeProblem } from '../core/shape.ts';
 import { ackModes } from '../core/types.ts';
 import { loadPsk } from '../net/psk.ts';
 import { loadTlsMaterial } from '../net/tls.ts';
 import { parseSize } from './sizes.ts';
 
-const name = z
-  .string()
-  .min(1)
-  .max(limits.nameBytesMax)
-  .regex(
-    /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
-    'letters, digits, ".", "_" and "-", starting with a letter or digit',
-  );
+const name = z.string().min(1).max(limits.nameBytesMax).regex(namePattern, namePatternText);
 
 const size = z.unknown().transform((value, context) => {
   const bytes = parseSize(value);
@@ -226,16 +220,12 @@ function valueAt(document: unknown, path: readonly PropertyKey[]): unknown {
 function checkRelations(config: FileConfig, source: string): void {
   const problems: string[] = [];
   const block = config.blockSize;
-  if (!Number.isInteger(Math.log2(block)) || block < limits.blockBytesMin || block > limits.blockBytesMax) {
-    problems.push(
-      `blockSize: ${block} is not a power of two between ${limits.blockBytesMin} and ${limits.blockBytesMax}`,
-    );
-  }
+  const blockProblem = blockBytesProblem(block);
+  if (blockProblem) problems.push(`blockSize: ${blockProblem}`);
   const volumes = config.volumes ?? [];
   volumes.forEach((volume, index) => {
-    if (volume.size === 0 || volume.size % block !== 0) {
-      problems.push(`volumes.${index}.size: ${volume.size} is not a positive multiple of blockSize ${block}`);
-    }
+    const sizeProblem = volumeSizeProblem(volume.size, block);
+    if (sizeProblem) problems.push(`volumes.${index}.size: ${sizeProblem}`);
   });
   const names = volumes.map((volume) => volume.name);
   if (new Set(names).size !== names.length) problems.push('volumes: two volumes share a name');

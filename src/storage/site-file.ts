@@ -6,12 +6,31 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StorageError } from '../core/errors.ts';
+import {
+  type Binding,
+  type Generation,
+  generationChainProblem,
+  isBinding,
+  isId,
+  type SiteId,
+} from '../core/identity.ts';
 import type { GroupShape } from '../core/types.ts';
 import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
 
+/**
+ * `site` is the site's identity, made at creation; a primary keeps its generation chain, a
+ * secondary the primary and generation it follows (null until its first accepted hello). Files
+ * written before identities existed lack them; the node then makes them and writes them back.
+ */
 export type SiteFile =
-  | { role: 'primary'; config: PrimaryFileConfig }
-  | { role: 'secondary'; config: SecondaryFileConfig; shape: GroupShape | null };
+  | { role: 'primary'; config: PrimaryFileConfig; site?: SiteId; generations?: Generation[] }
+  | {
+      role: 'secondary';
+      config: SecondaryFileConfig;
+      shape: GroupShape | null;
+      site?: SiteId;
+      binding?: Binding | null;
+    };
 
 export function siteFilePath(dataDir: string): string {
   return join(dataDir, 'site.json');
@@ -44,6 +63,26 @@ function problemOf(document: unknown): string | null {
     return 'config: missing or of another role';
   if (typeof site.config.dataDir !== 'string') return 'config.dataDir: missing';
   if (site.role === 'secondary' && site.shape !== null && !isShape(site.shape)) return 'shape: malformed';
+  return identityProblemOf(document as SiteFile);
+}
+
+/** The identity fields, when present, must be whole: a damaged identity is never replaced by a new one. */
+function identityProblemOf(site: SiteFile): string | null {
+  if (site.site !== undefined && !isId(site.site)) return 'site: not 32 hex digits';
+  if (site.role === 'primary' && (site.site === undefined) !== (site.generations === undefined))
+    return 'site and generations: one without the other';
+  if (site.role === 'primary' && site.site !== undefined) {
+    if (!Array.isArray(site.generations)) return 'generations: not a list';
+    const problem = generationChainProblem(site.site, site.generations);
+    if (problem) return `generations: ${problem}`;
+  }
+  if (
+    site.role === 'secondary' &&
+    site.binding !== undefined &&
+    site.binding !== null &&
+    !isBinding(site.binding)
+  )
+    return 'binding: malformed';
   return null;
 }
 

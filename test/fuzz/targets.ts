@@ -93,7 +93,7 @@ function chunks(random: Random, bytes: Uint8Array): Uint8Array[] {
 const frameCorpus: Frame[] = [
   {
     type: 'hello',
-    protocolVersion: 1,
+    protocolVersion: 2,
     sessionId: 5,
     connectionIndex: 0,
     connectionCount: 1,
@@ -103,8 +103,10 @@ const frameCorpus: Frame[] = [
       { name: 'data', sizeBytes: 64 * 512 },
       { name: 'log', sizeBytes: 16 * 512 },
     ],
+    primarySite: 'c'.repeat(32),
+    generations: [{ id: 'd'.repeat(32), startedAt: 1, primarySite: 'c'.repeat(32) }],
   },
-  { type: 'welcome', protocolVersion: 1, sessionId: 5, secondary: 'dr1', stored: 3, applied: 2 },
+  { type: 'welcome', protocolVersion: 2, sessionId: 5, secondary: 'dr1', stored: 3, applied: 2 },
   { type: 'error', code: 'group-mismatch', message: 'no' },
   {
     type: 'data',
