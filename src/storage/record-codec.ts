@@ -184,6 +184,8 @@ export function decodeRecords<R>(
     try {
       records.push(codec.decodeBody(body));
     } catch (error) {
+      // Damage is a ProtocolError of the codec; anything else is a defect here and must escape.
+      if (!(error instanceof ProtocolError)) throw error;
       return {
         records,
         ends,

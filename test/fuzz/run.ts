@@ -8,10 +8,10 @@ export interface FuzzResult {
   failure: { case: number; message: string } | null;
 }
 
-export function runFuzz(
+export async function runFuzz(
   target: FuzzTarget,
   options: { seed: number; seconds: number; only?: number | undefined },
-): FuzzResult {
+): Promise<FuzzResult> {
   const started = performance.now();
   const deadline = started + options.seconds * 1000;
   let cases = 0;
@@ -19,7 +19,7 @@ export function runFuzz(
     // Each case has its own generator, so one case replays alone from (seed, case).
     const random = new Random(options.seed * 1_000_003 + index);
     try {
-      target(random);
+      await target(random);
     } catch (error) {
       return {
         cases: cases + 1,
