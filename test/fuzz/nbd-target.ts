@@ -9,7 +9,7 @@
  * that was sent, answered once (one simple reply, or structured chunks ending in one DONE), reads
  * covering exactly their range. A healthy export never fails, so an I/O error reply is a defect.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultNbdLimits, NbdConnection, type NbdExport } from '../../src/nbd/connection.ts';
@@ -47,7 +47,9 @@ function counted<T>(operation: Promise<T>): Promise<T> {
 
 function realExports(): Map<string, NbdExport> {
   if (exports) return exports;
-  const directory = mkdtempSync(join(tmpdir(), 'cyclerep-fuzz-nbd-'));
+  // Memory-backed where there is one: real files, without a disk's fdatasync per FLUSH.
+  const parent = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+  const directory = mkdtempSync(join(parent, 'cyclerep-fuzz-nbd-'));
   process.once('exit', () => rmSync(directory, { recursive: true, force: true }));
   const exportOf = (name: string, readOnly: boolean): NbdExport => {
     const file = VolumeFile.open(join(directory, `${name}.img`), exportBytes, blockBytes);
