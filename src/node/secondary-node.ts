@@ -53,6 +53,7 @@ export function linkTimingsOf(link: SecondaryFileConfig['link']): LinkTimings {
     reconnectMsMin: link.reconnectMinMs,
     reconnectMsMax: link.reconnectMaxMs,
     cyclesInFlightMax: link.cyclesInFlight,
+    storedProgressMsTimeout: link.storedProgressTimeoutMs,
   };
 }
 

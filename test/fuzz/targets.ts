@@ -183,6 +183,7 @@ export const fuzzSecondary: FuzzTarget = (random) => {
       reconnectMsMin: 50,
       reconnectMsMax: 800,
       cyclesInFlightMax: 4,
+      storedProgressMsTimeout: 4000,
     },
   });
   secondary.start();

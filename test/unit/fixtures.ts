@@ -24,6 +24,7 @@ export const timings: LinkTimings = {
   reconnectMsMin: 50,
   reconnectMsMax: 800,
   cyclesInFlightMax: 4,
+  storedProgressMsTimeout: 4000,
 };
 
 export function primaryConfig(overrides: Partial<PrimaryConfig> = {}): PrimaryConfig {
