@@ -23,6 +23,7 @@ interface SiteStatus {
   stored?: number;
   applied?: number;
   secondaries?: LinkStatus[];
+  fault?: { kind: string; message: string; at: string } | null;
 }
 
 export async function runStatus(url: string, json: boolean): Promise<number> {
@@ -41,8 +42,12 @@ export async function runStatus(url: string, json: boolean): Promise<number> {
 }
 
 export function describe(status: SiteStatus): string {
+  const fault = status.fault
+    ? `  FAULT ${status.fault.kind} at ${status.fault.at}: ${status.fault.message}\n` +
+      '  the site is stopping (exit code 3); nothing acknowledged is lost: free space or fix the disk, then restart it\n'
+    : '';
   if (status.role === 'secondary') {
-    return `${status.group}/${status.name}: secondary, link ${status.link}, stored ${status.stored}, applied ${status.applied}\n`;
+    return `${status.group}/${status.name}: secondary, link ${status.link}, stored ${status.stored}, applied ${status.applied}\n${fault}`;
   }
   const lines = [
     `${status.group}: primary, capture ${status.capture}, closed ${status.closed}, journal ${status.journalBytes} bytes${status.journalFull ? ' (FULL: writes wait)' : ''}`,
@@ -53,5 +58,5 @@ export function describe(status: SiteStatus): string {
         (link.link !== 'streaming' && link.lastFailure ? ` (last failure: ${link.lastFailure})` : ''),
     );
   }
-  return `${lines.join('\n')}\n`;
+  return `${lines.join('\n')}\n${fault}`;
 }

@@ -4,8 +4,12 @@
  * per connection and across the server (RequestBudget), and replies may leave out of order, each
  * carrying its request's cookie. Out-of-range or misaligned requests fail alone with NBD_EINVAL
  * (NBD_ENOSPC for a write past the end); a protocol violation ends this connection only; a refused
- * write's payload is still read, so the stream stays in step.
+ * write's payload is still read, so the stream stays in step. A failed request is answered with the
+ * NBD errno of its cause (NBD_ENOSPC for a full disk, NBD_ESHUTDOWN while the site stops, NBD_EIO
+ * otherwise). `shutdown()` answers new requests with NBD_ESHUTDOWN, lets those in flight finish, then
+ * closes; the refused requests are counted, not logged one by one.
  */
+import { codesOf, isDiskFull } from '../core/errors.ts';
 import { coarsen, zeroRuns } from './allocation.ts';
 import { RequestBudget } from './budget.ts';
 import { defaultNbdLimits, type NbdExport, type NbdLimits } from './export.ts';
@@ -62,6 +66,13 @@ type Outcome =
 
 const done: Outcome = { kind: 'done' };
 
+/** The NBD errno for a failed request: the real cause is logged, the client gets one of NBD's few. */
+export function nbdErrorOf(failure: unknown): number {
+  if (isDiskFull(failure)) return nbdErrors.ENOSPC;
+  if (codesOf(failure).includes('stopping')) return nbdErrors.ESHUTDOWN;
+  return nbdErrors.EIO;
+}
+
 /** Zero runs at least this long leave a structured READ reply as holes instead of bytes. */
 const holeBytesMin = 64 * 1024;
 
@@ -76,6 +87,10 @@ export class NbdConnection {
   private inFlight = 0;
   private noZeroes = false;
   private tlsActive = false;
+  /** Set by shutdown(): new requests are refused, the connection closes once none is in flight. */
+  private stopping = false;
+  /** Requests answered NBD_ESHUTDOWN because the site was stopping; reported once, at close. */
+  refusedWhileStopping = 0;
   private readonly wake = (): void => {
     this.io.pause(false);
     this.drain();
@@ -237,12 +252,32 @@ export class NbdConnection {
     return true;
   }
 
+  /**
+   * The site is stopping: new requests get NBD_ESHUTDOWN (the client should disconnect), those in
+   * flight finish, then the connection closes. A connection still haggling closes at once.
+   */
+  shutdown(): void {
+    if (this.phase === 'closed') return;
+    this.stopping = true;
+    if (this.agreement === null || this.inFlight === 0) this.close('server stopping');
+  }
+
   /** Serves one request that holds a budget slot; the slot is given back when it is answered. */
   private onRequest(request: NbdRequest, data: Uint8Array | null): void {
     const agreement = this.agreement as Agreement;
     if (request.type === commands.disconnect) {
       this.budget.release();
       this.close('client disconnected');
+      return;
+    }
+    if (this.stopping) {
+      this.budget.release();
+      this.refusedWhileStopping++;
+      this.reply(agreement, request, {
+        kind: 'error',
+        error: nbdErrors.ESHUTDOWN,
+        message: 'server stopping',
+      });
       return;
     }
     const refusal = this.validate(agreement, request);
@@ -256,13 +291,17 @@ export class NbdConnection {
       (outcome) => this.finish(agreement, request, outcome),
       (failure: unknown) => {
         const reason = (failure as Error).message;
-        this.io.log('nbd-request-failed', {
-          command: commandNames[request.type] ?? String(request.type),
-          offset: request.offset,
-          length: request.length,
-          reason,
-        });
-        this.finish(agreement, request, { kind: 'error', error: nbdErrors.EIO, message: reason });
+        const error = nbdErrorOf(failure);
+        if (error === nbdErrors.ESHUTDOWN) this.refusedWhileStopping++;
+        else
+          this.io.log('nbd-request-failed', {
+            command: commandNames[request.type] ?? String(request.type),
+            offset: request.offset,
+            length: request.length,
+            error,
+            reason,
+          });
+        this.finish(agreement, request, { kind: 'error', error, message: reason });
       },
     );
   }
@@ -342,6 +381,10 @@ export class NbdConnection {
     this.budget.release();
     if (this.phase === 'closed') return;
     this.reply(agreement, request, outcome);
+    if (this.stopping && this.inFlight === 0) {
+      this.close('server stopping');
+      return;
+    }
     // Reading may have paused at the in-flight bound: go on with what is buffered.
     this.wake();
   }

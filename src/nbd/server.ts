@@ -44,6 +44,16 @@ export function allowed(list: BlockList, address: string | undefined): boolean {
 
 export const nbdDefaults = { connectionsMax: 64, requestsInFlightTotal: 256 } as const;
 
+/** The listener, and the way to end it with its clients whatever they do. */
+export interface NbdServer extends Server {
+  /**
+   * Stops accepting, asks every connection to shut down (NBD_ESHUTDOWN for new requests, those in
+   * flight finish) and resolves once all are closed; connections still open after `timeoutMs` are
+   * cut. Resolves with the number of connections cut.
+   */
+  shutdown(timeoutMs: number): Promise<number>;
+}
+
 export async function startNbdServer(
   options: NbdServerOptions,
   /** Asked at every new connection, so exports that appear later (adopted volumes) are served. */
@@ -51,7 +61,7 @@ export async function startNbdServer(
   logger: Logger,
   /** The certificate and key STARTTLS serves with; asked at each upgrade, so a reload applies. */
   tlsContext: () => SecureContextOptions | null = () => null,
-): Promise<Server> {
+): Promise<NbdServer> {
   const limits: NbdLimits = {
     ...defaultNbdLimits,
     requestsInFlightMax: options.requestsInFlightPerConnection ?? defaultNbdLimits.requestsInFlightMax,
@@ -61,6 +71,13 @@ export async function startNbdServer(
   const tlsMode = options.tls ?? 'off';
   let nextClient = 1;
   const allowList = options.allow ? allowListOf(options.allow) : null;
+  /** Open connections and the socket each replies on, for shutdown. */
+  const open = new Map<NbdConnection, () => Socket>();
+  let onAllClosed: (() => void) | null = null;
+  const forget = (connection: NbdConnection): void => {
+    open.delete(connection);
+    if (open.size === 0) onAllClosed?.();
+  };
   const server = createServer((socket: Socket) => {
     const client = nextClient++;
     // Unix sockets have no address: their file permissions are the access control.
@@ -119,7 +136,14 @@ export async function startNbdServer(
           });
         },
         close: (reason) => {
-          logger.info('nbd-client-closed', { client, reason });
+          logger.info('nbd-client-closed', {
+            client,
+            reason,
+            ...(connection.refusedWhileStopping > 0 || reason === 'server stopping'
+              ? { refusedWhileStopping: connection.refusedWhileStopping }
+              : {}),
+          });
+          forget(connection);
           transport.end();
           setTimeout(() => transport.destroy(), 1000).unref();
         },
@@ -130,6 +154,8 @@ export async function startNbdServer(
       budget,
       tlsMode,
     );
+    open.set(connection, () => transport);
+    socket.once('close', () => forget(connection));
     socket.on('data', onPlainData);
     socket.on('error', (error) => logger.warn('nbd-client-error', { client, reason: error.message }));
   });
@@ -137,6 +163,26 @@ export async function startNbdServer(
   server.on('drop', () =>
     logger.warn('nbd-connection-refused', { reason: `${server.maxConnections} connections already served` }),
   );
+  const shutdown = async (timeoutMs: number): Promise<number> => {
+    server.close();
+    const allClosed = new Promise<void>((resolve) => {
+      onAllClosed = resolve;
+    });
+    for (const connection of [...open.keys()]) connection.shutdown();
+    if (open.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([allClosed, new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+      clearTimeout(timer);
+    }
+    const cut = open.size;
+    if (cut > 0)
+      logger.warn('nbd-clients-cut', {
+        clients: cut,
+        reason: `requests still in flight after ${timeoutMs} ms`,
+      });
+    for (const transport of [...open.values()]) transport().destroy();
+    return cut;
+  };
   await listenOn(server, options.listen);
   logger.info('nbd-listening', {
     listen: options.listen,
@@ -145,5 +191,5 @@ export async function startNbdServer(
       .map((found) => found.name)
       .join(','),
   });
-  return server;
+  return Object.assign(server, { shutdown });
 }
