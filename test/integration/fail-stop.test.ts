@@ -206,17 +206,14 @@ test('SIGTERM ends a primary with a client hammering writes: exit 0, refused req
   let served = 0;
   let refused = 0;
   const hammer = (async () => {
-    for (let round = 0; ; round++) {
+    for (let round = 0; !client.ended; round++) {
       const batch = Array.from({ length: 16 }, (_, index) =>
         client.writeRequest(((round * 16 + index) % 2048) * blockBytes, blockOf(index, round)),
       );
-      try {
-        for (const error of await client.send(batch)) {
-          if (error === 0) served++;
-          else refused++;
-        }
-      } catch {
-        return;
+      for (const reply of await Promise.allSettled(client.sendEach(batch))) {
+        if (reply.status === 'rejected') continue;
+        if (reply.value === 0) served++;
+        else refused++;
       }
     }
   })();

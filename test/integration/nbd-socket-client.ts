@@ -130,9 +130,14 @@ export class NbdSocketClient {
    * each one's NBD error (0: success); rejects if the connection ends before a reply.
    */
   send(requests: Buffer[]): Promise<number[]> {
+    return Promise.all(this.sendEach(requests));
+  }
+
+  /** Like send, with one promise per request, so replies that came before a close still count. */
+  sendEach(requests: Buffer[]): Promise<number>[] {
     const replies = requests.map((request) => this.replyTo(request));
     this.socket.write(Buffer.concat(requests));
-    return Promise.all(replies);
+    return replies;
   }
 
   writeRequest(offset: number, data: Uint8Array): Buffer {
