@@ -347,6 +347,7 @@ export function fuzzSecondary(random: Random): void {
       reconnectMsMin: 50,
       reconnectMsMax: 800,
       cyclesInFlightMax: 4,
+      storedProgressMsTimeout: 4000,
     },
   });
   const observer = new Observer(secondary);
