@@ -488,11 +488,6 @@ function concat(chunks: Uint8Array[], total: number): Uint8Array {
   return joined;
 }
 
-function asProtocolError(error: unknown): ProtocolError {
-  if (error instanceof ProtocolError) return error;
-  return new ProtocolError('frame-bad-field', `undecodable frame: ${String(error)}`, { cause: error });
-}
-
 /** A 32-hex-digit identity as its 16 bytes; anything else is refused rather than sent mangled. */
 function idToBytes(id: string, field: string): Uint8Array {
   if (!isId(id)) {
