@@ -31,6 +31,7 @@ import {
   errorChunk,
   handshakeFlags,
   type NbdRequest,
+  nbdErrorNames,
   nbdErrors,
   nbdMagic,
   offsetDataHeader,
@@ -57,6 +58,8 @@ export interface NbdConnectionIo {
   warn(event: string, fields: Record<string, string | number | boolean>): void;
   /** Asked when the client picks an export: null to serve it, or why it cannot be served now. */
   admit?(): string | null;
+  /** Told of every reply: the command and, for an error, the NBD error's name (for the metrics). */
+  observe?(command: string, error: string | null): void;
   /** Calls `fire` after `ms` unless the returned function cancels it first. */
   startTimer?(ms: number, fire: () => void): () => void;
 }
@@ -551,6 +554,10 @@ export class NbdConnection {
   ): void {
     const { request } = pending;
     const { cookie } = request;
+    this.io.observe?.(
+      commandNames[request.type] ?? String(request.type),
+      outcome.kind === 'error' ? (nbdErrorNames[outcome.error] ?? String(outcome.error)) : null,
+    );
     const structured =
       structuredReplies && (request.type === commands.read || request.type === commands.blockStatus);
     const pieces: Uint8Array[] = [];

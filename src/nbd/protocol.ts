@@ -109,6 +109,11 @@ export const nbdErrors = {
   ESHUTDOWN: 108,
 } as const;
 
+/** Error names for logs and metrics, derived from the table above. */
+export const nbdErrorNames: Record<number, string> = Object.fromEntries(
+  Object.entries(nbdErrors).map(([name, code]) => [code, name]),
+);
+
 export const requestHeaderBytes = 28;
 export const optionHeaderBytes = 16;
 

@@ -79,6 +79,8 @@ export async function startNbdServer(
   logger: Logger,
   /** The certificate and key STARTTLS serves with; asked at each upgrade, so a reload applies. */
   tlsContext: () => SecureContextOptions | null = () => null,
+  /** Told of every reply (command, NBD error name or null), for the site's metrics. */
+  observe?: (command: string, error: string | null) => void,
 ): Promise<NbdServer> {
   // One byte-granular wrapper per export, shared by every connection: its block-range lock is what
   // orders a read-modify-write against writes to the same blocks from other connections.
@@ -216,6 +218,7 @@ export async function startNbdServer(
         pause: (paused) => (paused ? transport.pause() : transport.resume()),
         log: (event, fields) => logger.info(event, { client, ...fields }),
         warn: (event, fields) => flood.warn(event, { client, ...fields }),
+        ...(observe ? { observe } : {}),
         admit: () => {
           if (transmitting >= connectionsMax)
             return `${connectionsMax} clients already served (nbd.connectionsMax)`;

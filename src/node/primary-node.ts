@@ -119,6 +119,7 @@ interface FlushWaiter {
 export class PrimaryNode {
   /** Prometheus figures of this site (GET /metrics). */
   readonly metrics = new SiteMetrics('primary', () => this.status());
+  private writtenAtLastSwitch = 0;
   private readonly core: PrimaryGroup;
   private readonly sockets = new Map<number, FramedSocket>();
   private readonly connected = new Set<number>();
@@ -224,6 +225,7 @@ export class PrimaryNode {
         () => node.nbdExports(),
         logger,
         () => node.tlsMaterial?.context ?? null,
+        (command, error) => node.metrics.observeNbdRequest(command, error),
       );
     if (config.http)
       node.http = await startStatusServer(config.http.listen, () => node.status(), config.http, node.metrics);
@@ -272,6 +274,10 @@ export class PrimaryNode {
 
   /** Writes whole blocks; resolves with the cycle at acknowledgement (immediate or cycle mode). */
   write(volume: number, offset: number, data: Uint8Array): Promise<CycleNumber> {
+    return this.timed(this.writeParts(volume, offset, data), (seconds) => this.metrics.observeWrite(seconds));
+  }
+
+  private writeParts(volume: number, offset: number, data: Uint8Array): Promise<CycleNumber> {
     this.checkRange(volume, offset, data.length);
     // One journal record carries at most packetBytesMax; a longer write is several, acknowledged together.
     const parts: Promise<CycleNumber>[] = [];
@@ -292,7 +298,28 @@ export class PrimaryNode {
   /** Trim or write-zeroes: journaled and sent without payload. */
   writeZeroes(volume: number, offset: number, length: number): Promise<CycleNumber> {
     this.checkRange(volume, offset, length);
-    return this.submit(volume, offset / this.shape.blockBytes, length / this.shape.blockBytes, null);
+    const submitted = this.submit(
+      volume,
+      offset / this.shape.blockBytes,
+      length / this.shape.blockBytes,
+      null,
+    );
+    return this.timed(submitted, (seconds) => this.metrics.observeWrite(seconds));
+  }
+
+  /** `promise`, with its time from now to its settling handed to `observe` (for the metrics). */
+  private timed<T>(promise: Promise<T>, observe: (seconds: number) => void): Promise<T> {
+    const startedMs = performance.now();
+    const settled = (): void => observe((performance.now() - startedMs) / 1000);
+    promise.then(settled, settled);
+    return promise;
+  }
+
+  /** Bytes the sources wrote into the cycle that just closed, for the cycle-size histogram. */
+  private observeCycleClosed(): void {
+    const written = this.core.status(Date.now()).writtenBytes;
+    this.metrics.observeCycleClosed(written - this.writtenAtLastSwitch);
+    this.writtenAtLastSwitch = written;
   }
 
   private checkRange(volume: number, offset: number, length: number): void {
@@ -367,11 +394,12 @@ export class PrimaryNode {
   /** Every write acknowledged before the call is durable when it resolves. */
   flush(): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal);
-    return new Promise((resolve, reject) => {
+    const flushed = new Promise<void>((resolve, reject) => {
       const token = this.nextToken++;
       this.flushWaiters.set(token, { resolve, reject });
       this.run(this.core.onFlush(Date.now(), token));
     });
+    return this.timed(flushed, (seconds) => this.metrics.observeFlush(seconds));
   }
 
   /**
@@ -431,6 +459,7 @@ export class PrimaryNode {
         this.lastAppend.catch((error) => this.fail(error));
         if (action.record.kind === 'write')
           this.writeBackQueue.push({ seq: action.seq, extent: action.record.extent });
+        else if (action.record.kind === 'switch') this.observeCycleClosed();
         return;
       case 'journal-sync':
         this.journal.sync().then(

@@ -144,6 +144,7 @@ export class SecondaryNode {
         () => node.nbdExports(),
         logger,
         () => node.tlsMaterial?.context ?? null,
+        (command, error) => node.metrics.observeNbdRequest(command, error),
       );
     node.timer = setInterval(() => node.tick(), Math.max(10, Math.floor(config.link.heartbeatMs / 4)));
     logger.info('secondary-started', {

@@ -47,6 +47,8 @@ test('both sites expose metrics that agree with their status, and serve the dash
     'the scrape came before this status read',
   );
   assert.equal(fromPrimary.types.get('cyclerep_secondary_lag_seconds'), 'gauge');
+  assert.ok(fromPrimary.value('cyclerep_write_seconds_count') > 0, 'write latencies observed');
+  assert.ok(fromPrimary.value('cyclerep_cycle_written_bytes_count') >= 2, 'closed cycles observed');
 
   await waitForStatus(secondary.httpPort, (s) => s.link === 'streaming' && (s.stored as number) >= 2, 60_000);
   const fromSecondary = await scrape(secondary.httpPort);

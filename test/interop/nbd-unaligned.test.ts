@@ -7,6 +7,7 @@
 // (We send the same patterns from Python rather than building nbd-tester-client from source.)
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { parseExposition } from '../support/prometheus-text.ts';
 import { NbdGroup, run } from './nbd-group.ts';
 
 let group: NbdGroup;
@@ -169,4 +170,12 @@ test('qemu-io writes and reads at unaligned offsets and lengths', { timeout: 60_
   ]);
   assert.equal(read.status, 0, read.stderr);
   assert.doesNotMatch(read.stdout, /Pattern verification failed/);
+});
+
+test('the primary counts the NBD requests it answered, by command and error, in its metrics', async () => {
+  const response = await fetch(`http://127.0.0.1:${group.primaryHttp}/metrics`);
+  const scraped = parseExposition(await response.text());
+  assert.ok(scraped.value('cyclerep_nbd_requests_total', { command: 'write' }) >= 512, 'the writes above');
+  assert.ok(scraped.value('cyclerep_nbd_requests_total', { command: 'read' }) >= 512, 'the reads above');
+  assert.ok(scraped.value('cyclerep_nbd_requests_total', { command: 'flush' }) >= 64, 'the flushes above');
 });
