@@ -6,7 +6,8 @@
 import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { createLogger } from '../ops/logger.ts';
-import { readSiteFile, siteFilePath } from '../storage/site-file.ts';
+import { readSiteFile, type SiteFile, siteFilePath } from '../storage/site-file.ts';
+import { exitCodeOfStartFailure } from './daemon.ts';
 import { exitCodes } from './exit-codes.ts';
 
 export async function runRecover(dataDir: string | undefined): Promise<number> {
@@ -14,7 +15,13 @@ export async function runRecover(dataDir: string | undefined): Promise<number> {
     process.stderr.write('cyclerep recover: --data-dir D is required\n');
     return exitCodes.usage;
   }
-  const site = readSiteFile(dataDir);
+  let site: SiteFile | null;
+  try {
+    site = readSiteFile(dataDir);
+  } catch (error) {
+    process.stderr.write(`cyclerep recover: ${(error as Error).message}\n`);
+    return exitCodeOfStartFailure(error);
+  }
   if (!site) {
     process.stderr.write(
       `cyclerep recover: ${siteFilePath(dataDir)} not found: not a cyclerep data directory\n`,
@@ -39,7 +46,8 @@ export async function runRecover(dataDir: string | undefined): Promise<number> {
     }
   } catch (error) {
     logger.error('recover-failed', { reason: (error as Error).message });
-    return exitCodes.storage;
+    const code = exitCodeOfStartFailure(error);
+    return code === exitCodes.start ? exitCodes.storage : code;
   }
   return failure ? exitCodes.storage : exitCodes.ok;
 }

@@ -68,7 +68,22 @@ export class WriteError extends CyclerepError {
   }
 }
 
-export type StorageErrorCode = 'journal-corrupt' | 'volume-size-mismatch' | 'storage-io';
+export type StorageErrorCode =
+  | 'journal-corrupt'
+  | 'site-file-corrupt'
+  | 'volume-missing'
+  | 'volume-size-mismatch'
+  | 'volume-foreign'
+  | 'storage-io';
+
+/** Data found damaged, missing or foreign at start: refused, nothing changed (exit code 5). */
+export const damagedDataCodes: readonly StorageErrorCode[] = [
+  'journal-corrupt',
+  'site-file-corrupt',
+  'volume-missing',
+  'volume-size-mismatch',
+  'volume-foreign',
+];
 
 /** The environment failed us: a damaged journal, a volume file of the wrong size, an I/O error. */
 export class StorageError extends CyclerepError {

@@ -7,7 +7,6 @@ import type { Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
-import { StorageError } from '../core/errors.ts';
 import { type LinkTimings, limits } from '../core/limits.ts';
 import type { SecondaryRecord } from '../core/records.ts';
 import { Secondary, type SecondaryAction } from '../core/secondary.ts';
@@ -25,9 +24,9 @@ import type { Frame } from '../protocol/frames.ts';
 import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
-import { readSiteFile, writeSiteFile } from '../storage/site-file.ts';
-import { VolumeFile } from '../storage/volume-file.ts';
+import type { VolumeFile } from '../storage/volume-file.ts';
 import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
+import { createSecondarySite, type OpenedSite, openSecondarySite } from './site-storage.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
 /** Incoming connections accepted at once; more are refused before any byte is read. */
@@ -85,13 +84,7 @@ export class SecondaryNode {
     private readonly logger: Logger,
     private readonly onFatal: (error: Error) => void,
   ) {
-    this.shape = config.volumes
-      ? {
-          group: config.group,
-          blockBytes: config.blockSize,
-          volumes: config.volumes.map(({ name, size }) => ({ name, sizeBytes: size })),
-        }
-      : adoptedShape(config.dataDir);
+    this.shape = null;
   }
 
   /** Starts the site; `offline` opens storage and finishes interrupted work only (for recover). */
@@ -102,7 +95,8 @@ export class SecondaryNode {
     options: { offline?: boolean } = {},
   ): Promise<SecondaryNode> {
     const node = new SecondaryNode(config, logger, onFatal);
-    if (node.shape) node.openStorage(node.shape);
+    const site = openSecondarySite(config);
+    if (site) node.openStorage(site);
     else
       logger.info('waiting-for-primary', {
         reason: 'no volumes configured; they are taken from the primary at first contact',
@@ -131,22 +125,9 @@ export class SecondaryNode {
     return node;
   }
 
-  /** Opens (creating if needed) the volumes and the journal, replays, and resumes an interrupted apply. */
-  private openStorage(shape: GroupShape): void {
-    writeSiteFile(this.config.dataDir, { role: 'secondary', config: this.config, shape });
-    if (shape.group !== this.config.group) {
-      throw new StorageError(
-        'volume-size-mismatch',
-        `${this.config.dataDir} holds group "${shape.group}", not "${this.config.group}"`,
-      );
-    }
-    this.volumes = shape.volumes.map((volume) =>
-      VolumeFile.open(
-        join(this.config.dataDir, 'volumes', `${volume.name}.img`),
-        volume.sizeBytes,
-        shape.blockBytes,
-      ),
-    );
+  /** Opens the journal over the site's volumes, replays, and resumes an interrupted apply. */
+  private openStorage(site: OpenedSite): void {
+    const { shape, files } = site.volumes;
     const opened = SegmentJournal.open<SecondaryRecord>({
       directory: join(this.config.dataDir, 'journal'),
       segmentBytesMax: receiveSegmentBytes,
@@ -154,6 +135,9 @@ export class SecondaryNode {
       checkpoint: () => [{ kind: 'applied', cycle: this.core?.appliedDurable ?? 0 }],
     });
     if (opened.report.cut) this.logger.warn('journal-tail-cut', { ...opened.report.cut });
+    // Every check passed: only now is site.json brought up to date (a refused start changes nothing).
+    site.record();
+    this.volumes = files;
     this.journal = opened.journal;
     this.core = Secondary.recover(
       { name: this.config.name, shape, timings: linkTimingsOf(this.config.link) },
@@ -284,7 +268,7 @@ export class SecondaryNode {
     this.logger.info('volumes-adopted', {
       volumes: shape.volumes.map((volume) => `${volume.name}:${volume.sizeBytes}`).join(','),
     });
-    this.openStorage(shape);
+    this.openStorage(createSecondarySite(this.config, shape));
     for (const id of this.sockets.keys())
       this.run((this.core as Secondary).onConnectionOpened(Date.now(), id));
   }
@@ -428,10 +412,4 @@ export class SecondaryNode {
       applied: this.core?.applied ?? 0,
     });
   }
-}
-
-/** The volumes a secondary took from its primary at first contact, if it did. */
-function adoptedShape(dataDir: string): GroupShape | null {
-  const site = readSiteFile(dataDir);
-  return site?.role === 'secondary' ? site.shape : null;
 }

@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
+import { dataDirectoryMode, dataFileMode } from './durable-file.ts';
 import { decodeRecords, encodeRecord, type RecordCodec, type RecordDamage } from './record-codec.ts';
 
 const writeAsync = promisify(write);
@@ -94,7 +95,7 @@ export class SegmentJournal<R> {
     records: R[];
     report: JournalOpenReport;
   } {
-    mkdirSync(options.directory, { recursive: true });
+    mkdirSync(options.directory, { recursive: true, mode: dataDirectoryMode });
     const journal = new SegmentJournal(options);
     const { records, report } = journal.replay();
     return { journal, records, report };
@@ -134,7 +135,7 @@ export class SegmentJournal<R> {
   private startSegment(): void {
     const number = (this.segments.at(-1)?.number ?? 0) + 1;
     const path = join(this.options.directory, `${String(number).padStart(16, '0')}.seg`);
-    this.fd = openSync(path, 'wx');
+    this.fd = openSync(path, 'wx', dataFileMode);
     this.segments.push({ number, path, bytes: 0, cycleMax: 0 });
     for (const record of this.options.checkpoint()) void this.enqueue(record).catch(() => {});
   }
