@@ -43,7 +43,7 @@ const commands: Record<string, Command> = {
     run: (argv) => recover(argv),
   },
   'accept-image': {
-    synopsis: 'accept-image --data-dir DIR --volume NAME',
+    synopsis: 'accept-image --data-dir DIR --volume NAME | --all',
     summary:
       "offline, the site stopped: take a deliberately restored image as the site's own (docs/storage.md)",
     run: (argv) => acceptImage(argv),
@@ -246,9 +246,15 @@ function acceptImage(argv: string[]): Promise<number> {
   try {
     const { values } = parseArgs({
       args: argv,
-      options: { 'data-dir': { type: 'string' }, volume: { type: 'string' } },
+      options: {
+        'data-dir': { type: 'string' },
+        volume: { type: 'string' },
+        all: { type: 'boolean', default: false },
+      },
     });
-    return Promise.resolve(runAcceptImage(values['data-dir'], values.volume));
+    return Promise.resolve(
+      runAcceptImage({ dataDir: values['data-dir'], volume: values.volume, all: values.all }),
+    );
   } catch (error) {
     process.stderr.write(`cyclerep accept-image: ${(error as Error).message}\n`);
     return Promise.resolve(exitCodes.usage);

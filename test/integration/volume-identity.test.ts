@@ -159,7 +159,7 @@ test('an image deleted, emptied or cut short is refused at start on the primary 
   workspace.assertReplica('dr1');
 });
 
-test('an image replaced by a copy is refused as foreign (exit 5) until cyclerep accept-image takes it', {
+test('an image replaced by a copy is refused as foreign (exit 5) until cyclerep accept-image takes it (one volume, or --all)', {
   timeout: 120_000,
 }, async () => {
   const { workspace, secondary } = await replicatedPair();
@@ -180,6 +180,20 @@ test('an image replaced by a copy is refused as foreign (exit 5) until cyclerep 
   );
   assert.equal(accepted.status, 0, accepted.stderr);
   assert.match(accepted.stdout, /accepted .*vol0\.img as volume "vol0"/);
+  await startsAgain(workspace.startSecondary(secondary.path), 'secondary-started');
+  // A whole data directory restored as copies (new inodes): `--all` takes every image at once.
+  for (const name of ['vol0', 'vol1']) {
+    const path = workspace.path('dr1', 'volumes', `${name}.img`);
+    copyFileSync(path, `${path}.copy`);
+    renameSync(`${path}.copy`, path);
+  }
+  const all = spawnSync(
+    process.execPath,
+    ['bin/cyclerep.js', 'accept-image', '--data-dir', workspace.path('dr1'), '--all'],
+    { cwd: root, encoding: 'utf8', timeout: 30_000 },
+  );
+  assert.equal(all.status, 0, all.stderr);
+  assert.equal(all.stdout.split('\n').filter((line) => line.startsWith('accepted')).length, 2);
   await startsAgain(workspace.startSecondary(secondary.path), 'secondary-started');
 });
 
