@@ -16,7 +16,7 @@ import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket } from '../net/framed-socket.ts';
 import { explainPskFailure, loadPsk, type PskMaterial, pskServerOptions } from '../net/psk.ts';
 import { loadTlsMaterial, refusalOfClient, serverOptions, type TlsMaterial } from '../net/tls.ts';
-import type { SecondaryFileConfig } from '../ops/config.ts';
+import { namePattern, type SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
 import { listenOn, startStatusServer } from '../ops/status-server.ts';
@@ -265,10 +265,24 @@ export class SecondaryNode {
   private adoptShape(hello: Extract<Frame, { type: 'hello' }>): void {
     if (hello.group !== this.config.group || hello.blockBytes < limits.blockBytesMin) return;
     const shape: GroupShape = { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes };
+    // The names become file names: only those a configuration could hold, each once.
+    const names = shape.volumes.map((volume) => volume.name);
+    if (!names.every((name) => namePattern.test(name)) || new Set(names).size !== names.length) {
+      this.logger.warn('primary-refused', {
+        code: 'volumes-mismatch',
+        reason: `the hello names volumes that cannot be file names or repeat: ${names.join(', ')}`,
+      });
+      return;
+    }
     this.logger.info('volumes-adopted', {
       volumes: shape.volumes.map((volume) => `${volume.name}:${volume.sizeBytes}`).join(','),
     });
-    this.openStorage(createSecondarySite(this.config, shape));
+    try {
+      this.openStorage(createSecondarySite(this.config, shape));
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
     for (const id of this.sockets.keys())
       this.run((this.core as Secondary).onConnectionOpened(Date.now(), id));
   }

@@ -14,14 +14,14 @@ import { loadPsk } from '../net/psk.ts';
 import { loadTlsMaterial } from '../net/tls.ts';
 import { parseSize } from './sizes.ts';
 
+/** Names of groups, sites and volumes (a volume's name is its image's file name). */
+export const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
 const name = z
   .string()
   .min(1)
   .max(limits.nameBytesMax)
-  .regex(
-    /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
-    'letters, digits, ".", "_" and "-", starting with a letter or digit',
-  );
+  .regex(namePattern, 'letters, digits, ".", "_" and "-", starting with a letter or digit');
 
 const size = z.unknown().transform((value, context) => {
   const bytes = parseSize(value);

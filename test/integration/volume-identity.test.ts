@@ -3,7 +3,7 @@
 // with exit code 5 and a message naming the path and both sizes, and the refused start changes no
 // byte on disk; an image replaced by a copy is refused as foreign until `cyclerep accept-image`
 // takes it; the primary's volume list reordered in its config maps by name (the journal's redo
-// lands in the right images); a secondary restarted with a resized volume is refused (exit 2) and
+// lands in the right images, NBD exports and the library API find their volumes by name); a secondary restarted with a resized volume is refused (exit 2) and
 // site.json stays as it was, so the original config starts again; data files are 0600; and a TLS
 // private key readable by others is a config error naming the file.
 import assert from 'node:assert/strict';
@@ -20,9 +20,14 @@ import {
   truncateSync,
   writeFileSync,
 } from 'node:fs';
+import { connect } from 'node:net';
 import { join, relative } from 'node:path';
 import { after, test } from 'node:test';
+import { PrimaryNode } from '../../src/node/primary-node.ts';
 import { ensureCa, makeSiteCertificate } from '../../src/ops/certs.ts';
+import { loadConfig, type PrimaryFileConfig } from '../../src/ops/config.ts';
+import { createLogger } from '../../src/ops/logger.ts';
+import { encodeFrame, protocolVersion } from '../../src/protocol/frames.ts';
 import { freePort, root, type Site, volumeSizes, Workspace, waitForStatus } from './harness.ts';
 
 const workspaces: Workspace[] = [];
@@ -242,6 +247,37 @@ test('the primary’s volumes reordered in its config: redo and reads map by nam
   });
 });
 
+test('the library API counts volumes in the configuration’s order, mapped by name after a reorder', {
+  timeout: 60_000,
+}, async () => {
+  const workspace = fresh();
+  const quiet = createLogger({ site: 'test', format: 'json', write: () => {} });
+  const path = workspace.path('library.yaml');
+  const yaml = (volumes: string[]) =>
+    `group: lib\nrole: primary\ndataDir: ${workspace.path('lib')}\nvolumes:\n${volumes.join('\n')}\n` +
+    `cycle: { minMs: 50 }\nsecondaries:\n  - { name: dr1, address: 127.0.0.1:${port} }\n`;
+  const port = await freePort();
+  const data = '  - { name: data, size: 1MiB }';
+  const log = '  - { name: log, size: 1MiB }';
+  writeFileSync(path, yaml([data, log]));
+  const first = await PrimaryNode.start(loadConfig(path) as PrimaryFileConfig, quiet, () => {});
+  await first.write(0, 0, new Uint8Array(4096).fill(0xda));
+  await first.write(1, 0, new Uint8Array(4096).fill(0x10));
+  await first.flush();
+  await first.stop();
+  // The journal still holds both writes (no secondary stored them): the next start redoes them.
+  writeFileSync(path, yaml([log, data]));
+  const second = await PrimaryNode.start(loadConfig(path) as PrimaryFileConfig, quiet, () => {});
+  try {
+    assert.deepEqual([...(await second.read(0, 0, 4096))].slice(0, 4), [0x10, 0x10, 0x10, 0x10], 'log');
+    assert.deepEqual([...(await second.read(1, 0, 4096))].slice(0, 4), [0xda, 0xda, 0xda, 0xda], 'data');
+  } finally {
+    await second.stop();
+  }
+  assert.equal(readFileSync(workspace.path('lib', 'volumes', 'data.img'))[0], 0xda);
+  assert.equal(readFileSync(workspace.path('lib', 'volumes', 'log.img'))[0], 0x10);
+});
+
 test('a secondary restarted with a resized volume is refused (exit 2) without touching site.json; the original config starts again', {
   timeout: 120_000,
 }, async () => {
@@ -303,4 +339,37 @@ test('a TLS private key readable by others is a config error naming the file (ex
     refused.stderr,
     new RegExp(`tls\\.key: ${key} is readable by others \\(mode 644\\); chmod 600 it`),
   );
+});
+
+test('a hello whose volume names are not file names is refused: nothing is created outside the data directory', {
+  timeout: 60_000,
+}, async () => {
+  const workspace = fresh();
+  const secondary = await workspace.secondaryConfig('dr1');
+  const dr1 = workspace.startSecondary(secondary.path);
+  await dr1.waitForEvent('secondary-started');
+  const socket = connect(secondary.port, '127.0.0.1');
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.write(
+    encodeFrame({
+      type: 'hello',
+      protocolVersion,
+      sessionId: 1,
+      connectionIndex: 0,
+      connectionCount: 1,
+      group: 'it',
+      blockBytes: 4096,
+      volumes: [{ name: '../../escaped', sizeBytes: 1024 * 1024 }],
+    }),
+  );
+  const refused = await dr1.waitForEvent('primary-refused');
+  assert.match(String(refused.reason), /cannot be file names or repeat: \.\.\/\.\.\/escaped/);
+  socket.destroy();
+  assert.deepEqual(
+    readdirSync(workspace.dir).filter((name) => name.startsWith('escaped')),
+    [],
+  );
+  assert.deepEqual(dr1.events('volumes-adopted'), []);
+  dr1.kill('SIGKILL');
+  await dr1.exited;
 });
