@@ -7,8 +7,7 @@
  */
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import { imagePath, readSiteFile, siteFilePath, writeSiteFile } from '../storage/site-file.ts';
-import { exitCodeOfStartFailure } from './daemon.ts';
-import { exitCodes } from './exit-codes.ts';
+import { exitCodes, startFailureCode } from './exit-codes.ts';
 
 export function runAcceptImage(options: {
   dataDir: string | undefined;
@@ -28,7 +27,7 @@ export function runAcceptImage(options: {
     site = readSiteFile(dataDir);
   } catch (error) {
     say((error as Error).message);
-    return exitCodeOfStartFailure(error);
+    return startFailureCode(error);
   }
   const records = site?.volumes;
   if (!site || !records) {

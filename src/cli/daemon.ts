@@ -1,17 +1,10 @@
 /** `cyclerep primary|secondary --config F`: load and check the config, run the site until a signal. */
-import { ConfigError, damagedDataCodes, StorageError } from '../core/errors.ts';
+import { ConfigError } from '../core/errors.ts';
 import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { type FileConfig, loadConfig } from '../ops/config.ts';
 import { createLogger, type LogFormat } from '../ops/logger.ts';
-import { exitCodes } from './exit-codes.ts';
-
-/** The exit code of a start that threw: a configuration at odds with the site, damaged data, or else. */
-export function exitCodeOfStartFailure(error: unknown): number {
-  if (error instanceof ConfigError) return exitCodes.usage;
-  if (error instanceof StorageError && damagedDataCodes.includes(error.code)) return exitCodes.damaged;
-  return exitCodes.start;
-}
+import { exitCodes, startFailureCode } from './exit-codes.ts';
 
 export async function runDaemon(
   role: 'primary' | 'secondary',
@@ -56,7 +49,7 @@ export async function runDaemon(
         : await SecondaryNode.start(config, logger, onFatal);
   } catch (error) {
     logger.error('start-failed', { reason: (error as Error).message });
-    return exitCodeOfStartFailure(error);
+    return startFailureCode(error);
   }
   const stop = (signal: string): void => {
     logger.info('stopping', { signal });

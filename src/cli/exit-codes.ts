@@ -2,6 +2,8 @@
  * The exit codes of every `cyclerep` command: one table, used by the code, the usage text and the
  * docs (README "Operations"), so that a service manager or a script can act on them.
  */
+import { ConfigError, damagedDataCodes, StorageError } from '../core/errors.ts';
+
 export const exitCodes = {
   /** The command did what it was asked; a site stopped cleanly. */
   ok: 0,
@@ -28,3 +30,15 @@ export const exitCodesText = `exit codes:
   4  the site could not start (address in use, unreadable certificate), or status reached no site
   5  damaged, missing or foreign data on disk at start; refused, nothing changed
 `;
+
+/**
+ * Damaged data found at start (exit 5); a configuration at odds with the site's data (a volume
+ * added, removed or resized against site.json) is bad configuration (exit 2); any other failure to
+ * start is exit 4.
+ */
+export function startFailureCode(error: unknown): ExitCode {
+  if (error instanceof ConfigError) return exitCodes.usage;
+  return error instanceof StorageError && damagedDataCodes.has(error.code)
+    ? exitCodes.damaged
+    : exitCodes.start;
+}

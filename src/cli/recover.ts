@@ -7,8 +7,7 @@ import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { createLogger } from '../ops/logger.ts';
 import { readSiteFile, type SiteFile, siteFilePath } from '../storage/site-file.ts';
-import { exitCodeOfStartFailure } from './daemon.ts';
-import { exitCodes } from './exit-codes.ts';
+import { exitCodes, startFailureCode } from './exit-codes.ts';
 
 export async function runRecover(dataDir: string | undefined): Promise<number> {
   if (!dataDir) {
@@ -20,7 +19,7 @@ export async function runRecover(dataDir: string | undefined): Promise<number> {
     site = readSiteFile(dataDir);
   } catch (error) {
     process.stderr.write(`cyclerep recover: ${(error as Error).message}\n`);
-    return exitCodeOfStartFailure(error);
+    return startFailureCode(error);
   }
   if (!site) {
     process.stderr.write(
@@ -46,7 +45,9 @@ export async function runRecover(dataDir: string | undefined): Promise<number> {
     }
   } catch (error) {
     logger.error('recover-failed', { reason: (error as Error).message });
-    const code = exitCodeOfStartFailure(error);
+    // Damage found while opening is refused like at a site's start (exit 5), a site.json at odds
+    // with its own configuration is exit 2; anything else failed at run time.
+    const code = startFailureCode(error);
     return code === exitCodes.start ? exitCodes.storage : code;
   }
   return failure ? exitCodes.storage : exitCodes.ok;

@@ -23,7 +23,9 @@ export type ProtocolErrorCode =
   | 'unexpected-frame'
   | 'cycle-out-of-order'
   | 'packet-invalid'
-  | 'cycle-digest-mismatch';
+  | 'cycle-digest-mismatch'
+  /** A hello of another protocol version: its layout cannot be read, so it is refused by its version. */
+  | 'version-unsupported';
 
 /** The peer sent bytes or frames that break the site-to-site protocol. The link fails. */
 export class ProtocolError extends CyclerepError {
@@ -38,7 +40,11 @@ export type HandshakeErrorCode =
   | 'group-mismatch'
   | 'block-size-mismatch'
   | 'volumes-mismatch'
-  | 'journal-gap';
+  | 'journal-gap'
+  /** A name, size or identity in the hello breaks the rules a config must follow. */
+  | 'hello-invalid'
+  /** The hello comes from a primary site or generation other than the one this secondary follows. */
+  | 'primary-mismatch';
 
 /** The peers are not of one group, or cannot continue from where they are. Retrying will not help. */
 export class HandshakeError extends CyclerepError {
@@ -76,14 +82,17 @@ export type StorageErrorCode =
   | 'volume-foreign'
   | 'storage-io';
 
-/** Data found damaged, missing or foreign at start: refused, nothing changed (exit code 5). */
-export const damagedDataCodes: readonly StorageErrorCode[] = [
+/**
+ * Codes of data on disk found damaged, missing or foreign at start: the site refuses to start with
+ * exit code 5 and changes nothing; an operator must look.
+ */
+export const damagedDataCodes: ReadonlySet<string> = new Set<StorageErrorCode>([
   'journal-corrupt',
   'site-file-corrupt',
   'volume-missing',
   'volume-size-mismatch',
   'volume-foreign',
-];
+]);
 
 /** The environment failed us: a damaged journal, a volume file of the wrong size, an I/O error. */
 export class StorageError extends CyclerepError {

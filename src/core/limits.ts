@@ -23,6 +23,8 @@ export const limits = {
   nodesMax: 16,
   /** Incomplete cycles a secondary buffers at once (the primary's in-flight window is smaller). */
   receiveCyclesBufferedMax: 64,
+  /** Generations a hello carries, newest last; older ones are left out of it. */
+  generationsInHelloMax: 64,
   /** Smallest and largest block size. */
   blockBytesMin: 512,
   blockBytesMax: 1024 * 1024,

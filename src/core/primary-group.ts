@@ -8,6 +8,7 @@ import type { Frame } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import { ConfigError, WriteError } from './errors.ts';
 import { FoldIndex } from './fold.ts';
+import type { PrimaryIdentity } from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
 import { type CycleStore, type LinkRequest, type LinkState, PrimaryLink } from './primary-link.ts';
 import type { PrimaryRecord } from './records.ts';
@@ -33,6 +34,8 @@ export interface PrimaryConfig {
   cyclesQueuedMax: number;
   connectionsPerLink: number;
   timings: LinkTimings;
+  /** This primary's site and generation chain (site.json), stated in every hello. */
+  identity: PrimaryIdentity;
   bugs?: Bugs;
 }
 
@@ -91,6 +94,8 @@ export interface SecondaryStatus {
   failures: number;
   recoveries: number;
   lastFailure: string | null;
+  /** Why the secondary refused this primary (for instance another identity), until it accepts it. */
+  refusal: string | null;
 }
 
 export interface PrimaryStatus {
@@ -154,7 +159,12 @@ export class PrimaryGroup implements CycleStore {
     this.bugs = config.bugs ?? noBugs;
     for (let node = 0; node < config.nodes; node++) this.nodes.push({ capture: 1, pending: [] });
     this.cycles.set(1, newCycle(config.shape.blockBytes));
-    const environment = { random, nextConnectionId: () => ++this.connectionIds, bugs: this.bugs };
+    const environment = {
+      random,
+      nextConnectionId: () => ++this.connectionIds,
+      bugs: this.bugs,
+      identity: config.identity,
+    };
     for (const name of config.secondaries) {
       this.links.push(
         new PrimaryLink(name, config.shape, config.connectionsPerLink, config.timings, this, environment),
@@ -510,6 +520,7 @@ export class PrimaryGroup implements CycleStore {
       failures: link.failures,
       recoveries: link.recoveries,
       lastFailure: link.lastFailure,
+      refusal: link.refusal,
     };
   }
 

@@ -15,6 +15,7 @@ import {
 } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import type { FoldIndex, Run } from './fold.ts';
+import type { PrimaryIdentity } from './identity.ts';
 import { type LinkTimings, limits } from './limits.ts';
 import type { Bugs, CycleNumber, GroupShape, LogEntry } from './types.ts';
 
@@ -47,6 +48,8 @@ export interface LinkEnvironment {
   random(): number;
   nextConnectionId(): number;
   bugs: Bugs;
+  /** This primary's site and generations, stated in every hello. */
+  identity: PrimaryIdentity;
 }
 
 /** Frames queued on all connections of a link; packets are built only while fewer are queued. */
@@ -86,6 +89,8 @@ export class PrimaryLink {
   shippedBytes = 0;
   recoveries = 0;
   lastFailure: string | null = null;
+  /** Why the secondary last refused this primary (its ERROR frame), until a session is accepted. */
+  refusal: string | null = null;
 
   constructor(
     readonly name: string,
@@ -169,6 +174,8 @@ export class PrimaryLink {
       group: this.shape.group,
       blockBytes: this.shape.blockBytes,
       volumes: this.shape.volumes,
+      primarySite: this.environment.identity.site,
+      generations: this.environment.identity.generations.slice(-limits.generationsInHelloMax),
     });
   }
 
@@ -229,6 +236,7 @@ export class PrimaryLink {
     this.applied = welcome.applied;
     if (!this.connections.every((candidate) => candidate.welcomed)) return moved;
     this.state = 'streaming';
+    this.refusal = null;
     this.backoffMs = this.timings.reconnectMsMin;
     this.sentEnd = this.stored;
     if (this.store.closed > this.stored) this.queueRecovery(out);
@@ -369,6 +377,7 @@ export class PrimaryLink {
   private refuse(nowMs: number, reason: string, out: LinkRequest[]): void {
     this.failures++;
     this.lastFailure = reason;
+    this.refusal = reason;
     out.push({
       type: 'log',
       entry: { level: 'error', event: 'link-refused', fields: { link: this.name, reason } },

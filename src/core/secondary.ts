@@ -24,9 +24,16 @@ import {
 import { assert } from './assert.ts';
 import { HandshakeError, ProtocolError } from './errors.ts';
 import { type BlockContent, FoldIndex } from './fold.ts';
+import {
+  type Binding,
+  bindingOf,
+  checkBoundPrimary,
+  generationChainProblem,
+  type PrimaryIdentity,
+} from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
 import type { SecondaryRecord } from './records.ts';
-import { checkSameShape } from './shape.ts';
+import { checkSameShape, checkShapeRules } from './shape.ts';
 import {
   type Bugs,
   type CycleNumber,
@@ -41,10 +48,17 @@ export interface SecondaryConfig {
   name: string;
   shape: GroupShape;
   timings: LinkTimings;
+  /** The primary site and generation this secondary follows (site.json), or null: not bound yet. */
+  binding?: Binding | null;
   bugs?: Bugs;
 }
 
 export type SecondaryAction =
+  /**
+   * Record, durably and atomically, that this secondary now follows this primary and generation;
+   * done before any later action, so nothing of that primary is stored before the binding is.
+   */
+  | { type: 'bind'; binding: Binding }
   | { type: 'send'; connection: number; frame: Frame }
   | { type: 'close'; connection: number; reason: string }
   | { type: 'journal-append'; seq: number; record: SecondaryRecord }
@@ -86,6 +100,8 @@ export class Secondary {
   /** The volumes durably hold this cycle (the `applied` marker is in the journal). */
   appliedDurable: CycleNumber = 0;
   private session: { id: number; connectionCount: number } | null = null;
+  /** The primary site and generation followed; set by the first accepted hello, never changed. */
+  private binding: Binding | null;
   private readonly connections = new Map<number, ConnectionState>();
   private receiving = new Map<CycleNumber, ReceivingCycle>();
   private readonly storedCycles = new Map<CycleNumber, StoredCycle>();
@@ -108,6 +124,7 @@ export class Secondary {
     const problems = checkLinkTimings(config.timings);
     assert(problems.length === 0, problems.join('; '));
     this.bugs = config.bugs ?? noBugs;
+    this.binding = config.binding ?? null;
   }
 
   /** Rebuilds a secondary from its journal after a restart, then resumes any unfinished apply. */
@@ -259,11 +276,11 @@ export class Secondary {
       );
       return;
     }
+    // Every check of the offered primary comes before anything of the live session is touched, so
+    // a refused primary (another group, another identity) never disturbs the one being followed.
     try {
-      checkSameShape(
-        { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes },
-        this.config.shape,
-      );
+      checkHello(hello, this.config.shape.group, this.config.shape);
+      if (this.binding) checkBoundPrimary(this.binding, identityOfHello(hello));
     } catch (error) {
       if (!(error instanceof HandshakeError)) throw error;
       this.refuseHandshake(connection, error);
@@ -272,6 +289,7 @@ export class Secondary {
     if (hello.connectionCount < 1 || hello.connectionCount > limits.connectionsPerLinkMax) {
       throw new ProtocolError('frame-bad-field', `session of ${hello.connectionCount} connections`);
     }
+    if (!this.binding) this.bind(identityOfHello(hello));
     if (this.session?.id !== hello.sessionId) {
       // A new session means the primary saw a failure (or restarted): whatever we hold of cycles
       // that are not stored is void before anything of the new session arrives.
@@ -295,6 +313,17 @@ export class Secondary {
     state.session = hello.sessionId;
     if (this.storing) this.pendingWelcomes.push(connection);
     else this.sendWelcome(connection);
+  }
+
+  /** The first primary accepted is the one followed from now on; its binding is durable first. */
+  private bind(identity: PrimaryIdentity): void {
+    assert(this.binding === null, 'a secondary binds once');
+    this.binding = bindingOf(identity);
+    this.out.push({ type: 'bind', binding: this.binding });
+    this.log('info', 'primary-bound', {
+      primarySite: this.binding.primarySite,
+      generation: this.binding.generation,
+    });
   }
 
   private sendWelcome(connection: number): void {
@@ -586,6 +615,11 @@ export class Secondary {
     });
   }
 
+  /** The primary site and generation followed, or null before the first accepted hello. */
+  get boundTo(): Binding | null {
+    return this.binding;
+  }
+
   /** What the simulator's checkers read: cycles buffered and the session they came from. */
   inspect(): {
     session: number | null;
@@ -600,4 +634,29 @@ export class Secondary {
       })),
     };
   }
+}
+
+/** The identity a hello states. */
+export function identityOfHello(hello: HelloFrame): PrimaryIdentity {
+  return { site: hello.primarySite, generations: hello.generations };
+}
+
+/**
+ * Throws HandshakeError unless a hello is of `group`, well-formed by the config's rules (names,
+ * block size, sizes, a generation chain ending at its primary) and, when this site already holds
+ * volumes, describes exactly `held`. A fresh secondary (held null) checks the same before it
+ * creates any file from what the hello says.
+ */
+export function checkHello(hello: HelloFrame, group: string, held: GroupShape | null): void {
+  if (hello.group !== group) {
+    throw new HandshakeError(
+      'group-mismatch',
+      `group "${hello.group}" offered, this site is of group "${group}"`,
+    );
+  }
+  const offered = { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes };
+  checkShapeRules(offered);
+  const chain = generationChainProblem(hello.primarySite, hello.generations);
+  if (chain) throw new HandshakeError('hello-invalid', `hello: primary site ${hello.primarySite}: ${chain}`);
+  if (held) checkSameShape(offered, held);
 }

@@ -21,6 +21,16 @@ export interface NbdLimits {
   requestsInFlightMax: number;
   /** Bytes one BLOCK_STATUS request looks at; the reply covers less when asked for more. */
   blockStatusBytesMax: number;
+  /** From the greeting to the start of transmission (TLS included); a slower client is closed. */
+  handshakeTimeoutMs: number;
+  /** Unsent option replies beyond which a client in the handshake is not read (it should wait for each reply). */
+  handshakeBytesQueuedMax: number;
+  /** From an accepted WRITE header to the last byte of its payload; a client that stalls is closed. */
+  requestPayloadTimeoutMs: number;
+  /** Reply bytes not yet taken by the client beyond which its requests are not read. */
+  replyBytesQueuedMax: number;
+  /** A client with unsent replies none of which leaves for this long is closed. */
+  replyTimeoutMs: number;
 }
 
 export const defaultNbdLimits: NbdLimits = {
@@ -28,4 +38,9 @@ export const defaultNbdLimits: NbdLimits = {
   requestBytesMax: 32 * 1024 * 1024,
   requestsInFlightMax: 64,
   blockStatusBytesMax: 8 * 1024 * 1024,
+  handshakeTimeoutMs: 10_000,
+  handshakeBytesQueuedMax: 64 * 1024,
+  requestPayloadTimeoutMs: 30_000,
+  replyBytesQueuedMax: 64 * 1024 * 1024,
+  replyTimeoutMs: 30_000,
 };

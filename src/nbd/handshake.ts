@@ -39,6 +39,8 @@ export class Handshake {
     private readonly limits: NbdLimits,
     private readonly noZeroes: boolean,
     private readonly tls: { mode: NbdTlsMode; active: boolean } = { mode: 'off', active: false },
+    /** Asked before transmission starts: null to go on, or why the server cannot take the client now. */
+    private readonly admit: () => string | null = () => null,
   ) {}
 
   onOption(code: number, data: Uint8Array): OptionOutcome {
@@ -90,6 +92,8 @@ export class Handshake {
     const found = this.exports.get(name);
     // NBD_OPT_EXPORT_NAME has no error reply: the server can only close.
     if (!found) return { next: 'close', reason: `no export named "${name}"` };
+    const refusal = this.admit();
+    if (refusal) return { next: 'close', reason: refusal };
     const reply = new Uint8Array(this.noZeroes ? 10 : 134);
     const view = new DataView(reply.buffer);
     view.setBigUint64(0, BigInt(found.sizeBytes));
@@ -115,17 +119,23 @@ export class Handshake {
     if (!request) return this.refuse(code, replies.errorInvalid, 'malformed INFO/GO request');
     const found = this.exports.get(request.name);
     if (!found) return this.refuse(code, replies.errorUnknown, `no export named "${request.name}"`);
+    if (code === options.go) {
+      const refusal = this.admit();
+      if (refusal) return this.refuse(code, replies.errorPolicy, refusal);
+    }
     const exportInfo = new Uint8Array(12);
     const exportView = new DataView(exportInfo.buffer);
     exportView.setUint16(0, infoTypes.export);
     exportView.setBigUint64(2, BigInt(found.sizeBytes));
     exportView.setUint16(10, flagsOf(found));
     this.send(optionReply(code, replies.info, exportInfo));
-    // Whole blocks only: the minimum is the block size, so clients align (qemu honours it).
+    // Any byte offset and length is served (unaligned.ts: read-modify-write of partial blocks), so
+    // the minimum is 1 and clients that never ask (the spec's default) work unchanged; whole blocks
+    // are preferred, since a partial one costs a read before its write.
     const blockInfo = new Uint8Array(14);
     const blockView = new DataView(blockInfo.buffer);
     blockView.setUint16(0, infoTypes.blockSize);
-    blockView.setUint32(2, found.blockBytes);
+    blockView.setUint32(2, 1);
     blockView.setUint32(6, Math.max(found.blockBytes, 4096));
     blockView.setUint32(10, this.limits.requestBytesMax);
     this.send(optionReply(code, replies.info, blockInfo));

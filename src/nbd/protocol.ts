@@ -12,6 +12,8 @@ export const simpleReplyMagic = 0x67446698;
 export const structuredReplyMagic = 0x668e33ef;
 
 export const handshakeFlags = { fixedNewstyle: 1, noZeroes: 2 } as const;
+/** NBD_FLAG_C_*: the client's answer; any other bit, or one the server did not offer, ends the connection. */
+export const clientFlags = { fixedNewstyle: 1, noZeroes: 2 } as const;
 
 export const options = {
   exportName: 1,
@@ -63,7 +65,23 @@ export const commands = {
 export const commandNames: Record<number, string> = Object.fromEntries(
   Object.entries(commands).map(([name, code]) => [code, name]),
 );
-export const commandFlags = { fua: 1, noHole: 2, dontFragment: 4, requestOne: 8 } as const;
+export const commandFlags = {
+  fua: 1,
+  noHole: 2,
+  dontFragment: 4,
+  requestOne: 8,
+  fastZero: 16,
+  /** Only with extended headers, which are not offered. */
+  payloadLength: 32,
+} as const;
+export const commandFlagNames: Record<number, string> = {
+  [commandFlags.fua]: 'FUA',
+  [commandFlags.noHole]: 'NO_HOLE',
+  [commandFlags.dontFragment]: 'DF',
+  [commandFlags.requestOne]: 'REQ_ONE',
+  [commandFlags.fastZero]: 'FAST_ZERO',
+  [commandFlags.payloadLength]: 'PAYLOAD_LEN',
+};
 
 /** Structured reply chunk types (NBD_REPLY_TYPE_*) and the one flag a chunk carries. */
 export const chunkTypes = {

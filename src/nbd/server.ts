@@ -1,21 +1,34 @@
 /** The NBD listener: one NbdConnection per client socket, on 127.0.0.1:port or a Unix socket. */
 import { BlockList, createServer, isIP, type Server, type Socket } from 'node:net';
 import { createSecureContext, type SecureContextOptions, TLSSocket } from 'node:tls';
-import type { Logger } from '../ops/logger.ts';
+import { type Logger, rateLimited } from '../ops/logger.ts';
 import { listenOn } from '../ops/status-server.ts';
 import { RequestBudget } from './budget.ts';
 import { NbdConnection } from './connection.ts';
 import { defaultNbdLimits, type NbdExport, type NbdLimits } from './export.ts';
 import type { NbdTlsMode } from './handshake.ts';
+import { byteGranular } from './unaligned.ts';
 
 /** The `nbd` config section: where to listen and the bounds on what clients may ask. */
 export interface NbdServerOptions {
   listen: string;
-  /** Client connections served at once; more are accepted and closed at once by Node. */
+  /** Clients in transmission at once; one more is refused when it picks an export. */
   connectionsMax?: number;
+  /** Clients in the handshake at once, counted apart so idle sockets cannot crowd out served ones. */
+  handshakesMax?: number;
+  /** A client that has not finished its handshake by then is closed. */
+  handshakeTimeoutMs?: number;
   requestsInFlightPerConnection?: number;
   /** Requests in flight across every connection of this server. */
   requestsInFlightTotal?: number;
+  /** Bytes of payloads and replies held across every connection of this server. */
+  requestBytesInFlightMax?: number;
+  /** From an accepted WRITE header to the end of its payload. */
+  requestPayloadTimeoutMs?: number;
+  /** Unsent reply bytes beyond which one connection is not read. */
+  replyBytesQueuedMax?: number;
+  /** A connection whose unsent replies make no progress for this long is closed. */
+  replyTimeoutMs?: number;
   requestSizeMax?: number;
   /** NBD_OPT_STARTTLS: off, offered, or required; with the site's certificate and key. */
   tls?: NbdTlsMode;
@@ -42,7 +55,12 @@ export function allowed(list: BlockList, address: string | undefined): boolean {
   return list.check(plain, isIP(plain) === 6 ? 'ipv6' : 'ipv4');
 }
 
-export const nbdDefaults = { connectionsMax: 64, requestsInFlightTotal: 256 } as const;
+export const nbdDefaults = {
+  connectionsMax: 64,
+  handshakesMax: 16,
+  requestsInFlightTotal: 256,
+  requestBytesInFlightMax: 256 * 1024 * 1024,
+} as const;
 
 export async function startNbdServer(
   options: NbdServerOptions,
@@ -52,20 +70,47 @@ export async function startNbdServer(
   /** The certificate and key STARTTLS serves with; asked at each upgrade, so a reload applies. */
   tlsContext: () => SecureContextOptions | null = () => null,
 ): Promise<Server> {
+  // One byte-granular wrapper per export, shared by every connection: its block-range lock is what
+  // orders a read-modify-write against writes to the same blocks from other connections.
+  const granular = new Map<string, NbdExport>();
+  const exportsNow = (): NbdExport[] =>
+    exportsOf().map((found) => {
+      let wrapped = granular.get(found.name);
+      if (!wrapped || wrapped.sizeBytes !== found.sizeBytes) {
+        wrapped = byteGranular(found);
+        granular.set(found.name, wrapped);
+      }
+      return wrapped;
+    });
   const limits: NbdLimits = {
     ...defaultNbdLimits,
     requestsInFlightMax: options.requestsInFlightPerConnection ?? defaultNbdLimits.requestsInFlightMax,
     requestBytesMax: options.requestSizeMax ?? defaultNbdLimits.requestBytesMax,
+    handshakeTimeoutMs: options.handshakeTimeoutMs ?? defaultNbdLimits.handshakeTimeoutMs,
+    requestPayloadTimeoutMs: options.requestPayloadTimeoutMs ?? defaultNbdLimits.requestPayloadTimeoutMs,
+    replyBytesQueuedMax: options.replyBytesQueuedMax ?? defaultNbdLimits.replyBytesQueuedMax,
+    replyTimeoutMs: options.replyTimeoutMs ?? defaultNbdLimits.replyTimeoutMs,
   };
-  const budget = new RequestBudget(options.requestsInFlightTotal ?? nbdDefaults.requestsInFlightTotal);
+  const budget = new RequestBudget(
+    options.requestsInFlightTotal ?? nbdDefaults.requestsInFlightTotal,
+    options.requestBytesInFlightMax ?? nbdDefaults.requestBytesInFlightMax,
+  );
+  if (budget.bytesMax < Math.max(limits.requestBytesMax, limits.blockStatusBytesMax))
+    throw new RangeError('nbd: requestBytesInFlightMax below requestSizeMax or the block status scan');
+  const connectionsMax = options.connectionsMax ?? nbdDefaults.connectionsMax;
+  const handshakesMax = options.handshakesMax ?? nbdDefaults.handshakesMax;
+  // What clients can repeat at will is logged at a bounded rate.
+  const flood = rateLimited(logger);
   const tlsMode = options.tls ?? 'off';
   let nextClient = 1;
+  let handshaking = 0;
+  let transmitting = 0;
   const allowList = options.allow ? allowListOf(options.allow) : null;
   const server = createServer((socket: Socket) => {
     const client = nextClient++;
     // Unix sockets have no address: their file permissions are the access control.
     if (allowList && socket.remoteAddress !== undefined && !allowed(allowList, socket.remoteAddress)) {
-      logger.warn('nbd-client-refused', {
+      flood.warn('nbd-client-refused', {
         client,
         address: socket.remoteAddress,
         reason: 'not in nbd.allow',
@@ -73,6 +118,23 @@ export async function startNbdServer(
       socket.destroy();
       return;
     }
+    if (handshaking >= handshakesMax) {
+      flood.warn('nbd-connection-refused', {
+        client,
+        reason: `${handshakesMax} handshakes already in progress (nbd.handshakesMax)`,
+      });
+      socket.destroy();
+      return;
+    }
+    handshaking++;
+    let stage: 'handshake' | 'transmission' | 'closed' = 'handshake';
+    // Once per client, whichever of the plain socket and its TLS session reports the close.
+    const onClosed = (): void => {
+      if (stage === 'handshake') handshaking--;
+      else if (stage === 'transmission') transmitting--;
+      stage = 'closed';
+      connection.onTransportClosed();
+    };
     socket.setNoDelay(true);
     // The socket replies go to: the plain one, or the TLS session STARTTLS made of it.
     let transport: Socket = socket;
@@ -84,9 +146,10 @@ export async function startNbdServer(
     };
     const onPlainData = (chunk: Buffer): void => connection.onData(chunk);
     const connection: NbdConnection = new NbdConnection(
-      new Map(exportsOf().map((found) => [found.name, found])),
+      new Map(exportsNow().map((found) => [found.name, found])),
       {
-        send: (bytes) => {
+        send: (bytes, sent) => {
+          // A destroyed socket emits 'close', and the connection gives back what it holds then.
           if (transport.destroyed) return;
           // Replies finished together (one journal batch acknowledges many writes) leave in one
           // writev instead of one system call each.
@@ -95,7 +158,7 @@ export async function startNbdServer(
             transport.cork();
             process.nextTick(uncork);
           }
-          transport.write(bytes);
+          transport.write(bytes, sent ? () => sent() : undefined);
         },
         startTls: () => {
           const context = tlsContext();
@@ -111,37 +174,49 @@ export async function startNbdServer(
             secureContext: createSecureContext(context),
           });
           transport = secure;
+          secure.on('close', onClosed);
           secure.on('secure', () => connection.onTlsReady());
           secure.on('data', (chunk: Buffer) => connection.onData(chunk));
           secure.on('error', (error) => {
-            logger.warn('nbd-tls-failed', { client, reason: error.message });
+            flood.warn('nbd-tls-failed', { client, reason: error.message });
             secure.destroy();
           });
         },
         close: (reason) => {
-          logger.info('nbd-client-closed', { client, reason });
+          flood.info('nbd-client-closed', { client, reason });
           transport.end();
           setTimeout(() => transport.destroy(), 1000).unref();
         },
         pause: (paused) => (paused ? transport.pause() : transport.resume()),
         log: (event, fields) => logger.info(event, { client, ...fields }),
+        warn: (event, fields) => flood.warn(event, { client, ...fields }),
+        admit: () => {
+          if (transmitting >= connectionsMax)
+            return `${connectionsMax} clients already served (nbd.connectionsMax)`;
+          handshaking--;
+          transmitting++;
+          stage = 'transmission';
+          return null;
+        },
       },
       limits,
       budget,
       tlsMode,
     );
     socket.on('data', onPlainData);
-    socket.on('error', (error) => logger.warn('nbd-client-error', { client, reason: error.message }));
+    socket.on('error', (error) => flood.warn('nbd-client-error', { client, reason: error.message }));
+    socket.on('close', onClosed);
   });
-  server.maxConnections = options.connectionsMax ?? nbdDefaults.connectionsMax;
+  // A last guard: the two kinds of connection together; each is bounded on its own above.
+  server.maxConnections = connectionsMax + handshakesMax;
   server.on('drop', () =>
-    logger.warn('nbd-connection-refused', { reason: `${server.maxConnections} connections already served` }),
+    flood.warn('nbd-connection-refused', { reason: `${server.maxConnections} connections already open` }),
   );
   await listenOn(server, options.listen);
   logger.info('nbd-listening', {
     listen: options.listen,
     tls: tlsMode,
-    exports: exportsOf()
+    exports: exportsNow()
       .map((found) => found.name)
       .join(','),
   });

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { type ConnectionOptions, connect as connectTls } from 'node:tls';
 import { CyclerepError } from '../core/errors.ts';
 import { FoldIndex } from '../core/fold.ts';
+import { currentGeneration, type PrimaryIdentity, type SiteId } from '../core/identity.ts';
 import { limits } from '../core/limits.ts';
 import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
 import type { PrimaryRecord } from '../core/records.ts';
@@ -30,9 +31,11 @@ import { startStatusServer } from '../ops/status-server.ts';
 import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { primaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
+import { writeSiteFileIfChanged } from '../storage/site-file.ts';
 import type { VolumeFile } from '../storage/volume-file.ts';
 import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
 import { linkTimingsOf } from './secondary-node.ts';
+import { loadPrimaryIdentity } from './site-identity.ts';
 import { openPrimarySite } from './site-storage.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
@@ -81,6 +84,9 @@ export class PrimaryNodeError extends CyclerepError {
 }
 
 export interface PrimaryNodeStatus extends PrimaryStatus {
+  /** This site's identity and the generation it is primary of (what secondaries bind to). */
+  site: SiteId;
+  generation: string;
   journalFiles: number;
   journalCapacityBytes: number;
   journalDiskBytes: number;
@@ -133,6 +139,7 @@ export class PrimaryNode {
   private constructor(
     private readonly config: PrimaryFileConfig,
     private readonly shape: GroupShape,
+    private readonly identity: PrimaryIdentity,
     private readonly journal: SegmentJournal<PrimaryRecord>,
     private readonly volumes: VolumeFile[],
     records: PrimaryRecord[],
@@ -150,6 +157,7 @@ export class PrimaryNode {
         cyclesQueuedMax: config.cycle.maxQueued,
         connectionsPerLink: Math.max(...config.secondaries.map((secondary) => secondary.connections)),
         timings: linkTimingsOf(config.link),
+        identity,
       },
       Math.random,
       records,
@@ -163,8 +171,19 @@ export class PrimaryNode {
     onFatal: (error: Error) => void,
     options: { offline?: boolean } = {},
   ): Promise<PrimaryNode> {
+    const identity = loadPrimaryIdentity(config.dataDir, logger);
     const site = openPrimarySite(config);
     const { shape, files: volumes } = site.volumes;
+    const record = (): void =>
+      writeSiteFileIfChanged(config.dataDir, {
+        role: 'primary',
+        config,
+        site: identity.site,
+        generations: identity.generations,
+        volumes: site.volumes.records,
+      });
+    // A new site is recorded at once: its images exist from now on.
+    if (site.created) record();
     let node: PrimaryNode | null = null;
     const opened = SegmentJournal.open<PrimaryRecord>({
       directory: join(config.dataDir, 'journal'),
@@ -173,9 +192,9 @@ export class PrimaryNode {
       checkpoint: () => (node ? node.checkpoint() : []),
     });
     if (opened.report.cut) logger.warn('journal-tail-cut', { ...opened.report.cut });
-    // Every check passed: only now is site.json written (a refused start changes nothing).
-    site.record();
-    node = new PrimaryNode(config, shape, opened.journal, volumes, opened.records, logger, onFatal);
+    // Every check passed: only now is site.json brought up to date (a refused start changes nothing).
+    record();
+    node = new PrimaryNode(config, shape, identity, opened.journal, volumes, opened.records, logger, onFatal);
     await node.redo(opened.records);
     node.run(node.core.takeActions());
     if (options.offline) return node;
@@ -187,7 +206,7 @@ export class PrimaryNode {
         () => node.tlsMaterial?.context ?? null,
       );
     if (config.http)
-      node.http = await startStatusServer(config.http.listen, () => node.status(), node.metrics);
+      node.http = await startStatusServer(config.http.listen, () => node.status(), config.http, node.metrics);
     logLinkSecurity(config, logger);
     node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
     node.timer = setInterval(
@@ -195,6 +214,8 @@ export class PrimaryNode {
       Math.max(10, Math.min(config.cycle.minMs, config.link.heartbeatMs) / 4),
     );
     logger.info('primary-started', {
+      site: identity.site,
+      generation: currentGeneration(identity).id,
       capture: node.core.capture,
       closed: node.core.closed,
       collected: node.core.collected,
@@ -632,6 +653,8 @@ export class PrimaryNode {
   status(): PrimaryNodeStatus {
     return {
       ...this.core.status(Date.now()),
+      site: this.identity.site,
+      generation: currentGeneration(this.identity).id,
       journalFiles: this.journal.segmentCount,
       journalDiskBytes: this.journal.bytes,
       journalCapacityBytes: this.config.journal.capacity,

@@ -7,25 +7,29 @@ import type { Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
+import { HandshakeError, type ProtocolError } from '../core/errors.ts';
+import type { Binding, SiteId } from '../core/identity.ts';
 import { type LinkTimings, limits } from '../core/limits.ts';
 import type { SecondaryRecord } from '../core/records.ts';
-import { Secondary, type SecondaryAction } from '../core/secondary.ts';
+import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
 import type { GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { startNbdServer } from '../nbd/server.ts';
 import { FramedSocket } from '../net/framed-socket.ts';
 import { explainPskFailure, loadPsk, type PskMaterial, pskServerOptions } from '../net/psk.ts';
 import { loadTlsMaterial, refusalOfClient, serverOptions, type TlsMaterial } from '../net/tls.ts';
-import { namePattern, type SecondaryFileConfig } from '../ops/config.ts';
+import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
 import { listenOn, startStatusServer } from '../ops/status-server.ts';
-import type { Frame } from '../protocol/frames.ts';
+import type { Frame, HelloFrame } from '../protocol/frames.ts';
 import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
+import { type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
 import type { VolumeFile } from '../storage/volume-file.ts';
 import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
+import { loadSecondaryIdentity } from './site-identity.ts';
 import { createSecondarySite, type OpenedSite, openSecondarySite } from './site-storage.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
@@ -41,6 +45,9 @@ export interface SecondaryStatusReport {
   name: string;
   /** The same words as the primary's view of the link: `streaming` while a session runs, else `idle`. */
   link: 'streaming' | 'idle';
+  /** This site's identity, and the primary site and generation it follows (null until the first). */
+  site: SiteId;
+  primary: Binding | null;
   stored: number;
   applied: number;
   journalBytes: number;
@@ -78,12 +85,20 @@ export class SecondaryNode {
   private stopping = false;
   /** Set when storage failed: the process must stop, the replica is left as the journal knows it. */
   fatal: Error | null = null;
+  /** This site's identity, and the primary site and generation it follows (null until bound). */
+  private readonly site: SiteId;
+  private binding: Binding | null;
+  /** The volumes this site created, as site.json records them (null until they exist). */
+  private volumeRecords: VolumeRecord[] | null = null;
 
   private constructor(
     private readonly config: SecondaryFileConfig,
     private readonly logger: Logger,
     private readonly onFatal: (error: Error) => void,
   ) {
+    const identity = loadSecondaryIdentity(config.dataDir, logger);
+    this.site = identity.site;
+    this.binding = identity.binding;
     this.shape = null;
   }
 
@@ -108,7 +123,7 @@ export class SecondaryNode {
     logLinkSecurity(config, logger);
     node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
     if (config.http)
-      node.http = await startStatusServer(config.http.listen, () => node.status(), node.metrics);
+      node.http = await startStatusServer(config.http.listen, () => node.status(), config.http, node.metrics);
     if (config.nbd)
       node.nbd = await startNbdServer(
         config.nbd,
@@ -127,7 +142,10 @@ export class SecondaryNode {
 
   /** Opens the journal over the site's volumes, replays, and resumes an interrupted apply. */
   private openStorage(site: OpenedSite): void {
-    const { shape, files } = site.volumes;
+    const { shape, files, records } = site.volumes;
+    this.volumeRecords = records;
+    // A new site is recorded at once: its images exist from now on.
+    if (site.created) this.writeSite(shape);
     const opened = SegmentJournal.open<SecondaryRecord>({
       directory: join(this.config.dataDir, 'journal'),
       segmentBytesMax: receiveSegmentBytes,
@@ -136,15 +154,27 @@ export class SecondaryNode {
     });
     if (opened.report.cut) this.logger.warn('journal-tail-cut', { ...opened.report.cut });
     // Every check passed: only now is site.json brought up to date (a refused start changes nothing).
-    site.record();
+    this.writeSite(shape);
     this.volumes = files;
     this.journal = opened.journal;
     this.core = Secondary.recover(
-      { name: this.config.name, shape, timings: linkTimingsOf(this.config.link) },
+      { name: this.config.name, shape, timings: linkTimingsOf(this.config.link), binding: this.binding },
       opened.records,
     );
     this.shape = shape;
     this.run(this.core.start());
+  }
+
+  /** site.json with this site's identity, binding and volume records; atomic (see writeSiteFile). */
+  private writeSite(shape: GroupShape | null): void {
+    writeSiteFileIfChanged(this.config.dataDir, {
+      role: 'secondary',
+      config: this.config,
+      shape,
+      site: this.site,
+      binding: this.binding,
+      ...(this.volumeRecords ? { volumes: this.volumeRecords } : {}),
+    });
   }
 
   /** Plain TCP, or TLS 1.3 requiring a client certificate from the CA and an allowed identity. */
@@ -242,6 +272,7 @@ export class SecondaryNode {
           reason: error.message,
         });
         if (this.core) this.run(this.core.onProtocolError(Date.now(), id, error));
+        else this.refuseBeforeStorage(id, error);
       },
       onClose: (reason) => {
         this.sockets.delete(id);
@@ -253,7 +284,7 @@ export class SecondaryNode {
   }
 
   private onFrame(connection: number, frame: Frame): void {
-    if (!this.core && frame.type === 'hello') this.adoptShape(frame);
+    if (!this.core && frame.type === 'hello') this.adoptShape(connection, frame);
     if (!this.core) {
       this.sockets.get(connection)?.destroy('no volumes yet and the first frame is not a hello');
       return;
@@ -261,19 +292,20 @@ export class SecondaryNode {
     this.run(this.core.onFrame(Date.now(), connection, frame));
   }
 
-  /** First contact without configured volumes: take the primary's, once, and keep them from then on. */
-  private adoptShape(hello: Extract<Frame, { type: 'hello' }>): void {
-    if (hello.group !== this.config.group || hello.blockBytes < limits.blockBytesMin) return;
-    const shape: GroupShape = { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes };
-    // The names become file names: only those a configuration could hold, each once.
-    const names = shape.volumes.map((volume) => volume.name);
-    if (!names.every((name) => namePattern.test(name)) || new Set(names).size !== names.length) {
-      this.logger.warn('primary-refused', {
-        code: 'volumes-mismatch',
-        reason: `the hello names volumes that cannot be file names or repeat: ${names.join(', ')}`,
-      });
+  /**
+   * First contact without configured volumes: take the primary's, once, and keep them from then
+   * on. Names and sizes from the wire are held to the config's rules before any file is made of
+   * them, and the primary hears why it was refused.
+   */
+  private adoptShape(connection: number, hello: HelloFrame): void {
+    try {
+      checkHello(hello, this.config.group, null);
+    } catch (error) {
+      if (!(error instanceof HandshakeError)) throw error;
+      this.refuseBeforeStorage(connection, error);
       return;
     }
+    const shape: GroupShape = { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes };
     this.logger.info('volumes-adopted', {
       volumes: shape.volumes.map((volume) => `${volume.name}:${volume.sizeBytes}`).join(','),
     });
@@ -287,17 +319,33 @@ export class SecondaryNode {
       this.run((this.core as Secondary).onConnectionOpened(Date.now(), id));
   }
 
+  /** No storage is open yet, so no state machine: the refusal is sent from here. */
+  private refuseBeforeStorage(connection: number, error: HandshakeError | ProtocolError): void {
+    this.logger.error('primary-refused', { code: error.code, reason: error.message });
+    const socket = this.sockets.get(connection);
+    socket?.send({ type: 'error', code: error.code, message: error.message });
+    socket?.close(`${error.code}: ${error.message}`);
+  }
+
   private tick(): void {
     if (this.core) this.run(this.core.onTick(Date.now()));
   }
 
   private run(actions: SecondaryAction[]): void {
-    for (const action of actions) this.execute(action);
+    for (const action of actions) {
+      // After a storage failure nothing more is done: a binding that did not reach the disk must
+      // not be followed by a welcome.
+      if (this.fatal) return;
+      this.execute(action);
+    }
   }
 
   private execute(action: SecondaryAction): void {
     const journal = this.journal as SegmentJournal<SecondaryRecord>;
     switch (action.type) {
+      case 'bind':
+        this.bind(action.binding);
+        return;
       case 'send':
         this.sockets.get(action.connection)?.send(action.frame);
         return;
@@ -334,6 +382,16 @@ export class SecondaryNode {
       case 'log':
         this.logger.log(action.entry);
         return;
+    }
+  }
+
+  /** Records the primary followed from now on, before anything of it is stored. */
+  private bind(binding: Binding): void {
+    this.binding = binding;
+    try {
+      this.writeSite(this.shape);
+    } catch (error) {
+      this.fail(error);
     }
   }
 
@@ -401,6 +459,8 @@ export class SecondaryNode {
       role: 'secondary',
       name: this.config.name,
       link: inspection?.session != null ? 'streaming' : 'idle',
+      site: this.site,
+      primary: this.binding,
       stored: this.core?.stored ?? 0,
       applied: this.core?.applied ?? 0,
       journalBytes: this.journal?.bytes ?? 0,

@@ -1,10 +1,10 @@
 /**
  * Which volumes a starting site opens, shared by both roles: an existing site (site.json present)
  * opens the images it created, matched by name against the configuration, and refuses any that is
- * missing, emptied, resized or replaced; a new site creates them. site.json is written only when
- * the site is created and, for an existing one, once every check of the start passed.
+ * missing, emptied, resized or replaced; a new site creates them. Nothing here writes site.json:
+ * the node writes it when the site is created and, for an existing one, once every check of the
+ * start passed, with its identity (site-identity.ts) beside the volume records.
  */
-import { readFileSync } from 'node:fs';
 import { ConfigError } from '../core/errors.ts';
 import type { GroupShape } from '../core/types.ts';
 import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
@@ -14,14 +14,13 @@ import {
   recordedShape,
   type SiteFile,
   siteFilePath,
-  writeSiteFile,
 } from '../storage/site-file.ts';
 import { createSiteVolumes, openSiteVolumes, type SiteVolumes } from '../storage/site-volumes.ts';
 
-/** A site's open volumes, and the call that records them (and the configuration) in site.json. */
+/** A site's open volumes; `created` when this start made them (site.json must be written at once). */
 export interface OpenedSite {
   volumes: SiteVolumes;
-  record: () => void;
+  created: boolean;
 }
 
 function configuredShapeOf(config: PrimaryFileConfig | SecondaryFileConfig): ConfiguredShape {
@@ -44,21 +43,17 @@ function existingSite(config: PrimaryFileConfig | SecondaryFileConfig): SiteFile
 
 export function openPrimarySite(config: PrimaryFileConfig): OpenedSite {
   const configured = configuredShapeOf(config);
-  const recorded = (() => {
-    const site = existingSite(config);
-    return site ? recordedShape(site) : null;
-  })();
-  const volumes = recorded
-    ? openSiteVolumes(config.dataDir, recorded, configured)
-    : createSiteVolumes(config.dataDir, {
-        group: configured.group,
-        blockBytes: configured.blockBytes,
-        volumes: configured.volumes ?? [],
-      });
-  const record = (): void =>
-    writeIfChanged(config.dataDir, { role: 'primary', config, volumes: volumes.records });
-  if (!recorded) record();
-  return { volumes, record };
+  const site = existingSite(config);
+  const recorded = site ? recordedShape(site) : null;
+  if (recorded) return { volumes: openSiteVolumes(config.dataDir, recorded, configured), created: false };
+  return {
+    volumes: createSiteVolumes(config.dataDir, {
+      group: configured.group,
+      blockBytes: configured.blockBytes,
+      volumes: configured.volumes ?? [],
+    }),
+    created: true,
+  };
 }
 
 /** Null when the secondary has no volumes yet: it takes them from its primary's first hello. */
@@ -66,10 +61,7 @@ export function openSecondarySite(config: SecondaryFileConfig): OpenedSite | nul
   const configured = configuredShapeOf(config);
   const site = existingSite(config);
   const recorded = site ? recordedShape(site) : null;
-  if (recorded) {
-    const volumes = openSiteVolumes(config.dataDir, recorded, configured);
-    return { volumes, record: secondaryRecorder(config, volumes) };
-  }
+  if (recorded) return { volumes: openSiteVolumes(config.dataDir, recorded, configured), created: false };
   if (!configured.volumes) return null;
   return createSecondarySite(config, {
     group: configured.group,
@@ -80,30 +72,5 @@ export function openSecondarySite(config: SecondaryFileConfig): OpenedSite | nul
 
 /** A secondary's site created from its configuration or from its primary's hello. */
 export function createSecondarySite(config: SecondaryFileConfig, shape: GroupShape): OpenedSite {
-  const volumes = createSiteVolumes(config.dataDir, shape);
-  const record = secondaryRecorder(config, volumes);
-  record();
-  return { volumes, record };
-}
-
-function secondaryRecorder(config: SecondaryFileConfig, volumes: SiteVolumes): () => void {
-  return () =>
-    writeIfChanged(config.dataDir, {
-      role: 'secondary',
-      config,
-      shape: volumes.shape,
-      volumes: volumes.records,
-    });
-}
-
-/** site.json is replaced only when its content changes (a new configuration, new records). */
-function writeIfChanged(dataDir: string, site: SiteFile): void {
-  let current: string | null = null;
-  try {
-    current = readFileSync(siteFilePath(dataDir), 'utf8');
-  } catch {
-    current = null;
-  }
-  if (current === `${JSON.stringify(site, null, 2)}\n`) return;
-  writeSiteFile(dataDir, site);
+  return { volumes: createSiteVolumes(config.dataDir, shape), created: true };
 }

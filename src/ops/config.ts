@@ -8,20 +8,14 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.ts';
 import { limits } from '../core/limits.ts';
+import { blockBytesProblem, namePattern, namePatternText, volumeSizeProblem } from '../core/shape.ts';
 import { ackModes } from '../core/types.ts';
 import { assertPrivateKeyFile } from '../net/key-file.ts';
 import { loadPsk } from '../net/psk.ts';
 import { loadTlsMaterial } from '../net/tls.ts';
 import { parseSize } from './sizes.ts';
 
-/** Names of groups, sites and volumes (a volume's name is its image's file name). */
-export const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-
-const name = z
-  .string()
-  .min(1)
-  .max(limits.nameBytesMax)
-  .regex(namePattern, 'letters, digits, ".", "_" and "-", starting with a letter or digit');
+const name = z.string().min(1).max(limits.nameBytesMax).regex(namePattern, namePatternText);
 
 const size = z.unknown().transform((value, context) => {
   const bytes = parseSize(value);
@@ -42,12 +36,26 @@ const address = z
     message: 'expected host:port or a Unix socket path',
   });
 
-const listener = z.strictObject({ listen: address });
+const milliseconds = (defaultMs: number) => z.number().int().min(100).max(600_000).default(defaultMs);
+
+/** GET /status: where, and the bounds that keep idle or slow clients from holding it. */
+const http = z.strictObject({
+  listen: address,
+  /** Connections open at once; further ones are closed by Node until some end. */
+  connectionsMax: z.number().int().min(1).max(1024).default(64),
+  /** A request's headers and body must arrive within this; an idle keep-alive connection ends sooner. */
+  requestTimeoutMs: milliseconds(5000),
+});
 
 /** The NBD front door: where it listens and the bounds on what clients may ask of it. */
 const nbd = z.strictObject({
   listen: address,
+  /** Clients in transmission at once; one more is refused when it picks an export. */
   connectionsMax: z.number().int().min(1).max(1024).default(64),
+  /** Clients in the handshake at once, apart from those served; more are closed on arrival. */
+  handshakesMax: z.number().int().min(1).max(1024).default(16),
+  /** Greeting to transmission; a client still haggling then is closed. */
+  handshakeTimeoutMs: milliseconds(10_000),
   requestsInFlightPerConnection: z.number().int().min(1).max(1024).default(64),
   requestsInFlightTotal: z.number().int().min(1).max(65536).default(256),
   /** Client addresses or IPv4/IPv6 subnets (a.b.c.d/n) allowed to connect; absent: any. */
@@ -68,6 +76,18 @@ const nbd = z.strictObject({
   requestSizeMax: size
     .default(32 * 1024 * 1024)
     .refine((bytes) => bytes >= 4096 && bytes <= 32 * 1024 * 1024, 'between 4KiB and 32MiB'),
+  /** Write payloads and read replies held across every client, reserved before they are read or made. */
+  requestBytesInFlightMax: size
+    .default(256 * 1024 * 1024)
+    .refine((bytes) => bytes >= 8 * 1024 ** 2 && bytes <= 64 * 1024 ** 3, 'between 8MiB and 64GiB'),
+  /** From a WRITE header to its last payload byte; a client that stalls is closed and its bytes freed. */
+  requestPayloadTimeoutMs: milliseconds(30_000),
+  /** Reply bytes a client has not taken beyond which its requests are not read. */
+  replyBytesQueuedMax: size
+    .default(64 * 1024 * 1024)
+    .refine((bytes) => bytes >= 64 * 1024 && bytes <= 4 * 1024 ** 3, 'between 64KiB and 4GiB'),
+  /** A client whose unsent replies make no progress for this long is closed. */
+  replyTimeoutMs: milliseconds(30_000),
 });
 
 const link = z
@@ -104,7 +124,7 @@ const common = {
   group: name,
   dataDir: z.string().min(1),
   blockSize: size.default(4096),
-  http: listener.optional(),
+  http: http.optional(),
   log: z.strictObject({ format: z.enum(['json', 'pretty']).default('json') }).optional(),
   link,
   tls: tls.optional(),
@@ -201,16 +221,12 @@ function valueAt(document: unknown, path: readonly PropertyKey[]): unknown {
 function checkRelations(config: FileConfig, source: string): void {
   const problems: string[] = [];
   const block = config.blockSize;
-  if (!Number.isInteger(Math.log2(block)) || block < limits.blockBytesMin || block > limits.blockBytesMax) {
-    problems.push(
-      `blockSize: ${block} is not a power of two between ${limits.blockBytesMin} and ${limits.blockBytesMax}`,
-    );
-  }
+  const blockProblem = blockBytesProblem(block);
+  if (blockProblem) problems.push(`blockSize: ${blockProblem}`);
   const volumes = config.volumes ?? [];
   volumes.forEach((volume, index) => {
-    if (volume.size === 0 || volume.size % block !== 0) {
-      problems.push(`volumes.${index}.size: ${volume.size} is not a positive multiple of blockSize ${block}`);
-    }
+    const sizeProblem = volumeSizeProblem(volume.size, block);
+    if (sizeProblem) problems.push(`volumes.${index}.size: ${sizeProblem}`);
   });
   const names = volumes.map((volume) => volume.name);
   if (new Set(names).size !== names.length) problems.push('volumes: two volumes share a name');
@@ -219,6 +235,10 @@ function checkRelations(config: FileConfig, source: string): void {
   if (config.link.reconnectMaxMs < config.link.reconnectMinMs)
     problems.push('link.reconnectMaxMs: below link.reconnectMinMs');
   problems.push(...checkLinkSecurity(config));
+  if (config.nbd && config.nbd.requestBytesInFlightMax < config.nbd.requestSizeMax)
+    problems.push(
+      'nbd.requestBytesInFlightMax: below nbd.requestSizeMax, so the largest request could never be served',
+    );
   if (config.nbd && config.nbd.tls !== 'off' && !config.tls)
     problems.push(`nbd.tls: ${config.nbd.tls} needs the tls section (its cert and key serve STARTTLS)`);
   if (config.role === 'primary') {

@@ -43,3 +43,55 @@ export function createLogger(options: {
     error: (event, fields = {}) => log({ level: 'error', event, fields }),
   };
 }
+
+/** Time for the rate limiter; tests pass their own. */
+export interface LogClock {
+  now(): number;
+  /** Calls `fire` after `ms`; must not keep the process alive. */
+  after(ms: number, fire: () => void): void;
+}
+
+const realClock: LogClock = {
+  now: () => Date.now(),
+  after: (ms, fire) => {
+    setTimeout(fire, ms).unref();
+  },
+};
+
+/**
+ * A logger for events a peer can repeat at will (refused connections, protocol violations,
+ * timeouts): at most one line per event name per interval. The lines held back are counted and
+ * reported when the interval ends as one `log-suppressed` line naming the event (`similar`) and
+ * the count (`suppressed`), so a flood costs two lines a second and the operator still sees its size.
+ */
+export function rateLimited(logger: Logger, options: { intervalMs?: number; clock?: LogClock } = {}): Logger {
+  const intervalMs = options.intervalMs ?? 1000;
+  const clock = options.clock ?? realClock;
+  // Keyed by event name: a bounded set, whatever the peers send.
+  const windows = new Map<string, { endsAt: number; suppressed: number }>();
+  const log = (entry: LogEntry): void => {
+    const now = clock.now();
+    const window = windows.get(entry.event);
+    if (!window || now >= window.endsAt) {
+      windows.set(entry.event, { endsAt: now + intervalMs, suppressed: 0 });
+      logger.log(entry);
+      return;
+    }
+    window.suppressed++;
+    if (window.suppressed > 1) return;
+    clock.after(window.endsAt - now, () => {
+      if (windows.get(entry.event) === window) windows.delete(entry.event);
+      logger.log({
+        level: entry.level,
+        event: 'log-suppressed',
+        fields: { similar: entry.event, suppressed: window.suppressed, intervalMs },
+      });
+    });
+  };
+  return {
+    log,
+    info: (event, fields = {}) => log({ level: 'info', event, fields }),
+    warn: (event, fields = {}) => log({ level: 'warn', event, fields }),
+    error: (event, fields = {}) => log({ level: 'error', event, fields }),
+  };
+}

@@ -11,6 +11,16 @@ import { fileURLToPath } from 'node:url';
 import { parseAddress } from '../net/framed-socket.ts';
 import type { SiteMetrics } from './metrics.ts';
 
+/** What idle or slow clients of the status listener may hold (config `http:`). */
+export interface StatusServerBounds {
+  /** Connections open at once; Node closes further ones until some end. */
+  connectionsMax: number;
+  /** Headers and body must arrive within this; idle keep-alive connections end sooner. */
+  requestTimeoutMs: number;
+}
+
+export const statusServerDefaults: StatusServerBounds = { connectionsMax: 64, requestTimeoutMs: 5000 };
+
 interface Asset {
   path: string;
   contentType: string;
@@ -50,9 +60,14 @@ function send(response: ServerResponse, status: number, contentType: string, bod
 export async function startStatusServer(
   listen: string,
   status: () => unknown,
+  bounds: StatusServerBounds = statusServerDefaults,
   metrics?: SiteMetrics,
 ): Promise<Server> {
-  const server = createServer((request, response) => {
+  const { requestTimeoutMs } = bounds;
+  // Node checks the request deadlines only every connectionsCheckingInterval (30 s by default):
+  // check often enough that a connection never outlives its deadline by much.
+  const checkingMs = Math.max(50, Math.min(1000, Math.floor(requestTimeoutMs / 4)));
+  const server = createServer({ connectionsCheckingInterval: checkingMs }, (request, response) => {
     const path = request.url?.split('?')[0] ?? '/';
     if (request.method !== 'GET') {
       send(response, 405, 'text/plain', 'only GET is served\n');
@@ -76,8 +91,14 @@ export async function startStatusServer(
     }
     send(response, 404, 'text/plain', 'not found: try GET /, /status or /metrics\n');
   });
-  server.requestTimeout = 10_000;
-  server.maxConnections = 64;
+  // A connection that sends nothing (or too little) is closed: headers and the whole request are
+  // bounded, an idle keep-alive connection ends after at most requestTimeoutMs, and so does a socket
+  // with no traffic at all.
+  server.headersTimeout = requestTimeoutMs;
+  server.requestTimeout = requestTimeoutMs;
+  server.keepAliveTimeout = Math.min(5000, requestTimeoutMs);
+  server.timeout = requestTimeoutMs;
+  server.maxConnections = bounds.connectionsMax;
   await listenOn(server, listen);
   return server;
 }

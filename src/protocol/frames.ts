@@ -18,10 +18,12 @@ import { limits } from '../core/limits.ts';
 import { ByteReader, ByteWriter, encodeString, encodeTruncated } from './bytes.ts';
 import { crc32c } from './crc32c.ts';
 
-export const protocolVersion = 1;
+/** 2: the hello carries the primary's site identity and generation chain. */
+export const protocolVersion = 2;
 export const frameMagic = 0x43595250;
 export const frameHeaderBytes = 20;
 
+import { type Generation, idBytes, isId, type SiteId } from '../core/identity.ts';
 import type { Extent, VolumeShape } from '../core/types.ts';
 
 /** Primary to secondary, first frame on every connection of a link session. */
@@ -36,6 +38,15 @@ export interface HelloFrame {
   group: string;
   blockBytes: number;
   volumes: VolumeShape[];
+  /** The primary's site identity (16 bytes on the wire, 32 hex digits here). */
+  primarySite: SiteId;
+  /**
+   * The primary's generation chain, oldest first, the last one current (at most
+   * generationsInHelloMax, the newest): what a secondary needs to tell a newer generation that
+   * descends from the one it follows from a split brain. Each is a 16-byte id, the u64 cycle it
+   * started at, and the 16-byte id of its primary site.
+   */
+  generations: Generation[];
 }
 
 /** Secondary to primary: accepts a session and states where the secondary stands. */
@@ -159,7 +170,18 @@ function encodePayload(frame: Frame): Uint8Array {
         encodeString(volume.name, 'volume name', limits.nameBytesMax),
       );
       const size =
-        2 + 4 + 2 + 2 + 2 + group.length + 4 + 2 + names.reduce((sum, name) => sum + 2 + name.length + 8, 0);
+        2 +
+        4 +
+        2 +
+        2 +
+        2 +
+        group.length +
+        4 +
+        2 +
+        names.reduce((sum, name) => sum + 2 + name.length + 8, 0) +
+        idBytes +
+        2 +
+        frame.generations.length * (idBytes + 8 + idBytes);
       const writer = new ByteWriter(size)
         .u16(frame.protocolVersion)
         .u32(frame.sessionId)
@@ -171,6 +193,19 @@ function encodePayload(frame: Frame): Uint8Array {
       frame.volumes.forEach((volume, index) => {
         writer.string(names[index] as Uint8Array).u64(volume.sizeBytes);
       });
+      if (frame.generations.length > limits.generationsInHelloMax) {
+        throw new ProtocolError(
+          'frame-bad-field',
+          `hello: ${frame.generations.length} generations, at most ${limits.generationsInHelloMax}`,
+        );
+      }
+      writer.raw(idToBytes(frame.primarySite, 'primarySite')).u16(frame.generations.length);
+      for (const generation of frame.generations) {
+        writer
+          .raw(idToBytes(generation.id, 'generation id'))
+          .u64(generation.startedAt)
+          .raw(idToBytes(generation.primarySite, 'generation primarySite'));
+      }
       return writer.finish();
     }
     case 'welcome': {
@@ -225,6 +260,13 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
   switch (type) {
     case 'hello': {
       const protocolVersionField = reader.u16('protocolVersion');
+      // What follows the version is laid out by that version: another one is refused by name.
+      if (protocolVersionField !== protocolVersion) {
+        throw new ProtocolError(
+          'version-unsupported',
+          `hello of protocol ${protocolVersionField}, this site speaks ${protocolVersion}`,
+        );
+      }
       const sessionId = reader.u32('sessionId');
       const connectionIndex = reader.u16('connectionIndex');
       const connectionCount = reader.u16('connectionCount');
@@ -244,6 +286,22 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
           sizeBytes: reader.u64('size'),
         });
       }
+      const primarySite = idOfBytes(reader.raw(idBytes, 'primarySite'));
+      const generationCount = reader.u16('generationCount');
+      if (generationCount > limits.generationsInHelloMax) {
+        throw new ProtocolError(
+          'frame-bad-field',
+          `hello: ${generationCount} generations, at most ${limits.generationsInHelloMax}`,
+        );
+      }
+      const generations: Generation[] = [];
+      for (let i = 0; i < generationCount; i++) {
+        generations.push({
+          id: idOfBytes(reader.raw(idBytes, `generations[${i}].id`)),
+          startedAt: reader.u64(`generations[${i}].startedAt`),
+          primarySite: idOfBytes(reader.raw(idBytes, `generations[${i}].primarySite`)),
+        });
+      }
       return {
         type,
         protocolVersion: protocolVersionField,
@@ -253,6 +311,8 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
         group,
         blockBytes,
         volumes,
+        primarySite,
+        generations,
       };
     }
     case 'welcome':
@@ -424,6 +484,21 @@ function concat(chunks: Uint8Array[], total: number): Uint8Array {
 function asProtocolError(error: unknown): ProtocolError {
   if (error instanceof ProtocolError) return error;
   return new ProtocolError('frame-bad-field', `undecodable frame: ${String(error)}`, { cause: error });
+}
+
+/** A 32-hex-digit identity as its 16 bytes; anything else is refused rather than sent mangled. */
+function idToBytes(id: string, field: string): Uint8Array {
+  if (!isId(id)) {
+    throw new ProtocolError(
+      'frame-bad-field',
+      `${field}: ${JSON.stringify(id)} is not 32 lowercase hex digits`,
+    );
+  }
+  return Uint8Array.from(Buffer.from(id, 'hex'));
+}
+
+function idOfBytes(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
 }
 
 /** Decodes exactly one whole frame (tests, tools). */

@@ -5,6 +5,7 @@
  * restarts of every site, and sources that issue dependent writes. After every step the
  * invariants of DESIGN.md are checked; the first violation ends the run.
  */
+import type { PrimaryIdentity } from '../core/identity.ts';
 import type { LinkTimings } from '../core/limits.ts';
 import { type PrimaryAction, type PrimaryConfig, PrimaryGroup } from '../core/primary-group.ts';
 import type { PrimaryRecord, SecondaryRecord } from '../core/records.ts';
@@ -134,6 +135,7 @@ export class Cluster {
       cyclesQueuedMax: scenario.cyclesQueuedMax,
       connectionsPerLink: scenario.connectionsPerLink,
       timings: scenario.timings,
+      identity: simulatedIdentity(scenario.seed),
       bugs: scenario.bugs,
     };
     this.primary = new PrimaryGroup(this.primaryConfig, () => this.coreRandom.next());
@@ -428,6 +430,10 @@ export class Cluster {
     const site = this.sites[siteIndex] as SecondarySite;
     for (const action of actions) {
       switch (action.type) {
+        case 'bind':
+          // The binding lives in site.json, which survives a crash: so does the config here.
+          site.config = { ...site.config, binding: action.binding };
+          break;
         case 'send':
           this.send(action.connection, false, encodeFrame(action.frame));
           break;
@@ -938,4 +944,10 @@ function releasable(record: SecondaryRecord, upTo: CycleNumber): boolean {
     case 'discard':
       return record.stored <= upTo;
   }
+}
+
+/** The simulated primary's identity: fixed by the seed, so a run replays exactly. */
+function simulatedIdentity(seed: number): PrimaryIdentity {
+  const hex = (salt: number): string => ((seed ^ salt) >>> 0).toString(16).padStart(32, '0');
+  return { site: hex(0x517e), generations: [{ id: hex(0x6e17), startedAt: 1, primarySite: hex(0x517e) }] };
 }

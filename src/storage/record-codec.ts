@@ -1,11 +1,15 @@
 /**
- * Byte layout of journal records, shared by the primary journal and the secondary receive journal.
- * Every record on disk is:
+ * Byte layout of journal frames, shared by the primary journal and the secondary receive journal.
+ * Every frame on disk is:
  *
- *   u32 body length | u32 CRC32C of (length field and body) | body
+ *   u32 body length | u32 CRC32C of every other byte of the frame | u8 frame kind |
+ *   u64 sequence | u64 durable | body
  *
- * and a body starts with a u8 kind. The CRC covers the length too, so a torn or damaged length is
- * caught like any other damage; replay stops at the first record that fails (see segment-journal.ts).
+ * `sequence` numbers every frame of a journal, 1, 2, 3, ... across its segments, so a frame from
+ * another place or a missing one shows. `durable` is the journal's durable watermark when the frame
+ * was written: every frame with a sequence at or below it had been fdatasynced before. Replay uses it
+ * to tell damage from a torn tail (see journal-replay.ts). A record frame's body starts with a u8
+ * record kind. The CRC covers the length and the header fields too, so damage anywhere is caught.
  */
 import { ProtocolError } from '../core/errors.ts';
 import { limits } from '../core/limits.ts';
@@ -14,7 +18,8 @@ import type { Extent } from '../core/types.ts';
 import { ByteReader, ByteWriter } from '../protocol/bytes.ts';
 import { crc32c } from '../protocol/crc32c.ts';
 
-export const recordHeaderBytes = 8;
+/** length, CRC, frame kind, sequence, durable. */
+export const journalFrameHeaderBytes = 4 + 4 + 1 + 8 + 8;
 /** The largest record body: one packet's data and its fields. */
 export const recordBodyBytesMax = limits.packetBytesMax + 64;
 
@@ -25,7 +30,12 @@ export interface RecordCodec<R> {
   decodeBody(body: Uint8Array): R;
   /** The highest cycle a record belongs to (0 when none): segments go once their cycles are done. */
   cycleOf(record: R): number;
+  /** Written into every segment header, so one site's journal is never read as the other's. */
+  journalRole: JournalRole;
 }
+
+export const journalRoles = { primary: 1, secondary: 2 } as const;
+export type JournalRole = keyof typeof journalRoles;
 
 const kinds = {
   write: 1,
@@ -91,6 +101,7 @@ export const primaryRecordCodec: RecordCodec<PrimaryRecord> = {
   cycleOf(record) {
     return record.kind === 'write' ? record.cycle : record.kind === 'switch' ? record.closed : record.upTo;
   },
+  journalRole: 'primary',
 };
 
 export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = {
@@ -138,17 +149,50 @@ export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = {
   cycleOf(record) {
     return record.kind === 'discard' ? record.stored : record.cycle;
   },
+  journalRole: 'secondary',
 };
 
-/** A record as it goes to disk: header and body. */
-export function encodeRecord<R>(codec: RecordCodec<R>, record: R): Uint8Array {
-  const body = codec.encodeBody(record);
-  const bytes = new Uint8Array(recordHeaderBytes + body.length);
+/**
+ * What a frame carries. `record`: one of the owner's records. `durable`: nothing but the watermark,
+ * written after a sync when nothing else was waiting, so the synced frames before it are proven.
+ * `close`: a clean stop; its watermark covers every frame before it.
+ */
+export const frameKinds = { record: 1, durable: 2, close: 3 } as const;
+export type FrameKind = keyof typeof frameKinds;
+const frameKindNames = new Map<number, FrameKind>(
+  Object.entries(frameKinds).map(([name, code]) => [code, name as FrameKind]),
+);
+
+/** Where a frame stands in its journal. */
+export interface FramePosition {
+  sequence: number;
+  durable: number;
+}
+
+/** A frame as it goes to disk: header and body. */
+export function encodeJournalFrame(kind: FrameKind, position: FramePosition, body: Uint8Array): Uint8Array {
+  const bytes = new Uint8Array(journalFrameHeaderBytes + body.length);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, body.length);
-  bytes.set(body, recordHeaderBytes);
-  view.setUint32(4, crc32c(body, crc32c(bytes.subarray(0, 4))));
+  view.setUint8(8, frameKinds[kind]);
+  view.setBigUint64(9, BigInt(position.sequence));
+  view.setBigUint64(17, BigInt(position.durable));
+  bytes.set(body, journalFrameHeaderBytes);
+  view.setUint32(4, frameChecksum(bytes));
   return bytes;
+}
+
+function frameChecksum(frame: Uint8Array): number {
+  return crc32c(frame.subarray(8), crc32c(frame.subarray(0, 4)));
+}
+
+/** A record frame (for tests and tools that need one record's bytes). */
+export function encodeRecord<R>(
+  codec: RecordCodec<R>,
+  record: R,
+  position: FramePosition = { sequence: 1, durable: 0 },
+): Uint8Array {
+  return encodeJournalFrame('record', position, codec.encodeBody(record));
 }
 
 /** Why reading stopped before the end of a segment's bytes. */
@@ -157,9 +201,48 @@ export interface RecordDamage {
   reason: string;
 }
 
+export interface DecodedFrame<R> extends FramePosition {
+  kind: FrameKind;
+  /** The owner's record for a record frame, null for the others. */
+  record: R | null;
+  end: number;
+}
+
+/** Reads the frame at `offset`, or says why there is no whole, valid one there. */
+export function decodeJournalFrame<R>(
+  codec: RecordCodec<R>,
+  bytes: Uint8Array,
+  offset: number,
+): DecodedFrame<R> | { damage: string } {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length - offset < journalFrameHeaderBytes) return { damage: 'header cut short' };
+  const length = view.getUint32(offset);
+  if (length > recordBodyBytesMax) return { damage: `length ${length} over the bound` };
+  const end = offset + journalFrameHeaderBytes + length;
+  if (end > bytes.length) return { damage: 'body cut short' };
+  if (frameChecksum(bytes.subarray(offset, end)) !== view.getUint32(offset + 4))
+    return { damage: 'CRC32C mismatch' };
+  const kind = frameKindNames.get(view.getUint8(offset + 8));
+  if (!kind) return { damage: `unknown frame kind ${view.getUint8(offset + 8)}` };
+  const sequence = Number(view.getBigUint64(offset + 9));
+  const durable = Number(view.getBigUint64(offset + 17));
+  if (!Number.isSafeInteger(sequence) || !Number.isSafeInteger(durable) || durable >= sequence)
+    return { damage: `sequence ${sequence} with durable watermark ${durable} is impossible` };
+  const body = bytes.subarray(offset + journalFrameHeaderBytes, end);
+  if (kind !== 'record') {
+    if (body.length > 0) return { damage: `a ${kind} frame with a body` };
+    return { kind, sequence, durable, record: null, end };
+  }
+  try {
+    return { kind, sequence, durable, record: codec.decodeBody(body), end };
+  } catch (error) {
+    return { damage: `record does not parse: ${(error as Error).message}` };
+  }
+}
+
 /**
- * Reads records from one segment's bytes in order, up to the first damaged or incomplete one.
- * Returns the records, where each one ends, and the damage that stopped the reading, if any.
+ * Reads record frames in order, up to the first damaged or incomplete frame, without checking their
+ * sequence (replay does that). Returns the records, where each frame ends, and the damage, if any.
  */
 export function decodeRecords<R>(
   codec: RecordCodec<R>,
@@ -167,31 +250,39 @@ export function decodeRecords<R>(
 ): { records: R[]; ends: number[]; damage: RecordDamage | null } {
   const records: R[] = [];
   const ends: number[] = [];
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let offset = 0;
   while (offset < bytes.length) {
-    if (bytes.length - offset < recordHeaderBytes)
-      return { records, ends, damage: { offset, reason: 'header cut short' } };
-    const length = view.getUint32(offset);
-    if (length > recordBodyBytesMax)
-      return { records, ends, damage: { offset, reason: `length ${length} over the bound` } };
-    const end = offset + recordHeaderBytes + length;
-    if (end > bytes.length) return { records, ends, damage: { offset, reason: 'body cut short' } };
-    const body = bytes.subarray(offset + recordHeaderBytes, end);
-    if (crc32c(body, crc32c(bytes.subarray(offset, offset + 4))) !== view.getUint32(offset + 4)) {
-      return { records, ends, damage: { offset, reason: 'CRC32C mismatch' } };
-    }
-    try {
-      records.push(codec.decodeBody(body));
-    } catch (error) {
-      return {
-        records,
-        ends,
-        damage: { offset, reason: `record does not parse: ${(error as Error).message}` },
-      };
-    }
-    ends.push(end);
-    offset = end;
+    const frame = decodeJournalFrame(codec, bytes, offset);
+    if ('damage' in frame) return { records, ends, damage: { offset, reason: frame.damage } };
+    if (frame.record !== null) records.push(frame.record);
+    ends.push(frame.end);
+    offset = frame.end;
   }
   return { records, ends, damage: null };
+}
+
+/**
+ * The first offset after `from` where a whole, valid frame claims that every frame up to `sequence`
+ * was durable, or -1. Replay asks this about the rest of a segment after a bad frame: if a later
+ * frame proves the bad one had been synced, it is damage, not a torn tail. The cheap checks (kind,
+ * plausible sequence) come before the CRC, so random data costs one pass over the bytes.
+ */
+export function findDurableClaim<R>(
+  codec: RecordCodec<R>,
+  bytes: Uint8Array,
+  from: number,
+  sequence: number,
+): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const sequenceMax = sequence + Math.ceil((bytes.length - from) / journalFrameHeaderBytes);
+  for (let offset = from; offset + journalFrameHeaderBytes <= bytes.length; offset++) {
+    if (!frameKindNames.has(view.getUint8(offset + 8))) continue;
+    if (view.getUint32(offset) > bytes.length - offset - journalFrameHeaderBytes) continue;
+    const durable = view.getBigUint64(offset + 17);
+    if (durable < BigInt(sequence)) continue;
+    const claimed = view.getBigUint64(offset + 9);
+    if (claimed <= durable || claimed > BigInt(sequenceMax)) continue;
+    if (!('damage' in decodeJournalFrame(codec, bytes, offset))) return offset;
+  }
+  return -1;
 }

@@ -4,28 +4,46 @@
  * everything written before it (group commit). Every segment starts with checkpoint records from the
  * owner, so any suffix of segments replays on its own and old segments can simply be deleted.
  *
- * Opening replays every segment in order. Damage in the last segment is a torn tail (a crash while
- * writing): the file is cut at the first bad record and every record before it is kept. Damage in
- * any earlier segment cannot come from a crash (a segment is synced before the next one starts), so
- * it is refused as journal-corrupt with the path and offset.
+ * Every frame carries its sequence and the durable watermark (record-codec.ts); a segment's header
+ * and `journal.state` are durable before its first frame is written; a clean close ends with a close
+ * frame; a sync that found nothing else waiting is followed by a durable frame. So replay
+ * (journal-replay.ts) can tell a torn tail, which it cuts, from damage, which it refuses with the path
+ * and offset before anything on disk changes.
  */
 import {
   closeSync,
   fdatasync,
+  fdatasyncSync,
+  fsyncSync,
   mkdirSync,
   openSync,
-  readdirSync,
-  readFileSync,
   truncateSync,
   unlink,
+  unlinkSync,
   write,
 } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
 import { dataDirectoryMode, dataFileMode } from './durable-file.ts';
-import { decodeRecords, encodeRecord, type RecordCodec, type RecordDamage } from './record-codec.ts';
+import {
+  encodeJournalState,
+  encodeSegmentHeader,
+  type JournalState,
+  replayJournal,
+  segmentHeaderBytes,
+  segmentName,
+  stateFileName,
+  type TornTail,
+} from './journal-replay.ts';
+import {
+  encodeJournalFrame,
+  type FrameKind,
+  journalFrameHeaderBytes,
+  type RecordCodec,
+} from './record-codec.ts';
 
 const writeAsync = promisify(write);
 const fdatasyncAsync = promisify(fdatasync);
@@ -43,7 +61,7 @@ export interface JournalOpenReport {
   segments: number;
   records: number;
   /** Where a torn tail was cut, if one was. */
-  cut: (RecordDamage & { path: string; bytesDropped: number }) | null;
+  cut: TornTail | null;
 }
 
 interface Segment {
@@ -55,16 +73,48 @@ interface Segment {
 }
 
 interface PendingAppend {
-  bytes: Uint8Array;
+  kind: FrameKind;
+  body: Uint8Array;
   cycle: number;
   resolve: () => void;
   reject: (error: unknown) => void;
 }
 
+/** fsync of a directory, so a file created, renamed or removed in it stays so after a crash. */
+async function syncDirectory(directory: string): Promise<void> {
+  const handle = await open(directory, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function syncDirectorySync(directory: string): void {
+  const fd = openSync(directory, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export class SegmentJournal<R> {
   private segments: Segment[] = [];
+  /** The segment this run appends to, once the first append started it; its file exists once `fd >= 0`. */
+  private current: Segment | null = null;
   private fd = -1;
+  /** The sequence the next frame gets. */
+  private nextSequence = 1;
+  /** The sequence of the last frame handed to write(). */
+  private writtenSequence = 0;
+  /** Every frame up to this sequence was fdatasynced: written into each frame as its watermark. */
+  private durableSequence = 0;
+  /** Set by close(): no durable frame after the last sync, the close frame ends the segment. */
+  private closing = false;
   private pending: PendingAppend[] = [];
+  /** Bytes of the frames in `pending`. */
+  private queuedBytes = 0;
   /** Writes and rollovers run one at a time, in order. */
   private chain: Promise<void> = Promise.resolve();
   /**
@@ -101,48 +151,93 @@ export class SegmentJournal<R> {
     return { journal, records, report };
   }
 
+  /**
+   * Checks the whole journal first (refusing damage before anything changes), then cuts a torn
+   * tail, and makes what replay returned durable, so that new frames may claim it as durable.
+   */
   private replay(): { records: R[]; report: JournalOpenReport } {
-    const names = readdirSync(this.options.directory)
-      .filter((name) => /^\d{16}\.seg$/.test(name))
-      .sort();
-    const records: R[] = [];
-    let cut: JournalOpenReport['cut'] = null;
-    names.forEach((name, index) => {
-      const path = join(this.options.directory, name);
-      const bytes = readFileSync(path);
-      const decoded = decodeRecords(this.options.codec, bytes);
-      if (decoded.damage) {
-        if (index !== names.length - 1) {
-          throw new StorageError(
-            'journal-corrupt',
-            `${path}: ${decoded.damage.reason} at offset ${decoded.damage.offset}, and later segments follow; refusing to guess`,
-          );
-        }
-        truncateSync(path, decoded.damage.offset);
-        cut = { ...decoded.damage, path, bytesDropped: bytes.length - decoded.damage.offset };
+    const replayed = replayJournal(this.options.directory, this.options.codec);
+    const tail = replayed.tornTail;
+    if (tail?.removeFile) {
+      unlinkSync(tail.path);
+      syncDirectorySync(this.options.directory);
+    } else if (tail) {
+      truncateSync(tail.path, tail.offset);
+    }
+    const newest = replayed.segments.at(-1);
+    if (newest) {
+      const fd = openSync(newest.path, 'r+');
+      try {
+        fdatasyncSync(fd);
+      } finally {
+        closeSync(fd);
       }
-      const cycleMax = decoded.records.reduce(
-        (max, record) => Math.max(max, this.options.codec.cycleOf(record)),
-        0,
-      );
-      const size = decoded.damage ? decoded.damage.offset : bytes.length;
-      this.segments.push({ number: Number(name.slice(0, 16)), path, bytes: size, cycleMax });
-      records.push(...decoded.records);
-    });
-    return { records, report: { segments: names.length, records: records.length, cut } };
+    }
+    this.segments = replayed.segments;
+    this.nextSequence = replayed.lastSequence + 1;
+    this.writtenSequence = replayed.lastSequence;
+    this.durableSequence = replayed.lastSequence;
+    return {
+      records: replayed.records,
+      report: { segments: replayed.segments.length, records: replayed.records.length, cut: tail },
+    };
   }
 
+  /** Starts the next segment: its file is created by the write chain, its checkpoint goes first. */
   private startSegment(): void {
     const number = (this.segments.at(-1)?.number ?? 0) + 1;
-    const path = join(this.options.directory, `${String(number).padStart(16, '0')}.seg`);
-    this.fd = openSync(path, 'wx', dataFileMode);
-    this.segments.push({ number, path, bytes: 0, cycleMax: 0 });
+    const path = join(this.options.directory, segmentName(number));
+    this.current = { number, path, bytes: segmentHeaderBytes, cycleMax: 0 };
+    this.segments.push(this.current);
     for (const record of this.options.checkpoint()) void this.enqueue(record).catch(() => {});
   }
 
-  /** Bytes of all segments on disk. */
+  /**
+   * Creates the current segment's file: its header and directory entry durable, then journal.state
+   * naming it, before any frame is written, so a segment with a bad header is never a torn tail
+   * unless it is the newest and journal.state does not name it yet.
+   */
+  private async createSegmentFile(segment: Segment): Promise<void> {
+    this.fd = openSync(segment.path, 'wx', dataFileMode);
+    const header = encodeSegmentHeader(this.options.codec.journalRole, {
+      number: segment.number,
+      firstSequence: this.nextSequence,
+    });
+    await writeAsync(this.fd, header, 0, header.length, null);
+    await fdatasyncAsync(this.fd);
+    this.syncCalls++;
+    await syncDirectory(this.options.directory);
+    await this.writeState({ floor: this.floor(), last: segment.number });
+  }
+
+  /** The oldest segment that stays: every one from here to the newest must be present. */
+  private floor(): number {
+    const kept = this.segments.find((segment) => !this.deleting.has(segment));
+    assert(kept !== undefined, 'the current segment is never deleted');
+    return kept.number;
+  }
+
+  /** Replaces journal.state atomically: written, synced, renamed, the directory synced. */
+  private async writeState(state: JournalState): Promise<void> {
+    const path = join(this.options.directory, stateFileName);
+    const temporary = `${path}.tmp`;
+    const handle = await open(temporary, 'w', dataFileMode);
+    try {
+      await handle.writeFile(encodeJournalState(this.options.codec.journalRole, state));
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, path);
+    await syncDirectory(this.options.directory);
+  }
+
+  /**
+   * Bytes of all segments on disk and of the frames queued for them: a bound on the journal's size
+   * must count what was accepted, not only what the disk has caught up with.
+   */
   get bytes(): number {
-    return this.segments.reduce((sum, segment) => sum + segment.bytes, 0);
+    return this.segments.reduce((sum, segment) => sum + segment.bytes, this.queuedBytes);
   }
 
   get segmentCount(): number {
@@ -156,14 +251,24 @@ export class SegmentJournal<R> {
 
   private enqueue(record: R): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.fd < 0) this.startSegment();
-    const bytes = encodeRecord(this.options.codec, record);
-    assert(bytes.length <= this.options.segmentBytesMax, 'a record fits in one segment');
-    const cycle = this.options.codec.cycleOf(record);
-    const done = new Promise<void>((resolve, reject) => {
-      this.pending.push({ bytes, cycle, resolve, reject });
-    });
+    if (!this.current) this.startSegment();
     this.appended++;
+    return this.enqueueFrame(
+      'record',
+      this.options.codec.encodeBody(record),
+      this.options.codec.cycleOf(record),
+    );
+  }
+
+  private enqueueFrame(kind: FrameKind, body: Uint8Array, cycle: number): Promise<void> {
+    assert(
+      segmentHeaderBytes + journalFrameHeaderBytes + body.length <= this.options.segmentBytesMax,
+      'a record fits in one segment',
+    );
+    const done = new Promise<void>((resolve, reject) => {
+      this.pending.push({ kind, body, cycle, resolve, reject });
+      this.queuedBytes += journalFrameHeaderBytes + body.length;
+    });
     if (!this.flushQueued) {
       this.flushQueued = true;
       void this.run(() => this.flush()).catch(() => {});
@@ -181,6 +286,8 @@ export class SegmentJournal<R> {
   private async flush(): Promise<void> {
     this.flushQueued = false;
     while (this.pending.length > 0) {
+      const current = this.current as Segment;
+      if (this.fd < 0) await this.failOnError(current.path, () => this.createSegmentFile(current));
       const batch = this.takeBatch();
       if (batch.length === 0) {
         await this.rollover();
@@ -190,27 +297,52 @@ export class SegmentJournal<R> {
     }
   }
 
-  private async writeBatch(batch: PendingAppend[]): Promise<void> {
-    const bytes = Buffer.concat(batch.map((append) => append.bytes));
-    const current = this.segments.at(-1) as Segment;
+  /** Runs a step of the write chain; a failure fails the journal and every append waiting. */
+  private async failOnError(
+    path: string,
+    step: () => Promise<void>,
+    batch: PendingAppend[] = [],
+  ): Promise<void> {
     try {
-      let written = 0;
-      while (written < bytes.length) {
-        written += (await writeAsync(this.fd, bytes, written, bytes.length - written, null)).bytesWritten;
-      }
-      this.writeCalls++;
+      await step();
     } catch (cause) {
       // A journal that failed a write cannot say what reached the disk: every later append fails too.
-      this.failure = new StorageError(
-        'storage-io',
-        `${current.path}: write failed: ${(cause as Error).message}`,
-        {
-          cause,
-        },
-      );
+      this.failure ??= new StorageError('storage-io', `${path}: write failed: ${(cause as Error).message}`, {
+        cause,
+      });
       for (const append of [...batch, ...this.pending.splice(0)]) append.reject(this.failure);
+      this.queuedBytes = 0;
       throw this.failure;
     }
+  }
+
+  /** The batch's frames, numbered in write order, each carrying the durable watermark of now. */
+  private frameBatch(batch: PendingAppend[]): Buffer {
+    const frames = batch.map((append) =>
+      encodeJournalFrame(
+        append.kind,
+        { sequence: this.nextSequence++, durable: this.durableSequence },
+        append.body,
+      ),
+    );
+    return Buffer.concat(frames);
+  }
+
+  private async writeBatch(batch: PendingAppend[]): Promise<void> {
+    const current = this.current as Segment;
+    const bytes = this.frameBatch(batch);
+    await this.failOnError(
+      current.path,
+      async () => {
+        let written = 0;
+        while (written < bytes.length) {
+          written += (await writeAsync(this.fd, bytes, written, bytes.length - written, null)).bytesWritten;
+        }
+        this.writeCalls++;
+      },
+      batch,
+    );
+    this.writtenSequence = this.nextSequence - 1;
     current.bytes += bytes.length;
     for (const append of batch) {
       current.cycleMax = Math.max(current.cycleMax, append.cycle);
@@ -220,24 +352,30 @@ export class SegmentJournal<R> {
 
   /** The queued records that still fit in the current segment (none means: roll over first). */
   private takeBatch(): PendingAppend[] {
-    const current = this.segments.at(-1) as Segment;
+    const current = this.current as Segment;
     let room = this.options.segmentBytesMax - current.bytes;
     let count = 0;
     for (const append of this.pending) {
-      if (append.bytes.length > room) break;
-      room -= append.bytes.length;
+      const frameBytes = journalFrameHeaderBytes + append.body.length;
+      if (frameBytes > room) break;
+      room -= frameBytes;
       count++;
     }
-    return this.pending.splice(0, count);
+    const batch = this.pending.splice(0, count);
+    for (const append of batch) this.queuedBytes -= journalFrameHeaderBytes + append.body.length;
+    return batch;
   }
 
   /** A full segment is made durable and closed before the next one starts. */
   private async rollover(): Promise<void> {
-    await fdatasyncAsync(this.fd);
+    const current = this.current as Segment;
+    await this.failOnError(current.path, () => fdatasyncAsync(this.fd));
     this.syncCalls++;
+    this.durableSequence = this.writtenSequence;
     // A sync of this segment may still be running beside the writes: never close under it.
     await this.syncChain;
     closeSync(this.fd);
+    this.fd = -1;
     const waiting = this.pending.splice(0);
     this.startSegment();
     // The checkpoint of the new segment goes first, then what was waiting.
@@ -259,6 +397,7 @@ export class SegmentJournal<R> {
       if (this.failure) throw this.failure;
       const fd = this.fd;
       if (fd < 0) return;
+      const upTo = this.writtenSequence;
       const synced = this.syncChain.then(async () => {
         try {
           await fdatasyncAsync(fd);
@@ -274,6 +413,7 @@ export class SegmentJournal<R> {
           throw this.failure;
         }
         this.syncCalls++;
+        this.onSynced(upTo);
       });
       this.syncChain = synced.catch(() => {});
       return synced;
@@ -283,20 +423,39 @@ export class SegmentJournal<R> {
   }
 
   /**
-   * Deletes every segment, except the current one, whose cycles are all at or below `cycle`, oldest
-   * first, off the event loop (unlinking 64 MiB of cached pages takes milliseconds). Deletion stops
-   * at the first failure, which rejects: a newer segment gone while an older one stayed would let a
+   * Frames up to `upTo` are durable. When nothing else is waiting to carry the new watermark, a
+   * durable frame does: without it, damage to the last synced frames would look like a torn tail.
+   */
+  private onSynced(upTo: number): void {
+    if (upTo <= this.durableSequence) return;
+    this.durableSequence = upTo;
+    if (this.closing || this.failure || this.pending.length > 0) return;
+    void this.enqueueFrame('durable', new Uint8Array(0), 0).catch(() => {});
+  }
+
+  /**
+   * Deletes the oldest segments whose cycles are all at or below `cycle`, up to the first one that
+   * is not or is the current one, off the event loop (unlinking 64 MiB of cached pages takes
+   * milliseconds). journal.state names the new floor before the first file goes. Deletion stops at
+   * the first failure, which rejects: a newer segment gone while an older one stayed would let a
    * redo bring back old data.
    */
   async deleteUpTo(cycle: number): Promise<number> {
     // Before the first append no segment carries a checkpoint of the present state: keep them all.
-    if (this.fd < 0) return 0;
-    const current = this.segments.at(-1);
-    const doomed = this.segments.filter(
-      (segment) => segment !== current && segment.cycleMax <= cycle && !this.deleting.has(segment),
-    );
+    const current = this.current;
+    if (!current) return 0;
+    // Only the oldest segments go, so the ones left are contiguous (replay refuses a gap).
+    const doomed: Segment[] = [];
+    for (const segment of this.segments) {
+      if (segment === current || segment.cycleMax > cycle) break;
+      if (!this.deleting.has(segment)) doomed.push(segment);
+    }
+    if (doomed.length === 0) return 0;
     for (const segment of doomed) this.deleting.add(segment);
+    const floor = this.floor();
     const deletion = this.deletions.then(async () => {
+      // journal.state says they may be gone before the first one goes, after any segment creation.
+      await this.run(() => this.writeState({ floor, last: (this.segments.at(-1) as Segment).number }));
       for (const segment of doomed) {
         await unlinkAsync(segment.path);
         this.segments = this.segments.filter((kept) => kept !== segment);
@@ -308,8 +467,27 @@ export class SegmentJournal<R> {
     return doomed.length;
   }
 
+  /**
+   * Drops the journal as kill -9 would: the file is closed with no sync and no close frame. For the
+   * tests that build journals a crash leaves behind; call it once every append has resolved.
+   */
+  abandon(): void {
+    this.failure ??= new StorageError('storage-io', 'the journal was abandoned');
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
+
+  /**
+   * A clean stop: everything synced, then a synced close frame whose watermark covers every frame
+   * before it, so replay can cut nothing of this run.
+   */
   async close(): Promise<void> {
+    this.closing = true;
     await this.sync();
+    if (this.current && !this.failure) {
+      void this.enqueueFrame('close', new Uint8Array(0), 0).catch(() => {});
+      await this.sync();
+    }
     await this.chain;
     await this.syncChain;
     if (this.fd >= 0) closeSync(this.fd);

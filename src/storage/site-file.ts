@@ -12,6 +12,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, StorageError } from '../core/errors.ts';
+import {
+  type Binding,
+  type Generation,
+  generationChainProblem,
+  isBinding,
+  isId,
+  type SiteId,
+} from '../core/identity.ts';
 import type { GroupShape } from '../core/types.ts';
 import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
 import { writeFileAtomic } from './durable-file.ts';
@@ -26,12 +34,25 @@ export interface VolumeRecord {
   inode: string;
 }
 
+/**
+ * `site` is the site's identity, made at creation; a primary keeps its generation chain, a
+ * secondary the primary and generation it follows (null until its first accepted hello). Files
+ * written before identities existed lack them; the node then makes them and writes them back.
+ */
 export type SiteFile =
-  | { role: 'primary'; config: PrimaryFileConfig; volumes?: VolumeRecord[] }
+  | {
+      role: 'primary';
+      config: PrimaryFileConfig;
+      site?: SiteId;
+      generations?: Generation[];
+      volumes?: VolumeRecord[];
+    }
   | {
       role: 'secondary';
       config: SecondaryFileConfig;
       shape: GroupShape | null;
+      site?: SiteId;
+      binding?: Binding | null;
       /** Absent until the volumes exist (a secondary may wait for its primary's first hello). */
       volumes?: VolumeRecord[];
     };
@@ -88,12 +109,17 @@ export function problemOf(document: unknown): string | null {
     return 'config: missing or of another role';
   if (typeof site.config.dataDir !== 'string') return 'config.dataDir: missing';
   if (site.role === 'secondary' && site.shape !== null && !isShape(site.shape)) return 'shape: malformed';
+  return identityProblemOf(document as SiteFile) ?? volumesProblemOf(document as SiteFile);
+}
+
+/** Volume records, when present, must be whole and, on a secondary, agree with its shape. */
+function volumesProblemOf(site: SiteFile): string | null {
   if (site.volumes === undefined) return null;
   const volumesProblem = volumeRecordsProblem(site.volumes);
   if (volumesProblem) return volumesProblem;
   if (site.role === 'secondary') {
-    const shape = site.shape as GroupShape | null;
-    const records = site.volumes as VolumeRecord[];
+    const shape = site.shape;
+    const records = site.volumes;
     const agree =
       shape !== null &&
       shape.volumes.length === records.length &&
@@ -120,6 +146,26 @@ function volumeRecordsProblem(value: unknown): string | null {
     if (typeof record.inode !== 'string' || !/^\d+$/.test(record.inode))
       return `${where}.inode: ${JSON.stringify(record.inode)}`;
   }
+  return null;
+}
+
+/** The identity fields, when present, must be whole: a damaged identity is never replaced by a new one. */
+function identityProblemOf(site: SiteFile): string | null {
+  if (site.site !== undefined && !isId(site.site)) return 'site: not 32 hex digits';
+  if (site.role === 'primary' && (site.site === undefined) !== (site.generations === undefined))
+    return 'site and generations: one without the other';
+  if (site.role === 'primary' && site.site !== undefined) {
+    if (!Array.isArray(site.generations)) return 'generations: not a list';
+    const problem = generationChainProblem(site.site, site.generations);
+    if (problem) return `generations: ${problem}`;
+  }
+  if (
+    site.role === 'secondary' &&
+    site.binding !== undefined &&
+    site.binding !== null &&
+    !isBinding(site.binding)
+  )
+    return 'binding: malformed';
   return null;
 }
 
@@ -210,4 +256,15 @@ export function checkConfigAgainstSite(
  */
 export function writeSiteFile(dataDir: string, site: SiteFile): void {
   writeFileAtomic(siteFilePath(dataDir), `${JSON.stringify(site, null, 2)}\n`);
+}
+
+/** writeSiteFile, skipped when site.json already holds exactly this (a start that changed nothing). */
+export function writeSiteFileIfChanged(dataDir: string, site: SiteFile): void {
+  const text = `${JSON.stringify(site, null, 2)}\n`;
+  try {
+    if (readFileSync(siteFilePath(dataDir), 'utf8') === text) return;
+  } catch {
+    // absent or unreadable: written below
+  }
+  writeFileAtomic(siteFilePath(dataDir), text);
 }

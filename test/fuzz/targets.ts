@@ -16,9 +16,10 @@ import { encodeFrame, type Frame, FrameDecoder, frameHeaderBytes } from '../../s
 import type { Random } from '../../src/sim/random.ts';
 import {
   decodeRecords,
+  encodeJournalFrame,
   encodeRecord,
+  journalFrameHeaderBytes,
   primaryRecordCodec,
-  recordHeaderBytes,
   secondaryRecordCodec,
 } from '../../src/storage/record-codec.ts';
 
@@ -92,7 +93,7 @@ function chunks(random: Random, bytes: Uint8Array): Uint8Array[] {
 const frameCorpus: Frame[] = [
   {
     type: 'hello',
-    protocolVersion: 1,
+    protocolVersion: 2,
     sessionId: 5,
     connectionIndex: 0,
     connectionCount: 1,
@@ -102,8 +103,10 @@ const frameCorpus: Frame[] = [
       { name: 'data', sizeBytes: 64 * 512 },
       { name: 'log', sizeBytes: 16 * 512 },
     ],
+    primarySite: 'c'.repeat(32),
+    generations: [{ id: 'd'.repeat(32), startedAt: 1, primarySite: 'c'.repeat(32) }],
   },
-  { type: 'welcome', protocolVersion: 1, sessionId: 5, secondary: 'dr1', stored: 3, applied: 2 },
+  { type: 'welcome', protocolVersion: 2, sessionId: 5, secondary: 'dr1', stored: 3, applied: 2 },
   { type: 'error', code: 'group-mismatch', message: 'no' },
   {
     type: 'data',
@@ -148,7 +151,7 @@ function mutatedFrame(random: Random): Uint8Array {
   if (random.chance(0.2)) return mutate(random, encoded);
   const header = encoded.slice(0, frameHeaderBytes);
   if (random.chance(0.2)) header[4] = 1 + random.int(9); // another (or an unknown) frame type
-  return resealFrame(concat([header, mutate(random, encoded.subarray(frameHeaderBytes))]));
+  return resealFrame(concat([header, mutate(random, encoded.subarray(journalFrameHeaderBytes))]));
 }
 
 export const fuzzFrames: FuzzTarget = (random) => {
@@ -268,11 +271,12 @@ export const fuzzNbd: FuzzTarget = (random) => {
   const bytes = random.chance(0.1)
     ? Uint8Array.from({ length: random.int(400) }, () => random.int(256))
     : mutate(random, nbdSession);
-  const connection = new NbdConnection(new Map([['data', nbdExport]]), {
-    send: () => {},
+  const connection: NbdConnection = new NbdConnection(new Map([['data', nbdExport]]), {
+    send: (_bytes, sent) => sent?.(),
     close: () => {},
     pause: () => {},
     log: () => {},
+    warn: () => {},
     startTls: () => connection.onTlsReady(),
   });
   for (const chunk of chunks(random, bytes)) connection.onData(chunk);
@@ -305,12 +309,7 @@ const secondaryCorpus: SecondaryRecord[] = [
 
 /** Recomputes each record's length and CRC after its body was changed. */
 function resealRecord(body: Uint8Array): Uint8Array {
-  const bytes = new Uint8Array(recordHeaderBytes + body.length);
-  const view = new DataView(bytes.buffer);
-  view.setUint32(0, body.length);
-  bytes.set(body, recordHeaderBytes);
-  view.setUint32(4, crc32c(body, crc32c(bytes.subarray(0, 4))));
-  return bytes;
+  return encodeJournalFrame('record', { sequence: 1, durable: 0 }, body);
 }
 
 export const fuzzRecords: FuzzTarget = (random) => {
@@ -324,7 +323,7 @@ export const fuzzRecords: FuzzTarget = (random) => {
       : encodeRecord(secondaryRecordCodec, record as SecondaryRecord);
     if (random.chance(0.6)) return encoded;
     if (random.chance(0.3)) return mutate(random, encoded);
-    return resealRecord(mutate(random, encoded.subarray(recordHeaderBytes)));
+    return resealRecord(mutate(random, encoded.subarray(journalFrameHeaderBytes)));
   });
   const bytes = concat(parts);
   const decoded = primary

@@ -46,6 +46,8 @@ export class Workspace {
     connections?: number;
     /** The `cycle` section, `{ minMs: 100, maxQueued: 4 }` unless given. */
     cycle?: string;
+    /** More keys of the `http` section, e.g. `requestTimeoutMs: 500`. */
+    http?: string;
   }): Promise<{ path: string; httpPort: number }> {
     const httpPort = await freePort();
     const sizes = options.volumes ?? volumeSizes;
@@ -62,7 +64,7 @@ export class Workspace {
         `cycle: ${options.cycle ?? '{ minMs: 100, maxQueued: 4 }'}`,
         'journal: { capacity: 256MiB, segmentSize: 8MiB }',
         'link: { heartbeatMs: 100, timeoutMs: 600, reconnectMinMs: 50, reconnectMaxMs: 400 }',
-        `http: { listen: 127.0.0.1:${httpPort} }`,
+        `http: { listen: 127.0.0.1:${httpPort}${options.http ? `, ${options.http}` : ''} }`,
         'secondaries:',
         ...options.secondaries.map(
           (secondary) =>

@@ -14,6 +14,12 @@ const workspace = new Workspace();
 after(() => workspace.cleanup());
 const quiet = createLogger({ site: 'test', format: 'json', write: () => {} });
 
+/** Polls until `condition` holds, up to a generous bound. */
+async function waitFor(condition: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition() && Date.now() < deadline) await sleep(20);
+}
+
 test('writes wait at journal.capacity and complete once a secondary stored the journal', {
   timeout: 60_000,
 }, async (t) => {
@@ -46,7 +52,8 @@ test('writes wait at journal.capacity and complete once a secondary stored the j
     );
     if (block % 256 === 255) await sleep(5);
   }
-  await sleep(300);
+  // Creating a segment costs several fsyncs: wait for the state, not for a time.
+  await waitFor(() => primary.status().journalFull);
   const full = primary.status();
   assert.equal(full.journalFull, true);
   assert.ok(full.writesWaiting > 0, `writes waiting: ${full.writesWaiting}`);
@@ -105,7 +112,7 @@ test('past writesWaitingMax waiting writes, more are refused with journal-full; 
     issue(block++);
     if (block % 128 === 0) await sleep(2);
   }
-  await sleep(100);
+  await waitFor(() => primary.status().journalFull);
   assert.equal(primary.status().journalFull, true);
   const extra = writesWaitingMax + 3;
   for (let i = 0; i < extra; i++) issue(block++);

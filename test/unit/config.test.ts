@@ -143,11 +143,18 @@ test('the nbd section takes its bounds, with defaults, and refuses values past t
     assert.deepEqual(config.nbd, {
       listen: '127.0.0.1:10809',
       connectionsMax: 64,
+      handshakesMax: 16,
+      handshakeTimeoutMs: 10_000,
       requestsInFlightPerConnection: 64,
       requestsInFlightTotal: 256,
       requestSizeMax: 32 * 1024 * 1024,
+      requestBytesInFlightMax: 256 * 1024 * 1024,
+      requestPayloadTimeoutMs: 30_000,
+      replyBytesQueuedMax: 64 * 1024 * 1024,
+      replyTimeoutMs: 30_000,
       tls: 'off',
     });
+    assert.deepEqual(config.http, { listen: '127.0.0.1:9180', connectionsMax: 64, requestTimeoutMs: 5000 });
   });
   const nbd = (section: string) =>
     primaryYaml.replace('nbd: { listen: 127.0.0.1:10809 }', `nbd: { listen: 127.0.0.1:10809, ${section} }`);
@@ -157,6 +164,31 @@ test('the nbd section takes its bounds, with defaults, and refuses values past t
   withFile(nbd('requestSizeMax: 32MiB, requestsInFlightTotal: 65536'), (path) => {
     assert.equal(loadConfig(path).nbd?.requestsInFlightTotal, 65536);
   });
+  refused(nbd('handshakesMax: 0'), /nbd\.handshakesMax: /);
+  refused(nbd('handshakeTimeoutMs: 99'), /nbd\.handshakeTimeoutMs: /);
+  refused(nbd('requestPayloadTimeoutMs: 600001'), /nbd\.requestPayloadTimeoutMs: /);
+  refused(nbd('replyTimeoutMs: fast'), /nbd\.replyTimeoutMs: expected number/);
+  refused(nbd('requestBytesInFlightMax: 4MiB'), /nbd\.requestBytesInFlightMax: between 8MiB and 64GiB/);
+  refused(nbd('replyBytesQueuedMax: 32KiB'), /nbd\.replyBytesQueuedMax: between 64KiB and 4GiB/);
+  refused(
+    nbd('requestBytesInFlightMax: 16MiB'),
+    /nbd\.requestBytesInFlightMax: below nbd\.requestSizeMax, so the largest request could never be served/,
+  );
+  withFile(
+    nbd('handshakeTimeoutMs: 100, requestBytesInFlightMax: 32MiB, replyBytesQueuedMax: 64KiB'),
+    (path) => {
+      const config = loadConfig(path).nbd;
+      assert.deepEqual(
+        [config?.handshakeTimeoutMs, config?.requestBytesInFlightMax, config?.replyBytesQueuedMax],
+        [100, 32 * 1024 ** 2, 64 * 1024],
+      );
+    },
+  );
+  const http = (section: string) =>
+    primaryYaml.replace('http: { listen: 127.0.0.1:9180 }', `http: { listen: 127.0.0.1:9180, ${section} }`);
+  refused(http('connectionsMax: 0'), /http\.connectionsMax: /);
+  refused(http('requestTimeoutMs: 50'), /http\.requestTimeoutMs: /);
+  refused(http('keepAlive: true'), /http: unknown key "keepAlive"/);
 });
 
 test('a site link off this machine needs a tls section or insecure: true; tls files must be readable', () => {

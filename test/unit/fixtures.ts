@@ -1,4 +1,5 @@
 /** Shared fixtures for the unit tests: a small group, fast timings, and a no-fault two-site harness. */
+import type { PrimaryIdentity } from '../../src/core/identity.ts';
 import type { LinkTimings } from '../../src/core/limits.ts';
 import { type PrimaryAction, type PrimaryConfig, PrimaryGroup } from '../../src/core/primary-group.ts';
 import type { PrimaryRecord, SecondaryRecord } from '../../src/core/records.ts';
@@ -26,6 +27,18 @@ export const timings: LinkTimings = {
   cyclesInFlightMax: 4,
 };
 
+/** A primary's identity for tests: fixed ids, one generation. */
+export const primaryIdentity: PrimaryIdentity = {
+  site: 'a'.repeat(32),
+  generations: [{ id: '1'.repeat(32), startedAt: 1, primarySite: 'a'.repeat(32) }],
+};
+
+/** Another primary of the same group: another site, another generation (a split brain). */
+export const otherPrimaryIdentity: PrimaryIdentity = {
+  site: 'b'.repeat(32),
+  generations: [{ id: '2'.repeat(32), startedAt: 1, primarySite: 'b'.repeat(32) }],
+};
+
 export function primaryConfig(overrides: Partial<PrimaryConfig> = {}): PrimaryConfig {
   return {
     shape,
@@ -36,6 +49,7 @@ export function primaryConfig(overrides: Partial<PrimaryConfig> = {}): PrimaryCo
     cyclesQueuedMax: 4,
     connectionsPerLink: 1,
     timings,
+    identity: primaryIdentity,
     ...overrides,
   };
 }

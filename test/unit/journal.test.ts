@@ -1,7 +1,9 @@
-// Proves the journal on disk: records round-trip through their byte layout; replay stops at the
-// first damaged record wherever a crash cut the file, keeping every record before it; a torn tail
-// is cut, damage in an older segment is refused; segments roll over, replay in order, and go once
-// their cycles are done; many syncs issued together share few fdatasyncs.
+// Proves the journal on disk: records round-trip through their byte layout; decoding stops at the
+// first damaged frame wherever a crash cut the file; replay's rule table (docs/storage.md, "Journal
+// validation"): a torn tail past the durable watermark is cut, a bad frame some later frame vouches
+// for, damage in an older segment, a missing segment, a missing or damaged journal.state, a foreign
+// segment or an old format is refused with path and offset and nothing changed; segments roll over,
+// replay in order, and go once their cycles are done; many syncs share few fdatasyncs.
 import assert from 'node:assert/strict';
 import {
   mkdirSync,
@@ -18,6 +20,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { StorageError } from '../../src/core/errors.ts';
 import type { PrimaryRecord, SecondaryRecord } from '../../src/core/records.ts';
+import { segmentHeaderBytes } from '../../src/storage/journal-replay.ts';
 import {
   decodeRecords,
   encodeRecord,
@@ -145,22 +148,139 @@ test('segments roll over at segmentBytesMax and replay in order', async () => {
   }
 });
 
-test('a torn tail is cut at the first bad record and every earlier record survives', async () => {
+/** Reads every file of a directory: a refused open must leave them all as they were. */
+function snapshot(directory: string): Map<string, Buffer> {
+  return new Map(readdirSync(directory).map((name) => [name, readFileSync(join(directory, name))]));
+}
+
+function flipByte(path: string, offset: number): void {
+  const bytes = readFileSync(path);
+  bytes[offset] = (bytes[offset] as number) ^ 0x40;
+  writeFileSync(path, bytes);
+}
+
+function segmentPaths(directory: string): string[] {
+  return readdirSync(directory)
+    .filter((name) => name.endsWith('.seg'))
+    .sort()
+    .map((name) => join(directory, name));
+}
+
+/** Opening refuses with journal damage naming `path` and the offset, and changes no file. */
+function assertRefused(directory: string, path: string, offset: number | null, reason: RegExp): void {
+  const before = snapshot(directory);
+  assert.throws(
+    () => openPrimary(directory),
+    (error: unknown) => {
+      assert.ok(error instanceof StorageError, String(error));
+      assert.equal(error.code, 'journal-corrupt');
+      assert.ok(error.message.includes(path), `${error.message} names ${path}`);
+      if (offset !== null) assert.ok(error.message.includes(`at offset ${offset}:`), error.message);
+      assert.match(error.message, reason);
+      return true;
+    },
+  );
+  assert.deepEqual(snapshot(directory), before, 'the refused open changed nothing on disk');
+}
+
+const record = (index: number): PrimaryRecord => ({
+  kind: 'write',
+  cycle: 1,
+  extent: dataExtent(0, index, 1, index),
+});
+
+/**
+ * A journal as a crash leaves it: `synced` records appended and synced, then `unsynced` more only
+ * written (in the kernel's hands), and no close. Returns where the last synced record's frame ends.
+ */
+async function crashedJournal(directory: string, synced: number, unsynced: number): Promise<number> {
+  const { journal } = openPrimary(directory);
+  for (let i = 0; i < synced; i++) await journal.append(record(i));
+  await journal.sync();
+  for (let i = synced; i < synced + unsynced; i++) await journal.append(record(i));
+  const [path] = segmentPaths(directory) as [string];
+  // After a sync with nothing else waiting, a durable frame follows: wait until it is written.
+  const deadline = Date.now() + 10_000;
+  const frames = (): number[] =>
+    decodeRecords(primaryRecordCodec, readFileSync(path).subarray(segmentHeaderBytes)).ends;
+  const checkpointFrames = 2;
+  while (frames().length < checkpointFrames + synced + 1 + unsynced) {
+    assert.ok(Date.now() < deadline, 'the durable frame is written');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  journal.abandon();
+  return segmentHeaderBytes + (frames()[checkpointFrames + synced - 1] as number);
+}
+
+test('a torn tail after a crash is cut at the first bad frame; every synced record survives', async () => {
   const directory = tempDir();
   try {
-    const { journal } = openPrimary(directory);
-    for (const record of primaryRecords.slice(0, 2)) await journal.append(record);
-    await journal.close();
-    const [segment] = readdirSync(directory);
-    const path = join(directory, segment as string);
+    await crashedJournal(directory, 3, 2);
+    const [path] = segmentPaths(directory) as [string];
     const size = statSync(path).size;
     truncateSync(path, size - 10);
     const reopened = openPrimary(directory);
-    assert.deepEqual(writes(reopened.records), primaryRecords.slice(0, 1));
+    assert.deepEqual(writes(reopened.records), [0, 1, 2, 3].map(record));
     assert.equal(reopened.report.cut?.path, path);
     assert.equal(reopened.report.cut?.reason, 'body cut short');
     assert.equal(statSync(path).size, reopened.report.cut?.offset, 'the file was cut there');
     await reopened.journal.close();
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test('garbage past the durable watermark is a torn tail, even with valid frames after it', async () => {
+  const directory = tempDir();
+  try {
+    const syncedEnd = await crashedJournal(directory, 3, 4);
+    const [path] = segmentPaths(directory) as [string];
+    // Pages persisted out of order: a frame after the last sync is bad, those after it are whole.
+    flipByte(path, syncedEnd + 40);
+    const reopened = openPrimary(directory);
+    assert.ok(writes(reopened.records).length >= 3, 'the synced records survive');
+    assert.deepEqual(writes(reopened.records).slice(0, 3), [0, 1, 2].map(record));
+    assert.equal(reopened.report.cut?.path, path);
+    await reopened.journal.close();
+    const appended = Buffer.concat([readFileSync(path), Buffer.alloc(300, 0x5a)]);
+    writeFileSync(path, appended);
+    const again = openPrimary(directory);
+    assert.equal(again.report.cut?.bytesDropped, 300, 'garbage that no frame vouches for is cut');
+    await again.journal.close();
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test('a flipped byte in a synced frame after a clean close is damage, refused with path and offset', async () => {
+  const directory = tempDir();
+  try {
+    const { journal } = openPrimary(directory);
+    for (let i = 0; i < 4; i++) await journal.append(record(i));
+    await journal.close();
+    const [path] = segmentPaths(directory) as [string];
+    const frame = decodeRecords(primaryRecordCodec, readFileSync(path).subarray(segmentHeaderBytes));
+    // The third write's frame, well before the close frame.
+    const offset = segmentHeaderBytes + (frame.ends[3] as number);
+    flipByte(path, offset + 30);
+    assertRefused(
+      directory,
+      path,
+      offset,
+      /CRC32C mismatch in frame \d+, which the valid frame at offset \d+ says had been made durable/,
+    );
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test('a flipped byte in the last synced frame after a crash is damage: the durable frame vouches for it', async () => {
+  const directory = tempDir();
+  try {
+    const syncedEnd = await crashedJournal(directory, 3, 0);
+    const [path] = segmentPaths(directory) as [string];
+    flipByte(path, syncedEnd - 5);
+    assertRefused(directory, path, null, /had been made durable/);
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }
@@ -175,19 +295,128 @@ test('damage in a segment that later segments follow is refused with its path an
     const second = openPrimary(directory);
     await second.journal.append(primaryRecords[2] as PrimaryRecord);
     await second.journal.close();
-    const [oldest] = readdirSync(directory).sort();
-    const path = join(directory, oldest as string);
-    const bytes = readFileSync(path);
-    bytes[bytes.length - 10] = (bytes[bytes.length - 10] as number) ^ 1;
-    writeFileSync(path, bytes);
-    assert.throws(
-      () => openPrimary(directory),
-      (error: unknown) =>
-        error instanceof StorageError &&
-        error.code === 'journal-corrupt' &&
-        error.message.includes(path) &&
-        /CRC32C mismatch at offset \d+/.test(error.message),
+    const [oldest] = segmentPaths(directory) as [string];
+    flipByte(oldest, statSync(oldest).size - 10);
+    assertRefused(directory, oldest, null, /CRC32C mismatch, and later segments follow/);
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+/** Three runs, each leaving one closed segment. */
+async function threeRuns(directory: string): Promise<string[]> {
+  for (let run = 0; run < 3; run++) {
+    const { journal } = openPrimary(directory);
+    await journal.append(record(run));
+    await journal.close();
+  }
+  const paths = segmentPaths(directory);
+  assert.equal(paths.length, 3);
+  return paths;
+}
+
+test('a missing middle, oldest or newest segment is refused, naming the missing file', async () => {
+  for (const [missing, reason] of [
+    [1, /segments 1 and 3 exist/],
+    [0, /says segments from 1 on are kept, the oldest present is 2/],
+    [2, /says segment 3 was created, the newest present is 2/],
+  ] as const) {
+    const directory = tempDir();
+    try {
+      const paths = await threeRuns(directory);
+      rmSync(paths[missing] as string);
+      assertRefused(directory, paths[missing] as string, 0, reason);
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
+  }
+});
+
+test('journal.state missing or damaged, a segment from elsewhere, an old format: all refused', async () => {
+  const directory = tempDir();
+  try {
+    const paths = await threeRuns(directory);
+    const statePath = join(directory, 'journal.state');
+    const state = readFileSync(statePath);
+    rmSync(statePath);
+    assertRefused(directory, statePath, 0, /missing, yet segments 1..3 exist/);
+    writeFileSync(statePath, state);
+    flipByte(statePath, 14);
+    assertRefused(directory, statePath, 0, /journal state CRC32C mismatch/);
+    writeFileSync(statePath, state);
+    // Segment 2 replaced by segment 3's bytes: the header names another segment.
+    const second = readFileSync(paths[1] as string);
+    writeFileSync(paths[1] as string, readFileSync(paths[2] as string));
+    assertRefused(directory, paths[1] as string, 0, /the header names segment 3/);
+    writeFileSync(paths[1] as string, second);
+    // A segment of format 1 (no header).
+    const third = readFileSync(paths[2] as string);
+    writeFileSync(paths[2] as string, third.subarray(segmentHeaderBytes));
+    assertRefused(directory, paths[2] as string, 0, /no segment header of journal format 2/);
+    // A header of another format version.
+    const otherVersion = Buffer.from(third);
+    otherVersion.writeUInt16BE(3, 8);
+    writeFileSync(paths[2] as string, otherVersion);
+    assertRefused(
+      directory,
+      paths[2] as string,
+      0,
+      /journal format version 3; this build reads version 2 only/,
     );
+    writeFileSync(paths[2] as string, third);
+    openPrimary(directory).journal.close();
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test("the secondary's segment in the primary's journal is refused", async () => {
+  const directory = tempDir();
+  try {
+    const { journal } = SegmentJournal.open<SecondaryRecord>({
+      directory,
+      segmentBytesMax: 1 << 20,
+      codec: secondaryRecordCodec,
+      checkpoint: () => [],
+    });
+    await journal.append(secondaryRecords[1] as SecondaryRecord);
+    await journal.close();
+    assertRefused(directory, join(directory, 'journal.state'), 0, /a journal of another role/);
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test('a newest segment whose header never became durable is removed; nothing was in it', async () => {
+  const directory = tempDir();
+  try {
+    await threeRuns(directory);
+    const torn = join(directory, '0000000000000004.seg');
+    writeFileSync(torn, Buffer.alloc(12));
+    const reopened = openPrimary(directory);
+    assert.equal(reopened.report.cut?.path, torn);
+    assert.equal(reopened.report.cut?.removeFile, true);
+    assert.deepEqual(writes(reopened.records), [0, 1, 2].map(record));
+    await reopened.journal.close();
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test('a first segment whose creation a crash cut short before journal.state existed is removed', async () => {
+  const directory = tempDir();
+  try {
+    const { journal } = openPrimary(directory);
+    await journal.append(record(0));
+    await journal.close();
+    const [path] = segmentPaths(directory) as [string];
+    // The header alone, durable, and no journal.state yet: the state of a crash inside creation.
+    writeFileSync(path, readFileSync(path).subarray(0, segmentHeaderBytes));
+    rmSync(join(directory, 'journal.state'));
+    const reopened = openPrimary(directory);
+    assert.equal(reopened.report.cut?.removeFile, true);
+    assert.deepEqual(reopened.records, []);
+    await reopened.journal.close();
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }

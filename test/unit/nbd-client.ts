@@ -1,7 +1,7 @@
 // A client for NbdConnection without sockets: raw bytes in, raw bytes out, and an in-memory export.
 import assert from 'node:assert/strict';
 import type { RequestBudget } from '../../src/nbd/budget.ts';
-import { defaultNbdLimits, NbdConnection, type NbdExport } from '../../src/nbd/connection.ts';
+import { defaultNbdLimits, NbdConnection, type NbdExport, type NbdLimits } from '../../src/nbd/connection.ts';
 import type { NbdTlsMode } from '../../src/nbd/handshake.ts';
 import { optionMagic, options, replies, requestMagic } from '../../src/nbd/protocol.ts';
 
@@ -34,27 +34,67 @@ export function memoryExport(
   return target;
 }
 
+/** Timers on a virtual clock that only `elapse` moves. */
+export class ManualTimers {
+  private now = 0;
+  private readonly pending = new Set<{ at: number; fire: () => void }>();
+
+  start = (ms: number, fire: () => void): (() => void) => {
+    const timer = { at: this.now + ms, fire };
+    this.pending.add(timer);
+    return () => this.pending.delete(timer);
+  };
+
+  elapse(ms: number): void {
+    this.now += ms;
+    for (const timer of [...this.pending].sort((a, b) => a.at - b.at)) {
+      if (timer.at > this.now || !this.pending.has(timer)) continue;
+      this.pending.delete(timer);
+      timer.fire();
+    }
+  }
+
+  get count(): number {
+    return this.pending.size;
+  }
+}
+
+export interface ClientOptions {
+  limits?: NbdLimits;
+  timers?: ManualTimers;
+  admit?: () => string | null;
+}
+
 export class Client {
   received = new Uint8Array(0);
   closed: string | null = null;
   readonly connection: NbdConnection;
+  readonly warnings: { event: string; reason: string }[] = [];
 
   paused = false;
+  /** While true, sent bytes are not taken by the client: their send callbacks wait. */
+  stalled = false;
+  private readonly heldSends: (() => void)[] = [];
 
   constructor(
     exports: NbdExport[],
     budget?: RequestBudget,
     tlsMode: NbdTlsMode = 'off',
     startTls?: () => void,
+    options: ClientOptions = {},
   ) {
     this.connection = new NbdConnection(
       new Map(exports.map((found) => [found.name, found])),
       {
-        send: (bytes) => {
+        send: (bytes, sent) => {
           const joined = new Uint8Array(this.received.length + bytes.length);
           joined.set(this.received);
           joined.set(bytes, this.received.length);
           this.received = joined;
+          if (!sent) return;
+          // Like a socket: the callback comes later, once the bytes have left.
+          if (this.stalled) this.heldSends.push(sent);
+          else queueMicrotask(sent);
         },
         close: (reason) => {
           this.closed = reason;
@@ -63,12 +103,23 @@ export class Client {
           this.paused = paused;
         },
         log: () => {},
+        warn: (event, fields) => {
+          this.warnings.push({ event, reason: String(fields.reason) });
+        },
         startTls,
+        admit: options.admit,
+        startTimer: options.timers?.start,
       },
-      defaultNbdLimits,
+      options.limits ?? defaultNbdLimits,
       budget,
       tlsMode,
     );
+  }
+
+  /** The client reads again: what was sent while it stalled has left. */
+  unstall(): void {
+    this.stalled = false;
+    for (const sent of this.heldSends.splice(0)) sent();
   }
 
   take(count: number): DataView {
@@ -134,8 +185,13 @@ export function nameData(name: string): Uint8Array {
 
 export const flush = () => new Promise((resolve) => setImmediate(resolve));
 
-export async function connected(exports: NbdExport[], name: string, budget?: RequestBudget): Promise<Client> {
-  const client = new Client(exports, budget);
+export async function connected(
+  exports: NbdExport[],
+  name: string,
+  budget?: RequestBudget,
+  clientOptions: ClientOptions = {},
+): Promise<Client> {
+  const client = new Client(exports, budget, 'off', undefined, clientOptions);
   client.take(18);
   client.send(Uint8Array.of(0, 0, 0, 3));
   client.option(options.go, nameData(name));

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { ConfigError } from '../../src/core/errors.ts';
 import { type PrimaryAction, PrimaryGroup } from '../../src/core/primary-group.ts';
 import type { PrimaryRecord } from '../../src/core/records.ts';
-import { dataExtent, Harness, primaryConfig } from './fixtures.ts';
+import { dataExtent, Harness, primaryConfig, primaryIdentity, timings } from './fixtures.ts';
 
 test('a write joins the capture cycle; the switch waits for cycle.minMs and for a non-empty cycle', () => {
   const harness = new Harness(primaryConfig({ cycleMsMin: 100 }));
@@ -265,4 +265,28 @@ test('with no secondary configured, a closed cycle is collected at once', () => 
   assert.equal(primary.collected, 1);
   assert.ok(synced.some((action) => action.type === 'journal-collect' && action.upTo === 1));
   assert.deepEqual(primary.status(2).secondaries, []);
+});
+
+test("every hello states the primary's site and generations; a refusal shows in status and is retried at the longest backoff", () => {
+  const primary = new PrimaryGroup(primaryConfig(), () => 0.5);
+  const connectOf = (actions: PrimaryAction[]): number | undefined =>
+    actions.flatMap((action) => (action.type === 'connect' ? [action.connection] : []))[0];
+  const connection = connectOf(primary.onTick(0)) as number;
+  primary.onConnected(0, connection);
+  const [hello] = primary.pollFrames(0, connection, 1);
+  assert.ok(hello?.type === 'hello');
+  assert.equal(hello.primarySite, primaryIdentity.site);
+  assert.deepEqual(hello.generations, primaryIdentity.generations);
+  const message = 'this secondary follows primary site x generation y; refused primary site z generation w';
+  const refused = primary.onFrame(10, connection, { type: 'error', code: 'primary-mismatch', message });
+  assert.ok(refused.some((action) => action.type === 'disconnect'));
+  const status = primary.status(10).secondaries[0];
+  assert.equal(status?.link, 'refused');
+  assert.equal(status?.refusal, `secondary refused: primary-mismatch: ${message}`);
+  assert.equal(
+    connectOf(primary.onTick(10 + timings.reconnectMsMax - 1)),
+    undefined,
+    'no retry before the longest backoff',
+  );
+  assert.notEqual(connectOf(primary.onTick(10 + timings.reconnectMsMax)), undefined, 'then a retry');
 });

@@ -4,11 +4,19 @@
 // failure, and finishes an interrupted apply after a restart.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { Binding, PrimaryIdentity } from '../../src/core/identity.ts';
 import type { SecondaryRecord } from '../../src/core/records.ts';
-import { Secondary, type SecondaryAction } from '../../src/core/secondary.ts';
+import { checkHello, Secondary, type SecondaryAction } from '../../src/core/secondary.ts';
 import type { GroupShape } from '../../src/core/types.ts';
-import { addDigest, type DataFrame, type Frame, packetDigest } from '../../src/protocol/frames.ts';
-import { blockBytes, shape, timings } from './fixtures.ts';
+import {
+  addDigest,
+  type DataFrame,
+  type Frame,
+  type HelloFrame,
+  packetDigest,
+  protocolVersion,
+} from '../../src/protocol/frames.ts';
+import { blockBytes, otherPrimaryIdentity, primaryIdentity, shape, timings } from './fixtures.ts';
 
 /** A secondary whose storage completes instantly, with its journal, volumes and sent frames in view. */
 class Site {
@@ -21,17 +29,26 @@ class Site {
   heldVolumeSyncs: number[] = [];
   nowMs = 0;
 
-  constructor(journal: SecondaryRecord[] = []) {
+  /** Bindings recorded, and the order of binds and sends (a bind must come before the welcome). */
+  bindings: Binding[] = [];
+  order: string[] = [];
+
+  constructor(journal: SecondaryRecord[] = [], binding: Binding | null = null) {
     this.journal = journal;
-    this.secondary = Secondary.recover({ name: 'dr1', shape, timings }, journal);
+    this.secondary = Secondary.recover({ name: 'dr1', shape, timings, binding }, journal);
     this.run(this.secondary.start());
   }
 
   run(actions: SecondaryAction[]): void {
     for (const action of actions) {
       switch (action.type) {
+        case 'bind':
+          this.bindings.push(action.binding);
+          this.order.push('bind');
+          break;
         case 'send':
           this.sent.push({ connection: action.connection, frame: action.frame });
+          this.order.push(`send ${action.frame.type}`);
           break;
         case 'close':
           this.closed.push(action.connection);
@@ -70,18 +87,15 @@ class Site {
     this.run(this.secondary.onFrame(this.nowMs, connection, frame));
   }
 
-  hello(connection: number, session = 1, offered: GroupShape = shape, connectionCount = 1): void {
+  hello(
+    connection: number,
+    session = 1,
+    offered: GroupShape = shape,
+    connectionCount = 1,
+    identity: PrimaryIdentity = primaryIdentity,
+  ): void {
     this.open(connection);
-    this.frame(connection, {
-      type: 'hello',
-      protocolVersion: 1,
-      sessionId: session,
-      connectionIndex: 0,
-      connectionCount,
-      group: offered.group,
-      blockBytes: offered.blockBytes,
-      volumes: offered.volumes,
-    });
+    this.frame(connection, helloOf(session, offered, connectionCount, identity));
   }
 
   sentOfType<T extends Frame['type']>(type: T): Extract<Frame, { type: T }>[] {
@@ -89,6 +103,26 @@ class Site {
       frame.type === type ? [frame as Extract<Frame, { type: T }>] : [],
     );
   }
+}
+
+function helloOf(
+  session: number,
+  offered: GroupShape = shape,
+  connectionCount = 1,
+  identity: PrimaryIdentity = primaryIdentity,
+): HelloFrame {
+  return {
+    type: 'hello',
+    protocolVersion,
+    sessionId: session,
+    connectionIndex: 0,
+    connectionCount,
+    group: offered.group,
+    blockBytes: offered.blockBytes,
+    volumes: offered.volumes,
+    primarySite: identity.site,
+    generations: identity.generations,
+  };
 }
 
 function packet(cycle: number, packetIndex: number, block: number, fill: number): DataFrame {
@@ -144,12 +178,129 @@ test('a primary with another volume size or block size is refused with the diffe
   assert.equal(blocks.sentOfType('error')[0]?.code, 'block-size-mismatch');
 });
 
+test('the first primary accepted is bound, and the binding is recorded before the welcome', () => {
+  const site = new Site();
+  site.hello(1);
+  assert.deepEqual(site.bindings, [{ primarySite: primaryIdentity.site, generation: '1'.repeat(32) }]);
+  assert.deepEqual(site.order, ['bind', 'send welcome']);
+  assert.deepEqual(site.secondary.boundTo, site.bindings[0]);
+});
+
+test('another primary of the group is refused naming both identities; the live session goes on untouched', () => {
+  const site = new Site();
+  site.hello(1, 7);
+  const { packets, end } = cycleFrames(1, 1, [
+    [0, 1],
+    [1, 2],
+  ]);
+  site.frame(1, packets[0] as Frame);
+  // The second primary's cycles are far ahead of this secondary's: numbers prove nothing here.
+  site.hello(2, 9, shape, 1, otherPrimaryIdentity);
+  const [error] = site.sentOfType('error');
+  assert.equal(error?.code, 'primary-mismatch');
+  for (const id of [primaryIdentity.site, '1'.repeat(32), otherPrimaryIdentity.site, '2'.repeat(32)])
+    assert.ok(error?.message.includes(id), `${id} named in: ${error?.message}`);
+  assert.deepEqual(site.closed, [2], 'only the refused connection is closed');
+  assert.equal(site.secondary.failures, 0, 'the bound session did not fail');
+  assert.equal(site.secondary.inspect().session, 7);
+  assert.equal(site.bindings.length, 1);
+  site.frame(1, packets[1] as Frame);
+  site.frame(1, end);
+  assert.equal(site.secondary.stored, 1, 'the cycle begun before the refusal is stored whole');
+  assert.deepEqual(
+    site.journal.filter((record) => record.kind === 'discard'),
+    [],
+    'nothing of the live session was discarded',
+  );
+});
+
+test('the same site in another generation is refused too (no promotion yet)', () => {
+  const site = new Site();
+  site.hello(1);
+  const recreated: PrimaryIdentity = {
+    site: primaryIdentity.site,
+    generations: [
+      ...primaryIdentity.generations,
+      { id: '3'.repeat(32), startedAt: 40, primarySite: primaryIdentity.site },
+    ],
+  };
+  site.hello(2, 2, shape, 1, recreated);
+  assert.equal(site.sentOfType('error')[0]?.code, 'primary-mismatch');
+  assert.equal(site.secondary.failures, 0);
+});
+
+test('the binding holds across a restart: the other primary is refused, the bound one accepted', () => {
+  const first = new Site();
+  first.hello(1);
+  const restarted = new Site(first.journal, first.bindings[0] as Binding);
+  restarted.hello(1, 5, shape, 1, otherPrimaryIdentity);
+  assert.equal(restarted.sentOfType('error')[0]?.code, 'primary-mismatch');
+  restarted.hello(2, 6);
+  assert.equal(restarted.sentOfType('welcome')[0]?.sessionId, 6);
+  assert.deepEqual(restarted.bindings, [], 'bound once, not again');
+});
+
+test('names and sizes from a hello obey the config rules: a path as a volume name is refused', () => {
+  const cases: [GroupShape, RegExp][] = [
+    [
+      { ...shape, volumes: [{ name: '../../x', sizeBytes: 64 * blockBytes }] },
+      /volume 0 name: "\.\.\/\.\.\/x"/,
+    ],
+    [
+      { ...shape, volumes: [{ name: 'data', sizeBytes: 1000 }] },
+      /volume 0 size: 1000 is not a positive multiple/,
+    ],
+    [{ ...shape, volumes: [{ name: 'data', sizeBytes: 0 }] }, /volume 0 size: 0 is not a positive multiple/],
+    [{ ...shape, blockBytes: 3000 }, /block size: 3000 is not a power of two/],
+    [{ ...shape, volumes: [] }, /0 volumes, expected 1\.\.256/],
+    [
+      {
+        ...shape,
+        volumes: [
+          { name: 'a', sizeBytes: blockBytes },
+          { name: 'a', sizeBytes: blockBytes },
+        ],
+      },
+      /two volumes share a name/,
+    ],
+  ];
+  for (const [offered, message] of cases) {
+    // A fresh secondary (nothing held yet) and a configured one refuse alike, before storing anything.
+    assert.throws(() => checkHello(helloOf(1, offered), 'unit', null), { code: 'hello-invalid', message });
+    const site = new Site();
+    site.hello(1, 1, offered);
+    assert.equal(site.sentOfType('error')[0]?.code, 'hello-invalid');
+    assert.deepEqual(site.bindings, []);
+  }
+});
+
+test('a hello of another group is refused naming both groups, even by a secondary holding nothing yet', () => {
+  assert.throws(() => checkHello(helloOf(1, { ...shape, group: 'other' }), 'unit', null), {
+    code: 'group-mismatch',
+    message: 'group "other" offered, this site is of group "unit"',
+  });
+});
+
+test('a generation chain that does not end at the primary stating it is refused', () => {
+  const site = new Site();
+  const forged: PrimaryIdentity = {
+    site: primaryIdentity.site,
+    generations: otherPrimaryIdentity.generations,
+  };
+  site.hello(1, 1, shape, 1, forged);
+  assert.equal(site.sentOfType('error')[0]?.code, 'hello-invalid');
+  assert.match(site.sentOfType('error')[0]?.message ?? '', /belongs to site b{32}/);
+  const empty = new Site();
+  empty.hello(1, 1, shape, 1, { site: primaryIdentity.site, generations: [] });
+  assert.match(empty.sentOfType('error')[0]?.message ?? '', /no generation/);
+});
+
 test('the welcome states the stored and applied numbers', () => {
   const site = new Site();
   site.hello(1);
   assert.deepEqual(site.sentOfType('welcome')[0], {
     type: 'welcome',
-    protocolVersion: 1,
+    protocolVersion,
     sessionId: 1,
     secondary: 'dr1',
     stored: 0,

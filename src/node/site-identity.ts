@@ -1,0 +1,51 @@
+/**
+ * A site's identity and its group history as site.json keeps them: read at start, made once when
+ * the site is created (or, for a data directory written before identities existed, the first time
+ * it starts with this version), and never replaced afterwards. A damaged identity is refused by
+ * readSiteFile; it is never silently made anew, since a new identity makes a new primary.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  type Binding,
+  idBytes,
+  newPrimaryIdentity,
+  type PrimaryIdentity,
+  type SiteId,
+} from '../core/identity.ts';
+import type { Logger } from '../ops/logger.ts';
+import { readSiteFile } from '../storage/site-file.ts';
+
+/** 128 bits from the system's random source, as 32 hex digits. */
+export function randomId(): string {
+  return randomBytes(idBytes).toString('hex');
+}
+
+/** The primary's identity from site.json, or a new site with its first generation. */
+export function loadPrimaryIdentity(dataDir: string, logger: Logger): PrimaryIdentity {
+  const site = readSiteFile(dataDir);
+  if (site?.role === 'primary' && site.site !== undefined && site.generations !== undefined)
+    return { site: site.site, generations: site.generations };
+  const identity = newPrimaryIdentity(randomId);
+  logger.info('site-identity-created', {
+    site: identity.site,
+    generation: identity.generations[0]?.id ?? '',
+    reason: site ? `${dataDir}/site.json had no primary identity yet` : 'new data directory',
+  });
+  return identity;
+}
+
+/** The secondary's own identity and the primary it follows, from site.json; a new identity if none. */
+export function loadSecondaryIdentity(
+  dataDir: string,
+  logger: Logger,
+): { site: SiteId; binding: Binding | null } {
+  const site = readSiteFile(dataDir);
+  if (site?.role === 'secondary' && site.site !== undefined)
+    return { site: site.site, binding: site.binding ?? null };
+  const identity = { site: randomId(), binding: null };
+  logger.info('site-identity-created', {
+    site: identity.site,
+    reason: site ? `${dataDir}/site.json had no identity yet` : 'new data directory',
+  });
+  return identity;
+}
