@@ -1,10 +1,18 @@
-/** `cyclerep primary|secondary --config F`: load and check the config, run the site until a signal. */
-import { ConfigError } from '../core/errors.ts';
+/**
+ * `cyclerep primary|secondary --config F`: load and check the config, run the site until a signal
+ * (exit 0) or a storage failure (exit 3). Either way the site stops through one path, bounded by
+ * shutdown.timeoutMs: NBD clients get NBD_ESHUTDOWN for new requests, requests in flight finish,
+ * connections, listeners and files are closed; whatever still holds the process then is cut.
+ */
+import { ConfigError, storageFaultOf } from '../core/errors.ts';
 import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { type FileConfig, loadConfig } from '../ops/config.ts';
-import { createLogger, type LogFormat } from '../ops/logger.ts';
+import { createLogger, type LogFormat, type Logger } from '../ops/logger.ts';
 import { exitCodes, startFailureCode } from './exit-codes.ts';
+
+/** After a stop that finished, handles still open (a client's half-closed socket) get this long. */
+const exitGraceMs = 2000;
 
 export async function runDaemon(
   role: 'primary' | 'secondary',
@@ -33,15 +41,31 @@ export async function runDaemon(
     format: logFormat ?? config.log?.format ?? 'json',
     debug: !!process.env.CYCLEREP_DEBUG,
   });
+  let node: PrimaryNode | SecondaryNode | null = null;
+  let storageFailed = false;
+  let stopRequested = false;
+  let resolveStarted: () => void = () => {};
+  const started = new Promise<void>((resolve) => {
+    resolveStarted = resolve;
+  });
   let resolveExit: (code: number) => void = () => {};
   const exited = new Promise<number>((resolve) => {
     resolveExit = resolve;
   });
-  const onFatal = (error: Error): void => {
-    logger.error('stopping-on-storage-failure', { reason: error.message });
-    resolveExit(exitCodes.storage);
+  // One way out, whatever asks first (a signal, a storage failure); asking again changes nothing
+  // but the exit code, which a storage failure during the stop makes 3.
+  const stop = (why: Record<string, string>): void => {
+    if (stopRequested) return;
+    stopRequested = true;
+    void started
+      .then(() => stopWithin(node as PrimaryNode | SecondaryNode, config, logger, why))
+      .then((stopFailed) => resolveExit(storageFailed || stopFailed ? exitCodes.storage : exitCodes.ok));
   };
-  let node: PrimaryNode | SecondaryNode;
+  const onFatal = (error: Error): void => {
+    storageFailed = true;
+    const fault = storageFaultOf(error, new Date());
+    stop({ cause: 'storage-failure', kind: fault.kind, reason: fault.message });
+  };
   try {
     node =
       config.role === 'primary'
@@ -51,20 +75,48 @@ export async function runDaemon(
     logger.error('start-failed', { reason: (error as Error).message });
     return startFailureCode(error);
   }
-  const stop = (signal: string): void => {
-    logger.info('stopping', { signal });
-    node.stop().then(
-      () => resolveExit(exitCodes.ok),
-      (error) => {
-        logger.error('stop-failed', { reason: (error as Error).message });
-        resolveExit(exitCodes.storage);
-      },
-    );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
+  resolveStarted();
+  const running = node;
+  process.once('SIGTERM', () => stop({ signal: 'SIGTERM' }));
+  process.once('SIGINT', () => stop({ signal: 'SIGINT' }));
   // Renewed certificates are read again without a restart; connections made from now on use them.
-  const reload = (): void => node.reloadTls();
-  process.on('SIGHUP', reload);
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => running.reloadTls());
+  // Everything of ours is closed by then; a handle that still keeps the event loop alive (a peer's
+  // half-closed socket) is not worth waiting for.
+  void exited.then((code) => setTimeout(() => process.exit(code), exitGraceMs).unref());
   return exited;
+}
+
+/**
+ * Stops the site, bounded by shutdown.timeoutMs (plus the fault's status time): NBD requests in
+ * flight get half of it. Resolves with whether the stop itself failed or had to be cut short.
+ */
+async function stopWithin(
+  node: PrimaryNode | SecondaryNode,
+  config: FileConfig,
+  logger: Logger,
+  why: Record<string, string>,
+): Promise<boolean> {
+  const { timeoutMs, faultStatusMs } = config.shutdown;
+  if (why.cause === 'storage-failure') logger.error('stopping-on-storage-failure', why);
+  else logger.info('stopping', why);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs + faultStatusMs);
+  });
+  const stopped = node.stop({ nbdDrainMs: timeoutMs / 2, statusLingerMs: faultStatusMs }).then(
+    () => 'stopped' as const,
+    (error: unknown) => {
+      logger.error('stop-failed', { reason: (error as Error).message });
+      return 'failed' as const;
+    },
+  );
+  const outcome = await Promise.race([stopped, deadline]);
+  clearTimeout(timer);
+  if (outcome === 'timeout')
+    logger.error('stop-timed-out', {
+      timeoutMs,
+      reason: 'storage or clients did not finish; exiting anyway',
+    });
+  return outcome !== 'stopped';
 }

@@ -32,7 +32,8 @@ export interface SiteStatus {
   link?: string;
   stored?: number;
   applied?: number;
-  fault?: { kind: string; message: string } | null;
+  /** A storage failure the site is stopping on (exit 3); null while healthy. */
+  fault?: { kind: string; message: string; at?: string } | null;
   secondaries?: LinkStatus[];
 }
 
@@ -130,14 +131,18 @@ export function describe(
 ): string {
   const lines: string[] = [];
   const fault = status.fault
-    ? `  ${paint(options, 'red', `FAULT ${status.fault.kind}: ${status.fault.message}`)}`
+    ? `  ${paint(options, 'red', `FAULT ${status.fault.kind}${status.fault.at ? ` at ${status.fault.at}` : ''}: ${status.fault.message}`)}`
+    : '';
+  // What the operator does about a fault, under the site's lines.
+  const advice = status.fault
+    ? '  the site is stopping (exit code 3); nothing acknowledged is lost: free space or fix the disk, then restart it\n'
     : '';
   if (status.role === 'secondary') {
     lines.push(
       `${paint(options, 'bold', `${status.group}/${status.name}`)} role:secondary stored:${status.stored} applied:${status.applied} journal:${bytes(status.journalBytes ?? 0)}${fault}`,
       `  primary link:${paint(options, linkColour(status.link ?? ''), status.link ?? 'unknown')}`,
     );
-    return `${lines.join('\n')}\n`;
+    return `${lines.join('\n')}\n${advice}`;
   }
   const capacity = status.journalCapacityBytes
     ? `/${bytes(status.journalCapacityBytes)} (${Math.round(((status.journalDiskBytes ?? 0) / status.journalCapacityBytes) * 100)}%)`
@@ -146,7 +151,7 @@ export function describe(
     `${paint(options, 'bold', status.group)} role:primary capture:${status.capture} closed:${status.closed} journal:${bytes(status.journalDiskBytes ?? status.journalBytes ?? 0)}${capacity}${status.journalFull ? paint(options, 'red', ' FULL: writes wait') : ''}${fault}`,
   );
   for (const link of status.secondaries ?? []) lines.push(...describeLink(link, options, peaks));
-  return `${lines.join('\n')}\n`;
+  return `${lines.join('\n')}\n${advice}`;
 }
 
 function describeLink(link: LinkStatus, options: { colour: boolean }, peaks?: Map<string, number>): string[] {

@@ -101,3 +101,39 @@ export class StorageError extends CyclerepError {
     super(code, message, options);
   }
 }
+
+/** errno codes that mean the disk (or the user's quota on it) is full. */
+const diskFullCodes = new Set(['ENOSPC', 'EDQUOT']);
+
+/** The `code` of an error and of every error in its `cause` chain, outermost first. */
+export function codesOf(error: unknown): string[] {
+  const codes: string[] = [];
+  for (let at = error, depth = 0; at instanceof Error && depth < 8; depth++) {
+    const code = (at as { code?: unknown }).code;
+    if (typeof code === 'string') codes.push(code);
+    at = at.cause;
+  }
+  return codes;
+}
+
+/** Whether a failure comes from a full disk (ENOSPC, EDQUOT), however deeply it was wrapped. */
+export function isDiskFull(error: unknown): boolean {
+  return codesOf(error).some((code) => diskFullCodes.has(code));
+}
+
+/**
+ * Why a site stopped at run time: its storage failed. Shown in status as `fault` and logged; the
+ * process then exits with the storage exit code (3). Nothing acknowledged is lost: free space (or
+ * replace the disk) and restart.
+ */
+export interface StorageFault {
+  kind: 'disk-full' | 'io-error';
+  message: string;
+  /** When it happened, ISO 8601. */
+  at: string;
+}
+
+export function storageFaultOf(error: unknown, at: Date): StorageFault {
+  const message = error instanceof Error ? error.message : String(error);
+  return { kind: isDiskFull(error) ? 'disk-full' : 'io-error', message, at: at.toISOString() };
+}

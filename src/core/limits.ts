@@ -54,6 +54,11 @@ export interface LinkTimings {
   reconnectMsMax: number;
   /** Closed cycles one link may have sent but not yet seen STORED for. */
   cyclesInFlightMax: number;
+  /**
+   * Declare the link failed when an end-of-cycle frame went out and the secondary's stored number
+   * did not move for this long, though it heartbeats: its storage has failed or hangs inside.
+   */
+  storedProgressMsTimeout: number;
 }
 
 export const defaultLinkTimings: LinkTimings = {
@@ -62,6 +67,7 @@ export const defaultLinkTimings: LinkTimings = {
   reconnectMsMin: 100,
   reconnectMsMax: 5000,
   cyclesInFlightMax: 4,
+  storedProgressMsTimeout: 30_000,
 };
 
 /** Checks how the timings relate; a bad combination is a configuration error, caught at start. */
@@ -76,6 +82,9 @@ export function checkLinkTimings(timings: LinkTimings): string[] {
   }
   if (!Number.isSafeInteger(timings.cyclesInFlightMax) || timings.cyclesInFlightMax < 1) {
     problems.push('cyclesInFlightMax must be a positive integer');
+  }
+  if (timings.storedProgressMsTimeout < timings.heartbeatMsTimeout) {
+    problems.push('storedProgressMsTimeout must be at least heartbeatMsTimeout');
   }
   return problems;
 }

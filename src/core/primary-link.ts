@@ -83,6 +83,13 @@ export class PrimaryLink {
   private retryAtMs = 0;
   private backoffMs: number;
   private heartbeatNonce = 0;
+  /** Highest cycle whose end-of-cycle frame was handed to a connection in this session. */
+  private endSentMax: CycleNumber = 0;
+  /**
+   * Since when the link waits for STORED progress: set when an end-of-cycle frame goes out with
+   * nothing outstanding, renewed whenever the stored number moves, null once all sent is stored.
+   */
+  private awaitingStoredSinceMs: number | null = null;
   /** Counters for the status and the simulator's report. */
   failures = 0;
   /** Bytes of block data queued in DATA frames (zero runs carry none), resends included. */
@@ -118,6 +125,14 @@ export class PrimaryLink {
       this.startSession(nowMs, out);
       return;
     }
+    if (this.storedProgressOverdue(nowMs)) {
+      this.fail(
+        nowMs,
+        `no STORED progress for ${nowMs - (this.awaitingStoredSinceMs as number)} ms while the secondary heartbeats (stored ${this.stored}, sent up to ${this.endSentMax}): its storage may have failed, its log says why`,
+        out,
+      );
+      return;
+    }
     for (const connection of this.connections) {
       // A connect that never completes, a handshake never answered and a silent peer all end the
       // same way: nothing arrived within heartbeatMsTimeout (lastReceivedMs starts at the session).
@@ -140,10 +155,21 @@ export class PrimaryLink {
     }
   }
 
+  /** A secondary alive on the wire but dead inside: heartbeats arrive, STORED does not. */
+  private storedProgressOverdue(nowMs: number): boolean {
+    return (
+      this.state === 'streaming' &&
+      this.awaitingStoredSinceMs !== null &&
+      nowMs - this.awaitingStoredSinceMs > this.timings.storedProgressMsTimeout
+    );
+  }
+
   private startSession(nowMs: number, out: LinkRequest[]): void {
     this.state = 'connecting';
     this.sessionId = Math.floor(this.environment.random() * 0x1_0000_0000) >>> 0;
     this.sentEnd = 0;
+    this.endSentMax = 0;
+    this.awaitingStoredSinceMs = null;
     this.packing = null;
     this.connections = [];
     for (let index = 0; index < this.connectionCount; index++) {
@@ -251,6 +277,7 @@ export class PrimaryLink {
     const moved = stored > this.stored;
     this.stored = stored;
     this.applied = Math.max(this.applied, applied);
+    if (moved) this.awaitingStoredSinceMs = stored >= this.endSentMax ? null : nowMs;
     return moved;
   }
 
@@ -352,7 +379,14 @@ export class PrimaryLink {
     if (!connection?.opened) return [];
     const frames = connection.queue.splice(0, maxFrames);
     if (frames.length > 0) connection.lastSentMs = nowMs;
+    for (const frame of frames) if (frame.type === 'end-of-cycle') this.onEndSent(nowMs, frame.cycle);
     return frames;
+  }
+
+  /** The stored-progress clock starts when the first unanswered end-of-cycle frame leaves. */
+  private onEndSent(nowMs: number, cycle: CycleNumber): void {
+    this.endSentMax = Math.max(this.endSentMax, cycle);
+    if (cycle > this.stored) this.awaitingStoredSinceMs ??= nowMs;
   }
 
   /** Any failure: close every connection of the session, retry after a growing delay. */

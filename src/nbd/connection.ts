@@ -7,9 +7,13 @@
  * or in reading its replies is closed after a timeout. Out-of-range requests and
  * flags not allowed fail alone with NBD_EINVAL (NBD_ENOSPC for a write past the end); a protocol
  * violation ends this connection only; a refused write's payload is still read (and dropped), so
- * the stream stays in step.
+ * the stream stays in step. A failed request is answered with the NBD errno of its cause
+ * (NBD_ENOSPC for a full disk, NBD_ESHUTDOWN while the site stops, NBD_EIO otherwise).
+ * `shutdown()` answers new requests with NBD_ESHUTDOWN, lets those in flight finish, then closes;
+ * the refused requests are counted, not logged one by one.
  */
 import { assert } from '../core/assert.ts';
+import { codesOf, isDiskFull } from '../core/errors.ts';
 import { coarsen, zeroRuns } from './allocation.ts';
 import { type BudgetHold, RequestBudget } from './budget.ts';
 import { defaultNbdLimits, type NbdExport, type NbdLimits } from './export.ts';
@@ -92,6 +96,13 @@ interface Pending {
 
 const done: Outcome = { kind: 'done' };
 
+/** The NBD errno for a failed request: the real cause is logged, the client gets one of NBD's few. */
+export function nbdErrorOf(failure: unknown): number {
+  if (isDiskFull(failure)) return nbdErrors.ENOSPC;
+  if (codesOf(failure).includes('stopping')) return nbdErrors.ESHUTDOWN;
+  return nbdErrors.EIO;
+}
+
 /** Zero runs at least this long leave a structured READ reply as holes instead of bytes. */
 const holeBytesMin = 64 * 1024;
 
@@ -128,6 +139,10 @@ export class NbdConnection {
   private cancelHandshakeTimer: (() => void) | null = null;
   private cancelPayloadTimer: (() => void) | null = null;
   private cancelReplyTimer: (() => void) | null = null;
+  /** Set by shutdown(): new requests are refused, the connection closes once none is in flight. */
+  private stopping = false;
+  /** Requests answered NBD_ESHUTDOWN because the site was stopping; reported once, at close. */
+  refusedWhileStopping = 0;
 
   constructor(
     private readonly exports: ReadonlyMap<string, NbdExport>,
@@ -393,6 +408,16 @@ export class NbdConnection {
     this.phase = 'request-header';
   }
 
+  /**
+   * The site is stopping: new requests get NBD_ESHUTDOWN (the client should disconnect), those in
+   * flight finish, then the connection closes. A connection still haggling closes at once.
+   */
+  shutdown(): void {
+    if (this.phase === 'closed') return;
+    this.stopping = true;
+    if (this.agreement === null || this.requests.size === 0) this.close('server stopping');
+  }
+
   /** Answers a refused request, or serves it; the budget is held until the reply has left. */
   private serve(pending: Pending, data: Uint8Array | null): void {
     const agreement = this.agreement as Agreement;
@@ -401,18 +426,31 @@ export class NbdConnection {
       this.reply(agreement, pending, pending.refusal);
       return;
     }
+    if (this.stopping) {
+      this.refusedWhileStopping++;
+      this.reply(agreement, pending, {
+        kind: 'error',
+        error: nbdErrors.ESHUTDOWN,
+        message: 'server stopping',
+      });
+      return;
+    }
     pending.serving = true;
     this.handle(agreement, request, data).then(
       (outcome) => this.finish(agreement, pending, outcome),
       (failure: unknown) => {
         const reason = (failure as Error).message;
-        this.io.log('nbd-request-failed', {
-          command: commandNames[request.type] ?? String(request.type),
-          offset: request.offset,
-          length: request.length,
-          reason,
-        });
-        this.finish(agreement, pending, { kind: 'error', error: nbdErrors.EIO, message: reason });
+        const error = nbdErrorOf(failure);
+        if (error === nbdErrors.ESHUTDOWN) this.refusedWhileStopping++;
+        else
+          this.io.log('nbd-request-failed', {
+            command: commandNames[request.type] ?? String(request.type),
+            offset: request.offset,
+            length: request.length,
+            error,
+            reason,
+          });
+        this.finish(agreement, pending, { kind: 'error', error, message: reason });
       },
     );
   }
@@ -563,6 +601,7 @@ export class NbdConnection {
   private forget(pending: Pending): void {
     this.requests.delete(pending);
     if (pending.hold) this.budget.release(pending.hold);
+    if (this.stopping && this.requests.size === 0 && this.phase !== 'closed') this.close('server stopping');
   }
 
   // ---- sending and timeouts ------------------------------------------------------------------

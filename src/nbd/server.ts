@@ -62,6 +62,16 @@ export const nbdDefaults = {
   requestBytesInFlightMax: 256 * 1024 * 1024,
 } as const;
 
+/** The listener, and the way to end it with its clients whatever they do. */
+export interface NbdServer extends Server {
+  /**
+   * Stops accepting, asks every connection to shut down (NBD_ESHUTDOWN for new requests, those in
+   * flight finish) and resolves once all are closed; connections still open after `timeoutMs` are
+   * cut. Resolves with the number of connections cut.
+   */
+  shutdown(timeoutMs: number): Promise<number>;
+}
+
 export async function startNbdServer(
   options: NbdServerOptions,
   /** Asked at every new connection, so exports that appear later (adopted volumes) are served. */
@@ -69,7 +79,7 @@ export async function startNbdServer(
   logger: Logger,
   /** The certificate and key STARTTLS serves with; asked at each upgrade, so a reload applies. */
   tlsContext: () => SecureContextOptions | null = () => null,
-): Promise<Server> {
+): Promise<NbdServer> {
   // One byte-granular wrapper per export, shared by every connection: its block-range lock is what
   // orders a read-modify-write against writes to the same blocks from other connections.
   const granular = new Map<string, NbdExport>();
@@ -106,6 +116,13 @@ export async function startNbdServer(
   let handshaking = 0;
   let transmitting = 0;
   const allowList = options.allow ? allowListOf(options.allow) : null;
+  /** Open connections and the socket each replies on, for shutdown. */
+  const open = new Map<NbdConnection, () => Socket>();
+  let onAllClosed: (() => void) | null = null;
+  const forget = (connection: NbdConnection): void => {
+    open.delete(connection);
+    if (open.size === 0) onAllClosed?.();
+  };
   const server = createServer((socket: Socket) => {
     const client = nextClient++;
     // Unix sockets have no address: their file permissions are the access control.
@@ -183,7 +200,16 @@ export async function startNbdServer(
           });
         },
         close: (reason) => {
-          flood.info('nbd-client-closed', { client, reason });
+          // A close while stopping is logged once per client with what it was refused; other closes
+          // are what a client can repeat at will, so they are rate-limited.
+          if (connection.refusedWhileStopping > 0 || reason === 'server stopping')
+            logger.info('nbd-client-closed', {
+              client,
+              reason,
+              refusedWhileStopping: connection.refusedWhileStopping,
+            });
+          else flood.info('nbd-client-closed', { client, reason });
+          forget(connection);
           transport.end();
           setTimeout(() => transport.destroy(), 1000).unref();
         },
@@ -203,6 +229,8 @@ export async function startNbdServer(
       budget,
       tlsMode,
     );
+    open.set(connection, () => transport);
+    socket.once('close', () => forget(connection));
     socket.on('data', onPlainData);
     socket.on('error', (error) => flood.warn('nbd-client-error', { client, reason: error.message }));
     socket.on('close', onClosed);
@@ -212,6 +240,26 @@ export async function startNbdServer(
   server.on('drop', () =>
     flood.warn('nbd-connection-refused', { reason: `${server.maxConnections} connections already open` }),
   );
+  const shutdown = async (timeoutMs: number): Promise<number> => {
+    server.close();
+    const allClosed = new Promise<void>((resolve) => {
+      onAllClosed = resolve;
+    });
+    for (const connection of [...open.keys()]) connection.shutdown();
+    if (open.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([allClosed, new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+      clearTimeout(timer);
+    }
+    const cut = open.size;
+    if (cut > 0)
+      logger.warn('nbd-clients-cut', {
+        clients: cut,
+        reason: `requests still in flight after ${timeoutMs} ms`,
+      });
+    for (const transport of [...open.values()]) transport().destroy();
+    return cut;
+  };
   await listenOn(server, options.listen);
   logger.info('nbd-listening', {
     listen: options.listen,
@@ -220,5 +268,5 @@ export async function startNbdServer(
       .map((found) => found.name)
       .join(','),
   });
-  return server;
+  return Object.assign(server, { shutdown });
 }

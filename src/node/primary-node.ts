@@ -9,10 +9,10 @@
  * to the volumes again (redo), which repairs whatever a crash left half done.
  */
 import type { Server as HttpServer } from 'node:http';
-import { connect, type Server as NetServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { type ConnectionOptions, connect as connectTls } from 'node:tls';
-import { CyclerepError } from '../core/errors.ts';
+import { CyclerepError, type StorageFault, storageFaultOf } from '../core/errors.ts';
 import { FoldIndex } from '../core/fold.ts';
 import { currentGeneration, type PrimaryIdentity, type SiteId } from '../core/identity.ts';
 import { limits } from '../core/limits.ts';
@@ -20,14 +20,14 @@ import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/pr
 import type { PrimaryRecord } from '../core/records.ts';
 import type { CycleNumber, Extent, GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
-import { startNbdServer } from '../nbd/server.ts';
+import { type NbdServer, startNbdServer } from '../nbd/server.ts';
 import { FramedSocket, parseAddress } from '../net/framed-socket.ts';
 import { explainPskFailure, loadPsk, pskClientOptions } from '../net/psk.ts';
 import { clientOptions, loadTlsMaterial, type TlsMaterial } from '../net/tls.ts';
 import type { PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
-import { startStatusServer } from '../ops/status-server.ts';
+import { closeStatusServer, startStatusServer } from '../ops/status-server.ts';
 import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { primaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
@@ -95,10 +95,25 @@ export interface PrimaryNodeStatus extends PrimaryStatus {
   journalWrites: number;
   journalSyncs: number;
   journalAppends: number;
+  /** Why the site is stopping on its own, or null: the storage failure and when it happened. */
+  fault: StorageFault | null;
+}
+
+/** How stop() ends the site: how long NBD requests in flight may take, how long status stays up. */
+export interface StopOptions {
+  /** NBD requests in flight get this long to finish; connections still open then are cut. */
+  nbdDrainMs?: number;
+  /** The status endpoint keeps answering (with the fault, if any) this long before it closes. */
+  statusLingerMs?: number;
 }
 
 interface Waiter {
   resolve: (cycle: CycleNumber) => void;
+  reject: (error: Error) => void;
+}
+
+interface FlushWaiter {
+  resolve: () => void;
   reject: (error: Error) => void;
 }
 
@@ -109,7 +124,7 @@ export class PrimaryNode {
   private readonly sockets = new Map<number, FramedSocket>();
   private readonly connected = new Set<number>();
   private readonly waiters = new Map<number, Waiter>();
-  private readonly flushWaiters = new Map<number, () => void>();
+  private readonly flushWaiters = new Map<number, FlushWaiter>();
   private nextToken = 1;
   private lastAppend: Promise<void> = Promise.resolve();
   /** Journaled writes not yet durable: written to the volumes once they are. */
@@ -127,14 +142,16 @@ export class PrimaryNode {
   private pumpScheduled = false;
   private timer: NodeJS.Timeout | null = null;
   private http: HttpServer | null = null;
-  private nbd: NetServer | null = null;
+  private nbd: NbdServer | null = null;
   private stopping = false;
+  private stopped: Promise<void> | null = null;
   /** Certificate, key and CA of the site link, when it runs over TLS. */
   private tlsMaterial: TlsMaterial | null = null;
   /** How the site link's connections are secured (certificates or pre-shared key), or null: plain. */
   private linkOptions: ConnectionOptions | null = null;
   private stopWatchingTls: () => void = () => {};
   fatal: Error | null = null;
+  fault: StorageFault | null = null;
 
   private constructor(
     private readonly config: PrimaryFileConfig,
@@ -293,6 +310,7 @@ export class PrimaryNode {
   }
 
   private checkRange(volume: number, offset: number, length: number): void {
+    if (this.fatal) throw this.fatal;
     if (this.stopping)
       throw new PrimaryNodeError('stopping', 'the primary is stopping and takes no more writes');
     const file = this.volumes[volume];
@@ -336,6 +354,7 @@ export class PrimaryNode {
 
   /** At journal.capacity writes wait (never lose data) until collection frees space. */
   private whenJournalHasRoom(): Promise<void> {
+    if (this.fatal) return Promise.reject(this.fatal);
     if (this.journal.bytes < this.config.journal.capacity) return Promise.resolve();
     if (this.waiting.length >= writesWaitingMax) {
       return Promise.reject(
@@ -361,9 +380,10 @@ export class PrimaryNode {
 
   /** Every write acknowledged before the call is durable when it resolves. */
   flush(): Promise<void> {
-    return new Promise((resolve) => {
+    if (this.fatal) return Promise.reject(this.fatal);
+    return new Promise((resolve, reject) => {
       const token = this.nextToken++;
-      this.flushWaiters.set(token, resolve);
+      this.flushWaiters.set(token, { resolve, reject });
       this.run(this.core.onFlush(Date.now(), token));
     });
   }
@@ -450,9 +470,9 @@ export class PrimaryNode {
         return;
       }
       case 'flush-done': {
-        const resolve = this.flushWaiters.get(action.token);
+        const waiter = this.flushWaiters.get(action.token);
         this.flushWaiters.delete(action.token);
-        resolve?.();
+        waiter?.resolve();
         return;
       }
       case 'write-refused': {
@@ -641,12 +661,22 @@ export class PrimaryNode {
     }
   }
 
+  /**
+   * Storage failed: nothing more can be made durable. Every write, flush and write waiting for
+   * journal room is answered with the failure now (a full disk stays recognisable in its cause),
+   * and the owner is told to stop the process. Everything acknowledged is in the journal.
+   */
   private fail(error: unknown): void {
     if (this.fatal) return;
     this.fatal = error instanceof Error ? error : new Error(String(error));
-    this.logger.error('storage-failed', { reason: this.fatal.message });
-    for (const waiter of this.waiters.values()) waiter.reject(this.fatal);
+    this.fault = storageFaultOf(this.fatal, new Date());
+    this.logger.error('storage-failed', { kind: this.fault.kind, reason: this.fault.message });
+    for (const waiter of [...this.waiters.values(), ...this.flushWaiters.values()]) waiter.reject(this.fatal);
     this.waiters.clear();
+    this.flushWaiters.clear();
+    for (const reject of this.waitingRejects) reject(this.fatal);
+    this.waiting = [];
+    this.waitingRejects = [];
     this.onFatal(this.fatal);
   }
 
@@ -663,28 +693,45 @@ export class PrimaryNode {
       journalWrites: this.journal.writeCalls,
       journalSyncs: this.journal.syncCalls,
       journalAppends: this.journal.appended,
+      fault: this.fault,
     };
   }
 
-  /** Stops taking writes, makes everything durable, closes the links and files. */
-  async stop(): Promise<void> {
-    this.stopping = true;
+  /**
+   * Stops taking writes, makes everything durable, closes the links and files; the same path after
+   * a storage failure (then the failure is not reported again). NBD clients get NBD_ESHUTDOWN for
+   * new requests while those in flight finish. Rejects with the first new storage error.
+   */
+  stop(options: StopOptions = {}): Promise<void> {
+    this.stopped ??= this.stopOnce(options);
+    return this.stopped;
+  }
+
+  private async stopOnce(options: StopOptions): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.stopWatchingTls();
+    await this.nbd?.shutdown(options.nbdDrainMs ?? this.config.shutdown.timeoutMs / 2);
+    this.stopping = true;
     // Writes still waiting for journal room were never journaled: they fail, loudly, not silently.
     this.waitingRejects.forEach((reject) => {
       reject(new PrimaryNodeError('stopping', 'the primary stopped before this write could be journaled'));
     });
     this.waiting = [];
     this.waitingRejects = [];
-    await this.journal.sync().catch(() => {});
+    const errors: unknown[] = [];
+    const attempt = (step: () => Promise<unknown> | unknown) =>
+      Promise.resolve()
+        .then(step)
+        .catch((error) => errors.push(error));
+    await attempt(() => this.journal.sync());
     await this.writeBackTail;
     for (const socket of this.sockets.values()) socket.close('primary stopping');
-    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
-    this.nbd?.close();
-    await Promise.all(this.volumes.map((volume) => volume.flush()));
-    await this.journal.close();
+    await attempt(() => Promise.all(this.volumes.map((volume) => volume.flush())));
+    await attempt(() => this.journal.close());
     for (const volume of this.volumes) volume.close();
+    await closeStatusServer(this.http, this.fault ? (options.statusLingerMs ?? 0) : 0);
     this.logger.info('primary-stopped', { capture: this.core.capture, closed: this.core.closed });
+    // After a storage failure the same failure comes back from every step: it was reported.
+    if (errors.length > 0 && !this.fatal) throw errors[0];
   }
 }

@@ -7,21 +7,21 @@ import type { Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
-import { HandshakeError, type ProtocolError } from '../core/errors.ts';
+import { HandshakeError, type ProtocolError, type StorageFault, storageFaultOf } from '../core/errors.ts';
 import type { Binding, SiteId } from '../core/identity.ts';
 import { type LinkTimings, limits } from '../core/limits.ts';
 import type { SecondaryRecord } from '../core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
 import type { GroupShape } from '../core/types.ts';
 import type { NbdExport } from '../nbd/connection.ts';
-import { startNbdServer } from '../nbd/server.ts';
+import { type NbdServer, startNbdServer } from '../nbd/server.ts';
 import { FramedSocket } from '../net/framed-socket.ts';
 import { explainPskFailure, loadPsk, type PskMaterial, pskServerOptions } from '../net/psk.ts';
 import { loadTlsMaterial, refusalOfClient, serverOptions, type TlsMaterial } from '../net/tls.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
-import { listenOn, startStatusServer } from '../ops/status-server.ts';
+import { closeStatusServer, listenOn, startStatusServer } from '../ops/status-server.ts';
 import type { Frame, HelloFrame } from '../protocol/frames.ts';
 import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
@@ -29,6 +29,7 @@ import { SegmentJournal } from '../storage/segment-journal.ts';
 import { type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
 import type { VolumeFile } from '../storage/volume-file.ts';
 import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
+import type { StopOptions } from './primary-node.ts';
 import { loadSecondaryIdentity } from './site-identity.ts';
 import { createSecondarySite, type OpenedSite, openSecondarySite } from './site-storage.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
@@ -52,6 +53,8 @@ export interface SecondaryStatusReport {
   applied: number;
   journalBytes: number;
   volumes: { name: string; sizeBytes: number }[];
+  /** Why the site is stopping on its own, or null: the storage failure and when it happened. */
+  fault: StorageFault | null;
 }
 
 export function linkTimingsOf(link: SecondaryFileConfig['link']): LinkTimings {
@@ -61,6 +64,7 @@ export function linkTimingsOf(link: SecondaryFileConfig['link']): LinkTimings {
     reconnectMsMin: link.reconnectMinMs,
     reconnectMsMax: link.reconnectMaxMs,
     cyclesInFlightMax: link.cyclesInFlight,
+    storedProgressMsTimeout: link.storedProgressTimeoutMs,
   };
 }
 
@@ -75,7 +79,7 @@ export class SecondaryNode {
   private nextConnection = 1;
   private server: Server | null = null;
   private http: HttpServer | null = null;
-  private nbd: Server | null = null;
+  private nbd: NbdServer | null = null;
   private tlsMaterial: TlsMaterial | null = null;
   private pskMaterial: PskMaterial | null = null;
   private stopWatchingTls: () => void = () => {};
@@ -83,6 +87,7 @@ export class SecondaryNode {
   /** Volume writes of the cycle being applied, a few at a time. */
   private readonly volumeWrites = new WriteQueue(volumeWritesInFlight);
   private stopping = false;
+  private stopped: Promise<void> | null = null;
   /** Set when storage failed: the process must stop, the replica is left as the journal knows it. */
   fatal: Error | null = null;
   /** This site's identity, and the primary site and generation it follows (null until bound). */
@@ -90,6 +95,7 @@ export class SecondaryNode {
   private binding: Binding | null;
   /** The volumes this site created, as site.json records them (null until they exist). */
   private volumeRecords: VolumeRecord[] | null = null;
+  fault: StorageFault | null = null;
 
   private constructor(
     private readonly config: SecondaryFileConfig,
@@ -284,6 +290,8 @@ export class SecondaryNode {
   }
 
   private onFrame(connection: number, frame: Frame): void {
+    // Storage failed: store nothing more, answer nothing more; the process is on its way out.
+    if (this.fatal) return;
     if (!this.core && frame.type === 'hello') this.adoptShape(connection, frame);
     if (!this.core) {
       this.sockets.get(connection)?.destroy('no volumes yet and the first frame is not a hello');
@@ -402,7 +410,8 @@ export class SecondaryNode {
   private fail(error: unknown): void {
     if (this.fatal) return;
     this.fatal = error instanceof Error ? error : new Error(String(error));
-    this.logger.error('storage-failed', { reason: this.fatal.message });
+    this.fault = storageFaultOf(this.fatal, new Date());
+    this.logger.error('storage-failed', { kind: this.fault.kind, reason: this.fault.message });
     this.onFatal(this.fatal);
   }
 
@@ -465,25 +474,42 @@ export class SecondaryNode {
       applied: this.core?.applied ?? 0,
       journalBytes: this.journal?.bytes ?? 0,
       volumes: this.shape?.volumes ?? [],
+      fault: this.fault,
     };
   }
 
-  /** Stops taking connections, lets the journal and volumes settle, closes everything. */
-  async stop(): Promise<void> {
+  /**
+   * Stops taking connections, lets the journal and volumes settle, closes everything; the same path
+   * after a storage failure. NBD readers get NBD_ESHUTDOWN for new requests while those in flight
+   * finish. Rejects with the first new storage error.
+   */
+  stop(options: StopOptions = {}): Promise<void> {
+    this.stopped ??= this.stopOnce(options);
+    return this.stopped;
+  }
+
+  private async stopOnce(options: StopOptions): Promise<void> {
     this.stopping = true;
     if (this.timer) clearInterval(this.timer);
     this.stopWatchingTls();
+    await this.nbd?.shutdown(options.nbdDrainMs ?? this.config.shutdown.timeoutMs / 2);
     for (const socket of this.sockets.values()) socket.close('secondary stopping');
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
-    this.nbd?.close();
-    await this.volumeWrites.drained().catch(() => {});
-    await Promise.all(this.volumes.map((volume) => volume.flush()));
-    await this.journal?.close();
+    const errors: unknown[] = [];
+    const attempt = (step: () => Promise<unknown>) =>
+      step().catch((error: unknown) => {
+        errors.push(error);
+      });
+    await attempt(() => this.volumeWrites.drained());
+    await attempt(() => Promise.all(this.volumes.map((volume) => volume.flush())));
+    await attempt(async () => this.journal?.close());
     for (const volume of this.volumes) volume.close();
+    await closeStatusServer(this.http, this.fault ? (options.statusLingerMs ?? 0) : 0);
     this.logger.info('secondary-stopped', {
       stored: this.core?.stored ?? 0,
       applied: this.core?.applied ?? 0,
     });
+    // After a storage failure the same failure comes back from every step: it was reported.
+    if (errors.length > 0 && !this.fatal) throw errors[0];
   }
 }

@@ -97,6 +97,8 @@ const link = z
     reconnectMinMs: z.number().int().positive().default(100),
     reconnectMaxMs: z.number().int().positive().default(5000),
     cyclesInFlight: z.number().int().min(1).max(64).default(4),
+    /** The primary fails a link whose secondary heartbeats but stores nothing sent for this long. */
+    storedProgressTimeoutMs: z.number().int().positive().default(30_000),
   })
   .default({
     heartbeatMs: 1000,
@@ -104,7 +106,20 @@ const link = z
     reconnectMinMs: 100,
     reconnectMaxMs: 5000,
     cyclesInFlight: 4,
+    storedProgressTimeoutMs: 30_000,
   });
+
+/**
+ * How the process ends, on a signal or a storage failure: NBD requests in flight get half of
+ * timeoutMs to finish, the whole stop at most timeoutMs; then the process exits whatever is left.
+ * After a storage failure the status endpoint keeps answering, with the fault, for faultStatusMs.
+ */
+const shutdown = z
+  .strictObject({
+    timeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+    faultStatusMs: z.number().int().min(0).max(600_000).default(2000),
+  })
+  .default({ timeoutMs: 10_000, faultStatusMs: 2000 });
 
 const volume = z.strictObject({ name, size });
 
@@ -127,6 +142,7 @@ const common = {
   http: http.optional(),
   log: z.strictObject({ format: z.enum(['json', 'pretty']).default('json') }).optional(),
   link,
+  shutdown,
   tls: tls.optional(),
   /** TLS 1.3 with a pre-shared key instead of certificates (small setups). */
   psk: z
@@ -232,6 +248,8 @@ function checkRelations(config: FileConfig, source: string): void {
   if (new Set(names).size !== names.length) problems.push('volumes: two volumes share a name');
   if (config.link.timeoutMs < 2 * config.link.heartbeatMs)
     problems.push('link.timeoutMs: must be at least twice link.heartbeatMs');
+  if (config.link.storedProgressTimeoutMs < config.link.timeoutMs)
+    problems.push('link.storedProgressTimeoutMs: must be at least link.timeoutMs');
   if (config.link.reconnectMaxMs < config.link.reconnectMinMs)
     problems.push('link.reconnectMaxMs: below link.reconnectMinMs');
   problems.push(...checkLinkSecurity(config));

@@ -118,3 +118,12 @@ export function listenOn(server: NetServer, address: string): Promise<void> {
     else server.listen(target.port, target.host, done);
   });
 }
+
+/** Closes the status endpoint after `lingerMs` (so a monitor can still read a fault), keep-alives included. */
+export async function closeStatusServer(http: Server | null, lingerMs: number): Promise<void> {
+  if (!http) return;
+  if (lingerMs > 0) await new Promise((resolve) => setTimeout(resolve, lingerMs));
+  const closed = new Promise<void>((resolve) => http.close(() => resolve()));
+  http.closeAllConnections();
+  await closed;
+}

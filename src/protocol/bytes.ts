@@ -5,7 +5,7 @@
 import { ProtocolError } from '../core/errors.ts';
 
 const textEncoder = new TextEncoder();
-const textDecoder = new TextDecoder('utf-8', { fatal: true });
+const textDecoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** Largest integer a u64 field may carry: sequence numbers and sizes are JavaScript safe integers. */
 const u64HighMax = 0x1fffff;

@@ -337,7 +337,10 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
       const kind = reader.u8('kind');
       if (kind > 1)
         throw new ProtocolError('frame-bad-field', `data: kind ${kind} is neither 0 (data) nor 1 (zero)`);
-      reader.u8('reserved');
+      // Refused like the header's reserved bytes: a frame has one encoding, so nothing rides along unseen.
+      const reserved = reader.u8('reserved');
+      if (reserved !== 0)
+        throw new ProtocolError('frame-bad-field', `data: reserved byte ${reserved}, must be 0`);
       const block = reader.u64('block');
       const blockCount = reader.u32('blockCount');
       const payload = reader.raw(reader.remaining, 'payload');
@@ -371,8 +374,9 @@ export interface DecodeResult {
 }
 
 /**
- * Incremental decoder for one byte stream. It never throws: hostile bytes end in a ProtocolError in
- * the result, after which the decoder stays failed (the stream cannot be trusted to resynchronise).
+ * Incremental decoder for one byte stream. Hostile bytes end in a ProtocolError in the result,
+ * after which the decoder stays failed (the stream cannot be trusted to resynchronise). It throws
+ * only on a defect of its own: the fuzzers count on that to tell the two apart.
  */
 export class FrameDecoder {
   private chunks: Uint8Array[] = [];
@@ -404,7 +408,10 @@ export class FrameDecoder {
         frames.push(frame);
       }
     } catch (error) {
-      this.failure = asProtocolError(error);
+      // A peer's bad bytes are a ProtocolError; anything else (a RangeError, a TypeError, an
+      // assertion) is a broken assumption of this code and must escape, not pass for bad input.
+      if (!(error instanceof ProtocolError)) throw error;
+      this.failure = error;
       this.chunks = [];
       this.buffered = 0;
     }
@@ -479,11 +486,6 @@ function concat(chunks: Uint8Array[], total: number): Uint8Array {
     offset += chunk.length;
   }
   return joined;
-}
-
-function asProtocolError(error: unknown): ProtocolError {
-  if (error instanceof ProtocolError) return error;
-  return new ProtocolError('frame-bad-field', `undecodable frame: ${String(error)}`, { cause: error });
 }
 
 /** A 32-hex-digit identity as its 16 bytes; anything else is refused rather than sent mangled. */

@@ -86,6 +86,8 @@ export function drawScenario(seed: number, bugs: Bugs, keepFaults?: readonly num
       reconnectMsMin: random.between(20, 100),
       reconnectMsMax: random.between(300, 1500),
       cyclesInFlightMax: random.between(1, 4),
+      // Drawn from nothing, so every seed keeps the scenario it had before this bound existed.
+      storedProgressMsTimeout: heartbeatMsInterval * 50,
     },
     sources: random.between(2, 8),
     crossDependencyChance: random.pick([0.2, 0.5, 0.9]),

@@ -236,7 +236,9 @@ export function decodeJournalFrame<R>(
   try {
     return { kind, sequence, durable, record: codec.decodeBody(body), end };
   } catch (error) {
-    return { damage: `record does not parse: ${(error as Error).message}` };
+    // Damage is a ProtocolError of the codec; anything else is a defect here and must escape.
+    if (!(error instanceof ProtocolError)) throw error;
+    return { damage: `record does not parse: ${error.message}` };
   }
 }
 

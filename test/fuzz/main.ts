@@ -24,7 +24,7 @@ for (const name of names) {
     process.stderr.write(`unknown target "${name}"; targets: ${Object.keys(fuzzTargets).join(', ')}\n`);
     process.exit(2);
   }
-  const result = runFuzz(target, {
+  const result = await runFuzz(target, {
     seed,
     seconds: Number(values.seconds),
     only: values.case === undefined ? undefined : Number(values.case),

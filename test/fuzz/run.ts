@@ -8,18 +8,28 @@ export interface FuzzResult {
   failure: { case: number; message: string } | null;
 }
 
-export function runFuzz(
-  target: FuzzTarget,
-  options: { seed: number; seconds: number; only?: number | undefined },
-): FuzzResult {
+export interface FuzzRunOptions {
+  seed: number;
+  /** Time budget; the run goes on past it until `casesMin` cases ran, so a slow machine still tests. */
+  seconds: number;
+  casesMin?: number;
+  /** Stops here even if time is left (a planted defect must be caught within this many cases). */
+  casesMax?: number;
+  /** Replays this one case. */
+  only?: number | undefined;
+}
+
+export async function runFuzz(target: FuzzTarget, options: FuzzRunOptions): Promise<FuzzResult> {
   const started = performance.now();
   const deadline = started + options.seconds * 1000;
+  const casesMin = options.casesMin ?? 0;
+  const casesMax = options.casesMax ?? Number.POSITIVE_INFINITY;
   let cases = 0;
   for (let index = options.only ?? 0; ; index++) {
     // Each case has its own generator, so one case replays alone from (seed, case).
     const random = new Random(options.seed * 1_000_003 + index);
     try {
-      target(random);
+      await target(random);
     } catch (error) {
       return {
         cases: cases + 1,
@@ -28,7 +38,8 @@ export function runFuzz(
       };
     }
     cases++;
-    if (options.only !== undefined || (cases % 64 === 0 && performance.now() > deadline)) break;
+    if (options.only !== undefined || cases >= casesMax) break;
+    if (cases >= casesMin && performance.now() > deadline) break;
   }
   return { cases, seconds: (performance.now() - started) / 1000, failure: null };
 }

@@ -2,12 +2,12 @@
 // secondary of another group, a secondary with other volume sizes, garbage bytes and an oversized
 // frame sent to a secondary's port, and a "secondary" that answers garbage to the primary.
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { after, test } from 'node:test';
 import { crc32c } from '../../src/protocol/crc32c.ts';
 import { frameMagic } from '../../src/protocol/frames.ts';
 import { freePort, sleep, volumeSizes, Workspace, waitForStatus } from './harness.ts';
+import { journalSegments, waitForEvents } from './journal-files.ts';
 
 const workspaces: Workspace[] = [];
 after(async () => {
@@ -18,14 +18,6 @@ function fresh(): Workspace {
   const workspace = new Workspace();
   workspaces.push(workspace);
   return workspace;
-}
-
-function segmentsOf(workspace: Workspace, site: string): string[] {
-  try {
-    return readdirSync(workspace.path(site, 'journal'));
-  } catch {
-    return [];
-  }
 }
 
 test('a secondary of another group refuses the primary, naming both groups, and journals nothing', {
@@ -44,7 +36,9 @@ test('a secondary of another group refuses the primary, naming both groups, and 
   assert.match(primarySide.reason as string, /group-mismatch/);
   const status = await waitForStatus(primary.httpPort, (s) => (s.closed as number) > 2);
   assert.equal((status.secondaries as { link: string }[])[0]?.link === 'streaming', false);
-  assert.deepEqual(segmentsOf(workspace, 'dr1'), [], 'nothing was journaled at the refusing secondary');
+  // Refused twice: the first attempt was handled to its end before the journal is looked at.
+  await waitForEvents(dr1, 'primary-refused', 2);
+  assert.deepEqual(journalSegments(workspace, 'dr1'), [], 'nothing was journaled at the refusing secondary');
   await load.stop();
   await dr1.stop();
 });
@@ -61,7 +55,8 @@ test('a secondary with other volume sizes refuses the primary, naming the volume
   const refused = await dr1.waitForEvent('primary-refused');
   assert.equal(refused.code, 'volumes-mismatch');
   assert.match(refused.reason as string, /volume "vol0" is 8388608 bytes at the primary, 4194304 here/);
-  assert.deepEqual(segmentsOf(workspace, 'dr1'), []);
+  await waitForEvents(dr1, 'primary-refused', 2);
+  assert.deepEqual(journalSegments(workspace, 'dr1'), []);
   await load.stop();
   await dr1.stop();
 });

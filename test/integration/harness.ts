@@ -217,13 +217,6 @@ export class Site {
     }
   }
 
-  /** The last "acknowledged" line a load primary printed. */
-  acknowledged(): number[] {
-    const lines = this.stdout.split('\n').filter((line) => line.includes('"acknowledged"'));
-    const last = lines.at(-1);
-    return last ? (JSON.parse(last) as { acknowledged: number[] }).acknowledged : [];
-  }
-
   async waitForWrites(count: number, timeoutMs = 15_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {

@@ -14,10 +14,15 @@ const workspace = new Workspace();
 after(() => workspace.cleanup());
 const quiet = createLogger({ site: 'test', format: 'json', write: () => {} });
 
-/** Polls until `condition` holds, up to a generous bound. */
-async function waitFor(condition: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition() && Date.now() < deadline) await sleep(20);
+/** Polls `read` until `condition` holds; fails naming `what` only if it never comes (30 s). */
+async function waitFor<T>(read: () => T, condition: (value: T) => boolean, what: string): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const value = read();
+    if (condition(value)) return value;
+    assert.ok(Date.now() < deadline, `not reached within 30 s: ${what}; last ${JSON.stringify(value)}`);
+    await sleep(20);
+  }
 }
 
 test('writes wait at journal.capacity and complete once a secondary stored the journal', {
@@ -52,11 +57,12 @@ test('writes wait at journal.capacity and complete once a secondary stored the j
     );
     if (block % 256 === 255) await sleep(5);
   }
-  // Creating a segment costs several fsyncs: wait for the state, not for a time.
-  await waitFor(() => primary.status().journalFull);
-  const full = primary.status();
-  assert.equal(full.journalFull, true);
-  assert.ok(full.writesWaiting > 0, `writes waiting: ${full.writesWaiting}`);
+  // 6000 blocks are 24 MiB against a 16 MiB journal: it fills, and writes wait, however slow the disk.
+  const full = await waitFor(
+    () => primary.status(),
+    (status) => status.journalFull && status.writesWaiting > 0,
+    'the journal full with writes waiting',
+  );
   assert.ok(acknowledged < blocks, 'some writes are held back, not refused');
   assert.ok(full.journalDiskBytes >= 16 * 1024 * 1024);
   const secondary = await SecondaryNode.start(
@@ -67,8 +73,11 @@ test('writes wait at journal.capacity and complete once a secondary stored the j
   t.after(() => secondary.stop());
   await Promise.all(writes);
   assert.equal(acknowledged, blocks);
-  for (let i = 0; i < 400 && primary.status().secondaries[0]?.lagBytes !== 0; i++) await sleep(25);
-  const after = primary.status();
+  const after = await waitFor(
+    () => primary.status(),
+    (status) => status.secondaries[0]?.lagBytes === 0,
+    'dr1 caught up',
+  );
   assert.equal(after.secondaries[0]?.lagBytes, 0, JSON.stringify(after.secondaries[0]));
   assert.equal(after.journalFull, false);
   assert.equal(after.writesWaiting, 0);
@@ -99,11 +108,16 @@ test('past writesWaitingMax waiting writes, more are refused with journal-full; 
     () => {},
   );
   const outcomes: Promise<string>[] = [];
+  let refused = 0;
   const issue = (block: number): void => {
     outcomes.push(
       primary.write(0, (block % 16384) * 4096, new Uint8Array(4096)).then(
         () => 'written',
-        (error: unknown) => (error instanceof PrimaryNodeError ? error.code : String(error)),
+        (error: unknown) => {
+          const code = error instanceof PrimaryNodeError ? error.code : String(error);
+          if (code === 'journal-full') refused++;
+          return code;
+        },
       ),
     );
   };
@@ -112,12 +126,23 @@ test('past writesWaitingMax waiting writes, more are refused with journal-full; 
     issue(block++);
     if (block % 128 === 0) await sleep(2);
   }
-  await waitFor(() => primary.status().journalFull);
-  assert.equal(primary.status().journalFull, true);
+  // 4000 blocks are twice the 8 MiB journal: it fills once the appends land.
+  await waitFor(
+    () => primary.status().journalFull,
+    (journalFull) => journalFull,
+    'the journal full',
+  );
+  const issuedBeforeExtra = outcomes.length;
   const extra = writesWaitingMax + 3;
   for (let i = 0; i < extra; i++) issue(block++);
-  await sleep(100);
+  // The waiting list was full or nearly: at least 3 of the extra writes are refused.
+  await waitFor(
+    () => refused,
+    (count) => count >= 3,
+    'three writes refused with journal-full',
+  );
   assert.ok(primary.status().writesWaiting <= writesWaitingMax);
+  assert.ok(outcomes.length > issuedBeforeExtra);
   await primary.stop();
   const counts = new Map<string, number>();
   for (const outcome of await Promise.all(outcomes)) counts.set(outcome, (counts.get(outcome) ?? 0) + 1);

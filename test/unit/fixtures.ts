@@ -25,6 +25,7 @@ export const timings: LinkTimings = {
   reconnectMsMin: 50,
   reconnectMsMax: 800,
   cyclesInFlightMax: 4,
+  storedProgressMsTimeout: 4000,
 };
 
 /** A primary's identity for tests: fixed ids, one generation. */

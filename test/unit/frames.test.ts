@@ -1,6 +1,8 @@
 // Proves the site-to-site codec: every frame type survives encode/decode whole, byte by byte and
 // split at every boundary; each kind of damage is refused with its own ProtocolError code; and,
-// as property tests, no random or mutated input makes the decoder throw or return an untyped error.
+// as property tests, no random or mutated input makes the decoder throw (a throw is a defect of the
+// decoder, not bad input), and what decodes is exactly the bytes it came from. The properties are
+// shown to catch defects planted in the byte reader (a bounds check and a range check removed).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
@@ -15,6 +17,7 @@ import {
   frameHeaderBytes,
   frameTypeCodes,
 } from '../../src/protocol/frames.ts';
+import { plantedDefects, withPlantedDefect } from '../fuzz/planted.ts';
 
 const samples: Frame[] = [
   {
@@ -159,6 +162,25 @@ test('a name that is not UTF-8 is refused as frame-bad-field', () => {
   expectError(withValidHeaderCrc(bytes), 'frame-bad-field');
 });
 
+test('a data frame with its reserved byte set is refused as frame-bad-field (one encoding per frame)', () => {
+  const bytes = encodeFrame(samples[3] as Frame);
+  bytes[frameHeaderBytes + 15] = 1; // after cycle (8), packetIndex (4), volume (2), kind (1)
+  new DataView(bytes.buffer).setUint32(12, crc32c(bytes.subarray(frameHeaderBytes)));
+  expectError(withValidHeaderCrc(bytes), 'frame-bad-field');
+});
+
+test('a name beginning with a byte order mark keeps it: the bytes decode to the name they encode', () => {
+  const frame: Frame = { type: 'error', code: '\uFEFFcode', message: '\uFEFFmessage' };
+  assert.deepEqual(decodeFrame(encodeFrame(frame)).frames, [frame]);
+});
+
+test("a defect in the decoder escapes as the exception it is, not as a peer's ProtocolError", async () => {
+  await withPlantedDefect('reader-bounds', () => {
+    const bytes = encodeFrame({ type: 'stored', stored: 1, applied: 1 }).slice(0, frameHeaderBytes + 4);
+    assert.throws(() => new FrameDecoder().push(resealed(bytes)), RangeError);
+  });
+});
+
 test('after an error the decoder stays failed and hands out no further frames', () => {
   const decoder = new FrameDecoder();
   const bad = encodeFrame({ type: 'heartbeat', nonce: 1 });
@@ -251,12 +273,56 @@ test('frame type codes are distinct', () => {
   assert.equal(new Set(codes).size, codes.length);
 });
 
+/** Feeds the chunks; the decoder may refuse, but must not throw, and hands out only the bytes it read. */
 function assertOnlyTypedErrors(chunks: Uint8Array[]): void {
   const decoder = new FrameDecoder(4096);
+  const stream = Buffer.concat(chunks);
+  let consumed = 0;
   for (const chunk of chunks) {
     const result = decoder.push(chunk);
-    if (result.error) assert.ok(result.error instanceof ProtocolError);
+    for (const frame of result.frames) {
+      const encoded = encodeFrame(frame);
+      assert.deepEqual(encoded, new Uint8Array(stream.subarray(consumed, consumed + encoded.length)));
+      consumed += encoded.length;
+    }
+    if (result.error) {
+      assert.ok(result.error instanceof ProtocolError);
+      return;
+    }
   }
+}
+
+/** A frame's bytes with its payload's header fields sealed again: what gets past both CRCs. */
+function resealed(bytes: Uint8Array): Uint8Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const payload = bytes.subarray(frameHeaderBytes);
+  view.setUint32(8, payload.length);
+  view.setUint32(12, crc32c(payload));
+  view.setUint32(16, crc32c(bytes.subarray(0, 16)));
+  return bytes;
+}
+
+/** Samples with payload bytes changed, cut or added, and their checksums made right again. */
+const resealedPayloads = fc
+  .record({
+    sample: fc.nat(samples.length - 1),
+    cut: fc.nat(),
+    flips: fc.array(fc.record({ at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }), { maxLength: 4 }),
+    tail: fc.uint8Array({ maxLength: 12 }),
+  })
+  .map(({ sample, cut, flips, tail }) => {
+    const encoded = encodeFrame(samples[sample] as Frame);
+    const payload = encoded.slice(frameHeaderBytes);
+    for (const { at, value } of flips) if (payload.length > 0) payload[at % payload.length] = value;
+    const kept = payload.subarray(0, payload.length === 0 ? 0 : cut % (payload.length + 1));
+    return resealed(new Uint8Array(Buffer.concat([encoded.subarray(0, frameHeaderBytes), kept, tail])));
+  });
+
+function resealedProperty(numRuns: number): void {
+  fc.assert(
+    fc.property(resealedPayloads, (bytes) => assertOnlyTypedErrors([bytes])),
+    { numRuns },
+  );
 }
 
 test('property: random bytes, in random chunks, never throw and only yield ProtocolError', () => {
@@ -301,3 +367,15 @@ test('property: valid frames cut short or with bytes inserted never throw', () =
     { numRuns: 1000 },
   );
 });
+
+test('property: payloads changed behind resealed checksums decode to exactly their bytes or a ProtocolError', () => {
+  resealedProperty(3000);
+});
+
+for (const defect of ['reader-bounds', 'reader-u64-range'] as const) {
+  test(`the properties catch the planted defect ${defect} (${plantedDefects[defect].description})`, async () => {
+    await withPlantedDefect(defect, () => {
+      assert.throws(() => resealedProperty(3000), /Property failed/);
+    });
+  });
+}

@@ -1,11 +1,14 @@
 // Proves the primary's sequencing and the claim's recovery on the primary side, as stories over a
 // loss-free harness: when cycles switch, when writes are acknowledged in each ack mode, how a
-// failed link is resent one recovery cycle below every unsent cycle, and when journal entries go.
+// failed link is resent one recovery cycle below every unsent cycle, when journal entries go, and
+// how a secondary that heartbeats but stores nothing is noticed.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ConfigError } from '../../src/core/errors.ts';
 import { type PrimaryAction, PrimaryGroup } from '../../src/core/primary-group.ts';
 import type { PrimaryRecord } from '../../src/core/records.ts';
+
+import type { Secondary } from '../../src/core/secondary.ts';
 import { dataExtent, Harness, primaryConfig, primaryIdentity, timings } from './fixtures.ts';
 
 test('a write joins the capture cycle; the switch waits for cycle.minMs and for a non-empty cycle', () => {
@@ -289,4 +292,46 @@ test("every hello states the primary's site and generations; a refusal shows in 
     'no retry before the longest backoff',
   );
   assert.notEqual(connectOf(primary.onTick(10 + timings.reconnectMsMax)), undefined, 'then a retry');
+});
+
+test('a secondary that heartbeats but stores nothing fails the link after storedProgressMsTimeout', () => {
+  const harness = new Harness(
+    primaryConfig({ cycleMsMin: 10, timings: { ...timings, storedProgressMsTimeout: 2000 } }),
+  );
+  harness.advance(50);
+  harness.write(dataExtent(0, 0, 1, 1));
+  harness.advance(100);
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.stored, 1, 'a healthy start');
+  // The secondary's storage dies inside: it keeps its connections and heartbeats, stores nothing.
+  (harness.secondaries[0] as Secondary).onJournalSynced = () => [];
+  harness.write(dataExtent(0, 1, 1, 2));
+  harness.advance(1500);
+  const waiting = harness.primary.status(harness.nowMs).secondaries[0];
+  assert.equal(waiting?.link, 'streaming', 'heartbeats alone keep it up for now');
+  assert.equal(waiting?.failures, 0);
+  harness.advance(1000);
+  const failed = harness.primary.status(harness.nowMs).secondaries[0];
+  assert.equal(failed?.failures, 1, 'the link failed once the bound passed');
+  assert.match(failed?.lastFailure ?? '', /no STORED progress for 20\d\d ms .*stored 1, sent up to 2/);
+  assert.ok(harness.logs.some((line) => line.startsWith('link-failed') && /STORED progress/.test(line)));
+  // The operator restarts the secondary (its storage answers again): the link recovers the cycle.
+  harness.crashSecondary(0);
+  harness.restartSecondary(0);
+  harness.advance(1000);
+  const healed = harness.primary.status(harness.nowMs).secondaries[0];
+  assert.equal(healed?.link, 'streaming');
+  assert.equal(healed?.stored, 2);
+});
+
+test('an idle link with nothing outstanding is never failed for lack of STORED frames', () => {
+  const harness = new Harness(
+    primaryConfig({ cycleMsMin: 10, timings: { ...timings, storedProgressMsTimeout: 500 } }),
+  );
+  harness.advance(50);
+  harness.write(dataExtent(0, 0, 1, 1));
+  harness.advance(5000);
+  const link = harness.primary.status(harness.nowMs).secondaries[0];
+  assert.equal(link?.link, 'streaming');
+  assert.equal(link?.failures, 0);
+  assert.equal(link?.stored, 1);
 });

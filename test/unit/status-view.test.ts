@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { bar, bytes, describe, type SiteStatus } from '../../src/cli/status.ts';
 
 /** The start of an ANSI colour sequence. */
-const escape = '\u001b[';
+const ansi = '\u001b[';
 
 const link = (name: string, state: string, lag: Partial<{ lagCycles: number; lagBytes: number }> = {}) => ({
   name,
@@ -51,16 +51,16 @@ test('a primary shows one line for itself and one per secondary, whatever state 
         `link:${state} stored:40 applied:39 lag:2 cycles, 3\\.0 MiB, 1\\.7 s failures:3 recoveries:1\\n {4}last failure: no frame for 5000 ms`,
       ),
     );
-  assert.ok(!text.includes(escape), 'no colour unless asked');
+  assert.ok(!text.includes(ansi), 'no colour unless asked');
 });
 
 test('colour marks streaming green, connecting and idle yellow, refused and failed red', () => {
   const text = describe(primary, { colour: true });
-  assert.ok(text.includes(`link:${escape}32mstreaming${escape}0m`), 'streaming');
-  assert.ok(text.includes(`link:${escape}33mconnecting${escape}0m`), 'connecting');
-  assert.ok(text.includes(`link:${escape}33midle${escape}0m`), 'idle');
-  assert.ok(text.includes(`link:${escape}31mrefused${escape}0m`), 'refused');
-  assert.ok(text.includes(`link:${escape}31mfailed${escape}0m`), 'failed');
+  assert.ok(text.includes(`link:${ansi}32mstreaming${ansi}0m`), 'streaming');
+  assert.ok(text.includes(`link:${ansi}33mconnecting${ansi}0m`), 'connecting');
+  assert.ok(text.includes(`link:${ansi}33midle${ansi}0m`), 'idle');
+  assert.ok(text.includes(`link:${ansi}31mrefused${ansi}0m`), 'refused');
+  assert.ok(text.includes(`link:${ansi}31mfailed${ansi}0m`), 'failed');
 });
 
 test('a full journal and a storage fault are called out on the site line', () => {
