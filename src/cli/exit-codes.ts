@@ -2,7 +2,7 @@
  * The exit codes of every `cyclerep` command: one table, used by the code, the usage text and the
  * docs (README "Operations"), so that a service manager or a script can act on them.
  */
-import { damagedDataCodes, StorageError } from '../core/errors.ts';
+import { ConfigError, damagedDataCodes, StorageError } from '../core/errors.ts';
 
 export const exitCodes = {
   /** The command did what it was asked; a site stopped cleanly. */
@@ -31,8 +31,13 @@ export const exitCodesText = `exit codes:
   5  damaged, missing or foreign data on disk at start; refused, nothing changed
 `;
 
-/** Damaged data found at start (exit 5); any other failure to start is exit 4. */
+/**
+ * Damaged data found at start (exit 5); a configuration at odds with the site's data (a volume
+ * added, removed or resized against site.json) is bad configuration (exit 2); any other failure to
+ * start is exit 4.
+ */
 export function startFailureCode(error: unknown): ExitCode {
+  if (error instanceof ConfigError) return exitCodes.usage;
   return error instanceof StorageError && damagedDataCodes.has(error.code)
     ? exitCodes.damaged
     : exitCodes.start;

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { noBugs } from '../core/types.ts';
 import { ensureCa, makeSiteCertificate } from '../ops/certs.ts';
 import { runSimulationParallel } from '../sim/runner.ts';
+import { runAcceptImage } from './accept-image.ts';
 import { runDaemon } from './daemon.ts';
 import { runDemo } from './demo.ts';
 import { exitCodes, exitCodesText } from './exit-codes.ts';
@@ -40,6 +41,12 @@ const commands: Record<string, Command> = {
     synopsis: 'recover --data-dir DIR',
     summary: 'offline: finish stored cycles, drop incomplete ones, write the journal back to the volumes',
     run: (argv) => recover(argv),
+  },
+  'accept-image': {
+    synopsis: 'accept-image --data-dir DIR --volume NAME | --all',
+    summary:
+      "offline, the site stopped: take a deliberately restored image as the site's own (docs/storage.md)",
+    run: (argv) => acceptImage(argv),
   },
   demo: {
     synopsis: 'demo [--seconds N] [--dir DIR]',
@@ -231,6 +238,25 @@ function recover(argv: string[]): Promise<number> {
     return runRecover(values['data-dir']);
   } catch (error) {
     process.stderr.write(`cyclerep recover: ${(error as Error).message}\n`);
+    return Promise.resolve(exitCodes.usage);
+  }
+}
+
+function acceptImage(argv: string[]): Promise<number> {
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        'data-dir': { type: 'string' },
+        volume: { type: 'string' },
+        all: { type: 'boolean', default: false },
+      },
+    });
+    return Promise.resolve(
+      runAcceptImage({ dataDir: values['data-dir'], volume: values.volume, all: values.all }),
+    );
+  } catch (error) {
+    process.stderr.write(`cyclerep accept-image: ${(error as Error).message}\n`);
     return Promise.resolve(exitCodes.usage);
   }
 }

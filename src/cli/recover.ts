@@ -6,7 +6,7 @@
 import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { createLogger } from '../ops/logger.ts';
-import { readSiteFile, siteFilePath } from '../storage/site-file.ts';
+import { readSiteFile, type SiteFile, siteFilePath } from '../storage/site-file.ts';
 import { exitCodes, startFailureCode } from './exit-codes.ts';
 
 export async function runRecover(dataDir: string | undefined): Promise<number> {
@@ -14,7 +14,13 @@ export async function runRecover(dataDir: string | undefined): Promise<number> {
     process.stderr.write('cyclerep recover: --data-dir D is required\n');
     return exitCodes.usage;
   }
-  const site = readSiteFile(dataDir);
+  let site: SiteFile | null;
+  try {
+    site = readSiteFile(dataDir);
+  } catch (error) {
+    process.stderr.write(`cyclerep recover: ${(error as Error).message}\n`);
+    return startFailureCode(error);
+  }
   if (!site) {
     process.stderr.write(
       `cyclerep recover: ${siteFilePath(dataDir)} not found: not a cyclerep data directory\n`,
@@ -39,8 +45,10 @@ export async function runRecover(dataDir: string | undefined): Promise<number> {
     }
   } catch (error) {
     logger.error('recover-failed', { reason: (error as Error).message });
-    // Damage found while opening is refused like at a site's start: nothing changed, exit 5.
-    return startFailureCode(error) === exitCodes.damaged ? exitCodes.damaged : exitCodes.storage;
+    // Damage found while opening is refused like at a site's start (exit 5), a site.json at odds
+    // with its own configuration is exit 2; anything else failed at run time.
+    const code = startFailureCode(error);
+    return code === exitCodes.start ? exitCodes.storage : code;
   }
   return failure ? exitCodes.storage : exitCodes.ok;
 }

@@ -74,13 +74,25 @@ export class WriteError extends CyclerepError {
   }
 }
 
-export type StorageErrorCode = 'journal-corrupt' | 'volume-size-mismatch' | 'storage-io';
+export type StorageErrorCode =
+  | 'journal-corrupt'
+  | 'site-file-corrupt'
+  | 'volume-missing'
+  | 'volume-size-mismatch'
+  | 'volume-foreign'
+  | 'storage-io';
 
 /**
  * Codes of data on disk found damaged, missing or foreign at start: the site refuses to start with
  * exit code 5 and changes nothing; an operator must look.
  */
-export const damagedDataCodes: ReadonlySet<string> = new Set<StorageErrorCode>(['journal-corrupt']);
+export const damagedDataCodes: ReadonlySet<string> = new Set<StorageErrorCode>([
+  'journal-corrupt',
+  'site-file-corrupt',
+  'volume-missing',
+  'volume-size-mismatch',
+  'volume-foreign',
+]);
 
 /** The environment failed us: a damaged journal, a volume file of the wrong size, an I/O error. */
 export class StorageError extends CyclerepError {

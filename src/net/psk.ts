@@ -5,8 +5,9 @@
  * (the handshake's binder and Finished messages), and the traffic is encrypted as with
  * certificates. Make a key with `openssl rand -hex 32 > link.psk && chmod 600 link.psk`.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { ConnectionOptions, TlsOptions } from 'node:tls';
+import { assertPrivateKeyFile } from './key-file.ts';
 
 export interface PskConfig {
   keyFile: string;
@@ -28,11 +29,7 @@ const ciphers = 'TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY
 
 /** Reads and checks the key file: private to its owner, hex, 32 to 64 bytes. */
 export function loadPsk(config: PskConfig): PskMaterial {
-  const mode = statSync(config.keyFile).mode;
-  if ((mode & 0o077) !== 0)
-    throw new Error(
-      `${config.keyFile} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`,
-    );
+  assertPrivateKeyFile(config.keyFile);
   const text = readFileSync(config.keyFile, 'utf8').trim();
   if (!/^([0-9a-fA-F]{2})+$/.test(text)) throw new Error(`${config.keyFile}: expected the key as hex digits`);
   const key = Buffer.from(text, 'hex');

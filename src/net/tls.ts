@@ -13,6 +13,7 @@ import {
   type TLSSocket,
   type TlsOptions,
 } from 'node:tls';
+import { assertPrivateKeyFile } from './key-file.ts';
 
 export interface TlsConfig {
   cert: string;
@@ -29,9 +30,11 @@ export interface TlsMaterial {
 
 /**
  * Reads the files and checks that they make a usable context (PEM that parses, a key that matches
- * the certificate), so that a half-copied renewal is refused here rather than at the next connect.
+ * the certificate, a key file private to its owner), so that a half-copied renewal is refused here
+ * rather than at the next connect.
  */
 export function loadTlsMaterial(config: TlsConfig): TlsMaterial {
+  assertPrivateKeyFile(config.key);
   const context: SecureContextOptions = {
     cert: readFileSync(config.cert),
     key: readFileSync(config.key),

@@ -31,11 +31,12 @@ import { closeStatusServer, startStatusServer } from '../ops/status-server.ts';
 import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { primaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
-import { writeSiteFile } from '../storage/site-file.ts';
-import { VolumeFile } from '../storage/volume-file.ts';
+import { writeSiteFileIfChanged } from '../storage/site-file.ts';
+import type { VolumeFile } from '../storage/volume-file.ts';
 import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
 import { linkTimingsOf } from './secondary-node.ts';
 import { loadPrimaryIdentity } from './site-identity.ts';
+import { openPrimarySite } from './site-storage.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
 /** Writes waiting for journal space at most; beyond, a write is refused with journal-full. */
@@ -189,24 +190,18 @@ export class PrimaryNode {
     options: { offline?: boolean } = {},
   ): Promise<PrimaryNode> {
     const identity = loadPrimaryIdentity(config.dataDir, logger);
-    writeSiteFile(config.dataDir, {
-      role: 'primary',
-      config,
-      site: identity.site,
-      generations: identity.generations,
-    });
-    const shape: GroupShape = {
-      group: config.group,
-      blockBytes: config.blockSize,
-      volumes: config.volumes.map(({ name, size }) => ({ name, sizeBytes: size })),
-    };
-    const volumes = shape.volumes.map((volume) =>
-      VolumeFile.open(
-        join(config.dataDir, 'volumes', `${volume.name}.img`),
-        volume.sizeBytes,
-        shape.blockBytes,
-      ),
-    );
+    const site = openPrimarySite(config);
+    const { shape, files: volumes } = site.volumes;
+    const record = (): void =>
+      writeSiteFileIfChanged(config.dataDir, {
+        role: 'primary',
+        config,
+        site: identity.site,
+        generations: identity.generations,
+        volumes: site.volumes.records,
+      });
+    // A new site is recorded at once: its images exist from now on.
+    if (site.created) record();
     let node: PrimaryNode | null = null;
     const opened = SegmentJournal.open<PrimaryRecord>({
       directory: join(config.dataDir, 'journal'),
@@ -215,6 +210,8 @@ export class PrimaryNode {
       checkpoint: () => (node ? node.checkpoint() : []),
     });
     if (opened.report.cut) logger.warn('journal-tail-cut', { ...opened.report.cut });
+    // Every check passed: only now is site.json brought up to date (a refused start changes nothing).
+    record();
     node = new PrimaryNode(config, shape, identity, opened.journal, volumes, opened.records, logger, onFatal);
     await node.redo(opened.records);
     node.run(node.core.takeActions());
@@ -272,8 +269,24 @@ export class PrimaryNode {
 
   // ---- the source API ------------------------------------------------------------------------
 
-  /** Writes whole blocks; resolves with the cycle at acknowledgement (immediate or cycle mode). */
-  write(volume: number, offset: number, data: Uint8Array): Promise<CycleNumber> {
+  /**
+   * The site's id of the volume at `index` in the configuration's list. Callers of the source API
+   * count in the configuration's order; journal records and frames use the ids fixed when the site
+   * was created (site.json), so reordering the configuration cannot send a write elsewhere.
+   */
+  private volumeId(index: number): number {
+    const name = this.config.volumes[index]?.name;
+    const id = this.shape.volumes.findIndex((volume) => volume.name === name);
+    if (name === undefined || id < 0) throw new PrimaryNodeError('write-out-of-range', `no volume ${index}`);
+    return id;
+  }
+
+  /**
+   * Writes whole blocks of the volume at `index` in the configuration's list; resolves with the
+   * cycle at acknowledgement (immediate or cycle mode).
+   */
+  write(index: number, offset: number, data: Uint8Array): Promise<CycleNumber> {
+    const volume = this.volumeId(index);
     return this.timed(this.writeParts(volume, offset, data), (seconds) => this.metrics.observeWrite(seconds));
   }
 
@@ -296,7 +309,8 @@ export class PrimaryNode {
   }
 
   /** Trim or write-zeroes: journaled and sent without payload. */
-  writeZeroes(volume: number, offset: number, length: number): Promise<CycleNumber> {
+  writeZeroes(index: number, offset: number, length: number): Promise<CycleNumber> {
+    const volume = this.volumeId(index);
     this.checkRange(volume, offset, length);
     const submitted = this.submit(
       volume,
@@ -407,7 +421,8 @@ export class PrimaryNode {
    * the file. The first two are looked up before the file is read: a write-back that finishes
    * during the read would otherwise take its block out of both while the read saw the old bytes.
    */
-  async read(volume: number, offset: number, length: number): Promise<Uint8Array> {
+  async read(index: number, offset: number, length: number): Promise<Uint8Array> {
+    const volume = this.volumeId(index);
     const file = this.volumes[volume];
     if (!file) throw new PrimaryNodeError('write-out-of-range', `no volume ${volume}`);
     const overlay = collectOverlay(offset, length, this.shape.blockBytes, (block) => {
@@ -419,9 +434,9 @@ export class PrimaryNode {
 
   /** One writable NBD export per volume; FUA is the write followed by a flush. */
   nbdExports(): NbdExport[] {
-    return this.shape.volumes.map((volume, index) => ({
+    return this.config.volumes.map((volume, index) => ({
       name: volume.name,
-      sizeBytes: volume.sizeBytes,
+      sizeBytes: volume.size,
       blockBytes: this.shape.blockBytes,
       readOnly: false,
       read: (offset, length) => this.read(index, offset, length),

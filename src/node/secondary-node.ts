@@ -7,13 +7,7 @@ import type { Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
-import {
-  HandshakeError,
-  type ProtocolError,
-  StorageError,
-  type StorageFault,
-  storageFaultOf,
-} from '../core/errors.ts';
+import { HandshakeError, type ProtocolError, type StorageFault, storageFaultOf } from '../core/errors.ts';
 import type { Binding, SiteId } from '../core/identity.ts';
 import { type LinkTimings, limits } from '../core/limits.ts';
 import type { SecondaryRecord } from '../core/records.ts';
@@ -32,11 +26,12 @@ import type { Frame, HelloFrame } from '../protocol/frames.ts';
 import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import { SegmentJournal } from '../storage/segment-journal.ts';
-import { readSiteFile, writeSiteFile } from '../storage/site-file.ts';
-import { VolumeFile } from '../storage/volume-file.ts';
+import { type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
+import type { VolumeFile } from '../storage/volume-file.ts';
 import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
 import type { StopOptions } from './primary-node.ts';
 import { loadSecondaryIdentity } from './site-identity.ts';
+import { createSecondarySite, type OpenedSite, openSecondarySite } from './site-storage.ts';
 import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
 /** Incoming connections accepted at once; more are refused before any byte is read. */
@@ -98,6 +93,8 @@ export class SecondaryNode {
   /** This site's identity, and the primary site and generation it follows (null until bound). */
   private readonly site: SiteId;
   private binding: Binding | null;
+  /** The volumes this site created, as site.json records them (null until they exist). */
+  private volumeRecords: VolumeRecord[] | null = null;
   fault: StorageFault | null = null;
 
   private constructor(
@@ -108,13 +105,7 @@ export class SecondaryNode {
     const identity = loadSecondaryIdentity(config.dataDir, logger);
     this.site = identity.site;
     this.binding = identity.binding;
-    this.shape = config.volumes
-      ? {
-          group: config.group,
-          blockBytes: config.blockSize,
-          volumes: config.volumes.map(({ name, size }) => ({ name, sizeBytes: size })),
-        }
-      : adoptedShape(config.dataDir);
+    this.shape = null;
   }
 
   /** Starts the site; `offline` opens storage and finishes interrupted work only (for recover). */
@@ -125,7 +116,8 @@ export class SecondaryNode {
     options: { offline?: boolean } = {},
   ): Promise<SecondaryNode> {
     const node = new SecondaryNode(config, logger, onFatal);
-    if (node.shape) node.openStorage(node.shape);
+    const site = openSecondarySite(config);
+    if (site) node.openStorage(site);
     else
       logger.info('waiting-for-primary', {
         reason: 'no volumes configured; they are taken from the primary at first contact',
@@ -155,22 +147,12 @@ export class SecondaryNode {
     return node;
   }
 
-  /** Opens (creating if needed) the volumes and the journal, replays, and resumes an interrupted apply. */
-  private openStorage(shape: GroupShape): void {
-    this.writeSite(shape);
-    if (shape.group !== this.config.group) {
-      throw new StorageError(
-        'volume-size-mismatch',
-        `${this.config.dataDir} holds group "${shape.group}", not "${this.config.group}"`,
-      );
-    }
-    this.volumes = shape.volumes.map((volume) =>
-      VolumeFile.open(
-        join(this.config.dataDir, 'volumes', `${volume.name}.img`),
-        volume.sizeBytes,
-        shape.blockBytes,
-      ),
-    );
+  /** Opens the journal over the site's volumes, replays, and resumes an interrupted apply. */
+  private openStorage(site: OpenedSite): void {
+    const { shape, files, records } = site.volumes;
+    this.volumeRecords = records;
+    // A new site is recorded at once: its images exist from now on.
+    if (site.created) this.writeSite(shape);
     const opened = SegmentJournal.open<SecondaryRecord>({
       directory: join(this.config.dataDir, 'journal'),
       segmentBytesMax: receiveSegmentBytes,
@@ -178,6 +160,9 @@ export class SecondaryNode {
       checkpoint: () => [{ kind: 'applied', cycle: this.core?.appliedDurable ?? 0 }],
     });
     if (opened.report.cut) this.logger.warn('journal-tail-cut', { ...opened.report.cut });
+    // Every check passed: only now is site.json brought up to date (a refused start changes nothing).
+    this.writeSite(shape);
+    this.volumes = files;
     this.journal = opened.journal;
     this.core = Secondary.recover(
       { name: this.config.name, shape, timings: linkTimingsOf(this.config.link), binding: this.binding },
@@ -187,14 +172,15 @@ export class SecondaryNode {
     this.run(this.core.start());
   }
 
-  /** site.json with this site's identity and binding; atomic (see writeSiteFile). */
+  /** site.json with this site's identity, binding and volume records; atomic (see writeSiteFile). */
   private writeSite(shape: GroupShape | null): void {
-    writeSiteFile(this.config.dataDir, {
+    writeSiteFileIfChanged(this.config.dataDir, {
       role: 'secondary',
       config: this.config,
       shape,
       site: this.site,
       binding: this.binding,
+      ...(this.volumeRecords ? { volumes: this.volumeRecords } : {}),
     });
   }
 
@@ -332,7 +318,12 @@ export class SecondaryNode {
     this.logger.info('volumes-adopted', {
       volumes: shape.volumes.map((volume) => `${volume.name}:${volume.sizeBytes}`).join(','),
     });
-    this.openStorage(shape);
+    try {
+      this.openStorage(createSecondarySite(this.config, shape));
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
     for (const id of this.sockets.keys())
       this.run((this.core as Secondary).onConnectionOpened(Date.now(), id));
   }
@@ -522,10 +513,4 @@ export class SecondaryNode {
     // After a storage failure the same failure comes back from every step: it was reported.
     if (errors.length > 0 && !this.fatal) throw errors[0];
   }
-}
-
-/** The volumes a secondary took from its primary at first contact, if it did. */
-function adoptedShape(dataDir: string): GroupShape | null {
-  const site = readSiteFile(dataDir);
-  return site?.role === 'secondary' ? site.shape : null;
 }

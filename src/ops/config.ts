@@ -10,6 +10,7 @@ import { ConfigError } from '../core/errors.ts';
 import { limits } from '../core/limits.ts';
 import { blockBytesProblem, namePattern, namePatternText, volumeSizeProblem } from '../core/shape.ts';
 import { ackModes } from '../core/types.ts';
+import { assertPrivateKeyFile } from '../net/key-file.ts';
 import { loadPsk } from '../net/psk.ts';
 import { loadTlsMaterial } from '../net/tls.ts';
 import { parseSize } from './sizes.ts';
@@ -292,9 +293,14 @@ function checkLinkSecurity(config: FileConfig): string[] {
     });
     if (unreadable.length === 0) {
       try {
-        loadTlsMaterial(config.tls);
+        assertPrivateKeyFile(config.tls.key);
+        try {
+          loadTlsMaterial(config.tls);
+        } catch (cause) {
+          problems.push(`tls: ${(cause as Error).message}`);
+        }
       } catch (cause) {
-        problems.push(`tls: ${(cause as Error).message}`);
+        problems.push(`tls.key: ${(cause as Error).message}`);
       }
     }
     if (config.insecure) problems.push('insecure: true and a tls section contradict each other');

@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
+import { dataDirectoryMode, dataFileMode } from './durable-file.ts';
 import {
   encodeJournalState,
   encodeSegmentHeader,
@@ -144,7 +145,7 @@ export class SegmentJournal<R> {
     records: R[];
     report: JournalOpenReport;
   } {
-    mkdirSync(options.directory, { recursive: true });
+    mkdirSync(options.directory, { recursive: true, mode: dataDirectoryMode });
     const journal = new SegmentJournal(options);
     const { records, report } = journal.replay();
     return { journal, records, report };
@@ -197,7 +198,7 @@ export class SegmentJournal<R> {
    * unless it is the newest and journal.state does not name it yet.
    */
   private async createSegmentFile(segment: Segment): Promise<void> {
-    this.fd = openSync(segment.path, 'wx');
+    this.fd = openSync(segment.path, 'wx', dataFileMode);
     const header = encodeSegmentHeader(this.options.codec.journalRole, {
       number: segment.number,
       firstSequence: this.nextSequence,
@@ -220,7 +221,7 @@ export class SegmentJournal<R> {
   private async writeState(state: JournalState): Promise<void> {
     const path = join(this.options.directory, stateFileName);
     const temporary = `${path}.tmp`;
-    const handle = await open(temporary, 'w');
+    const handle = await open(temporary, 'w', dataFileMode);
     try {
       await handle.writeFile(encodeJournalState(this.options.codec.journalRole, state));
       await handle.datasync();

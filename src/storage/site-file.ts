@@ -1,11 +1,17 @@
 /**
- * `<dataDir>/site.json`: what a data directory holds (role, the validated configuration, and for a
- * secondary the volumes it took from the primary), so that offline tools such as
- * `cyclerep recover --data-dir D` need nothing else.
+ * `<dataDir>/site.json`: what a data directory holds (role, the validated configuration, for a
+ * secondary the volumes it took from the primary, and for every site the volumes it created), so
+ * that offline tools such as `cyclerep recover --data-dir D` need nothing else.
+ *
+ * The volume records are the site's fixed list: a volume's id is its position in that list,
+ * assigned once when the site is created, and it is the index journal records and wire frames
+ * carry. The configuration's list is matched against it by name, so reordering it changes nothing;
+ * adding, removing or resizing a volume is refused. Each record keeps the image's size and inode,
+ * so a missing, emptied, resized or replaced image is recognised at start (docs/storage.md).
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { StorageError } from '../core/errors.ts';
+import { ConfigError, StorageError } from '../core/errors.ts';
 import {
   type Binding,
   type Generation,
@@ -16,6 +22,17 @@ import {
 } from '../core/identity.ts';
 import type { GroupShape } from '../core/types.ts';
 import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
+import { writeFileAtomic } from './durable-file.ts';
+
+/** One volume as its site created it. */
+export interface VolumeRecord {
+  /** Its position in the site's list: the volume index of journal records and frames. */
+  id: number;
+  name: string;
+  sizeBytes: number;
+  /** The image's st_ino as a decimal string, to recognise a file put in its place. */
+  inode: string;
+}
 
 /**
  * `site` is the site's identity, made at creation; a primary keeps its generation chain, a
@@ -23,17 +40,43 @@ import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
  * written before identities existed lack them; the node then makes them and writes them back.
  */
 export type SiteFile =
-  | { role: 'primary'; config: PrimaryFileConfig; site?: SiteId; generations?: Generation[] }
+  | {
+      role: 'primary';
+      config: PrimaryFileConfig;
+      site?: SiteId;
+      generations?: Generation[];
+      volumes?: VolumeRecord[];
+    }
   | {
       role: 'secondary';
       config: SecondaryFileConfig;
       shape: GroupShape | null;
       site?: SiteId;
       binding?: Binding | null;
+      /** Absent until the volumes exist (a secondary may wait for its primary's first hello). */
+      volumes?: VolumeRecord[];
     };
+
+/** A site's volumes in id order, as recorded; `inode` null for a site.json older than the records. */
+export interface RecordedShape {
+  group: string;
+  blockBytes: number;
+  volumes: { name: string; sizeBytes: number; inode: string | null }[];
+}
+
+/** The shape a configuration asks for; `volumes` absent when a secondary takes them from its primary. */
+export interface ConfiguredShape {
+  group: string;
+  blockBytes: number;
+  volumes?: { name: string; sizeBytes: number }[] | undefined;
+}
 
 export function siteFilePath(dataDir: string): string {
   return join(dataDir, 'site.json');
+}
+
+export function imagePath(dataDir: string, volume: string): string {
+  return join(dataDir, 'volumes', `${volume}.img`);
 }
 
 export function readSiteFile(dataDir: string): SiteFile | null {
@@ -43,19 +86,22 @@ export function readSiteFile(dataDir: string): SiteFile | null {
   try {
     document = JSON.parse(readFileSync(path, 'utf8'));
   } catch (cause) {
-    throw new StorageError('journal-corrupt', `${path}: unreadable: ${(cause as Error).message}`, { cause });
+    throw new StorageError('site-file-corrupt', `${path}: unreadable: ${(cause as Error).message}`, {
+      cause,
+    });
   }
   const problem = problemOf(document);
-  if (problem) throw new StorageError('journal-corrupt', `${path}: ${problem}; refusing to guess`);
+  if (problem) throw new StorageError('site-file-corrupt', `${path}: ${problem}; refusing to guess`);
   return document as SiteFile;
 }
 
 /** What makes a parsed site.json unusable, or null; never used silently when damaged. */
-function problemOf(document: unknown): string | null {
+export function problemOf(document: unknown): string | null {
   const site = document as {
     role?: unknown;
     config?: { role?: unknown; dataDir?: unknown };
     shape?: unknown;
+    volumes?: unknown;
   };
   if (site === null || typeof site !== 'object') return 'not an object';
   if (site.role !== 'primary' && site.role !== 'secondary') return `role: ${JSON.stringify(site.role)}`;
@@ -63,7 +109,44 @@ function problemOf(document: unknown): string | null {
     return 'config: missing or of another role';
   if (typeof site.config.dataDir !== 'string') return 'config.dataDir: missing';
   if (site.role === 'secondary' && site.shape !== null && !isShape(site.shape)) return 'shape: malformed';
-  return identityProblemOf(document as SiteFile);
+  return identityProblemOf(document as SiteFile) ?? volumesProblemOf(document as SiteFile);
+}
+
+/** Volume records, when present, must be whole and, on a secondary, agree with its shape. */
+function volumesProblemOf(site: SiteFile): string | null {
+  if (site.volumes === undefined) return null;
+  const volumesProblem = volumeRecordsProblem(site.volumes);
+  if (volumesProblem) return volumesProblem;
+  if (site.role === 'secondary') {
+    const shape = site.shape;
+    const records = site.volumes;
+    const agree =
+      shape !== null &&
+      shape.volumes.length === records.length &&
+      shape.volumes.every(
+        (volume, id) => volume.name === records[id]?.name && volume.sizeBytes === records[id]?.sizeBytes,
+      );
+    if (!agree) return 'volumes: do not agree with shape.volumes';
+  }
+  return null;
+}
+
+function volumeRecordsProblem(value: unknown): string | null {
+  if (!Array.isArray(value) || value.length === 0) return 'volumes: expected a non-empty list';
+  const names = new Set<string>();
+  for (const [index, record] of (value as Partial<VolumeRecord>[]).entries()) {
+    const where = `volumes.${index}`;
+    if (record === null || typeof record !== 'object') return `${where}: not an object`;
+    if (record.id !== index) return `${where}.id: ${JSON.stringify(record.id)}, expected ${index}`;
+    if (typeof record.name !== 'string' || record.name.length === 0) return `${where}.name: malformed`;
+    if (names.has(record.name)) return `${where}.name: "${record.name}" twice`;
+    names.add(record.name);
+    if (!Number.isSafeInteger(record.sizeBytes) || (record.sizeBytes as number) <= 0)
+      return `${where}.sizeBytes: ${JSON.stringify(record.sizeBytes)}`;
+    if (typeof record.inode !== 'string' || !/^\d+$/.test(record.inode))
+      return `${where}.inode: ${JSON.stringify(record.inode)}`;
+  }
+  return null;
 }
 
 /** The identity fields, when present, must be whole: a damaged identity is never replaced by a new one. */
@@ -102,10 +185,86 @@ function isShape(value: unknown): boolean {
   );
 }
 
-/** Written to a temporary name and renamed, so a crash leaves the old file or the new one. */
+/**
+ * The volumes a site holds, in id order, or null when it has none yet (a secondary waiting for its
+ * primary). A site.json written before volume records existed gives its list in the order the
+ * journal used (the primary's configuration then, the secondary's adopted shape), inode unknown.
+ */
+export function recordedShape(site: SiteFile): RecordedShape | null {
+  if (site.role === 'secondary' && site.shape === null) return null;
+  const group = site.role === 'secondary' && site.shape ? site.shape.group : site.config.group;
+  const blockBytes = site.role === 'secondary' && site.shape ? site.shape.blockBytes : site.config.blockSize;
+  if (site.volumes)
+    return {
+      group,
+      blockBytes,
+      volumes: site.volumes.map(({ name, sizeBytes, inode }) => ({ name, sizeBytes, inode })),
+    };
+  const legacy =
+    site.role === 'secondary' && site.shape
+      ? site.shape.volumes
+      : (site.config.volumes ?? []).map(({ name, size }) => ({ name, sizeBytes: size }));
+  return { group, blockBytes, volumes: legacy.map((volume) => ({ ...volume, inode: null })) };
+}
+
+/**
+ * Checks a configuration against the site it opens: same group and block size, and the same
+ * volumes by name and size (order does not matter). Throws a ConfigError naming every difference.
+ */
+export function checkConfigAgainstSite(
+  recorded: RecordedShape,
+  configured: ConfiguredShape,
+  dataDir: string,
+): void {
+  const site = siteFilePath(dataDir);
+  const problems: string[] = [];
+  if (configured.group !== recorded.group)
+    problems.push(
+      `group: the configuration says "${configured.group}", this site belongs to "${recorded.group}"`,
+    );
+  if (configured.blockBytes !== recorded.blockBytes)
+    problems.push(
+      `blockSize: the configuration says ${configured.blockBytes}, this site was created with ${recorded.blockBytes}`,
+    );
+  if (configured.volumes) {
+    const held = new Map(recorded.volumes.map((volume) => [volume.name, volume.sizeBytes]));
+    const asked = new Set(configured.volumes.map((volume) => volume.name));
+    for (const volume of configured.volumes) {
+      const sizeBytes = held.get(volume.name);
+      if (sizeBytes === undefined)
+        problems.push(
+          `volumes: "${volume.name}" is not a volume of this site (it holds ${[...held.keys()].join(', ')}); a volume cannot be added to an existing site`,
+        );
+      else if (sizeBytes !== volume.sizeBytes)
+        problems.push(
+          `volumes: "${volume.name}" is ${volume.sizeBytes} bytes in the configuration, this site created it with ${sizeBytes}; a volume cannot be resized`,
+        );
+    }
+    for (const name of held.keys())
+      if (!asked.has(name))
+        problems.push(
+          `volumes: "${name}" is missing from the configuration, but this site holds it (${imagePath(dataDir, name)}); a volume cannot be removed from an existing site`,
+        );
+  }
+  if (problems.length > 0)
+    throw new ConfigError(problems.map((problem) => `${problem} (recorded in ${site})`).join('\n'));
+}
+
+/**
+ * Replaces site.json atomically and durably (temporary file, fsync, rename, directory fsync),
+ * 0600. Callers write it only once every check of a start passed: a refused start changes nothing.
+ */
 export function writeSiteFile(dataDir: string, site: SiteFile): void {
-  mkdirSync(dataDir, { recursive: true });
-  const path = siteFilePath(dataDir);
-  writeFileSync(`${path}.tmp`, `${JSON.stringify(site, null, 2)}\n`);
-  renameSync(`${path}.tmp`, path);
+  writeFileAtomic(siteFilePath(dataDir), `${JSON.stringify(site, null, 2)}\n`);
+}
+
+/** writeSiteFile, skipped when site.json already holds exactly this (a start that changed nothing). */
+export function writeSiteFileIfChanged(dataDir: string, site: SiteFile): void {
+  const text = `${JSON.stringify(site, null, 2)}\n`;
+  try {
+    if (readFileSync(siteFilePath(dataDir), 'utf8') === text) return;
+  } catch {
+    // absent or unreadable: written below
+  }
+  writeFileAtomic(siteFilePath(dataDir), text);
 }

@@ -1,19 +1,47 @@
 /**
- * A volume as a raw image file at `<dataDir>/volumes/<name>.img`: created sparse at its size, read
- * and written by block, flushed with fdatasync. Any tool (cmp, qemu-img compare) can read it while
- * the process is stopped or idle.
+ * A volume as a raw image file at `<dataDir>/volumes/<name>.img`: created sparse at its size (0600)
+ * once, when its site is created, and from then on only opened, never created or resized: an image
+ * that is missing, of another size, or another file than the one created (its inode changed) is
+ * refused, naming the path and both sizes. Read and written by block, flushed with fdatasync. Any
+ * tool (cmp, qemu-img compare) can read it while the process is stopped or idle.
  */
-import { closeSync, fdatasync, fstatSync, ftruncateSync, mkdirSync, openSync, read, write } from 'node:fs';
+import {
+  closeSync,
+  fdatasync,
+  fstatSync,
+  fsyncSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  read,
+  write,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
 import type { Extent } from '../core/types.ts';
+import { dataDirectoryMode, dataFileMode, syncDirectory } from './durable-file.ts';
 
 const readAsync = promisify(read);
 const writeAsync = promisify(write);
 const fdatasyncAsync = promisify(fdatasync);
 const zeroes = new Uint8Array(1024 * 1024);
+
+/** What an existing image must be: the size and the inode recorded when its site created it. */
+export interface ImageIdentity {
+  sizeBytes: number;
+  /**
+   * st_ino as a decimal string (inode numbers may exceed 2^53); null when not recorded yet (a
+   * site.json written before images had records): the image is then taken as it is.
+   */
+  inode: string | null;
+}
+
+/** How to take a deliberately restored image back (docs/storage.md, "Volume images"). */
+export function acceptHint(dataDir: string, volume: string): string {
+  return `if it was restored deliberately, stop the site and run: cyclerep accept-image --data-dir ${dataDir} --volume ${volume}`;
+}
 
 export class VolumeFile {
   private constructor(
@@ -21,25 +49,57 @@ export class VolumeFile {
     private fd: number,
     readonly sizeBytes: number,
     readonly blockBytes: number,
+    /** The image's inode, recorded in site.json to recognise a replaced file. */
+    readonly inode: string,
   ) {}
 
-  /** Opens the image, creating it sparse if absent; an existing file of another size is refused. */
-  static open(path: string, sizeBytes: number, blockBytes: number): VolumeFile {
-    mkdirSync(dirname(path), { recursive: true });
-    const fd = openSync(path, 'a+');
-    closeSync(fd);
-    const handle = openSync(path, 'r+');
-    const size = fstatSync(handle).size;
-    if (size === 0) {
-      ftruncateSync(handle, sizeBytes);
-    } else if (size !== sizeBytes) {
-      closeSync(handle);
+  /**
+   * Creates a new sparse image of `sizeBytes` (never over an existing file) and makes its creation
+   * durable. Only a site being created does this.
+   */
+  static create(path: string, sizeBytes: number, blockBytes: number): VolumeFile {
+    mkdirSync(dirname(path), { recursive: true, mode: dataDirectoryMode });
+    const fd = openSync(path, 'wx+', dataFileMode);
+    try {
+      ftruncateSync(fd, sizeBytes);
+      fsyncSync(fd);
+    } catch (error) {
+      closeSync(fd);
+      throw error;
+    }
+    syncDirectory(dirname(path));
+    return new VolumeFile(path, fd, sizeBytes, blockBytes, inodeOf(fd));
+  }
+
+  /**
+   * Opens an existing image and checks it against its identity (the checks run on the open file,
+   * so a file swapped meanwhile cannot slip through). `context` names the site and the volume in
+   * the refusal.
+   */
+  static open(
+    path: string,
+    expected: ImageIdentity,
+    blockBytes: number,
+    context: { dataDir: string; volume: string },
+  ): VolumeFile {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r+');
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code !== 'ENOENT') throw cause;
       throw new StorageError(
-        'volume-size-mismatch',
-        `${path} is ${size} bytes, the configuration says ${sizeBytes}; refusing to resize a replica`,
+        'volume-missing',
+        `${path} is missing (expected ${expected.sizeBytes} bytes, volume "${context.volume}" as site.json records it); refusing to start without it. Restore the image, or rebuild this site from another`,
+        { cause },
       );
     }
-    return new VolumeFile(path, handle, sizeBytes, blockBytes);
+    const stats = fstatSync(fd, { bigint: true });
+    const refusal = refusalOf(path, stats, expected, context);
+    if (refusal) {
+      closeSync(fd);
+      throw refusal;
+    }
+    return new VolumeFile(path, fd, expected.sizeBytes, blockBytes, String(stats.ino));
   }
 
   get blocks(): number {
@@ -91,4 +151,34 @@ export class VolumeFile {
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
   }
+}
+
+function inodeOf(fd: number): string {
+  return String(fstatSync(fd, { bigint: true }).ino);
+}
+
+/** Why an opened image is not the one expected, or null. */
+function refusalOf(
+  path: string,
+  stats: { size: bigint; ino: bigint },
+  expected: ImageIdentity,
+  context: { dataDir: string; volume: string },
+): StorageError | null {
+  const size = Number(stats.size);
+  if (size === 0 && expected.sizeBytes > 0)
+    return new StorageError(
+      'volume-size-mismatch',
+      `${path} is empty (0 bytes, expected ${expected.sizeBytes}): the image was emptied; refusing to start over zeroes. Restore the image, or rebuild this site from another`,
+    );
+  if (size !== expected.sizeBytes)
+    return new StorageError(
+      'volume-size-mismatch',
+      `${path} is ${size} bytes, expected ${expected.sizeBytes} (volume "${context.volume}" as site.json records it); refusing to resize or use it`,
+    );
+  if (expected.inode !== null && String(stats.ino) !== expected.inode)
+    return new StorageError(
+      'volume-foreign',
+      `${path} is not the image this site created (inode ${stats.ino}, site.json records ${expected.inode}; size ${size} bytes as expected): it was replaced; ${acceptHint(context.dataDir, context.volume)}`,
+    );
+  return null;
 }

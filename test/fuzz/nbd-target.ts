@@ -53,7 +53,7 @@ function realExports(): Map<string, NbdExport> {
   const directory = mkdtempSync(join(parent, 'cyclerep-fuzz-nbd-'));
   process.once('exit', () => rmSync(directory, { recursive: true, force: true }));
   const exportOf = (name: string, readOnly: boolean): NbdExport => {
-    const file = VolumeFile.open(join(directory, `${name}.img`), exportBytes, blockBytes);
+    const file = VolumeFile.create(join(directory, `${name}.img`), exportBytes, blockBytes);
     return {
       name,
       sizeBytes: exportBytes,

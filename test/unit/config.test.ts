@@ -239,6 +239,24 @@ test('a tls key that does not match its certificate is refused at load, naming b
   }
 });
 
+test('a tls key file readable by group or others is refused at load, naming the file and its mode', async () => {
+  const { ensureCa, makeSiteCertificate } = await import('../../src/ops/certs.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'cyclerep-tls-'));
+  try {
+    const ca = ensureCa(dir);
+    const site = makeSiteCertificate(dir, 'a');
+    const yaml = `${primaryYaml}tls: { cert: ${site.cert}, key: ${site.key}, ca: ${ca}, peers: [dr1] }\n`;
+    chmodSync(site.key, 0o640);
+    refused(yaml, new RegExp(`tls\\.key: ${site.key} is readable by others \\(mode 640\\); chmod 600 it`));
+    chmodSync(site.key, 0o644);
+    refused(yaml, /tls\.key: .*a\.key is readable by others \(mode 644\)/);
+    chmodSync(site.key, 0o600);
+    withFile(yaml, (path) => assert.equal(loadConfig(path).tls?.key, site.key));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('psk: the key file must be private, hex, 32 to 64 bytes; roles need identity or peers', () => {
   const dir = mkdtempSync(join(tmpdir(), 'cyclerep-psk-'));
   try {

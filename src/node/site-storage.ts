@@ -1,0 +1,76 @@
+/**
+ * Which volumes a starting site opens, shared by both roles: an existing site (site.json present)
+ * opens the images it created, matched by name against the configuration, and refuses any that is
+ * missing, emptied, resized or replaced; a new site creates them. Nothing here writes site.json:
+ * the node writes it when the site is created and, for an existing one, once every check of the
+ * start passed, with its identity (site-identity.ts) beside the volume records.
+ */
+import { ConfigError } from '../core/errors.ts';
+import type { GroupShape } from '../core/types.ts';
+import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
+import {
+  type ConfiguredShape,
+  readSiteFile,
+  recordedShape,
+  type SiteFile,
+  siteFilePath,
+} from '../storage/site-file.ts';
+import { createSiteVolumes, openSiteVolumes, type SiteVolumes } from '../storage/site-volumes.ts';
+
+/** A site's open volumes; `created` when this start made them (site.json must be written at once). */
+export interface OpenedSite {
+  volumes: SiteVolumes;
+  created: boolean;
+}
+
+function configuredShapeOf(config: PrimaryFileConfig | SecondaryFileConfig): ConfiguredShape {
+  return {
+    group: config.group,
+    blockBytes: config.blockSize,
+    volumes: config.volumes?.map(({ name, size }) => ({ name, sizeBytes: size })),
+  };
+}
+
+/** The site.json of the data directory, which must be of this role. */
+function existingSite(config: PrimaryFileConfig | SecondaryFileConfig): SiteFile | null {
+  const site = readSiteFile(config.dataDir);
+  if (site && site.role !== config.role)
+    throw new ConfigError(
+      `dataDir: ${config.dataDir} holds a ${site.role} site (${siteFilePath(config.dataDir)}), not a ${config.role}`,
+    );
+  return site;
+}
+
+export function openPrimarySite(config: PrimaryFileConfig): OpenedSite {
+  const configured = configuredShapeOf(config);
+  const site = existingSite(config);
+  const recorded = site ? recordedShape(site) : null;
+  if (recorded) return { volumes: openSiteVolumes(config.dataDir, recorded, configured), created: false };
+  return {
+    volumes: createSiteVolumes(config.dataDir, {
+      group: configured.group,
+      blockBytes: configured.blockBytes,
+      volumes: configured.volumes ?? [],
+    }),
+    created: true,
+  };
+}
+
+/** Null when the secondary has no volumes yet: it takes them from its primary's first hello. */
+export function openSecondarySite(config: SecondaryFileConfig): OpenedSite | null {
+  const configured = configuredShapeOf(config);
+  const site = existingSite(config);
+  const recorded = site ? recordedShape(site) : null;
+  if (recorded) return { volumes: openSiteVolumes(config.dataDir, recorded, configured), created: false };
+  if (!configured.volumes) return null;
+  return createSecondarySite(config, {
+    group: configured.group,
+    blockBytes: configured.blockBytes,
+    volumes: configured.volumes,
+  });
+}
+
+/** A secondary's site created from its configuration or from its primary's hello. */
+export function createSecondarySite(config: SecondaryFileConfig, shape: GroupShape): OpenedSite {
+  return { volumes: createSiteVolumes(config.dataDir, shape), created: true };
+}
