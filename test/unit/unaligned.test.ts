@@ -119,12 +119,14 @@ test('concurrent read-modify-writes of the same blocks from many connections los
 test('without the lock the same concurrent writes lose updates (the lock is what keeps them)', async () => {
   const jitter = () => new Promise<void>((resolve) => setTimeout(resolve, Math.random() * 3));
   const { inner, bytes } = memoryExport(sizeBytes, jitter);
-  const original = BlockRangeLock.prototype.acquire;
+  const { acquire, tryAcquire } = BlockRangeLock.prototype;
   BlockRangeLock.prototype.acquire = () => Promise.resolve(() => {});
+  BlockRangeLock.prototype.tryAcquire = () => () => {};
   try {
     await concurrentPatches(byteGranular(inner));
   } finally {
-    BlockRangeLock.prototype.acquire = original;
+    BlockRangeLock.prototype.acquire = acquire;
+    BlockRangeLock.prototype.tryAcquire = tryAcquire;
   }
   const lost = Array.from({ length: 16 }, (_, writer) => writer).filter(
     (writer) => !bytes.subarray(200 + writer * 64, 264 + writer * 64).every((byte) => byte === writer + 1),
@@ -162,4 +164,19 @@ test('whole-block writes share the lock; a read-modify-write waits for them and 
   (await elsewhere)();
   assert.deepEqual(events, ['elsewhere', 'exclusive', 'later shared']);
   assert.equal(lock.held, 0);
+});
+
+test('a free range is taken in the same tick, so a write reaches the volume before a later request', () => {
+  const { inner } = memoryExport(sizeBytes);
+  const calls: string[] = [];
+  const outer = byteGranular({
+    ...inner,
+    write: (offset, data, fua) => {
+      calls.push(`write ${offset}`);
+      return inner.write(offset, data, fua);
+    },
+  });
+  void outer.write(0, new Uint8Array(blockBytes), false);
+  calls.push('next request');
+  assert.deepEqual(calls, ['write 0', 'next request']);
 });
