@@ -98,7 +98,7 @@ function paint(options: { colour: boolean }, colour: keyof typeof colours, text:
 
 function linkColour(state: string): keyof typeof colours {
   if (state === 'streaming') return 'green';
-  if (state === 'refused' || state === 'failed') return 'red';
+  if (state === 'refused') return 'red';
   return 'yellow';
 }
 

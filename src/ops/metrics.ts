@@ -8,6 +8,8 @@
  * for counters. docs/operations.md lists them with alert rules and a scrape configuration.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { SecondaryStatus } from '../core/primary-group.ts';
+import type { LinkState } from '../core/primary-link.ts';
 
 /** What a primary's status gives the metrics; a subset of PrimaryNodeStatus. */
 export interface PrimaryMetricsStatus {
@@ -20,18 +22,19 @@ export interface PrimaryMetricsStatus {
   journalDiskBytes: number;
   journalCapacityBytes: number;
   fault?: { kind: string } | null;
-  secondaries: {
-    name: string;
-    link: string;
-    stored: number;
-    applied: number;
-    lagCycles: number;
-    lagBytes: number;
-    lagSeconds: number;
-    shippedBytes: number;
-    failures: number;
-    recoveries: number;
-  }[];
+  secondaries: Pick<
+    SecondaryStatus,
+    | 'name'
+    | 'link'
+    | 'stored'
+    | 'applied'
+    | 'lagCycles'
+    | 'lagBytes'
+    | 'lagSeconds'
+    | 'shippedBytes'
+    | 'failures'
+    | 'recoveries'
+  >[];
 }
 
 /** What a secondary's status gives the metrics; a subset of SecondaryStatusReport. */
@@ -47,7 +50,12 @@ export interface SecondaryMetricsStatus {
 export type MetricsStatus = PrimaryMetricsStatus | SecondaryMetricsStatus;
 
 /** Every state a link can be in, on either site: one gauge per state, 1 for the current one. */
-export const linkStates = ['idle', 'connecting', 'streaming', 'refused', 'failed'] as const;
+export const linkStates = [
+  'idle',
+  'connecting',
+  'streaming',
+  'refused',
+] as const satisfies readonly LinkState[];
 
 const latencyBuckets = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,

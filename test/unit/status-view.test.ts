@@ -31,9 +31,7 @@ const primary: SiteStatus = {
   journalCapacityBytes: 1 << 30,
   journalFull: false,
   fault: null,
-  secondaries: ['streaming', 'connecting', 'idle', 'refused', 'failed'].map((state, i) =>
-    link(`dr${i + 1}`, state),
-  ),
+  secondaries: ['streaming', 'connecting', 'idle', 'refused'].map((state, i) => link(`dr${i + 1}`, state)),
 };
 
 test('a primary shows one line for itself and one per secondary, whatever state each link is in', () => {
@@ -44,7 +42,7 @@ test('a primary shows one line for itself and one per secondary, whatever state 
     lines[1],
     '  dr1 link:streaming stored:40 applied:39 lag:2 cycles, 3.0 MiB, 1.7 s recoveries:1',
   );
-  for (const state of ['connecting', 'idle', 'refused', 'failed'])
+  for (const state of ['connecting', 'idle', 'refused'])
     assert.match(
       text,
       new RegExp(
@@ -54,13 +52,12 @@ test('a primary shows one line for itself and one per secondary, whatever state 
   assert.ok(!text.includes(ansi), 'no colour unless asked');
 });
 
-test('colour marks streaming green, connecting and idle yellow, refused and failed red', () => {
+test('colour marks streaming green, connecting and idle yellow, refused red', () => {
   const text = describe(primary, { colour: true });
   assert.ok(text.includes(`link:${ansi}32mstreaming${ansi}0m`), 'streaming');
   assert.ok(text.includes(`link:${ansi}33mconnecting${ansi}0m`), 'connecting');
   assert.ok(text.includes(`link:${ansi}33midle${ansi}0m`), 'idle');
   assert.ok(text.includes(`link:${ansi}31mrefused${ansi}0m`), 'refused');
-  assert.ok(text.includes(`link:${ansi}31mfailed${ansi}0m`), 'failed');
 });
 
 test('a full journal and a storage fault are called out on the site line', () => {
