@@ -19,14 +19,31 @@ export const regions = layoutRegions(
   256,
 );
 
+/**
+ * A port to listen on, below Linux's ephemeral range (32768-60999): a port from listen(0) is in that
+ * range, and between its release and the site's listen an outgoing connection of any process may
+ * take it as its local port (EADDRINUSE). Each port is handed out once per test process.
+ */
+const portsHandedOut = new Set<number>();
+const portRange = { first: 20000, count: 12000 };
+
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = portRange.first + Math.floor(Math.random() * portRange.count);
+    if (portsHandedOut.has(port)) continue;
+    if (await canListen(port)) {
+      portsHandedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port in ${portRange.first}..${portRange.first + portRange.count - 1}`);
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
 }
 
