@@ -48,6 +48,17 @@ const assets: Record<string, Asset> = {
   },
 };
 
+/** Each file is read once, on its first request: the event loop does not read a disk per request. */
+const assetCache = new Map<string, Buffer>();
+function assetBytes(asset: Asset): Buffer {
+  let bytes = assetCache.get(asset.path);
+  if (!bytes) {
+    bytes = readFileSync(asset.path);
+    assetCache.set(asset.path, bytes);
+  }
+  return bytes;
+}
+
 function send(response: ServerResponse, status: number, contentType: string, body: string | Buffer): void {
   response.writeHead(status, {
     'content-type': contentType,
@@ -84,9 +95,9 @@ export async function startStatusServer(
       );
       return;
     }
-    const asset = assets[path];
+    const asset = Object.hasOwn(assets, path) ? assets[path] : undefined;
     if (asset) {
-      send(response, 200, asset.contentType, readFileSync(asset.path));
+      send(response, 200, asset.contentType, assetBytes(asset));
       return;
     }
     send(response, 404, 'text/plain', 'not found: try GET /, /status or /metrics\n');
