@@ -147,7 +147,7 @@ export class CyclerepSites implements NbdTarget {
         `dataDir: ${join(dir, 'primary')}`,
         'volumes:',
         `  - { name: vol0, size: ${options.sizeBytes} }`,
-        `cycle: { minMs: ${options.cycleMinMs ?? 1000}, maxQueued: 4 }`,
+        `cycle: { intervalMinMs: ${options.cycleMinMs ?? 1000}, queuedMax: 4 }`,
         `ack: ${options.ack ?? 'immediate'}`,
         `journal: { capacity: ${options.journalCapacity ?? '4GiB'}, segmentSize: 64MiB }`,
         `nbd: { listen: 127.0.0.1:${nbdPort} }`,

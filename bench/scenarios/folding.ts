@@ -14,7 +14,7 @@ export async function folding(context: BenchContext): Promise<void> {
   const rate = (context.frontDoorIops ?? 8000) / 2;
   const table = context.report.table(
     `Write folding: 4 KiB random writes over ${sizeBytes / mib} MiB at ${Math.round(rate)} IOPS for ${seconds} s`,
-    ['distribution', 'cycle.minMs', 'written MiB', 'shipped MiB', 'shipped / written'],
+    ['distribution', 'cycle.intervalMinMs', 'written MiB', 'shipped MiB', 'shipped / written'],
   );
   const cases = [
     { name: 'hot spot (90% of writes to 10% of blocks)', distribution: 'zoned:90/10:10/90' },

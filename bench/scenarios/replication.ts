@@ -15,7 +15,7 @@ export async function replication(context: BenchContext): Promise<void> {
   const sizeBytes = context.quick ? 256 * mib : gib;
   const rate = context.frontDoorIops ?? (await measureFrontDoor(context, sizeBytes));
   const table = context.report.table(
-    `Replication under load: 4 KiB random writes at depth 16, ${seconds} s, cycle.minMs 1000`,
+    `Replication under load: 4 KiB random writes at depth 16, ${seconds} s, cycle.intervalMinMs 1000`,
     [
       'load',
       'written MiB/s',

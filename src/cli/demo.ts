@@ -86,7 +86,7 @@ blockSize: 4KiB
 volumes:
   - { name: data, size: 256MiB }
   - { name: log, size: 64MiB }
-cycle: { minMs: 500, maxQueued: 4 }
+cycle: { intervalMinMs: 500, queuedMax: 4 }
 ack: immediate
 journal: { capacity: 1GiB, segmentSize: 16MiB }
 nbd: { listen: 127.0.0.1:10809 }

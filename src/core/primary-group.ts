@@ -125,8 +125,8 @@ export function checkPrimaryConfig(config: PrimaryConfig): void {
   }
   if (new Set(config.secondaries).size !== config.secondaries.length)
     problems.push('secondary names must differ');
-  if (config.cycleMsMin < 0) problems.push('cycle.minMs must not be negative');
-  if (config.cyclesQueuedMax < 1) problems.push('cycle.maxQueued must be at least 1');
+  if (config.cycleMsMin < 0) problems.push('cycle.intervalMinMs must not be negative');
+  if (config.cyclesQueuedMax < 1) problems.push('cycle.queuedMax must be at least 1');
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
 }
 

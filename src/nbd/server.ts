@@ -18,9 +18,9 @@ export interface NbdServerOptions {
   handshakesMax?: number;
   /** A client that has not finished its handshake by then is closed. */
   handshakeTimeoutMs?: number;
-  requestsInFlightPerConnection?: number;
+  requestsPerConnectionMax?: number;
   /** Requests in flight across every connection of this server. */
-  requestsInFlightTotal?: number;
+  requestsInFlightMax?: number;
   /** Bytes of payloads and replies held across every connection of this server. */
   requestBytesInFlightMax?: number;
   /** From an accepted WRITE header to the end of its payload. */
@@ -29,7 +29,7 @@ export interface NbdServerOptions {
   replyBytesQueuedMax?: number;
   /** A connection whose unsent replies make no progress for this long is closed. */
   replyTimeoutMs?: number;
-  requestSizeMax?: number;
+  requestBytesMax?: number;
   /** NBD_OPT_STARTTLS: off, offered, or required; with the site's certificate and key. */
   tls?: NbdTlsMode;
   /** Client addresses or subnets allowed to connect; absent: any that reach the listener. */
@@ -58,7 +58,7 @@ export function allowed(list: BlockList, address: string | undefined): boolean {
 export const nbdDefaults = {
   connectionsMax: 64,
   handshakesMax: 16,
-  requestsInFlightTotal: 256,
+  requestsInFlightMax: 256,
   requestBytesInFlightMax: 256 * 1024 * 1024,
 } as const;
 
@@ -96,19 +96,19 @@ export async function startNbdServer(
     });
   const limits: NbdLimits = {
     ...defaultNbdLimits,
-    requestsInFlightMax: options.requestsInFlightPerConnection ?? defaultNbdLimits.requestsInFlightMax,
-    requestBytesMax: options.requestSizeMax ?? defaultNbdLimits.requestBytesMax,
+    requestsInFlightMax: options.requestsPerConnectionMax ?? defaultNbdLimits.requestsInFlightMax,
+    requestBytesMax: options.requestBytesMax ?? defaultNbdLimits.requestBytesMax,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? defaultNbdLimits.handshakeTimeoutMs,
     requestPayloadTimeoutMs: options.requestPayloadTimeoutMs ?? defaultNbdLimits.requestPayloadTimeoutMs,
     replyBytesQueuedMax: options.replyBytesQueuedMax ?? defaultNbdLimits.replyBytesQueuedMax,
     replyTimeoutMs: options.replyTimeoutMs ?? defaultNbdLimits.replyTimeoutMs,
   };
   const budget = new RequestBudget(
-    options.requestsInFlightTotal ?? nbdDefaults.requestsInFlightTotal,
+    options.requestsInFlightMax ?? nbdDefaults.requestsInFlightMax,
     options.requestBytesInFlightMax ?? nbdDefaults.requestBytesInFlightMax,
   );
   if (budget.bytesMax < Math.max(limits.requestBytesMax, limits.blockStatusBytesMax))
-    throw new RangeError('nbd: requestBytesInFlightMax below requestSizeMax or the block status scan');
+    throw new RangeError('nbd: requestBytesInFlightMax below requestBytesMax or the block status scan');
   const connectionsMax = options.connectionsMax ?? nbdDefaults.connectionsMax;
   const handshakesMax = options.handshakesMax ?? nbdDefaults.handshakesMax;
   // What clients can repeat at will is logged at a bounded rate.

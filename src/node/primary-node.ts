@@ -171,8 +171,8 @@ export class PrimaryNode {
         secondaries: config.secondaries.map((secondary) => secondary.name),
         nodes: 1,
         ack: config.ack,
-        cycleMsMin: config.cycle.minMs,
-        cyclesQueuedMax: config.cycle.maxQueued,
+        cycleMsMin: config.cycle.intervalMinMs,
+        cyclesQueuedMax: config.cycle.queuedMax,
         connectionsPerLink: Math.max(...config.secondaries.map((secondary) => secondary.connections)),
         timings: linkTimingsOf(config.link),
         identity,
@@ -230,7 +230,7 @@ export class PrimaryNode {
     node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
     node.timer = setInterval(
       () => node.tick(),
-      Math.max(10, Math.min(config.cycle.minMs, config.link.heartbeatMs) / 4),
+      Math.max(10, Math.min(config.cycle.intervalMinMs, config.link.heartbeatMs) / 4),
     );
     logger.info('primary-started', {
       site: identity.site,

@@ -63,7 +63,7 @@ export function linkTimingsOf(link: SecondaryFileConfig['link']): LinkTimings {
     heartbeatMsTimeout: link.timeoutMs,
     reconnectMsMin: link.reconnectMinMs,
     reconnectMsMax: link.reconnectMaxMs,
-    cyclesInFlightMax: link.cyclesInFlight,
+    cyclesInFlightMax: link.cyclesInFlightMax,
     storedProgressMsTimeout: link.storedProgressTimeoutMs,
   };
 }

@@ -56,8 +56,8 @@ const nbd = z.strictObject({
   handshakesMax: z.number().int().min(1).max(1024).default(16),
   /** Greeting to transmission; a client still haggling then is closed. */
   handshakeTimeoutMs: milliseconds(10_000),
-  requestsInFlightPerConnection: z.number().int().min(1).max(1024).default(64),
-  requestsInFlightTotal: z.number().int().min(1).max(65536).default(256),
+  requestsPerConnectionMax: z.number().int().min(1).max(1024).default(64),
+  requestsInFlightMax: z.number().int().min(1).max(65536).default(256),
   /** Client addresses or IPv4/IPv6 subnets (a.b.c.d/n) allowed to connect; absent: any. */
   allow: z
     .array(
@@ -73,7 +73,7 @@ const nbd = z.strictObject({
     .optional(),
   /** NBD_OPT_STARTTLS with the site's tls certificate: off, optional, or required of every client. */
   tls: z.enum(['off', 'optional', 'required']).default('off'),
-  requestSizeMax: size
+  requestBytesMax: size
     .default(32 * 1024 * 1024)
     .refine((bytes) => bytes >= 4096 && bytes <= 32 * 1024 * 1024, 'between 4KiB and 32MiB'),
   /** Write payloads and read replies held across every client, reserved before they are read or made. */
@@ -96,7 +96,7 @@ const link = z
     timeoutMs: z.number().int().positive().default(5000),
     reconnectMinMs: z.number().int().positive().default(100),
     reconnectMaxMs: z.number().int().positive().default(5000),
-    cyclesInFlight: z.number().int().min(1).max(64).default(4),
+    cyclesInFlightMax: z.number().int().min(1).max(64).default(4),
     /** The primary fails a link whose secondary heartbeats but stores nothing sent for this long. */
     storedProgressTimeoutMs: z.number().int().positive().default(30_000),
   })
@@ -105,7 +105,7 @@ const link = z
     timeoutMs: 5000,
     reconnectMinMs: 100,
     reconnectMaxMs: 5000,
-    cyclesInFlight: 4,
+    cyclesInFlightMax: 4,
     storedProgressTimeoutMs: 30_000,
   });
 
@@ -162,10 +162,10 @@ const primarySchema = z.strictObject({
   volumes: z.array(volume).min(1).max(limits.volumesMax),
   cycle: z
     .strictObject({
-      minMs: z.number().int().min(0).default(1000),
-      maxQueued: z.number().int().min(1).default(4),
+      intervalMinMs: z.number().int().min(0).default(1000),
+      queuedMax: z.number().int().min(1).default(4),
     })
-    .default({ minMs: 1000, maxQueued: 4 }),
+    .default({ intervalMinMs: 1000, queuedMax: 4 }),
   ack: z.enum(ackModes).default('immediate'),
   journal: z
     .strictObject({ capacity: size.default(4 * 1024 ** 3), segmentSize: size.default(64 * 1024 ** 2) })
@@ -212,10 +212,26 @@ export function validateConfig(document: unknown, source = 'config'): FileConfig
   return result.data;
 }
 
+/**
+ * Keys renamed so that every bound reads the same way (a bound ends in Max or Min, followed by Ms
+ * when it is a duration); an old configuration is refused with the new name in the message.
+ */
+const renamedKeys: Record<string, string> = {
+  minMs: 'intervalMinMs',
+  maxQueued: 'queuedMax',
+  cyclesInFlight: 'cyclesInFlightMax',
+  requestsInFlightPerConnection: 'requestsPerConnectionMax',
+  requestsInFlightTotal: 'requestsInFlightMax',
+  requestSizeMax: 'requestBytesMax',
+};
+
 function describeIssue(issue: z.core.$ZodIssue, document: unknown): string {
   const where = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
   if (issue.code === 'unrecognized_keys') {
-    return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((key) => `"${key}"`).join(', ')}`;
+    const named = issue.keys.map((key) =>
+      Object.hasOwn(renamedKeys, key) ? `"${key}" (renamed ${renamedKeys[key]})` : `"${key}"`,
+    );
+    return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${named.join(', ')}`;
   }
   const given = valueAt(document, issue.path);
   if (given === undefined) return `${where}: missing`;
@@ -253,9 +269,9 @@ function checkRelations(config: FileConfig, source: string): void {
   if (config.link.reconnectMaxMs < config.link.reconnectMinMs)
     problems.push('link.reconnectMaxMs: below link.reconnectMinMs');
   problems.push(...checkLinkSecurity(config));
-  if (config.nbd && config.nbd.requestBytesInFlightMax < config.nbd.requestSizeMax)
+  if (config.nbd && config.nbd.requestBytesInFlightMax < config.nbd.requestBytesMax)
     problems.push(
-      'nbd.requestBytesInFlightMax: below nbd.requestSizeMax, so the largest request could never be served',
+      'nbd.requestBytesInFlightMax: below nbd.requestBytesMax, so the largest request could never be served',
     );
   if (config.nbd && config.nbd.tls !== 'off' && !config.tls)
     problems.push(`nbd.tls: ${config.nbd.tls} needs the tls section (its cert and key serve STARTTLS)`);

@@ -151,7 +151,7 @@ export function describeScenario(scenario: Scenario): string {
   return (
     `seed ${scenario.seed}: ${scenario.secondaries.length} secondaries, volumes of ${volumes} blocks, ` +
     `${scenario.nodes} node(s), ack ${scenario.ack}, ${scenario.connectionsPerLink} connection(s)/link, ` +
-    `cycle.minMs ${scenario.cycleMsMin}, maxQueued ${scenario.cyclesQueuedMax}, ${scenario.sources} sources, ` +
+    `cycle.intervalMinMs ${scenario.cycleMsMin}, queuedMax ${scenario.cyclesQueuedMax}, ${scenario.sources} sources, ` +
     `faults: ${scenario.faults.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}`
   );
 }

@@ -55,7 +55,7 @@ test('a config with a wrong type, an unknown key or a missing size exits 2 namin
   const base = `group: g\nrole: primary\ndataDir: ${dataDir}\nvolumes:\n  - { name: data, size: 1MiB }\nsecondaries:\n  - { name: dr1, address: 127.0.0.1:7400 }\n`;
   const cases: [string, RegExp][] = [
     [base.replace('size: 1MiB', 'size: big'), /volumes\.0\.size: expected a size/],
-    [`${base}cycle: { minMs: soon }\n`, /cycle\.minMs: expected number, got "soon"/],
+    [`${base}cycle: { intervalMinMs: soon }\n`, /cycle\.intervalMinMs: expected number, got "soon"/],
     [`${base}replicas: 3\n`, /unknown key "replicas"/],
     [base.replace('{ name: data, size: 1MiB }', '{ name: data }'), /volumes\.0\.size: missing/],
   ];

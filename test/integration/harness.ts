@@ -61,7 +61,7 @@ export class Workspace {
     volumes?: number[];
     extra?: string;
     connections?: number;
-    /** The `cycle` section, `{ minMs: 100, maxQueued: 4 }` unless given. */
+    /** The `cycle` section, `{ intervalMinMs: 100, queuedMax: 4 }` unless given. */
     cycle?: string;
     /** More keys of the `http` section, e.g. `requestTimeoutMs: 500`. */
     http?: string;
@@ -78,7 +78,7 @@ export class Workspace {
         'blockSize: 4KiB',
         'volumes:',
         ...sizes.map((size, index) => `  - { name: vol${index}, size: ${size} }`),
-        `cycle: ${options.cycle ?? '{ minMs: 100, maxQueued: 4 }'}`,
+        `cycle: ${options.cycle ?? '{ intervalMinMs: 100, queuedMax: 4 }'}`,
         'journal: { capacity: 256MiB, segmentSize: 8MiB }',
         'link: { heartbeatMs: 100, timeoutMs: 600, reconnectMinMs: 50, reconnectMaxMs: 400 }',
         `http: { listen: 127.0.0.1:${httpPort}${options.http ? `, ${options.http}` : ''} }`,

@@ -239,7 +239,7 @@ test('a client pipelining READs that never reads the replies is not read further
   timeout: 90_000,
 }, async () => {
   const { site, nbdPort } = await startPrimary({
-    nbd: 'requestsInFlightPerConnection: 16, replyBytesQueuedMax: 8MiB, replyTimeoutMs: 1000',
+    nbd: 'requestsPerConnectionMax: 16, replyBytesQueuedMax: 8MiB, replyTimeoutMs: 1000',
   });
   const baseline = residentBytes(site);
   const client = await RawNbdClient.open(nbdPort);

@@ -65,7 +65,7 @@ function configOf(dataDir: string, order: 'as-created' | 'reversed'): PrimaryFil
     dataDir,
     blockSize: blockBytes,
     volumes: listed.map((volume) => ({ name: volume.name, size: volume.blocks * blockBytes })),
-    cycle: { minMs: 5, maxQueued: 4 },
+    cycle: { intervalMinMs: 5, queuedMax: 4 },
     journal: { capacity: 512 * 1024 * 1024, segmentSize: segmentBytes },
     // Nobody listens there: the secondary stays away and the journal keeps every cycle.
     secondaries: [{ name: 'dr1', address: '127.0.0.1:9' }],

@@ -33,7 +33,7 @@ async function secondPrimaryConfig(first: string): Promise<{ path: string; httpP
   const text = readFileSync(first, 'utf8')
     .replace(`dataDir: ${workspace.path('primary')}`, `dataDir: ${workspace.path('primary-b')}`)
     .replace(/http: \{ listen: 127\.0\.0\.1:\d+ \}/, `http: { listen: 127.0.0.1:${httpPort} }`)
-    .replace(/cycle: .*/, 'cycle: { minMs: 10, maxQueued: 4 }');
+    .replace(/cycle: .*/, 'cycle: { intervalMinMs: 10, queuedMax: 4 }');
   const path = workspace.path('primary-b.yaml');
   writeFileSync(path, text);
   return { path, httpPort };
@@ -57,7 +57,7 @@ test('a second primary of the group is refused by a bound secondary, whatever it
   const secondary = await workspace.secondaryConfig('dr1');
   const first = await workspace.primaryConfig({
     secondaries: [{ name: 'dr1', port: secondary.port }],
-    cycle: '{ minMs: 200, maxQueued: 4 }',
+    cycle: '{ intervalMinMs: 200, queuedMax: 4 }',
   });
   const second = await secondPrimaryConfig(first.path);
   let dr1 = workspace.startSecondary(secondary.path);

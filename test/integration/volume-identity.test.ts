@@ -253,7 +253,7 @@ test('the library API counts volumes in the configuration’s order, mapped by n
   const path = workspace.path('library.yaml');
   const yaml = (volumes: string[]) =>
     `group: lib\nrole: primary\ndataDir: ${workspace.path('lib')}\nvolumes:\n${volumes.join('\n')}\n` +
-    `cycle: { minMs: 50 }\nsecondaries:\n  - { name: dr1, address: 127.0.0.1:${port} }\n`;
+    `cycle: { intervalMinMs: 50 }\nsecondaries:\n  - { name: dr1, address: 127.0.0.1:${port} }\n`;
   const port = await freePort();
   const data = '  - { name: data, size: 1MiB }';
   const log = '  - { name: log, size: 1MiB }';

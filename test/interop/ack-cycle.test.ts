@@ -12,7 +12,7 @@ before(async () => {
   // A long cycle: a switch comes at most every 800 ms, so immediate replies could not keep up.
   group = await NbdGroup.start(16 * 1024 * 1024, {
     ack: 'cycle',
-    cycle: '{ minMs: 800, maxQueued: 8 }',
+    cycle: '{ intervalMinMs: 800, queuedMax: 8 }',
     unixSocket: true,
   });
 });

@@ -17,7 +17,7 @@ blockSize: 4KiB
 volumes:
   - { name: data, size: 1GiB }
   - { name: log, size: 256MiB }
-cycle: { minMs: 1000, maxQueued: 4 }
+cycle: { intervalMinMs: 1000, queuedMax: 4 }
 ack: immediate
 journal: { capacity: 4GiB }
 nbd: { listen: 127.0.0.1:10809 }
@@ -90,11 +90,18 @@ test('the DESIGN.md secondary example loads without volumes', () => {
 });
 
 test('a value of the wrong type is refused naming the key', () => {
-  refused(primaryYaml.replace('minMs: 1000', 'minMs: fast'), /cycle\.minMs: expected number, got "fast"/);
+  refused(
+    primaryYaml.replace('intervalMinMs: 1000', 'intervalMinMs: fast'),
+    /cycle\.intervalMinMs: expected number, got "fast"/,
+  );
 });
 
 test('an unknown key is refused naming it and where it is', () => {
-  refused(primaryYaml.replace('maxQueued: 4', 'maxQueued: 4, maxQueue: 5'), /cycle: unknown key "maxQueue"/);
+  refused(primaryYaml.replace('queuedMax: 4', 'queuedMax: 4, maxQueue: 5'), /cycle: unknown key "maxQueue"/);
+  refused(
+    primaryYaml.replace('intervalMinMs: 1000, queuedMax: 4', 'minMs: 1000, maxQueued: 4'),
+    /cycle: unknown keys "minMs" \(renamed intervalMinMs\), "maxQueued" \(renamed queuedMax\)/,
+  );
   refused(`${primaryYaml}colour: blue\n`, /\(top level\): unknown key "colour"/);
 });
 
@@ -145,9 +152,9 @@ test('the nbd section takes its bounds, with defaults, and refuses values past t
       connectionsMax: 64,
       handshakesMax: 16,
       handshakeTimeoutMs: 10_000,
-      requestsInFlightPerConnection: 64,
-      requestsInFlightTotal: 256,
-      requestSizeMax: 32 * 1024 * 1024,
+      requestsPerConnectionMax: 64,
+      requestsInFlightMax: 256,
+      requestBytesMax: 32 * 1024 * 1024,
       requestBytesInFlightMax: 256 * 1024 * 1024,
       requestPayloadTimeoutMs: 30_000,
       replyBytesQueuedMax: 64 * 1024 * 1024,
@@ -158,11 +165,11 @@ test('the nbd section takes its bounds, with defaults, and refuses values past t
   });
   const nbd = (section: string) =>
     primaryYaml.replace('nbd: { listen: 127.0.0.1:10809 }', `nbd: { listen: 127.0.0.1:10809, ${section} }`);
-  refused(nbd('requestsInFlightTotal: 0'), /nbd\.requestsInFlightTotal: /);
+  refused(nbd('requestsInFlightMax: 0'), /nbd\.requestsInFlightMax: /);
   refused(nbd('connectionsMax: 5000'), /nbd\.connectionsMax: /);
-  refused(nbd('requestSizeMax: 64MiB'), /nbd\.requestSizeMax: between 4KiB and 32MiB/);
-  withFile(nbd('requestSizeMax: 32MiB, requestsInFlightTotal: 65536'), (path) => {
-    assert.equal(loadConfig(path).nbd?.requestsInFlightTotal, 65536);
+  refused(nbd('requestBytesMax: 64MiB'), /nbd\.requestBytesMax: between 4KiB and 32MiB/);
+  withFile(nbd('requestBytesMax: 32MiB, requestsInFlightMax: 65536'), (path) => {
+    assert.equal(loadConfig(path).nbd?.requestsInFlightMax, 65536);
   });
   refused(nbd('handshakesMax: 0'), /nbd\.handshakesMax: /);
   refused(nbd('handshakeTimeoutMs: 99'), /nbd\.handshakeTimeoutMs: /);
@@ -172,7 +179,7 @@ test('the nbd section takes its bounds, with defaults, and refuses values past t
   refused(nbd('replyBytesQueuedMax: 32KiB'), /nbd\.replyBytesQueuedMax: between 64KiB and 4GiB/);
   refused(
     nbd('requestBytesInFlightMax: 16MiB'),
-    /nbd\.requestBytesInFlightMax: below nbd\.requestSizeMax, so the largest request could never be served/,
+    /nbd\.requestBytesInFlightMax: below nbd\.requestBytesMax, so the largest request could never be served/,
   );
   withFile(
     nbd('handshakeTimeoutMs: 100, requestBytesInFlightMax: 32MiB, replyBytesQueuedMax: 64KiB'),

@@ -11,7 +11,7 @@ import type { PrimaryRecord } from '../../src/core/records.ts';
 import type { Secondary } from '../../src/core/secondary.ts';
 import { dataExtent, Harness, primaryConfig, primaryIdentity, timings } from './fixtures.ts';
 
-test('a write joins the capture cycle; the switch waits for cycle.minMs and for a non-empty cycle', () => {
+test('a write joins the capture cycle; the switch waits for cycle.intervalMinMs and for a non-empty cycle', () => {
   const harness = new Harness(primaryConfig({ cycleMsMin: 100 }));
   harness.advance(200);
   assert.equal(harness.primary.capture, 1, 'no switch without writes');
@@ -21,7 +21,7 @@ test('a write joins the capture cycle; the switch waits for cycle.minMs and for 
   assert.equal(harness.primary.closed, 1);
   harness.write(dataExtent(0, 1, 1, 2));
   harness.advance(50);
-  assert.equal(harness.primary.capture, 2, 'minMs not yet elapsed');
+  assert.equal(harness.primary.capture, 2, 'intervalMinMs not yet elapsed');
   harness.advance(60);
   assert.equal(harness.primary.capture, 3);
 });
@@ -73,7 +73,7 @@ test('flush is answered once everything appended before it is durable', () => {
   );
 });
 
-test('no cycle switch while a connected secondary has cycle.maxQueued closed cycles not stored', () => {
+test('no cycle switch while a connected secondary has cycle.queuedMax closed cycles not stored', () => {
   const harness = new Harness(primaryConfig({ cycleMsMin: 10, cyclesQueuedMax: 2 }));
   harness.advance(20);
   const secondary = harness.secondaries[0];
