@@ -124,6 +124,16 @@ export class Workspace {
     return this.track(new Site(process.execPath, [binary, 'secondary', '--config', config]));
   }
 
+  /** dr1 started and listening, then a primary whose sources write under load and replicate to it. */
+  async startLoadedPair() {
+    const secondary = await this.secondaryConfig('dr1');
+    const primary = await this.primaryConfig({ secondaries: [{ name: 'dr1', port: secondary.port }] });
+    const dr1 = this.startSecondary(secondary.path);
+    await dr1.waitForEvent('secondary-started');
+    const load = this.startLoadPrimary(primary.path);
+    return { secondary, primary, dr1, load };
+  }
+
   startLoadPrimary(config: string, env: Record<string, string> = {}): Site {
     return this.track(new Site(process.execPath, ['--import', 'tsx', loadScript, config], env));
   }

@@ -69,11 +69,7 @@ async function assertRefused(start: () => Site, dataDir: string, path: string): 
 
 /** A primary and a secondary with acknowledged writes, both stopped cleanly. */
 async function replicatedAndStopped(workspace: Workspace) {
-  const secondary = await workspace.secondaryConfig('dr1');
-  const primary = await workspace.primaryConfig({ secondaries: [{ name: 'dr1', port: secondary.port }] });
-  const dr1 = workspace.startSecondary(secondary.path);
-  await dr1.waitForEvent('secondary-started');
-  const load = workspace.startLoadPrimary(primary.path);
+  const { secondary, primary, dr1, load } = await workspace.startLoadedPair();
   await load.waitForWrites(300);
   assert.equal(await load.stop(), 0, load.stderr.slice(-2000));
   assert.equal(await dr1.stop(), 0, dr1.stderr.slice(-2000));

@@ -19,11 +19,7 @@ async function scrape(httpPort: number) {
 test('both sites expose metrics that agree with their status, and serve the dashboard', {
   timeout: 90_000,
 }, async () => {
-  const secondary = await workspace.secondaryConfig('dr1');
-  const primary = await workspace.primaryConfig({ secondaries: [{ name: 'dr1', port: secondary.port }] });
-  const dr1 = workspace.startSecondary(secondary.path);
-  await dr1.waitForEvent('secondary-started');
-  const load = workspace.startLoadPrimary(primary.path);
+  const { secondary, primary, dr1, load } = await workspace.startLoadedPair();
   await waitForStatus(
     primary.httpPort,
     (s) => {

@@ -13,11 +13,7 @@ after(() => workspace.cleanup());
 test('a secondary under load converges to the primary, byte for byte, as a consistent cut', {
   timeout: 60_000,
 }, async () => {
-  const secondary = await workspace.secondaryConfig('dr1');
-  const primary = await workspace.primaryConfig({ secondaries: [{ name: 'dr1', port: secondary.port }] });
-  const dr1 = workspace.startSecondary(secondary.path);
-  await dr1.waitForEvent('secondary-started');
-  const load = workspace.startLoadPrimary(primary.path);
+  const { secondary, primary, dr1, load } = await workspace.startLoadedPair();
   await load.waitForWrites(3000);
   const running = await waitForStatus(primary.httpPort, (s) => (s.closed as number) >= 3);
   assert.equal(running.role, 'primary');

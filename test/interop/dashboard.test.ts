@@ -47,11 +47,7 @@ async function openDashboard(httpPort: number, chartsMin: number, screenshot: st
 test('the dashboard of a primary and of its secondary draws live charts in Chromium', {
   timeout: 120_000,
 }, async () => {
-  const secondary = await workspace.secondaryConfig('dr1');
-  const primary = await workspace.primaryConfig({ secondaries: [{ name: 'dr1', port: secondary.port }] });
-  const dr1 = workspace.startSecondary(secondary.path);
-  await dr1.waitForEvent('secondary-started');
-  const load = workspace.startLoadPrimary(primary.path);
+  const { secondary, primary, dr1, load } = await workspace.startLoadedPair();
   await waitForStatus(primary.httpPort, (s) => (s.closed as number) >= 2, 60_000);
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
