@@ -63,15 +63,29 @@ export class NbdGroup {
     options: { ack?: 'cycle'; cycle?: string; unixSocket?: boolean } = {},
   ): Promise<NbdGroup> {
     const group = new NbdGroup();
-    const socketPath = group.workspace.path('primary-nbd.sock');
+    try {
+      await group.startSites(sizeBytes, options);
+    } catch (error) {
+      // A site that did start must not outlive a group that failed to.
+      await group.stop();
+      throw error;
+    }
+    return group;
+  }
+
+  private async startSites(
+    sizeBytes: number,
+    options: { ack?: 'cycle'; cycle?: string; unixSocket?: boolean },
+  ): Promise<void> {
+    const socketPath = this.workspace.path('primary-nbd.sock');
     const nbdPrimary = await freePort();
     const nbdSecondary = await freePort();
-    const secondary = await group.workspace.secondaryConfig('dr1');
+    const secondary = await this.workspace.secondaryConfig('dr1');
     writeFileSync(
       secondary.path,
       `${readFileSync(secondary.path, 'utf8')}\nnbd: { listen: 127.0.0.1:${nbdSecondary} }\n`,
     );
-    const primary = await group.workspace.primaryConfig({
+    const primary = await this.workspace.primaryConfig({
       secondaries: [{ name: 'dr1', port: secondary.port }],
       volumes: [sizeBytes],
       cycle: options.cycle,
@@ -80,20 +94,19 @@ export class NbdGroup {
         options.ack ? `ack: ${options.ack}` : '',
       ].join('\n'),
     });
-    group.primaryHttp = primary.httpPort;
-    group.sites.push(group.workspace.startSecondary(secondary.path));
-    await group.secondary.waitForEvent('secondary-started');
-    group.sites.push(group.workspace.startPrimary(primary.path));
-    await group.sites[1]?.waitForEvent('nbd-listening');
-    group.primaryUrl = options.unixSocket
+    this.primaryHttp = primary.httpPort;
+    this.sites.push(this.workspace.startSecondary(secondary.path));
+    await this.secondary.waitForEvent('secondary-started');
+    this.sites.push(this.workspace.startPrimary(primary.path));
+    await this.sites[1]?.waitForEvent('nbd-listening');
+    this.primaryUrl = options.unixSocket
       ? `nbd+unix:///vol0?socket=${socketPath}`
       : `nbd://127.0.0.1:${nbdPrimary}/vol0`;
-    group.secondaryUrl = `nbd://127.0.0.1:${nbdSecondary}/vol0`;
+    this.secondaryUrl = `nbd://127.0.0.1:${nbdSecondary}/vol0`;
     await waitForStatus(
-      group.primaryHttp,
+      this.primaryHttp,
       (s) => (s.secondaries as { link: string }[])[0]?.link === 'streaming',
     );
-    return group;
   }
 
   get secondary(): Site {
