@@ -3,22 +3,13 @@
 // frame sent to a secondary's port, and a "secondary" that answers garbage to the primary.
 import assert from 'node:assert/strict';
 import { connect, createServer } from 'node:net';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { crc32c } from '../../src/protocol/crc32c.ts';
 import { frameMagic } from '../../src/protocol/frames.ts';
-import { freePort, sleep, volumeSizes, Workspace, waitForStatus } from './harness.ts';
+import { freePort, sleep, volumeSizes, waitForStatus, workspacesCleanedAfterTests } from './harness.ts';
 import { journalSegments, waitForEvents } from './journal-files.ts';
 
-const workspaces: Workspace[] = [];
-after(async () => {
-  for (const workspace of workspaces) await workspace.cleanup();
-});
-
-function fresh(): Workspace {
-  const workspace = new Workspace();
-  workspaces.push(workspace);
-  return workspace;
-}
+const fresh = workspacesCleanedAfterTests();
 
 test('a secondary of another group refuses the primary, naming both groups, and journals nothing', {
   timeout: 60_000,

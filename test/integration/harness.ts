@@ -1,9 +1,11 @@
 /** Real processes, real files, real sockets on 127.0.0.1: the pieces the integration tests share. */
+
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type CutCheck, checkCut, layoutRegions } from '../../src/workload/blocks.ts';
 
@@ -45,6 +47,22 @@ function canListen(port: number): Promise<boolean> {
     server.once('error', () => resolve(false));
     server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
+}
+
+/**
+ * A Workspace maker for one test file: every workspace it makes is cleaned up (processes stopped,
+ * files removed) after the file's tests, whatever they did.
+ */
+export function workspacesCleanedAfterTests(): () => Workspace {
+  const made: Workspace[] = [];
+  after(async () => {
+    for (const workspace of made) await workspace.cleanup();
+  });
+  return () => {
+    const workspace = new Workspace();
+    made.push(workspace);
+    return workspace;
+  };
 }
 
 export class Workspace {

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { connect } from 'node:net';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import {
   type ErrorFrame,
   encodeFrame,
@@ -17,18 +17,9 @@ import {
   type HelloFrame,
   protocolVersion,
 } from '../../src/protocol/frames.ts';
-import { Workspace, waitForStatus } from './harness.ts';
+import { waitForStatus, workspacesCleanedAfterTests } from './harness.ts';
 
-const workspaces: Workspace[] = [];
-after(async () => {
-  for (const workspace of workspaces) await workspace.cleanup();
-});
-
-function fresh(): Workspace {
-  const workspace = new Workspace();
-  workspaces.push(workspace);
-  return workspace;
-}
+const fresh = workspacesCleanedAfterTests();
 
 function hello(overrides: Partial<HelloFrame>): HelloFrame {
   const site = 'e'.repeat(32);

@@ -9,13 +9,10 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { appendFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { after, test } from 'node:test';
-import { type Site, sleep, Workspace } from './harness.ts';
+import { test } from 'node:test';
+import { type Site, sleep, type Workspace, workspacesCleanedAfterTests } from './harness.ts';
 
-const workspaces: Workspace[] = [];
-after(async () => {
-  for (const workspace of workspaces) await workspace.cleanup();
-});
+const fresh = workspacesCleanedAfterTests();
 
 const damagedExitCode = 5;
 
@@ -79,8 +76,7 @@ async function replicatedAndStopped(workspace: Workspace) {
 test('case 2: a byte flipped mid-segment in the primary journal after a clean stop is refused (exit 5)', {
   timeout: 120_000,
 }, async () => {
-  const workspace = new Workspace();
-  workspaces.push(workspace);
+  const workspace = fresh();
   const { primary } = await replicatedAndStopped(workspace);
   const last = segments(workspace.path('primary', 'journal')).at(-1) as string;
   flipByte(last, Math.floor(statSync(last).size / 2));
@@ -95,8 +91,7 @@ test('case 2: a byte flipped mid-segment in the primary journal after a clean st
 test('case 3: a segment deleted from the middle of the primary journal is refused (exit 5)', {
   timeout: 120_000,
 }, async () => {
-  const workspace = new Workspace();
-  workspaces.push(workspace);
+  const workspace = fresh();
   const secondary = await workspace.secondaryConfig('dr1');
   const primary = await workspace.primaryConfig({ secondaries: [{ name: 'dr1', port: secondary.port }] });
   // The secondary stays away, so nothing is collected: every run leaves its own segment.
@@ -126,8 +121,7 @@ test('case 3: a segment deleted from the middle of the primary journal is refuse
 test("case 6: a byte flipped in the secondary's journal after a clean stop is refused (exit 5)", {
   timeout: 120_000,
 }, async () => {
-  const workspace = new Workspace();
-  workspaces.push(workspace);
+  const workspace = fresh();
   const { secondary } = await replicatedAndStopped(workspace);
   const last = segments(workspace.path('dr1', 'journal')).at(-1) as string;
   flipByte(last, Math.floor(statSync(last).size / 2));
@@ -137,8 +131,7 @@ test("case 6: a byte flipped in the secondary's journal after a clean stop is re
 test('a torn tail after kill -9 (garbage past the last durable frame) is cut and the primary starts', {
   timeout: 120_000,
 }, async () => {
-  const workspace = new Workspace();
-  workspaces.push(workspace);
+  const workspace = fresh();
   const secondary = await workspace.secondaryConfig('dr1');
   const primary = await workspace.primaryConfig({ secondaries: [{ name: 'dr1', port: secondary.port }] });
   const load = workspace.startLoadPrimary(primary.path);

@@ -21,23 +21,22 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join, relative } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { PrimaryNode } from '../../src/node/primary-node.ts';
 import { ensureCa, makeSiteCertificate } from '../../src/ops/certs.ts';
 import { loadConfig, type PrimaryFileConfig } from '../../src/ops/config.ts';
 import { createLogger } from '../../src/ops/logger.ts';
-import { freePort, root, type Site, volumeSizes, Workspace, waitForStatus } from './harness.ts';
+import {
+  freePort,
+  root,
+  type Site,
+  volumeSizes,
+  type Workspace,
+  waitForStatus,
+  workspacesCleanedAfterTests,
+} from './harness.ts';
 
-const workspaces: Workspace[] = [];
-after(async () => {
-  for (const workspace of workspaces) await workspace.cleanup();
-});
-
-function fresh(): Workspace {
-  const workspace = new Workspace();
-  workspaces.push(workspace);
-  return workspace;
-}
+const fresh = workspacesCleanedAfterTests();
 
 /** Every file under `directory`: its content's hash, size and mode, to show nothing changed. */
 function snapshot(directory: string): Map<string, string> {
