@@ -221,7 +221,8 @@ export class Site {
     this.process.stderr?.on('data', (chunk: Buffer) => {
       this.stderr += chunk.toString();
     });
-    this.exited = new Promise((resolve) => this.process.once('exit', (code) => resolve(code)));
+    // 'close', not 'exit': only then has everything the process wrote to stderr been read.
+    this.exited = new Promise((resolve) => this.process.once('close', (code) => resolve(code)));
   }
 
   kill(signal: NodeJS.Signals): void {
@@ -243,12 +244,20 @@ export class Site {
   }
 
   async waitForEvent(name: string, timeoutMs = 15_000): Promise<Record<string, unknown>> {
+    const [first] = await this.waitForEvents(name, 1, timeoutMs);
+    return first as Record<string, unknown>;
+  }
+
+  /** Waits until `count` events of the name were logged (a log line may follow the frame it reports). */
+  async waitForEvents(name: string, count: number, timeoutMs = 15_000): Promise<Record<string, unknown>[]> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const found = this.events(name)[0];
-      if (found) return found;
+      const found = this.events(name);
+      if (found.length >= count) return found;
       if (Date.now() > deadline)
-        throw new Error(`no ${name} event within ${timeoutMs} ms; stderr:\n${this.stderr.slice(-3000)}`);
+        throw new Error(
+          `${found.length} of ${count} ${name} events within ${timeoutMs} ms; stderr:\n${this.stderr.slice(-3000)}`,
+        );
       await sleep(20);
     }
   }

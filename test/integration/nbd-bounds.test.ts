@@ -227,7 +227,7 @@ test('WRITEs stalled mid-payload keep the primary within its byte budget, and ar
     90_000,
   );
   assert.match(
-    String(site.events('nbd-client-timeout')[0]?.reason),
+    String((await site.waitForEvent('nbd-client-timeout')).reason),
     /write payload of 25165824 bytes not received within 3000 ms/,
   );
   // The budget came back: a write of a third of it goes through (it would wait forever otherwise).
