@@ -1,0 +1,48 @@
+/** node:fs behind the FileSystem seam, for production: every call is the node:fs call of the same name. */
+import * as fs from 'node:fs';
+import { promisify } from 'node:util';
+import type { FileStats, FileSystem } from './file-system.ts';
+
+const readAsync = promisify(fs.read);
+const writeAsync = promisify(fs.write);
+
+function statsOf(stats: fs.BigIntStats): FileStats {
+  return {
+    size: Number(stats.size),
+    inode: String(stats.ino),
+    mode: Number(stats.mode & 0o777n),
+    isDirectory: stats.isDirectory(),
+  };
+}
+
+export const nodeFileSystem: FileSystem = {
+  openSync: (path, flags, mode) => fs.openSync(path, flags, mode),
+  closeSync: (fd) => fs.closeSync(fd),
+  writeSync: (fd, data, offset, length, position) => fs.writeSync(fd, data, offset, length, position),
+  fsyncSync: (fd) => fs.fsyncSync(fd),
+  fdatasyncSync: (fd) => fs.fdatasyncSync(fd),
+  ftruncateSync: (fd, length) => fs.ftruncateSync(fd, length),
+  fstatSync: (fd) => statsOf(fs.fstatSync(fd, { bigint: true })),
+  statSync: (path) => statsOf(fs.statSync(path, { bigint: true })),
+  existsSync: (path) => fs.existsSync(path),
+  readFileSync: (path) => fs.readFileSync(path),
+  readdirSync: (path) => fs.readdirSync(path),
+  mkdirSync: (path, mode) => {
+    fs.mkdirSync(path, { recursive: true, mode });
+  },
+  renameSync: (from, to) => fs.renameSync(from, to),
+  unlinkSync: (path) => fs.unlinkSync(path),
+  removeIfPresentSync: (path) => fs.rmSync(path, { force: true }),
+  truncateSync: (path, length) => fs.truncateSync(path, length),
+
+  open: (path, flags, mode) => promisify(fs.open)(path, flags, mode),
+  close: (fd) => promisify(fs.close)(fd),
+  read: async (fd, buffer, offset, length, position) =>
+    (await readAsync(fd, buffer, offset, length, position)).bytesRead,
+  write: async (fd, data, offset, length, position) =>
+    (await writeAsync(fd, data, offset, length, position)).bytesWritten,
+  fsync: (fd) => promisify(fs.fsync)(fd),
+  fdatasync: (fd) => promisify(fs.fdatasync)(fd),
+  rename: (from, to) => fs.promises.rename(from, to),
+  unlink: (path) => fs.promises.unlink(path),
+};
