@@ -205,6 +205,7 @@ export class PrimaryNode {
     if (site.created) record();
     let node: PrimaryNode | null = null;
     const opened = SegmentJournal.open<PrimaryRecord>({
+      fs: nodeFileSystem,
       directory: join(config.dataDir, 'journal'),
       segmentBytesMax: config.journal.segmentSize,
       codec: primaryRecordCodec,

@@ -155,6 +155,7 @@ export class SecondaryNode {
     // A new site is recorded at once: its images exist from now on.
     if (site.created) this.writeSite(shape);
     const opened = SegmentJournal.open<SecondaryRecord>({
+      fs: nodeFileSystem,
       directory: join(this.config.dataDir, 'journal'),
       segmentBytesMax: receiveSegmentBytes,
       codec: secondaryRecordCodec,

@@ -90,6 +90,7 @@ test('a flipped byte in a record stops replay at that record, keeping every one 
 
 function openPrimary(directory: string, segmentBytesMax = 1 << 20, state = { closed: 0, collected: 0 }) {
   return SegmentJournal.open<PrimaryRecord>({
+    fs: nodeFileSystem,
     directory,
     segmentBytesMax,
     codec: primaryRecordCodec,
@@ -375,6 +376,7 @@ test("the secondary's segment in the primary's journal is refused", async () => 
   const directory = tempDir();
   try {
     const { journal } = SegmentJournal.open<SecondaryRecord>({
+      fs: nodeFileSystem,
       directory,
       segmentBytesMax: 1 << 20,
       codec: secondaryRecordCodec,
