@@ -1,9 +1,10 @@
 /**
- * A TCP (or Unix) socket carrying site-to-site frames: incoming bytes go through a FrameDecoder,
- * outgoing frames are encoded and written with the socket's own backpressure (`writable`).
+ * A link socket (TCP, TLS or Unix in production, a simulated one in the simulator) carrying
+ * site-to-site frames: incoming bytes go through a FrameDecoder, outgoing frames are encoded and
+ * written with the socket's own backpressure (`writable`).
  */
-import type { Socket } from 'node:net';
 import type { ProtocolError } from '../core/errors.ts';
+import type { LinkSocket } from '../io/network.ts';
 import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frames.ts';
 
 export interface FramedSocketHandlers {
@@ -23,11 +24,11 @@ export class FramedSocket {
   bytesOut = 0;
 
   constructor(
-    readonly socket: Socket,
+    readonly socket: LinkSocket,
     private readonly handlers: FramedSocketHandlers,
   ) {
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('data', (chunk) => this.onData(chunk));
     socket.on('drain', () => this.handlers.onDrain?.());
     socket.on('error', (error) => {
       this.closeReason = error.message;
@@ -35,7 +36,7 @@ export class FramedSocket {
     socket.on('close', () => this.finish());
   }
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Uint8Array): void {
     if (this.closed) return;
     this.bytesIn += chunk.length;
     const result = this.decoder.push(chunk);
