@@ -4,8 +4,12 @@
  * written with the socket's own backpressure (`writable`).
  */
 import type { ProtocolError } from '../core/errors.ts';
+import type { Clock } from '../io/clock.ts';
 import type { LinkSocket } from '../io/network.ts';
 import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frames.ts';
+
+/** How long close() waits for the peer to end its side before the socket is cut. */
+const closeMsTimeout = 2000;
 
 export interface FramedSocketHandlers {
   onFrame(frame: Frame): void;
@@ -25,6 +29,8 @@ export class FramedSocket {
 
   constructor(
     readonly socket: LinkSocket,
+    /** Times the close: a peer that does not end its side in time is cut. */
+    private readonly clock: Clock,
     private readonly handlers: FramedSocketHandlers,
   ) {
     socket.setNoDelay(true);
@@ -67,7 +73,7 @@ export class FramedSocket {
     if (this.closed) return;
     this.closeReason = reason;
     this.socket.end();
-    setTimeout(() => this.socket.destroy(), 2000).unref();
+    this.clock.after(closeMsTimeout, () => this.socket.destroy(), { background: true });
   }
 
   destroy(reason: string): void {

@@ -15,6 +15,8 @@ import { currentGeneration, type SiteId } from '../core/identity.ts';
 import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
 import type { PrimaryRecord } from '../core/records.ts';
 import type { CycleNumber } from '../core/types.ts';
+import type { Clock } from '../io/clock.ts';
+import { nodeEnvironment, type SiteEnvironment } from '../io/environment.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import type { PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
@@ -30,11 +32,11 @@ import { WriteBack } from './primary/write-back.ts';
 import { linkTimingsOf } from './site/link-timings.ts';
 import { volumeExports } from './site/nbd-exports.ts';
 import { closeSiteStorage } from './site/site-journal.ts';
-import { SiteRuntime, type StopOptions } from './site/site-runtime.ts';
+import { SiteRuntime, type SiteStartOptions, type StopOptions } from './site/site-runtime.ts';
 
 export { writesWaitingMax } from './primary/journal-room.ts';
 export { PrimaryNodeError, type PrimaryNodeErrorCode } from './primary/primary-node-error.ts';
-export type { StopOptions } from './site/site-runtime.ts';
+export type { SiteStartOptions, StopOptions } from './site/site-runtime.ts';
 
 export interface PrimaryNodeStatus extends PrimaryStatus {
   /** This site's identity and the generation it is primary of (what secondaries bind to). */
@@ -56,6 +58,8 @@ export class PrimaryNode {
   /** Prometheus figures of this site (GET /metrics). */
   readonly metrics = new SiteMetrics('primary', () => this.status());
   private readonly runtime: SiteRuntime;
+  /** The site's only source of time. */
+  private readonly clock: Clock;
   private readonly core: PrimaryGroup;
   private readonly dialer: LinkDialer;
   private readonly links: PrimaryLinks;
@@ -69,12 +73,14 @@ export class PrimaryNode {
   private constructor(
     private readonly config: PrimaryFileConfig,
     private readonly storage: PrimaryStorage,
+    environment: SiteEnvironment,
     private readonly logger: Logger,
     onFatal: (error: Error) => void,
   ) {
+    this.clock = environment.clock;
     // Storage failed: every write, flush and write waiting for journal room is answered with the
     // failure now, then the owner is told to stop the process. Everything acknowledged is in the journal.
-    this.runtime = new SiteRuntime(config, logger, (error) => {
+    this.runtime = new SiteRuntime(config, environment, logger, (error) => {
       this.sources.failAll(error);
       this.journalRoom.rejectAll(error);
       onFatal(error);
@@ -92,21 +98,22 @@ export class PrimaryNode {
         timings: linkTimingsOf(config.link),
         identity: storage.identity,
       },
-      Math.random,
+      environment.random,
       storage.records,
     );
     this.writeBack = new WriteBack(storage.volumes, storage.shape.blockBytes, (error) => this.fail(error));
     this.journalRoom = new JournalRoom(storage.journal, config.journal.capacity, logger);
-    this.links = new PrimaryLinks(config.secondaries, this.dialer, this.core, logger, {
-      onConnected: (connection) => this.run(this.core.onConnected(Date.now(), connection)),
-      onFrame: (connection, frame) => this.run(this.core.onFrame(Date.now(), connection, frame)),
-      onLost: (connection, why) => this.run(this.core.onConnectionLost(Date.now(), connection, why)),
+    this.links = new PrimaryLinks(config.secondaries, this.dialer, this.core, this.clock, logger, {
+      onConnected: (connection) => this.run(this.core.onConnected(this.clock.now(), connection)),
+      onFrame: (connection, frame) => this.run(this.core.onFrame(this.clock.now(), connection, frame)),
+      onLost: (connection, why) => this.run(this.core.onConnectionLost(this.clock.now(), connection, why)),
     });
     this.sources = new SourceApi({
       configured: config.volumes,
       shape: storage.shape,
       volumes: storage.volumes,
       core: this.core,
+      clock: this.clock,
       journalRoom: this.journalRoom,
       writeBack: this.writeBack,
       metrics: this.metrics,
@@ -115,16 +122,17 @@ export class PrimaryNode {
     });
   }
 
-  /** Starts the site; `offline` replays and repairs the volumes only (for recover). */
+  /** Starts the site; see SiteStartOptions (`offline`: replay and repair the volumes only, for recover). */
   static async start(
     config: PrimaryFileConfig,
     logger: Logger,
     onFatal: (error: Error) => void,
-    options: { offline?: boolean } = {},
+    options: SiteStartOptions = {},
   ): Promise<PrimaryNode> {
+    const environment = options.environment ?? nodeEnvironment;
     let node: PrimaryNode | null = null;
-    const storage = openPrimaryStorage(config, logger, () => (node ? node.checkpoint() : []));
-    node = new PrimaryNode(config, storage, logger, onFatal);
+    const storage = openPrimaryStorage(config, environment, logger, () => (node ? node.checkpoint() : []));
+    node = new PrimaryNode(config, storage, environment, logger, onFatal);
     await redoJournaledWrites(storage.volumes, storage.records, logger);
     node.run(node.core.takeActions());
     if (options.offline) return node;
@@ -206,7 +214,7 @@ export class PrimaryNode {
   // ---- the group's actions -------------------------------------------------------------------
 
   private tick(): void {
-    this.run(this.core.onTick(Date.now()));
+    this.run(this.core.onTick(this.clock.now()));
   }
 
   /** Carries out the group's actions (site/site-runtime.ts has the convention), then pumps frames. */
@@ -266,7 +274,7 @@ export class PrimaryNode {
     this.storage.journal.sync().then(
       () => {
         this.writeBack.onDurable(upTo);
-        this.complete(() => this.core.onJournalSynced(Date.now(), upTo));
+        this.complete(() => this.core.onJournalSynced(this.clock.now(), upTo));
       },
       (error) => this.fail(error),
     );
@@ -294,7 +302,7 @@ export class PrimaryNode {
 
   /** Bytes the sources wrote into the cycle that just closed, for the cycle-size histogram. */
   private observeCycleClosed(): void {
-    const written = this.core.status(Date.now()).writtenBytes;
+    const written = this.core.status(this.clock.now()).writtenBytes;
     this.metrics.observeCycleClosed(written - this.writtenAtLastSwitch);
     this.writtenAtLastSwitch = written;
   }
@@ -313,7 +321,7 @@ export class PrimaryNode {
   status(): PrimaryNodeStatus {
     const journal = this.storage.journal;
     return {
-      ...this.core.status(Date.now()),
+      ...this.core.status(this.clock.now()),
       site: this.storage.identity.site,
       generation: currentGeneration(this.storage.identity).id,
       journalFiles: journal.segmentCount,

@@ -11,6 +11,8 @@ import type { Binding, SiteId } from '../core/identity.ts';
 import type { SecondaryRecord } from '../core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
 import type { GroupShape } from '../core/types.ts';
+import type { Clock } from '../io/clock.ts';
+import { nodeEnvironment, type SiteEnvironment } from '../io/environment.ts';
 import type { LinkSocket } from '../io/network.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { FramedSocket } from '../net/framed-socket.ts';
@@ -27,7 +29,7 @@ import { NodeLinkListener } from './secondary/node-link-listener.ts';
 import { linkTimingsOf } from './site/link-timings.ts';
 import { volumeExports } from './site/nbd-exports.ts';
 import { closeSiteStorage, openSiteJournal } from './site/site-journal.ts';
-import { SiteRuntime, type StopOptions } from './site/site-runtime.ts';
+import { SiteRuntime, type SiteStartOptions, type StopOptions } from './site/site-runtime.ts';
 import { readThroughOverlay } from './site/volume-reads.ts';
 import { volumeWritesInFlight, WriteQueue } from './site/write-queue.ts';
 import { loadSecondaryIdentity } from './site-identity.ts';
@@ -60,6 +62,8 @@ export class SecondaryNode {
   /** Prometheus figures of this site (GET /metrics). */
   readonly metrics = new SiteMetrics('secondary', () => this.status());
   private readonly runtime: SiteRuntime;
+  /** The site's only source of time. */
+  private readonly clock: Clock;
   private core: Secondary | null = null;
   private journal: SegmentJournal<SecondaryRecord> | null = null;
   private volumes: VolumeFile[] = [];
@@ -78,24 +82,26 @@ export class SecondaryNode {
 
   private constructor(
     private readonly config: SecondaryFileConfig,
+    environment: SiteEnvironment,
     private readonly logger: Logger,
     onFatal: (error: Error) => void,
   ) {
+    this.clock = environment.clock;
     // Storage failed: the replica is left as the journal knows it, and the owner stops the process.
-    this.runtime = new SiteRuntime(config, logger, onFatal);
-    const identity = loadSecondaryIdentity(config.dataDir, logger);
+    this.runtime = new SiteRuntime(config, environment, logger, onFatal);
+    const identity = loadSecondaryIdentity(config.dataDir, logger, environment.randomBytes);
     this.site = identity.site;
     this.binding = identity.binding;
   }
 
-  /** Starts the site; `offline` opens storage and finishes interrupted work only (for recover). */
+  /** Starts the site; see SiteStartOptions (`offline`: open storage and finish interrupted work only, for recover). */
   static async start(
     config: SecondaryFileConfig,
     logger: Logger,
     onFatal: (error: Error) => void,
-    options: { offline?: boolean } = {},
+    options: SiteStartOptions = {},
   ): Promise<SecondaryNode> {
-    const node = new SecondaryNode(config, logger, onFatal);
+    const node = new SecondaryNode(config, options.environment ?? nodeEnvironment, logger, onFatal);
     const site = openSecondarySite(config);
     if (site) node.openStorage(site);
     else
@@ -167,7 +173,7 @@ export class SecondaryNode {
       return;
     }
     const id = this.nextConnection++;
-    const framed = new FramedSocket(socket, {
+    const framed = new FramedSocket(socket, this.clock, {
       onFrame: (frame) => this.onFrame(id, frame),
       onProtocolError: (error) => {
         this.logger.warn('bad-bytes-from-primary', {
@@ -175,16 +181,16 @@ export class SecondaryNode {
           code: error.code,
           reason: error.message,
         });
-        if (this.core) this.run(this.core.onProtocolError(Date.now(), id, error));
+        if (this.core) this.run(this.core.onProtocolError(this.clock.now(), id, error));
         else this.refuseBeforeStorage(id, error);
       },
       onClose: (reason) => {
         this.sockets.delete(id);
-        if (this.core) this.run(this.core.onConnectionLost(Date.now(), id, reason));
+        if (this.core) this.run(this.core.onConnectionLost(this.clock.now(), id, reason));
       },
     });
     this.sockets.set(id, framed);
-    if (this.core) this.run(this.core.onConnectionOpened(Date.now(), id));
+    if (this.core) this.run(this.core.onConnectionOpened(this.clock.now(), id));
   }
 
   private onFrame(connection: number, frame: Frame): void {
@@ -195,7 +201,7 @@ export class SecondaryNode {
       this.sockets.get(connection)?.destroy('no volumes yet and the first frame is not a hello');
       return;
     }
-    this.run(this.core.onFrame(Date.now(), connection, frame));
+    this.run(this.core.onFrame(this.clock.now(), connection, frame));
   }
 
   /**
@@ -222,7 +228,7 @@ export class SecondaryNode {
       return;
     }
     for (const id of this.sockets.keys())
-      this.run((this.core as Secondary).onConnectionOpened(Date.now(), id));
+      this.run((this.core as Secondary).onConnectionOpened(this.clock.now(), id));
   }
 
   /** No storage is open yet, so no state machine: the refusal is sent from here. */
@@ -236,7 +242,7 @@ export class SecondaryNode {
   // ---- the state machine's actions -----------------------------------------------------------
 
   private tick(): void {
-    if (this.core) this.run(this.core.onTick(Date.now()));
+    if (this.core) this.run(this.core.onTick(this.clock.now()));
   }
 
   /** Carries out the state machine's actions (site/site-runtime.ts has the convention). */
@@ -266,7 +272,7 @@ export class SecondaryNode {
         return;
       case 'journal-sync':
         journal.sync().then(
-          () => this.complete((core) => core.onJournalSynced(Date.now(), action.upTo)),
+          () => this.complete((core) => core.onJournalSynced(this.clock.now(), action.upTo)),
           (error) => this.fail(error),
         );
         return;
@@ -283,7 +289,7 @@ export class SecondaryNode {
           .drained()
           .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))
           .then(
-            () => this.complete((core) => core.onVolumesSynced(Date.now(), action.token)),
+            () => this.complete((core) => core.onVolumesSynced(this.clock.now(), action.token)),
             (error) => this.fail(error),
           );
         return;
@@ -320,10 +326,10 @@ export class SecondaryNode {
 
   /** Resolves once every stored cycle is applied and durable (for recover and tests). */
   async settle(timeoutMs = 60_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = this.clock.now() + timeoutMs;
     while (this.core && this.core.appliedDurable < this.core.stored && !this.runtime.fatal) {
-      if (Date.now() > deadline) throw new Error(`apply did not finish within ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      if (this.clock.now() > deadline) throw new Error(`apply did not finish within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => this.clock.after(5, resolve));
     }
     if (this.runtime.fatal) throw this.runtime.fatal;
   }

@@ -4,6 +4,7 @@
  * backpressure), a bounded number per turn so one busy link cannot hold the event loop.
  */
 
+import type { Clock } from '../../io/clock.ts';
 import { FramedSocket } from '../../net/framed-socket.ts';
 import type { Logger } from '../../ops/logger.ts';
 import type { Frame } from '../../protocol/frames.ts';
@@ -35,6 +36,7 @@ export class PrimaryLinks {
     private readonly secondaries: readonly { name: string; address: string }[],
     private readonly dialer: LinkDialer,
     private readonly frames: FrameSource,
+    private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly events: LinkEvents,
   ) {}
@@ -44,7 +46,7 @@ export class PrimaryLinks {
     const secondary = this.secondaries.find((candidate) => candidate.name === link);
     if (!secondary) return;
     const dialled = this.dialer.dial(secondary.address);
-    const framed = new FramedSocket(dialled.socket, {
+    const framed = new FramedSocket(dialled.socket, this.clock, {
       onFrame: (frame) => this.events.onFrame(id, frame),
       onProtocolError: (error) => {
         this.logger.warn('bad-bytes-from-secondary', {
@@ -81,7 +83,7 @@ export class PrimaryLinks {
   schedulePump(): void {
     if (this.pumpScheduled) return;
     this.pumpScheduled = true;
-    setImmediate(() => {
+    this.clock.soon(() => {
       this.pumpScheduled = false;
       this.pump();
     });
@@ -89,7 +91,7 @@ export class PrimaryLinks {
 
   /** Hands frames to every connected socket while it can take them. */
   private pump(): void {
-    const now = Date.now();
+    const now = this.clock.now();
     for (const id of this.connected) {
       const socket = this.sockets.get(id);
       if (!socket) continue;

@@ -6,6 +6,7 @@
 import type { PrimaryIdentity } from '../../core/identity.ts';
 import type { PrimaryRecord } from '../../core/records.ts';
 import type { GroupShape } from '../../core/types.ts';
+import type { SiteEnvironment } from '../../io/environment.ts';
 import type { PrimaryFileConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import { primaryRecordCodec } from '../../storage/record-codec.ts';
@@ -30,10 +31,11 @@ export interface PrimaryStorage {
 /** `checkpoint`: the records that restate the group's state, first in every new segment. */
 export function openPrimaryStorage(
   config: PrimaryFileConfig,
+  environment: SiteEnvironment,
   logger: Logger,
   checkpoint: () => PrimaryRecord[],
 ): PrimaryStorage {
-  const identity = loadPrimaryIdentity(config.dataDir, logger);
+  const identity = loadPrimaryIdentity(config.dataDir, logger, environment.randomBytes);
   const site = openPrimarySite(config);
   const opened = openSiteJournal<PrimaryRecord>({
     site,

@@ -6,6 +6,7 @@
 import { limits } from '../../core/limits.ts';
 import type { PrimaryAction, PrimaryGroup } from '../../core/primary-group.ts';
 import type { CycleNumber, Extent, GroupShape } from '../../core/types.ts';
+import type { Clock } from '../../io/clock.ts';
 import type { SiteMetrics } from '../../ops/metrics.ts';
 import type { VolumeFile } from '../../storage/volume-file.ts';
 import { readThroughOverlay } from '../site/volume-reads.ts';
@@ -30,6 +31,7 @@ export interface SourceApiParts {
   /** In id order (site.json's). */
   volumes: readonly VolumeFile[];
   core: PrimaryGroup;
+  clock: Clock;
   journalRoom: JournalRoom;
   writeBack: WriteBack;
   metrics: SiteMetrics;
@@ -73,7 +75,7 @@ export class SourceApi {
     const flushed = new Promise<void>((resolve, reject) => {
       const token = this.nextToken++;
       this.flushes.set(token, { resolve, reject });
-      this.parts.run(this.parts.core.onFlush(Date.now(), token));
+      this.parts.run(this.parts.core.onFlush(this.parts.clock.now(), token));
     });
     return this.timed(flushed, (seconds) => this.parts.metrics.observeFlush(seconds));
   }
@@ -202,7 +204,7 @@ export class SourceApi {
           this.writes.set(token, { resolve, reject });
           // The caller's buffer may be reused after we return: keep our own copy.
           const extent: Extent = { volume, block, blockCount, data: data ? new Uint8Array(data) : null };
-          this.parts.run(this.parts.core.onWrite(Date.now(), { token, node: 0, extent }));
+          this.parts.run(this.parts.core.onWrite(this.parts.clock.now(), { token, node: 0, extent }));
         }),
     );
   }

@@ -8,6 +8,8 @@
  * work back to the state machine only while storage has not failed.
  */
 import { type StorageFault, storageFaultOf } from '../../core/errors.ts';
+import type { Timer } from '../../io/clock.ts';
+import type { SiteEnvironment } from '../../io/environment.ts';
 import type { FileConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import { type ServedSite, SiteServices } from './site-services.ts';
@@ -18,6 +20,17 @@ export interface StopOptions {
   nbdDrainMs?: number;
   /** The status endpoint keeps answering (with the fault, if any) this long before it closes. */
   statusLingerMs?: number;
+}
+
+/** How a site is started besides its config, logger and owner's failure callback. */
+export interface SiteStartOptions {
+  /** Open storage and finish interrupted work only: no link, no services, no tick (for recover). */
+  offline?: boolean;
+  /**
+   * What the site takes from the world: files, time, randomness and, in the simulator, the link's
+   * network. The process's own (nodeEnvironment) when absent.
+   */
+  environment?: SiteEnvironment;
 }
 
 /** Runs one step of a stop: a failed step is remembered and the next one still runs. */
@@ -35,11 +48,13 @@ export class SiteRuntime {
   /** The failure as the status reports it, with when it happened. */
   fault: StorageFault | null = null;
   private services: SiteServices | null = null;
-  private ticker: NodeJS.Timeout | null = null;
+  private ticker: Timer | null = null;
   private stopped: Promise<void> | null = null;
 
   constructor(
     private readonly config: FileConfig,
+    /** What the site takes from the world: its time comes from environment.clock only. */
+    readonly environment: SiteEnvironment,
     private readonly logger: Logger,
     /** Told once, when storage failed: the node answers whatever waits, then tells its owner. */
     private readonly onFailure: (error: Error) => void,
@@ -61,7 +76,7 @@ export class SiteRuntime {
   fail(error: unknown): void {
     if (this.fatal) return;
     this.fatal = error instanceof Error ? error : new Error(String(error));
-    this.fault = storageFaultOf(this.fatal, new Date());
+    this.fault = storageFaultOf(this.fatal, new Date(this.environment.clock.now()));
     this.logger.error('storage-failed', { kind: this.fault.kind, reason: this.fault.message });
     this.onFailure(this.fatal);
   }
@@ -73,7 +88,7 @@ export class SiteRuntime {
 
   /** Drives the state machine's timers: `tick` every `intervalMs` until the site stops. */
   tickEvery(intervalMs: number, tick: () => void): void {
-    this.ticker = setInterval(tick, intervalMs);
+    this.ticker = this.environment.clock.every(intervalMs, tick);
   }
 
   /**
@@ -88,7 +103,7 @@ export class SiteRuntime {
   }
 
   private async stopOnce(options: StopOptions, steps: StopSteps): Promise<void> {
-    if (this.ticker) clearInterval(this.ticker);
+    this.ticker?.cancel();
     await this.services?.stopNbd(options.nbdDrainMs ?? this.config.shutdown.timeoutMs / 2);
     const errors: unknown[] = [];
     const attempt: StopAttempt = (step) =>
