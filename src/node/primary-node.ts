@@ -23,7 +23,7 @@ import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
 import { JournalRoom } from './primary/journal-room.ts';
 import { PrimaryLinks } from './primary/link-connections.ts';
-import type { LinkDialer } from './primary/link-dialer.ts';
+import { type LinkDialer, networkDialer } from './primary/link-dialer.ts';
 import { NodeLinkDialer } from './primary/node-link-dialer.ts';
 import { PrimaryNodeError } from './primary/primary-node-error.ts';
 import { openPrimaryStorage, type PrimaryStorage, redoJournaledWrites } from './primary/primary-storage.ts';
@@ -85,7 +85,9 @@ export class PrimaryNode {
       this.journalRoom.rejectAll(error);
       onFatal(error);
     });
-    this.dialer = new NodeLinkDialer(config, logger);
+    this.dialer = environment.network
+      ? networkDialer(environment.network)
+      : new NodeLinkDialer(config, logger);
     this.core = PrimaryGroup.recover(
       {
         shape: storage.shape,

@@ -24,7 +24,7 @@ import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import type { SegmentJournal } from '../storage/segment-journal.ts';
 import { type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
 import type { VolumeFile } from '../storage/volume-file.ts';
-import type { SecondaryLinkListener } from './secondary/link-listener.ts';
+import { listenOnNetwork, type SecondaryLinkListener } from './secondary/link-listener.ts';
 import { NodeLinkListener } from './secondary/node-link-listener.ts';
 import { linkTimingsOf } from './site/link-timings.ts';
 import { volumeExports } from './site/nbd-exports.ts';
@@ -109,7 +109,11 @@ export class SecondaryNode {
         reason: 'no volumes configured; they are taken from the primary at first contact',
       });
     if (options.offline) return node;
-    node.listener = await NodeLinkListener.start(config, logger, (socket) => node.accept(socket));
+    const network = node.runtime.environment.network;
+    const accept = (socket: LinkSocket): void => node.accept(socket);
+    node.listener = network
+      ? await listenOnNetwork(network, config.listen, accept)
+      : await NodeLinkListener.start(config, logger, accept);
     await node.runtime.serve({
       nbdExports: () => node.nbdExports(),
       status: () => node.status(),

@@ -1,8 +1,9 @@
 /**
- * How the primary reaches its secondaries: production dials with node:net or node:tls as the config
- * says (node-link-dialer.ts).
+ * How the primary reaches its secondaries: over the environment's network when it has one (the
+ * simulator's: plain bytes, nothing to secure or reload), else with node:net or node:tls as the
+ * config says (node-link-dialer.ts).
  */
-import type { DialledSocket } from '../../io/network.ts';
+import type { DialledSocket, LinkNetwork } from '../../io/network.ts';
 import type { TlsMaterial } from '../../net/tls.ts';
 
 export interface LinkDialer {
@@ -18,4 +19,16 @@ export interface LinkDialer {
   tlsContext(): TlsMaterial['context'] | null;
   /** Ends what start() began. */
   close(): void;
+}
+
+/** Dials over the environment's network: its sockets as they come, its reasons as they are. */
+export function networkDialer(network: LinkNetwork): LinkDialer {
+  return {
+    dial: (address) => network.dial(address),
+    explainClose: (reason) => reason,
+    start: () => {},
+    reload: () => {},
+    tlsContext: () => null,
+    close: () => {},
+  };
 }

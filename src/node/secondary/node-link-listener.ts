@@ -6,7 +6,6 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
-import { limits } from '../../core/limits.ts';
 import type { LinkSocket } from '../../io/network.ts';
 import { explainPskFailure, loadPsk, type PskMaterial, pskServerOptions } from '../../net/psk.ts';
 import { loadTlsMaterial, refusalOfClient, serverOptions, type TlsMaterial } from '../../net/tls.ts';
@@ -14,10 +13,7 @@ import type { SecondaryFileConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import { listenOn } from '../../ops/status-server.ts';
 import { logLinkSecurity, watchLinkSecurityFiles } from '../site/link-security.ts';
-import type { SecondaryLinkListener } from './link-listener.ts';
-
-/** Incoming connections accepted at once; more are refused before any byte is read. */
-export const connectionsMax = limits.connectionsPerLinkMax * 2;
+import { connectionsMax, type SecondaryLinkListener } from './link-listener.ts';
 
 export class NodeLinkListener implements SecondaryLinkListener {
   private server: Server | null = null;
