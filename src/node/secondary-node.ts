@@ -5,7 +5,6 @@
  * and the stop every site has (site/). Here the state machine's actions are carried out and its
  * completions fed back.
  */
-
 import { HandshakeError, type ProtocolError, type StorageFault } from '../core/errors.ts';
 import type { Binding, SiteId } from '../core/identity.ts';
 import type { SecondaryRecord } from '../core/records.ts';
@@ -15,7 +14,6 @@ import type { Clock } from '../io/clock.ts';
 import { nodeEnvironment, type SiteEnvironment } from '../io/environment.ts';
 import type { LinkSocket } from '../io/network.ts';
 import type { NbdExport } from '../nbd/connection.ts';
-import { FramedSocket } from '../net/framed-socket.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
@@ -24,6 +22,7 @@ import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import type { SegmentJournal } from '../storage/segment-journal.ts';
 import { type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
 import type { VolumeFile } from '../storage/volume-file.ts';
+import { type ConnectionEvents, SecondaryConnections } from './secondary/link-connections.ts';
 import { listenOnNetwork, type SecondaryLinkListener } from './secondary/link-listener.ts';
 import { NodeLinkListener } from './secondary/node-link-listener.ts';
 import { linkTimingsOf } from './site/link-timings.ts';
@@ -68,12 +67,10 @@ export class SecondaryNode {
   private journal: SegmentJournal<SecondaryRecord> | null = null;
   private volumes: VolumeFile[] = [];
   private shape: GroupShape | null = null;
-  private readonly sockets = new Map<number, FramedSocket>();
-  private nextConnection = 1;
+  private readonly connections: SecondaryConnections;
   private listener: SecondaryLinkListener | null = null;
   /** Volume writes of the cycle being applied, a few at a time. */
   private readonly volumeWrites = new WriteQueue(volumeWritesInFlight);
-  private stopping = false;
   /** This site's identity, and the primary site and generation it follows (null until bound). */
   private readonly site: SiteId;
   private binding: Binding | null;
@@ -89,6 +86,7 @@ export class SecondaryNode {
     this.clock = environment.clock;
     // Storage failed: the replica is left as the journal knows it, and the owner stops the process.
     this.runtime = new SiteRuntime(config, environment, logger, onFatal);
+    this.connections = new SecondaryConnections(this.clock, logger, this.connectionEvents());
     const identity = loadSecondaryIdentity(config.dataDir, logger, environment.randomBytes);
     this.site = identity.site;
     this.binding = identity.binding;
@@ -110,7 +108,7 @@ export class SecondaryNode {
       });
     if (options.offline) return node;
     const network = node.runtime.environment.network;
-    const accept = (socket: LinkSocket): void => node.accept(socket);
+    const accept = (socket: LinkSocket): void => node.connections.accept(socket);
     node.listener = network
       ? await listenOnNetwork(network, config.listen, accept)
       : await NodeLinkListener.start(config, logger, accept);
@@ -171,30 +169,21 @@ export class SecondaryNode {
 
   // ---- connections from the primary ----------------------------------------------------------
 
-  private accept(socket: LinkSocket): void {
-    if (this.stopping) {
-      socket.destroy();
-      return;
-    }
-    const id = this.nextConnection++;
-    const framed = new FramedSocket(socket, this.clock, {
-      onFrame: (frame) => this.onFrame(id, frame),
-      onProtocolError: (error) => {
-        this.logger.warn('bad-bytes-from-primary', {
-          connection: id,
-          code: error.code,
-          reason: error.message,
-        });
-        if (this.core) this.run(this.core.onProtocolError(this.clock.now(), id, error));
-        else this.refuseBeforeStorage(id, error);
+  /** What the primary's connections do to the state machine (none before storage is open). */
+  private connectionEvents(): ConnectionEvents {
+    return {
+      onOpened: (connection) => {
+        if (this.core) this.run(this.core.onConnectionOpened(this.clock.now(), connection));
       },
-      onClose: (reason) => {
-        this.sockets.delete(id);
-        if (this.core) this.run(this.core.onConnectionLost(this.clock.now(), id, reason));
+      onFrame: (connection, frame) => this.onFrame(connection, frame),
+      onProtocolError: (connection, error) => {
+        if (this.core) this.run(this.core.onProtocolError(this.clock.now(), connection, error));
+        else this.refuseBeforeStorage(connection, error);
       },
-    });
-    this.sockets.set(id, framed);
-    if (this.core) this.run(this.core.onConnectionOpened(this.clock.now(), id));
+      onLost: (connection, reason) => {
+        if (this.core) this.run(this.core.onConnectionLost(this.clock.now(), connection, reason));
+      },
+    };
   }
 
   private onFrame(connection: number, frame: Frame): void {
@@ -202,7 +191,7 @@ export class SecondaryNode {
     if (this.runtime.fatal) return;
     if (!this.core && frame.type === 'hello') this.adoptShape(connection, frame);
     if (!this.core) {
-      this.sockets.get(connection)?.destroy('no volumes yet and the first frame is not a hello');
+      this.connections.destroy(connection, 'no volumes yet and the first frame is not a hello');
       return;
     }
     this.run(this.core.onFrame(this.clock.now(), connection, frame));
@@ -231,16 +220,15 @@ export class SecondaryNode {
       this.fail(error);
       return;
     }
-    for (const id of this.sockets.keys())
+    for (const id of this.connections.ids())
       this.run((this.core as Secondary).onConnectionOpened(this.clock.now(), id));
   }
 
   /** No storage is open yet, so no state machine: the refusal is sent from here. */
   private refuseBeforeStorage(connection: number, error: HandshakeError | ProtocolError): void {
     this.logger.error('primary-refused', { code: error.code, reason: error.message });
-    const socket = this.sockets.get(connection);
-    socket?.send({ type: 'error', code: error.code, message: error.message });
-    socket?.close(`${error.code}: ${error.message}`);
+    this.connections.send(connection, { type: 'error', code: error.code, message: error.message });
+    this.connections.close(connection, `${error.code}: ${error.message}`);
   }
 
   // ---- the state machine's actions -----------------------------------------------------------
@@ -266,10 +254,10 @@ export class SecondaryNode {
         this.bind(action.binding);
         return;
       case 'send':
-        this.sockets.get(action.connection)?.send(action.frame);
+        this.connections.send(action.connection, action.frame);
         return;
       case 'close':
-        this.sockets.get(action.connection)?.close(action.reason);
+        this.connections.close(action.connection, action.reason);
         return;
       case 'journal-append':
         journal.append(action.record).catch((error) => this.fail(error));
@@ -389,10 +377,10 @@ export class SecondaryNode {
    * finish. Rejects with the first new storage error.
    */
   stop(options: StopOptions = {}): Promise<void> {
-    this.stopping = true;
+    this.connections.refuseNew();
     return this.runtime.stop(options, {
       windDown: async (attempt) => {
-        for (const socket of this.sockets.values()) socket.close('secondary stopping');
+        this.connections.closeAll('secondary stopping');
         await this.listener?.close();
         await attempt(() => this.volumeWrites.drained());
         await closeSiteStorage(attempt, this.volumes, this.journal);
