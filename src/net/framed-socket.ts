@@ -1,10 +1,15 @@
 /**
- * A TCP (or Unix) socket carrying site-to-site frames: incoming bytes go through a FrameDecoder,
- * outgoing frames are encoded and written with the socket's own backpressure (`writable`).
+ * A link socket (TCP, TLS or Unix in production, a simulated one in the simulator) carrying
+ * site-to-site frames: incoming bytes go through a FrameDecoder, outgoing frames are encoded and
+ * written with the socket's own backpressure (`writable`).
  */
-import type { Socket } from 'node:net';
 import type { ProtocolError } from '../core/errors.ts';
+import type { Clock } from '../io/clock.ts';
+import type { LinkSocket } from '../io/network.ts';
 import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frames.ts';
+
+/** How long close() waits for the peer to end its side before the socket is cut. */
+const closeMsTimeout = 2000;
 
 export interface FramedSocketHandlers {
   onFrame(frame: Frame): void;
@@ -23,11 +28,13 @@ export class FramedSocket {
   bytesOut = 0;
 
   constructor(
-    readonly socket: Socket,
+    readonly socket: LinkSocket,
+    /** Times the close: a peer that does not end its side in time is cut. */
+    private readonly clock: Clock,
     private readonly handlers: FramedSocketHandlers,
   ) {
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('data', (chunk) => this.onData(chunk));
     socket.on('drain', () => this.handlers.onDrain?.());
     socket.on('error', (error) => {
       this.closeReason = error.message;
@@ -35,7 +42,7 @@ export class FramedSocket {
     socket.on('close', () => this.finish());
   }
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Uint8Array): void {
     if (this.closed) return;
     this.bytesIn += chunk.length;
     const result = this.decoder.push(chunk);
@@ -66,7 +73,7 @@ export class FramedSocket {
     if (this.closed) return;
     this.closeReason = reason;
     this.socket.end();
-    setTimeout(() => this.socket.destroy(), 2000).unref();
+    this.clock.after(closeMsTimeout, () => this.socket.destroy(), { background: true });
   }
 
   destroy(reason: string): void {

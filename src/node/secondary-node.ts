@@ -1,42 +1,41 @@
 /**
- * A secondary site as a process: the Secondary state machine wired to its receive journal (segment
- * files), its volume files, a TCP listener for the primary's connections, timers and the status
- * endpoint. Everything the state machine asks for is done here, and its completions are fed back.
+ * A secondary site as a process: the Secondary state machine wired to its receive journal and its
+ * volume files (opened at start, or created at first contact from the primary's hello), the
+ * connections its primary makes (secondary/node-link-listener.ts in production), with the services
+ * and the stop every site has (site/). Here the state machine's actions are carried out and its
+ * completions fed back.
  */
-import type { Server as HttpServer } from 'node:http';
-import { createServer, type Server, type Socket } from 'node:net';
-import { join } from 'node:path';
-import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
-import { HandshakeError, type ProtocolError, type StorageFault, storageFaultOf } from '../core/errors.ts';
+import { HandshakeError, type ProtocolError, type StorageFault } from '../core/errors.ts';
 import type { Binding, SiteId } from '../core/identity.ts';
-import { type LinkTimings, limits } from '../core/limits.ts';
 import type { SecondaryRecord } from '../core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
 import type { GroupShape } from '../core/types.ts';
-import { nodeFileSystem } from '../io/node-file-system.ts';
+import type { Clock } from '../io/clock.ts';
+import { nodeEnvironment, type SiteEnvironment } from '../io/environment.ts';
+import type { LinkSocket } from '../io/network.ts';
 import type { NbdExport } from '../nbd/connection.ts';
-import { type NbdServer, startNbdServer } from '../nbd/server.ts';
-import { FramedSocket } from '../net/framed-socket.ts';
-import { explainPskFailure, loadPsk, type PskMaterial, pskServerOptions } from '../net/psk.ts';
-import { loadTlsMaterial, refusalOfClient, serverOptions, type TlsMaterial } from '../net/tls.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
-import { closeStatusServer, listenOn, startStatusServer } from '../ops/status-server.ts';
 import type { Frame, HelloFrame } from '../protocol/frames.ts';
-import { applyOverlay, collectOverlay } from '../storage/block-overlay.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
-import { SegmentJournal } from '../storage/segment-journal.ts';
+import type { SegmentJournal } from '../storage/segment-journal.ts';
 import { type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
 import type { VolumeFile } from '../storage/volume-file.ts';
-import { logLinkSecurity, watchLinkSecurityFiles } from './link-security.ts';
-import type { StopOptions } from './primary-node.ts';
+import { type ConnectionEvents, SecondaryConnections } from './secondary/link-connections.ts';
+import { listenOnNetwork, type SecondaryLinkListener } from './secondary/link-listener.ts';
+import { NodeLinkListener } from './secondary/node-link-listener.ts';
+import { linkTimingsOf } from './site/link-timings.ts';
+import { volumeExports } from './site/nbd-exports.ts';
+import { closeSiteStorage, openSiteJournal } from './site/site-journal.ts';
+import { SiteRuntime, type SiteStartOptions, type StopOptions } from './site/site-runtime.ts';
+import { readThroughOverlay } from './site/volume-reads.ts';
+import { volumeWritesInFlight, WriteQueue } from './site/write-queue.ts';
 import { loadSecondaryIdentity } from './site-identity.ts';
 import { createSecondarySite, type OpenedSite, openSecondarySite } from './site-storage.ts';
-import { volumeWritesInFlight, WriteQueue } from './write-queue.ts';
 
-/** Incoming connections accepted at once; more are refused before any byte is read. */
-const connectionsMax = limits.connectionsPerLinkMax * 2;
+export { linkTimingsOf } from './site/link-timings.ts';
+
 const receiveSegmentBytes = 64 * 1024 * 1024;
 /** A read that keeps meeting new applies gives up after this many attempts. */
 const readRetriesMax = 100;
@@ -58,88 +57,68 @@ export interface SecondaryStatusReport {
   fault: StorageFault | null;
 }
 
-export function linkTimingsOf(link: SecondaryFileConfig['link']): LinkTimings {
-  return {
-    heartbeatMsInterval: link.heartbeatMs,
-    heartbeatMsTimeout: link.timeoutMs,
-    reconnectMsMin: link.reconnectMinMs,
-    reconnectMsMax: link.reconnectMaxMs,
-    cyclesInFlightMax: link.cyclesInFlightMax,
-    storedProgressMsTimeout: link.storedProgressTimeoutMs,
-  };
-}
-
 export class SecondaryNode {
   /** Prometheus figures of this site (GET /metrics). */
   readonly metrics = new SiteMetrics('secondary', () => this.status());
+  private readonly runtime: SiteRuntime;
+  /** The site's only source of time. */
+  private readonly clock: Clock;
   private core: Secondary | null = null;
   private journal: SegmentJournal<SecondaryRecord> | null = null;
   private volumes: VolumeFile[] = [];
-  private shape: GroupShape | null;
-  private readonly sockets = new Map<number, FramedSocket>();
-  private nextConnection = 1;
-  private server: Server | null = null;
-  private http: HttpServer | null = null;
-  private nbd: NbdServer | null = null;
-  private tlsMaterial: TlsMaterial | null = null;
-  private pskMaterial: PskMaterial | null = null;
-  private stopWatchingTls: () => void = () => {};
-  private timer: NodeJS.Timeout | null = null;
+  private shape: GroupShape | null = null;
+  private readonly connections: SecondaryConnections;
+  private listener: SecondaryLinkListener | null = null;
   /** Volume writes of the cycle being applied, a few at a time. */
   private readonly volumeWrites = new WriteQueue(volumeWritesInFlight);
-  private stopping = false;
-  private stopped: Promise<void> | null = null;
-  /** Set when storage failed: the process must stop, the replica is left as the journal knows it. */
-  fatal: Error | null = null;
   /** This site's identity, and the primary site and generation it follows (null until bound). */
   private readonly site: SiteId;
   private binding: Binding | null;
   /** The volumes this site created, as site.json records them (null until they exist). */
   private volumeRecords: VolumeRecord[] | null = null;
-  fault: StorageFault | null = null;
 
   private constructor(
     private readonly config: SecondaryFileConfig,
+    environment: SiteEnvironment,
     private readonly logger: Logger,
-    private readonly onFatal: (error: Error) => void,
+    onFatal: (error: Error) => void,
   ) {
-    const identity = loadSecondaryIdentity(nodeFileSystem, config.dataDir, logger);
+    this.clock = environment.clock;
+    // Storage failed: the replica is left as the journal knows it, and the owner stops the process.
+    this.runtime = new SiteRuntime(config, environment, logger, onFatal);
+    this.connections = new SecondaryConnections(this.clock, logger, this.connectionEvents());
+    const identity = loadSecondaryIdentity(environment.fs, config.dataDir, logger, environment.randomBytes);
     this.site = identity.site;
     this.binding = identity.binding;
-    this.shape = null;
   }
 
-  /** Starts the site; `offline` opens storage and finishes interrupted work only (for recover). */
+  /** Starts the site; see SiteStartOptions (`offline`: open storage and finish interrupted work only, for recover). */
   static async start(
     config: SecondaryFileConfig,
     logger: Logger,
     onFatal: (error: Error) => void,
-    options: { offline?: boolean } = {},
+    options: SiteStartOptions = {},
   ): Promise<SecondaryNode> {
-    const node = new SecondaryNode(config, logger, onFatal);
-    const site = openSecondarySite(nodeFileSystem, config);
+    const node = new SecondaryNode(config, options.environment ?? nodeEnvironment, logger, onFatal);
+    const site = openSecondarySite(node.runtime.environment.fs, config);
     if (site) node.openStorage(site);
     else
       logger.info('waiting-for-primary', {
         reason: 'no volumes configured; they are taken from the primary at first contact',
       });
     if (options.offline) return node;
-    node.server = node.createLinkServer();
-    node.server.maxConnections = connectionsMax;
-    await listenOn(node.server, config.listen);
-    logLinkSecurity(config, logger);
-    node.stopWatchingTls = watchLinkSecurityFiles(config, () => node.reloadTls());
-    if (config.http)
-      node.http = await startStatusServer(config.http.listen, () => node.status(), config.http, node.metrics);
-    if (config.nbd)
-      node.nbd = await startNbdServer(
-        config.nbd,
-        () => node.nbdExports(),
-        logger,
-        () => node.tlsMaterial?.context ?? null,
-        (command, error) => node.metrics.observeNbdRequest(command, error),
-      );
-    node.timer = setInterval(() => node.tick(), Math.max(10, Math.floor(config.link.heartbeatMs / 4)));
+    const network = node.runtime.environment.network;
+    const accept = (socket: LinkSocket): void => node.connections.accept(socket);
+    node.listener = network
+      ? await listenOnNetwork(network, config.listen, accept)
+      : await NodeLinkListener.start(config, logger, accept);
+    await node.runtime.serve({
+      nbdExports: () => node.nbdExports(),
+      status: () => node.status(),
+      metrics: node.metrics,
+      nbdTlsContext: () => node.listener?.tlsContext() ?? null,
+    });
+    node.runtime.tickEvery(Math.max(10, Math.floor(config.link.heartbeatMs / 4)), () => node.tick());
     logger.info('secondary-started', {
       listen: config.listen,
       stored: node.core?.stored ?? 0,
@@ -152,18 +131,16 @@ export class SecondaryNode {
   private openStorage(site: OpenedSite): void {
     const { shape, files, records } = site.volumes;
     this.volumeRecords = records;
-    // A new site is recorded at once: its images exist from now on.
-    if (site.created) this.writeSite(shape);
-    const opened = SegmentJournal.open<SecondaryRecord>({
-      fs: nodeFileSystem,
-      directory: join(this.config.dataDir, 'journal'),
+    const opened = openSiteJournal<SecondaryRecord>({
+      fs: this.runtime.environment.fs,
+      site,
+      dataDir: this.config.dataDir,
       segmentBytesMax: receiveSegmentBytes,
       codec: secondaryRecordCodec,
       checkpoint: () => [{ kind: 'applied', cycle: this.core?.appliedDurable ?? 0 }],
+      recordSite: () => this.writeSite(shape),
+      logger: this.logger,
     });
-    if (opened.report.cut) this.logger.warn('journal-tail-cut', { ...opened.report.cut });
-    // Every check passed: only now is site.json brought up to date (a refused start changes nothing).
-    this.writeSite(shape);
     this.volumes = files;
     this.journal = opened.journal;
     this.core = Secondary.recover(
@@ -176,7 +153,7 @@ export class SecondaryNode {
 
   /** site.json with this site's identity, binding and volume records; atomic (see writeSiteFile). */
   private writeSite(shape: GroupShape | null): void {
-    writeSiteFileIfChanged(nodeFileSystem, this.config.dataDir, {
+    writeSiteFileIfChanged(this.runtime.environment.fs, this.config.dataDir, {
       role: 'secondary',
       config: this.config,
       shape,
@@ -186,121 +163,39 @@ export class SecondaryNode {
     });
   }
 
-  /** Plain TCP, or TLS 1.3 requiring a client certificate from the CA and an allowed identity. */
-  private createLinkServer(): Server {
-    if (this.config.psk) return this.createPskServer(this.config.psk);
-    if (!this.config.tls) return createServer({ pauseOnConnect: false }, (socket) => this.accept(socket));
-    this.tlsMaterial = loadTlsMaterial(this.config.tls);
-    const server = createTlsServer(serverOptions(this.tlsMaterial), (socket) => {
-      const refusal = refusalOfClient(socket, (this.tlsMaterial as TlsMaterial).peers);
-      if (refusal) {
-        this.logger.warn('primary-refused', {
-          code: socket.authorized ? 'peer-identity' : 'peer-untrusted',
-          reason: refusal,
-          from: socket.remoteAddress ?? '',
-        });
-        socket.destroy();
-        return;
-      }
-      this.accept(socket);
-    });
-    server.on('tlsClientError', (error, socket) => {
-      this.logger.warn('primary-refused', {
-        code: 'tls',
-        reason: error.message,
-        from: socket.remoteAddress ?? '',
-      });
-    });
-    return server;
-  }
-
-  /** TLS 1.3 with the pre-shared key; the primary's identity must be among psk.peers. */
-  private createPskServer(config: NonNullable<SecondaryFileConfig['psk']>): Server {
-    this.pskMaterial = loadPsk(config);
-    const server = createTlsServer(
-      pskServerOptions(
-        () => this.pskMaterial as PskMaterial,
-        (identity) =>
-          this.logger.warn('primary-refused', {
-            code: 'peer-identity',
-            reason: `identity ${identity} is not among the allowed peers (${(this.pskMaterial as PskMaterial).peers.join(', ')})`,
-          }),
-      ),
-      (socket) => this.accept(socket),
-    );
-    server.on('tlsClientError', (error, socket) => {
-      this.logger.warn('primary-refused', {
-        code: 'tls',
-        reason: explainPskFailure(error.message),
-        from: socket.remoteAddress ?? '',
-      });
-    });
-    return server;
-  }
-
   /** Reads the certificate, key and CA (or the pre-shared key) again: new connections use them. */
   reloadTls(): void {
-    if (this.config.psk) {
-      try {
-        this.pskMaterial = loadPsk(this.config.psk);
-        this.logger.info('tls-reloaded', { file: this.config.psk.keyFile });
-      } catch (error) {
-        this.logger.error('tls-reload-failed', {
-          reason: (error as Error).message,
-          keeping: 'the previous key',
-        });
-      }
-      return;
-    }
-    if (!this.config.tls || !(this.server instanceof TlsServer)) return;
-    try {
-      const material = loadTlsMaterial(this.config.tls);
-      this.server.setSecureContext(serverOptions(material));
-      this.tlsMaterial = material;
-      this.logger.info('tls-reloaded', { cert: this.config.tls.cert });
-    } catch (error) {
-      this.logger.error('tls-reload-failed', {
-        reason: (error as Error).message,
-        keeping: 'the previous certificate',
-      });
-    }
+    this.listener?.reload();
   }
 
-  private accept(socket: Socket): void {
-    if (this.stopping) {
-      socket.destroy();
-      return;
-    }
-    const id = this.nextConnection++;
-    const framed = new FramedSocket(socket, {
-      onFrame: (frame) => this.onFrame(id, frame),
-      onProtocolError: (error) => {
-        this.logger.warn('bad-bytes-from-primary', {
-          connection: id,
-          code: error.code,
-          reason: error.message,
-        });
-        if (this.core) this.run(this.core.onProtocolError(Date.now(), id, error));
-        else this.refuseBeforeStorage(id, error);
+  // ---- connections from the primary ----------------------------------------------------------
+
+  /** What the primary's connections do to the state machine (none before storage is open). */
+  private connectionEvents(): ConnectionEvents {
+    return {
+      onOpened: (connection) => {
+        if (this.core) this.run(this.core.onConnectionOpened(this.clock.now(), connection));
       },
-      onClose: (reason) => {
-        this.sockets.delete(id);
-        if (this.core) this.run(this.core.onConnectionLost(Date.now(), id, reason));
+      onFrame: (connection, frame) => this.onFrame(connection, frame),
+      onProtocolError: (connection, error) => {
+        if (this.core) this.run(this.core.onProtocolError(this.clock.now(), connection, error));
+        else this.refuseBeforeStorage(connection, error);
       },
-    });
-    this.sockets.set(id, framed);
-    if (this.core) this.run(this.core.onConnectionOpened(Date.now(), id));
+      onLost: (connection, reason) => {
+        if (this.core) this.run(this.core.onConnectionLost(this.clock.now(), connection, reason));
+      },
+    };
   }
 
   private onFrame(connection: number, frame: Frame): void {
     // Storage failed: store nothing more, answer nothing more; the process is on its way out.
-    if (this.fatal) return;
+    if (this.runtime.fatal) return;
     if (!this.core && frame.type === 'hello') this.adoptShape(connection, frame);
     if (!this.core) {
-      this.sockets.get(connection)?.destroy('no volumes yet and the first frame is not a hello');
+      this.connections.destroy(connection, 'no volumes yet and the first frame is not a hello');
       return;
     }
-    this.run(this.core.onFrame(Date.now(), connection, frame));
+    this.run(this.core.onFrame(this.clock.now(), connection, frame));
   }
 
   /**
@@ -321,34 +216,36 @@ export class SecondaryNode {
       volumes: shape.volumes.map((volume) => `${volume.name}:${volume.sizeBytes}`).join(','),
     });
     try {
-      this.openStorage(createSecondarySite(nodeFileSystem, this.config, shape));
+      this.openStorage(createSecondarySite(this.runtime.environment.fs, this.config, shape));
     } catch (error) {
       this.fail(error);
       return;
     }
-    for (const id of this.sockets.keys())
-      this.run((this.core as Secondary).onConnectionOpened(Date.now(), id));
+    for (const id of this.connections.ids())
+      this.run((this.core as Secondary).onConnectionOpened(this.clock.now(), id));
   }
 
   /** No storage is open yet, so no state machine: the refusal is sent from here. */
   private refuseBeforeStorage(connection: number, error: HandshakeError | ProtocolError): void {
     this.logger.error('primary-refused', { code: error.code, reason: error.message });
-    const socket = this.sockets.get(connection);
-    socket?.send({ type: 'error', code: error.code, message: error.message });
-    socket?.close(`${error.code}: ${error.message}`);
+    this.connections.send(connection, { type: 'error', code: error.code, message: error.message });
+    this.connections.close(connection, `${error.code}: ${error.message}`);
   }
+
+  // ---- the state machine's actions -----------------------------------------------------------
 
   private tick(): void {
-    if (this.core) this.run(this.core.onTick(Date.now()));
+    if (this.core) this.run(this.core.onTick(this.clock.now()));
   }
 
+  /** Carries out the state machine's actions (site/site-runtime.ts has the convention). */
   private run(actions: SecondaryAction[]): void {
-    for (const action of actions) {
-      // After a storage failure nothing more is done: a binding that did not reach the disk must
-      // not be followed by a welcome.
-      if (this.fatal) return;
-      this.execute(action);
-    }
+    this.runtime.carryOut(actions, (action) => this.execute(action));
+  }
+
+  /** The completion of storage work, fed to the state machine unless storage failed meanwhile. */
+  private complete(step: (core: Secondary) => SecondaryAction[]): void {
+    if (this.core && !this.runtime.fatal) this.run(step(this.core));
   }
 
   private execute(action: SecondaryAction): void {
@@ -358,17 +255,17 @@ export class SecondaryNode {
         this.bind(action.binding);
         return;
       case 'send':
-        this.sockets.get(action.connection)?.send(action.frame);
+        this.connections.send(action.connection, action.frame);
         return;
       case 'close':
-        this.sockets.get(action.connection)?.close(action.reason);
+        this.connections.close(action.connection, action.reason);
         return;
       case 'journal-append':
         journal.append(action.record).catch((error) => this.fail(error));
         return;
       case 'journal-sync':
         journal.sync().then(
-          () => this.complete((core) => core.onJournalSynced(Date.now(), action.upTo)),
+          () => this.complete((core) => core.onJournalSynced(this.clock.now(), action.upTo)),
           (error) => this.fail(error),
         );
         return;
@@ -385,7 +282,7 @@ export class SecondaryNode {
           .drained()
           .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))
           .then(
-            () => this.complete((core) => core.onVolumesSynced(Date.now(), action.token)),
+            () => this.complete((core) => core.onVolumesSynced(this.clock.now(), action.token)),
             (error) => this.fail(error),
           );
         return;
@@ -406,26 +303,28 @@ export class SecondaryNode {
     }
   }
 
-  private complete(step: (core: Secondary) => SecondaryAction[]): void {
-    if (this.core && !this.fatal) this.run(step(this.core));
+  private fail(error: unknown): void {
+    this.runtime.fail(error);
   }
 
-  private fail(error: unknown): void {
-    if (this.fatal) return;
-    this.fatal = error instanceof Error ? error : new Error(String(error));
-    this.fault = storageFaultOf(this.fatal, new Date());
-    this.logger.error('storage-failed', { kind: this.fault.kind, reason: this.fault.message });
-    this.onFatal(this.fatal);
+  /** Set when storage failed: the process must stop, the replica is left as the journal knows it. */
+  get fatal(): Error | null {
+    return this.runtime.fatal;
+  }
+
+  /** Why the site is stopping on its own, or null: the storage failure and when it happened. */
+  get fault(): StorageFault | null {
+    return this.runtime.fault;
   }
 
   /** Resolves once every stored cycle is applied and durable (for recover and tests). */
   async settle(timeoutMs = 60_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.core && this.core.appliedDurable < this.core.stored && !this.fatal) {
-      if (Date.now() > deadline) throw new Error(`apply did not finish within ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 5));
+    const deadline = this.clock.now() + timeoutMs;
+    while (this.core && this.core.appliedDurable < this.core.stored && !this.runtime.fatal) {
+      if (this.clock.now() > deadline) throw new Error(`apply did not finish within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => this.clock.after(5, resolve));
     }
-    if (this.fatal) throw this.fatal;
+    if (this.runtime.fatal) throw this.runtime.fatal;
   }
 
   /**
@@ -439,9 +338,8 @@ export class SecondaryNode {
     if (!file || !core) throw new Error(`no volume ${volume}`);
     for (let attempt = 0; ; attempt++) {
       const applied = core.applied;
-      const overlay = collectOverlay(offset, length, file.blockBytes, (block) => core.overlay(volume, block));
-      const bytes = await file.read(offset, length);
-      if (core.applied === applied) return applyOverlay(bytes, offset, file.blockBytes, overlay);
+      const image = await readThroughOverlay(file, offset, length, (block) => core.overlay(volume, block));
+      if (core.applied === applied) return image;
       if (attempt >= readRetriesMax) throw new Error(`read of volume ${volume} kept racing applies`);
     }
   }
@@ -451,17 +349,10 @@ export class SecondaryNode {
    * at first contact are exported from then on (exports are looked up when a client asks).
    */
   nbdExports(): NbdExport[] {
-    const refuse = (): Promise<void> => Promise.reject(new Error('the secondary is read-only'));
-    return (this.shape?.volumes ?? []).map((volume, index) => ({
-      name: volume.name,
-      sizeBytes: volume.sizeBytes,
-      blockBytes: this.shape?.blockBytes ?? 4096,
-      readOnly: true,
-      read: (offset, length) => this.read(index, offset, length),
-      write: refuse,
-      writeZeroes: refuse,
-      flush: () => Promise.resolve(),
-    }));
+    return volumeExports(this.shape?.volumes ?? [], this.shape?.blockBytes ?? 4096, {
+      read: (index, offset, length) => this.read(index, offset, length),
+      writer: null,
+    });
   }
 
   status(): SecondaryStatusReport {
@@ -477,7 +368,7 @@ export class SecondaryNode {
       applied: this.core?.applied ?? 0,
       journalBytes: this.journal?.bytes ?? 0,
       volumes: this.shape?.volumes ?? [],
-      fault: this.fault,
+      fault: this.runtime.fault,
     };
   }
 
@@ -487,32 +378,19 @@ export class SecondaryNode {
    * finish. Rejects with the first new storage error.
    */
   stop(options: StopOptions = {}): Promise<void> {
-    this.stopped ??= this.stopOnce(options);
-    return this.stopped;
-  }
-
-  private async stopOnce(options: StopOptions): Promise<void> {
-    this.stopping = true;
-    if (this.timer) clearInterval(this.timer);
-    this.stopWatchingTls();
-    await this.nbd?.shutdown(options.nbdDrainMs ?? this.config.shutdown.timeoutMs / 2);
-    for (const socket of this.sockets.values()) socket.close('secondary stopping');
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-    const errors: unknown[] = [];
-    const attempt = (step: () => Promise<unknown>) =>
-      step().catch((error: unknown) => {
-        errors.push(error);
-      });
-    await attempt(() => this.volumeWrites.drained());
-    await attempt(() => Promise.all(this.volumes.map((volume) => volume.flush())));
-    await attempt(async () => this.journal?.close());
-    for (const volume of this.volumes) volume.close();
-    await closeStatusServer(this.http, this.fault ? (options.statusLingerMs ?? 0) : 0);
-    this.logger.info('secondary-stopped', {
-      stored: this.core?.stored ?? 0,
-      applied: this.core?.applied ?? 0,
+    this.connections.refuseNew();
+    return this.runtime.stop(options, {
+      windDown: async (attempt) => {
+        this.connections.closeAll('secondary stopping');
+        await this.listener?.close();
+        await attempt(() => this.volumeWrites.drained());
+        await closeSiteStorage(attempt, this.volumes, this.journal);
+      },
+      stopped: () =>
+        this.logger.info('secondary-stopped', {
+          stored: this.core?.stored ?? 0,
+          applied: this.core?.applied ?? 0,
+        }),
     });
-    // After a storage failure the same failure comes back from every step: it was reported.
-    if (errors.length > 0 && !this.fatal) throw errors[0];
   }
 }

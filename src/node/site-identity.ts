@@ -4,7 +4,6 @@
  * it starts with this version), and never replaced afterwards. A damaged identity is refused by
  * readSiteFile; it is never silently made anew, since a new identity makes a new primary.
  */
-import { randomBytes } from 'node:crypto';
 import {
   type Binding,
   idBytes,
@@ -16,17 +15,22 @@ import type { FileSystem } from '../io/file-system.ts';
 import type { Logger } from '../ops/logger.ts';
 import { readSiteFile } from '../storage/site-file.ts';
 
-/** 128 bits from the system's random source, as 32 hex digits. */
-export function randomId(): string {
-  return randomBytes(idBytes).toString('hex');
+/** 128 bits from the environment's random source (the system's, in production), as 32 hex digits. */
+export function randomId(randomBytes: (count: number) => Uint8Array): string {
+  return Buffer.from(randomBytes(idBytes)).toString('hex');
 }
 
 /** The primary's identity from site.json, or a new site with its first generation. */
-export function loadPrimaryIdentity(fs: FileSystem, dataDir: string, logger: Logger): PrimaryIdentity {
+export function loadPrimaryIdentity(
+  fs: FileSystem,
+  dataDir: string,
+  logger: Logger,
+  randomBytes: (count: number) => Uint8Array,
+): PrimaryIdentity {
   const site = readSiteFile(fs, dataDir);
   if (site?.role === 'primary' && site.site !== undefined && site.generations !== undefined)
     return { site: site.site, generations: site.generations };
-  const identity = newPrimaryIdentity(randomId);
+  const identity = newPrimaryIdentity(() => randomId(randomBytes));
   logger.info('site-identity-created', {
     site: identity.site,
     generation: identity.generations[0]?.id ?? '',
@@ -40,11 +44,12 @@ export function loadSecondaryIdentity(
   fs: FileSystem,
   dataDir: string,
   logger: Logger,
+  randomBytes: (count: number) => Uint8Array,
 ): { site: SiteId; binding: Binding | null } {
   const site = readSiteFile(fs, dataDir);
   if (site?.role === 'secondary' && site.site !== undefined)
     return { site: site.site, binding: site.binding ?? null };
-  const identity = { site: randomId(), binding: null };
+  const identity = { site: randomId(randomBytes), binding: null };
   logger.info('site-identity-created', {
     site: identity.site,
     reason: site ? `${dataDir}/site.json had no identity yet` : 'new data directory',

@@ -1,8 +1,8 @@
 /** How the site link is protected: one line at start saying so, and its files watched for renewal. */
 
-import { watchTlsFiles } from '../net/tls.ts';
-import type { FileConfig } from '../ops/config.ts';
-import type { Logger } from '../ops/logger.ts';
+import { watchTlsFiles } from '../../net/tls.ts';
+import type { FileConfig } from '../../ops/config.ts';
+import type { Logger } from '../../ops/logger.ts';
 
 export function logLinkSecurity(config: FileConfig, logger: Logger): void {
   if (config.psk) {

@@ -1,0 +1,114 @@
+/**
+ * Journaled writes on their way to the volume files. A write goes to the volumes only once the
+ * journal records carrying it are durable, so after any crash the volumes hold nothing the journal
+ * lacks. Durable writes go in batches, one batch after the other, so an older write never lands
+ * after a newer one; until a batch has landed, reads find its data here (the core forgets a
+ * collected cycle before its write-back lands).
+ */
+import { FoldIndex } from '../../core/fold.ts';
+import type { Extent } from '../../core/types.ts';
+import type { VolumeFile } from '../../storage/volume-file.ts';
+import { volumeWritesInFlight, WriteQueue } from '../site/write-queue.ts';
+
+/** Largest single volume write of a write-back batch (runs are merged up to this). */
+const writeBackRunBytesMax = 1024 * 1024;
+/** Journaled writes per write-back batch: folding one batch holds the event loop about a millisecond. */
+const writeBackBatchWritesMax = 256;
+
+/** Durable writes on their way to the volume files; folded once their turn comes. */
+interface WriteBackBatch {
+  extents: Extent[];
+  fold: FoldIndex | null;
+}
+
+/** The newest content of a block in one batch: from its fold once made, else its writes newest first. */
+function newestInBatch(
+  batch: WriteBackBatch,
+  volume: number,
+  block: number,
+  blockBytes: number,
+): Uint8Array | null | undefined {
+  if (batch.fold) return batch.fold.get(volume, block);
+  for (let i = batch.extents.length - 1; i >= 0; i--) {
+    const extent = batch.extents[i] as Extent;
+    if (extent.volume !== volume || block < extent.block || block >= extent.block + extent.blockCount)
+      continue;
+    if (!extent.data) return null;
+    const start = (block - extent.block) * blockBytes;
+    return extent.data.subarray(start, start + blockBytes);
+  }
+  return undefined;
+}
+
+export class WriteBack {
+  /** Journaled writes not yet durable: written to the volumes once they are. */
+  private journaled: { seq: number; extent: Extent }[] = [];
+  /** Batches being written to the volume files, oldest first, each folded (newest wins) when its turn comes. */
+  private readonly batches: WriteBackBatch[] = [];
+  /** Settles when every write-back issued so far has landed (or failed, which is fatal). */
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly volumes: readonly VolumeFile[],
+    private readonly blockBytes: number,
+    /** A failed write-back is fatal: its records must stay in the journal for the redo. */
+    private readonly onFailure: (error: unknown) => void,
+  ) {}
+
+  /** A write was appended to the journal as record `seq`. */
+  onJournaled(seq: number, extent: Extent): void {
+    this.journaled.push({ seq, extent });
+  }
+
+  /**
+   * Journal records up to `upTo` are durable: their data may now go to the volume files, in batches
+   * of at most writeBackBatchWritesMax writes, each after the previous one. A batch is folded by
+   * block when its turn comes (a block written twice is written once, runs are merged; folding a
+   * whole second of writes at once would stall the event loop), then its runs are written
+   * concurrently, since within a batch nothing overlaps.
+   */
+  onDurable(upTo: number): void {
+    let count = 0;
+    while (count < this.journaled.length && (this.journaled[count] as { seq: number }).seq <= upTo) count++;
+    const durable = this.journaled.splice(0, count);
+    for (let at = 0; at < durable.length; at += writeBackBatchWritesMax) {
+      const batch: WriteBackBatch = {
+        extents: durable.slice(at, at + writeBackBatchWritesMax).map(({ extent }) => extent),
+        fold: null,
+      };
+      this.batches.push(batch);
+      const landed = this.tail.then(() => this.writeBatch(batch));
+      this.tail = landed.then(
+        () => {
+          this.batches.shift();
+        },
+        (error) => this.onFailure(error),
+      );
+    }
+  }
+
+  private async writeBatch(batch: WriteBackBatch): Promise<void> {
+    const fold = new FoldIndex(this.blockBytes);
+    for (const extent of batch.extents) fold.add(extent);
+    batch.fold = fold;
+    const writes = new WriteQueue(volumeWritesInFlight);
+    for (const run of fold.runs(writeBackRunBytesMax)) {
+      writes.push(() => (this.volumes[run.volume] as VolumeFile).writeExtent(fold.extentOf(run)));
+    }
+    await writes.drained();
+  }
+
+  /** The newest content of a block in a write-back not yet landed, or undefined. */
+  newestBlock(volume: number, block: number): Uint8Array | null | undefined {
+    for (let i = this.batches.length - 1; i >= 0; i--) {
+      const content = newestInBatch(this.batches[i] as WriteBackBatch, volume, block, this.blockBytes);
+      if (content !== undefined) return content;
+    }
+    return undefined;
+  }
+
+  /** Settles once every write-back issued so far has landed; a failure went to onFailure. */
+  landed(): Promise<void> {
+    return this.tail;
+  }
+}

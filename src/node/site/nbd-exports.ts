@@ -1,0 +1,46 @@
+/**
+ * A site's volumes as NBD exports, one per volume: writable on the primary (FUA is the write
+ * followed by a flush), read-only on a secondary (its applied image). Exports are looked up when a
+ * client asks, so volumes a secondary adopts at first contact are served from then on.
+ */
+import type { NbdExport } from '../../nbd/connection.ts';
+
+/** How the exports reach the site; volumes are counted in the order given to `volumeExports`. */
+export interface VolumeAccess {
+  read(index: number, offset: number, length: number): Promise<Uint8Array>;
+  /** Null: the exports are read-only. */
+  writer: {
+    write(index: number, offset: number, data: Uint8Array): Promise<unknown>;
+    writeZeroes(index: number, offset: number, length: number): Promise<unknown>;
+    flush(): Promise<void>;
+  } | null;
+}
+
+export function volumeExports(
+  volumes: readonly { name: string; sizeBytes: number }[],
+  blockBytes: number,
+  access: VolumeAccess,
+): NbdExport[] {
+  const writer = access.writer;
+  const refuse = (): Promise<void> => Promise.reject(new Error('the secondary is read-only'));
+  return volumes.map((volume, index) => ({
+    name: volume.name,
+    sizeBytes: volume.sizeBytes,
+    blockBytes,
+    readOnly: writer === null,
+    read: (offset, length) => access.read(index, offset, length),
+    write: writer
+      ? async (offset, data, fua) => {
+          await writer.write(index, offset, data);
+          if (fua) await writer.flush();
+        }
+      : refuse,
+    writeZeroes: writer
+      ? async (offset, length, fua) => {
+          await writer.writeZeroes(index, offset, length);
+          if (fua) await writer.flush();
+        }
+      : refuse,
+    flush: writer ? () => writer.flush() : () => Promise.resolve(),
+  }));
+}
