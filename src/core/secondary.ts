@@ -24,16 +24,10 @@ import {
 import { assert } from './assert.ts';
 import { HandshakeError, ProtocolError } from './errors.ts';
 import { type BlockContent, FoldIndex } from './fold.ts';
-import {
-  type Binding,
-  bindingOf,
-  checkBoundPrimary,
-  generationChainProblem,
-  type PrimaryIdentity,
-} from './identity.ts';
+import { type Binding, bindingOf, checkBoundPrimary, type PrimaryIdentity } from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
 import type { SecondaryRecord } from './records.ts';
-import { checkSameShape, checkShapeRules } from './shape.ts';
+import { checkHello, identityOfHello } from './secondary-session.ts';
 import {
   type Bugs,
   type CycleNumber,
@@ -43,6 +37,9 @@ import {
   noBugs,
   volumeBlocks,
 } from './types.ts';
+
+// The node checks a hello before it creates volumes from it, so the check is part of this API.
+export { checkHello };
 
 export interface SecondaryConfig {
   name: string;
@@ -634,29 +631,4 @@ export class Secondary {
       })),
     };
   }
-}
-
-/** The identity a hello states. */
-export function identityOfHello(hello: HelloFrame): PrimaryIdentity {
-  return { site: hello.primarySite, generations: hello.generations };
-}
-
-/**
- * Throws HandshakeError unless a hello is of `group`, well-formed by the config's rules (names,
- * block size, sizes, a generation chain ending at its primary) and, when this site already holds
- * volumes, describes exactly `held`. A fresh secondary (held null) checks the same before it
- * creates any file from what the hello says.
- */
-export function checkHello(hello: HelloFrame, group: string, held: GroupShape | null): void {
-  if (hello.group !== group) {
-    throw new HandshakeError(
-      'group-mismatch',
-      `group "${hello.group}" offered, this site is of group "${group}"`,
-    );
-  }
-  const offered = { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes };
-  checkShapeRules(offered);
-  const chain = generationChainProblem(hello.primarySite, hello.generations);
-  if (chain) throw new HandshakeError('hello-invalid', `hello: primary site ${hello.primarySite}: ${chain}`);
-  if (held) checkSameShape(offered, held);
 }
