@@ -1,42 +1,19 @@
 /**
- * A secondary site. It journals the packets it receives per cycle, stores a cycle once it holds
- * exactly the packets the end-of-cycle frame names (count and digest), answers STORED, and applies
- * stored cycles strictly in order, each as a unit. On any failure it deletes the entries of every
- * cycle that is not stored (the claim's "deleting journal entries in each secondary").
- *
- * Apply is redo-logged through the journal itself: a stored cycle's packets stay in the journal
- * until its `applied` marker is durable, so a crash during apply finishes the apply at restart.
- * While a cycle is being written to the volumes, the read path overlays its blocks, so a reader
- * never sees a half-applied cycle.
+ * A secondary site. It follows one primary, session by session, answers STORED as cycles become
+ * durable here, and applies them in order; the cycles themselves (journal, store, apply, recovery)
+ * are SecondaryStore's (secondary-store.ts).
  */
 
-import {
-  addDigest,
-  type DataFrame,
-  dataFrameOf,
-  type EndOfCycleFrame,
-  extentOfDataFrame,
-  type Frame,
-  type HelloFrame,
-  packetDigest,
-  protocolVersion,
-} from '../protocol/frames.ts';
+import { type Frame, type HelloFrame, protocolVersion } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import { HandshakeError, ProtocolError } from './errors.ts';
-import { type BlockContent, FoldIndex } from './fold.ts';
+import type { BlockContent } from './fold.ts';
 import { type Binding, bindingOf, checkBoundPrimary, type PrimaryIdentity } from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
 import type { SecondaryRecord } from './records.ts';
 import { checkHello, identityOfHello } from './secondary-session.ts';
-import {
-  type Bugs,
-  type CycleNumber,
-  type Extent,
-  type GroupShape,
-  type LogEntry,
-  noBugs,
-  volumeBlocks,
-} from './types.ts';
+import { SecondaryStore, type StoreAction } from './secondary-store.ts';
+import { type Bugs, type CycleNumber, type GroupShape, type LogEntry, noBugs } from './types.ts';
 
 // The node checks a hello before it creates volumes from it, so the check is part of this API.
 export { checkHello };
@@ -58,29 +35,7 @@ export type SecondaryAction =
   | { type: 'bind'; binding: Binding }
   | { type: 'send'; connection: number; frame: Frame }
   | { type: 'close'; connection: number; reason: string }
-  | { type: 'journal-append'; seq: number; record: SecondaryRecord }
-  /** Make every record appended so far durable, then call onJournalSynced(upTo). */
-  | { type: 'journal-sync'; upTo: number }
-  /** Records of cycles up to `upTo` are applied durably and may go. */
-  | { type: 'journal-release'; upTo: CycleNumber }
-  | { type: 'volume-write'; extent: Extent }
-  /** Make every volume write so far durable, then call onVolumesSynced(token). */
-  | { type: 'volume-sync'; token: number }
-  | { type: 'log'; entry: LogEntry };
-
-interface ReceivingCycle {
-  packets: Map<number, DataFrame>;
-  end: EndOfCycleFrame | null;
-  digest: number;
-  /** The session that delivered these packets; entries of an older session must not survive it. */
-  session: number;
-}
-
-interface StoredCycle {
-  cycle: CycleNumber;
-  coversFrom: CycleNumber;
-  fold: FoldIndex;
-}
+  | StoreAction;
 
 interface ConnectionState {
   lastReceivedMs: number;
@@ -90,101 +45,66 @@ interface ConnectionState {
 }
 
 export class Secondary {
-  /** Every cycle up to this is complete and durable here. */
-  stored: CycleNumber = 0;
-  /** The read path shows the image at the end of this cycle. */
-  applied: CycleNumber = 0;
-  /** The volumes durably hold this cycle (the `applied` marker is in the journal). */
-  appliedDurable: CycleNumber = 0;
   private session: { id: number; connectionCount: number } | null = null;
   /** The primary site and generation followed; set by the first accepted hello, never changed. */
   private binding: Binding | null;
   private readonly connections = new Map<number, ConnectionState>();
-  private receiving = new Map<CycleNumber, ReceivingCycle>();
-  private readonly storedCycles = new Map<CycleNumber, StoredCycle>();
-  private storing: (StoredCycle & { seq: number }) | null = null;
-  private applying: (StoredCycle & { phase: 'volumes' | 'marker'; wait: number }) | null = null;
   private pendingWelcomes: number[] = [];
-  private appendSeq = 0;
-  private durableSeq = 0;
-  private syncRequestedSeq = 0;
-  private volumeSyncs = 0;
-  private out: SecondaryAction[] = [];
+  private readonly out: SecondaryAction[] = [];
+  private readonly store: SecondaryStore;
   /** Time of the event being handled, for heartbeat bookkeeping. */
   private clockMs = 0;
   private readonly bugs: Bugs;
   /** Counters for the simulator's report. */
   failures = 0;
-  recoveryCyclesApplied = 0;
 
   constructor(private readonly config: SecondaryConfig) {
     const problems = checkLinkTimings(config.timings);
     assert(problems.length === 0, problems.join('; '));
     this.bugs = config.bugs ?? noBugs;
     this.binding = config.binding ?? null;
+    this.store = new SecondaryStore(config.name, config.shape, this.bugs, this.out, {
+      onCycleStored: () => this.onCycleStored(),
+      onCycleApplied: () => this.reportProgress(),
+      onCycleRefused: (nowMs, error) => this.fail(nowMs, `${error.code}: ${error.message}`),
+    });
+  }
+
+  /** Every cycle up to this is complete and durable here. */
+  get stored(): CycleNumber {
+    return this.store.stored;
+  }
+
+  /** The read path shows the image at the end of this cycle. */
+  get applied(): CycleNumber {
+    return this.store.applied;
+  }
+
+  /** The volumes durably hold this cycle (the `applied` marker is in the journal). */
+  get appliedDurable(): CycleNumber {
+    return this.store.appliedDurable;
+  }
+
+  /** A counter for the simulator's report. */
+  get recoveryCyclesApplied(): number {
+    return this.store.recoveryCyclesApplied;
   }
 
   /** Rebuilds a secondary from its journal after a restart, then resumes any unfinished apply. */
   static recover(config: SecondaryConfig, records: Iterable<SecondaryRecord>): Secondary {
     const secondary = new Secondary(config);
-    secondary.replay(records);
+    secondary.store.replay(records);
     return secondary;
-  }
-
-  private replay(records: Iterable<SecondaryRecord>): void {
-    const buffers = new Map<CycleNumber, { packetIndex: number; extent: Extent }[]>();
-    for (const record of records) {
-      switch (record.kind) {
-        case 'packet': {
-          const extents = buffers.get(record.cycle) ?? [];
-          extents.push({ packetIndex: record.packetIndex, extent: record.extent });
-          buffers.set(record.cycle, extents);
-          break;
-        }
-        case 'stored': {
-          const fold = new FoldIndex(this.config.shape.blockBytes);
-          for (const { extent } of buffers.get(record.cycle) ?? []) fold.add(extent);
-          buffers.delete(record.cycle);
-          this.storedCycles.set(record.cycle, { cycle: record.cycle, coversFrom: record.coversFrom, fold });
-          this.stored = Math.max(this.stored, record.cycle);
-          break;
-        }
-        case 'discard':
-          if (!this.bugs.has('keep-incomplete')) buffers.clear();
-          break;
-        case 'applied':
-          this.appliedDurable = Math.max(this.appliedDurable, record.cycle);
-          break;
-      }
-    }
-    // Records of applied cycles may have been released; the applied marker vouches for them.
-    this.stored = Math.max(this.stored, this.appliedDurable);
-    for (const cycle of [...this.storedCycles.keys()]) {
-      if (cycle <= this.appliedDurable) this.storedCycles.delete(cycle);
-    }
-    this.applied = this.appliedDurable;
-    // A restart is a failure: packets of cycles that were not stored are void. The deliberate
-    // defect keeps them, as if they still belonged to a live cycle.
-    if (this.bugs.has('keep-incomplete')) {
-      for (const [cycle, extents] of buffers) {
-        const packets = new Map<number, DataFrame>();
-        for (const { packetIndex, extent } of extents)
-          packets.set(packetIndex, dataFrameOf(cycle, packetIndex, extent));
-        this.receiving.set(cycle, { packets, end: null, digest: 0, session: -1 });
-      }
-    }
   }
 
   /** Starts the unfinished apply, if any; call once after construction or recovery. */
   start(): SecondaryAction[] {
-    if (!this.bugs.has('skip-redo')) this.tryApply();
+    this.store.resumeApply();
     return this.takeActions();
   }
 
   takeActions(): SecondaryAction[] {
-    const actions = this.out;
-    this.out = [];
-    return actions;
+    return this.out.splice(0);
   }
 
   // ---- connections ---------------------------------------------------------------------------
@@ -244,10 +164,10 @@ export class Secondary {
       case 'heartbeat':
         return;
       case 'data':
-        this.onData(frame);
+        this.store.onData(frame, this.sessionId());
         return;
       case 'end-of-cycle':
-        this.onEndOfCycle(frame);
+        this.store.onEndOfCycle(frame, this.sessionId());
         return;
       case 'error':
         this.fail(nowMs, `primary gave up: ${frame.code}: ${frame.message}`);
@@ -308,7 +228,7 @@ export class Secondary {
       );
     }
     state.session = hello.sessionId;
-    if (this.storing) this.pendingWelcomes.push(connection);
+    if (this.store.storeInFlight) this.pendingWelcomes.push(connection);
     else this.sendWelcome(connection);
   }
 
@@ -347,189 +267,28 @@ export class Secondary {
     this.out.push({ type: 'close', connection, reason: `${code}: ${message}` });
   }
 
-  // ---- receiving -----------------------------------------------------------------------------
-
-  private onData(frame: DataFrame): void {
-    this.checkCycleNumber(frame.cycle, 'data');
-    this.checkExtent(frame);
-    const cycle = this.receivingCycle(frame.cycle);
-    if (cycle.packets.has(frame.packetIndex)) {
-      throw new ProtocolError(
-        'packet-invalid',
-        `cycle ${frame.cycle} packet ${frame.packetIndex} arrived twice`,
-      );
-    }
-    if (cycle.end && frame.packetIndex >= cycle.end.packetCount) {
-      throw new ProtocolError(
-        'packet-invalid',
-        `cycle ${frame.cycle} packet ${frame.packetIndex} of ${cycle.end.packetCount}`,
-      );
-    }
-    cycle.packets.set(frame.packetIndex, frame);
-    cycle.digest = addDigest(cycle.digest, packetDigest(frame));
-    this.append({
-      kind: 'packet',
-      cycle: frame.cycle,
-      packetIndex: frame.packetIndex,
-      extent: extentOfDataFrame(frame),
-    });
-    this.tryStore();
-  }
-
-  private onEndOfCycle(frame: EndOfCycleFrame): void {
-    this.checkCycleNumber(frame.cycle, 'end-of-cycle');
-    if (frame.coversFrom > frame.cycle || frame.coversFrom <= this.stored) {
-      throw new ProtocolError(
-        'cycle-out-of-order',
-        `cycle ${frame.cycle} covers from ${frame.coversFrom}, stored is ${this.stored}`,
-      );
-    }
-    if (frame.packetCount > limits.packetsPerCycleMax) {
-      throw new ProtocolError('packet-invalid', `cycle ${frame.cycle} of ${frame.packetCount} packets`);
-    }
-    const cycle = this.receivingCycle(frame.cycle);
-    if (cycle.end) throw new ProtocolError('unexpected-frame', `second end of cycle ${frame.cycle}`);
-    cycle.end = frame;
-    this.tryStore();
-  }
-
-  private checkCycleNumber(cycle: CycleNumber, what: string): void {
-    const floor = this.storing ? this.storing.cycle : this.stored;
-    if (cycle <= floor) {
-      throw new ProtocolError('cycle-out-of-order', `${what} of cycle ${cycle}, stored is ${this.stored}`);
-    }
-    // A recovery cycle's number may be far above the stored one, so the bound is on how many
-    // cycles are buffered, not on how far ahead they are.
-    if (!this.receiving.has(cycle) && this.receiving.size >= limits.receiveCyclesBufferedMax) {
-      throw new ProtocolError(
-        'cycle-out-of-order',
-        `${what} of cycle ${cycle} would be the ${this.receiving.size + 1}th incomplete cycle, at most ${limits.receiveCyclesBufferedMax}`,
-      );
-    }
-  }
-
-  private checkExtent(frame: DataFrame): void {
-    const blocks = volumeBlocks(this.config.shape, frame.volume);
-    const payloadBytes = frame.zero ? 0 : frame.blockCount * this.config.shape.blockBytes;
-    if (
-      frame.volume >= this.config.shape.volumes.length ||
-      frame.blockCount < 1 ||
-      frame.block + frame.blockCount > blocks ||
-      frame.payload.length !== payloadBytes ||
-      frame.packetIndex >= limits.packetsPerCycleMax
-    ) {
-      throw new ProtocolError(
-        'packet-invalid',
-        `cycle ${frame.cycle} packet ${frame.packetIndex}: volume ${frame.volume} blocks ${frame.block}+${frame.blockCount}, ${frame.payload.length} bytes`,
-      );
-    }
-  }
-
-  private receivingCycle(number: CycleNumber): ReceivingCycle {
-    let cycle = this.receiving.get(number);
-    if (!cycle) {
-      cycle = { packets: new Map(), end: null, digest: 0, session: this.session?.id ?? -1 };
-      this.receiving.set(number, cycle);
-    }
-    return cycle;
-  }
-
-  /** Stores the next cycle in order once it is complete: its record durable first, STORED after. */
-  private tryStore(): void {
-    if (this.storing) return;
-    const expectedFrom = this.stored + 1;
-    for (const [number, cycle] of this.receiving) {
-      const end = cycle.end;
-      if (!end || end.coversFrom !== expectedFrom) continue;
-      if (!this.bugs.has('apply-partial')) {
-        if (cycle.packets.size < end.packetCount) return;
-        if (cycle.digest !== end.digest) {
-          throw new ProtocolError(
-            'cycle-digest-mismatch',
-            `cycle ${number}: digest of received packets differs`,
-          );
-        }
-      }
-      const fold = new FoldIndex(this.config.shape.blockBytes);
-      for (const packet of [...cycle.packets.values()].sort((a, b) => a.packetIndex - b.packetIndex)) {
-        fold.add(extentOfDataFrame(packet));
-      }
-      this.receiving.delete(number);
-      const seq = this.append({ kind: 'stored', cycle: number, coversFrom: end.coversFrom });
-      this.storing = { cycle: number, coversFrom: end.coversFrom, fold, seq };
-      this.requestSync(seq);
-      return;
-    }
-  }
-
   // ---- storage completions -------------------------------------------------------------------
 
   onJournalSynced(nowMs: number, upTo: number): SecondaryAction[] {
     this.clockMs = nowMs;
-    this.durableSeq = Math.max(this.durableSeq, upTo);
-    if (this.storing && this.durableSeq >= this.storing.seq) this.onStored(nowMs);
-    if (this.applying?.phase === 'marker' && this.durableSeq >= this.applying.wait) this.onApplied();
+    this.store.onJournalSynced(nowMs, upTo);
     return this.takeActions();
-  }
-
-  private onStored(_nowMs: number): void {
-    const storing = this.storing;
-    assert(storing, 'a cycle was being stored');
-    assert(storing.coversFrom === this.stored + 1, 'cycles are stored in order');
-    this.storing = null;
-    this.stored = storing.cycle;
-    this.storedCycles.set(storing.cycle, storing);
-    this.log('debug', 'cycle-stored', { cycle: storing.cycle, coversFrom: storing.coversFrom });
-    this.reportProgress();
-    for (const connection of this.pendingWelcomes.splice(0)) this.sendWelcome(connection);
-    try {
-      this.tryStore();
-    } catch (error) {
-      if (!(error instanceof ProtocolError)) throw error;
-      this.fail(_nowMs, `${error.code}: ${error.message}`);
-    }
-    this.tryApply();
-  }
-
-  /** Applies the next stored cycle, whole: the read path shows it from the first volume write on. */
-  private tryApply(): void {
-    if (this.applying) return;
-    const next = [...this.storedCycles.values()].find((cycle) => cycle.coversFrom === this.applied + 1);
-    if (!next) return;
-    const token = ++this.volumeSyncs;
-    this.applying = { ...next, phase: 'volumes', wait: token };
-    this.applied = next.cycle;
-    if (next.coversFrom < next.cycle) this.recoveryCyclesApplied++;
-    for (const extent of next.fold.extents(limits.packetBytesMax))
-      this.out.push({ type: 'volume-write', extent });
-    this.out.push({ type: 'volume-sync', token });
   }
 
   onVolumesSynced(nowMs: number, token: number): SecondaryAction[] {
     this.clockMs = nowMs;
-    if (this.applying?.phase === 'volumes' && this.applying.wait === token) {
-      const seq = this.append({ kind: 'applied', cycle: this.applying.cycle });
-      this.applying.phase = 'marker';
-      this.applying.wait = seq;
-      this.requestSync(seq);
-    }
+    this.store.onVolumesSynced(token);
     return this.takeActions();
-  }
-
-  private onApplied(): void {
-    const applying = this.applying;
-    assert(applying, 'a cycle was being applied');
-    this.applying = null;
-    this.appliedDurable = applying.cycle;
-    this.storedCycles.delete(applying.cycle);
-    this.out.push({ type: 'journal-release', upTo: applying.cycle });
-    this.reportProgress();
-    this.tryApply();
   }
 
   /** The read path: a block of the cycle being applied, or undefined to read the volume. */
   overlay(volume: number, block: number): BlockContent | undefined {
-    return this.applying?.fold.get(volume, block);
+    return this.store.overlay(volume, block);
+  }
+
+  private onCycleStored(): void {
+    this.reportProgress();
+    for (const connection of this.pendingWelcomes.splice(0)) this.sendWelcome(connection);
   }
 
   private reportProgress(): void {
@@ -555,11 +314,7 @@ export class Secondary {
     }
     this.session = null;
     this.pendingWelcomes = [];
-    if (this.bugs.has('keep-incomplete')) return;
-    const dropped = this.receiving.size;
-    this.receiving = new Map();
-    this.append({ kind: 'discard', stored: this.stored });
-    if (dropped > 0) this.log('info', 'incomplete-cycles-deleted', { cycles: dropped, stored: this.stored });
+    this.store.onSessionFailed();
   }
 
   onTick(nowMs: number): SecondaryAction[] {
@@ -586,23 +341,15 @@ export class Secondary {
     this.out.push({ type: 'send', connection, frame });
   }
 
+  private sessionId(): number {
+    return this.session?.id ?? -1;
+  }
+
   private sessionConnection(): number | undefined {
     if (!this.session) return undefined;
     for (const [connection, state] of this.connections)
       if (state.session === this.session.id) return connection;
     return undefined;
-  }
-
-  private append(record: SecondaryRecord): number {
-    const seq = ++this.appendSeq;
-    this.out.push({ type: 'journal-append', seq, record });
-    return seq;
-  }
-
-  private requestSync(seq: number): void {
-    if (seq <= this.syncRequestedSeq) return;
-    this.syncRequestedSeq = this.appendSeq;
-    this.out.push({ type: 'journal-sync', upTo: this.appendSeq });
   }
 
   private log(level: LogEntry['level'], event: string, fields: LogEntry['fields']): void {
@@ -624,11 +371,7 @@ export class Secondary {
   } {
     return {
       session: this.session?.id ?? null,
-      receiving: [...this.receiving].map(([cycle, entry]) => ({
-        cycle,
-        session: entry.session,
-        packets: entry.packets.size,
-      })),
+      receiving: this.store.receivingCycles(),
     };
   }
 }

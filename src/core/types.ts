@@ -67,3 +67,11 @@ export interface LogEntry {
   event: string;
   fields: Record<string, string | number | boolean | null>;
 }
+
+/**
+ * Where a part of a state machine (a PrimaryLink, the secondary's session or store) puts its
+ * actions: the list of the machine it belongs to, so the actions of one event keep one order.
+ */
+export interface ActionSink<Action> {
+  push(action: Action): void;
+}
