@@ -214,7 +214,7 @@ export class PrimaryNode {
     record();
     node = new PrimaryNode(config, shape, identity, opened.journal, volumes, opened.records, logger, onFatal);
     await node.redo(opened.records);
-    node.run(node.core.takeActions());
+    node.run(node.core.start());
     if (options.offline) return node;
     if (config.nbd)
       node.nbd = await startNbdServer(
