@@ -1,7 +1,8 @@
 /**
  * The primary of a group: sequencing (capture number, cycle switch, acknowledgement), the journal
  * (what it appends, when it asks for durability, when it collects), and one PrimaryLink per
- * secondary. No I/O: handlers take events and return actions; frames are pulled with pollFrames.
+ * secondary. No I/O: handlers take events and return actions (docs/core.md); frames are pulled
+ * with pollFrames.
  */
 
 import type { Frame } from '../protocol/frames.ts';
@@ -148,7 +149,7 @@ export class PrimaryGroup implements CycleStore {
   private switching: { target: CycleNumber; confirmed: Set<number> } | null = null;
   private lastSwitchMs = Number.NEGATIVE_INFINITY;
   private pendingFlushes: { token: number; seq: number }[] = [];
-  private out: PrimaryAction[] = [];
+  private readonly out: PrimaryAction[] = [];
   private connectionIds = 0;
 
   constructor(
@@ -167,14 +168,23 @@ export class PrimaryGroup implements CycleStore {
     };
     for (const name of config.secondaries) {
       this.links.push(
-        new PrimaryLink(name, config.shape, config.connectionsPerLink, config.timings, this, environment),
+        new PrimaryLink(
+          name,
+          config.shape,
+          config.connectionsPerLink,
+          config.timings,
+          this,
+          environment,
+          this.out,
+        ),
       );
     }
   }
 
   /**
    * Rebuilds a primary from its journal after a restart. Records are replayed in order; the
-   * caller has already cut a torn tail. Cycles above the last switch record stay open.
+   * caller has already cut a torn tail. Cycles above the last switch record stay open; start()
+   * then closes those a node had already moved past.
    */
   static recover(
     config: PrimaryConfig,
@@ -205,16 +215,20 @@ export class PrimaryGroup implements CycleStore {
       link.stored = group.collected;
       link.applied = group.collected;
     }
-    // Writes tagged above the last durable switch but below the capture number came from a node
-    // that had switched already: those cycles close now, in order.
-    if (group.capture - 1 > group.closed) group.closeCycle(group.capture - 1);
     return group;
   }
 
-  takeActions(): PrimaryAction[] {
-    const actions = this.out;
-    this.out = [];
-    return actions;
+  /** Finishes what a restart left unfinished; call once after construction or recovery. */
+  start(): PrimaryAction[] {
+    // Writes tagged above the last durable switch but below the capture number came from a node
+    // that had switched already: those cycles close now, in order.
+    if (this.capture - 1 > this.closed) this.closeCycle(this.capture - 1);
+    return this.takeActions();
+  }
+
+  /** Every action since the last handler returned: each handler hands back what it caused. */
+  private takeActions(): PrimaryAction[] {
+    return this.out.splice(0);
   }
 
   // ---- sources -------------------------------------------------------------------------------
@@ -279,9 +293,7 @@ export class PrimaryGroup implements CycleStore {
 
   onTick(nowMs: number): PrimaryAction[] {
     if (this.switchDue(nowMs)) this.beginSwitch(nowMs);
-    const requests: LinkRequest[] = [];
-    for (const link of this.links) link.onTick(nowMs, requests);
-    this.out.push(...requests);
+    for (const link of this.links) link.onTick(nowMs);
     return this.takeActions();
   }
 
@@ -397,19 +409,14 @@ export class PrimaryGroup implements CycleStore {
   }
 
   onConnectionLost(nowMs: number, connection: number, reason: string): PrimaryAction[] {
-    const requests: LinkRequest[] = [];
-    this.linkOf(connection)?.onConnectionLost(nowMs, connection, reason, requests);
-    this.out.push(...requests);
+    this.linkOf(connection)?.onConnectionLost(nowMs, connection, reason);
     return this.takeActions();
   }
 
   onFrame(nowMs: number, connection: number, frame: Frame): PrimaryAction[] {
     const link = this.linkOf(connection);
     if (!link) return this.takeActions();
-    const requests: LinkRequest[] = [];
-    const storedMoved = link.onFrame(nowMs, connection, frame, requests);
-    this.out.push(...requests);
-    if (storedMoved) this.collect();
+    if (link.onFrame(nowMs, connection, frame)) this.collect();
     return this.takeActions();
   }
 

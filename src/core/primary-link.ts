@@ -17,7 +17,7 @@ import { assert } from './assert.ts';
 import type { FoldIndex, Run } from './fold.ts';
 import type { PrimaryIdentity } from './identity.ts';
 import { type LinkTimings, limits } from './limits.ts';
-import type { Bugs, CycleNumber, GroupShape, LogEntry } from './types.ts';
+import type { ActionSink, Bugs, CycleNumber, GroupShape, LogEntry } from './types.ts';
 
 /** What the link reads of the group's journal. */
 export interface CycleStore {
@@ -106,6 +106,7 @@ export class PrimaryLink {
     private readonly timings: LinkTimings,
     private readonly store: CycleStore,
     private readonly environment: LinkEnvironment,
+    private readonly out: ActionSink<LinkRequest>,
   ) {
     assert(
       connectionCount >= 1 && connectionCount <= limits.connectionsPerLinkMax,
@@ -120,16 +121,15 @@ export class PrimaryLink {
     return this.connections.some((candidate) => candidate.id === connection);
   }
 
-  onTick(nowMs: number, out: LinkRequest[]): void {
+  onTick(nowMs: number): void {
     if ((this.state === 'idle' || this.state === 'refused') && nowMs >= this.retryAtMs) {
-      this.startSession(nowMs, out);
+      this.startSession(nowMs);
       return;
     }
     if (this.storedProgressOverdue(nowMs)) {
       this.fail(
         nowMs,
         `no STORED progress for ${nowMs - (this.awaitingStoredSinceMs as number)} ms while the secondary heartbeats (stored ${this.stored}, sent up to ${this.endSentMax}): its storage may have failed, its log says why`,
-        out,
       );
       return;
     }
@@ -141,7 +141,6 @@ export class PrimaryLink {
         this.fail(
           nowMs,
           `${what} for ${nowMs - connection.lastReceivedMs} ms on connection ${connection.id}`,
-          out,
         );
         return;
       }
@@ -164,7 +163,7 @@ export class PrimaryLink {
     );
   }
 
-  private startSession(nowMs: number, out: LinkRequest[]): void {
+  private startSession(nowMs: number): void {
     this.state = 'connecting';
     this.sessionId = Math.floor(this.environment.random() * 0x1_0000_0000) >>> 0;
     this.sentEnd = 0;
@@ -182,7 +181,7 @@ export class PrimaryLink {
         lastSentMs: nowMs,
         lastReceivedMs: nowMs,
       });
-      out.push({ type: 'connect', link: this.name, connection: id });
+      this.out.push({ type: 'connect', link: this.name, connection: id });
     }
   }
 
@@ -205,13 +204,13 @@ export class PrimaryLink {
     });
   }
 
-  onConnectionLost(nowMs: number, connectionId: number, reason: string, out: LinkRequest[]): void {
+  onConnectionLost(nowMs: number, connectionId: number, reason: string): void {
     if (!this.connection(connectionId)) return;
-    this.fail(nowMs, `connection ${connectionId} lost: ${reason}`, out);
+    this.fail(nowMs, `connection ${connectionId} lost: ${reason}`);
   }
 
   /** Handles one frame; returns true when the secondary's stored number moved (the group may collect). */
-  onFrame(nowMs: number, connectionId: number, frame: Frame, out: LinkRequest[]): boolean {
+  onFrame(nowMs: number, connectionId: number, frame: Frame): boolean {
     const connection = this.connection(connectionId);
     if (!connection?.opened) return false;
     connection.lastReceivedMs = nowMs;
@@ -220,30 +219,25 @@ export class PrimaryLink {
         return false;
       case 'welcome':
         // After a restart of the primary the welcome is the first word of what the secondary stored.
-        return this.onWelcome(nowMs, connection, frame, out);
+        return this.onWelcome(nowMs, connection, frame);
       case 'stored':
-        return this.onStored(nowMs, frame.stored, frame.applied, out);
+        return this.onStored(nowMs, frame.stored, frame.applied);
       case 'error':
-        this.refuse(nowMs, `secondary refused: ${frame.code}: ${frame.message}`, out);
+        this.refuse(nowMs, `secondary refused: ${frame.code}: ${frame.message}`);
         return false;
       default:
-        this.fail(nowMs, `unexpected ${frame.type} frame from the secondary`, out);
+        this.fail(nowMs, `unexpected ${frame.type} frame from the secondary`);
         return false;
     }
   }
 
-  private onWelcome(
-    nowMs: number,
-    connection: LinkConnection,
-    welcome: WelcomeFrame,
-    out: LinkRequest[],
-  ): boolean {
+  private onWelcome(nowMs: number, connection: LinkConnection, welcome: WelcomeFrame): boolean {
     if (this.state !== 'connecting' || connection.welcomed) {
-      this.fail(nowMs, 'welcome outside the handshake', out);
+      this.fail(nowMs, 'welcome outside the handshake');
       return false;
     }
     if (welcome.sessionId !== this.sessionId || welcome.protocolVersion !== protocolVersion) {
-      this.fail(nowMs, `welcome for session ${welcome.sessionId}, version ${welcome.protocolVersion}`, out);
+      this.fail(nowMs, `welcome for session ${welcome.sessionId}, version ${welcome.protocolVersion}`);
       return false;
     }
     if (welcome.stored < this.store.collected || welcome.stored > this.store.closed) {
@@ -252,7 +246,6 @@ export class PrimaryLink {
       this.refuse(
         nowMs,
         `secondary stored ${welcome.stored}, journal holds ${this.store.collected + 1}..${this.store.closed}`,
-        out,
       );
       return false;
     }
@@ -265,13 +258,13 @@ export class PrimaryLink {
     this.refusal = null;
     this.backoffMs = this.timings.reconnectMsMin;
     this.sentEnd = this.stored;
-    if (this.store.closed > this.stored) this.queueRecovery(out);
+    if (this.store.closed > this.stored) this.queueRecovery();
     return moved;
   }
 
-  private onStored(nowMs: number, stored: CycleNumber, applied: CycleNumber, out: LinkRequest[]): boolean {
+  private onStored(nowMs: number, stored: CycleNumber, applied: CycleNumber): boolean {
     if (this.state !== 'streaming' || stored < this.stored || stored > this.sentEnd || applied > stored) {
-      this.fail(nowMs, `stored ${stored} (applied ${applied}) outside ${this.stored}..${this.sentEnd}`, out);
+      this.fail(nowMs, `stored ${stored} (applied ${applied}) outside ${this.stored}..${this.sentEnd}`);
       return false;
     }
     const moved = stored > this.stored;
@@ -282,14 +275,14 @@ export class PrimaryLink {
   }
 
   /** The claim's recovery: every unsynchronized entry, folded, as one cycle below every unsent one. */
-  private queueRecovery(out: LinkRequest[]): void {
+  private queueRecovery(): void {
     const from = this.stored + 1;
     const newestClosed = this.store.closed;
     // The deliberate defect numbers the batch above the cycles still unsent (the capture cycle).
     const number = this.environment.bugs.has('recovery-higher-number') ? newestClosed + 1 : newestClosed;
     const fold = this.store.foldRange(from, newestClosed);
     this.recoveries++;
-    out.push({
+    this.out.push({
       type: 'log',
       entry: {
         level: 'warn',
@@ -390,10 +383,10 @@ export class PrimaryLink {
   }
 
   /** Any failure: close every connection of the session, retry after a growing delay. */
-  fail(nowMs: number, reason: string, out: LinkRequest[]): void {
+  fail(nowMs: number, reason: string): void {
     this.failures++;
     this.lastFailure = reason;
-    out.push({
+    this.out.push({
       type: 'log',
       entry: {
         level: 'warn',
@@ -401,29 +394,29 @@ export class PrimaryLink {
         fields: { link: this.name, reason, stored: this.stored },
       },
     });
-    this.closeAll(reason, out);
+    this.closeAll(reason);
     this.state = 'idle';
     this.retryAtMs = nowMs + this.backoffMs;
     this.backoffMs = Math.min(this.backoffMs * 2, this.timings.reconnectMsMax);
   }
 
   /** The secondary will not take us as we are; try again rarely, someone has to fix a config. */
-  private refuse(nowMs: number, reason: string, out: LinkRequest[]): void {
+  private refuse(nowMs: number, reason: string): void {
     this.failures++;
     this.lastFailure = reason;
     this.refusal = reason;
-    out.push({
+    this.out.push({
       type: 'log',
       entry: { level: 'error', event: 'link-refused', fields: { link: this.name, reason } },
     });
-    this.closeAll(reason, out);
+    this.closeAll(reason);
     this.state = 'refused';
     this.retryAtMs = nowMs + this.timings.reconnectMsMax;
   }
 
-  private closeAll(reason: string, out: LinkRequest[]): void {
+  private closeAll(reason: string): void {
     for (const connection of this.connections) {
-      out.push({ type: 'disconnect', link: this.name, connection: connection.id, reason });
+      this.out.push({ type: 'disconnect', link: this.name, connection: connection.id, reason });
     }
     this.connections = [];
   }

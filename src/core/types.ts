@@ -67,3 +67,12 @@ export interface LogEntry {
   event: string;
   fields: Record<string, string | number | boolean | null>;
 }
+
+/**
+ * Where a part of a state machine (a PrimaryLink, the secondary's session or store) puts its
+ * actions: the list of the machine it belongs to, so the actions of one event keep one order. The
+ * machine's handler returns that list (docs/core.md, "How a machine hands back its actions").
+ */
+export interface ActionSink<Action> {
+  push(action: Action): void;
+}

@@ -136,7 +136,7 @@ export class PrimaryNode {
     const storage = openPrimaryStorage(config, environment, logger, () => (node ? node.checkpoint() : []));
     node = new PrimaryNode(config, storage, environment, logger, onFatal);
     await redoJournaledWrites(storage.volumes, storage.records, logger);
-    node.run(node.core.takeActions());
+    node.run(node.core.start());
     if (options.offline) return node;
     await node.runtime.serve({
       nbdExports: () => node.nbdExports(),

@@ -770,7 +770,7 @@ export class Cluster {
           `primary restarted with closed ${this.primary.closed}, below ${closedBefore} closed before`,
         );
       }
-      this.runPrimary(this.primary.takeActions());
+      this.runPrimary(this.primary.start());
       this.queue.push(this.nowMs, { kind: 'tick', site: primarySite, epoch: this.primaryEpoch });
       for (const source of this.sources) {
         this.queue.push(this.nowMs + this.random.int(20), { kind: 'source', source: source.id });

@@ -5,7 +5,7 @@
  */
 import { ProtocolError } from '../../src/core/errors.ts';
 import { limits } from '../../src/core/limits.ts';
-import { Secondary } from '../../src/core/secondary.ts';
+import { SecondaryStore } from '../../src/core/secondary-store.ts';
 import type { GroupShape } from '../../src/core/types.ts';
 import { NbdConnection } from '../../src/nbd/connection.ts';
 import { commands } from '../../src/nbd/protocol.ts';
@@ -28,8 +28,8 @@ interface ReaderInternals {
   what: string;
 }
 
-interface SecondaryInternals {
-  config: { shape: GroupShape };
+interface SecondaryStoreInternals {
+  shape: GroupShape;
 }
 
 /** The method each planted defect replaced, so a replacement can call the original. */
@@ -59,10 +59,10 @@ export const plantedDefects = {
   /** The secondary's extent check forgets the block range: an extent may reach past its volume. */
   'secondary-extent-range': {
     description: "the secondary's extent validation without the block-range check",
-    target: Secondary,
+    target: SecondaryStore,
     method: 'checkExtent',
-    replacement: function (this: SecondaryInternals, frame: DataFrame): void {
-      const shape = this.config.shape;
+    replacement: function (this: SecondaryStoreInternals, frame: DataFrame): void {
+      const shape = this.shape;
       const payloadBytes = frame.zero ? 0 : frame.blockCount * shape.blockBytes;
       if (
         frame.volume >= shape.volumes.length ||

@@ -221,7 +221,7 @@ test('recover closes cycles that a node had already moved past when the primary 
     { kind: 'write', cycle: 2, extent: dataExtent(0, 40, 1, 2) },
   ];
   const primary = PrimaryGroup.recover(primaryConfig({ nodes: 2, ack: 'cycle' }), () => 0.5, records);
-  const actions: PrimaryAction[] = primary.takeActions();
+  const actions: PrimaryAction[] = primary.start();
   assert.equal(primary.capture, 2);
   const sync = actions.find((action) => action.type === 'journal-sync');
   assert.ok(sync && sync.type === 'journal-sync');

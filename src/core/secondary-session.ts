@@ -1,0 +1,348 @@
+/**
+ * The session side of a secondary: the connections a primary opens to it, the hello that joins each
+ * to a session (checked before anything of the followed primary is touched), heartbeats, and the
+ * frames in and out. Any failure closes the whole session and tells the store, which deletes what
+ * it holds of cycles that are not stored. A new session id from the primary is such a failure.
+ *
+ * The cycles themselves are the store's (secondary-store.ts): the session hands it DATA and
+ * END-OF-CYCLE frames and answers the primary with what the store holds (WELCOME, STORED).
+ */
+
+import {
+  type DataFrame,
+  type EndOfCycleFrame,
+  type Frame,
+  type HelloFrame,
+  protocolVersion,
+} from '../protocol/frames.ts';
+import { assert } from './assert.ts';
+import { HandshakeError, ProtocolError } from './errors.ts';
+import {
+  type Binding,
+  bindingOf,
+  checkBoundPrimary,
+  generationChainProblem,
+  type PrimaryIdentity,
+} from './identity.ts';
+import { type LinkTimings, limits } from './limits.ts';
+import { checkSameShape, checkShapeRules } from './shape.ts';
+import type { ActionSink, CycleNumber, GroupShape, LogEntry } from './types.ts';
+
+/** What the session asks of the connections and of site.json. */
+export type SessionAction =
+  /**
+   * Record, durably and atomically, that this secondary now follows this primary and generation;
+   * done before any later action, so nothing of that primary is stored before the binding is.
+   */
+  | { type: 'bind'; binding: Binding }
+  | { type: 'send'; connection: number; frame: Frame }
+  | { type: 'close'; connection: number; reason: string }
+  | { type: 'log'; entry: LogEntry };
+
+/** What the session reads of, and hands to, the cycles below it (SecondaryStore). */
+export interface SessionStore {
+  readonly stored: CycleNumber;
+  readonly applied: CycleNumber;
+  /** A stored record is on its way to disk: a welcome waits for it, so the number it states is exact. */
+  readonly storeInFlight: boolean;
+  /** Throws ProtocolError when the packet does not fit. */
+  onData(frame: DataFrame, session: number): void;
+  /** Throws ProtocolError when the end does not fit. */
+  onEndOfCycle(frame: EndOfCycleFrame, session: number): void;
+  /** The session failed: cycles that are not stored are void. */
+  onSessionFailed(): void;
+}
+
+interface ConnectionState {
+  lastReceivedMs: number;
+  lastSentMs: number;
+  /** Session this connection joined with its HELLO, or null before it. */
+  session: number | null;
+}
+
+export class SecondarySession {
+  /** A counter for the simulator's report. */
+  failures = 0;
+  /** The session of the primary followed, or null between sessions. */
+  private session: { id: number; connectionCount: number } | null = null;
+  /** The primary site and generation followed; set by the first accepted hello, never changed. */
+  private binding: Binding | null;
+  private readonly connections = new Map<number, ConnectionState>();
+  /** Connections that joined while a store was in flight: they are welcomed once it is stored. */
+  private pendingWelcomes: number[] = [];
+
+  constructor(
+    private readonly name: string,
+    private readonly shape: GroupShape,
+    private readonly timings: LinkTimings,
+    binding: Binding | null,
+    private readonly store: SessionStore,
+    private readonly out: ActionSink<SessionAction>,
+  ) {
+    this.binding = binding;
+  }
+
+  /** The primary site and generation followed, or null before the first accepted hello. */
+  get boundTo(): Binding | null {
+    return this.binding;
+  }
+
+  /** The id of the live session, or null between sessions. */
+  get sessionId(): number | null {
+    return this.session?.id ?? null;
+  }
+
+  // ---- connections ---------------------------------------------------------------------------
+
+  onConnectionOpened(nowMs: number, connection: number): void {
+    this.connections.set(connection, { lastReceivedMs: nowMs, lastSentMs: nowMs, session: null });
+  }
+
+  onConnectionLost(connection: number, reason: string): void {
+    const state = this.connections.get(connection);
+    if (!state) return;
+    this.connections.delete(connection);
+    if (this.inSession(state)) this.fail(`connection ${connection} lost: ${reason}`);
+  }
+
+  /** The connection's bytes did not decode: tell the peer, close, and fail the session it is in. */
+  onProtocolError(nowMs: number, connection: number, error: ProtocolError): void {
+    this.refuseConnection(nowMs, connection, error.code, error.message);
+    const state = this.connections.get(connection);
+    this.connections.delete(connection);
+    if (state && this.inSession(state)) this.fail(`${error.code}: ${error.message}`);
+  }
+
+  onFrame(nowMs: number, connection: number, frame: Frame): void {
+    const state = this.connections.get(connection);
+    if (!state) return;
+    state.lastReceivedMs = nowMs;
+    try {
+      this.dispatch(nowMs, connection, state, frame);
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      this.onProtocolError(nowMs, connection, error);
+    }
+  }
+
+  private dispatch(nowMs: number, connection: number, state: ConnectionState, frame: Frame): void {
+    if (frame.type === 'hello') {
+      this.onHello(nowMs, connection, state, frame);
+      return;
+    }
+    const session = this.inSession(state) ? this.session : null;
+    if (!session) {
+      throw new ProtocolError('unexpected-frame', `${frame.type} before hello on connection ${connection}`);
+    }
+    switch (frame.type) {
+      case 'heartbeat':
+        return;
+      case 'data':
+        this.store.onData(frame, session.id);
+        return;
+      case 'end-of-cycle':
+        this.store.onEndOfCycle(frame, session.id);
+        return;
+      case 'error':
+        this.fail(`primary gave up: ${frame.code}: ${frame.message}`);
+        return;
+      default:
+        throw new ProtocolError('unexpected-frame', `${frame.type} frame from the primary`);
+    }
+  }
+
+  private inSession(state: ConnectionState): boolean {
+    return this.session !== null && state.session === this.session.id;
+  }
+
+  // ---- handshake -----------------------------------------------------------------------------
+
+  private onHello(nowMs: number, connection: number, state: ConnectionState, hello: HelloFrame): void {
+    if (state.session !== null) throw new ProtocolError('unexpected-frame', 'second hello on one connection');
+    if (hello.protocolVersion !== protocolVersion) {
+      this.refuseHandshake(
+        nowMs,
+        connection,
+        new HandshakeError(
+          'version-unsupported',
+          `protocol ${hello.protocolVersion}, this site speaks ${protocolVersion}`,
+        ),
+      );
+      return;
+    }
+    // Every check of the offered primary comes before anything of the live session is touched, so
+    // a refused primary (another group, another identity) never disturbs the one being followed.
+    try {
+      checkHello(hello, this.shape.group, this.shape);
+      if (this.binding) checkBoundPrimary(this.binding, identityOfHello(hello));
+    } catch (error) {
+      if (!(error instanceof HandshakeError)) throw error;
+      this.refuseHandshake(nowMs, connection, error);
+      return;
+    }
+    if (hello.connectionCount < 1 || hello.connectionCount > limits.connectionsPerLinkMax) {
+      throw new ProtocolError('frame-bad-field', `session of ${hello.connectionCount} connections`);
+    }
+    if (!this.binding) this.bind(identityOfHello(hello));
+    if (this.session?.id !== hello.sessionId) {
+      // A new session means the primary saw a failure (or restarted): whatever we hold of cycles
+      // that are not stored is void before anything of the new session arrives.
+      if (this.session) this.fail(`new session ${hello.sessionId} from the primary`);
+      this.session = { id: hello.sessionId, connectionCount: hello.connectionCount };
+      this.log('info', 'session-started', {
+        session: hello.sessionId,
+        stored: this.store.stored,
+        applied: this.store.applied,
+      });
+    }
+    const members = [...this.connections.values()].filter(
+      (other) => other.session === hello.sessionId,
+    ).length;
+    if (members >= this.session.connectionCount) {
+      throw new ProtocolError(
+        'unexpected-frame',
+        `more than ${this.session.connectionCount} connections in session`,
+      );
+    }
+    state.session = hello.sessionId;
+    if (this.store.storeInFlight) this.pendingWelcomes.push(connection);
+    else this.sendWelcome(nowMs, connection);
+  }
+
+  /** The first primary accepted is the one followed from now on; its binding is durable first. */
+  private bind(identity: PrimaryIdentity): void {
+    assert(this.binding === null, 'a secondary binds once');
+    this.binding = bindingOf(identity);
+    this.out.push({ type: 'bind', binding: this.binding });
+    this.log('info', 'primary-bound', {
+      primarySite: this.binding.primarySite,
+      generation: this.binding.generation,
+    });
+  }
+
+  private sendWelcome(nowMs: number, connection: number): void {
+    const state = this.connections.get(connection);
+    if (!state || !this.inSession(state) || !this.session) return;
+    this.send(nowMs, connection, {
+      type: 'welcome',
+      protocolVersion,
+      sessionId: this.session.id,
+      secondary: this.name,
+      stored: this.store.stored,
+      applied: this.store.applied,
+    });
+  }
+
+  private refuseHandshake(nowMs: number, connection: number, error: HandshakeError): void {
+    this.log('error', 'primary-refused', { code: error.code, reason: error.message });
+    this.refuseConnection(nowMs, connection, error.code, error.message);
+    this.connections.delete(connection);
+  }
+
+  private refuseConnection(nowMs: number, connection: number, code: string, message: string): void {
+    this.send(nowMs, connection, { type: 'error', code, message });
+    this.out.push({ type: 'close', connection, reason: `${code}: ${message}` });
+  }
+
+  // ---- what the store tells ------------------------------------------------------------------
+
+  /** A cycle is stored: the primary hears so, and connections that waited for it are welcomed. */
+  onCycleStored(nowMs: number): void {
+    this.reportProgress(nowMs);
+    for (const connection of this.pendingWelcomes.splice(0)) this.sendWelcome(nowMs, connection);
+  }
+
+  onCycleApplied(nowMs: number): void {
+    this.reportProgress(nowMs);
+  }
+
+  /** The next cycle is not what the primary said it sent: the session that brought it fails. */
+  onCycleRefused(error: ProtocolError): void {
+    this.fail(`${error.code}: ${error.message}`);
+  }
+
+  private reportProgress(nowMs: number): void {
+    const connection = this.sessionConnection();
+    if (connection !== undefined)
+      this.send(nowMs, connection, {
+        type: 'stored',
+        stored: this.store.stored,
+        applied: this.store.applied,
+      });
+  }
+
+  // ---- failure and heartbeats ----------------------------------------------------------------
+
+  /** Any failure: close the session; the store deletes the entries of every cycle that is not stored. */
+  private fail(reason: string): void {
+    this.failures++;
+    this.log('warn', 'link-failed', { reason, stored: this.store.stored, applied: this.store.applied });
+    for (const [connection, state] of this.connections) {
+      if (this.session && state.session === this.session.id) {
+        this.out.push({ type: 'close', connection, reason });
+        this.connections.delete(connection);
+      }
+    }
+    this.session = null;
+    this.pendingWelcomes = [];
+    this.store.onSessionFailed();
+  }
+
+  onTick(nowMs: number): void {
+    for (const [connection, state] of this.connections) {
+      if (nowMs - state.lastReceivedMs > this.timings.heartbeatMsTimeout) {
+        this.connections.delete(connection);
+        this.out.push({ type: 'close', connection, reason: 'heartbeat timeout' });
+        if (this.inSession(state)) this.fail(`no frame for ${nowMs - state.lastReceivedMs} ms`);
+        continue;
+      }
+      if (this.inSession(state) && nowMs - state.lastSentMs >= this.timings.heartbeatMsInterval) {
+        this.send(nowMs, connection, { type: 'heartbeat', nonce: nowMs >>> 0 });
+      }
+    }
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  private send(nowMs: number, connection: number, frame: Frame): void {
+    const state = this.connections.get(connection);
+    if (state) state.lastSentMs = nowMs;
+    this.out.push({ type: 'send', connection, frame });
+  }
+
+  private sessionConnection(): number | undefined {
+    if (!this.session) return undefined;
+    for (const [connection, state] of this.connections)
+      if (state.session === this.session.id) return connection;
+    return undefined;
+  }
+
+  private log(level: LogEntry['level'], event: string, fields: LogEntry['fields']): void {
+    this.out.push({ type: 'log', entry: { level, event, fields: { secondary: this.name, ...fields } } });
+  }
+}
+
+/** The identity a hello states. */
+function identityOfHello(hello: HelloFrame): PrimaryIdentity {
+  return { site: hello.primarySite, generations: hello.generations };
+}
+
+/**
+ * Throws HandshakeError unless a hello is of `group`, well-formed by the config's rules (names,
+ * block size, sizes, a generation chain ending at its primary) and, when this site already holds
+ * volumes, describes exactly `held`. A fresh secondary (held null) checks the same before it
+ * creates any file from what the hello says.
+ */
+export function checkHello(hello: HelloFrame, group: string, held: GroupShape | null): void {
+  if (hello.group !== group) {
+    throw new HandshakeError(
+      'group-mismatch',
+      `group "${hello.group}" offered, this site is of group "${group}"`,
+    );
+  }
+  const offered = { group: hello.group, blockBytes: hello.blockBytes, volumes: hello.volumes };
+  checkShapeRules(offered);
+  const chain = generationChainProblem(hello.primarySite, hello.generations);
+  if (chain) throw new HandshakeError('hello-invalid', `hello: primary site ${hello.primarySite}: ${chain}`);
+  if (held) checkSameShape(offered, held);
+}

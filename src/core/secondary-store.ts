@@ -1,0 +1,378 @@
+/**
+ * The cycles of a secondary. It journals the packets it receives per cycle, stores a cycle once it
+ * holds exactly the packets the end-of-cycle frame names (count and digest), and applies stored
+ * cycles strictly in order, each as a unit. When the session fails it deletes the entries of every
+ * cycle that is not stored (the claim's "deleting journal entries in each secondary").
+ *
+ * Apply is redo-logged through the journal itself: a stored cycle's packets stay in the journal
+ * until its `applied` marker is durable, so a crash during apply finishes the apply at restart.
+ * While a cycle is being written to the volumes, the read path overlays its blocks, so a reader
+ * never sees a half-applied cycle.
+ *
+ * The store knows nothing of connections: the session hands it the frames of cycles and tells it
+ * of failures; it tells the session when a cycle is stored or applied (StoreEvents).
+ */
+
+import {
+  addDigest,
+  type DataFrame,
+  dataFrameOf,
+  type EndOfCycleFrame,
+  extentOfDataFrame,
+  packetDigest,
+} from '../protocol/frames.ts';
+import { assert } from './assert.ts';
+import { ProtocolError } from './errors.ts';
+import { type BlockContent, FoldIndex } from './fold.ts';
+import { limits } from './limits.ts';
+import type { SecondaryRecord } from './records.ts';
+import {
+  type ActionSink,
+  type Bugs,
+  type CycleNumber,
+  type Extent,
+  type GroupShape,
+  type LogEntry,
+  volumeBlocks,
+} from './types.ts';
+
+/** What the store asks of the journal and the volumes. */
+export type StoreAction =
+  | { type: 'journal-append'; seq: number; record: SecondaryRecord }
+  /** Make every record appended so far durable, then call onJournalSynced(upTo). */
+  | { type: 'journal-sync'; upTo: number }
+  /** Records of cycles up to `upTo` are applied durably and may go. */
+  | { type: 'journal-release'; upTo: CycleNumber }
+  | { type: 'volume-write'; extent: Extent }
+  /** Make every volume write so far durable, then call onVolumesSynced(token). */
+  | { type: 'volume-sync'; token: number }
+  | { type: 'log'; entry: LogEntry };
+
+/** What the store tells the session side of its secondary. */
+export interface StoreEvents {
+  /** A cycle is stored: the primary may hear so, and welcomes held back for it may go. */
+  onCycleStored(nowMs: number): void;
+  /** A cycle is applied durably: the primary may hear so. */
+  onCycleApplied(nowMs: number): void;
+  /** The next complete cycle, checked once the one before it was stored, is not what was sent. */
+  onCycleRefused(nowMs: number, error: ProtocolError): void;
+}
+
+interface ReceivingCycle {
+  packets: Map<number, DataFrame>;
+  end: EndOfCycleFrame | null;
+  digest: number;
+  /** The session that delivered these packets; entries of an older session must not survive it. */
+  session: number;
+}
+
+interface StoredCycle {
+  cycle: CycleNumber;
+  coversFrom: CycleNumber;
+  fold: FoldIndex;
+}
+
+export class SecondaryStore {
+  /** Every cycle up to this is complete and durable here. */
+  stored: CycleNumber = 0;
+  /** The read path shows the image at the end of this cycle. */
+  applied: CycleNumber = 0;
+  /** The volumes durably hold this cycle (the `applied` marker is in the journal). */
+  appliedDurable: CycleNumber = 0;
+  /** A counter for the simulator's report. */
+  recoveryCyclesApplied = 0;
+  private receiving = new Map<CycleNumber, ReceivingCycle>();
+  private readonly storedCycles = new Map<CycleNumber, StoredCycle>();
+  private storing: (StoredCycle & { seq: number }) | null = null;
+  private applying: (StoredCycle & { phase: 'volumes' | 'marker'; wait: number }) | null = null;
+  private appendSeq = 0;
+  private durableSeq = 0;
+  private syncRequestedSeq = 0;
+  private volumeSyncs = 0;
+
+  constructor(
+    private readonly name: string,
+    private readonly shape: GroupShape,
+    private readonly bugs: Bugs,
+    private readonly out: ActionSink<StoreAction>,
+    private readonly events: StoreEvents,
+  ) {}
+
+  /** Rebuilds the cycles from the journal after a restart; resumeApply finishes an interrupted apply. */
+  replay(records: Iterable<SecondaryRecord>): void {
+    const buffers = new Map<CycleNumber, { packetIndex: number; extent: Extent }[]>();
+    for (const record of records) {
+      switch (record.kind) {
+        case 'packet': {
+          const extents = buffers.get(record.cycle) ?? [];
+          extents.push({ packetIndex: record.packetIndex, extent: record.extent });
+          buffers.set(record.cycle, extents);
+          break;
+        }
+        case 'stored': {
+          const fold = new FoldIndex(this.shape.blockBytes);
+          for (const { extent } of buffers.get(record.cycle) ?? []) fold.add(extent);
+          buffers.delete(record.cycle);
+          this.storedCycles.set(record.cycle, { cycle: record.cycle, coversFrom: record.coversFrom, fold });
+          this.stored = Math.max(this.stored, record.cycle);
+          break;
+        }
+        case 'discard':
+          if (!this.bugs.has('keep-incomplete')) buffers.clear();
+          break;
+        case 'applied':
+          this.appliedDurable = Math.max(this.appliedDurable, record.cycle);
+          break;
+      }
+    }
+    // Records of applied cycles may have been released; the applied marker vouches for them.
+    this.stored = Math.max(this.stored, this.appliedDurable);
+    for (const cycle of [...this.storedCycles.keys()]) {
+      if (cycle <= this.appliedDurable) this.storedCycles.delete(cycle);
+    }
+    this.applied = this.appliedDurable;
+    // A restart is a failure: packets of cycles that were not stored are void. The deliberate
+    // defect keeps them, as if they still belonged to a live cycle.
+    if (this.bugs.has('keep-incomplete')) {
+      for (const [cycle, extents] of buffers) {
+        const packets = new Map<number, DataFrame>();
+        for (const { packetIndex, extent } of extents)
+          packets.set(packetIndex, dataFrameOf(cycle, packetIndex, extent));
+        this.receiving.set(cycle, { packets, end: null, digest: 0, session: -1 });
+      }
+    }
+  }
+
+  /** Starts the apply a restart interrupted, if any. */
+  resumeApply(): void {
+    if (!this.bugs.has('skip-redo')) this.tryApply();
+  }
+
+  /** A stored record is on its way to disk: the stored number is about to move. */
+  get storeInFlight(): boolean {
+    return this.storing !== null;
+  }
+
+  // ---- receiving -----------------------------------------------------------------------------
+
+  /** A packet of a cycle, delivered in session `session`; throws ProtocolError when it does not fit. */
+  onData(frame: DataFrame, session: number): void {
+    this.checkCycleNumber(frame.cycle, 'data');
+    this.checkExtent(frame);
+    const cycle = this.receivingCycle(frame.cycle, session);
+    if (cycle.packets.has(frame.packetIndex)) {
+      throw new ProtocolError(
+        'packet-invalid',
+        `cycle ${frame.cycle} packet ${frame.packetIndex} arrived twice`,
+      );
+    }
+    if (cycle.end && frame.packetIndex >= cycle.end.packetCount) {
+      throw new ProtocolError(
+        'packet-invalid',
+        `cycle ${frame.cycle} packet ${frame.packetIndex} of ${cycle.end.packetCount}`,
+      );
+    }
+    cycle.packets.set(frame.packetIndex, frame);
+    cycle.digest = addDigest(cycle.digest, packetDigest(frame));
+    this.append({
+      kind: 'packet',
+      cycle: frame.cycle,
+      packetIndex: frame.packetIndex,
+      extent: extentOfDataFrame(frame),
+    });
+    this.tryStore();
+  }
+
+  /** The end of a cycle, delivered in session `session`; throws ProtocolError when it does not fit. */
+  onEndOfCycle(frame: EndOfCycleFrame, session: number): void {
+    this.checkCycleNumber(frame.cycle, 'end-of-cycle');
+    if (frame.coversFrom > frame.cycle || frame.coversFrom <= this.stored) {
+      throw new ProtocolError(
+        'cycle-out-of-order',
+        `cycle ${frame.cycle} covers from ${frame.coversFrom}, stored is ${this.stored}`,
+      );
+    }
+    if (frame.packetCount > limits.packetsPerCycleMax) {
+      throw new ProtocolError('packet-invalid', `cycle ${frame.cycle} of ${frame.packetCount} packets`);
+    }
+    const cycle = this.receivingCycle(frame.cycle, session);
+    if (cycle.end) throw new ProtocolError('unexpected-frame', `second end of cycle ${frame.cycle}`);
+    cycle.end = frame;
+    this.tryStore();
+  }
+
+  private checkCycleNumber(cycle: CycleNumber, what: string): void {
+    const floor = this.storing ? this.storing.cycle : this.stored;
+    if (cycle <= floor) {
+      throw new ProtocolError('cycle-out-of-order', `${what} of cycle ${cycle}, stored is ${this.stored}`);
+    }
+    // A recovery cycle's number may be far above the stored one, so the bound is on how many
+    // cycles are buffered, not on how far ahead they are.
+    if (!this.receiving.has(cycle) && this.receiving.size >= limits.receiveCyclesBufferedMax) {
+      throw new ProtocolError(
+        'cycle-out-of-order',
+        `${what} of cycle ${cycle} would be the ${this.receiving.size + 1}th incomplete cycle, at most ${limits.receiveCyclesBufferedMax}`,
+      );
+    }
+  }
+
+  private checkExtent(frame: DataFrame): void {
+    const blocks = volumeBlocks(this.shape, frame.volume);
+    const payloadBytes = frame.zero ? 0 : frame.blockCount * this.shape.blockBytes;
+    if (
+      frame.volume >= this.shape.volumes.length ||
+      frame.blockCount < 1 ||
+      frame.block + frame.blockCount > blocks ||
+      frame.payload.length !== payloadBytes ||
+      frame.packetIndex >= limits.packetsPerCycleMax
+    ) {
+      throw new ProtocolError(
+        'packet-invalid',
+        `cycle ${frame.cycle} packet ${frame.packetIndex}: volume ${frame.volume} blocks ${frame.block}+${frame.blockCount}, ${frame.payload.length} bytes`,
+      );
+    }
+  }
+
+  private receivingCycle(number: CycleNumber, session: number): ReceivingCycle {
+    let cycle = this.receiving.get(number);
+    if (!cycle) {
+      cycle = { packets: new Map(), end: null, digest: 0, session };
+      this.receiving.set(number, cycle);
+    }
+    return cycle;
+  }
+
+  /** Stores the next cycle in order once it is complete: its record durable first, STORED after. */
+  private tryStore(): void {
+    if (this.storing) return;
+    const expectedFrom = this.stored + 1;
+    for (const [number, cycle] of this.receiving) {
+      const end = cycle.end;
+      if (!end || end.coversFrom !== expectedFrom) continue;
+      if (!this.bugs.has('apply-partial')) {
+        if (cycle.packets.size < end.packetCount) return;
+        if (cycle.digest !== end.digest) {
+          throw new ProtocolError(
+            'cycle-digest-mismatch',
+            `cycle ${number}: digest of received packets differs`,
+          );
+        }
+      }
+      const fold = new FoldIndex(this.shape.blockBytes);
+      for (const packet of [...cycle.packets.values()].sort((a, b) => a.packetIndex - b.packetIndex)) {
+        fold.add(extentOfDataFrame(packet));
+      }
+      this.receiving.delete(number);
+      const seq = this.append({ kind: 'stored', cycle: number, coversFrom: end.coversFrom });
+      this.storing = { cycle: number, coversFrom: end.coversFrom, fold, seq };
+      this.requestSync(seq);
+      return;
+    }
+  }
+
+  // ---- storage completions -------------------------------------------------------------------
+
+  onJournalSynced(nowMs: number, upTo: number): void {
+    this.durableSeq = Math.max(this.durableSeq, upTo);
+    if (this.storing && this.durableSeq >= this.storing.seq) this.onStored(nowMs);
+    if (this.applying?.phase === 'marker' && this.durableSeq >= this.applying.wait) this.onApplied(nowMs);
+  }
+
+  private onStored(nowMs: number): void {
+    const storing = this.storing;
+    assert(storing, 'a cycle was being stored');
+    assert(storing.coversFrom === this.stored + 1, 'cycles are stored in order');
+    this.storing = null;
+    this.stored = storing.cycle;
+    this.storedCycles.set(storing.cycle, storing);
+    this.log('debug', 'cycle-stored', { cycle: storing.cycle, coversFrom: storing.coversFrom });
+    this.events.onCycleStored(nowMs);
+    try {
+      this.tryStore();
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      this.events.onCycleRefused(nowMs, error);
+    }
+    this.tryApply();
+  }
+
+  /** Applies the next stored cycle, whole: the read path shows it from the first volume write on. */
+  private tryApply(): void {
+    if (this.applying) return;
+    const next = [...this.storedCycles.values()].find((cycle) => cycle.coversFrom === this.applied + 1);
+    if (!next) return;
+    const token = ++this.volumeSyncs;
+    this.applying = { ...next, phase: 'volumes', wait: token };
+    this.applied = next.cycle;
+    if (next.coversFrom < next.cycle) this.recoveryCyclesApplied++;
+    for (const extent of next.fold.extents(limits.packetBytesMax))
+      this.out.push({ type: 'volume-write', extent });
+    this.out.push({ type: 'volume-sync', token });
+  }
+
+  onVolumesSynced(token: number): void {
+    if (this.applying?.phase === 'volumes' && this.applying.wait === token) {
+      const seq = this.append({ kind: 'applied', cycle: this.applying.cycle });
+      this.applying.phase = 'marker';
+      this.applying.wait = seq;
+      this.requestSync(seq);
+    }
+  }
+
+  private onApplied(nowMs: number): void {
+    const applying = this.applying;
+    assert(applying, 'a cycle was being applied');
+    this.applying = null;
+    this.appliedDurable = applying.cycle;
+    this.storedCycles.delete(applying.cycle);
+    this.out.push({ type: 'journal-release', upTo: applying.cycle });
+    this.events.onCycleApplied(nowMs);
+    this.tryApply();
+  }
+
+  /** The read path: a block of the cycle being applied, or undefined to read the volume. */
+  overlay(volume: number, block: number): BlockContent | undefined {
+    return this.applying?.fold.get(volume, block);
+  }
+
+  // ---- failure -------------------------------------------------------------------------------
+
+  /**
+   * The session failed: delete the entries of every cycle that is not stored. A cycle whose stored
+   * record is already on its way to disk is complete and stays.
+   */
+  onSessionFailed(): void {
+    if (this.bugs.has('keep-incomplete')) return;
+    const dropped = this.receiving.size;
+    this.receiving = new Map();
+    this.append({ kind: 'discard', stored: this.stored });
+    if (dropped > 0) this.log('info', 'incomplete-cycles-deleted', { cycles: dropped, stored: this.stored });
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  private append(record: SecondaryRecord): number {
+    const seq = ++this.appendSeq;
+    this.out.push({ type: 'journal-append', seq, record });
+    return seq;
+  }
+
+  private requestSync(seq: number): void {
+    if (seq <= this.syncRequestedSeq) return;
+    this.syncRequestedSeq = this.appendSeq;
+    this.out.push({ type: 'journal-sync', upTo: this.appendSeq });
+  }
+
+  private log(level: LogEntry['level'], event: string, fields: LogEntry['fields']): void {
+    this.out.push({ type: 'log', entry: { level, event, fields: { secondary: this.name, ...fields } } });
+  }
+
+  /** What the simulator's checkers read: the cycles buffered and the session each came from. */
+  receivingCycles(): { cycle: CycleNumber; session: number; packets: number }[] {
+    return [...this.receiving].map(([cycle, entry]) => ({
+      cycle,
+      session: entry.session,
+      packets: entry.packets.size,
+    }));
+  }
+}
