@@ -106,6 +106,8 @@ interface Operation<T> {
   run: () => T;
   /** What the call may still do if its process dies first; absent for calls a crash simply drops. */
   land?: (random: Random) => void;
+  /** The inode the call works on: held until it completes, as the kernel holds the file. */
+  holds?: Inode;
 }
 
 /** Descriptors start here and are never reused, so a stale one fails loudly instead of reaching another file. */
@@ -279,7 +281,7 @@ export class SimFileSystem implements FileSystem {
   read(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     return this.later(this.ioDelayMsMax, () => {
       const file = this.descriptor(fd, 'read');
-      return { run: () => this.readNow(file, buffer, offset, length, position) };
+      return { run: () => this.readNow(file, buffer, offset, length, position), holds: file.inode };
     });
   }
 
@@ -293,6 +295,7 @@ export class SimFileSystem implements FileSystem {
     return this.later(this.ioDelayMsMax, () => {
       const file = this.descriptor(fd, 'write');
       return {
+        holds: file.inode,
         run: () => this.writeNow(file, data, offset, length, position),
         // Killed in the middle of copying, a write may have landed in part.
         land: (random) => {
@@ -306,14 +309,14 @@ export class SimFileSystem implements FileSystem {
   fsync(fd: number): Promise<void> {
     return this.later(this.syncDelayMsMax, () => {
       const sync = this.issueSync(this.descriptor(fd, 'fsync'), 'fsync');
-      return { run: () => this.completeSync(sync) };
+      return { run: () => this.completeSync(sync), holds: sync.inode };
     });
   }
 
   fdatasync(fd: number): Promise<void> {
     return this.later(this.syncDelayMsMax, () => {
       const sync = this.issueSync(this.descriptor(fd, 'fdatasync'), 'fdatasync');
-      return { run: () => this.completeSync(sync) };
+      return { run: () => this.completeSync(sync), holds: sync.inode };
     });
   }
 
@@ -350,6 +353,7 @@ export class SimFileSystem implements FileSystem {
     }
     const id = this.nextOperation++;
     this.pending.set(id, operation);
+    if (operation.holds) operation.holds.handles++;
     const delayMs = this.delays.int(delayMsMax + 1);
     return new Promise<T>((resolve, reject) => {
       this.scheduler.after(delayMs, () => {
@@ -360,6 +364,8 @@ export class SimFileSystem implements FileSystem {
           resolve(operation.run());
         } catch (error) {
           reject(error);
+        } finally {
+          if (operation.holds) this.letGo(operation.holds);
         }
       });
     });
@@ -389,7 +395,7 @@ export class SimFileSystem implements FileSystem {
       writable: flags !== 'r',
       position: 0,
     });
-    inode.openCount++;
+    inode.handles++;
     return fd;
   }
 
@@ -397,8 +403,7 @@ export class SimFileSystem implements FileSystem {
     const file = this.descriptor(fd, 'close');
     this.injectFault('close', file.path);
     this.descriptors.delete(fd);
-    file.inode.openCount--;
-    this.releaseIfUnreferenced(file.inode);
+    this.letGo(file.inode);
   }
 
   private readNow(
@@ -449,7 +454,8 @@ export class SimFileSystem implements FileSystem {
   }
 
   private renameNow(from: string, to: string): void {
-    this.injectFault('rename', from);
+    // A rule on either path fails a rename: a rule on journal.state fails the rename onto it.
+    this.injectFault('rename', from, to);
     const source = this.namespace.parentOf(from, 'rename');
     const target = this.namespace.parentOf(to, 'rename');
     const inode = source.name === null ? undefined : source.directory.entries.get(source.name);
@@ -457,7 +463,7 @@ export class SimFileSystem implements FileSystem {
     const replaced = target.directory.entries.get(target.name);
     if (replaced === inode) return;
     if (inode.kind === 'directory') {
-      if (`${to}/`.startsWith(`${from}/`)) throw fsError('EINVAL', 'rename', from, to);
+      if (isInside(to, from)) throw fsError('EINVAL', 'rename', from, to);
       if (replaced?.kind === 'file') throw fsError('ENOTDIR', 'rename', from, to);
       if (replaced?.kind === 'directory' && replaced.entries.size > 0)
         throw fsError('ENOTEMPTY', 'rename', from, to);
@@ -486,9 +492,15 @@ export class SimFileSystem implements FileSystem {
     if (replaced) this.releaseIfUnreferenced(replaced);
   }
 
-  /** A file with no name and no descriptor left gives its space back. */
+  /** A handle on `inode` is gone: a file with no name and no handle left gives its space back. */
+  private letGo(inode: Inode): void {
+    inode.handles--;
+    assert(inode.handles >= 0, 'an inode is let go once per handle');
+    this.releaseIfUnreferenced(inode);
+  }
+
   private releaseIfUnreferenced(inode: Inode): void {
-    if (inode.kind === 'file' && inode.links === 0 && inode.openCount === 0)
+    if (inode.kind === 'file' && inode.links === 0 && inode.handles === 0)
       this.usedBlocks -= inode.allocatedBlocks;
   }
 
@@ -530,12 +542,15 @@ export class SimFileSystem implements FileSystem {
     return this.faults.add(rule);
   }
 
-  private injectFault(syscall: Syscall, path: string): void {
-    const code = this.faults.take(syscall, path);
+  /** Throws the failure a rule injects on this call, shaped as node:fs reports it, if one does. */
+  private injectFault(syscall: Syscall, path: string, dest?: string): void {
+    const code =
+      this.faults.take(syscall, path) ?? (dest === undefined ? null : this.faults.take(syscall, dest));
     if (!code) return;
     this.stats.injectedFaults++;
-    const pathOfCall = syscall === 'write' || syscall === 'read' || syscall === 'close' ? undefined : path;
-    throw fsError(code, syscall, pathOfCall);
+    // Calls on a descriptor name no path, as node:fs's errors do not.
+    const onDescriptor = syscall === 'write' || syscall === 'read' || syscall === 'close';
+    throw fsError(code, syscall, onDescriptor ? undefined : path, dest);
   }
 
   // ---- crashes ----
@@ -549,9 +564,10 @@ export class SimFileSystem implements FileSystem {
     this.stats.crashes[kind]++;
     this.landPending();
     this.epoch++;
-    const wereOpen = [...this.descriptors.values()].map((file) => file.inode);
-    for (const inode of wereOpen) inode.openCount--;
+    for (const file of this.descriptors.values()) file.inode.handles--;
+    const wereOpen = new Set([...this.descriptors.values()].map((file) => file.inode));
     this.descriptors.clear();
+    // A machine crash recounts the space of what is left; after kill -9, files only the dead held go.
     if (kind === 'machine') this.loseUnsynced();
     else for (const inode of wereOpen) this.releaseIfUnreferenced(inode);
   }
@@ -559,16 +575,17 @@ export class SimFileSystem implements FileSystem {
   /** Calls in flight, in the order they were issued: each took effect or not. */
   private landPending(): void {
     for (const operation of this.pending.values()) {
-      if (!operation.land || !this.crashes.chance(this.odds.pendingLanded)) {
+      if (operation.land && this.crashes.chance(this.odds.pendingLanded)) {
+        this.stats.landedAtCrash++;
+        try {
+          operation.land(this.crashes);
+        } catch {
+          // It would have failed: nothing happened, and nobody is left to hear it.
+        }
+      } else {
         this.stats.droppedAtCrash++;
-        continue;
       }
-      this.stats.landedAtCrash++;
-      try {
-        operation.land(this.crashes);
-      } catch {
-        // It would have failed: nothing happened, and nobody is left to hear it.
-      }
+      if (operation.holds) this.letGo(operation.holds);
     }
     this.pending.clear();
   }
@@ -652,6 +669,13 @@ export class SimFileSystem implements FileSystem {
 type PendingSync =
   | { kind: 'directory'; inode: DirectoryInode; version: number; failure: Error | null }
   | { kind: 'file'; inode: FileInode; point: ReturnType<FileInode['syncPoint']>; failure: Error | null };
+
+/** Whether `path` is `directory` or below it. */
+function isInside(path: string, directory: string): boolean {
+  const outer = splitPath(directory);
+  const inner = splitPath(path);
+  return outer.every((component, index) => inner[index] === component);
+}
 
 function statsOf(inode: Inode): FileStats {
   return {

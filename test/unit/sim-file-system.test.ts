@@ -531,7 +531,11 @@ test('injected ENOSPC and EIO fail the chosen calls, as node:fs would, until spe
   fs.closeSync(fs.openSync('/d/x', 'w'));
   broken.cancel();
   fs.closeSync(fs.openSync('/d/x.tmp', 'w'));
-  assert.equal(fs.stats.injectedFaults, 3);
+  fs.failWith({ call: 'rename', code: 'EIO', path: '/d/x', times: 1 });
+  const renameError = catchError(() => fs.renameSync('/d/x.tmp', '/d/x'));
+  assert.equal(renameError.message, "EIO: i/o error, rename '/d/x.tmp' -> '/d/x'", 'a rule on the target');
+  assert.deepEqual(fs.readdirSync('/d'), ['f', 'x', 'x.tmp']);
+  assert.equal(fs.stats.injectedFaults, 4);
 });
 
 test('a failed fdatasync makes nothing durable, and its pages are never written (as Linux drops them)', () => {
@@ -581,6 +585,22 @@ test('a full disk cuts a write short, then fails the next with ENOSPC; space com
   assert.equal(fs.writeSync(sparse, filled(5000, 3), 0, 5000, 1 << 20), 5000);
   assert.equal(fs.usedBytes, 2 * 4096);
   assert.ok(fs.stats.diskFull >= 2);
+});
+
+test('a call in flight holds its file: space comes back when the last handle goes', async () => {
+  const { fs, scheduler } = makeDisk(16, { capacityBytes: 4 * 4096 });
+  const fd = fs.openSync('/d/f', 'wx', 0o600);
+  const write = fs.write(fd, filled(8192, 1), 0, 8192, 0);
+  const closed = fs.close(fd);
+  fs.unlinkSync('/d/f');
+  await Promise.all([write, closed, scheduler.drain()]);
+  assert.equal(fs.usedBytes, 0);
+  const again = fs.openSync('/d/g', 'wx', 0o600);
+  assert.equal(fs.writeSync(again, filled(4 * 4096, 2), 0, 4 * 4096, 0), 4 * 4096);
+  void fs.write(again, filled(10, 3), 0, 10, 0);
+  fs.unlinkSync('/d/g');
+  fs.crash('process');
+  assert.equal(fs.usedBytes, 0, 'files only a dead process held are gone');
 });
 
 test('files behave as POSIX says: inodes, modes, flags, positions, unlinked open files, listings', () => {

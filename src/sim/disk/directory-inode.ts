@@ -18,7 +18,8 @@ export class DirectoryInode {
   readonly dirty = new Map<string, number>();
   /** The highest sync point made durable. */
   private syncedThrough = 0;
-  openCount = 0;
+  /** Descriptors and calls in flight holding it. */
+  handles = 0;
 
   constructor(
     readonly number: number,

@@ -77,9 +77,10 @@ export class FileInode {
   /** One bit per allocation block that holds data in the cache view. */
   private allocation: Uint8Array = empty;
   allocatedBlocks = 0;
-  /** Names in the current namespace; with no name and no descriptor left, the space is free. */
+  /** Names in the current namespace. */
   links = 0;
-  openCount = 0;
+  /** Descriptors and calls in flight holding it: with no name and no handle left, its space is free. */
+  handles = 0;
 
   constructor(
     readonly number: number,
