@@ -43,10 +43,16 @@ interface DirtySector {
 
 const empty = new Uint8Array(0);
 
-/** `array` with room for `needed` bytes: the same array, or a copy at least twice as long. */
-function grown(array: Uint8Array, needed: number): Uint8Array {
+/**
+ * `array` with room for `needed` bytes: the same array, or a copy twice as long (so appends copy
+ * little), but no longer than `sizeBytes` when the bytes needed lie inside the file (a sparse image
+ * written at random places grows to its size, not past it).
+ */
+function grown(array: Uint8Array, needed: number, sizeBytes: number): Uint8Array {
   if (needed <= array.length) return array;
-  const bigger = new Uint8Array(Math.max(needed, array.length * 2, sectorBytes * 8));
+  const doubled = Math.max(needed, array.length * 2, sectorBytes * 8);
+  const length = needed <= sizeBytes ? Math.min(doubled, sizeBytes) : doubled;
+  const bigger = new Uint8Array(length);
   bigger.set(array);
   return bigger;
 }
@@ -99,7 +105,7 @@ export class FileInode {
   write(position: number, source: Uint8Array, version: number): void {
     if (source.length === 0) return;
     const end = position + source.length;
-    this.cache = grown(this.cache, end);
+    this.cache = grown(this.cache, end, this.size);
     this.cache.set(source, position);
     if (end > this.size) this.size = end;
     this.markDirty(Math.floor(position / sectorBytes), Math.ceil(end / sectorBytes), version);
@@ -151,7 +157,7 @@ export class FileInode {
 
   private allocate(position: number, end: number): void {
     const lastBlock = Math.ceil(end / blockBytes);
-    this.allocation = grown(this.allocation, Math.ceil(lastBlock / 8));
+    this.allocation = grown(this.allocation, Math.ceil(lastBlock / 8), 0);
     for (let block = Math.floor(position / blockBytes); block < lastBlock; block++) {
       if (this.isAllocated(block)) continue;
       this.allocation[block >> 3] = (this.allocation[block >> 3] ?? 0) | (1 << (block & 7));
@@ -225,12 +231,17 @@ export class FileInode {
   /** Copies bytes [start, end) of `source` (zeroes past its length) into the cache or the disk. */
   private copy(source: Uint8Array, into: 'cache' | 'durable', start: number, end: number): void {
     if (end <= start) return;
-    const target = grown(into === 'cache' ? this.cache : this.durable, end);
+    const target = grown(into === 'cache' ? this.cache : this.durable, end, this.sizeBound);
     if (into === 'cache') this.cache = target;
     else this.durable = target;
     const stored = Math.max(start, Math.min(end, source.length));
     if (stored > start) target.set(source.subarray(start, stored), start);
     if (end > stored) target.fill(0, stored, end);
+  }
+
+  /** The file's extent on either side, rounded up to a whole sector (which a copy may reach). */
+  private get sizeBound(): number {
+    return Math.ceil(Math.max(this.size, this.durableSize) / sectorBytes) * sectorBytes;
   }
 
   // ---- crashes ----
@@ -306,13 +317,13 @@ export class FileInode {
 
   /** The cache view (what a read sees now); valid until the next change, not to be modified. */
   cachedView(): Uint8Array {
-    this.cache = grown(this.cache, this.size);
+    this.cache = grown(this.cache, this.size, this.size);
     return this.cache.subarray(0, this.size);
   }
 
   /** The durable image (what survives a crash that loses every unsynced sector); same terms. */
   durableView(): Uint8Array {
-    this.durable = grown(this.durable, this.durableSize);
+    this.durable = grown(this.durable, this.durableSize, this.durableSize);
     return this.durable.subarray(0, this.durableSize);
   }
 
