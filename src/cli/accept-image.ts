@@ -5,7 +5,8 @@
  * site.json. Each image must still have the recorded size; nothing else about it can be checked,
  * so the operator vouches for its content (docs/storage.md, "Volume images and site.json").
  */
-import { closeSync, fstatSync, openSync } from 'node:fs';
+import type { FileStats } from '../io/file-system.ts';
+import { nodeFileSystem } from '../io/node-file-system.ts';
 import { imagePath, readSiteFile, siteFilePath, writeSiteFile } from '../storage/site-file.ts';
 import { exitCodes, startFailureCode } from './exit-codes.ts';
 
@@ -24,7 +25,7 @@ export function runAcceptImage(options: {
   }
   let site: ReturnType<typeof readSiteFile>;
   try {
-    site = readSiteFile(dataDir);
+    site = readSiteFile(nodeFileSystem, dataDir);
   } catch (error) {
     say((error as Error).message);
     return startFailureCode(error);
@@ -44,26 +45,29 @@ export function runAcceptImage(options: {
   const accepted: string[] = [];
   for (const record of chosen) {
     const path = imagePath(dataDir, record.name);
-    let stats: { size: bigint; ino: bigint };
+    let stats: FileStats;
     try {
-      const fd = openSync(path, 'r');
-      stats = fstatSync(fd, { bigint: true });
-      closeSync(fd);
+      const fd = nodeFileSystem.openSync(path, 'r');
+      try {
+        stats = nodeFileSystem.fstatSync(fd);
+      } finally {
+        nodeFileSystem.closeSync(fd);
+      }
     } catch (error) {
       say(`${path}: ${(error as Error).message}; nothing accepted`);
       return exitCodes.damaged;
     }
-    if (Number(stats.size) !== record.sizeBytes) {
+    if (stats.size !== record.sizeBytes) {
       say(
         `${path} is ${stats.size} bytes, expected ${record.sizeBytes}; only an image of the recorded size is accepted; nothing accepted`,
       );
       return exitCodes.damaged;
     }
-    accepted.push(`accepted ${path} as volume "${record.name}" (inode ${stats.ino}, was ${record.inode})`);
-    record.inode = String(stats.ino);
+    accepted.push(`accepted ${path} as volume "${record.name}" (inode ${stats.inode}, was ${record.inode})`);
+    record.inode = stats.inode;
   }
   // Every image checked first: all of them are accepted, or none.
-  writeSiteFile(dataDir, site);
+  writeSiteFile(nodeFileSystem, dataDir, site);
   process.stdout.write(`${accepted.join('\n')}\n`);
   return exitCodes.ok;
 }

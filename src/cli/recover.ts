@@ -3,6 +3,7 @@
  * and drop incomplete ones; on a primary, write every journaled write back to the volumes. Then
  * the image files are whole and any tool can read them.
  */
+import { nodeFileSystem } from '../io/node-file-system.ts';
 import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { createLogger } from '../ops/logger.ts';
@@ -16,7 +17,7 @@ export async function runRecover(dataDir: string | undefined): Promise<number> {
   }
   let site: SiteFile | null;
   try {
-    site = readSiteFile(dataDir);
+    site = readSiteFile(nodeFileSystem, dataDir);
   } catch (error) {
     process.stderr.write(`cyclerep recover: ${(error as Error).message}\n`);
     return startFailureCode(error);

@@ -19,6 +19,7 @@ import { limits } from '../core/limits.ts';
 import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
 import type { PrimaryRecord } from '../core/records.ts';
 import type { CycleNumber, Extent, GroupShape } from '../core/types.ts';
+import { nodeFileSystem } from '../io/node-file-system.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { type NbdServer, startNbdServer } from '../nbd/server.ts';
 import { FramedSocket, parseAddress } from '../net/framed-socket.ts';
@@ -189,11 +190,11 @@ export class PrimaryNode {
     onFatal: (error: Error) => void,
     options: { offline?: boolean } = {},
   ): Promise<PrimaryNode> {
-    const identity = loadPrimaryIdentity(config.dataDir, logger);
-    const site = openPrimarySite(config);
+    const identity = loadPrimaryIdentity(nodeFileSystem, config.dataDir, logger);
+    const site = openPrimarySite(nodeFileSystem, config);
     const { shape, files: volumes } = site.volumes;
     const record = (): void =>
-      writeSiteFileIfChanged(config.dataDir, {
+      writeSiteFileIfChanged(nodeFileSystem, config.dataDir, {
         role: 'primary',
         config,
         site: identity.site,
@@ -204,6 +205,7 @@ export class PrimaryNode {
     if (site.created) record();
     let node: PrimaryNode | null = null;
     const opened = SegmentJournal.open<PrimaryRecord>({
+      fs: nodeFileSystem,
       directory: join(config.dataDir, 'journal'),
       segmentBytesMax: config.journal.segmentSize,
       codec: primaryRecordCodec,

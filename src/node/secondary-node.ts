@@ -13,6 +13,7 @@ import { type LinkTimings, limits } from '../core/limits.ts';
 import type { SecondaryRecord } from '../core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
 import type { GroupShape } from '../core/types.ts';
+import { nodeFileSystem } from '../io/node-file-system.ts';
 import type { NbdExport } from '../nbd/connection.ts';
 import { type NbdServer, startNbdServer } from '../nbd/server.ts';
 import { FramedSocket } from '../net/framed-socket.ts';
@@ -102,7 +103,7 @@ export class SecondaryNode {
     private readonly logger: Logger,
     private readonly onFatal: (error: Error) => void,
   ) {
-    const identity = loadSecondaryIdentity(config.dataDir, logger);
+    const identity = loadSecondaryIdentity(nodeFileSystem, config.dataDir, logger);
     this.site = identity.site;
     this.binding = identity.binding;
     this.shape = null;
@@ -116,7 +117,7 @@ export class SecondaryNode {
     options: { offline?: boolean } = {},
   ): Promise<SecondaryNode> {
     const node = new SecondaryNode(config, logger, onFatal);
-    const site = openSecondarySite(config);
+    const site = openSecondarySite(nodeFileSystem, config);
     if (site) node.openStorage(site);
     else
       logger.info('waiting-for-primary', {
@@ -154,6 +155,7 @@ export class SecondaryNode {
     // A new site is recorded at once: its images exist from now on.
     if (site.created) this.writeSite(shape);
     const opened = SegmentJournal.open<SecondaryRecord>({
+      fs: nodeFileSystem,
       directory: join(this.config.dataDir, 'journal'),
       segmentBytesMax: receiveSegmentBytes,
       codec: secondaryRecordCodec,
@@ -174,7 +176,7 @@ export class SecondaryNode {
 
   /** site.json with this site's identity, binding and volume records; atomic (see writeSiteFile). */
   private writeSite(shape: GroupShape | null): void {
-    writeSiteFileIfChanged(this.config.dataDir, {
+    writeSiteFileIfChanged(nodeFileSystem, this.config.dataDir, {
       role: 'secondary',
       config: this.config,
       shape,
@@ -319,7 +321,7 @@ export class SecondaryNode {
       volumes: shape.volumes.map((volume) => `${volume.name}:${volume.sizeBytes}`).join(','),
     });
     try {
-      this.openStorage(createSecondarySite(this.config, shape));
+      this.openStorage(createSecondarySite(nodeFileSystem, this.config, shape));
     } catch (error) {
       this.fail(error);
       return;

@@ -12,6 +12,7 @@ import {
   type PrimaryIdentity,
   type SiteId,
 } from '../core/identity.ts';
+import type { FileSystem } from '../io/file-system.ts';
 import type { Logger } from '../ops/logger.ts';
 import { readSiteFile } from '../storage/site-file.ts';
 
@@ -21,8 +22,8 @@ export function randomId(): string {
 }
 
 /** The primary's identity from site.json, or a new site with its first generation. */
-export function loadPrimaryIdentity(dataDir: string, logger: Logger): PrimaryIdentity {
-  const site = readSiteFile(dataDir);
+export function loadPrimaryIdentity(fs: FileSystem, dataDir: string, logger: Logger): PrimaryIdentity {
+  const site = readSiteFile(fs, dataDir);
   if (site?.role === 'primary' && site.site !== undefined && site.generations !== undefined)
     return { site: site.site, generations: site.generations };
   const identity = newPrimaryIdentity(randomId);
@@ -36,10 +37,11 @@ export function loadPrimaryIdentity(dataDir: string, logger: Logger): PrimaryIde
 
 /** The secondary's own identity and the primary it follows, from site.json; a new identity if none. */
 export function loadSecondaryIdentity(
+  fs: FileSystem,
   dataDir: string,
   logger: Logger,
 ): { site: SiteId; binding: Binding | null } {
-  const site = readSiteFile(dataDir);
+  const site = readSiteFile(fs, dataDir);
   if (site?.role === 'secondary' && site.site !== undefined)
     return { site: site.site, binding: site.binding ?? null };
   const identity = { site: randomId(), binding: null };

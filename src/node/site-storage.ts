@@ -7,6 +7,7 @@
  */
 import { ConfigError } from '../core/errors.ts';
 import type { GroupShape } from '../core/types.ts';
+import type { FileSystem } from '../io/file-system.ts';
 import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
 import {
   type ConfiguredShape,
@@ -32,8 +33,8 @@ function configuredShapeOf(config: PrimaryFileConfig | SecondaryFileConfig): Con
 }
 
 /** The site.json of the data directory, which must be of this role. */
-function existingSite(config: PrimaryFileConfig | SecondaryFileConfig): SiteFile | null {
-  const site = readSiteFile(config.dataDir);
+function existingSite(fs: FileSystem, config: PrimaryFileConfig | SecondaryFileConfig): SiteFile | null {
+  const site = readSiteFile(fs, config.dataDir);
   if (site && site.role !== config.role)
     throw new ConfigError(
       `dataDir: ${config.dataDir} holds a ${site.role} site (${siteFilePath(config.dataDir)}), not a ${config.role}`,
@@ -41,13 +42,13 @@ function existingSite(config: PrimaryFileConfig | SecondaryFileConfig): SiteFile
   return site;
 }
 
-export function openPrimarySite(config: PrimaryFileConfig): OpenedSite {
+export function openPrimarySite(fs: FileSystem, config: PrimaryFileConfig): OpenedSite {
   const configured = configuredShapeOf(config);
-  const site = existingSite(config);
+  const site = existingSite(fs, config);
   const recorded = site ? recordedShape(site) : null;
-  if (recorded) return { volumes: openSiteVolumes(config.dataDir, recorded, configured), created: false };
+  if (recorded) return { volumes: openSiteVolumes(fs, config.dataDir, recorded, configured), created: false };
   return {
-    volumes: createSiteVolumes(config.dataDir, {
+    volumes: createSiteVolumes(fs, config.dataDir, {
       group: configured.group,
       blockBytes: configured.blockBytes,
       volumes: configured.volumes ?? [],
@@ -57,13 +58,13 @@ export function openPrimarySite(config: PrimaryFileConfig): OpenedSite {
 }
 
 /** Null when the secondary has no volumes yet: it takes them from its primary's first hello. */
-export function openSecondarySite(config: SecondaryFileConfig): OpenedSite | null {
+export function openSecondarySite(fs: FileSystem, config: SecondaryFileConfig): OpenedSite | null {
   const configured = configuredShapeOf(config);
-  const site = existingSite(config);
+  const site = existingSite(fs, config);
   const recorded = site ? recordedShape(site) : null;
-  if (recorded) return { volumes: openSiteVolumes(config.dataDir, recorded, configured), created: false };
+  if (recorded) return { volumes: openSiteVolumes(fs, config.dataDir, recorded, configured), created: false };
   if (!configured.volumes) return null;
-  return createSecondarySite(config, {
+  return createSecondarySite(fs, config, {
     group: configured.group,
     blockBytes: configured.blockBytes,
     volumes: configured.volumes,
@@ -71,6 +72,10 @@ export function openSecondarySite(config: SecondaryFileConfig): OpenedSite | nul
 }
 
 /** A secondary's site created from its configuration or from its primary's hello. */
-export function createSecondarySite(config: SecondaryFileConfig, shape: GroupShape): OpenedSite {
-  return { volumes: createSiteVolumes(config.dataDir, shape), created: true };
+export function createSecondarySite(
+  fs: FileSystem,
+  config: SecondaryFileConfig,
+  shape: GroupShape,
+): OpenedSite {
+  return { volumes: createSiteVolumes(fs, config.dataDir, shape), created: true };
 }

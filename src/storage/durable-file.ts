@@ -3,8 +3,8 @@
  * (a temporary file written and fsynced, renamed over the old one, the directory fsynced), so a
  * crash leaves the old content or the new, never a mix, and a reader never sees half a file.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { type FileSystem, syncDirectorySync } from '../io/file-system.ts';
 
 /** Images, journal segments, site.json: readable and writable by the owner only. */
 export const dataFileMode = 0o600;
@@ -12,31 +12,21 @@ export const dataFileMode = 0o600;
 export const dataDirectoryMode = 0o700;
 
 /** Replaces `path` with `text` atomically and durably. */
-export function writeFileAtomic(path: string, text: string): void {
+export function writeFileAtomic(fs: FileSystem, path: string, text: string): void {
   const directory = dirname(path);
-  mkdirSync(directory, { recursive: true, mode: dataDirectoryMode });
+  fs.mkdirSync(directory, dataDirectoryMode);
   const temporary = `${path}.tmp`;
   // A leftover of an interrupted write may carry another mode: start from a new file.
-  rmSync(temporary, { force: true });
-  const fd = openSync(temporary, 'w', dataFileMode);
+  fs.removeIfPresentSync(temporary);
+  const fd = fs.openSync(temporary, 'w', dataFileMode);
   try {
     const bytes = Buffer.from(text, 'utf8');
     for (let written = 0; written < bytes.length; )
-      written += writeSync(fd, bytes, written, bytes.length - written);
-    fsyncSync(fd);
+      written += fs.writeSync(fd, bytes, written, bytes.length - written, null);
+    fs.fsyncSync(fd);
   } finally {
-    closeSync(fd);
+    fs.closeSync(fd);
   }
-  renameSync(temporary, path);
-  syncDirectory(directory);
-}
-
-/** Makes a rename or a creation in `directory` durable. */
-export function syncDirectory(directory: string): void {
-  const fd = openSync(directory, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  fs.renameSync(temporary, path);
+  syncDirectorySync(fs, directory);
 }

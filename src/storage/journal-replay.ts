@@ -17,9 +17,9 @@
  * bad frame had been synced; otherwise, and anywhere else, it is damage. docs/storage.md has the
  * table of every check with its message.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { StorageError } from '../core/errors.ts';
+import type { FileSystem } from '../io/file-system.ts';
 import { crc32c } from '../protocol/crc32c.ts';
 import {
   type DecodedFrame,
@@ -137,15 +137,16 @@ export interface ReplayResult<R> {
 }
 
 /** Reads and checks a journal directory; throws journal damage, changes nothing. */
-export function replayJournal<R>(directory: string, codec: RecordCodec<R>): ReplayResult<R> {
-  const names = readdirSync(directory)
+export function replayJournal<R>(fs: FileSystem, directory: string, codec: RecordCodec<R>): ReplayResult<R> {
+  const names = fs
+    .readdirSync(directory)
     .filter((name) => segmentNamePattern.test(name))
     .sort();
-  const state = readState(directory, codec.journalRole);
+  const state = readState(fs, directory, codec.journalRole);
   const result: ReplayResult<R> = { records: [], segments: [], state, lastSequence: 0, tornTail: null };
   const last = names.at(-1);
   if (last !== undefined) {
-    const tornCreation = tornAtCreation(directory, last, state, codec.journalRole);
+    const tornCreation = tornAtCreation(fs, directory, last, state, codec.journalRole);
     if (tornCreation) {
       result.tornTail = tornCreation;
       names.pop();
@@ -153,15 +154,15 @@ export function replayJournal<R>(directory: string, codec: RecordCodec<R>): Repl
   }
   checkSegmentSet(directory, names, state);
   names.forEach((name, index) => {
-    replaySegment(join(directory, name), index === names.length - 1, codec, result);
+    replaySegment(fs, join(directory, name), index === names.length - 1, codec, result);
   });
   return result;
 }
 
-function readState(directory: string, role: JournalRole): JournalState | null {
+function readState(fs: FileSystem, directory: string, role: JournalRole): JournalState | null {
   const path = join(directory, stateFileName);
-  if (!existsSync(path)) return null;
-  const bytes = readFileSync(path);
+  if (!fs.existsSync(path)) return null;
+  const bytes = fs.readFileSync(path);
   const decoded = decodeBlock(stateMagic, role, bytes, 'journal state');
   if ('problem' in decoded) throw damage(path, 0, decoded.problem);
   if (bytes.length !== segmentHeaderBytes)
@@ -178,6 +179,7 @@ function readState(directory: string, role: JournalRole): JournalState | null {
  * and no frame is written before both are, so it never held one.
  */
 function tornAtCreation(
+  fs: FileSystem,
   directory: string,
   name: string,
   state: JournalState | null,
@@ -185,9 +187,9 @@ function tornAtCreation(
 ): TornTail | null {
   const path = join(directory, name);
   const number = Number(name.slice(0, 16));
-  const size = statSync(path).size;
+  const size = fs.statSync(path).size;
   if (number !== (state?.last ?? 0) + 1 || size > segmentHeaderBytes) return null;
-  const decoded = decodeBlock(segmentMagic, role, readFileSync(path), 'segment header');
+  const decoded = decodeBlock(segmentMagic, role, fs.readFileSync(path), 'segment header');
   if (!('problem' in decoded) && state) return null;
   const reason = 'problem' in decoded ? decoded.problem : `created, but ${stateFileName} was never written`;
   return { path, offset: 0, reason, bytesDropped: size, removeFile: true };
@@ -244,12 +246,13 @@ function checkSegmentSet(directory: string, names: string[], state: JournalState
 }
 
 function replaySegment<R>(
+  fs: FileSystem,
   path: string,
   isLast: boolean,
   codec: RecordCodec<R>,
   result: ReplayResult<R>,
 ): void {
-  const bytes = readFileSync(path);
+  const bytes = fs.readFileSync(path);
   const number = Number(path.slice(-20, -4));
   const decoded = decodeBlock(segmentMagic, codec.journalRole, bytes, 'segment header');
   if ('problem' in decoded) throw damage(path, 0, decoded.problem);

@@ -10,23 +10,10 @@
  * (journal-replay.ts) can tell a torn tail, which it cuts, from damage, which it refuses with the path
  * and offset before anything on disk changes.
  */
-import {
-  closeSync,
-  fdatasync,
-  fdatasyncSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  truncateSync,
-  unlink,
-  unlinkSync,
-  write,
-} from 'node:fs';
-import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
+import { type FileSystem, syncDirectory, syncDirectorySync } from '../io/file-system.ts';
 import { dataDirectoryMode, dataFileMode } from './durable-file.ts';
 import {
   encodeJournalState,
@@ -45,11 +32,9 @@ import {
   type RecordCodec,
 } from './record-codec.ts';
 
-const writeAsync = promisify(write);
-const fdatasyncAsync = promisify(fdatasync);
-const unlinkAsync = promisify(unlink);
-
 export interface SegmentJournalOptions<R> {
+  /** Where the segments live: node:fs in production, a simulated disk in the simulator. */
+  fs: FileSystem;
   directory: string;
   segmentBytesMax: number;
   codec: RecordCodec<R>;
@@ -78,25 +63,6 @@ interface PendingAppend {
   cycle: number;
   resolve: () => void;
   reject: (error: unknown) => void;
-}
-
-/** fsync of a directory, so a file created, renamed or removed in it stays so after a crash. */
-async function syncDirectory(directory: string): Promise<void> {
-  const handle = await open(directory, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-function syncDirectorySync(directory: string): void {
-  const fd = openSync(directory, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 export class SegmentJournal<R> {
@@ -134,7 +100,11 @@ export class SegmentJournal<R> {
   syncCalls = 0;
   appended = 0;
 
-  private constructor(private readonly options: SegmentJournalOptions<R>) {}
+  private readonly fs: FileSystem;
+
+  private constructor(private readonly options: SegmentJournalOptions<R>) {
+    this.fs = options.fs;
+  }
 
   /**
    * Opens (or creates) the journal and replays it. New appends go to a fresh segment, started at
@@ -145,7 +115,7 @@ export class SegmentJournal<R> {
     records: R[];
     report: JournalOpenReport;
   } {
-    mkdirSync(options.directory, { recursive: true, mode: dataDirectoryMode });
+    options.fs.mkdirSync(options.directory, dataDirectoryMode);
     const journal = new SegmentJournal(options);
     const { records, report } = journal.replay();
     return { journal, records, report };
@@ -156,21 +126,21 @@ export class SegmentJournal<R> {
    * tail, and makes what replay returned durable, so that new frames may claim it as durable.
    */
   private replay(): { records: R[]; report: JournalOpenReport } {
-    const replayed = replayJournal(this.options.directory, this.options.codec);
+    const replayed = replayJournal(this.fs, this.options.directory, this.options.codec);
     const tail = replayed.tornTail;
     if (tail?.removeFile) {
-      unlinkSync(tail.path);
-      syncDirectorySync(this.options.directory);
+      this.fs.unlinkSync(tail.path);
+      syncDirectorySync(this.fs, this.options.directory);
     } else if (tail) {
-      truncateSync(tail.path, tail.offset);
+      this.fs.truncateSync(tail.path, tail.offset);
     }
     const newest = replayed.segments.at(-1);
     if (newest) {
-      const fd = openSync(newest.path, 'r+');
+      const fd = this.fs.openSync(newest.path, 'r+');
       try {
-        fdatasyncSync(fd);
+        this.fs.fdatasyncSync(fd);
       } finally {
-        closeSync(fd);
+        this.fs.closeSync(fd);
       }
     }
     this.segments = replayed.segments;
@@ -198,15 +168,15 @@ export class SegmentJournal<R> {
    * unless it is the newest and journal.state does not name it yet.
    */
   private async createSegmentFile(segment: Segment): Promise<void> {
-    this.fd = openSync(segment.path, 'wx', dataFileMode);
+    this.fd = await this.fs.open(segment.path, 'wx', dataFileMode);
     const header = encodeSegmentHeader(this.options.codec.journalRole, {
       number: segment.number,
       firstSequence: this.nextSequence,
     });
-    await writeAsync(this.fd, header, 0, header.length, null);
-    await fdatasyncAsync(this.fd);
+    await this.writeAll(this.fd, header);
+    await this.fs.fdatasync(this.fd);
     this.syncCalls++;
-    await syncDirectory(this.options.directory);
+    await syncDirectory(this.fs, this.options.directory);
     await this.writeState({ floor: this.floor(), last: segment.number });
   }
 
@@ -221,15 +191,21 @@ export class SegmentJournal<R> {
   private async writeState(state: JournalState): Promise<void> {
     const path = join(this.options.directory, stateFileName);
     const temporary = `${path}.tmp`;
-    const handle = await open(temporary, 'w', dataFileMode);
+    const fd = await this.fs.open(temporary, 'w', dataFileMode);
     try {
-      await handle.writeFile(encodeJournalState(this.options.codec.journalRole, state));
-      await handle.datasync();
+      await this.writeAll(fd, encodeJournalState(this.options.codec.journalRole, state));
+      await this.fs.fdatasync(fd);
     } finally {
-      await handle.close();
+      await this.fs.close(fd);
     }
-    await rename(temporary, path);
-    await syncDirectory(this.options.directory);
+    await this.fs.rename(temporary, path);
+    await syncDirectory(this.fs, this.options.directory);
+  }
+
+  /** Appends all of `bytes` at the end of what `fd` wrote: a write may take fewer bytes than given. */
+  private async writeAll(fd: number, bytes: Uint8Array): Promise<void> {
+    for (let written = 0; written < bytes.length; )
+      written += await this.fs.write(fd, bytes, written, bytes.length - written, null);
   }
 
   /**
@@ -334,10 +310,7 @@ export class SegmentJournal<R> {
     await this.failOnError(
       current.path,
       async () => {
-        let written = 0;
-        while (written < bytes.length) {
-          written += (await writeAsync(this.fd, bytes, written, bytes.length - written, null)).bytesWritten;
-        }
+        await this.writeAll(this.fd, bytes);
         this.writeCalls++;
       },
       batch,
@@ -369,12 +342,12 @@ export class SegmentJournal<R> {
   /** A full segment is made durable and closed before the next one starts. */
   private async rollover(): Promise<void> {
     const current = this.current as Segment;
-    await this.failOnError(current.path, () => fdatasyncAsync(this.fd));
+    await this.failOnError(current.path, () => this.fs.fdatasync(this.fd));
     this.syncCalls++;
     this.durableSequence = this.writtenSequence;
     // A sync of this segment may still be running beside the writes: never close under it.
     await this.syncChain;
-    closeSync(this.fd);
+    await this.fs.close(this.fd);
     this.fd = -1;
     const waiting = this.pending.splice(0);
     this.startSegment();
@@ -400,7 +373,7 @@ export class SegmentJournal<R> {
       const upTo = this.writtenSequence;
       const synced = this.syncChain.then(async () => {
         try {
-          await fdatasyncAsync(fd);
+          await this.fs.fdatasync(fd);
         } catch (cause) {
           // After a failed fdatasync the kernel may forget the error: never trust a later one.
           this.failure ??= new StorageError(
@@ -457,7 +430,7 @@ export class SegmentJournal<R> {
       // journal.state says they may be gone before the first one goes, after any segment creation.
       await this.run(() => this.writeState({ floor, last: (this.segments.at(-1) as Segment).number }));
       for (const segment of doomed) {
-        await unlinkAsync(segment.path);
+        await this.fs.unlink(segment.path);
         this.segments = this.segments.filter((kept) => kept !== segment);
         this.deleting.delete(segment);
       }
@@ -473,7 +446,7 @@ export class SegmentJournal<R> {
    */
   abandon(): void {
     this.failure ??= new StorageError('storage-io', 'the journal was abandoned');
-    if (this.fd >= 0) closeSync(this.fd);
+    if (this.fd >= 0) this.fs.closeSync(this.fd);
     this.fd = -1;
   }
 
@@ -490,7 +463,7 @@ export class SegmentJournal<R> {
     }
     await this.chain;
     await this.syncChain;
-    if (this.fd >= 0) closeSync(this.fd);
+    if (this.fd >= 0) await this.fs.close(this.fd);
     this.fd = -1;
   }
 }

@@ -9,7 +9,6 @@
  * adding, removing or resizing a volume is refused. Each record keeps the image's size and inode,
  * so a missing, emptied, resized or replaced image is recognised at start (docs/storage.md).
  */
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, StorageError } from '../core/errors.ts';
 import {
@@ -21,6 +20,7 @@ import {
   type SiteId,
 } from '../core/identity.ts';
 import type { GroupShape } from '../core/types.ts';
+import type { FileSystem } from '../io/file-system.ts';
 import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
 import { writeFileAtomic } from './durable-file.ts';
 
@@ -79,12 +79,18 @@ export function imagePath(dataDir: string, volume: string): string {
   return join(dataDir, 'volumes', `${volume}.img`);
 }
 
-export function readSiteFile(dataDir: string): SiteFile | null {
+/** A file's bytes as UTF-8 text, decoded as node:fs decodes `readFileSync(path, 'utf8')`. */
+function readText(fs: FileSystem, path: string): string {
+  const bytes = fs.readFileSync(path);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+}
+
+export function readSiteFile(fs: FileSystem, dataDir: string): SiteFile | null {
   const path = siteFilePath(dataDir);
-  if (!existsSync(path)) return null;
+  if (!fs.existsSync(path)) return null;
   let document: unknown;
   try {
-    document = JSON.parse(readFileSync(path, 'utf8'));
+    document = JSON.parse(readText(fs, path));
   } catch (cause) {
     throw new StorageError('site-file-corrupt', `${path}: unreadable: ${(cause as Error).message}`, {
       cause,
@@ -254,17 +260,17 @@ export function checkConfigAgainstSite(
  * Replaces site.json atomically and durably (temporary file, fsync, rename, directory fsync),
  * 0600. Callers write it only once every check of a start passed: a refused start changes nothing.
  */
-export function writeSiteFile(dataDir: string, site: SiteFile): void {
-  writeFileAtomic(siteFilePath(dataDir), `${JSON.stringify(site, null, 2)}\n`);
+export function writeSiteFile(fs: FileSystem, dataDir: string, site: SiteFile): void {
+  writeFileAtomic(fs, siteFilePath(dataDir), `${JSON.stringify(site, null, 2)}\n`);
 }
 
 /** writeSiteFile, skipped when site.json already holds exactly this (a start that changed nothing). */
-export function writeSiteFileIfChanged(dataDir: string, site: SiteFile): void {
+export function writeSiteFileIfChanged(fs: FileSystem, dataDir: string, site: SiteFile): void {
   const text = `${JSON.stringify(site, null, 2)}\n`;
   try {
-    if (readFileSync(siteFilePath(dataDir), 'utf8') === text) return;
+    if (readText(fs, siteFilePath(dataDir)) === text) return;
   } catch {
     // absent or unreadable: written below
   }
-  writeFileAtomic(siteFilePath(dataDir), text);
+  writeFileAtomic(fs, siteFilePath(dataDir), text);
 }

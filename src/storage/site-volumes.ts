@@ -3,10 +3,10 @@
  * and nothing of an earlier site in the data directory. From then on every image must be the one
  * created, at its recorded size; anything else is refused before a byte is written anywhere.
  */
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { StorageError } from '../core/errors.ts';
 import type { GroupShape } from '../core/types.ts';
+import type { FileSystem } from '../io/file-system.ts';
 import {
   type ConfiguredShape,
   checkConfigAgainstSite,
@@ -29,6 +29,7 @@ export interface SiteVolumes {
  * image against its record (StorageError: missing, emptied, resized or replaced). Writes nothing.
  */
 export function openSiteVolumes(
+  fs: FileSystem,
   dataDir: string,
   recorded: RecordedShape,
   configured: ConfiguredShape,
@@ -38,7 +39,7 @@ export function openSiteVolumes(
   try {
     for (const volume of recorded.volumes) {
       const path = imagePath(dataDir, volume.name);
-      files.push(VolumeFile.open(path, volume, recorded.blockBytes, { dataDir, volume: volume.name }));
+      files.push(VolumeFile.open(fs, path, volume, recorded.blockBytes, { dataDir, volume: volume.name }));
     }
   } catch (error) {
     for (const file of files) file.close();
@@ -56,10 +57,10 @@ export function openSiteVolumes(
 }
 
 /** A new site: its images created sparse, in the order given, which fixes their ids for good. */
-export function createSiteVolumes(dataDir: string, shape: GroupShape): SiteVolumes {
-  assertNoEarlierSite(dataDir);
+export function createSiteVolumes(fs: FileSystem, dataDir: string, shape: GroupShape): SiteVolumes {
+  assertNoEarlierSite(fs, dataDir);
   const files = shape.volumes.map((volume) =>
-    VolumeFile.create(imagePath(dataDir, volume.name), volume.sizeBytes, shape.blockBytes),
+    VolumeFile.create(fs, imagePath(dataDir, volume.name), volume.sizeBytes, shape.blockBytes),
   );
   return { shape, files, records: recordsOf(files, shape.volumes) };
 }
@@ -77,9 +78,9 @@ function recordsOf(files: VolumeFile[], volumes: { name: string; sizeBytes: numb
  * Without site.json, images or journal segments in the data directory are what is left of a site
  * whose record was lost (or whose creation was interrupted): refused, never overwritten.
  */
-export function assertNoEarlierSite(dataDir: string): void {
+export function assertNoEarlierSite(fs: FileSystem, dataDir: string): void {
   const leftovers = ['volumes', 'journal'].flatMap((folder) =>
-    filesIn(join(dataDir, folder)).map((name) => join(folder, name)),
+    filesIn(fs, join(dataDir, folder)).map((name) => join(folder, name)),
   );
   if (leftovers.length === 0) return;
   throw new StorageError(
@@ -88,9 +89,9 @@ export function assertNoEarlierSite(dataDir: string): void {
   );
 }
 
-function filesIn(directory: string): string[] {
+function filesIn(fs: FileSystem, directory: string): string[] {
   try {
-    return readdirSync(directory);
+    return fs.readdirSync(directory);
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw cause;

@@ -5,27 +5,13 @@
  * refused, naming the path and both sizes. Read and written by block, flushed with fdatasync. Any
  * tool (cmp, qemu-img compare) can read it while the process is stopped or idle.
  */
-import {
-  closeSync,
-  fdatasync,
-  fstatSync,
-  fsyncSync,
-  ftruncateSync,
-  mkdirSync,
-  openSync,
-  read,
-  write,
-} from 'node:fs';
 import { dirname } from 'node:path';
-import { promisify } from 'node:util';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
 import type { Extent } from '../core/types.ts';
-import { dataDirectoryMode, dataFileMode, syncDirectory } from './durable-file.ts';
+import { type FileStats, type FileSystem, syncDirectorySync } from '../io/file-system.ts';
+import { dataDirectoryMode, dataFileMode } from './durable-file.ts';
 
-const readAsync = promisify(read);
-const writeAsync = promisify(write);
-const fdatasyncAsync = promisify(fdatasync);
 const zeroes = new Uint8Array(1024 * 1024);
 
 /** What an existing image must be: the size and the inode recorded when its site created it. */
@@ -45,6 +31,7 @@ export function acceptHint(dataDir: string, volume: string): string {
 
 export class VolumeFile {
   private constructor(
+    private readonly fs: FileSystem,
     readonly path: string,
     private fd: number,
     readonly sizeBytes: number,
@@ -57,18 +44,18 @@ export class VolumeFile {
    * Creates a new sparse image of `sizeBytes` (never over an existing file) and makes its creation
    * durable. Only a site being created does this.
    */
-  static create(path: string, sizeBytes: number, blockBytes: number): VolumeFile {
-    mkdirSync(dirname(path), { recursive: true, mode: dataDirectoryMode });
-    const fd = openSync(path, 'wx+', dataFileMode);
+  static create(fs: FileSystem, path: string, sizeBytes: number, blockBytes: number): VolumeFile {
+    fs.mkdirSync(dirname(path), dataDirectoryMode);
+    const fd = fs.openSync(path, 'wx+', dataFileMode);
     try {
-      ftruncateSync(fd, sizeBytes);
-      fsyncSync(fd);
+      fs.ftruncateSync(fd, sizeBytes);
+      fs.fsyncSync(fd);
     } catch (error) {
-      closeSync(fd);
+      fs.closeSync(fd);
       throw error;
     }
-    syncDirectory(dirname(path));
-    return new VolumeFile(path, fd, sizeBytes, blockBytes, inodeOf(fd));
+    syncDirectorySync(fs, dirname(path));
+    return new VolumeFile(fs, path, fd, sizeBytes, blockBytes, fs.fstatSync(fd).inode);
   }
 
   /**
@@ -77,6 +64,7 @@ export class VolumeFile {
    * the refusal.
    */
   static open(
+    fs: FileSystem,
     path: string,
     expected: ImageIdentity,
     blockBytes: number,
@@ -84,7 +72,7 @@ export class VolumeFile {
   ): VolumeFile {
     let fd: number;
     try {
-      fd = openSync(path, 'r+');
+      fd = fs.openSync(path, 'r+');
     } catch (cause) {
       if ((cause as NodeJS.ErrnoException).code !== 'ENOENT') throw cause;
       throw new StorageError(
@@ -93,13 +81,13 @@ export class VolumeFile {
         { cause },
       );
     }
-    const stats = fstatSync(fd, { bigint: true });
+    const stats = fs.fstatSync(fd);
     const refusal = refusalOf(path, stats, expected, context);
     if (refusal) {
-      closeSync(fd);
+      fs.closeSync(fd);
       throw refusal;
     }
-    return new VolumeFile(path, fd, expected.sizeBytes, blockBytes, String(stats.ino));
+    return new VolumeFile(fs, path, fd, expected.sizeBytes, blockBytes, stats.inode);
   }
 
   get blocks(): number {
@@ -126,8 +114,7 @@ export class VolumeFile {
   private async writeAll(data: Uint8Array, offset: number): Promise<void> {
     let written = 0;
     while (written < data.length) {
-      written += (await writeAsync(this.fd, data, written, data.length - written, offset + written))
-        .bytesWritten;
+      written += await this.fs.write(this.fd, data, written, data.length - written, offset + written);
     }
   }
 
@@ -136,7 +123,7 @@ export class VolumeFile {
     const buffer = new Uint8Array(length);
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await readAsync(this.fd, buffer, done, length - done, offset + done);
+      const bytesRead = await this.fs.read(this.fd, buffer, done, length - done, offset + done);
       if (bytesRead === 0) break;
       done += bytesRead;
     }
@@ -144,27 +131,24 @@ export class VolumeFile {
   }
 
   async flush(): Promise<void> {
-    await fdatasyncAsync(this.fd);
+    await this.fs.fdatasync(this.fd);
   }
 
+  /** Synchronous: called once the site's I/O has settled, at a stop or a refused start. */
   close(): void {
-    if (this.fd >= 0) closeSync(this.fd);
+    if (this.fd >= 0) this.fs.closeSync(this.fd);
     this.fd = -1;
   }
-}
-
-function inodeOf(fd: number): string {
-  return String(fstatSync(fd, { bigint: true }).ino);
 }
 
 /** Why an opened image is not the one expected, or null. */
 function refusalOf(
   path: string,
-  stats: { size: bigint; ino: bigint },
+  stats: FileStats,
   expected: ImageIdentity,
   context: { dataDir: string; volume: string },
 ): StorageError | null {
-  const size = Number(stats.size);
+  const size = stats.size;
   if (size === 0 && expected.sizeBytes > 0)
     return new StorageError(
       'volume-size-mismatch',
@@ -175,10 +159,10 @@ function refusalOf(
       'volume-size-mismatch',
       `${path} is ${size} bytes, expected ${expected.sizeBytes} (volume "${context.volume}" as site.json records it); refusing to resize or use it`,
     );
-  if (expected.inode !== null && String(stats.ino) !== expected.inode)
+  if (expected.inode !== null && stats.inode !== expected.inode)
     return new StorageError(
       'volume-foreign',
-      `${path} is not the image this site created (inode ${stats.ino}, site.json records ${expected.inode}; size ${size} bytes as expected): it was replaced; ${acceptHint(context.dataDir, context.volume)}`,
+      `${path} is not the image this site created (inode ${stats.inode}, site.json records ${expected.inode}; size ${size} bytes as expected): it was replaced; ${acceptHint(context.dataDir, context.volume)}`,
     );
   return null;
 }

@@ -12,6 +12,7 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { nodeFileSystem } from '../../src/io/node-file-system.ts';
 import { defaultNbdLimits, NbdConnection, type NbdExport } from '../../src/nbd/connection.ts';
 import {
   chunkTypes,
@@ -53,7 +54,7 @@ function realExports(): Map<string, NbdExport> {
   const directory = mkdtempSync(join(parent, 'cyclerep-fuzz-nbd-'));
   process.once('exit', () => rmSync(directory, { recursive: true, force: true }));
   const exportOf = (name: string, readOnly: boolean): NbdExport => {
-    const file = VolumeFile.create(join(directory, `${name}.img`), exportBytes, blockBytes);
+    const file = VolumeFile.create(nodeFileSystem, join(directory, `${name}.img`), exportBytes, blockBytes);
     return {
       name,
       sizeBytes: exportBytes,

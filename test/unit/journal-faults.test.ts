@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { StorageError } from '../../src/core/errors.ts';
 import type { PrimaryRecord } from '../../src/core/records.ts';
+import { nodeFileSystem } from '../../src/io/node-file-system.ts';
 import { Random } from '../../src/sim/random.ts';
 import { segmentHeaderBytes, stateFileName } from '../../src/storage/journal-replay.ts';
 import { primaryRecordCodec } from '../../src/storage/record-codec.ts';
@@ -36,6 +37,7 @@ const scratch = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
 
 function open(directory: string) {
   return SegmentJournal.open<PrimaryRecord>({
+    fs: nodeFileSystem,
     directory,
     segmentBytesMax,
     codec: primaryRecordCodec,

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { StorageError } from '../../src/core/errors.ts';
 import type { PrimaryRecord, SecondaryRecord } from '../../src/core/records.ts';
+import { nodeFileSystem } from '../../src/io/node-file-system.ts';
 import { segmentHeaderBytes } from '../../src/storage/journal-replay.ts';
 import {
   decodeRecords,
@@ -89,6 +90,7 @@ test('a flipped byte in a record stops replay at that record, keeping every one 
 
 function openPrimary(directory: string, segmentBytesMax = 1 << 20, state = { closed: 0, collected: 0 }) {
   return SegmentJournal.open<PrimaryRecord>({
+    fs: nodeFileSystem,
     directory,
     segmentBytesMax,
     codec: primaryRecordCodec,
@@ -374,6 +376,7 @@ test("the secondary's segment in the primary's journal is refused", async () => 
   const directory = tempDir();
   try {
     const { journal } = SegmentJournal.open<SecondaryRecord>({
+      fs: nodeFileSystem,
       directory,
       segmentBytesMax: 1 << 20,
       codec: secondaryRecordCodec,
@@ -508,7 +511,7 @@ test('a damaged site.json is refused with its path and what is wrong, never used
     const path = join(directory, 'site.json');
     writeFileSync(path, '{"role": "primary", "config": {');
     assert.throws(
-      () => readSiteFile(directory),
+      () => readSiteFile(nodeFileSystem, directory),
       (error: unknown) => error instanceof StorageError && error.message.startsWith(path),
     );
     writeFileSync(
@@ -519,17 +522,17 @@ test('a damaged site.json is refused with its path and what is wrong, never used
         shape: { group: 'g', blockBytes: -1, volumes: [] },
       }),
     );
-    assert.throws(() => readSiteFile(directory), /shape: malformed; refusing to guess/);
+    assert.throws(() => readSiteFile(nodeFileSystem, directory), /shape: malformed; refusing to guess/);
     writeFileSync(
       path,
       JSON.stringify({ role: 'primary', config: { role: 'secondary', dataDir: directory } }),
     );
-    assert.throws(() => readSiteFile(directory), /config: missing or of another role/);
+    assert.throws(() => readSiteFile(nodeFileSystem, directory), /config: missing or of another role/);
     writeFileSync(
       path,
       JSON.stringify({ role: 'secondary', config: { role: 'secondary', dataDir: directory }, shape: null }),
     );
-    assert.equal(readSiteFile(directory)?.role, 'secondary');
+    assert.equal(readSiteFile(nodeFileSystem, directory)?.role, 'secondary');
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }

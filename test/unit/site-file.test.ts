@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ConfigError, StorageError } from '../../src/core/errors.ts';
+import { nodeFileSystem } from '../../src/io/node-file-system.ts';
 import type { PrimaryFileConfig } from '../../src/ops/config.ts';
 import {
   checkConfigAgainstSite,
@@ -114,7 +115,7 @@ test('a damaged volume record makes site.json refused as damaged, with its path'
       }),
     );
     assert.throws(
-      () => readSiteFile(directory),
+      () => readSiteFile(nodeFileSystem, directory),
       (error: unknown) =>
         error instanceof StorageError &&
         error.code === 'site-file-corrupt' &&
@@ -186,7 +187,7 @@ test('images are created once, 0600; then a missing, emptied, resized or replace
         { name: 'log', sizeBytes: 8192 },
       ],
     };
-    const created = createSiteVolumes(directory, shape);
+    const created = createSiteVolumes(nodeFileSystem, directory, shape);
     for (const file of created.files) file.close();
     assert.deepEqual(
       created.records.map(({ id, name, sizeBytes }) => [id, name, sizeBytes]),
@@ -200,7 +201,7 @@ test('images are created once, 0600; then a missing, emptied, resized or replace
     assert.equal(statSync(path).size, 8192);
     const site: RecordedShape = { ...shape, volumes: created.records };
     const opens = (): void => {
-      for (const file of openSiteVolumes(directory, site, shape).files) file.close();
+      for (const file of openSiteVolumes(nodeFileSystem, directory, site, shape).files) file.close();
     };
     opens();
     const refused = (code: string, pattern: RegExp) =>
@@ -228,7 +229,7 @@ test('images are created once, 0600; then a missing, emptied, resized or replace
     );
     // An image is never created over an earlier site's files.
     assert.throws(
-      () => createSiteVolumes(directory, shape),
+      () => createSiteVolumes(nodeFileSystem, directory, shape),
       (error: unknown) =>
         error instanceof StorageError &&
         /site\.json is missing, but .* holds volumes\/data\.img/.test(error.message),
@@ -238,20 +239,23 @@ test('images are created once, 0600; then a missing, emptied, resized or replace
 
 test('without site.json, journal segments or images of an earlier site are refused, an empty directory is not', () => {
   withDirectory((directory) => {
-    assertNoEarlierSite(directory);
+    assertNoEarlierSite(nodeFileSystem, directory);
     mkdirSync(join(directory, 'journal'));
-    assertNoEarlierSite(directory);
+    assertNoEarlierSite(nodeFileSystem, directory);
     writeFileSync(join(directory, 'journal', '0000000000000001.seg'), 'x');
-    assert.throws(() => assertNoEarlierSite(directory), /holds journal\/0000000000000001\.seg/);
+    assert.throws(
+      () => assertNoEarlierSite(nodeFileSystem, directory),
+      /holds journal\/0000000000000001\.seg/,
+    );
   });
 });
 
 test('site.json is written atomically, 0600, leaving no temporary file', () => {
   withDirectory((directory) => {
     writeFileSync(join(directory, 'site.json.tmp'), 'left by a crash', { mode: 0o644 });
-    writeSiteFile(directory, { role: 'primary', config: primaryConfig(directory) });
+    writeSiteFile(nodeFileSystem, directory, { role: 'primary', config: primaryConfig(directory) });
     assert.deepEqual(readdirSync(directory), ['site.json']);
     assert.equal(statSync(join(directory, 'site.json')).mode & 0o777, 0o600);
-    assert.equal(readSiteFile(directory)?.role, 'primary');
+    assert.equal(readSiteFile(nodeFileSystem, directory)?.role, 'primary');
   });
 });
