@@ -27,11 +27,12 @@ import type { DirectoryInode, Inode } from './disk/directory-inode.ts';
 import { type FaultHandle, FaultInjector, type FaultRule } from './disk/faults.ts';
 import { blockBytes, type FileCrashOdds, type FileInode } from './disk/file-inode.ts';
 import { fsError, type Syscall } from './disk/fs-error.ts';
-import { Namespace, splitPath, type View } from './disk/namespace.ts';
+import { type MetadataOrder, Namespace, splitPath, type View } from './disk/namespace.ts';
 import { ProcessFileSystem } from './disk/process-file-system.ts';
 import type { Random } from './random.ts';
 
 export type { FaultHandle, FaultRule } from './disk/faults.ts';
+export type { MetadataOrder } from './disk/namespace.ts';
 
 /** What the simulator provides: runs `callback` after `ms` of simulated time, never synchronously. */
 export interface DiskScheduler {
@@ -65,6 +66,8 @@ export interface SimFileSystemOptions {
   /** Room for file data (in 4 KiB blocks, rounded down); a full disk fails writes with ENOSPC. */
   capacityBytes?: number;
   crashOdds?: Partial<CrashOdds>;
+  /** How unsynced directory entries survive a machine crash (disk/namespace.ts); 'posix' by default. */
+  metadata?: MetadataOrder;
 }
 
 /** Counters for the simulator's summary. */
@@ -129,7 +132,7 @@ export class SimFileSystem implements FileSystem {
     landedAtCrash: 0,
     droppedAtCrash: 0,
   };
-  private readonly namespace = new Namespace();
+  private readonly namespace: Namespace;
   private readonly faults = new FaultInjector();
   private readonly scheduler: DiskScheduler;
   /** Separate streams, so that a crash drawing more does not shift the delays, and back. */
@@ -161,6 +164,7 @@ export class SimFileSystem implements FileSystem {
         ? Number.POSITIVE_INFINITY
         : Math.floor(options.capacityBytes / blockBytes);
     this.odds = { ...defaultCrashOdds, ...options.crashOdds };
+    this.namespace = new Namespace(options.metadata ?? 'posix');
   }
 
   // ---- synchronous calls: they act at once ----
@@ -470,8 +474,10 @@ export class SimFileSystem implements FileSystem {
     } else if (replaced?.kind === 'directory') {
       throw fsError('EISDIR', 'rename', from, to);
     }
-    this.setEntry(target.directory, target.name, inode);
-    this.setEntry(source.directory, source.name, undefined);
+    // One change: both names take the same version, so no crash or sync separates them.
+    const version = ++this.version;
+    this.setEntry(target.directory, target.name, inode, version);
+    this.setEntry(source.directory, source.name, undefined, version);
     this.namespace.noteRename(
       { directory: source.directory, name: source.name },
       { directory: target.directory, name: target.name },
@@ -487,8 +493,13 @@ export class SimFileSystem implements FileSystem {
     this.setEntry(directory, name, undefined);
   }
 
-  private setEntry(directory: DirectoryInode, name: string, inode: Inode | undefined): void {
-    const replaced = this.namespace.set(directory, name, inode, ++this.version);
+  private setEntry(
+    directory: DirectoryInode,
+    name: string,
+    inode: Inode | undefined,
+    version = ++this.version,
+  ): void {
+    const replaced = this.namespace.set(directory, name, inode, version);
     if (replaced) this.releaseIfUnreferenced(replaced);
   }
 
@@ -520,8 +531,7 @@ export class SimFileSystem implements FileSystem {
     if (sync.kind === 'directory') {
       // A directory sync that failed made nothing durable; its changes stay pending.
       if (sync.failure) throw sync.failure;
-      sync.inode.completeSync(sync.version);
-      this.namespace.onDirectorySynced(sync.inode);
+      this.namespace.syncDirectory(sync.inode, sync.version);
     } else if (sync.failure) {
       sync.inode.failSync(sync.point);
       throw sync.failure;

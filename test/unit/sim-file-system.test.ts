@@ -229,6 +229,40 @@ test("a new file's entry may vanish in a machine crash until its directory is sy
   assert.deepEqual([...outcomes].sort(), ['gone', 'kept']);
 });
 
+test("with 'ordered' metadata a machine crash keeps a prefix of the entry changes, in order (200 seeds)", () => {
+  const prefixes = new Set<string>();
+  for (let seed = 1; seed <= 200; seed++) {
+    const { fs } = makeDisk(seed, { metadata: 'ordered' });
+    createDurable(fs, '/d/old', filled(10, 1));
+    fs.mkdirSync('/e', 0o700);
+    syncDirectorySync(fs, '/');
+    for (const name of ['a', 'b', 'c']) fs.closeSync(fs.openSync(`/d/${name}`, 'wx', 0o600));
+    fs.renameSync('/d/old', '/e/moved');
+    fs.unlinkSync('/d/a');
+    fs.crash('machine');
+    const state = [...fs.listFiles()].join(' ');
+    const allowed = [
+      '/d/old',
+      '/d/a /d/old',
+      '/d/a /d/b /d/old',
+      '/d/a /d/b /d/c /d/old',
+      '/d/a /d/b /d/c /e/moved',
+      '/d/b /d/c /e/moved',
+    ];
+    assert.ok(allowed.includes(state), `seed ${seed}: ${state}`);
+    prefixes.add(state);
+  }
+  assert.equal(prefixes.size, 6, 'every prefix happens');
+  // A directory sync commits every change before it, in any directory.
+  const { fs } = makeDisk(1, { metadata: 'ordered', crashOdds: { entryKept: 0 } });
+  fs.mkdirSync('/e', 0o700);
+  fs.closeSync(fs.openSync('/d/f', 'wx', 0o600));
+  syncDirectorySync(fs, '/e');
+  fs.closeSync(fs.openSync('/d/g', 'wx', 0o600));
+  fs.crash('machine');
+  assert.deepEqual(fs.readdirSync('/d'), ['f']);
+});
+
 test('a directory made but not synced in its parent takes its synced files with it', () => {
   const { fs } = makeDisk(4, { crashOdds: { entryKept: 0 } });
   fs.mkdirSync('/d/sub/deeper', 0o700);

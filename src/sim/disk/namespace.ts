@@ -11,6 +11,14 @@ import { fsError, type Syscall } from './fs-error.ts';
 
 export type View = 'current' | 'durable';
 
+/**
+ * How unsynced entry changes survive a machine crash. 'posix': each independently (POSIX promises
+ * nothing until the directory is synced), a rename's two names together. 'ordered': as a file
+ * system with a metadata journal (ext4, xfs) keeps them, a prefix of the changes in the order they
+ * were made; a directory sync makes every change before it durable, in any directory.
+ */
+export type MetadataOrder = 'posix' | 'ordered';
+
 /** The components of an absolute path; `.` and empty components dropped, `..` taken back. */
 export function splitPath(path: string): string[] {
   assert(path.startsWith('/'), `a simulated path is absolute: ${path}`);
@@ -29,6 +37,12 @@ interface NameRef {
   name: string;
 }
 
+/** An entry change, in the order made ('ordered' metadata only); a rename's two share a version. */
+interface EntryChange extends NameRef {
+  inode: Inode | undefined;
+  version: number;
+}
+
 export interface EntryCrashOutcome {
   keptEntries: number;
   revertedEntries: number;
@@ -42,6 +56,10 @@ export class Namespace {
   private readonly dirtyDirectories = new Set<DirectoryInode>();
   /** Renames since their names were last synced. */
   private renames: { from: NameRef; to: NameRef }[] = [];
+  /** Entry changes not yet durable, oldest first ('ordered' metadata only). */
+  private changes: EntryChange[] = [];
+
+  constructor(readonly metadata: MetadataOrder = 'posix') {}
 
   newFile(mode: number): FileInode {
     return new FileInode(this.nextInode++, mode & 0o777);
@@ -96,6 +114,7 @@ export class Namespace {
     if (inode?.kind === 'file') inode.links++;
     directory.set(name, inode, version);
     if (directory.dirty.size > 0) this.dirtyDirectories.add(directory);
+    if (this.metadata === 'ordered') this.changes.push({ directory, name, inode, version });
     return replaced?.kind === 'file' ? replaced : null;
   }
 
@@ -103,11 +122,38 @@ export class Namespace {
     this.renames.push({ from, to });
   }
 
-  /** A directory sync completed: forget what it made durable. */
-  onDirectorySynced(directory: DirectoryInode): void {
+  /** A sync of `directory` issued at `version` completed. */
+  syncDirectory(directory: DirectoryInode, version: number): void {
+    if (this.metadata === 'ordered') {
+      // The metadata journal commits everything logged before the sync, whichever directory.
+      this.commitChanges(version);
+    } else {
+      directory.completeSync(version);
+    }
     if (directory.dirty.size === 0) this.dirtyDirectories.delete(directory);
     const pending = (ref: NameRef) => ref.directory.dirty.has(ref.name);
     this.renames = this.renames.filter((rename) => pending(rename.from) || pending(rename.to));
+  }
+
+  /** Makes the logged changes up to `version` durable, in order; returns how many. */
+  private commitChanges(version: number): number {
+    let count = 0;
+    while (count < this.changes.length && (this.changes[count] as EntryChange).version <= version) {
+      const change = this.changes[count] as EntryChange;
+      const { directory, name } = change;
+      if (change.inode) directory.durableEntries.set(name, change.inode);
+      else directory.durableEntries.delete(name);
+      if (directory.entries.get(name) === directory.durableEntries.get(name)) {
+        directory.dirty.delete(name);
+      } else if (!directory.dirty.has(name)) {
+        // A name created and removed again: durable now, gone in the current view.
+        directory.dirty.set(name, change.version);
+        this.dirtyDirectories.add(directory);
+      }
+      count++;
+    }
+    this.changes.splice(0, count);
+    return count;
   }
 
   /**
@@ -117,6 +163,16 @@ export class Namespace {
    * everything under a directory whose creation is lost. Afterwards both views are the same.
    */
   crash(random: Random, entryKept: number): EntryCrashOutcome {
+    const outcome =
+      this.metadata === 'ordered' ? this.crashOrdered(random) : this.crashIndependent(random, entryKept);
+    this.dirtyDirectories.clear();
+    this.renames = [];
+    this.changes = [];
+    this.relink();
+    return outcome;
+  }
+
+  private crashIndependent(random: Random, entryKept: number): EntryCrashOutcome {
     const outcome: EntryCrashOutcome = { keptEntries: 0, revertedEntries: 0 };
     const group = this.renameGroups();
     const fates = new Map<string, boolean>();
@@ -137,10 +193,19 @@ export class Namespace {
         }
       }
     }
-    this.dirtyDirectories.clear();
-    this.renames = [];
-    this.relink();
     return outcome;
+  }
+
+  /** A prefix of the logged changes reached the disk, cut between two versions (never inside a rename). */
+  private crashOrdered(random: Random): EntryCrashOutcome {
+    const versions = [...new Set(this.changes.map((change) => change.version))];
+    const cut = random.int(versions.length + 1);
+    const keptEntries = cut === 0 ? 0 : this.commitChanges(versions[cut - 1] as number);
+    const revertedEntries = this.changes.length;
+    for (const directory of this.dirtyDirectories) {
+      for (const name of [...directory.dirty.keys()]) directory.revert(name);
+    }
+    return { keptEntries, revertedEntries };
   }
 
   /** Union-find over the names renames joined: returns the representative of a name's group. */
