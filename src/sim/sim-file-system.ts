@@ -5,17 +5,21 @@
  * - Bytes, not records: each file has a page-cache view (what reads see) and a durable image (what
  *   the disk holds), apart per 512-byte sector (disk/file-inode.ts). fdatasync and fsync make a
  *   file's data and size durable. A directory entry (create, rename, unlink) is visible at once and
- *   durable once its directory is fsynced (disk/namespace.ts).
+ *   durable once its directory is fsynced (disk/namespace.ts); until then a machine crash keeps or
+ *   loses each change independently ('posix' metadata, the default) or keeps a prefix of them in
+ *   order ('ordered', as ext4 and xfs do).
  * - Asynchronous calls complete after a seeded random delay through the simulator's scheduler, so
  *   they complete out of order. Their effect applies at completion, as if the kernel ran the system
  *   call at the last moment it could: a write's bytes reach the cache when the write completes (a read
  *   or sync completing earlier does not see them), a rename or unlink happens when it completes.
- *   A sync covers what was in the cache when it was ISSUED (a write landing while it runs stays
- *   unsynced): the least a kernel promises, so code that counts on more is caught.
+ *   A sync covers what was in the cache when it was ISSUED (a sector first written while it runs
+ *   stays unsynced; one dirty at the issue is written as it is at completion, never older): the
+ *   least a kernel promises, so code that counts on more is caught.
  * - A process crash (kill -9) keeps the cache and drops descriptors; a call in flight may have taken
  *   effect or not, and its caller never hears (its promise never settles). A machine crash also
  *   loses, keeps or tears each unsynced sector and each unsynced entry change; what is left is the
- *   new state.
+ *   new state. Give each life of a process its own handle (forProcess), so a dead one's code that
+ *   still runs cannot touch the disk.
  * - Failures are node:fs-shaped errors: ENOENT, EEXIST, EBADF and the like where node:fs would throw
  *   them, ENOSPC when the capacity is used up, and ENOSPC or EIO injected on chosen calls (failWith).
  * - Deterministic: randomness only from the Random given, time only from the scheduler given.
