@@ -18,6 +18,11 @@ export class EventQueue<E> {
     this.up(this.heap.length - 1);
   }
 
+  /** The next event, left in the queue. */
+  peek(): Scheduled<E> | undefined {
+    return this.heap[0];
+  }
+
   pop(): Scheduled<E> | undefined {
     const top = this.heap[0];
     const last = this.heap.pop();

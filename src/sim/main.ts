@@ -1,13 +1,17 @@
 /**
- * `npm run sim -- --seeds N [--seed-start S] [--bug NAME] [--trace]`: runs N seeded scenarios and
- * prints a report; exits 0 only when no invariant was violated. A failing seed is printed with its
- * scenario and the events that led to the violation; `--seed-start S --seeds 1` replays it exactly.
+ * `npm run sim -- --seeds N [--seed-start S] [--trace]`: runs N seeded whole-site scenarios (real
+ * PrimaryNode and SecondaryNodes over simulated disks, links and time) and prints a report; exits 0
+ * only when no invariant was violated. `--core` runs the protocol core alone (faster, and with its
+ * deliberate defects: `--bug NAME`). A failing seed is printed with its scenario and the events that
+ * led to the violation; `--seed-start S --seeds 1` replays it exactly.
  */
 
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { type BugName, bugNames } from '../core/types.ts';
+import { mutants, runMutant } from './mutants.ts';
 import { runSimulation, runSimulationParallel } from './runner.ts';
+import { runSiteSimulation, runSiteSimulationParallel } from './sites/site-runner.ts';
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -20,17 +24,22 @@ async function main(): Promise<number> {
       jobs: { type: 'string', default: String(availableParallelism()) },
       faults: { type: 'string' },
       'no-shrink': { type: 'boolean', default: false },
+      core: { type: 'boolean', default: false },
+      mutant: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run sim -- [--seeds N] [--seed-start S] [--bug NAME]... [--trace] [--stop-at-first]\n' +
-        '                     [--jobs J] [--faults I,J,... | none] [--no-shrink]\n' +
-        `bugs: ${bugNames.join(', ')}\n`,
+      'usage: npm run sim -- [--seeds N] [--seed-start S] [--trace] [--stop-at-first]\n' +
+        '                     [--jobs J] [--faults I,J,... | none] [--no-shrink] [--core [--bug NAME]...]\n' +
+        'Without --core: whole sites (real nodes, journals and volume files over simulated disks).\n' +
+        `--core: the protocol state machines alone; their deliberate defects: ${bugNames.join(', ')}\n` +
+        `--mutant NAME: whole sites on a copy of the sources with a defect planted: ${mutants.map((m) => m.name).join(', ')}\n`,
     );
     return 0;
   }
+  if (values.mutant !== undefined) return runNamedMutant(values.mutant);
   const seeds = Number(values.seeds);
   const seedStart = Number(values['seed-start']);
   if (!Number.isSafeInteger(seeds) || seeds < 1 || !Number.isSafeInteger(seedStart) || seedStart < 0) {
@@ -38,6 +47,10 @@ async function main(): Promise<number> {
     return 2;
   }
   const bugs = new Set<BugName>();
+  if (values.bug.length > 0 && !values.core) {
+    process.stderr.write('sim: --bug plants a defect in the core simulator: add --core\n');
+    return 2;
+  }
   for (const name of values.bug) {
     if (!(bugNames as readonly string[]).includes(name)) {
       process.stderr.write(`sim: unknown --bug ${name}; known: ${bugNames.join(', ')}\n`);
@@ -66,11 +79,32 @@ async function main(): Promise<number> {
     print: (line: string) => process.stdout.write(`${line}\n`),
   };
   // One seed, or a trace, runs on the main thread so that its output streams as it happens.
-  const report =
-    jobs === 1 || seeds === 1 || values.trace
-      ? runSimulation(options)
-      : await runSimulationParallel({ ...options, jobs });
+  const onMainThread = jobs === 1 || seeds === 1 || values.trace;
+  if (!values.core) {
+    const report = onMainThread
+      ? await runSiteSimulation(options)
+      : await runSiteSimulationParallel({ ...options, jobs });
+    return report.violations === 0 ? 0 : 1;
+  }
+  const report = onMainThread ? runSimulation(options) : await runSimulationParallel({ ...options, jobs });
   return report.violations === 0 ? 0 : 1;
+}
+
+/** Runs the same command on a copy of the sources with the named defect planted. */
+async function runNamedMutant(name: string): Promise<number> {
+  const mutant = mutants.find((candidate) => candidate.name === name);
+  if (!mutant) {
+    process.stderr.write(`sim: unknown --mutant ${name}; known: ${mutants.map((m) => m.name).join(', ')}\n`);
+    return 2;
+  }
+  const rest = process.argv
+    .slice(2)
+    .filter(
+      (argument, index, all) =>
+        argument !== '--mutant' && all[index - 1] !== '--mutant' && !argument.startsWith('--mutant='),
+    );
+  process.stdout.write(`sim: planted ${mutant.name} (${mutant.defect}) in a copy of the sources\n`);
+  return runMutant(mutant, rest, (text) => process.stdout.write(text));
 }
 
 function parseFaultList(text: string | undefined): number[] | undefined | 'invalid' {

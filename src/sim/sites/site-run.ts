@@ -1,0 +1,588 @@
+/**
+ * One seeded run of whole sites: a real PrimaryNode and real SecondaryNodes, built from their
+ * configs, with their real journals, volume files, write-back, apply and redo, over simulated disks
+ * (SimFileSystem), simulated links (SimNetwork) and simulated time (World). Sources write through the
+ * primary's library API; faults cut, stall and corrupt links and crash sites as processes (kill -9)
+ * or machines (power loss); crashed secondaries come back directly or through `cyclerep recover`.
+ *
+ * The oracle is the History: every image a site shows (its read path, at any moment) and every
+ * secondary's files after a recover must be a consistent cut of what the sources did; the primary
+ * must show every write that was acknowledged (or, after a machine crash, acknowledged before a
+ * completed FLUSH); applied never goes down; when the faults stop, every site converges to the whole
+ * history, in its read path and in its files.
+ */
+
+import type { LogEntry } from '../../core/types.ts';
+import type { SiteEnvironment } from '../../io/environment.ts';
+import { PrimaryNode } from '../../node/primary-node.ts';
+import { SecondaryNode } from '../../node/secondary-node.ts';
+import { type PrimaryFileConfig, type SecondaryFileConfig, validateConfig } from '../../ops/config.ts';
+import type { Logger } from '../../ops/logger.ts';
+import { Random } from '../random.ts';
+import { SimFileSystem } from '../sim-file-system.ts';
+import { History } from './history.ts';
+import { SimNetwork } from './sim-network.ts';
+import {
+  drawSiteScenario,
+  type SiteFault,
+  type SiteFaultKind,
+  type SiteScenario,
+  siteFaultKinds,
+} from './site-scenario.ts';
+import { Sources } from './sources.ts';
+import { SimProcess, World } from './world.ts';
+
+const checkEveryMs = 100;
+const traceLinesMax = 120;
+
+export interface SiteRunStats {
+  events: number;
+  writes: number;
+  zeroRuns: number;
+  flushes: number;
+  reissued: number;
+  lostInCrash: number;
+  refused: number;
+  faults: Record<SiteFaultKind, number>;
+  restarts: number;
+  recovers: number;
+  imagesJudged: number;
+  /** fsyncs and fdatasyncs that completed, on every disk. */
+  syncs: number;
+  /** Unsynced sectors machine crashes lost or tore, and unsynced directory entries they reverted. */
+  lostSectors: number;
+  tornSectors: number;
+  revertedEntries: number;
+  simulatedMs: number;
+}
+
+export interface SiteRunResult {
+  seed: number;
+  violations: string[];
+  trace: string[];
+  stats: SiteRunStats;
+}
+
+interface Site<N> {
+  name: string;
+  dataDir: string;
+  disk: SimFileSystem;
+  process: SimProcess | null;
+  node: N | null;
+  incarnations: number;
+  /** Highest applied number this site ever reported (secondaries). */
+  appliedMax: number;
+}
+
+export class SiteRun {
+  private readonly world = new World();
+  private readonly random: Random;
+  private readonly history: History;
+  private readonly sources: Sources;
+  private readonly network: SimNetwork;
+  private readonly primary: Site<PrimaryNode>;
+  private readonly secondaries: Site<SecondaryNode>[];
+  private readonly primaryConfig: PrimaryFileConfig;
+  private readonly secondaryConfigs: SecondaryFileConfig[];
+  private readonly violations: string[] = [];
+  private readonly trace: string[] = [];
+  private readonly stats: SiteRunStats;
+  private done = false;
+
+  constructor(
+    private readonly scenario: SiteScenario,
+    private readonly traceAll = false,
+  ) {
+    this.random = new Random(scenario.seed ^ 0x5eed);
+    const owners = History.drawOwners(this.random.fork(), scenario.volumeBlocks, scenario.sources);
+    this.history = new History(scenario.sources, scenario.volumeBlocks, scenario.blockBytes, owners);
+    const links = new Map(
+      scenario.latencyMs.map((latency, index) => [this.listenAddress(index), latency] as const),
+    );
+    this.network = new SimNetwork(this.world, this.random.fork(), links);
+    this.sources = new Sources(
+      this.history,
+      this.random.fork(),
+      scenario,
+      (ms, run) => this.world.schedule(null, ms, run),
+      (text) => this.violation(text),
+      traceAll ? (line) => this.note(line) : undefined,
+    );
+    this.primaryConfig = this.buildPrimaryConfig();
+    this.secondaryConfigs = Array.from({ length: scenario.secondaries }, (_, index) =>
+      this.buildSecondaryConfig(index),
+    );
+    this.primary = this.newSite('primary', this.primaryConfig.dataDir);
+    this.secondaries = this.secondaryConfigs.map((config) => this.newSite(config.name, config.dataDir));
+    this.stats = {
+      events: 0,
+      writes: 0,
+      zeroRuns: 0,
+      flushes: 0,
+      reissued: 0,
+      lostInCrash: 0,
+      refused: 0,
+      faults: Object.fromEntries(siteFaultKinds.map((kind) => [kind, 0])) as Record<SiteFaultKind, number>,
+      restarts: 0,
+      recovers: 0,
+      imagesJudged: 0,
+      syncs: 0,
+      lostSectors: 0,
+      tornSectors: 0,
+      revertedEntries: 0,
+      simulatedMs: 0,
+    };
+  }
+
+  private listenAddress(index: number): string {
+    return `127.0.0.1:${7400 + index}`;
+  }
+
+  private newSite<N>(name: string, dataDir: string): Site<N> {
+    const disk = new SimFileSystem({
+      random: this.random.fork(),
+      scheduler: { after: (ms, run) => this.world.schedule(null, ms, run) },
+      ioDelayMsMax: this.scenario.ioDelayMsMax,
+      syncDelayMsMax: this.scenario.syncDelayMsMax,
+    });
+    if (this.scenario.provisioned) {
+      // The operator made the data directory (a mount point, say) and it is durable.
+      disk.mkdirSync(dataDir, 0o700);
+      const parent = disk.openSync('/sim', 'r');
+      disk.fsyncSync(parent);
+      disk.closeSync(parent);
+      const root = disk.openSync('/', 'r');
+      disk.fsyncSync(root);
+      disk.closeSync(root);
+    }
+    return { name, dataDir, disk, process: null, node: null, incarnations: 0, appliedMax: 0 };
+  }
+
+  private buildPrimaryConfig(): PrimaryFileConfig {
+    const scenario = this.scenario;
+    const config = validateConfig(
+      {
+        group: 'sim',
+        role: 'primary',
+        dataDir: '/sim/primary',
+        blockSize: scenario.blockBytes,
+        volumes: scenario.volumeBlocks.map((blocks, index) => ({
+          name: `vol${index}`,
+          size: blocks * scenario.blockBytes,
+        })),
+        ack: scenario.ack,
+        cycle: { intervalMinMs: scenario.cycleIntervalMinMs, queuedMax: scenario.cycleQueuedMax },
+        link: this.linkConfig(),
+        secondaries: Array.from({ length: scenario.secondaries }, (_, index) => ({
+          name: `dr${index + 1}`,
+          address: this.listenAddress(index),
+          connections: scenario.connectionsPerLink,
+        })),
+      },
+      'sim primary',
+    ) as PrimaryFileConfig;
+    // Segments far below the smallest a user may configure, so that rollover happens every few cycles.
+    return { ...config, journal: { ...config.journal, segmentSize: scenario.segmentBytes } };
+  }
+
+  private buildSecondaryConfig(index: number): SecondaryFileConfig {
+    return validateConfig(
+      {
+        group: 'sim',
+        role: 'secondary',
+        name: `dr${index + 1}`,
+        dataDir: `/sim/dr${index + 1}`,
+        blockSize: this.scenario.blockBytes,
+        listen: this.listenAddress(index),
+        link: this.linkConfig(),
+      },
+      `sim dr${index + 1}`,
+    ) as SecondaryFileConfig;
+  }
+
+  private linkConfig(): Record<string, number> {
+    const scenario = this.scenario;
+    return {
+      heartbeatMs: scenario.heartbeatMs,
+      timeoutMs: scenario.timeoutMs,
+      reconnectMinMs: scenario.reconnectMinMs,
+      reconnectMaxMs: scenario.reconnectMaxMs,
+      cyclesInFlightMax: scenario.cyclesInFlightMax,
+      storedProgressTimeoutMs: scenario.heartbeatMs * 50,
+    };
+  }
+
+  // ---- the run ----
+
+  async run(): Promise<SiteRunResult> {
+    const scenario = this.scenario;
+    this.secondaries.forEach((site, index) => this.startSecondary(site, index, false));
+    this.startPrimary();
+    for (const fault of scenario.faults) this.world.schedule(null, fault.atMs, () => this.inject(fault));
+    this.world.schedule(null, checkEveryMs, () => this.periodicCheck());
+    this.world.schedule(null, scenario.faultPhaseMs + 500, () => {
+      this.sources.stopped = true;
+      this.note('sources stop');
+    });
+    const endMs = scenario.faultPhaseMs + 500 + scenario.settleMsMax;
+    while (!this.done && this.violations.length === 0 && (await this.world.step(endMs))) {}
+    if (!this.done && this.violations.length === 0)
+      this.violation(
+        `no convergence within ${scenario.settleMsMax} ms after the sources stopped: ${this.standing()}`,
+      );
+    this.finishStats();
+    this.kill();
+    return { seed: scenario.seed, violations: this.violations, trace: this.trace, stats: this.stats };
+  }
+
+  private finishStats(): void {
+    Object.assign(this.stats, this.sources.stats);
+    this.stats.events = this.world.events;
+    this.stats.simulatedMs = this.world.elapsedMs;
+    for (const site of [this.primary, ...this.secondaries]) {
+      this.stats.syncs += site.disk.stats.syncs;
+      this.stats.lostSectors += site.disk.stats.lostSectors;
+      this.stats.tornSectors += site.disk.stats.tornSectors;
+      this.stats.revertedEntries += site.disk.stats.revertedEntries;
+    }
+  }
+
+  /** Ends every process, so no callback of this run outlives it. */
+  private kill(): void {
+    for (const site of [this.primary, ...this.secondaries]) if (site.process) site.process.alive = false;
+  }
+
+  // ---- sites ----
+
+  private environmentOf(site: Site<unknown>, process: SimProcess): SiteEnvironment {
+    const random = this.random.fork();
+    return {
+      fs: site.disk.forProcess(),
+      clock: this.world.clockOf(process),
+      random: () => random.next(),
+      randomBytes: (count) => Uint8Array.from({ length: count }, () => random.int(256)),
+      network: this.network.forProcess(process),
+    };
+  }
+
+  private loggerOf(process: SimProcess): Logger {
+    const log = (entry: LogEntry): void => {
+      if (!process.alive) return;
+      if (entry.level === 'debug' && !this.traceAll) return;
+      this.note(`${process.name} ${entry.level} ${entry.event} ${JSON.stringify(entry.fields)}`);
+    };
+    return {
+      log,
+      info: (event, fields = {}) => log({ level: 'info', event, fields }),
+      warn: (event, fields = {}) => log({ level: 'warn', event, fields }),
+      error: (event, fields = {}) => log({ level: 'error', event, fields }),
+    };
+  }
+
+  private newProcess(site: Site<unknown>): SimProcess {
+    site.incarnations++;
+    const process = new SimProcess(site.name, site.incarnations);
+    site.process = process;
+    return process;
+  }
+
+  private startPrimary(): void {
+    const site = this.primary;
+    const process = this.newProcess(site);
+    const onFatal = (error: Error): void => {
+      if (process.alive)
+        this.violation(`${process.name}: storage failed with no disk fault injected: ${error.message}`);
+    };
+    PrimaryNode.start(this.primaryConfig, this.loggerOf(process), onFatal, {
+      environment: this.environmentOf(site, process),
+    }).then(
+      (node) => {
+        if (!process.alive) return;
+        site.node = node;
+        this.note(`${process.name} started`);
+        if (!this.sources.awaitingSurvey) {
+          this.sources.attach(node);
+          return;
+        }
+        // After a machine crash: what survived must be a consistent cut holding every durable write.
+        const lower = [...this.sources.durable];
+        this.readImage((volume, offset, length) => node.read(volume, offset, length)).then((image) => {
+          if (!process.alive) return;
+          const cut = this.history.cut((volume, block) => this.blockOf(image, volume, block), lower);
+          if (cut.problem !== null) {
+            this.violation(`${process.name} after a machine crash: ${cut.problem}`);
+            return;
+          }
+          this.note(
+            `${process.name} kept writes ${cut.prefix.join(',')} of ${this.sources.issued.join(',')}`,
+          );
+          this.sources.survived(cut.prefix);
+          this.sources.attach(node);
+        });
+      },
+      (error: Error) => {
+        if (process.alive) this.violation(`${process.name} did not start: ${error.message}`);
+      },
+    );
+  }
+
+  private startSecondary(site: Site<SecondaryNode>, index: number, recoverFirst: boolean): void {
+    const process = this.newProcess(site);
+    const config = this.secondaryConfigs[index] as SecondaryFileConfig;
+    const onFatal = (error: Error): void => {
+      if (process.alive)
+        this.violation(`${process.name}: storage failed with no disk fault injected: ${error.message}`);
+    };
+    const options = { environment: this.environmentOf(site, process) };
+    const recovered = recoverFirst
+      ? SecondaryNode.start(config, this.loggerOf(process), onFatal, { ...options, offline: true }).then(
+          async (node) => {
+            await node.settle();
+            await node.stop();
+            this.stats.recovers++;
+            this.judgeFiles(site, 'after cyclerep recover', new Array(this.scenario.sources).fill(0));
+          },
+        )
+      : Promise.resolve();
+    recovered
+      .then(() =>
+        process.alive ? SecondaryNode.start(config, this.loggerOf(process), onFatal, options) : null,
+      )
+      .then(
+        (node) => {
+          if (!node || !process.alive) return;
+          site.node = node;
+          this.note(`${process.name} started`);
+        },
+        (error: Error) => {
+          if (process.alive) this.violation(`${process.name} did not start: ${error.message}`);
+        },
+      );
+  }
+
+  // ---- faults ----
+
+  private inject(fault: SiteFault): void {
+    if (this.done) return;
+    this.stats.faults[fault.kind]++;
+    this.note(`fault ${fault.kind} target ${fault.target} for ${fault.durationMs} ms`);
+    const link = this.listenAddress(fault.target);
+    switch (fault.kind) {
+      case 'connection-drop': {
+        const connection = this.random.pick([...this.network.openConnections(link), null]);
+        if (connection) this.network.reset(connection);
+        return;
+      }
+      case 'connection-stall':
+        for (const connection of this.network.openConnections(link))
+          this.network.stall(connection, fault.durationMs);
+        return;
+      case 'byte-corrupt': {
+        const connection = this.random.pick([...this.network.openConnections(link), null]);
+        if (connection) this.network.corruptNextPiece(connection);
+        return;
+      }
+      case 'link-partition':
+        this.network.partition(link, fault.durationMs);
+        return;
+      case 'primary-crash':
+      case 'primary-machine-crash':
+        this.crashPrimary(fault.kind === 'primary-machine-crash' ? 'machine' : 'process', fault.durationMs);
+        return;
+      case 'secondary-crash':
+      case 'secondary-machine-crash':
+        this.crashSecondary(
+          fault.target,
+          fault.kind === 'secondary-machine-crash' ? 'machine' : 'process',
+          fault.durationMs,
+          fault.recover,
+        );
+        return;
+    }
+  }
+
+  private crash(site: Site<unknown>, kind: 'process' | 'machine'): boolean {
+    const process = site.process;
+    if (!process?.alive) return false;
+    process.alive = false;
+    site.node = null;
+    site.process = null;
+    this.network.processDied(process);
+    const before = site.disk.listFiles('current').join(' ');
+    site.disk.crash(kind);
+    this.note(`${process.name} crashed (${kind})`);
+    if (this.traceAll)
+      this.note(`  files before: ${before}\n  files after: ${site.disk.listFiles('current').join(' ')}`);
+    return true;
+  }
+
+  private crashPrimary(kind: 'process' | 'machine', downMs: number): void {
+    if (!this.crash(this.primary, kind)) return;
+    this.sources.detach(kind === 'machine');
+    this.world.schedule(null, downMs, () => {
+      this.stats.restarts++;
+      this.startPrimary();
+    });
+  }
+
+  private crashSecondary(index: number, kind: 'process' | 'machine', downMs: number, recover: boolean): void {
+    const site = this.secondaries[index] as Site<SecondaryNode>;
+    if (!this.crash(site, kind)) return;
+    this.world.schedule(null, downMs, () => {
+      this.stats.restarts++;
+      this.startSecondary(site, index, recover);
+    });
+  }
+
+  // ---- checks ----
+
+  /**
+   * Reads every site through its read path and judges what it shows. Volumes are read one after
+   * the other, not at one instant: each is judged alone, and a secondary's volumes together only
+   * when no apply began or ended meanwhile (a reader of several volumes sees several moments).
+   */
+  private periodicCheck(): void {
+    if (this.done) return;
+    this.world.schedule(null, checkEveryMs, () => this.periodicCheck());
+    const primary = this.primary.node;
+    const primaryProcess = this.primary.process;
+    if (primary && primaryProcess && !this.sources.awaitingSurvey) {
+      const lower = [...this.sources.acknowledged];
+      this.readImage((volume, offset, length) => primary.read(volume, offset, length)).then((image) => {
+        if (primaryProcess.alive) this.judgeEachVolume(`${primaryProcess.name} read path`, image, lower);
+      });
+    }
+    for (const site of this.secondaries) {
+      const node = site.node;
+      const process = site.process;
+      if (!node || !process) continue;
+      const applied = node.status().applied;
+      if (applied < site.appliedMax)
+        this.violation(`${site.name}: applied went down from ${site.appliedMax} to ${applied}`);
+      site.appliedMax = Math.max(site.appliedMax, applied);
+      this.readImage((volume, offset, length) => node.read(volume, offset, length)).then(
+        (image) => {
+          if (!process.alive || !this.judgeEachVolume(`${process.name} read path`, image, [])) return;
+          if (node.status().applied === applied)
+            this.judge(`${process.name} read path, all volumes`, image, []);
+        },
+        () => {},
+      );
+    }
+    if (this.sources.stopped && this.sources.quiet) this.checkConverged();
+  }
+
+  private judgeEachVolume(what: string, image: Uint8Array[], lower: readonly number[]): boolean {
+    return image.every((_, volume) => this.judge(`${what}, volume ${volume}`, image, lower, [volume]));
+  }
+
+  /** Every volume, read whole through `read`. */
+  private async readImage(
+    read: (volume: number, offset: number, length: number) => Promise<Uint8Array>,
+  ): Promise<Uint8Array[]> {
+    const blockBytes = this.scenario.blockBytes;
+    return Promise.all(
+      this.scenario.volumeBlocks.map((blocks, volume) => read(volume, 0, blocks * blockBytes)),
+    );
+  }
+
+  private judge(what: string, image: Uint8Array[], lower: readonly number[], volumes?: number[]): boolean {
+    this.stats.imagesJudged++;
+    const verdict = this.history.judge((volume, block) => this.blockOf(image, volume, block), lower, volumes);
+    if (verdict) this.violation(`${what}: ${verdict}`);
+    return verdict === null;
+  }
+
+  private blockOf(image: Uint8Array[], volume: number, block: number): Uint8Array {
+    const blockBytes = this.scenario.blockBytes;
+    return (image[volume] as Uint8Array).subarray(block * blockBytes, (block + 1) * blockBytes);
+  }
+
+  /** A site's volume files as its disk holds them (the page cache: what a reader of the files sees). */
+  private filesOf(site: Site<unknown>): Uint8Array[] | string {
+    const blockBytes = this.scenario.blockBytes;
+    const image: Uint8Array[] = [];
+    for (let volume = 0; volume < this.scenario.volumeBlocks.length; volume++) {
+      const path = `${site.dataDir}/volumes/vol${volume}.img`;
+      const bytes = site.disk.cachedBytes(path);
+      const size = (this.scenario.volumeBlocks[volume] as number) * blockBytes;
+      if (!bytes) return `${path} is missing`;
+      if (bytes.length !== size) return `${path} is ${bytes.length} bytes, not ${size}`;
+      image.push(bytes);
+    }
+    return image;
+  }
+
+  private judgeFiles(site: Site<unknown>, when: string, lower: readonly number[]): boolean {
+    const image = this.filesOf(site);
+    if (typeof image === 'string') {
+      // A secondary that never heard of its volumes has none yet.
+      if (lower.every((count) => count === 0)) return true;
+      this.violation(`${site.name} files ${when}: ${image}`);
+      return false;
+    }
+    return this.judge(`${site.name} files ${when}`, image, lower);
+  }
+
+  /** Once the sources are done: has every site every write, in its read path and its files? */
+  private checkConverged(): void {
+    const all = this.sources.issued;
+    const quietly = (check: () => boolean): boolean => {
+      const before = this.violations.length;
+      const ok = check();
+      this.violations.length = before;
+      return ok;
+    };
+    const sitesUp = this.primary.node && this.secondaries.every((site) => site.node);
+    if (!sitesUp) return;
+    const filesDone =
+      quietly(() => this.judgeFiles(this.primary, 'at the end', all)) &&
+      this.secondaries.every((site) => quietly(() => this.judgeFiles(site, 'at the end', all)));
+    if (!filesDone) return;
+    this.done = true;
+    this.note("converged: every site's files hold every write");
+  }
+
+  private standing(): string {
+    const parts = [
+      `issued ${this.sources.issued.join(',')}`,
+      `acknowledged ${this.sources.acknowledged.join(',')}`,
+    ];
+    const primary = this.primary.node?.status();
+    parts.push(primary ? `primary capture ${primary.capture} closed ${primary.closed}` : 'primary down');
+    for (const site of this.secondaries) {
+      const status = site.node?.status();
+      parts.push(
+        status ? `${site.name} stored ${status.stored} applied ${status.applied}` : `${site.name} down`,
+      );
+      const files = this.filesOf(site);
+      if (typeof files !== 'string') {
+        const verdict = this.history.judge(
+          (volume, block) => this.blockOf(files, volume, block),
+          this.sources.issued,
+        );
+        if (verdict) parts.push(`${site.name} files: ${verdict}`);
+      }
+    }
+    return parts.join('; ');
+  }
+
+  private violation(text: string): void {
+    this.note(`VIOLATION ${text}`);
+    this.violations.push(text);
+  }
+
+  private note(line: string): void {
+    const stamped = `${String(this.world.elapsedMs).padStart(6)} ms ${line}`;
+    this.trace.push(stamped);
+    if (this.trace.length > traceLinesMax && !this.traceAll) this.trace.shift();
+  }
+}
+
+export function runSiteSeed(
+  seed: number,
+  keepFaults?: readonly number[],
+  traceAll = false,
+): Promise<SiteRunResult> {
+  return new SiteRun(drawSiteScenario(seed, keepFaults), traceAll).run();
+}

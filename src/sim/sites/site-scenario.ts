@@ -1,0 +1,138 @@
+/** One whole-site scenario, drawn entirely from its seed. */
+import type { AckMode } from '../../core/types.ts';
+import { Random } from '../random.ts';
+
+export const siteFaultKinds = [
+  'connection-drop',
+  'connection-stall',
+  'byte-corrupt',
+  'link-partition',
+  'primary-crash',
+  'primary-machine-crash',
+  'secondary-crash',
+  'secondary-machine-crash',
+] as const;
+export type SiteFaultKind = (typeof siteFaultKinds)[number];
+
+export interface SiteFault {
+  atMs: number;
+  kind: SiteFaultKind;
+  /** Which secondary (link or site) the fault hits, where it applies. */
+  target: number;
+  /** How long a stall or partition lasts, or how long a crashed site stays down. */
+  durationMs: number;
+  /** A crashed secondary is brought back with `cyclerep recover` first (its files judged after). */
+  recover: boolean;
+}
+
+export interface SiteScenario {
+  seed: number;
+  blockBytes: number;
+  volumeBlocks: number[];
+  secondaries: number;
+  connectionsPerLink: number;
+  ack: AckMode;
+  cycleIntervalMinMs: number;
+  cycleQueuedMax: number;
+  heartbeatMs: number;
+  timeoutMs: number;
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+  cyclesInFlightMax: number;
+  /** Journal segments this small roll over every few cycles. */
+  segmentBytes: number;
+  latencyMs: number[];
+  ioDelayMsMax: number;
+  syncDelayMsMax: number;
+  sources: number;
+  crossDependencyChance: number;
+  thinkMsMax: number;
+  flushChance: number;
+  zeroChance: number;
+  /** The data directories exist (made durable by the operator) before the sites first start. */
+  provisioned: boolean;
+  faultPhaseMs: number;
+  settleMsMax: number;
+  faults: SiteFault[];
+}
+
+export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): SiteScenario {
+  const random = new Random(seed);
+  const secondaries = random.between(1, 2);
+  const heartbeatMs = random.between(40, 120);
+  const faultPhaseMs = random.between(2000, 5000);
+  return {
+    seed,
+    blockBytes: 512,
+    volumeBlocks: Array.from({ length: random.between(1, 3) }, () => random.between(16, 64)),
+    secondaries,
+    connectionsPerLink: random.between(1, 2),
+    ack: random.chance(0.5) ? 'immediate' : 'cycle',
+    cycleIntervalMinMs: random.between(10, 250),
+    cycleQueuedMax: random.between(1, 4),
+    heartbeatMs,
+    timeoutMs: heartbeatMs * random.between(3, 6),
+    reconnectMinMs: random.between(20, 100),
+    reconnectMaxMs: random.between(300, 1500),
+    cyclesInFlightMax: random.between(1, 4),
+    segmentBytes: random.pick([8 * 1024, 32 * 1024, 1024 * 1024]),
+    latencyMs: Array.from({ length: secondaries }, () => random.between(1, 40)),
+    ioDelayMsMax: random.between(0, 3),
+    syncDelayMsMax: random.between(0, 12),
+    sources: random.between(2, 6),
+    crossDependencyChance: random.pick([0.2, 0.5, 0.9]),
+    thinkMsMax: random.between(2, 40),
+    flushChance: random.pick([0.02, 0.1, 0.3]),
+    zeroChance: random.pick([0.05, 0.2]),
+    provisioned: random.chance(0.5),
+    faultPhaseMs,
+    settleMsMax: 30_000,
+    faults: drawFaults(random.fork(), faultPhaseMs, secondaries).filter(
+      (_, index) => keepFaults === undefined || keepFaults.includes(index),
+    ),
+  };
+}
+
+function drawFaults(random: Random, faultPhaseMs: number, secondaries: number): SiteFault[] {
+  const weights: [SiteFaultKind, number][] = [
+    ['connection-drop', 4],
+    ['connection-stall', 2],
+    ['byte-corrupt', 2],
+    ['link-partition', 2],
+    ['primary-crash', 2],
+    ['primary-machine-crash', 2],
+    ['secondary-crash', 2],
+    ['secondary-machine-crash', 2],
+  ];
+  const total = weights.reduce((sum, [, weight]) => sum + weight, 0);
+  const faults: SiteFault[] = [];
+  const count = random.between(1, 8);
+  for (let i = 0; i < count; i++) {
+    let draw = random.int(total);
+    let kind: SiteFaultKind = 'connection-drop';
+    for (const [candidate, weight] of weights) {
+      if (draw < weight) {
+        kind = candidate;
+        break;
+      }
+      draw -= weight;
+    }
+    faults.push({
+      atMs: random.between(100, faultPhaseMs),
+      kind,
+      target: random.int(secondaries),
+      durationMs: random.between(20, 1500),
+      recover: random.chance(0.5),
+    });
+  }
+  return faults.sort((a, b) => a.atMs - b.atMs);
+}
+
+export function describeSiteScenario(scenario: SiteScenario): string {
+  return (
+    `seed ${scenario.seed}: ${scenario.secondaries} secondaries, volumes of ${scenario.volumeBlocks.join('+')} blocks, ` +
+    `ack ${scenario.ack}, ${scenario.connectionsPerLink} connection(s)/link, cycle.intervalMinMs ${scenario.cycleIntervalMinMs}, ` +
+    `segments of ${scenario.segmentBytes} bytes, ${scenario.sources} sources, disk delays io ${scenario.ioDelayMsMax} ms sync ${scenario.syncDelayMsMax} ms, ` +
+    `faults: ${scenario.faults.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}`
+  );
+}
