@@ -216,7 +216,9 @@ export class SiteRun {
 
   async run(): Promise<SiteRunResult> {
     const scenario = this.scenario;
-    this.secondaries.forEach((site, index) => this.startSecondary(site, index, false));
+    this.secondaries.forEach((site, index) => {
+      this.startSecondary(site, index, false);
+    });
     this.startPrimary();
     for (const fault of scenario.faults) this.world.schedule(null, fault.atMs, () => this.inject(fault));
     this.world.schedule(null, checkEveryMs, () => this.periodicCheck());
