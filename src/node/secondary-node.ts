@@ -36,7 +36,6 @@ import { createSecondarySite, type OpenedSite, openSecondarySite } from './site-
 
 export { linkTimingsOf } from './site/link-timings.ts';
 
-const receiveSegmentBytes = 64 * 1024 * 1024;
 /** A read that keeps meeting new applies gives up after this many attempts. */
 const readRetriesMax = 100;
 
@@ -135,7 +134,7 @@ export class SecondaryNode {
       fs: this.runtime.environment.fs,
       site,
       dataDir: this.config.dataDir,
-      segmentBytesMax: receiveSegmentBytes,
+      segmentBytesMax: this.config.journal.segmentSize,
       codec: secondaryRecordCodec,
       checkpoint: () => [{ kind: 'applied', cycle: this.core?.appliedDurable ?? 0 }],
       recordSite: () => this.writeSite(shape),

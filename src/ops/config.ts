@@ -189,6 +189,10 @@ const secondarySchema = z.strictObject({
   name,
   listen: address.default('127.0.0.1:7400'),
   volumes: z.array(volume).min(1).max(limits.volumesMax).optional(),
+  /** The receive journal: cycles stored and not yet applied, in segment files of this size. */
+  journal: z
+    .strictObject({ segmentSize: size.default(64 * 1024 ** 2) })
+    .default({ segmentSize: 64 * 1024 ** 2 }),
   nbd: nbd.optional(),
 });
 
@@ -275,17 +279,17 @@ function checkRelations(config: FileConfig, source: string): void {
     );
   if (config.nbd && config.nbd.tls !== 'off' && !config.tls)
     problems.push(`nbd.tls: ${config.nbd.tls} needs the tls section (its cert and key serve STARTTLS)`);
+  if (config.journal.segmentSize < limits.frameBytesMax) {
+    problems.push(
+      `journal.segmentSize: at least ${limits.frameBytesMax} bytes, so that the largest record fits`,
+    );
+  }
   if (config.role === 'primary') {
     const secondaryNames = config.secondaries.map((secondary) => secondary.name);
     if (new Set(secondaryNames).size !== secondaryNames.length)
       problems.push('secondaries: two secondaries share a name');
     if (config.journal.segmentSize > config.journal.capacity)
       problems.push('journal.segmentSize: larger than journal.capacity');
-    if (config.journal.segmentSize < limits.frameBytesMax) {
-      problems.push(
-        `journal.segmentSize: at least ${limits.frameBytesMax} bytes, so that the largest record fits`,
-      );
-    }
   }
   if (problems.length > 0)
     throw new ConfigError(problems.map((problem) => `${source}: ${problem}`).join('\n'));

@@ -289,3 +289,15 @@ test('psk: the key file must be private, hex, 32 to 64 bytes; roles need identit
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a secondary's receive journal segments default to 64MiB and must hold the largest record", () => {
+  withFile(secondaryYaml, (path) => {
+    const config = loadConfig(path);
+    assert.equal(config.role === 'secondary' && config.journal.segmentSize, 64 * 1024 ** 2);
+  });
+  withFile(`${secondaryYaml}journal: { segmentSize: 16MiB }\n`, (path) => {
+    assert.equal(loadConfig(path).journal.segmentSize, 16 * 1024 ** 2);
+  });
+  refused(`${secondaryYaml}journal: { segmentSize: 1MiB }\n`, /journal\.segmentSize: at least 8388608 bytes/);
+  refused(`${secondaryYaml}journal: { capacity: 1GiB }\n`, /journal.*capacity/);
+});

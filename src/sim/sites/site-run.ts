@@ -186,7 +186,7 @@ export class SiteRun {
   }
 
   private buildSecondaryConfig(index: number): SecondaryFileConfig {
-    return validateConfig(
+    const config = validateConfig(
       {
         group: 'sim',
         role: 'secondary',
@@ -198,6 +198,7 @@ export class SiteRun {
       },
       `sim dr${index + 1}`,
     ) as SecondaryFileConfig;
+    return { ...config, journal: { segmentSize: this.scenario.segmentBytes } };
   }
 
   private linkConfig(): Record<string, number> {
