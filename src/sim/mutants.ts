@@ -22,7 +22,59 @@ export interface Mutant {
   defect: string;
 }
 
-export const mutants: readonly Mutant[] = [];
+export const mutants: readonly Mutant[] = [
+  {
+    name: 'collect-before-write-back',
+    file: 'src/node/primary-node.ts',
+    find: `    this.writeBack
+      .landed()
+      .then(() => Promise.all(this.storage.volumes.map((volume) => volume.flush())))`,
+    replace: `    Promise.resolve()
+      .then(() => Promise.all(this.storage.volumes.map((volume) => volume.flush())))`,
+    defect: 'the primary deletes journal segments before its volume write-back has landed',
+  },
+  {
+    name: 'volume-sync-before-drain',
+    file: 'src/node/secondary-node.ts',
+    find: `        this.volumeWrites
+          .drained()
+          .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))`,
+    replace: `        Promise.resolve()
+          .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))`,
+    defect: 'a secondary syncs its volumes (and writes its applied marker) before its queued volume writes drained',
+  },
+  {
+    name: 'zero-run-short',
+    file: 'src/storage/volume-file.ts',
+    find: 'Math.min(zeroes.length, length - done)',
+    replace: 'Math.min(zeroes.length, length - done - this.blockBytes)',
+    defect: 'a zero run is written one block short',
+  },
+  {
+    name: 'overlay-last-block',
+    file: 'src/storage/block-overlay.ts',
+    find: 'block * blockBytes < offset + length; block++',
+    replace: '(block + 1) * blockBytes < offset + length; block++',
+    defect: 'the read overlay misses the last block of a read',
+  },
+  {
+    name: 'segment-deletion-boundary',
+    file: 'src/storage/segment-journal.ts',
+    find: 'if (segment === current || segment.cycleMax > cycle) break;',
+    replace: 'if (segment === current || segment.cycleMax > cycle + 1) break;',
+    defect: 'segment deletion is off by one at the boundary cycle',
+  },
+  {
+    name: 'release-unapplied',
+    file: 'src/core/secondary-store.ts',
+    find: `    this.applied = next.cycle;
+`,
+    replace: `    this.applied = next.cycle;
+    this.out.push({ type: 'journal-release', upTo: next.cycle });
+`,
+    defect: 'a secondary releases stored but not yet applied cycles from its journal',
+  },
+];
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
