@@ -19,6 +19,11 @@ export interface SiteEnvironment {
   randomBytes: (count: number) => Uint8Array;
   /** The link's sockets; absent in production, where the config decides TCP or TLS. */
   network?: LinkNetwork;
+  /**
+   * Whether /metrics carries the process's own figures (CPU, memory, event loop): yes in
+   * production; no in the simulator, where thousands of sites share one process.
+   */
+  processMetrics?: boolean;
 }
 
 export const nodeEnvironment: SiteEnvironment = {

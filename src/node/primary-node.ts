@@ -56,7 +56,7 @@ export interface PrimaryNodeStatus extends PrimaryStatus {
 
 export class PrimaryNode {
   /** Prometheus figures of this site (GET /metrics). */
-  readonly metrics = new SiteMetrics('primary', () => this.status());
+  readonly metrics: SiteMetrics;
   private readonly runtime: SiteRuntime;
   /** The site's only source of time. */
   private readonly clock: Clock;
@@ -78,6 +78,9 @@ export class PrimaryNode {
     onFatal: (error: Error) => void,
   ) {
     this.clock = environment.clock;
+    this.metrics = new SiteMetrics('primary', () => this.status(), {
+      processMetrics: environment.processMetrics !== false,
+    });
     // Storage failed: every write, flush and write waiting for journal room is answered with the
     // failure now, then the owner is told to stop the process. Everything acknowledged is in the journal.
     this.runtime = new SiteRuntime(config, environment, logger, (error) => {

@@ -58,7 +58,7 @@ export interface SecondaryStatusReport {
 
 export class SecondaryNode {
   /** Prometheus figures of this site (GET /metrics). */
-  readonly metrics = new SiteMetrics('secondary', () => this.status());
+  readonly metrics: SiteMetrics;
   private readonly runtime: SiteRuntime;
   /** The site's only source of time. */
   private readonly clock: Clock;
@@ -83,6 +83,9 @@ export class SecondaryNode {
     onFatal: (error: Error) => void,
   ) {
     this.clock = environment.clock;
+    this.metrics = new SiteMetrics('secondary', () => this.status(), {
+      processMetrics: environment.processMetrics !== false,
+    });
     // Storage failed: the replica is left as the journal knows it, and the owner stops the process.
     this.runtime = new SiteRuntime(config, environment, logger, onFatal);
     this.connections = new SecondaryConnections(this.clock, logger, this.connectionEvents());

@@ -73,8 +73,10 @@ export class SiteMetrics {
   constructor(
     readonly role: MetricsStatus['role'],
     status: () => MetricsStatus,
+    /** The process's own figures (CPU, memory, event loop): off where many sites share a process. */
+    options: { processMetrics?: boolean } = {},
   ) {
-    collectDefaultMetrics({ register: this.registry, prefix: 'cyclerep_' });
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'cyclerep_' });
     const registers = [this.registry];
     this.writeSeconds = new Histogram({
       name: 'cyclerep_write_seconds',

@@ -20,6 +20,8 @@ export interface Mutant {
   replace: string;
   /** What goes wrong, in the words of the audit that found such defects surviving. */
   defect: string;
+  /** Which simulator must catch it: whole sites, or the protocol core alone (--core). */
+  simulator: 'sites' | 'core';
 }
 
 export const mutants: readonly Mutant[] = [
@@ -31,6 +33,7 @@ export const mutants: readonly Mutant[] = [
       .then(() => Promise.all(this.storage.volumes.map((volume) => volume.flush())))`,
     replace: `    Promise.resolve()
       .then(() => Promise.all(this.storage.volumes.map((volume) => volume.flush())))`,
+    simulator: 'sites',
     defect: 'the primary deletes journal segments before its volume write-back has landed',
   },
   {
@@ -41,13 +44,16 @@ export const mutants: readonly Mutant[] = [
           .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))`,
     replace: `        Promise.resolve()
           .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))`,
-    defect: 'a secondary syncs its volumes (and writes its applied marker) before its queued volume writes drained',
+    simulator: 'sites',
+    defect:
+      'a secondary syncs its volumes (and writes its applied marker) before its queued volume writes drained',
   },
   {
     name: 'zero-run-short',
     file: 'src/storage/volume-file.ts',
     find: 'Math.min(zeroes.length, length - done)',
     replace: 'Math.min(zeroes.length, length - done - this.blockBytes)',
+    simulator: 'sites',
     defect: 'a zero run is written one block short',
   },
   {
@@ -55,6 +61,7 @@ export const mutants: readonly Mutant[] = [
     file: 'src/storage/block-overlay.ts',
     find: 'block * blockBytes < offset + length; block++',
     replace: '(block + 1) * blockBytes < offset + length; block++',
+    simulator: 'sites',
     defect: 'the read overlay misses the last block of a read',
   },
   {
@@ -62,6 +69,7 @@ export const mutants: readonly Mutant[] = [
     file: 'src/storage/segment-journal.ts',
     find: 'if (segment === current || segment.cycleMax > cycle) break;',
     replace: 'if (segment === current || segment.cycleMax > cycle + 1) break;',
+    simulator: 'sites',
     defect: 'segment deletion is off by one at the boundary cycle',
   },
   {
@@ -72,6 +80,7 @@ export const mutants: readonly Mutant[] = [
     replace: `    this.applied = next.cycle;
     this.out.push({ type: 'journal-release', upTo: next.cycle });
 `,
+    simulator: 'sites',
     defect: 'a secondary releases stored but not yet applied cycles from its journal',
   },
 ];

@@ -75,7 +75,12 @@ interface Site<N> {
 }
 
 export class SiteRun {
-  private readonly world = new World();
+  private readonly world = new World((owner, error) => {
+    const where = owner ? owner.name : 'the simulator';
+    this.violation(
+      `${where} threw (a real process would die of it): ${(error as Error)?.stack ?? String(error)}`,
+    );
+  });
   private readonly random: Random;
   private readonly history: History;
   private readonly sources: Sources;
@@ -198,7 +203,8 @@ export class SiteRun {
       },
       `sim dr${index + 1}`,
     ) as SecondaryFileConfig;
-    return { ...config, journal: { segmentSize: this.scenario.segmentBytes } };
+    // A recovery cycle's packet may hold every block of the group (at most 96 KiB here): it must fit.
+    return { ...config, journal: { segmentSize: Math.max(this.scenario.segmentBytes, 128 * 1024) } };
   }
 
   private linkConfig(): Record<string, number> {
@@ -216,6 +222,21 @@ export class SiteRun {
   // ---- the run ----
 
   async run(): Promise<SiteRunResult> {
+    const scenario = this.scenario;
+    const onUnhandled = (reason: unknown): void => {
+      this.violation(
+        `a promise was rejected and nobody handled it (a real process would die of it): ${(reason as Error)?.stack ?? String(reason)}`,
+      );
+    };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      return await this.runScenario();
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  }
+
+  private async runScenario(): Promise<SiteRunResult> {
     const scenario = this.scenario;
     this.secondaries.forEach((site, index) => {
       this.startSecondary(site, index, false);
@@ -265,6 +286,7 @@ export class SiteRun {
       random: () => random.next(),
       randomBytes: (count) => Uint8Array.from({ length: count }, () => random.int(256)),
       network: this.network.forProcess(process),
+      processMetrics: false,
     };
   }
 
@@ -465,9 +487,10 @@ export class SiteRun {
       site.appliedMax = Math.max(site.appliedMax, applied);
       this.readImage((volume, offset, length) => node.read(volume, offset, length)).then(
         (image) => {
-          if (!process.alive || !this.judgeEachVolume(`${process.name} read path`, image, [])) return;
+          if (!process.alive) return;
           if (node.status().applied === applied)
             this.judge(`${process.name} read path, all volumes`, image, []);
+          else this.judgeEachVolume(`${process.name} read path`, image, []);
         },
         () => {},
       );

@@ -39,6 +39,9 @@ export class World {
   private nowMs = epochMs;
   events = 0;
 
+  /** `onError`: an event threw (in a real process: an uncaught exception, which kills it). */
+  constructor(private readonly onError: (owner: SimProcess | null, error: unknown) => void) {}
+
   get now(): number {
     return this.nowMs;
   }
@@ -66,7 +69,11 @@ export class World {
       const { owner, run } = next.event;
       if (owner && !owner.alive) continue;
       this.events++;
-      run();
+      try {
+        run();
+      } catch (error) {
+        this.onError(owner, error);
+      }
       await settled();
       return true;
     }
