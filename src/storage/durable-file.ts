@@ -11,8 +11,8 @@ export const dataFileMode = 0o600;
 /** Directories cyclerep creates for its data. */
 export const dataDirectoryMode = 0o700;
 
-/** Replaces `path` with `text` atomically and durably. */
-export function writeFileAtomic(fs: FileSystem, path: string, text: string): void {
+/** Replaces `path` with `content` (text as UTF-8) atomically and durably. */
+export function writeFileAtomic(fs: FileSystem, path: string, content: string | Uint8Array): void {
   const directory = dirname(path);
   fs.mkdirSync(directory, dataDirectoryMode);
   const temporary = `${path}.tmp`;
@@ -20,7 +20,7 @@ export function writeFileAtomic(fs: FileSystem, path: string, text: string): voi
   fs.removeIfPresentSync(temporary);
   const fd = fs.openSync(temporary, 'w', dataFileMode);
   try {
-    const bytes = Buffer.from(text, 'utf8');
+    const bytes = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
     for (let written = 0; written < bytes.length; )
       written += fs.writeSync(fd, bytes, written, bytes.length - written, null);
     fs.fsyncSync(fd);

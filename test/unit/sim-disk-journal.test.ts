@@ -16,7 +16,13 @@ import type { PrimaryRecord } from '../../src/core/records.ts';
 import { syncDirectorySync } from '../../src/io/file-system.ts';
 import { EventQueue } from '../../src/sim/event-queue.ts';
 import { Random } from '../../src/sim/random.ts';
-import { type DiskScheduler, type MetadataOrder, SimFileSystem } from '../../src/sim/sim-file-system.ts';
+import {
+  type CrashOdds,
+  type DiskScheduler,
+  type MetadataOrder,
+  SimFileSystem,
+} from '../../src/sim/sim-file-system.ts';
+import { segmentHeaderBytes, segmentName, stateFileName } from '../../src/storage/journal-replay.ts';
 import { primaryRecordCodec } from '../../src/storage/record-codec.ts';
 import { SegmentJournal } from '../../src/storage/segment-journal.ts';
 import { dataExtent } from './fixtures.ts';
@@ -45,6 +51,22 @@ class TestScheduler implements DiskScheduler {
     await new Promise((resolve) => setImmediate(resolve));
     return next !== undefined || this.queue.size > 0;
   }
+}
+
+/** Runs the disk until `call` settles; fails if the disk ran out of work first. */
+async function completion<T>(scheduler: TestScheduler, call: Promise<T>, what: string): Promise<T> {
+  let settled = false;
+  const watched = call.finally(() => {
+    settled = true;
+  });
+  while (!settled && (await scheduler.step())) {}
+  assert.ok(settled, `${what} never finished`);
+  return watched;
+}
+
+/** Runs the disk until `reached` holds, one completion at a time; fails if it never does. */
+async function runUntil(scheduler: TestScheduler, reached: () => boolean, what: string): Promise<void> {
+  while (!reached()) assert.ok(await scheduler.step(), `the disk ran out of work before ${what}`);
 }
 
 /** What the test knows: every record it appended (by id), which are durable, which are gone. */
@@ -111,6 +133,26 @@ function checkReplay(records: PrimaryRecord[], model: Model, where: string): voi
   model.durable = new Set(returned);
 }
 
+/**
+ * A disk whose delays are drawn from `random`, holding the journal's own directory, made durable as
+ * the site that owns it would.
+ */
+function makeDisk(random: Random, metadata: MetadataOrder, crashOdds?: Partial<CrashOdds>) {
+  const scheduler = new TestScheduler();
+  const fs = new SimFileSystem({
+    random: random.fork(),
+    scheduler,
+    syncDelayMsMax: random.between(0, 20),
+    ioDelayMsMax: random.between(0, 5),
+    metadata,
+    ...(crashOdds ? { crashOdds } : {}),
+  });
+  fs.mkdirSync(directory, 0o700);
+  syncDirectorySync(fs, '/');
+  syncDirectorySync(fs, '/site');
+  return { fs, scheduler };
+}
+
 /** One life: open and check, then append, sync and collect at random until the crash. */
 async function live(
   fs: SimFileSystem,
@@ -148,16 +190,7 @@ async function live(
   }
   if (random.chance(0.2)) {
     // A clean stop: everything appended so far must come back.
-    let closed = false;
-    await Promise.race([
-      journal.close().then(() => {
-        closed = true;
-      }),
-      (async () => {
-        while (!closed && (await scheduler.step())) {}
-      })(),
-    ]);
-    assert.ok(closed, `${where}: close never finished`);
+    await completion(scheduler, journal.close(), `${where}: close`);
     for (const id of model.held) model.durable.add(id);
   }
   fs.crash(random.chance(0.5) ? 'machine' : 'process');
@@ -181,18 +214,7 @@ function isRefusal(error: unknown): error is StorageError {
 
 async function runSeed(seed: number, metadata: MetadataOrder, totals: Totals): Promise<void> {
   const random = new Random(seed);
-  const scheduler = new TestScheduler();
-  const fs = new SimFileSystem({
-    random: random.fork(),
-    scheduler,
-    syncDelayMsMax: random.between(0, 20),
-    ioDelayMsMax: random.between(0, 5),
-    metadata,
-  });
-  // The journal's own directory, made durable as the site that owns it would.
-  fs.mkdirSync(directory, 0o700);
-  syncDirectorySync(fs, '/');
-  syncDirectorySync(fs, '/site');
+  const { fs, scheduler } = makeDisk(random, metadata);
   const model: Model = {
     appended: new Map(),
     nextId: 1,
@@ -249,3 +271,93 @@ for (const metadata of ['posix', 'ordered'] as const) {
     if (process.env.SIM_JOURNAL_REFUSALS === 'fail') assert.deepEqual(refusals, []);
   });
 }
+
+/** The path of segment `number` of the test's journal. */
+function segmentPath(number: number): string {
+  return `${directory}/${segmentName(number)}`;
+}
+
+function emptyModel(): Model {
+  return {
+    appended: new Map(),
+    nextId: 1,
+    durable: new Set(),
+    held: new Set(),
+    lost: new Set(),
+    collectedUpTo: 0,
+  };
+}
+
+/** The newest segment journal.state names, as a read sees it now. */
+function stateLast(fs: SimFileSystem): number | null {
+  return lastOf(fs.cachedBytes(`${directory}/${stateFileName}`));
+}
+
+/** The newest segment journal.state names on the disk: what a power loss now would leave. */
+function durableStateLast(fs: SimFileSystem): number | null {
+  return lastOf(fs.durableBytes(`${directory}/${stateFileName}`));
+}
+
+function lastOf(state: Uint8Array | null): number | null {
+  if (state === null || state.length < segmentHeaderBytes) return null;
+  return Number(new DataView(state.buffer, state.byteOffset, state.byteLength).getBigUint64(20));
+}
+
+/** A first life that leaves segment 1 with one record, closed cleanly. */
+async function firstLife(fs: SimFileSystem, scheduler: TestScheduler, model: Model): Promise<void> {
+  const { journal } = openJournal(fs);
+  await completion(scheduler, journal.append(recordOf(model.nextId++, model)), 'the first append');
+  await completion(scheduler, journal.close(), 'the first close');
+  model.durable.add(1);
+  model.held.add(1);
+}
+
+for (const metadata of ['posix', 'ordered'] as const) {
+  test(`a crash after a new segment is durable and before journal.state names it never stops a later start (${metadata} metadata)`, async () => {
+    const { fs, scheduler } = makeDisk(new Random(1), metadata);
+    const model = emptyModel();
+    await firstLife(fs, scheduler, model);
+    // Each life's first append starts a segment; the power goes once its header and directory entry
+    // are durable, before journal.state is replaced (the rename is issued after that directory sync).
+    for (const segment of [2, 3]) {
+      const { journal, records } = openJournal(fs);
+      checkReplay(records, model, `before segment ${segment}`);
+      journal.append(recordOf(model.nextId++, model)).catch(() => {});
+      await runUntil(
+        scheduler,
+        () => fs.durableBytes(segmentPath(segment))?.length === segmentHeaderBytes,
+        `segment ${segment} became durable`,
+      );
+      fs.crash('machine');
+    }
+    const { records } = openJournal(fs);
+    checkReplay(records, model, 'after both crashes');
+  });
+}
+
+test("a journal.state a dead process renamed but never made durable cannot stop a later start ('posix' metadata)", async () => {
+  // Where the power loss keeps the next segment's entry and loses that rename, journal.state ends
+  // up two segments behind, unless the start between made what it read durable.
+  let segmentKept = 0;
+  for (let seed = 1; seed <= 40; seed++) {
+    const { fs, scheduler } = makeDisk(new Random(seed), 'posix');
+    const model = emptyModel();
+    await firstLife(fs, scheduler, model);
+    const second = openJournal(fs);
+    checkReplay(second.records, model, `seed ${seed}, life 2`);
+    second.journal.append(recordOf(model.nextId++, model)).catch(() => {});
+    // The rename of journal.state done, the directory sync after it not yet: kill -9.
+    await runUntil(scheduler, () => stateLast(fs) === 2, `seed ${seed}: journal.state named segment 2`);
+    assert.equal(durableStateLast(fs), 1, `seed ${seed}: the rename is not durable yet`);
+    fs.crash('process');
+    const third = openJournal(fs);
+    checkReplay(third.records, model, `seed ${seed}, life 3`);
+    third.journal.append(recordOf(model.nextId++, model)).catch(() => {});
+    await runUntil(scheduler, () => fs.existsSync(segmentPath(3)), `seed ${seed}: segment 3 was created`);
+    fs.crash('machine');
+    if (fs.existsSync(segmentPath(3))) segmentKept++;
+    const { records } = openJournal(fs);
+    checkReplay(records, model, `seed ${seed}, after the power loss`);
+  }
+  assert.ok(segmentKept > 0, 'some power loss kept the new segment');
+});
