@@ -131,6 +131,8 @@ export class SegmentJournal<R> {
     const tail = replayed.tornTail;
     if (tail?.removeFile) this.fs.unlinkSync(tail.path);
     else if (tail) this.fs.truncateSync(tail.path, tail.offset);
+    // Released by a collection whose unlinks a crash undid (journal.state's floor was durable first).
+    for (const path of replayed.released) this.fs.unlinkSync(path);
     const newest = replayed.segments.at(-1);
     if (newest) {
       const fd = this.fs.openSync(newest.path, 'r+');
@@ -422,7 +424,9 @@ export class SegmentJournal<R> {
    * is not or is the current one, off the event loop (unlinking 64 MiB of cached pages takes
    * milliseconds). journal.state names the new floor before the first file goes. Deletion stops at
    * the first failure, which rejects: a newer segment gone while an older one stayed would let a
-   * redo bring back old data.
+   * redo bring back old data. The unlinks are not synced: a crash may keep any of them, and replay
+   * leaves out (and the next open removes) what is below the durable floor. So the owner calls this
+   * only for cycles it is done with for good.
    */
   async deleteUpTo(cycle: number): Promise<number> {
     // Before the first append no segment carries a checkpoint of the present state: keep them all.

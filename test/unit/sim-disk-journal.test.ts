@@ -361,3 +361,136 @@ test("a journal.state a dead process renamed but never made durable cannot stop 
   }
   assert.ok(segmentKept > 0, 'some power loss kept the new segment');
 });
+
+/** Segment numbers in the journal directory: those a read sees now, or those on the disk. */
+function segmentNumbers(fs: SimFileSystem, view: 'current' | 'durable' = 'current'): number[] {
+  return fs
+    .listFiles(view)
+    .filter((path) => path.startsWith(`${directory}/`) && path.endsWith('.seg'))
+    .map((path) => Number(path.slice(-20, -4)));
+}
+
+/** Whether the numbers, sorted, run without a gap. */
+function contiguous(numbers: number[]): boolean {
+  return numbers.every((number, index) => index === 0 || number === (numbers[index - 1] as number) + 1);
+}
+
+/**
+ * Seven segments of about one cycle each (six records and a checkpoint fill a segment), all synced,
+ * then cycles up to 4 collected: segments 1 to 3 unlinked, journal.state's floor at 4.
+ */
+async function collectedJournal(fs: SimFileSystem, scheduler: TestScheduler, model: Model): Promise<number> {
+  const { journal } = openJournal(fs);
+  for (let record = 0; record < 40; record++) journal.append(recordOf(model.nextId++, model)).catch(() => {});
+  await completion(scheduler, journal.sync(), 'the sync');
+  for (const id of model.appended.keys()) {
+    model.durable.add(id);
+    model.held.add(id);
+  }
+  model.collectedUpTo = 4;
+  const deleted = await completion(scheduler, journal.deleteUpTo(4), 'the collection');
+  assert.equal(deleted, 3, 'segments 1 to 3 held cycles up to 4 only');
+  return 4;
+}
+
+test("collection's unlinks, some of them lost to a power loss, never leave a gap that stops a later start ('posix' metadata)", async () => {
+  let gaps = 0;
+  for (let seed = 1; seed <= 30; seed++) {
+    const { fs, scheduler } = makeDisk(new Random(seed), 'posix');
+    const model = emptyModel();
+    const floor = await collectedJournal(fs, scheduler, model);
+    // The unlinks were never synced: each one survives or not.
+    fs.crash('machine');
+    if (!contiguous(segmentNumbers(fs))) gaps++;
+    const { records } = openJournal(fs);
+    checkReplay(records, model, `seed ${seed}`);
+    // What collection released is gone for good once the site started.
+    assert.deepEqual(
+      segmentNumbers(fs, 'durable').filter((number) => number < floor),
+      [],
+      `seed ${seed}: leftovers below the floor`,
+    );
+  }
+  assert.ok(gaps > 0, 'some power loss left a gap below the floor');
+});
+
+/** Every file and its bytes as a read sees them: to show that a refused start changed nothing. */
+function snapshot(fs: SimFileSystem): string[] {
+  return fs.listFiles().map((path) => `${path} ${Buffer.from(fs.cachedBytes(path) ?? []).toString('hex')}`);
+}
+
+/** Flips one bit of a file's byte, durably: damage, not a crash. */
+function flipDurably(fs: SimFileSystem, path: string, offset: number): void {
+  const byte = (fs.cachedBytes(path) as Uint8Array)[offset] as number;
+  const fd = fs.openSync(path, 'r+');
+  fs.writeSync(fd, Uint8Array.of(byte ^ 0x10), 0, 1, offset);
+  fs.fdatasyncSync(fd);
+  fs.closeSync(fd);
+}
+
+test('leftovers below the floor hide no damage: a missing or flipped segment from the floor on is refused as before', async () => {
+  const plants: { what: string; plant: (fs: SimFileSystem, newest: number) => string; reason: RegExp }[] = [
+    {
+      what: 'the floor segment deleted',
+      plant: (fs) => deleteDurably(fs, segmentPath(4)),
+      reason:
+        /missing: \/site\/journal\/journal.state says segments from 4 on are kept, the oldest present is 5/,
+    },
+    {
+      what: 'a segment above the floor deleted',
+      plant: (fs) => deleteDurably(fs, segmentPath(5)),
+      reason: /missing: segments 4 and 6 exist/,
+    },
+    {
+      what: 'the newest segment deleted',
+      plant: (fs, newest) => deleteDurably(fs, segmentPath(newest)),
+      reason:
+        /missing: \/site\/journal\/journal.state says segment \d+ was created, the newest present is \d+/,
+    },
+    {
+      what: 'a byte of a synced frame flipped',
+      plant: (fs) => {
+        flipDurably(fs, segmentPath(5), segmentHeaderBytes + 40);
+        return segmentPath(5);
+      },
+      reason: /at offset \d+: CRC32C mismatch, and later segments follow/,
+    },
+  ];
+  for (const { what, plant, reason } of plants) {
+    // Every unlink of the collection undone by the power loss: segments 1 to 3 are back.
+    const { fs, scheduler } = makeDisk(new Random(1), 'posix', { entryKept: 0 });
+    await collectedJournal(fs, scheduler, emptyModel());
+    fs.crash('machine');
+    const numbers = segmentNumbers(fs);
+    assert.deepEqual(numbers.slice(0, 5), [1, 2, 3, 4, 5], `${what}: the unlinks were undone`);
+    const path = plant(fs, numbers.at(-1) as number);
+    const before = snapshot(fs);
+    assert.throws(
+      () => openJournal(fs),
+      (error) =>
+        isRefusal(error) &&
+        error.message.includes(`damaged: ${path} at offset`) &&
+        reason.test(error.message),
+      what,
+    );
+    assert.deepEqual(snapshot(fs), before, `${what}: a refused start changed nothing`);
+  }
+});
+
+test('a flipped byte in a segment below the floor is no damage: collection released it, and the start removes it', async () => {
+  const { fs, scheduler } = makeDisk(new Random(1), 'posix', { entryKept: 0 });
+  const model = emptyModel();
+  await collectedJournal(fs, scheduler, model);
+  fs.crash('machine');
+  flipDurably(fs, segmentPath(2), segmentHeaderBytes + 40);
+  const { records } = openJournal(fs);
+  checkReplay(records, model, 'after the flip');
+  assert.deepEqual(segmentNumbers(fs, 'durable').slice(0, 1), [4]);
+});
+
+/** Removes a file, durably: a loss a crash cannot cause. */
+function deleteDurably(fs: SimFileSystem, path: string): string {
+  fs.unlinkSync(path);
+  syncDirectorySync(fs, directory);
+  return path;
+}
