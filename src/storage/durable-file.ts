@@ -11,10 +11,23 @@ export const dataFileMode = 0o600;
 /** Directories cyclerep creates for its data. */
 export const dataDirectoryMode = 0o700;
 
+/**
+ * Creates `directory` and any missing parent, durably: each one created has its entry fsynced in its
+ * parent, since a machine crash may otherwise take a new directory away, with all that was synced
+ * inside it. One that exists is left as it is.
+ */
+export function makeDirectoryDurable(fs: FileSystem, directory: string): void {
+  const missing: string[] = [];
+  for (let path = directory; !fs.existsSync(path); path = dirname(path)) missing.unshift(path);
+  if (missing.length === 0) return;
+  fs.mkdirSync(directory, dataDirectoryMode);
+  for (const created of missing) syncDirectorySync(fs, dirname(created));
+}
+
 /** Replaces `path` with `content` (text as UTF-8) atomically and durably. */
 export function writeFileAtomic(fs: FileSystem, path: string, content: string | Uint8Array): void {
   const directory = dirname(path);
-  fs.mkdirSync(directory, dataDirectoryMode);
+  makeDirectoryDurable(fs, directory);
   const temporary = `${path}.tmp`;
   // A leftover of an interrupted write may carry another mode: start from a new file.
   fs.removeIfPresentSync(temporary);

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
 import { type FileSystem, syncDirectory, syncDirectorySync } from '../io/file-system.ts';
-import { dataDirectoryMode, dataFileMode, writeFileAtomic } from './durable-file.ts';
+import { dataFileMode, makeDirectoryDurable, writeFileAtomic } from './durable-file.ts';
 import {
   encodeJournalState,
   encodeSegmentHeader,
@@ -115,7 +115,7 @@ export class SegmentJournal<R> {
     records: R[];
     report: JournalOpenReport;
   } {
-    options.fs.mkdirSync(options.directory, dataDirectoryMode);
+    makeDirectoryDurable(options.fs, options.directory);
     const journal = new SegmentJournal(options);
     const { records, report } = journal.replay();
     return { journal, records, report };
