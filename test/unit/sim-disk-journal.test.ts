@@ -5,10 +5,12 @@
 // record whose sync resolved is there, every record returned was written (its bytes as appended),
 // in append order, once, and a record once lost never comes back (one of a collected cycle may:
 // its segment's unlink may not have lasted). The model is the test's own
-// (what it appended and which syncs resolved), never the journal's counters. A replay may refuse
-// damage (the site would not start: loud, not silent); the count is printed, and
-// SIM_JOURNAL_REFUSALS=fail fails on any.
-// SIM_JOURNAL_SEEDS sets the number of seeds (150 by default); a failure names its seed.
+// (what it appended and which syncs resolved), never the journal's counters. A replay never refuses
+// to start after these honest crashes: a refusal would be an outage, and an operator told "journal
+// damaged" might wipe good data. Damage planted on purpose (a segment deleted from the floor on, a
+// flipped byte in a synced frame) is still refused, the disk left as it was.
+// SIM_JOURNAL_SEEDS sets the number of seeds (150 by default), SIM_JOURNAL_SEED=n runs one; a
+// failure names its seed.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { StorageError } from '../../src/core/errors.ts';
@@ -195,7 +197,7 @@ async function live(
   fs.crash(random.chance(0.5) ? 'machine' : 'process');
 }
 
-/** What a run of seeds saw: crashes, losses and tears, replays that cut a tail, refusals. */
+/** What a run of seeds saw: crashes, losses and tears, replays that cut a tail. */
 interface Totals {
   machine: number;
   process: number;
@@ -203,7 +205,6 @@ interface Totals {
   tornSectors: number;
   revertedEntries: number;
   cut: number;
-  refusals: string[];
 }
 
 /** A replay that refuses damage: the site would not start; the seed ends there. */
@@ -230,8 +231,9 @@ async function runSeed(seed: number, metadata: MetadataOrder, totals: Totals): P
     checkReplay(records, model, `seed ${seed}, final replay`);
     if (report.cut) totals.cut++;
   } catch (error) {
-    if (!isRefusal(error)) throw error;
-    totals.refusals.push(`seed ${seed}: ${error.message}`);
+    if (isRefusal(error))
+      assert.fail(`seed ${seed}: an honest crash led to a refusal to start: ${error.message}`);
+    throw error;
   }
   totals.machine += fs.stats.crashes.machine;
   totals.process += fs.stats.crashes.process;
@@ -241,7 +243,7 @@ async function runSeed(seed: number, metadata: MetadataOrder, totals: Totals): P
 }
 
 for (const metadata of ['posix', 'ordered'] as const) {
-  test(`the real journal over a simulated disk (${metadata} metadata) never loses a synced record nor invents one (${seedCount} seeds)`, async (t) => {
+  test(`the real journal over a simulated disk (${metadata} metadata) never loses a synced record, invents one or refuses to start (${seedCount} seeds)`, async (t) => {
     const totals: Totals = {
       machine: 0,
       process: 0,
@@ -249,25 +251,14 @@ for (const metadata of ['posix', 'ordered'] as const) {
       tornSectors: 0,
       revertedEntries: 0,
       cut: 0,
-      refusals: [],
     };
     const only = process.env.SIM_JOURNAL_SEED;
     const seeds = only ? [Number(only)] : Array.from({ length: seedCount }, (_, index) => index + 1);
     for (const seed of seeds) await runSeed(seed, metadata, totals);
-    const { refusals, ...counts } = totals;
-    t.diagnostic(JSON.stringify(counts));
-    const kinds = new Map<string, number>();
-    for (const refusal of refusals) {
-      const kind = /offset \d+: (missing: segments|not recorded in|[^;,]*)/.exec(refusal)?.[1] ?? refusal;
-      kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
-    }
-    t.diagnostic(`${refusals.length} refusals to start: ${JSON.stringify(Object.fromEntries(kinds))}`);
-    for (const refusal of refusals.slice(0, 3)) t.diagnostic(refusal);
+    t.diagnostic(JSON.stringify(totals));
     // The run must have exercised what it claims to survive.
-    assert.ok(counts.machine > 0 && counts.process > 0, JSON.stringify(counts));
-    assert.ok(counts.lostSectors > 0 && counts.tornSectors > 0 && counts.revertedEntries > 0);
-    assert.ok(refusals.length < seedCount / 4, 'most seeds run every life');
-    if (process.env.SIM_JOURNAL_REFUSALS === 'fail') assert.deepEqual(refusals, []);
+    assert.ok(totals.machine > 0 && totals.process > 0, JSON.stringify(totals));
+    assert.ok(totals.lostSectors > 0 && totals.tornSectors > 0 && totals.revertedEntries > 0);
   });
 }
 
