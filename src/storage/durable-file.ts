@@ -11,16 +11,29 @@ export const dataFileMode = 0o600;
 /** Directories cyclerep creates for its data. */
 export const dataDirectoryMode = 0o700;
 
-/** Replaces `path` with `text` atomically and durably. */
-export function writeFileAtomic(fs: FileSystem, path: string, text: string): void {
-  const directory = dirname(path);
+/**
+ * Creates `directory` and any missing parent, durably: each one created has its entry fsynced in its
+ * parent, since a machine crash may otherwise take a new directory away, with all that was synced
+ * inside it. One that exists is left as it is.
+ */
+export function makeDirectoryDurable(fs: FileSystem, directory: string): void {
+  const missing: string[] = [];
+  for (let path = directory; !fs.existsSync(path); path = dirname(path)) missing.unshift(path);
+  if (missing.length === 0) return;
   fs.mkdirSync(directory, dataDirectoryMode);
+  for (const created of missing) syncDirectorySync(fs, dirname(created));
+}
+
+/** Replaces `path` with `content` (text as UTF-8) atomically and durably. */
+export function writeFileAtomic(fs: FileSystem, path: string, content: string | Uint8Array): void {
+  const directory = dirname(path);
+  makeDirectoryDurable(fs, directory);
   const temporary = `${path}.tmp`;
   // A leftover of an interrupted write may carry another mode: start from a new file.
   fs.removeIfPresentSync(temporary);
   const fd = fs.openSync(temporary, 'w', dataFileMode);
   try {
-    const bytes = Buffer.from(text, 'utf8');
+    const bytes = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
     for (let written = 0; written < bytes.length; )
       written += fs.writeSync(fd, bytes, written, bytes.length - written, null);
     fs.fsyncSync(fd);

@@ -11,6 +11,13 @@
  *   segment that must be present (`floor`) and the newest segment created (`last`). Written after a
  *   segment's header is durable and before collection unlinks anything.
  *
+ * A segment below the floor is one collection released: the floor moves only when the owner is done
+ * with every cycle in the segments below it (the primary once their writes reached the volumes and
+ * were flushed, the secondary once its volumes were synced and the applied record made durable), and
+ * journal.state names it durably before the first of them is unlinked. Their unlinks are not synced
+ * one by one, so a crash may keep any of them: replay leaves them out, and the journal removes them.
+ * From the floor to the newest, every segment must be present.
+ *
  * The rule that tells damage from a torn tail: a crash can only tear what had not been synced, and
  * only in the last segment (a segment is synced before the next one is created). A bad frame in the
  * last segment is a torn tail if no valid frame after it claims (by its durable watermark) that the
@@ -131,6 +138,8 @@ export interface ReplayResult<R> {
   /** Segments as they will be once the torn tail (if any) is cut. */
   segments: ReplayedSegment[];
   state: JournalState | null;
+  /** Segments below journal.state's floor, which a crash kept after collection released them. */
+  released: string[];
   /** The sequence of the last whole frame kept (0 for an empty journal). */
   lastSequence: number;
   tornTail: TornTail | null;
@@ -138,12 +147,21 @@ export interface ReplayResult<R> {
 
 /** Reads and checks a journal directory; throws journal damage, changes nothing. */
 export function replayJournal<R>(fs: FileSystem, directory: string, codec: RecordCodec<R>): ReplayResult<R> {
-  const names = fs
+  const state = readState(fs, directory, codec.journalRole);
+  const present = fs
     .readdirSync(directory)
     .filter((name) => segmentNamePattern.test(name))
     .sort();
-  const state = readState(fs, directory, codec.journalRole);
-  const result: ReplayResult<R> = { records: [], segments: [], state, lastSequence: 0, tornTail: null };
+  const released = present.filter((name) => state !== null && numberOf(name) < state.floor);
+  const names = present.slice(released.length);
+  const result: ReplayResult<R> = {
+    records: [],
+    segments: [],
+    state,
+    released: released.map((name) => join(directory, name)),
+    lastSequence: 0,
+    tornTail: null,
+  };
   const last = names.at(-1);
   if (last !== undefined) {
     const tornCreation = tornAtCreation(fs, directory, last, state, codec.journalRole);
@@ -157,6 +175,11 @@ export function replayJournal<R>(fs: FileSystem, directory: string, codec: Recor
     replaySegment(fs, join(directory, name), index === names.length - 1, codec, result);
   });
   return result;
+}
+
+/** The segment number in a segment file's name. */
+function numberOf(name: string): number {
+  return Number(name.slice(0, 16));
 }
 
 function readState(fs: FileSystem, directory: string, role: JournalRole): JournalState | null {
@@ -186,7 +209,7 @@ function tornAtCreation(
   role: JournalRole,
 ): TornTail | null {
   const path = join(directory, name);
-  const number = Number(name.slice(0, 16));
+  const number = numberOf(name);
   const size = fs.statSync(path).size;
   if (number !== (state?.last ?? 0) + 1 || size > segmentHeaderBytes) return null;
   const decoded = decodeBlock(segmentMagic, role, fs.readFileSync(path), 'segment header');
@@ -195,9 +218,9 @@ function tornAtCreation(
   return { path, offset: 0, reason, bytesDropped: size, removeFile: true };
 }
 
-/** Segment numbers run without a gap from at most `floor` to at least `last` of journal.state. */
+/** Segment numbers (those below the floor left out) run without a gap from `floor` to at least `last`. */
 function checkSegmentSet(directory: string, names: string[], state: JournalState | null): void {
-  const numbers = names.map((name) => Number(name.slice(0, 16)));
+  const numbers = names.map(numberOf);
   const statePath = join(directory, stateFileName);
   if (numbers.length === 0) {
     if (state)

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
 import { type FileSystem, syncDirectory, syncDirectorySync } from '../io/file-system.ts';
-import { dataDirectoryMode, dataFileMode } from './durable-file.ts';
+import { dataFileMode, makeDirectoryDurable, writeFileAtomic } from './durable-file.ts';
 import {
   encodeJournalState,
   encodeSegmentHeader,
@@ -115,7 +115,7 @@ export class SegmentJournal<R> {
     records: R[];
     report: JournalOpenReport;
   } {
-    options.fs.mkdirSync(options.directory, dataDirectoryMode);
+    makeDirectoryDurable(options.fs, options.directory);
     const journal = new SegmentJournal(options);
     const { records, report } = journal.replay();
     return { journal, records, report };
@@ -123,17 +123,16 @@ export class SegmentJournal<R> {
 
   /**
    * Checks the whole journal first (refusing damage before anything changes), then cuts a torn
-   * tail, and makes what replay returned durable, so that new frames may claim it as durable.
+   * tail, and makes what replay read durable: new frames may claim it as durable, and a crash of
+   * this run must not find the journal older than the one this run went on from.
    */
   private replay(): { records: R[]; report: JournalOpenReport } {
     const replayed = replayJournal(this.fs, this.options.directory, this.options.codec);
     const tail = replayed.tornTail;
-    if (tail?.removeFile) {
-      this.fs.unlinkSync(tail.path);
-      syncDirectorySync(this.fs, this.options.directory);
-    } else if (tail) {
-      this.fs.truncateSync(tail.path, tail.offset);
-    }
+    if (tail?.removeFile) this.fs.unlinkSync(tail.path);
+    else if (tail) this.fs.truncateSync(tail.path, tail.offset);
+    // Released by a collection whose unlinks a crash undid (journal.state's floor was durable first).
+    for (const path of replayed.released) this.fs.unlinkSync(path);
     const newest = replayed.segments.at(-1);
     if (newest) {
       const fd = this.fs.openSync(newest.path, 'r+');
@@ -142,6 +141,20 @@ export class SegmentJournal<R> {
       } finally {
         this.fs.closeSync(fd);
       }
+    }
+    // A killed process's last renames and creations may be in the page cache only; replay read them.
+    syncDirectorySync(this.fs, this.options.directory);
+    if (newest && replayed.state && newest.number > replayed.state.last) {
+      // A crash came between the newest segment's creation and journal.state naming it. Named now, or
+      // the segment this run creates would be two past journal.state, which replay must refuse.
+      writeFileAtomic(
+        this.fs,
+        join(this.options.directory, stateFileName),
+        encodeJournalState(this.options.codec.journalRole, {
+          floor: replayed.state.floor,
+          last: newest.number,
+        }),
+      );
     }
     this.segments = replayed.segments;
     this.nextSequence = replayed.lastSequence + 1;
@@ -411,7 +424,9 @@ export class SegmentJournal<R> {
    * is not or is the current one, off the event loop (unlinking 64 MiB of cached pages takes
    * milliseconds). journal.state names the new floor before the first file goes. Deletion stops at
    * the first failure, which rejects: a newer segment gone while an older one stayed would let a
-   * redo bring back old data.
+   * redo bring back old data. The unlinks are not synced: a crash may keep any of them, and replay
+   * leaves out (and the next open removes) what is below the durable floor. So the owner calls this
+   * only for cycles it is done with for good.
    */
   async deleteUpTo(cycle: number): Promise<number> {
     // Before the first append no segment carries a checkpoint of the present state: keep them all.

@@ -10,7 +10,7 @@ import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
 import type { Extent } from '../core/types.ts';
 import { type FileStats, type FileSystem, syncDirectorySync } from '../io/file-system.ts';
-import { dataDirectoryMode, dataFileMode } from './durable-file.ts';
+import { dataFileMode, makeDirectoryDurable } from './durable-file.ts';
 
 const zeroes = new Uint8Array(1024 * 1024);
 
@@ -42,10 +42,10 @@ export class VolumeFile {
 
   /**
    * Creates a new sparse image of `sizeBytes` (never over an existing file) and makes its creation
-   * durable. Only a site being created does this.
+   * durable, with the directories it is in. Only a site being created does this.
    */
   static create(fs: FileSystem, path: string, sizeBytes: number, blockBytes: number): VolumeFile {
-    fs.mkdirSync(dirname(path), dataDirectoryMode);
+    makeDirectoryDurable(fs, dirname(path));
     const fd = fs.openSync(path, 'wx+', dataFileMode);
     try {
       fs.ftruncateSync(fd, sizeBytes);
