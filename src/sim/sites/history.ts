@@ -260,6 +260,31 @@ export class History {
   }
 
   /**
+   * A read that ran while writes went on: each block on its own must show its owner's state at a
+   * prefix between `lower` (writes acknowledged before the read began: none may be missing) and
+   * `upper` (writes issued before it ended). Across blocks nothing more is promised: a disk read
+   * racing a write may return old and new blocks mixed. Returns null, or the first block that fails.
+   */
+  judgeBlocks(
+    image: (volume: number, block: number) => Uint8Array,
+    volume: number,
+    lower: readonly number[],
+    upper: readonly number[],
+  ): string | null {
+    for (let block = 0; block < (this.volumeBlocks[volume] as number); block++) {
+      const shown = this.decode(image(volume, block), volume, block);
+      if (shown.kind === 'garbage') return `volume ${volume} block ${block}: ${shown.why}`;
+      const source = this.ownerOf(volume, block);
+      const from = lower[source] ?? 0;
+      if (this.nextMatch(volume, block, shown, from) > (upper[source] ?? 0)) {
+        const what = shown.kind === 'write' ? `write ${shown.id}` : 'zeroes';
+        return `volume ${volume} block ${block} shows ${what}: not its content after any of source ${source}'s writes ${from} to ${upper[source]} (the first ${from} were acknowledged before the read began)`;
+      }
+    }
+    return null;
+  }
+
+  /**
    * Forgets a source's writes from `length` on: a crash lost them (they were never made durable),
    * so they are not part of what any site may show from now on.
    */

@@ -222,7 +222,6 @@ export class SiteRun {
   // ---- the run ----
 
   async run(): Promise<SiteRunResult> {
-    const scenario = this.scenario;
     const onUnhandled = (reason: unknown): void => {
       this.violation(
         `a promise was rejected and nobody handled it (a real process would die of it): ${(reason as Error)?.stack ?? String(reason)}`,
@@ -474,7 +473,18 @@ export class SiteRun {
     if (primary && primaryProcess && !this.sources.awaitingSurvey) {
       const lower = [...this.sources.acknowledged];
       this.readImage((volume, offset, length) => primary.read(volume, offset, length)).then((image) => {
-        if (primaryProcess.alive) this.judgeEachVolume(`${primaryProcess.name} read path`, image, lower);
+        if (!primaryProcess.alive) return;
+        const upper = this.sources.issued;
+        for (let volume = 0; volume < image.length; volume++) {
+          this.stats.imagesJudged++;
+          const problem = this.history.judgeBlocks(
+            (v, block) => this.blockOf(image, v, block),
+            volume,
+            lower,
+            upper,
+          );
+          if (problem) return this.violation(`${primaryProcess.name} read path: ${problem}`);
+        }
       });
     }
     for (const site of this.secondaries) {
