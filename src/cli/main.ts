@@ -5,7 +5,6 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { noBugs } from '../core/types.ts';
 import { ensureCa, makeSiteCertificate } from '../ops/certs.ts';
 import { runSimulationParallel } from '../sim/runner.ts';
 import { runAcceptImage } from './accept-image.ts';
@@ -179,7 +178,6 @@ async function simulate(argv: string[]): Promise<number> {
   const report = await runSimulationParallel({
     seeds,
     seedStart: 1,
-    bugs: noBugs,
     jobs: availableParallelism(),
     print: (line) => process.stdout.write(`${line}\n`),
   });

@@ -13,15 +13,7 @@ import type { PrimaryIdentity } from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
 import { type CycleStore, type LinkRequest, type LinkState, PrimaryLink } from './primary-link.ts';
 import type { PrimaryRecord } from './records.ts';
-import {
-  type AckMode,
-  type Bugs,
-  type CycleNumber,
-  type Extent,
-  type GroupShape,
-  noBugs,
-  volumeBlocks,
-} from './types.ts';
+import { type AckMode, type CycleNumber, type Extent, type GroupShape, volumeBlocks } from './types.ts';
 
 export interface PrimaryConfig {
   shape: GroupShape;
@@ -37,7 +29,6 @@ export interface PrimaryConfig {
   timings: LinkTimings;
   /** This primary's site and generation chain (site.json), stated in every hello. */
   identity: PrimaryIdentity;
-  bugs?: Bugs;
 }
 
 export type PrimaryAction =
@@ -113,10 +104,9 @@ export interface PrimaryStatus {
 
 export function checkPrimaryConfig(config: PrimaryConfig): void {
   const problems = checkLinkTimings(config.timings);
-  const bugs = config.bugs ?? noBugs;
   if (config.nodes < 1 || config.nodes > limits.nodesMax)
     problems.push(`nodes must be 1..${limits.nodesMax}`);
-  if (config.nodes > 1 && config.ack === 'immediate' && !bugs.has('ack-immediate-multinode')) {
+  if (config.nodes > 1 && config.ack === 'immediate') {
     problems.push(
       'ack: immediate is not dependent-write consistent with several sequencer nodes; use ack: cycle',
     );
@@ -139,7 +129,6 @@ export class PrimaryGroup implements CycleStore {
   private readonly cycles = new Map<CycleNumber, CycleEntry>();
   private readonly nodes: SequencerNode[] = [];
   private readonly links: PrimaryLink[] = [];
-  private readonly bugs: Bugs;
   private appendSeq = 0;
   private durableSeq = 0;
   private syncRequestedSeq = 0;
@@ -157,13 +146,11 @@ export class PrimaryGroup implements CycleStore {
     random: () => number,
   ) {
     checkPrimaryConfig(config);
-    this.bugs = config.bugs ?? noBugs;
     for (let node = 0; node < config.nodes; node++) this.nodes.push({ capture: 1, pending: [] });
     this.cycles.set(1, newCycle(config.shape.blockBytes));
     const environment = {
       random,
       nextConnectionId: () => ++this.connectionIds,
-      bugs: this.bugs,
       identity: config.identity,
     };
     for (const name of config.secondaries) {
@@ -257,7 +244,7 @@ export class PrimaryGroup implements CycleStore {
 
   /** Every write acknowledged before the flush becomes durable before the flush is answered. */
   onFlush(_nowMs: number, token: number): PrimaryAction[] {
-    if (this.durableSeq >= this.appendSeq || this.bugs.has('flush-early')) {
+    if (this.durableSeq >= this.appendSeq) {
       this.out.push({ type: 'flush-done', token });
     } else {
       this.pendingFlushes.push({ token, seq: this.appendSeq });
@@ -427,12 +414,7 @@ export class PrimaryGroup implements CycleStore {
   /** Journal entries go once every secondary stored them. */
   private collect(): void {
     const storedNumbers = this.links.map((link) => link.stored);
-    const floor =
-      storedNumbers.length === 0
-        ? this.closed
-        : this.bugs.has('early-journal-delete')
-          ? Math.max(...storedNumbers)
-          : Math.min(...storedNumbers);
+    const floor = storedNumbers.length === 0 ? this.closed : Math.min(...storedNumbers);
     if (floor <= this.collected) return;
     assert(floor <= this.closed, 'nothing above the closed number is stored');
     this.collected = floor;

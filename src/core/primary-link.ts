@@ -17,7 +17,7 @@ import { assert } from './assert.ts';
 import type { FoldIndex, Run } from './fold.ts';
 import type { PrimaryIdentity } from './identity.ts';
 import { type LinkTimings, limits } from './limits.ts';
-import type { ActionSink, Bugs, CycleNumber, GroupShape, LogEntry } from './types.ts';
+import type { ActionSink, CycleNumber, GroupShape, LogEntry } from './types.ts';
 
 /** What the link reads of the group's journal. */
 export interface CycleStore {
@@ -47,7 +47,6 @@ interface LinkConnection {
 export interface LinkEnvironment {
   random(): number;
   nextConnectionId(): number;
-  bugs: Bugs;
   /** This primary's site and generations, stated in every hello. */
   identity: PrimaryIdentity;
 }
@@ -278,8 +277,8 @@ export class PrimaryLink {
   private queueRecovery(): void {
     const from = this.stored + 1;
     const newestClosed = this.store.closed;
-    // The deliberate defect numbers the batch above the cycles still unsent (the capture cycle).
-    const number = this.environment.bugs.has('recovery-higher-number') ? newestClosed + 1 : newestClosed;
+    // Numbered K, the batch stays below every cycle still unsent (the capture cycle K+1 and later).
+    const number = newestClosed;
     const fold = this.store.foldRange(from, newestClosed);
     this.recoveries++;
     this.out.push({

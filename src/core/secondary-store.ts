@@ -16,7 +16,6 @@
 import {
   addDigest,
   type DataFrame,
-  dataFrameOf,
   type EndOfCycleFrame,
   extentOfDataFrame,
   packetDigest,
@@ -28,7 +27,6 @@ import { limits } from './limits.ts';
 import type { SecondaryRecord } from './records.ts';
 import {
   type ActionSink,
-  type Bugs,
   type CycleNumber,
   type Extent,
   type GroupShape,
@@ -93,7 +91,6 @@ export class SecondaryStore {
   constructor(
     private readonly name: string,
     private readonly shape: GroupShape,
-    private readonly bugs: Bugs,
     private readonly out: ActionSink<StoreAction>,
     private readonly events: StoreEvents,
   ) {}
@@ -118,7 +115,7 @@ export class SecondaryStore {
           break;
         }
         case 'discard':
-          if (!this.bugs.has('keep-incomplete')) buffers.clear();
+          buffers.clear();
           break;
         case 'applied':
           this.appliedDurable = Math.max(this.appliedDurable, record.cycle);
@@ -131,21 +128,12 @@ export class SecondaryStore {
       if (cycle <= this.appliedDurable) this.storedCycles.delete(cycle);
     }
     this.applied = this.appliedDurable;
-    // A restart is a failure: packets of cycles that were not stored are void. The deliberate
-    // defect keeps them, as if they still belonged to a live cycle.
-    if (this.bugs.has('keep-incomplete')) {
-      for (const [cycle, extents] of buffers) {
-        const packets = new Map<number, DataFrame>();
-        for (const { packetIndex, extent } of extents)
-          packets.set(packetIndex, dataFrameOf(cycle, packetIndex, extent));
-        this.receiving.set(cycle, { packets, end: null, digest: 0, session: -1 });
-      }
-    }
+    // A restart is a failure: packets of cycles that were not stored (left in buffers) are void.
   }
 
   /** Starts the apply a restart interrupted, if any. */
   resumeApply(): void {
-    if (!this.bugs.has('skip-redo')) this.tryApply();
+    this.tryApply();
   }
 
   /** A stored record is on its way to disk: the stored number is about to move. */
@@ -249,14 +237,12 @@ export class SecondaryStore {
     for (const [number, cycle] of this.receiving) {
       const end = cycle.end;
       if (!end || end.coversFrom !== expectedFrom) continue;
-      if (!this.bugs.has('apply-partial')) {
-        if (cycle.packets.size < end.packetCount) return;
-        if (cycle.digest !== end.digest) {
-          throw new ProtocolError(
-            'cycle-digest-mismatch',
-            `cycle ${number}: digest of received packets differs`,
-          );
-        }
+      if (cycle.packets.size < end.packetCount) return;
+      if (cycle.digest !== end.digest) {
+        throw new ProtocolError(
+          'cycle-digest-mismatch',
+          `cycle ${number}: digest of received packets differs`,
+        );
       }
       const fold = new FoldIndex(this.shape.blockBytes);
       for (const packet of [...cycle.packets.values()].sort((a, b) => a.packetIndex - b.packetIndex)) {
@@ -342,7 +328,6 @@ export class SecondaryStore {
    * record is already on its way to disk is complete and stays.
    */
   onSessionFailed(): void {
-    if (this.bugs.has('keep-incomplete')) return;
     const dropped = this.receiving.size;
     this.receiving = new Map();
     this.append({ kind: 'discard', stored: this.stored });

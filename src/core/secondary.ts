@@ -13,7 +13,7 @@ import { checkLinkTimings, type LinkTimings } from './limits.ts';
 import type { SecondaryRecord } from './records.ts';
 import { checkHello, SecondarySession, type SessionAction } from './secondary-session.ts';
 import { SecondaryStore, type StoreAction } from './secondary-store.ts';
-import { type Bugs, type CycleNumber, type GroupShape, noBugs } from './types.ts';
+import type { CycleNumber, GroupShape } from './types.ts';
 
 // The node checks a hello before it creates volumes from it, so the check is part of this API.
 export { checkHello };
@@ -24,7 +24,6 @@ export interface SecondaryConfig {
   timings: LinkTimings;
   /** The primary site and generation this secondary follows (site.json), or null: not bound yet. */
   binding?: Binding | null;
-  bugs?: Bugs;
 }
 
 export type SecondaryAction = SessionAction | StoreAction;
@@ -37,7 +36,7 @@ export class Secondary {
   constructor(config: SecondaryConfig) {
     const problems = checkLinkTimings(config.timings);
     assert(problems.length === 0, problems.join('; '));
-    this.store = new SecondaryStore(config.name, config.shape, config.bugs ?? noBugs, this.out, {
+    this.store = new SecondaryStore(config.name, config.shape, this.out, {
       onCycleStored: (nowMs) => this.session.onCycleStored(nowMs),
       onCycleApplied: (nowMs) => this.session.onCycleApplied(nowMs),
       onCycleRefused: (_nowMs, error) => this.session.onCycleRefused(error),

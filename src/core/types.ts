@@ -33,29 +33,6 @@ export const ackModes = ['immediate', 'cycle'] as const;
  */
 export type AckMode = (typeof ackModes)[number];
 
-/**
- * Deliberate defects the simulator switches on to prove that its checkers can fail:
- * - keep-incomplete: a secondary keeps entries of incomplete cycles after a failure
- * - recovery-higher-number: the recovery batch carries a number above the unsent cycles
- * - apply-partial: a secondary applies a cycle before it holds all of it
- * - early-journal-delete: the primary deletes entries once one secondary (not all) stored them
- * - ack-immediate-multinode: immediate acknowledgement with several sequencer nodes
- * - flush-early: the primary answers FLUSH before the journal is durable
- * - skip-redo: a restarted secondary does not finish an interrupted apply
- */
-export const bugNames = [
-  'keep-incomplete',
-  'recovery-higher-number',
-  'apply-partial',
-  'early-journal-delete',
-  'ack-immediate-multinode',
-  'flush-early',
-  'skip-redo',
-] as const;
-export type BugName = (typeof bugNames)[number];
-export type Bugs = ReadonlySet<BugName>;
-export const noBugs: Bugs = new Set<BugName>();
-
 export function volumeBlocks(shape: GroupShape, volume: number): number {
   const found = shape.volumes[volume];
   return found ? Math.floor(found.sizeBytes / shape.blockBytes) : 0;

@@ -76,7 +76,8 @@ export class SiteMetrics {
     /** The process's own figures (CPU, memory, event loop): off where many sites share a process. */
     options: { processMetrics?: boolean } = {},
   ) {
-    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'cyclerep_' });
+    if (options.processMetrics !== false)
+      collectDefaultMetrics({ register: this.registry, prefix: 'cyclerep_' });
     const registers = [this.registry];
     this.writeSeconds = new Histogram({
       name: 'cyclerep_write_seconds',

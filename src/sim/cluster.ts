@@ -136,7 +136,6 @@ export class Cluster {
       connectionsPerLink: scenario.connectionsPerLink,
       timings: scenario.timings,
       identity: simulatedIdentity(scenario.seed),
-      bugs: scenario.bugs,
     };
     this.primary = new PrimaryGroup(this.primaryConfig, () => this.coreRandom.next());
     this.sites = scenario.secondaries.map((name) => this.newSite(name, scenario.timings));
@@ -149,7 +148,7 @@ export class Cluster {
   }
 
   private newSite(name: string, timings: LinkTimings): SecondarySite {
-    const config: SecondaryConfig = { name, shape: this.scenario.shape, timings, bugs: this.scenario.bugs };
+    const config: SecondaryConfig = { name, shape: this.scenario.shape, timings };
     return {
       config,
       core: new Secondary(config),

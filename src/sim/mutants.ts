@@ -1,9 +1,9 @@
 /**
- * Deliberate defects for the whole-site simulator, planted from outside: each is a one-line change
- * to a copy of the sources (the way a real change goes wrong), never a switch in shipped code. The
- * simulator runs on the copy; `test/sim/mutants.test.ts` asserts each is caught within its seed
- * budget. A mutant whose line is no longer in the code is refused loudly, so the list cannot rot
- * into checks that test nothing.
+ * Deliberate defects for the simulators, planted from outside: each is a one-line change to a copy
+ * of the sources (the way a real change goes wrong), never a switch in shipped code. The simulator
+ * runs on the copy; the tests assert each is caught within its seed budget (the whole-site mutants
+ * in `test/sim/sites.test.ts`, the core ones in `test/sim/simulator.test.ts`). A mutant whose line
+ * is no longer in the code is refused loudly, so the list cannot rot into checks that test nothing.
  */
 import { spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -11,77 +11,180 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export interface Mutant {
-  name: string;
+/** One text change to a copy of the sources. */
+export interface MutantChange {
   /** Path under the repository root. */
   file: string;
   /** The exact text replaced: it must occur exactly once in the file. */
   find: string;
   replace: string;
+}
+
+export interface Mutant extends MutantChange {
+  name: string;
+  /** The simulator asserted to catch it: `sites` (the default) or `core` (`npm run sim -- --core`). */
+  simulator: 'sites' | 'core';
+  /**
+   * Further changes the same defect needs, made after the first one, each under the same
+   * exactly-once rule: a defect spread over several places, or the simulator's scenario drawing
+   * what the defect lets through.
+   */
+  also?: readonly MutantChange[];
   /** What goes wrong, in the words of the audit that found such defects surviving. */
   defect: string;
-  /** Which simulator must catch it: whole sites, or the protocol core alone (--core). */
-  simulator: 'sites' | 'core';
 }
 
 export const mutants: readonly Mutant[] = [
   {
     name: 'collect-before-write-back',
+    simulator: 'sites',
     file: 'src/node/primary-node.ts',
     find: `    this.writeBack
       .landed()
       .then(() => Promise.all(this.storage.volumes.map((volume) => volume.flush())))`,
     replace: `    Promise.resolve()
       .then(() => Promise.all(this.storage.volumes.map((volume) => volume.flush())))`,
-    simulator: 'sites',
     defect: 'the primary deletes journal segments before its volume write-back has landed',
   },
   {
     name: 'volume-sync-before-drain',
+    simulator: 'sites',
     file: 'src/node/secondary-node.ts',
     find: `        this.volumeWrites
           .drained()
           .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))`,
     replace: `        Promise.resolve()
           .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))`,
-    simulator: 'sites',
     defect:
       'a secondary syncs its volumes (and writes its applied marker) before its queued volume writes drained',
   },
   {
     name: 'zero-run-short',
+    simulator: 'sites',
     file: 'src/storage/volume-file.ts',
     find: 'Math.min(zeroes.length, length - done)',
     replace: 'Math.min(zeroes.length, length - done - this.blockBytes)',
-    simulator: 'sites',
     defect: 'a zero run is written one block short',
   },
   {
     name: 'overlay-last-block',
+    simulator: 'sites',
     file: 'src/storage/block-overlay.ts',
     find: 'block * blockBytes < offset + length; block++',
     replace: '(block + 1) * blockBytes < offset + length; block++',
-    simulator: 'sites',
     defect: 'the read overlay misses the last block of a read',
   },
   {
     name: 'segment-deletion-boundary',
+    simulator: 'sites',
     file: 'src/storage/segment-journal.ts',
     find: 'if (segment === current || segment.cycleMax > cycle) break;',
     replace: 'if (segment === current || segment.cycleMax > cycle + 1) break;',
-    simulator: 'sites',
     defect: 'segment deletion is off by one at the boundary cycle',
   },
   {
     name: 'release-unapplied',
+    simulator: 'sites',
     file: 'src/core/secondary-store.ts',
     find: `    this.applied = next.cycle;
 `,
     replace: `    this.applied = next.cycle;
     this.out.push({ type: 'journal-release', upTo: next.cycle });
 `,
-    simulator: 'sites',
     defect: 'a secondary releases stored but not yet applied cycles from its journal',
+  },
+  {
+    name: 'keep-incomplete',
+    simulator: 'core',
+    file: 'src/core/secondary-store.ts',
+    find: `  onSessionFailed(): void {
+`,
+    replace: `  onSessionFailed(): void {
+    return;
+`,
+    also: [
+      // After a restart too: the discard records are ignored and unstored packets come back.
+      { file: 'src/core/secondary-store.ts', find: `          buffers.clear();\n`, replace: '' },
+      {
+        file: 'src/core/secondary-store.ts',
+        find: `    // A restart is a failure: packets of cycles that were not stored (left in buffers) are void.
+`,
+        replace: `    for (const [cycle, extents] of buffers) {
+      const packets = new Map<number, DataFrame>();
+      for (const { packetIndex, extent } of extents) packets.set(packetIndex, dataFrameOf(cycle, packetIndex, extent));
+      this.receiving.set(cycle, { packets, end: null, digest: 0, session: -1 });
+    }
+`,
+      },
+      {
+        file: 'src/core/secondary-store.ts',
+        find: `  type DataFrame,\n`,
+        replace: `  type DataFrame,\n  dataFrameOf,\n`,
+      },
+    ],
+    defect: 'a secondary keeps the packets of incomplete cycles past a failure, of its session or a restart',
+  },
+  {
+    name: 'recovery-higher-number',
+    simulator: 'core',
+    file: 'src/core/primary-link.ts',
+    find: `    const number = newestClosed;
+`,
+    replace: `    const number = newestClosed + 1;
+`,
+    defect: 'the recovery cycle is numbered above the cycles still unsent, like the capture cycle',
+  },
+  {
+    name: 'apply-partial',
+    simulator: 'core',
+    file: 'src/core/secondary-store.ts',
+    find: `      if (cycle.packets.size < end.packetCount) return;
+      if (cycle.digest !== end.digest) {`,
+    replace: `      if (false) {`,
+    defect: 'a secondary stores and applies a cycle before it holds all of its packets',
+  },
+  {
+    name: 'early-journal-delete',
+    simulator: 'core',
+    file: 'src/core/primary-group.ts',
+    find: 'Math.min(...storedNumbers)',
+    replace: 'Math.max(...storedNumbers)',
+    defect: 'the primary deletes journal entries once one secondary, not every one, stored them',
+  },
+  {
+    name: 'ack-immediate-multinode',
+    simulator: 'core',
+    file: 'src/core/primary-group.ts',
+    find: `config.nodes > 1 && config.ack === 'immediate'`,
+    replace: 'false',
+    also: [
+      // The scenarios draw what the configuration now lets through.
+      {
+        file: 'src/sim/scenario.ts',
+        find: `if (nodes > 1) return 'cycle';`,
+        replace: `if (nodes > 1) return 'immediate';`,
+      },
+    ],
+    defect: 'immediate acknowledgement is allowed with several sequencer nodes',
+  },
+  {
+    name: 'flush-early',
+    simulator: 'core',
+    file: 'src/core/primary-group.ts',
+    find: 'if (this.durableSeq >= this.appendSeq) {',
+    replace: 'if (this.appendSeq >= this.durableSeq) {',
+    defect: 'the primary answers FLUSH before the journal is durable',
+  },
+  {
+    name: 'skip-redo',
+    simulator: 'core',
+    file: 'src/core/secondary-store.ts',
+    find: `  resumeApply(): void {
+    this.tryApply();
+`,
+    replace: `  resumeApply(): void {
+`,
+    defect: 'a restarted secondary does not finish the apply a crash interrupted',
   },
 ];
 
@@ -94,16 +197,22 @@ export function plantMutant(mutant: Mutant): string {
   cpSync(join(root, 'package.json'), join(copy, 'package.json'));
   cpSync(join(root, 'tsconfig.json'), join(copy, 'tsconfig.json'));
   symlinkSync(join(root, 'node_modules'), join(copy, 'node_modules'), 'dir');
-  const path = join(copy, mutant.file);
-  const text = readFileSync(path, 'utf8');
-  const occurrences = text.split(mutant.find).length - 1;
-  if (occurrences !== 1) {
-    rmSync(copy, { recursive: true, force: true });
-    throw new Error(
-      `mutant ${mutant.name}: the line to change occurs ${occurrences} times in ${mutant.file}, not once; update src/sim/mutants.ts`,
+  for (const change of [mutant, ...(mutant.also ?? [])]) {
+    const path = join(copy, change.file);
+    const text = readFileSync(path, 'utf8');
+    const occurrences = text.split(change.find).length - 1;
+    if (occurrences !== 1) {
+      rmSync(copy, { recursive: true, force: true });
+      throw new Error(
+        `mutant ${mutant.name}: the line to change occurs ${occurrences} times in ${change.file}, not once; update src/sim/mutants.ts`,
+      );
+    }
+    // A function, so that `$&` and the like in the replacement stay literal.
+    writeFileSync(
+      path,
+      text.replace(change.find, () => change.replace),
     );
   }
-  writeFileSync(path, text.replace(mutant.find, mutant.replace));
   return copy;
 }
 

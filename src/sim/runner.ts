@@ -1,6 +1,5 @@
 /** Runs many seeds, on several worker threads if asked, and sums their statistics into one report. */
 import { Worker } from 'node:worker_threads';
-import type { BugName, Bugs } from '../core/types.ts';
 import { Cluster, type RunResult } from './cluster.ts';
 import { describeScenario, drawScenario, faultKinds } from './scenario.ts';
 import { addStats, emptyStats, type SimStats } from './stats.ts';
@@ -8,7 +7,6 @@ import { addStats, emptyStats, type SimStats } from './stats.ts';
 export interface SimulationOptions {
   seeds: number;
   seedStart: number;
-  bugs: Bugs;
   traceAll?: boolean;
   stopAtFirst?: boolean;
   /** On a failure, also search for a shorter fault schedule that still fails (default true). */
@@ -27,24 +25,19 @@ export interface SimulationReport extends SimStats {
   wallSeconds: number;
 }
 
-export function runSeed(
-  seed: number,
-  bugs: Bugs,
-  traceAll = false,
-  keepFaults?: readonly number[],
-): RunResult {
-  return new Cluster(drawScenario(seed, bugs, keepFaults), traceAll).run();
+export function runSeed(seed: number, traceAll = false, keepFaults?: readonly number[]): RunResult {
+  return new Cluster(drawScenario(seed, keepFaults), traceAll).run();
 }
 
 /**
  * Greedy shrinking: drops the faults of a failing seed one at a time, keeping each removal after
  * which the seed still fails. Returns the indices of the faults that remain.
  */
-export function shrinkFaults(seed: number, bugs: Bugs): number[] {
-  let kept = drawScenario(seed, bugs).faults.map((_, index) => index);
+export function shrinkFaults(seed: number): number[] {
+  let kept = drawScenario(seed).faults.map((_, index) => index);
   for (const candidate of [...kept]) {
     const without = kept.filter((index) => index !== candidate);
-    if (runSeed(seed, bugs, false, without).violations.length > 0) kept = without;
+    if (runSeed(seed, false, without).violations.length > 0) kept = without;
   }
   return kept;
 }
@@ -54,7 +47,7 @@ export function runSimulation(options: SimulationOptions): SimulationReport {
   const started = performance.now();
   const report = emptyReport();
   for (let seed = options.seedStart; seed < options.seedStart + options.seeds; seed++) {
-    const result = runSeed(seed, options.bugs, options.traceAll, options.keepFaults);
+    const result = runSeed(seed, options.traceAll, options.keepFaults);
     add(report, result);
     if (result.violations.length > 0) {
       printFailure(print, seed, options, result);
@@ -83,7 +76,6 @@ export async function runSimulationParallel(
       runWorker({
         seedStart,
         seeds,
-        bugs: [...options.bugs],
         traceAll: !!options.traceAll,
         stopAtFirst: !!options.stopAtFirst,
         shrink: options.shrink !== false,
@@ -105,7 +97,6 @@ export async function runSimulationParallel(
 export interface WorkerJob {
   seedStart: number;
   seeds: number;
-  bugs: BugName[];
   traceAll: boolean;
   stopAtFirst: boolean;
   shrink: boolean;
@@ -157,14 +148,13 @@ function printFailure(
   options: SimulationOptions,
   result: RunResult,
 ): void {
-  const bugFlags = [...options.bugs].map((bug) => ` --bug ${bug}`).join('');
   const faultFlag = options.keepFaults ? ` --faults ${options.keepFaults.join(',') || 'none'}` : '';
-  print(`FAIL ${describeScenario(drawScenario(seed, options.bugs, options.keepFaults))}`);
+  print(`FAIL ${describeScenario(drawScenario(seed, options.keepFaults))}`);
   for (const violation of result.violations) print(`  violation: ${violation}`);
   if (options.shrink !== false && !options.keepFaults) {
-    const kept = shrinkFaults(seed, options.bugs);
-    const shrunk = runSeed(seed, options.bugs, false, kept);
-    const schedule = drawScenario(seed, options.bugs, kept).faults;
+    const kept = shrinkFaults(seed);
+    const shrunk = runSeed(seed, false, kept);
+    const schedule = drawScenario(seed, kept).faults;
     print(
       `  shortest fault schedule found: ${schedule.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}`,
     );
@@ -172,13 +162,13 @@ function printFailure(
     print(`  events leading to it (${shrunk.trace.length} shown):`);
     for (const line of shrunk.trace) print(`    ${line}`);
     print(
-      `  replay the shrunk run: npm run sim -- --seed-start ${seed} --seeds 1${bugFlags} --faults ${kept.join(',') || 'none'} --trace`,
+      `  replay the shrunk run: npm run sim -- --core --seed-start ${seed} --seeds 1 --faults ${kept.join(',') || 'none'} --trace`,
     );
   } else {
     print(`  events leading to it (${result.trace.length} shown):`);
     for (const line of result.trace) print(`    ${line}`);
   }
-  print(`  replay: npm run sim -- --seed-start ${seed} --seeds 1${bugFlags}${faultFlag} --trace`);
+  print(`  replay: npm run sim -- --core --seed-start ${seed} --seeds 1${faultFlag} --trace`);
 }
 
 function printReport(print: (line: string) => void, report: SimulationReport): void {

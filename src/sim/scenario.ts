@@ -1,6 +1,6 @@
 /** One simulated scenario, drawn entirely from its seed. */
 import type { LinkTimings } from '../core/limits.ts';
-import type { AckMode, Bugs, GroupShape } from '../core/types.ts';
+import type { AckMode, GroupShape } from '../core/types.ts';
 import { Random } from './random.ts';
 
 export const faultKinds = [
@@ -45,7 +45,6 @@ export interface Scenario {
   faultPhaseMs: number;
   settleMsMax: number;
   faults: Fault[];
-  bugs: Bugs;
 }
 
 export const simBlockBytes = 512;
@@ -54,7 +53,7 @@ export const simBlockBytes = 512;
  * Draws the scenario of `seed`. `keepFaults` (indices into the drawn fault schedule) replays the
  * same scenario with only those faults: the shrinker's way to a shorter failing run.
  */
-export function drawScenario(seed: number, bugs: Bugs, keepFaults?: readonly number[]): Scenario {
+export function drawScenario(seed: number, keepFaults?: readonly number[]): Scenario {
   const random = new Random(seed);
   const volumeCount = random.between(1, 4);
   const shape: GroupShape = {
@@ -68,7 +67,7 @@ export function drawScenario(seed: number, bugs: Bugs, keepFaults?: readonly num
   const secondaryCount = random.between(1, 3);
   const multiNode = random.chance(0.4);
   const nodes = multiNode ? random.between(2, 3) : 1;
-  const ack = chooseAck(random, nodes, bugs);
+  const ack = chooseAck(random, nodes);
   const faultPhaseMs = random.between(3000, 6000);
   const heartbeatMsInterval = random.between(40, 120);
   return {
@@ -101,12 +100,12 @@ export function drawScenario(seed: number, bugs: Bugs, keepFaults?: readonly num
     faults: drawFaults(random.fork(), faultPhaseMs, secondaryCount).filter(
       (_, index) => keepFaults === undefined || keepFaults.includes(index),
     ),
-    bugs,
   };
 }
 
-function chooseAck(random: Random, nodes: number, bugs: Bugs): AckMode {
-  if (nodes > 1) return bugs.has('ack-immediate-multinode') ? 'immediate' : 'cycle';
+/** Several nodes need ack mode cycle (docs/core.md); the configuration refuses anything else. */
+function chooseAck(random: Random, nodes: number): AckMode {
+  if (nodes > 1) return 'cycle';
   return random.chance(0.5) ? 'immediate' : 'cycle';
 }
 

@@ -7,7 +7,6 @@ const lines: string[] = [];
 const report = runSimulation({
   seedStart: job.seedStart,
   seeds: job.seeds,
-  bugs: new Set(job.bugs),
   traceAll: job.traceAll,
   stopAtFirst: job.stopAtFirst,
   shrink: job.shrink,

@@ -1,7 +1,8 @@
 /**
  * Deliberate defects, planted from the outside by replacing one method of the code under test for
  * the duration of a callback, so the fuzzers and property tests can be shown to catch them (as the
- * simulator's `--bug` defects show its checkers can fail). Shipped code carries no flag for them.
+ * simulator's mutants, src/sim/mutants.ts, show its checkers can fail). Shipped code carries no flag
+ * for them.
  */
 import { ProtocolError } from '../../src/core/errors.ts';
 import { limits } from '../../src/core/limits.ts';
