@@ -207,20 +207,8 @@ export class History {
     volumes?: readonly number[],
   ): { problem: string; prefix: null } | { problem: null; prefix: number[] } {
     const failed = (problem: string) => ({ problem, prefix: null }) as const;
-    const visible = new Map<number, Visible>();
-    for (let volume = 0; volume < this.volumeBlocks.length; volume++) {
-      if (volumes && !volumes.includes(volume)) continue;
-      for (let block = 0; block < (this.volumeBlocks[volume] as number); block++) {
-        const shown = this.decode(image(volume, block), volume, block);
-        if (shown.kind === 'garbage') return failed(`volume ${volume} block ${block}: ${shown.why}`);
-        if (
-          shown.kind === 'write' &&
-          (this.writes.get(shown.id) as HistoryWrite).source !== this.ownerOf(volume, block)
-        )
-          return failed(`volume ${volume} block ${block}: write ${shown.id} of another source`);
-        visible.set(this.key(volume, block), shown);
-      }
-    }
+    const visible = this.visibleOf(image, volumes);
+    if (typeof visible === 'string') return failed(visible);
     const count = this.sources.length;
     const prefix = Array.from({ length: count }, (_, source) => lower[source] ?? 0);
     const scanned = Array.from({ length: count }, () => 0);
@@ -257,6 +245,100 @@ export class History {
       }
     }
     return { problem: null, prefix };
+  }
+
+  /** What each block of `image` shows (of `volumes`, or all), or why a block shows nothing valid. */
+  private visibleOf(
+    image: (volume: number, block: number) => Uint8Array,
+    volumes?: readonly number[],
+  ): Map<number, Visible> | string {
+    const visible = new Map<number, Visible>();
+    for (let volume = 0; volume < this.volumeBlocks.length; volume++) {
+      if (volumes && !volumes.includes(volume)) continue;
+      for (let block = 0; block < (this.volumeBlocks[volume] as number); block++) {
+        const shown = this.decode(image(volume, block), volume, block);
+        if (shown.kind === 'garbage') return `volume ${volume} block ${block}: ${shown.why}`;
+        if (
+          shown.kind === 'write' &&
+          (this.writes.get(shown.id) as HistoryWrite).source !== this.ownerOf(volume, block)
+        )
+          return `volume ${volume} block ${block}: write ${shown.id} of another source`;
+        visible.set(this.key(volume, block), shown);
+      }
+    }
+    return visible;
+  }
+
+  /**
+   * The largest consistent cut that explains `image`, each prefix at least `lower[s]`: after a
+   * crash, what survived. The largest, not the smallest: a zero run over zeroes leaves no trace, and
+   * a write that left none cannot be told lost; a lost write that was visible shows as missing.
+   */
+  greatestCut(
+    image: (volume: number, block: number) => Uint8Array,
+    lower: readonly number[],
+  ): { problem: string; prefix: null } | { problem: null; prefix: number[] } {
+    const least = this.cut(image, lower);
+    if (least.problem !== null) return least;
+    const visible = this.visibleOf(image) as Map<number, Visible>;
+    const prefix = this.sources.map((writes) => writes.length);
+    for (let changed = true; changed; ) {
+      changed = false;
+      for (let source = 0; source < prefix.length; source++) {
+        const fitted = this.fitDown(source, prefix[source] as number, visible);
+        if (fitted !== prefix[source]) changed = true;
+        prefix[source] = fitted;
+      }
+      // A write whose dependency is not in the cut cannot be either: cut its source below it.
+      for (let source = 0; source < prefix.length; source++) {
+        const writes = this.sources[source] as HistoryWrite[];
+        for (let seq = 0; seq < (prefix[source] as number); seq++) {
+          const unmet = (writes[seq] as HistoryWrite).dependencies.some(
+            (dependency) => (prefix[dependency.source] as number) <= dependency.seq,
+          );
+          if (unmet) {
+            prefix[source] = seq;
+            changed = true;
+            break;
+          }
+        }
+      }
+    }
+    // The least cut exists, and every cut lies below the greatest: this one is at least it.
+    return { problem: null, prefix };
+  }
+
+  /** The largest prefix <= `from` of the source that explains all its blocks (the least cut bounds it below). */
+  private fitDown(source: number, from: number, visible: Map<number, Visible>): number {
+    let prefix = from;
+    for (let settled = false; !settled; ) {
+      settled = true;
+      for (const { volume, block } of this.blocksOf(source)) {
+        const shown = visible.get(this.key(volume, block));
+        if (!shown) continue;
+        const previous = this.previousMatch(volume, block, shown, prefix);
+        if (previous !== prefix) {
+          prefix = previous;
+          settled = false;
+          break;
+        }
+      }
+    }
+    return prefix;
+  }
+
+  /** The largest prefix <= `from` at which the block shows `visible` (-Infinity: none). */
+  private previousMatch(volume: number, block: number, visible: Visible, from: number): number {
+    const want = visible.kind === 'write' ? visible.id : 0;
+    if (this.expectedAt(volume, block, from) === want) return from;
+    const entries = this.blockWrites.get(this.key(volume, block)) ?? [];
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const entry = entries[i] as BlockEntry;
+      // Shows `want` from entry.seq + 1 until the next write to the block (at prefix next.seq).
+      if (entry.writeId === want && entry.seq + 1 <= from) return (entries[i + 1] as BlockEntry).seq;
+    }
+    if (want === 0 && entries.length > 0) return Math.min(from, (entries[0] as BlockEntry).seq);
+    return Number.NEGATIVE_INFINITY;
   }
 
   /**

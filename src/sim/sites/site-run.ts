@@ -332,7 +332,7 @@ export class SiteRun {
         const lower = [...this.sources.durable];
         this.readImage((volume, offset, length) => node.read(volume, offset, length)).then((image) => {
           if (!process.alive) return;
-          const cut = this.history.cut((volume, block) => this.blockOf(image, volume, block), lower);
+          const cut = this.history.greatestCut((volume, block) => this.blockOf(image, volume, block), lower);
           if (cut.problem !== null) {
             this.violation(`${process.name} after a machine crash: ${cut.problem}`);
             return;
@@ -340,6 +340,19 @@ export class SiteRun {
           this.note(
             `${process.name} kept writes ${cut.prefix.join(',')} of ${this.sources.issued.join(',')}`,
           );
+          if (this.traceAll) {
+            const lost = this.history.sources.flatMap((writes, source) => writes.slice(cut.prefix[source]));
+            for (const write of lost) {
+              const shown = this.history.decode(
+                this.blockOf(image, write.volume, write.block),
+                write.volume,
+                write.block,
+              );
+              this.note(
+                `  lost: write ${write.id} (source ${write.source} seq ${write.seq}) at ${write.volume}:${write.block}, which shows ${JSON.stringify(shown)}`,
+              );
+            }
+          }
           this.sources.survived(cut.prefix);
           this.sources.attach(node);
         });
