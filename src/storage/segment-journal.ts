@@ -442,6 +442,10 @@ export class SegmentJournal<R> {
     for (const segment of doomed) this.deleting.add(segment);
     const floor = this.floor();
     const deletion = this.deletions.then(async () => {
+      // The segments left must restate the owner's state on their own: the current one's
+      // checkpoint is made durable before anything older goes, or a power loss could leave a
+      // journal that starts over from nothing (a primary numbering its cycles again from 1).
+      await this.sync();
       // journal.state says they may be gone before the first one goes, after any segment creation.
       await this.run(() => this.writeState({ floor, last: (this.segments.at(-1) as Segment).number }));
       for (const segment of doomed) {

@@ -498,3 +498,37 @@ test("the journal's directory, made by its first open, survives a power loss ('p
   const { records } = openJournal(fs);
   checkReplay(records, model, 'after the power loss');
 });
+
+test('collection never leaves the journal with only a segment whose checkpoint was not yet durable', async () => {
+  // Found by the whole-site simulator (seed 261): a primary's journal rolled over, collection
+  // deleted every older segment, a power loss took the new segment's unsynced checkpoint, and the
+  // primary came back with closed 0, numbering cycles its secondary already had again.
+  const { fs, scheduler } = makeDisk(new Random(7), 'posix', { sectorKept: 0, tornSector: 0 });
+  const model = emptyModel();
+  let closed = 0;
+  const { journal } = SegmentJournal.open<PrimaryRecord>({
+    fs: fs.forProcess(),
+    directory,
+    segmentBytesMax: 4096,
+    codec: primaryRecordCodec,
+    checkpoint: () => [{ kind: 'switch', closed }],
+  });
+  for (let i = 0; i < 4; i++)
+    await completion(scheduler, journal.append(recordOf(model.nextId++, model)), 'an append');
+  closed = 5;
+  await completion(scheduler, journal.append({ kind: 'switch', closed }), 'the switch');
+  await completion(scheduler, journal.sync(), 'the sync');
+  // More writes roll the journal over: the new segment starts with the checkpoint "closed 5".
+  const segmentsBefore = journal.segmentCount;
+  while (journal.segmentCount === segmentsBefore)
+    await completion(scheduler, journal.append(recordOf(model.nextId++, model)), 'an append');
+  await completion(scheduler, journal.deleteUpTo(1000), 'the collection');
+  fs.crash('machine');
+  const { records } = openJournal(fs);
+  const closedAfter = Math.max(0, ...records.map((record) => (record.kind === 'switch' ? record.closed : 0)));
+  assert.equal(
+    closedAfter,
+    5,
+    `after the power loss the journal says closed ${closedAfter}, it had made closed 5 durable`,
+  );
+});

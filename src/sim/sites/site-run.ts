@@ -117,8 +117,10 @@ export class SiteRun {
     this.secondaryConfigs = Array.from({ length: scenario.secondaries }, (_, index) =>
       this.buildSecondaryConfig(index),
     );
-    this.primary = this.newSite('primary', this.primaryConfig.dataDir);
-    this.secondaries = this.secondaryConfigs.map((config) => this.newSite(config.name, config.dataDir));
+    this.primary = this.newSite('primary', this.primaryConfig.dataDir, 0);
+    this.secondaries = this.secondaryConfigs.map((config, index) =>
+      this.newSite(config.name, config.dataDir, index + 1),
+    );
     this.stats = {
       events: 0,
       writes: 0,
@@ -143,12 +145,13 @@ export class SiteRun {
     return `127.0.0.1:${7400 + index}`;
   }
 
-  private newSite<N>(name: string, dataDir: string): Site<N> {
+  private newSite<N>(name: string, dataDir: string, diskIndex: number): Site<N> {
+    const speed = this.scenario.disks[diskIndex] as SiteScenario['disks'][number];
     const disk = new SimFileSystem({
       random: this.random.fork(),
       scheduler: { after: (ms, run) => this.world.schedule(null, ms, run) },
-      ioDelayMsMax: this.scenario.ioDelayMsMax,
-      syncDelayMsMax: this.scenario.syncDelayMsMax,
+      ioDelayMsMax: speed.ioDelayMsMax,
+      syncDelayMsMax: speed.syncDelayMsMax,
     });
     if (this.scenario.provisioned) {
       // The operator made the data directory (a mount point, say) and it is durable.
@@ -203,8 +206,10 @@ export class SiteRun {
       },
       `sim dr${index + 1}`,
     ) as SecondaryFileConfig;
-    // A recovery cycle's packet may hold every block of the group (at most 96 KiB here): it must fit.
-    return { ...config, journal: { segmentSize: Math.max(this.scenario.segmentBytes, 128 * 1024) } };
+    // A recovery cycle's packet may hold every block of the group: a segment must fit it.
+    const groupBytes =
+      this.scenario.volumeBlocks.reduce((sum, blocks) => sum + blocks, 0) * this.scenario.blockBytes;
+    return { ...config, journal: { segmentSize: Math.max(this.scenario.segmentBytes, groupBytes + 8192) } };
   }
 
   private linkConfig(): Record<string, number> {
