@@ -482,6 +482,8 @@ export class SegmentJournal<R> {
     }
     await this.chain;
     await this.syncChain;
+    // A collection still unlinking would run on past the stop (and race the next start's own).
+    await this.deletions;
     if (this.fd >= 0) await this.fs.close(this.fd);
     this.fd = -1;
   }

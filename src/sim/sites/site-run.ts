@@ -381,6 +381,11 @@ export class SiteRun {
           async (node) => {
             await node.settle();
             await node.stop();
+            // `cyclerep recover` exits here: nothing it started may still be running.
+            if (site.disk.pendingOperations > 0)
+              this.violation(
+                `${process.name}: cyclerep recover stopped with ${site.disk.pendingOperations} disk calls still running`,
+              );
             this.stats.recovers++;
             this.judgeFiles(site, 'after cyclerep recover', new Array(this.scenario.sources).fill(0));
           },
