@@ -95,6 +95,12 @@ export class SegmentJournal<R> {
   /** Segment deletions run one after the other, oldest segment first. */
   private deletions: Promise<void> = Promise.resolve();
   private readonly deleting = new Set<Segment>();
+  /**
+   * The floor journal.state says now: a segment's creation writes it again as it is. Only a
+   * collection moves it, once the segments above it restate the owner durably; a floor taken from
+   * `deleting` at a creation could name a segment whose checkpoint is not on disk yet.
+   */
+  private stateFloor = 1;
   /** Counters for the status and the benchmarks. */
   writeCalls = 0;
   syncCalls = 0;
@@ -157,6 +163,7 @@ export class SegmentJournal<R> {
       );
     }
     this.segments = replayed.segments;
+    this.stateFloor = replayed.state?.floor ?? replayed.segments[0]?.number ?? 1;
     this.nextSequence = replayed.lastSequence + 1;
     this.writtenSequence = replayed.lastSequence;
     this.durableSequence = replayed.lastSequence;
@@ -190,7 +197,7 @@ export class SegmentJournal<R> {
     await this.fs.fdatasync(this.fd);
     this.syncCalls++;
     await syncDirectory(this.fs, this.options.directory);
-    await this.writeState({ floor: this.floor(), last: segment.number });
+    await this.writeState({ floor: this.stateFloor, last: segment.number });
   }
 
   /** The oldest segment that stays: every one from here to the newest must be present. */
@@ -447,7 +454,10 @@ export class SegmentJournal<R> {
       // journal that starts over from nothing (a primary numbering its cycles again from 1).
       await this.sync();
       // journal.state says they may be gone before the first one goes, after any segment creation.
-      await this.run(() => this.writeState({ floor, last: (this.segments.at(-1) as Segment).number }));
+      await this.run(async () => {
+        await this.writeState({ floor, last: (this.segments.at(-1) as Segment).number });
+        this.stateFloor = floor;
+      });
       for (const segment of doomed) {
         await this.fs.unlink(segment.path);
         this.segments = this.segments.filter((kept) => kept !== segment);

@@ -586,18 +586,16 @@ export class SiteRun {
   /** Once the sources are done: has every site every write, in its read path and its files? */
   private checkConverged(): void {
     const all = this.sources.issued;
-    const quietly = (check: () => boolean): boolean => {
-      const before = this.violations.length;
-      const ok = check();
-      this.violations.length = before;
-      return ok;
-    };
     const sitesUp = this.primary.node && this.secondaries.every((site) => site.node);
     if (!sitesUp) return;
-    const filesDone =
-      quietly(() => this.judgeFiles(this.primary, 'at the end', all)) &&
-      this.secondaries.every((site) => quietly(() => this.judgeFiles(site, 'at the end', all)));
-    if (!filesDone) return;
+    const holdsAll = (site: Site<unknown>): boolean => {
+      const files = this.filesOf(site);
+      return (
+        typeof files !== 'string' &&
+        this.history.judge((volume, block) => this.blockOf(files, volume, block), all) === null
+      );
+    };
+    if (!holdsAll(this.primary) || !this.secondaries.every(holdsAll)) return;
     this.done = true;
     this.note("converged: every site's files hold every write");
   }
