@@ -67,6 +67,11 @@ export interface SimFileSystemOptions {
   syncDelayMsMax: number;
   /** Longest delay of every other asynchronous call. */
   ioDelayMsMax: number;
+  /**
+   * Files on slower media (volume images on disks, the journal on flash): calls on a file whose
+   * path matches wait up to `factor` times longer.
+   */
+  slowFiles?: { matches: (path: string) => boolean; factor: number };
   /** Room for file data (in 4 KiB blocks, rounded down); a full disk fails writes with ENOSPC. */
   capacityBytes?: number;
   crashOdds?: Partial<CrashOdds>;
@@ -144,6 +149,7 @@ export class SimFileSystem implements FileSystem {
   private readonly crashes: Random;
   private readonly syncDelayMsMax: number;
   private readonly ioDelayMsMax: number;
+  private readonly slowFiles: SimFileSystemOptions['slowFiles'];
   private readonly capacityBlocks: number;
   private readonly odds: CrashOdds;
   private usedBlocks = 0;
@@ -163,6 +169,7 @@ export class SimFileSystem implements FileSystem {
     this.crashes = options.random.fork();
     this.syncDelayMsMax = options.syncDelayMsMax;
     this.ioDelayMsMax = options.ioDelayMsMax;
+    this.slowFiles = options.slowFiles;
     this.capacityBlocks =
       options.capacityBytes === undefined
         ? Number.POSITIVE_INFINITY
@@ -287,7 +294,7 @@ export class SimFileSystem implements FileSystem {
   }
 
   read(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    return this.later(this.ioDelayMsMax, () => {
+    return this.later(this.delayOf(fd, this.ioDelayMsMax), () => {
       const file = this.descriptor(fd, 'read');
       return { run: () => this.readNow(file, buffer, offset, length, position), holds: file.inode };
     });
@@ -300,7 +307,7 @@ export class SimFileSystem implements FileSystem {
     length: number,
     position: number | null,
   ): Promise<number> {
-    return this.later(this.ioDelayMsMax, () => {
+    return this.later(this.delayOf(fd, this.ioDelayMsMax), () => {
       const file = this.descriptor(fd, 'write');
       return {
         holds: file.inode,
@@ -315,14 +322,14 @@ export class SimFileSystem implements FileSystem {
   }
 
   fsync(fd: number): Promise<void> {
-    return this.later(this.syncDelayMsMax, () => {
+    return this.later(this.delayOf(fd, this.syncDelayMsMax), () => {
       const sync = this.issueSync(this.descriptor(fd, 'fsync'), 'fsync');
       return { run: () => this.completeSync(sync), holds: sync.inode };
     });
   }
 
   fdatasync(fd: number): Promise<void> {
-    return this.later(this.syncDelayMsMax, () => {
+    return this.later(this.delayOf(fd, this.syncDelayMsMax), () => {
       const sync = this.issueSync(this.descriptor(fd, 'fdatasync'), 'fdatasync');
       return { run: () => this.completeSync(sync), holds: sync.inode };
     });
@@ -347,6 +354,14 @@ export class SimFileSystem implements FileSystem {
    * reference at the call), its `run` when the delay is over. A failure at issue is reported at
    * completion too, as node:fs reports it through the callback.
    */
+  /** The longest delay of a call on `fd`: longer on a slow file. */
+  private delayOf(fd: number, delayMsMax: number): number {
+    const path = this.descriptors.get(fd)?.path;
+    return path !== undefined && this.slowFiles?.matches(path)
+      ? delayMsMax * this.slowFiles.factor
+      : delayMsMax;
+  }
+
   private later<T>(delayMsMax: number, issue: () => Operation<T>): Promise<T> {
     const epoch = this.epoch;
     let operation: Operation<T>;

@@ -152,6 +152,7 @@ export class SiteRun {
       scheduler: { after: (ms, run) => this.world.schedule(null, ms, run) },
       ioDelayMsMax: speed.ioDelayMsMax,
       syncDelayMsMax: speed.syncDelayMsMax,
+      slowFiles: { matches: (path) => path.includes('/volumes/'), factor: speed.volumesSlower },
     });
     if (this.scenario.provisioned) {
       // The operator made the data directory (a mount point, say) and it is durable.

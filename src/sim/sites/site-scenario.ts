@@ -43,7 +43,7 @@ export interface SiteScenario {
   segmentBytes: number;
   latencyMs: number[];
   /** Each site's disk: longest delay of a read or write, and of a sync. Some scenarios have slow disks. */
-  disks: { ioDelayMsMax: number; syncDelayMsMax: number }[];
+  disks: { ioDelayMsMax: number; syncDelayMsMax: number; volumesSlower: number }[];
   sources: number;
   crossDependencyChance: number;
   thinkMsMax: number;
@@ -80,8 +80,13 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
     // The primary's disk first, then each secondary's.
     disks: Array.from({ length: secondaries + 1 }, () =>
       random.chance(0.7)
-        ? { ioDelayMsMax: random.between(0, 3), syncDelayMsMax: random.between(0, 12) }
-        : { ioDelayMsMax: random.between(10, 60), syncDelayMsMax: random.between(10, 60) },
+        ? { ioDelayMsMax: random.between(0, 3), syncDelayMsMax: random.between(0, 12), volumesSlower: 1 }
+        : {
+            ioDelayMsMax: random.between(4, 30),
+            syncDelayMsMax: random.between(4, 30),
+            // Volume images on slower media than the journal: write-back and apply fall behind.
+            volumesSlower: random.pick([1, 4, 10]),
+          },
     ),
     sources: random.between(2, 6),
     crossDependencyChance: random.pick([0.2, 0.5, 0.9]),
@@ -131,7 +136,7 @@ export function describeSiteScenario(scenario: SiteScenario): string {
   return (
     `seed ${scenario.seed}: ${scenario.secondaries} secondaries, volumes of ${scenario.volumeBlocks.join('+')} blocks, ` +
     `ack ${scenario.ack}, ${scenario.connectionsPerLink} connection(s)/link, cycle.intervalMinMs ${scenario.cycleIntervalMinMs}, ` +
-    `segments of ${scenario.segmentBytes} bytes, ${scenario.sources} sources, disks (io/sync ms) ${scenario.disks.map((disk) => `${disk.ioDelayMsMax}/${disk.syncDelayMsMax}`).join(' ')}, ` +
+    `segments of ${scenario.segmentBytes} bytes, ${scenario.sources} sources, disks (io/sync ms, volumes slower) ${scenario.disks.map((disk) => `${disk.ioDelayMsMax}/${disk.syncDelayMsMax}x${disk.volumesSlower}`).join(' ')}, ` +
     `faults: ${scenario.faults.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}`
   );
 }
