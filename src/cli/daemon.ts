@@ -66,6 +66,10 @@ export async function runDaemon(
     const fault = storageFaultOf(error, new Date());
     stop({ cause: 'storage-failure', kind: fault.kind, reason: fault.message });
   };
+  // Taken from before the start: a signal while the site starts stops it once it is up (without a
+  // handler, the signal would kill the process mid-start, with no clean stop and no exit code).
+  process.once('SIGTERM', () => stop({ signal: 'SIGTERM' }));
+  process.once('SIGINT', () => stop({ signal: 'SIGINT' }));
   try {
     node =
       config.role === 'primary'
@@ -77,8 +81,6 @@ export async function runDaemon(
   }
   resolveStarted();
   const running = node;
-  process.once('SIGTERM', () => stop({ signal: 'SIGTERM' }));
-  process.once('SIGINT', () => stop({ signal: 'SIGINT' }));
   // Renewed certificates are read again without a restart; connections made from now on use them.
   process.on('SIGHUP', () => running.reloadTls());
   // Everything of ours is closed by then; a handle that still keeps the event loop alive (a peer's
