@@ -138,7 +138,7 @@ export class PrimaryNode {
     let node: PrimaryNode | null = null;
     const storage = openPrimaryStorage(config, environment, logger, () => (node ? node.checkpoint() : []));
     node = new PrimaryNode(config, storage, environment, logger, onFatal);
-    await redoJournaledWrites(storage.volumes, storage.records, logger);
+    await redoJournaledWrites(storage.volumes, storage.records, storage.shape.blockBytes, logger);
     node.run(node.core.start());
     if (options.offline) return node;
     await node.runtime.serve({

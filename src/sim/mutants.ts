@@ -94,6 +94,26 @@ export const mutants: readonly Mutant[] = [
     defect: 'a secondary releases stored but not yet applied cycles from its journal',
   },
   {
+    name: 'secondary-read-zeroes',
+    simulator: 'sites',
+    file: 'src/node/secondary-node.ts',
+    find: 'if (core.applied === applied) return image;',
+    replace: 'if (core.applied === applied) return new Uint8Array(image.length);',
+    defect: "a secondary's read path shows zeroes instead of its applied image",
+  },
+  {
+    name: 'cycle-ack-before-durable',
+    simulator: 'sites',
+    file: 'src/core/primary-group.ts',
+    find: `        if (pending.seq > this.durableSeq) {
+          this.requestSync(pending.seq);
+          break;
+        }
+`,
+    replace: '',
+    defect: 'with ack: cycle, writes are acknowledged before their cycle is durable',
+  },
+  {
     name: 'keep-incomplete',
     simulator: 'core',
     file: 'src/core/secondary-store.ts',

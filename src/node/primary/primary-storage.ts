@@ -3,6 +3,7 @@
  * (site.json brought up to date only once every check passed), and the redo that repairs whatever
  * a crash left half written on the volumes.
  */
+import { FoldIndex } from '../../core/fold.ts';
 import type { PrimaryIdentity } from '../../core/identity.ts';
 import type { PrimaryRecord } from '../../core/records.ts';
 import type { GroupShape } from '../../core/types.ts';
@@ -14,8 +15,12 @@ import type { JournalOpenReport, SegmentJournal } from '../../storage/segment-jo
 import { writeSiteFileIfChanged } from '../../storage/site-file.ts';
 import type { VolumeFile } from '../../storage/volume-file.ts';
 import { openSiteJournal } from '../site/site-journal.ts';
+import { volumeWritesInFlight, WriteQueue } from '../site/write-queue.ts';
 import { loadPrimaryIdentity } from '../site-identity.ts';
 import { openPrimarySite } from '../site-storage.ts';
+
+/** Largest single volume write of the redo (runs of adjacent blocks are merged up to this). */
+const redoRunBytesMax = 1024 * 1024;
 
 export interface PrimaryStorage {
   identity: PrimaryIdentity;
@@ -58,22 +63,30 @@ export function openPrimaryStorage(
 }
 
 /**
- * Writes every journaled write to the volumes again, in journal order, then flushes them. Every
- * record still in the journal is redone, collected cycles included: the core appends its collect
- * record before the node has written those cycles back, so the record does not prove they are on
- * the volumes; only the deletion of a segment (after a volume flush) does.
+ * Writes every journaled write to the volumes again, then flushes them. Every record still in the
+ * journal is redone, collected cycles included: the core appends its collect record before the node
+ * has written those cycles back, so the record does not prove they are on the volumes; only the
+ * deletion of a segment (after a volume flush) does. The records are folded first (the newest
+ * content of each block, in journal order) and written as runs a few at a time: one write per
+ * record, one after the other, kept a restart waiting minutes on slow disks.
  */
 export async function redoJournaledWrites(
   volumes: readonly VolumeFile[],
   records: readonly PrimaryRecord[],
+  blockBytes: number,
   logger: Logger,
 ): Promise<void> {
+  const fold = new FoldIndex(blockBytes);
   let count = 0;
   for (const record of records) {
     if (record.kind !== 'write') continue;
-    await (volumes[record.extent.volume] as VolumeFile).writeExtent(record.extent);
+    fold.add(record.extent);
     count++;
   }
+  const writes = new WriteQueue(volumeWritesInFlight);
+  for (const run of fold.runs(redoRunBytesMax))
+    writes.push(() => (volumes[run.volume] as VolumeFile).writeExtent(fold.extentOf(run)));
+  await writes.drained();
   await Promise.all(volumes.map((volume) => volume.flush()));
-  if (count > 0) logger.info('volumes-redone', { writes: count });
+  if (count > 0) logger.info('volumes-redone', { writes: count, blocks: fold.blockCount });
 }

@@ -72,6 +72,10 @@ interface Site<N> {
   incarnations: number;
   /** Highest applied number this site ever reported (secondaries). */
   appliedMax: number;
+  /** The least cut of the last image its read path showed: what it may never fall below. */
+  floor: number[];
+  /** Once the sources are done: its read path showed every write. */
+  readHoldsAll: boolean;
 }
 
 export class SiteRun {
@@ -164,7 +168,17 @@ export class SiteRun {
       disk.fsyncSync(root);
       disk.closeSync(root);
     }
-    return { name, dataDir, disk, process: null, node: null, incarnations: 0, appliedMax: 0 };
+    return {
+      name,
+      dataDir,
+      disk,
+      process: null,
+      node: null,
+      incarnations: 0,
+      appliedMax: 0,
+      floor: [],
+      readHoldsAll: false,
+    };
   }
 
   private buildPrimaryConfig(): PrimaryFileConfig {
@@ -323,50 +337,66 @@ export class SiteRun {
       if (process.alive)
         this.violation(`${process.name}: storage failed with no disk fault injected: ${error.message}`);
     };
-    PrimaryNode.start(this.primaryConfig, this.loggerOf(process), onFatal, {
+    this.runPrimary(process, onFatal).catch((error: Error) => {
+      if (process.alive) this.violation(`${process.name}: ${error.message}`);
+    });
+  }
+
+  /**
+   * Starts the primary and, before the sources go on, judges what it kept: after a machine crash
+   * the largest cut holding every write made durable (the history forgets the rest); after a
+   * process crash every acknowledged write, block by block.
+   */
+  private async runPrimary(process: SimProcess, onFatal: (error: Error) => void): Promise<void> {
+    const site = this.primary;
+    const node = await PrimaryNode.start(this.primaryConfig, this.loggerOf(process), onFatal, {
       environment: this.environmentOf(site, process),
-    }).then(
-      (node) => {
-        if (!process.alive) return;
-        site.node = node;
-        this.note(`${process.name} started`);
-        if (!this.sources.awaitingSurvey) {
-          this.sources.attach(node);
-          return;
-        }
-        // After a machine crash: what survived must be a consistent cut holding every durable write.
-        const lower = [...this.sources.durable];
-        this.readImage((volume, offset, length) => node.read(volume, offset, length)).then((image) => {
-          if (!process.alive) return;
-          const cut = this.history.greatestCut((volume, block) => this.blockOf(image, volume, block), lower);
-          if (cut.problem !== null) {
-            this.violation(`${process.name} after a machine crash: ${cut.problem}`);
-            return;
-          }
-          this.note(
-            `${process.name} kept writes ${cut.prefix.join(',')} of ${this.sources.issued.join(',')}`,
-          );
-          if (this.traceAll) {
-            const lost = this.history.sources.flatMap((writes, source) => writes.slice(cut.prefix[source]));
-            for (const write of lost) {
-              const shown = this.history.decode(
-                this.blockOf(image, write.volume, write.block),
-                write.volume,
-                write.block,
-              );
-              this.note(
-                `  lost: write ${write.id} (source ${write.source} seq ${write.seq}) at ${write.volume}:${write.block}, which shows ${JSON.stringify(shown)}`,
-              );
-            }
-          }
-          this.sources.survived(cut.prefix);
-          this.sources.attach(node);
-        });
-      },
-      (error: Error) => {
-        if (process.alive) this.violation(`${process.name} did not start: ${error.message}`);
-      },
-    );
+    }).catch((error: Error) => {
+      throw new Error(`did not start: ${error.message}`);
+    });
+    if (!process.alive) return;
+    site.node = node;
+    this.note(`${process.name} started`);
+    const image = await this.readImage((volume, offset, length) => node.read(volume, offset, length));
+    if (!process.alive) return;
+    if (this.sources.awaitingSurvey) {
+      const cut = this.history.greatestCut(
+        (volume, block) => this.blockOf(image, volume, block),
+        [...this.sources.durable],
+      );
+      if (cut.problem !== null) {
+        this.violation(`${process.name} after a machine crash: ${cut.problem}`);
+        return;
+      }
+      this.note(`${process.name} kept writes ${cut.prefix.join(',')} of ${this.sources.issued.join(',')}`);
+      this.sources.survived(cut.prefix);
+    } else {
+      const problem = this.judgePrimaryImage(image, this.sources.acknowledged, this.sources.issued);
+      if (problem) {
+        this.violation(`${process.name} after its start: ${problem}`);
+        return;
+      }
+    }
+    this.sources.attach(node);
+  }
+
+  /** The primary's image block by block: every write in `lower` there, nothing past `upper`. */
+  private judgePrimaryImage(
+    image: Uint8Array[],
+    lower: readonly number[],
+    upper: readonly number[],
+  ): string | null {
+    for (let volume = 0; volume < image.length; volume++) {
+      this.stats.imagesJudged++;
+      const problem = this.history.judgeBlocks(
+        (v, block) => this.blockOf(image, v, block),
+        volume,
+        lower,
+        upper,
+      );
+      if (problem) return problem;
+    }
+    return null;
   }
 
   private startSecondary(site: Site<SecondaryNode>, index: number, recoverFirst: boolean): void {
@@ -388,7 +418,7 @@ export class SiteRun {
                 `${process.name}: cyclerep recover stopped with ${site.disk.pendingOperations} disk calls still running`,
               );
             this.stats.recovers++;
-            this.judgeFiles(site, 'after cyclerep recover', new Array(this.scenario.sources).fill(0));
+            this.judgeFiles(site, 'after cyclerep recover', this.floorOf(site));
           },
         )
       : Promise.resolve();
@@ -455,6 +485,7 @@ export class SiteRun {
     process.alive = false;
     site.node = null;
     site.process = null;
+    site.readHoldsAll = false;
     this.network.processDied(process);
     const before = site.disk.listFiles('current').join(' ');
     site.disk.crash(kind);
@@ -492,44 +523,72 @@ export class SiteRun {
   private periodicCheck(): void {
     if (this.done) return;
     this.world.schedule(null, checkEveryMs, () => this.periodicCheck());
+    const settled = this.sources.stopped && this.sources.quiet;
     const primary = this.primary.node;
     const primaryProcess = this.primary.process;
     if (primary && primaryProcess && !this.sources.awaitingSurvey) {
       const lower = [...this.sources.acknowledged];
-      this.readImage((volume, offset, length) => primary.read(volume, offset, length)).then((image) => {
-        if (!primaryProcess.alive) return;
-        const upper = this.sources.issued;
-        for (let volume = 0; volume < image.length; volume++) {
-          this.stats.imagesJudged++;
-          const problem = this.history.judgeBlocks(
-            (v, block) => this.blockOf(image, v, block),
-            volume,
-            lower,
-            upper,
-          );
-          if (problem) return this.violation(`${primaryProcess.name} read path: ${problem}`);
-        }
-      });
-    }
-    for (const site of this.secondaries) {
-      const node = site.node;
-      const process = site.process;
-      if (!node || !process) continue;
-      const applied = node.status().applied;
-      if (applied < site.appliedMax)
-        this.violation(`${site.name}: applied went down from ${site.appliedMax} to ${applied}`);
-      site.appliedMax = Math.max(site.appliedMax, applied);
-      this.readImage((volume, offset, length) => node.read(volume, offset, length)).then(
+      this.readImage((volume, offset, length) => primary.read(volume, offset, length)).then(
         (image) => {
-          if (!process.alive) return;
-          if (node.status().applied === applied)
-            this.judge(`${process.name} read path, all volumes`, image, []);
-          else this.judgeEachVolume(`${process.name} read path`, image, []);
+          if (!primaryProcess.alive) return;
+          const problem = this.judgePrimaryImage(image, lower, this.sources.issued);
+          if (problem) return this.violation(`${primaryProcess.name} read path: ${problem}`);
+          if (settled) this.primary.readHoldsAll = this.holdsAll(image);
         },
-        () => {},
+        (error: Error) => {
+          if (primaryProcess.alive) this.violation(`${primaryProcess.name}: a read failed: ${error.message}`);
+        },
       );
     }
-    if (this.sources.stopped && this.sources.quiet) this.checkConverged();
+    for (const site of this.secondaries) this.checkSecondary(site, settled);
+    if (settled) this.checkConverged();
+  }
+
+  /**
+   * A secondary's read path must show a consistent cut at least as new as the last it showed
+   * (`floor`, the least cut of that image: never above the truth, so never a false alarm).
+   */
+  private checkSecondary(site: Site<SecondaryNode>, settled: boolean): void {
+    const node = site.node;
+    const process = site.process;
+    if (!node || !process) return;
+    // Before its first contact a new secondary has no volumes to show.
+    if (node.status().volumes.length === 0) return;
+    const applied = node.status().applied;
+    if (applied < site.appliedMax)
+      this.violation(`${site.name}: applied went down from ${site.appliedMax} to ${applied}`);
+    site.appliedMax = Math.max(site.appliedMax, applied);
+    const floor = this.floorOf(site);
+    this.readImage((volume, offset, length) => node.read(volume, offset, length)).then(
+      (image) => {
+        if (!process.alive) return;
+        if (node.status().applied !== applied) {
+          this.judgeEachVolume(`${process.name} read path`, image, floor);
+          return;
+        }
+        this.stats.imagesJudged++;
+        const cut = this.history.cut((volume, block) => this.blockOf(image, volume, block), floor);
+        if (cut.problem !== null)
+          return this.violation(`${process.name} read path, all volumes: ${cut.problem}`);
+        site.floor = cut.prefix;
+        if (settled) site.readHoldsAll = this.holdsAll(image);
+      },
+      (error: Error) => {
+        if (process.alive) this.violation(`${process.name}: a read failed: ${error.message}`);
+      },
+    );
+  }
+
+  /** The site's floor, within what the history still holds (a machine crash may have shortened it). */
+  private floorOf(site: Site<unknown>): number[] {
+    return this.history.sources.map((writes, source) => Math.min(site.floor[source] ?? 0, writes.length));
+  }
+
+  /** Whether `image` shows every write the sources issued. */
+  private holdsAll(image: Uint8Array[]): boolean {
+    return (
+      this.history.judge((volume, block) => this.blockOf(image, volume, block), this.sources.issued) === null
+    );
   }
 
   private judgeEachVolume(what: string, image: Uint8Array[], lower: readonly number[]): boolean {
@@ -597,6 +656,8 @@ export class SiteRun {
       );
     };
     if (!holdsAll(this.primary) || !this.secondaries.every(holdsAll)) return;
+    // Files are not enough: what the read paths show must hold every write too.
+    if (![this.primary, ...this.secondaries].every((site) => site.readHoldsAll)) return;
     this.done = true;
     this.note("converged: every site's files hold every write");
   }

@@ -22,6 +22,8 @@ export interface SourceTarget {
 }
 
 export interface SourceOptions {
+  /** `ack: cycle`: a write is acknowledged only once its cycle is durable (README, Ack modes). */
+  ack: 'immediate' | 'cycle';
   crossDependencyChance: number;
   thinkMsMax: number;
   flushChance: number;
@@ -206,15 +208,21 @@ export class Sources {
         if (this.acknowledged[source] !== write.seq)
           this.violation(`source ${source}: write ${write.seq} acknowledged out of order`);
         this.acknowledged[source] = write.seq + 1;
+        // In cycle mode the acknowledgement itself promises durability: no crash may take it back.
+        if (this.options.ack === 'cycle')
+          this.durable[source] = Math.max(this.durable[source] as number, write.seq + 1);
         this.note(`source ${source} write ${write.seq} acknowledged`);
         if (write.zero) this.stats.zeroRuns++;
         else this.stats.writes++;
         this.busy[source] = false;
         this.schedule(source, this.random.int(this.options.thinkMsMax + 1));
       },
-      (error: Error) => {
+      (error: Error & { code?: string }) => {
         if (epoch !== this.epoch) return;
         this.note(`source ${source} write ${write.seq} refused: ${error.message}`);
+        // Only a full journal or a stopping site may refuse a write here (no disk fault is injected).
+        if (error.code !== 'journal-full' && error.code !== 'stopping')
+          this.violation(`source ${source}: write ${write.seq} refused: ${error.message}`);
         // Refused (journal full, stopping, a storage failure): the write is of unknown fate; again later.
         this.stats.refused++;
         this.next[source] = write.seq;
@@ -238,8 +246,9 @@ export class Sources {
         this.busy[source] = false;
         this.schedule(source, this.random.int(this.options.thinkMsMax + 1));
       },
-      () => {
+      (error: Error & { code?: string }) => {
         if (epoch !== this.epoch) return;
+        if (error.code !== 'stopping') this.violation(`source ${source}: FLUSH failed: ${error.message}`);
         this.busy[source] = false;
         this.schedule(source, 20);
       },
