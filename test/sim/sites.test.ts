@@ -82,6 +82,12 @@ const regressions: { seed: number; faults: number[]; found: string }[] = [
     found:
       "a segment's creation wrote a journal.state floor above a segment still being collected, before its own checkpoint was on disk; a power loss left an empty journal",
   },
+  {
+    seed: 588,
+    faults: [5],
+    found:
+      'the redo wrote every journaled write one after the other: over a slow disk a restart took minutes',
+  },
 ];
 for (const { seed, faults, found } of regressions) {
   test(`seed ${seed} (faults ${faults.join(',')}) runs clean; it found: ${found}`, async () => {
