@@ -114,6 +114,23 @@ export const mutants: readonly Mutant[] = [
     defect: 'with ack: cycle, writes are acknowledged before their cycle is durable',
   },
   {
+    name: 'journal-sync-skipped',
+    simulator: 'sites',
+    file: 'src/storage/segment-journal.ts',
+    find: `          await this.fs.fdatasync(fd);
+        } catch (cause) {`,
+    replace: `        } catch (cause) {`,
+    defect: "the journal's group-commit fdatasync is skipped: syncs resolve, nothing is made durable",
+  },
+  {
+    name: 'volume-sync-skipped',
+    simulator: 'sites',
+    file: 'src/storage/volume-file.ts',
+    find: '    await this.fs.fdatasync(this.fd);',
+    replace: '',
+    defect: "a volume image's flush is skipped: write-back and apply are never made durable",
+  },
+  {
     name: 'keep-incomplete',
     simulator: 'core',
     file: 'src/core/secondary-store.ts',
