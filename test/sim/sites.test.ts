@@ -89,6 +89,16 @@ const regressions: { seed: number; faults: number[]; found: string }[] = [
       'the redo wrote every journaled write one after the other: over a slow disk a restart took minutes',
   },
 ];
+test('seed 77 with disk faults (SIM_DISK_FAULTS=1, faults 3) runs clean; it found: a primary whose disk filled up served stale reads while it stopped', async () => {
+  process.env.SIM_DISK_FAULTS = '1';
+  try {
+    const result = await runSiteSeed(77, [3]);
+    assert.deepEqual(result.violations, [], result.trace.join('\n'));
+  } finally {
+    delete process.env.SIM_DISK_FAULTS;
+  }
+});
+
 for (const { seed, faults, found } of regressions) {
   test(`seed ${seed} (faults ${faults.join(',')}) runs clean; it found: ${found}`, async () => {
     const result = await runSiteSeed(seed, faults);

@@ -54,19 +54,23 @@ export class SourceApi {
    * cycle at acknowledgement (immediate or cycle mode).
    */
   write(index: number, offset: number, data: Uint8Array): Promise<CycleNumber> {
-    const volume = this.volumeId(index);
-    return this.timed(this.writeParts(volume, offset, data), (seconds) =>
-      this.parts.metrics.observeWrite(seconds),
-    );
+    return rejectingOnThrow(() => {
+      const volume = this.volumeId(index);
+      return this.timed(this.writeParts(volume, offset, data), (seconds) =>
+        this.parts.metrics.observeWrite(seconds),
+      );
+    });
   }
 
   /** Trim or write-zeroes: journaled and sent without payload. */
   writeZeroes(index: number, offset: number, length: number): Promise<CycleNumber> {
-    const volume = this.volumeId(index);
-    this.checkRange(volume, offset, length);
-    const blockBytes = this.parts.shape.blockBytes;
-    const submitted = this.submit(volume, offset / blockBytes, length / blockBytes, null);
-    return this.timed(submitted, (seconds) => this.parts.metrics.observeWrite(seconds));
+    return rejectingOnThrow(() => {
+      const volume = this.volumeId(index);
+      this.checkRange(volume, offset, length);
+      const blockBytes = this.parts.shape.blockBytes;
+      const submitted = this.submit(volume, offset / blockBytes, length / blockBytes, null);
+      return this.timed(submitted, (seconds) => this.parts.metrics.observeWrite(seconds));
+    });
   }
 
   /** Every write acknowledged before the call is durable when it resolves. */
@@ -89,10 +93,15 @@ export class SourceApi {
     const volume = this.volumeId(index);
     const file = this.parts.volumes[volume];
     if (!file) throw new PrimaryNodeError('write-out-of-range', `no volume ${volume}`);
-    return readThroughOverlay(file, offset, length, (block) => {
+    if (this.parts.failure.fatal) throw this.parts.failure.fatal;
+    const bytes = await readThroughOverlay(file, offset, length, (block) => {
       const content = this.parts.core.newestBlock(volume, block);
       return content === undefined ? this.parts.writeBack.newestBlock(volume, block) : content;
     });
+    // After a storage failure the write-back stopped: the files may lack what the index let go.
+    // Failed reads, not stale ones (found by the whole-site simulator with a full disk, seed 77).
+    if (this.parts.failure.fatal) throw this.parts.failure.fatal;
+    return bytes;
   }
 
   /** The primary is stopping: new writes are refused with `stopping`. */
@@ -212,5 +221,17 @@ export class SourceApi {
   private whenJournalHasRoom(): Promise<void> {
     if (this.parts.failure.fatal) return Promise.reject(this.parts.failure.fatal);
     return this.parts.journalRoom.whenRoom();
+  }
+}
+
+/**
+ * A refusal (out of range, stopping, a storage failure) comes back as a rejected promise, never a
+ * throw: a caller that only handles rejections (a timer, an NBD handler) must not be killed by it.
+ */
+function rejectingOnThrow<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return call();
+  } catch (error) {
+    return Promise.reject(error);
   }
 }

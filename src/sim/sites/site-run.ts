@@ -19,7 +19,7 @@ import { SecondaryNode } from '../../node/secondary-node.ts';
 import { type PrimaryFileConfig, type SecondaryFileConfig, validateConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import { Random } from '../random.ts';
-import { SimFileSystem } from '../sim-file-system.ts';
+import { type FaultHandle, SimFileSystem } from '../sim-file-system.ts';
 import { History } from './history.ts';
 import { SimNetwork } from './sim-network.ts';
 import {
@@ -45,6 +45,8 @@ export interface SiteRunStats {
   refused: number;
   faults: Record<SiteFaultKind, number>;
   restarts: number;
+  /** Sites that stopped on an injected disk fault and came back. */
+  failStops: number;
   recovers: number;
   imagesJudged: number;
   /** fsyncs and fdatasyncs that completed, on every disk. */
@@ -76,6 +78,8 @@ interface Site<N> {
   floor: number[];
   /** Once the sources are done: its read path showed every write. */
   readHoldsAll: boolean;
+  /** A disk fault was injected since this process started: a storage failure is expected. */
+  diskFault: { handle: FaultHandle; untilMs: number } | null;
 }
 
 export class SiteRun {
@@ -135,6 +139,7 @@ export class SiteRun {
       refused: 0,
       faults: Object.fromEntries(siteFaultKinds.map((kind) => [kind, 0])) as Record<SiteFaultKind, number>,
       restarts: 0,
+      failStops: 0,
       recovers: 0,
       imagesJudged: 0,
       syncs: 0,
@@ -178,6 +183,7 @@ export class SiteRun {
       appliedMax: 0,
       floor: [],
       readHoldsAll: false,
+      diskFault: null,
     };
   }
 
@@ -333,12 +339,12 @@ export class SiteRun {
   private startPrimary(): void {
     const site = this.primary;
     const process = this.newProcess(site);
-    const onFatal = (error: Error): void => {
-      if (process.alive)
-        this.violation(`${process.name}: storage failed with no disk fault injected: ${error.message}`);
-    };
+    const restart = (): void => this.startPrimary();
+    const onFatal = this.failStopOf(site, process, restart);
     this.runPrimary(process, onFatal).catch((error: Error) => {
-      if (process.alive) this.violation(`${process.name}: ${error.message}`);
+      if (!process.alive) return;
+      if (site.diskFault) this.exitAfterFailure(site, process, restart);
+      else this.violation(`${process.name}: ${error.message}`);
     });
   }
 
@@ -402,10 +408,8 @@ export class SiteRun {
   private startSecondary(site: Site<SecondaryNode>, index: number, recoverFirst: boolean): void {
     const process = this.newProcess(site);
     const config = this.secondaryConfigs[index] as SecondaryFileConfig;
-    const onFatal = (error: Error): void => {
-      if (process.alive)
-        this.violation(`${process.name}: storage failed with no disk fault injected: ${error.message}`);
-    };
+    const restart = (): void => this.startSecondary(site, index, false);
+    const onFatal = this.failStopOf(site, process, restart);
     const options = { environment: this.environmentOf(site, process) };
     const recovered = recoverFirst
       ? SecondaryNode.start(config, this.loggerOf(process), onFatal, { ...options, offline: true }).then(
@@ -433,9 +437,64 @@ export class SiteRun {
           this.note(`${process.name} started`);
         },
         (error: Error) => {
-          if (process.alive) this.violation(`${process.name} did not start: ${error.message}`);
+          if (!process.alive) return;
+          if (site.diskFault) this.exitAfterFailure(site, process, restart);
+          else this.violation(`${process.name} did not start: ${error.message}`);
         },
       );
+  }
+
+  /**
+   * What the daemon does on a storage failure: stop (every request answered with the failure),
+   * exit 3. Expected only after a disk fault was injected; the site comes back once it is over.
+   */
+  private failStopOf(site: Site<PrimaryNode | SecondaryNode>, process: SimProcess, restart: () => void) {
+    return (error: Error): void => {
+      if (!process.alive) return;
+      if (!site.diskFault) {
+        this.violation(`${process.name}: storage failed with no disk fault injected: ${error.message}`);
+        return;
+      }
+      this.note(`${process.name} fail-stops: ${error.message}`);
+      const stopped = site.node ? site.node.stop() : Promise.resolve();
+      stopped.then(
+        () => this.exitAfterFailure(site, process, restart),
+        () => this.exitAfterFailure(site, process, restart),
+      );
+    };
+  }
+
+  private exitAfterFailure(
+    site: Site<PrimaryNode | SecondaryNode>,
+    process: SimProcess,
+    restart: () => void,
+  ): void {
+    if (!process.alive) return;
+    this.stats.failStops++;
+    this.crash(site as Site<unknown>, 'process');
+    if (site === this.primary) this.sources.detach(false);
+    const untilMs = site.diskFault?.untilMs ?? 0;
+    this.world.schedule(null, Math.max(0, untilMs - this.world.elapsedMs) + 20, () => {
+      site.diskFault = null;
+      if (site === this.primary) this.sources.expectFailures = false;
+      this.stats.restarts++;
+      restart();
+    });
+  }
+
+  /** Fails the site's disk: every write with ENOSPC for a while, or its next fdatasync with EIO. */
+  private injectDiskFault(fault: SiteFault): void {
+    const site = (fault.target === 0 ? this.primary : this.secondaries[fault.target - 1]) as Site<
+      PrimaryNode | SecondaryNode
+    >;
+    if (!site.process?.alive) return;
+    const handle =
+      fault.kind === 'disk-full'
+        ? site.disk.failWith({ call: 'write', code: 'ENOSPC' })
+        : site.disk.failWith({ call: 'fdatasync', code: 'EIO', times: 1 });
+    site.diskFault = { handle, untilMs: this.world.elapsedMs + fault.durationMs };
+    if (site === this.primary) this.sources.expectFailures = true;
+    this.world.schedule(null, fault.durationMs, () => handle.cancel());
   }
 
   // ---- faults ----
@@ -446,6 +505,10 @@ export class SiteRun {
     this.note(`fault ${fault.kind} target ${fault.target} for ${fault.durationMs} ms`);
     const link = this.listenAddress(fault.target);
     switch (fault.kind) {
+      case 'disk-full':
+      case 'disk-error':
+        this.injectDiskFault(fault);
+        return;
       case 'connection-drop': {
         const connection = this.random.pick([...this.network.openConnections(link), null]);
         if (connection) this.network.reset(connection);
@@ -536,7 +599,8 @@ export class SiteRun {
           if (settled) this.primary.readHoldsAll = this.holdsAll(image);
         },
         (error: Error) => {
-          if (primaryProcess.alive) this.violation(`${primaryProcess.name}: a read failed: ${error.message}`);
+          if (primaryProcess.alive && !this.primary.diskFault)
+            this.violation(`${primaryProcess.name}: a read failed: ${error.message}`);
         },
       );
     }
@@ -574,7 +638,8 @@ export class SiteRun {
         if (settled) site.readHoldsAll = this.holdsAll(image);
       },
       (error: Error) => {
-        if (process.alive) this.violation(`${process.name}: a read failed: ${error.message}`);
+        if (process.alive && !site.diskFault)
+          this.violation(`${process.name}: a read failed: ${error.message}`);
       },
     );
   }

@@ -3,6 +3,7 @@ import { Worker } from 'node:worker_threads';
 import { runSiteSeed, type SiteRunResult, type SiteRunStats } from './site-run.ts';
 import {
   describeSiteScenario,
+  diskFaultsEnabled,
   drawSiteScenario,
   type SiteFaultKind,
   siteFaultKinds,
@@ -78,7 +79,8 @@ async function printFailure(
   }
   print(`  events leading to it (last ${shown.trace.length}):`);
   for (const line of shown.trace) print(`    ${line}`);
-  print(`  replay: npm run sim -- --seed-start ${seed} --seeds 1${replayFaults} --trace`);
+  const environment = diskFaultsEnabled() ? 'SIM_DISK_FAULTS=1 ' : '';
+  print(`  replay: ${environment}npm run sim -- --seed-start ${seed} --seeds 1${replayFaults} --trace`);
 }
 
 export interface SiteWorkerJob {
@@ -157,6 +159,7 @@ function emptyReport(): SiteSimulationReport {
     refused: 0,
     faults: Object.fromEntries(siteFaultKinds.map((kind) => [kind, 0])) as Record<SiteFaultKind, number>,
     restarts: 0,
+    failStops: 0,
     recovers: 0,
     imagesJudged: 0,
     syncs: 0,
@@ -178,6 +181,7 @@ function addStats(total: SiteRunStats, part: SiteRunStats): void {
     'lostInCrash',
     'refused',
     'restarts',
+    'failStops',
     'recovers',
     'imagesJudged',
     'syncs',
@@ -209,7 +213,7 @@ export function printSiteReport(print: (line: string) => void, report: SiteSimul
     `writes ${report.writes}, zero runs ${report.zeroRuns}, flushes ${report.flushes}, writes issued again after a process crash ${report.reissued}, writes a machine crash took back ${report.lostInCrash}, refused ${report.refused}`,
   );
   print(
-    `restarts ${report.restarts}, of which through cyclerep recover ${report.recovers}, images judged ${report.imagesJudged}`,
+    `restarts ${report.restarts}, of which through cyclerep recover ${report.recovers}, after a fail-stop on a disk fault ${report.failStops}, images judged ${report.imagesJudged}`,
   );
   print(
     `disk syncs ${report.syncs}; machine crashes lost ${report.lostSectors} sectors, tore ${report.tornSectors}, reverted ${report.revertedEntries} directory entries`,

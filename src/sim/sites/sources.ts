@@ -52,6 +52,8 @@ export class Sources {
   private epoch = 0;
   private target: SourceTarget | null = null;
   stopped = false;
+  /** The primary's disk was made to fail: refusals and failed FLUSHes are what it should answer. */
+  expectFailures = false;
   readonly stats: SourceStats = {
     writes: 0,
     zeroRuns: 0,
@@ -221,7 +223,7 @@ export class Sources {
         if (epoch !== this.epoch) return;
         this.note(`source ${source} write ${write.seq} refused: ${error.message}`);
         // Only a full journal or a stopping site may refuse a write here (no disk fault is injected).
-        if (error.code !== 'journal-full' && error.code !== 'stopping')
+        if (!this.expectFailures && error.code !== 'journal-full' && error.code !== 'stopping')
           this.violation(`source ${source}: write ${write.seq} refused: ${error.message}`);
         // Refused (journal full, stopping, a storage failure): the write is of unknown fate; again later.
         this.stats.refused++;
@@ -248,7 +250,8 @@ export class Sources {
       },
       (error: Error & { code?: string }) => {
         if (epoch !== this.epoch) return;
-        if (error.code !== 'stopping') this.violation(`source ${source}: FLUSH failed: ${error.message}`);
+        if (!this.expectFailures && error.code !== 'stopping')
+          this.violation(`source ${source}: FLUSH failed: ${error.message}`);
         this.busy[source] = false;
         this.schedule(source, 20);
       },
