@@ -97,7 +97,8 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
     zeroChance: random.pick([0.05, 0.2]),
     provisioned: random.chance(0.5),
     faultPhaseMs,
-    settleMsMax: 30_000,
+    // Long enough for a secondary whose volumes sit on a disk ten times slower to catch up.
+    settleMsMax: 120_000,
     faults: [
       ...drawFaults(random.fork(), faultPhaseMs, secondaries),
       // Drawn apart and listed last, so the faults above (and their indices) stay as they were.
