@@ -80,6 +80,7 @@ export type StorageErrorCode =
   | 'volume-missing'
   | 'volume-size-mismatch'
   | 'volume-foreign'
+  | 'tracking-file-corrupt'
   | 'storage-io';
 
 /**
@@ -92,6 +93,7 @@ export const damagedDataCodes: ReadonlySet<string> = new Set<StorageErrorCode>([
   'volume-missing',
   'volume-size-mismatch',
   'volume-foreign',
+  'tracking-file-corrupt',
 ]);
 
 /** The environment failed us: a damaged journal, a volume file of the wrong size, an I/O error. */

@@ -7,10 +7,12 @@
 
 import type { Frame } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
+import type { TrackingState } from './changed-blocks.ts';
 import { ConfigError, WriteError } from './errors.ts';
 import { FoldIndex } from './fold.ts';
 import type { PrimaryIdentity } from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
+import type { SecondaryMode, TrackingConfig } from './link-tracking.ts';
 import { type CycleStore, type LinkRequest, type LinkState, PrimaryLink } from './primary-link.ts';
 import type { PrimaryRecord } from './records.ts';
 import { type AckMode, type CycleNumber, type Extent, type GroupShape, volumeBlocks } from './types.ts';
@@ -29,6 +31,8 @@ export interface PrimaryConfig {
   timings: LinkTimings;
   /** This primary's site and generation chain (site.json), stated in every hello. */
   identity: PrimaryIdentity;
+  /** When an away secondary's journal entries give way to a changed-block bitmap (docs/resync.md). */
+  tracking: TrackingConfig;
 }
 
 export type PrimaryAction =
@@ -76,6 +80,11 @@ interface SequencerNode {
 export interface SecondaryStatus {
   name: string;
   link: LinkState;
+  /** streaming, journal (away, held in the journal), tracking (away, bitmap), resync (copying). */
+  mode: SecondaryMode;
+  /** Bytes the bitmap still marks (0 unless tracking or resyncing), and bytes copied this session. */
+  resyncBytesLeft: number;
+  resyncBytesCopied: number;
   stored: CycleNumber;
   applied: CycleNumber;
   lagCycles: number;
@@ -163,6 +172,7 @@ export class PrimaryGroup implements CycleStore {
           this,
           environment,
           this.out,
+          config.tracking,
         ),
       );
     }
@@ -177,6 +187,7 @@ export class PrimaryGroup implements CycleStore {
     config: PrimaryConfig,
     random: () => number,
     records: Iterable<PrimaryRecord>,
+    trackings: ReadonlyMap<string, TrackingState> = new Map(),
   ): PrimaryGroup {
     const group = new PrimaryGroup(config, random);
     group.cycles.clear();
@@ -201,6 +212,8 @@ export class PrimaryGroup implements CycleStore {
     for (const link of group.links) {
       link.stored = group.collected;
       link.applied = group.collected;
+      const tracking = trackings.get(link.name);
+      if (tracking) link.tracking.restore(tracking, group.collected);
     }
     return group;
   }
@@ -215,6 +228,10 @@ export class PrimaryGroup implements CycleStore {
 
   /** Every action since the last handler returned: each handler hands back what it caused. */
   private takeActions(): PrimaryAction[] {
+    // Copy reads start only between switches, so that each falls inside one capture cycle.
+    if (this.switching === null) {
+      for (const link of this.links) link.tracking.issueReads(this.capture);
+    }
     return this.out.splice(0);
   }
 
@@ -281,13 +298,62 @@ export class PrimaryGroup implements CycleStore {
   onTick(nowMs: number): PrimaryAction[] {
     if (this.switchDue(nowMs)) this.beginSwitch(nowMs);
     for (const link of this.links) link.onTick(nowMs);
+    this.trackAway(nowMs);
     return this.takeActions();
+  }
+
+  /**
+   * An away secondary must not make the sources wait: when the journal fills, or it has been away
+   * long enough, its unstored cycles fold into its bitmap and the journal may pass it (docs/resync.md).
+   */
+  private trackAway(nowMs: number): void {
+    const tracking = this.config.tracking;
+    const full = this.journalBytesHeld() >= tracking.journalBytesHigh;
+    const floor = Math.min(...this.links.map((link) => link.hold()));
+    for (const link of this.links) {
+      if (link.hold() >= this.closed) continue;
+      const away = link.state !== 'streaming';
+      const awayTooLong = away && link.awaySinceMs !== null && nowMs - link.awaySinceMs >= tracking.awayMsMax;
+      if (!awayTooLong && !(full && link.hold() === floor)) continue;
+      if (!away) {
+        link.fail(
+          nowMs,
+          `the journal holds ${this.journalBytesHeld()} bytes, at least ${tracking.journalBytesHigh}, and this secondary holds its floor (stored ${link.stored}): it switches to tracking and resyncs`,
+        );
+      }
+      link.tracking.track(link.stored, this.closed, (cycle) => this.entry(cycle).fold);
+    }
+  }
+
+  /** The bitmap of `link` is durable up to the cycle it was saved with: the journal may pass it. */
+  onTrackingSaved(_nowMs: number, link: string, token: number): PrimaryAction[] {
+    if (this.linkNamed(link)?.tracking.onSaved(token)) this.collect();
+    return this.takeActions();
+  }
+
+  /** The bytes of a copy read, read through the primary's read path. */
+  onCopyRead(_nowMs: number, link: string, token: number, data: Uint8Array): PrimaryAction[] {
+    this.linkNamed(link)?.tracking.onCopyRead(token, data);
+    return this.takeActions();
+  }
+
+  private journalBytesHeld(): number {
+    let bytes = 0;
+    for (const entry of this.cycles.values()) bytes += entry.journalBytes;
+    return bytes;
   }
 
   private switchDue(nowMs: number): boolean {
     if (this.switching || this.closing) return false;
     if (nowMs - this.lastSwitchMs < this.config.cycleMsMin) return false;
-    if (this.entry(this.capture).writes === 0) return false;
+    // A copy read must fall inside one capture cycle (docs/resync.md).
+    if (this.links.some((link) => link.tracking.reading)) return false;
+
+    const wanted = this.links.some(
+      (link) =>
+        link.state === 'streaming' && link.tracking.wantsSwitch(this.capture, link.sentEndCycle, this.closed),
+    );
+    if (this.entry(this.capture).writes === 0 && !wanted) return false;
     // Closed cycles that a connected secondary has not stored wait to be sent; past the bound the
     // capture cycle keeps growing instead. A disconnected secondary does not hold the group back:
     // it will get one recovery cycle however many cycles close meanwhile.
@@ -413,7 +479,7 @@ export class PrimaryGroup implements CycleStore {
 
   /** Journal entries go once every secondary stored them. */
   private collect(): void {
-    const storedNumbers = this.links.map((link) => link.stored);
+    const storedNumbers = this.links.map((link) => link.hold());
     const floor = storedNumbers.length === 0 ? this.closed : Math.min(...storedNumbers);
     if (floor <= this.collected) return;
     assert(floor <= this.closed, 'nothing above the closed number is stored');
@@ -473,8 +539,7 @@ export class PrimaryGroup implements CycleStore {
   // ---- observation ---------------------------------------------------------------------------
 
   status(nowMs: number): PrimaryStatus {
-    let journalBytes = 0;
-    for (const entry of this.cycles.values()) journalBytes += entry.journalBytes;
+    const journalBytes = this.journalBytesHeld();
     return {
       group: this.config.shape.group,
       role: 'primary',
@@ -497,13 +562,17 @@ export class PrimaryGroup implements CycleStore {
         oldestMs = entry.firstWriteMs;
       }
     }
+    const progress = link.tracking.progress();
     return {
       name: link.name,
       link: link.state,
+      mode: link.mode(),
+      resyncBytesLeft: progress.bytesLeft,
+      resyncBytesCopied: progress.copiedBytes,
       stored: link.stored,
       applied: link.applied,
       lagCycles: link.lagCycles(),
-      lagBytes,
+      lagBytes: lagBytes + progress.bytesLeft,
       lagSeconds: oldestMs === null ? 0 : (nowMs - oldestMs) / 1000,
       shippedBytes: link.shippedBytes,
       failures: link.failures,

@@ -14,13 +14,20 @@ import {
   type WelcomeFrame,
 } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
-import type { FoldIndex, Run } from './fold.ts';
+import { FoldIndex, type Run } from './fold.ts';
 import type { PrimaryIdentity } from './identity.ts';
 import { type LinkTimings, limits } from './limits.ts';
+import {
+  LinkTracking,
+  type SecondaryMode,
+  type TrackingConfig,
+  type TrackingRequest,
+} from './link-tracking.ts';
 import type { ActionSink, CycleNumber, GroupShape, LogEntry } from './types.ts';
 
 /** What the link reads of the group's journal. */
 export interface CycleStore {
+  readonly capture: CycleNumber;
   readonly closed: CycleNumber;
   readonly collected: CycleNumber;
   /** Folded content of closed cycles from..to, merged oldest first. */
@@ -31,6 +38,7 @@ export type LinkState = 'idle' | 'connecting' | 'streaming' | 'refused';
 
 /** Requests a link makes of its environment. */
 export type LinkRequest =
+  | TrackingRequest
   | { type: 'connect'; link: string; connection: number }
   | { type: 'disconnect'; link: string; connection: number; reason: string }
   | { type: 'log'; entry: LogEntry };
@@ -97,6 +105,10 @@ export class PrimaryLink {
   lastFailure: string | null = null;
   /** Why the secondary last refused this primary (its ERROR frame), until a session is accepted. */
   refusal: string | null = null;
+  /** Since when the link has not been streaming (null while it is). */
+  awaySinceMs: number | null = null;
+  /** Its tracking mode and resync: the bitmap that stands in for the journal while it is away. */
+  readonly tracking: LinkTracking;
 
   constructor(
     readonly name: string,
@@ -106,6 +118,7 @@ export class PrimaryLink {
     private readonly store: CycleStore,
     private readonly environment: LinkEnvironment,
     private readonly out: ActionSink<LinkRequest>,
+    trackingConfig: TrackingConfig,
   ) {
     assert(
       connectionCount >= 1 && connectionCount <= limits.connectionsPerLinkMax,
@@ -114,6 +127,22 @@ export class PrimaryLink {
     this.stored = store.collected;
     this.applied = store.collected;
     this.backoffMs = timings.reconnectMsMin;
+    this.tracking = new LinkTracking(name, shape, trackingConfig, out);
+  }
+
+  /** Highest cycle whose end-of-cycle frame was queued in this session. */
+  get sentEndCycle(): CycleNumber {
+    return this.sentEnd;
+  }
+
+  /** The newest cycle the journal must keep everything above for this link. */
+  hold(): CycleNumber {
+    return this.tracking.hold(this.stored);
+  }
+
+  mode(): SecondaryMode {
+    if (this.state === 'streaming') return this.tracking.copying ? 'resync' : 'streaming';
+    return this.tracking.active ? 'tracking' : 'journal';
   }
 
   owns(connection: number): boolean {
@@ -121,6 +150,7 @@ export class PrimaryLink {
   }
 
   onTick(nowMs: number): void {
+    if (this.state !== 'streaming') this.awaySinceMs ??= nowMs;
     if ((this.state === 'idle' || this.state === 'refused') && nowMs >= this.retryAtMs) {
       this.startSession(nowMs);
       return;
@@ -239,9 +269,10 @@ export class PrimaryLink {
       this.fail(nowMs, `welcome for session ${welcome.sessionId}, version ${welcome.protocolVersion}`);
       return false;
     }
-    if (welcome.stored < this.store.collected || welcome.stored > this.store.closed) {
-      // Below the journal floor nothing can rebuild the secondary from the journal; above the
-      // closed number the secondary holds cycles this primary never closed. Both need an operator.
+    if (welcome.stored > this.store.closed) {
+      // Above the closed number the secondary holds cycles this primary never closed: it followed
+      // another history, and only an operator can say which one survives. (Below the journal's
+      // floor it gets a copy: initial sync.)
       this.refuse(
         nowMs,
         `secondary stored ${welcome.stored}, journal holds ${this.store.collected + 1}..${this.store.closed}`,
@@ -256,7 +287,9 @@ export class PrimaryLink {
     this.state = 'streaming';
     this.refusal = null;
     this.backoffMs = this.timings.reconnectMsMin;
+    this.awaySinceMs = null;
     this.sentEnd = this.stored;
+    this.tracking.startSession(this.stored, this.store.collected);
     if (this.store.closed > this.stored) this.queueRecovery();
     return moved;
   }
@@ -270,16 +303,24 @@ export class PrimaryLink {
     this.stored = stored;
     this.applied = Math.max(this.applied, applied);
     if (moved) this.awaitingStoredSinceMs = stored >= this.endSentMax ? null : nowMs;
+    if (moved) this.tracking.onStored(nowMs, stored);
     return moved;
   }
 
-  /** The claim's recovery: every unsynchronized entry, folded, as one cycle below every unsent one. */
+  /**
+   * The claim's recovery: every unsynchronized entry, folded, as one cycle below every unsent one.
+   * With a bitmap, the journal holds only the cycles after it; the bitmap's chunks follow as copy.
+   */
   private queueRecovery(): void {
     const from = this.stored + 1;
     const newestClosed = this.store.closed;
     // Numbered K, the batch stays below every cycle still unsent (the capture cycle K+1 and later).
     const number = newestClosed;
-    const fold = this.store.foldRange(from, newestClosed);
+    const journalFrom = this.tracking.journalFrom(this.stored);
+    const fold =
+      journalFrom <= newestClosed
+        ? this.store.foldRange(journalFrom, newestClosed)
+        : new FoldIndex(this.shape.blockBytes);
     this.recoveries++;
     this.out.push({
       type: 'log',
@@ -309,11 +350,20 @@ export class PrimaryLink {
         this.sentEnd - this.stored < this.timings.cyclesInFlightMax
       ) {
         const next = this.sentEnd + 1;
-        this.queueCycle(next, next, this.store.foldRange(next, next));
+        this.queueCycle(next, next, this.cycleWithCopy(next));
       } else {
         return;
       }
     }
+  }
+
+  /** A closed cycle's writes, after the copy chunks that travel in it, if any (they lose to them). */
+  private cycleWithCopy(cycle: CycleNumber): FoldIndex {
+    const writes = this.store.foldRange(cycle, cycle);
+    const copy = this.tracking.takeAttached(cycle);
+    if (!copy) return writes;
+    copy.merge(writes);
+    return copy;
   }
 
   private queueCycle(number: CycleNumber, coversFrom: CycleNumber, fold: FoldIndex): void {
@@ -342,6 +392,7 @@ export class PrimaryLink {
       coversFrom: packing.coversFrom,
       packetCount: packing.runs.length,
       digest: packing.digest,
+      consistent: this.tracking.consistentAfter(packing.number),
     });
     this.sentEnd = Math.max(this.sentEnd, packing.number);
     this.packing = null;
@@ -394,6 +445,8 @@ export class PrimaryLink {
       },
     });
     this.closeAll(reason);
+    this.tracking.endSession();
+    this.awaySinceMs ??= nowMs;
     this.state = 'idle';
     this.retryAtMs = nowMs + this.backoffMs;
     this.backoffMs = Math.min(this.backoffMs * 2, this.timings.reconnectMsMax);
@@ -409,6 +462,8 @@ export class PrimaryLink {
       entry: { level: 'error', event: 'link-refused', fields: { link: this.name, reason } },
     });
     this.closeAll(reason);
+    this.tracking.endSession();
+    this.awaySinceMs ??= nowMs;
     this.state = 'refused';
     this.retryAtMs = nowMs + this.timings.reconnectMsMax;
   }

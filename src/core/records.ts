@@ -17,8 +17,11 @@ export type PrimaryRecord =
 export type SecondaryRecord =
   /** One received packet of a cycle that is not stored yet. */
   | { kind: 'packet'; cycle: CycleNumber; packetIndex: number; extent: Extent }
-  /** Cycle `cycle`, covering coversFrom..cycle, is complete: after a crash it is applied, never dropped. */
-  | { kind: 'stored'; cycle: CycleNumber; coversFrom: CycleNumber }
+  /**
+   * Cycle `cycle`, covering coversFrom..cycle, is complete: after a crash it is applied, never
+   * dropped. When not `consistent` (a resync), it is applied only with the next consistent cycle.
+   */
+  | { kind: 'stored'; cycle: CycleNumber; coversFrom: CycleNumber; consistent: boolean }
   /** A failure: packets of every cycle above `stored` are void. */
   | { kind: 'discard'; stored: CycleNumber }
   /** The volumes durably hold the image of `cycle`. */

@@ -67,6 +67,16 @@ interface ReceivingCycle {
 interface StoredCycle {
   cycle: CycleNumber;
   coversFrom: CycleNumber;
+  /** False for a resync's cycles before its last copied chunk: applied only with a later one. */
+  consistent: boolean;
+  fold: FoldIndex;
+}
+
+/** Stored cycles applied together: from the image at coversFrom-1 straight to the image at `cycle`. */
+interface ApplyUnit {
+  cycle: CycleNumber;
+  coversFrom: CycleNumber;
+  cycles: CycleNumber[];
   fold: FoldIndex;
 }
 
@@ -82,7 +92,7 @@ export class SecondaryStore {
   private receiving = new Map<CycleNumber, ReceivingCycle>();
   private readonly storedCycles = new Map<CycleNumber, StoredCycle>();
   private storing: (StoredCycle & { seq: number }) | null = null;
-  private applying: (StoredCycle & { phase: 'volumes' | 'marker'; wait: number }) | null = null;
+  private applying: (ApplyUnit & { phase: 'volumes' | 'marker'; wait: number }) | null = null;
   private appendSeq = 0;
   private durableSeq = 0;
   private syncRequestedSeq = 0;
@@ -110,7 +120,12 @@ export class SecondaryStore {
           const fold = new FoldIndex(this.shape.blockBytes);
           for (const { extent } of buffers.get(record.cycle) ?? []) fold.add(extent);
           buffers.delete(record.cycle);
-          this.storedCycles.set(record.cycle, { cycle: record.cycle, coversFrom: record.coversFrom, fold });
+          this.storedCycles.set(record.cycle, {
+            cycle: record.cycle,
+            coversFrom: record.coversFrom,
+            consistent: record.consistent,
+            fold,
+          });
           this.stored = Math.max(this.stored, record.cycle);
           break;
         }
@@ -249,8 +264,13 @@ export class SecondaryStore {
         fold.add(extentOfDataFrame(packet));
       }
       this.receiving.delete(number);
-      const seq = this.append({ kind: 'stored', cycle: number, coversFrom: end.coversFrom });
-      this.storing = { cycle: number, coversFrom: end.coversFrom, fold, seq };
+      const seq = this.append({
+        kind: 'stored',
+        cycle: number,
+        coversFrom: end.coversFrom,
+        consistent: end.consistent,
+      });
+      this.storing = { cycle: number, coversFrom: end.coversFrom, consistent: end.consistent, fold, seq };
       this.requestSync(seq);
       return;
     }
@@ -271,7 +291,11 @@ export class SecondaryStore {
     this.storing = null;
     this.stored = storing.cycle;
     this.storedCycles.set(storing.cycle, storing);
-    this.log('debug', 'cycle-stored', { cycle: storing.cycle, coversFrom: storing.coversFrom });
+    this.log('debug', 'cycle-stored', {
+      cycle: storing.cycle,
+      coversFrom: storing.coversFrom,
+      consistent: storing.consistent,
+    });
     this.events.onCycleStored(nowMs);
     try {
       this.tryStore();
@@ -282,10 +306,10 @@ export class SecondaryStore {
     this.tryApply();
   }
 
-  /** Applies the next stored cycle, whole: the read path shows it from the first volume write on. */
+  /** Applies the next unit of stored cycles, whole: the read path shows it from the first volume write on. */
   private tryApply(): void {
     if (this.applying) return;
-    const next = [...this.storedCycles.values()].find((cycle) => cycle.coversFrom === this.applied + 1);
+    const next = this.nextUnit();
     if (!next) return;
     const token = ++this.volumeSyncs;
     this.applying = { ...next, phase: 'volumes', wait: token };
@@ -294,6 +318,36 @@ export class SecondaryStore {
     for (const extent of next.fold.extents(limits.packetBytesMax))
       this.out.push({ type: 'volume-write', extent });
     this.out.push({ type: 'volume-sync', token });
+  }
+
+  /**
+   * The stored cycles from applied+1 up to the first consistent one, merged in order (later cycles
+   * win); null while that consistent cycle is not stored yet (a resync still under way).
+   */
+  private nextUnit(): ApplyUnit | null {
+    const byFrom = new Map<CycleNumber, StoredCycle>();
+    for (const cycle of this.storedCycles.values()) byFrom.set(cycle.coversFrom, cycle);
+    const chain: StoredCycle[] = [];
+    let from = this.applied + 1;
+    for (;;) {
+      const cycle = byFrom.get(from);
+      if (!cycle) return null;
+      chain.push(cycle);
+      if (cycle.consistent) break;
+      from = cycle.cycle + 1;
+    }
+    const last = chain[chain.length - 1] as StoredCycle;
+    const first = chain[0] as StoredCycle;
+    if (chain.length === 1)
+      return { cycle: last.cycle, coversFrom: first.coversFrom, cycles: [last.cycle], fold: last.fold };
+    const fold = new FoldIndex(this.shape.blockBytes);
+    for (const cycle of chain) fold.merge(cycle.fold);
+    return {
+      cycle: last.cycle,
+      coversFrom: first.coversFrom,
+      cycles: chain.map((cycle) => cycle.cycle),
+      fold,
+    };
   }
 
   onVolumesSynced(token: number): void {
@@ -310,7 +364,7 @@ export class SecondaryStore {
     assert(applying, 'a cycle was being applied');
     this.applying = null;
     this.appliedDurable = applying.cycle;
-    this.storedCycles.delete(applying.cycle);
+    for (const cycle of applying.cycles) this.storedCycles.delete(cycle);
     this.out.push({ type: 'journal-release', upTo: applying.cycle });
     this.events.onCycleApplied(nowMs);
     this.tryApply();

@@ -10,6 +10,8 @@
  * journal's in-memory index. At start-up every journaled write of an uncollected cycle is written
  * to the volumes again (redo), which repairs whatever a crash left half done.
  */
+
+import type { TrackingState } from '../core/changed-blocks.ts';
 import type { StorageFault } from '../core/errors.ts';
 import { currentGeneration, type SiteId } from '../core/identity.ts';
 import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
@@ -21,6 +23,7 @@ import type { NbdExport } from '../nbd/connection.ts';
 import type { PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
+import { dropTrackingState, saveTrackingState } from '../storage/tracking-file.ts';
 import { JournalRoom } from './primary/journal-room.ts';
 import { PrimaryLinks } from './primary/link-connections.ts';
 import { type LinkDialer, networkDialer } from './primary/link-dialer.ts';
@@ -28,6 +31,7 @@ import { NodeLinkDialer } from './primary/node-link-dialer.ts';
 import { PrimaryNodeError } from './primary/primary-node-error.ts';
 import { openPrimaryStorage, type PrimaryStorage, redoJournaledWrites } from './primary/primary-storage.ts';
 import { SourceApi } from './primary/source-api.ts';
+import { trackingConfigOf } from './primary/tracking-config.ts';
 import { WriteBack } from './primary/write-back.ts';
 import { linkTimingsOf } from './site/link-timings.ts';
 import { volumeExports } from './site/nbd-exports.ts';
@@ -69,11 +73,13 @@ export class PrimaryNode {
   /** Settles once the latest journal append is in the kernel's hands: acknowledgements wait for it. */
   private lastAppend: Promise<void> = Promise.resolve();
   private writtenAtLastSwitch = 0;
+  /** Per secondary, the last bitmap file write: the next waits for it. */
+  private readonly trackingWrites = new Map<string, Promise<void>>();
 
   private constructor(
     private readonly config: PrimaryFileConfig,
     private readonly storage: PrimaryStorage,
-    environment: SiteEnvironment,
+    private readonly environment: SiteEnvironment,
     private readonly logger: Logger,
     onFatal: (error: Error) => void,
   ) {
@@ -102,9 +108,11 @@ export class PrimaryNode {
         connectionsPerLink: Math.max(...config.secondaries.map((secondary) => secondary.connections)),
         timings: linkTimingsOf(config.link),
         identity: storage.identity,
+        tracking: trackingConfigOf(config, storage.shape.blockBytes),
       },
       environment.random,
       storage.records,
+      storage.trackings,
     );
     this.writeBack = new WriteBack(storage.volumes, storage.shape.blockBytes, (error) => this.fail(error));
     this.journalRoom = new JournalRoom(storage.journal, config.journal.capacity, logger);
@@ -264,7 +272,43 @@ export class PrimaryNode {
       case 'log':
         this.logger.log(action.entry);
         return;
+      case 'tracking-save':
+        this.onTrackingSave(action.link, action.token, action.state);
+        return;
+      case 'tracking-drop':
+        this.afterTrackingWrites(action.link, () =>
+          dropTrackingState(this.environment.fs, this.config.dataDir, action.link),
+        );
+        return;
+      case 'copy-read':
+        this.onCopyRead(action.link, action.token, action.volume, action.block, action.blockCount);
+        return;
     }
+  }
+
+  /** The bitmap durable first, then the group may collect the journal past that secondary. */
+  private onTrackingSave(link: string, token: number, state: TrackingState): void {
+    this.afterTrackingWrites(link, async () => {
+      await saveTrackingState(this.environment.fs, this.config.dataDir, link, state);
+      this.complete(() => this.core.onTrackingSaved(this.clock.now(), link, token));
+    });
+  }
+
+  /** One bitmap file write at a time per secondary: two would share its temporary file. */
+  private afterTrackingWrites(link: string, write: () => Promise<void>): void {
+    const previous = this.trackingWrites.get(link) ?? Promise.resolve();
+    const next = previous.then(write);
+    this.trackingWrites.set(link, next);
+    next.catch((error) => this.fail(error));
+  }
+
+  /** A resync's copy read, through the same read path as the sources' reads. */
+  private onCopyRead(link: string, token: number, volume: number, block: number, blockCount: number): void {
+    const blockBytes = this.storage.shape.blockBytes;
+    this.sources.readVolume(volume, block * blockBytes, blockCount * blockBytes).then(
+      (data) => this.complete(() => this.core.onCopyRead(this.clock.now(), link, token, data)),
+      (error) => this.fail(error),
+    );
   }
 
   private onJournalAppend(seq: number, record: PrimaryRecord): void {

@@ -171,6 +171,20 @@ const primarySchema = z.strictObject({
     .strictObject({ capacity: size.default(4 * 1024 ** 3), segmentSize: size.default(64 * 1024 ** 2) })
     .default({ capacity: 4 * 1024 ** 3, segmentSize: 64 * 1024 ** 2 }),
   nbd: nbd.optional(),
+  /** When an away secondary's journal entries give way to a changed-block bitmap (docs/resync.md). */
+  tracking: z
+    .strictObject({
+      journalFraction: z.number().gt(0).max(1).default(0.5),
+      awaySecondsMax: z.number().min(0).default(600),
+      granularity: size.default(64 * 1024),
+      copyWindow: size.default(64 * 1024 ** 2),
+    })
+    .default({
+      journalFraction: 0.5,
+      awaySecondsMax: 600,
+      granularity: 64 * 1024,
+      copyWindow: 64 * 1024 ** 2,
+    }),
   secondaries: z
     .array(
       z.strictObject({
@@ -290,6 +304,14 @@ function checkRelations(config: FileConfig, source: string): void {
       problems.push('secondaries: two secondaries share a name');
     if (config.journal.segmentSize > config.journal.capacity)
       problems.push('journal.segmentSize: larger than journal.capacity');
+    if (config.tracking.granularity % config.blockSize !== 0)
+      problems.push(
+        `tracking.granularity: ${config.tracking.granularity} is not whole blocks of ${config.blockSize}`,
+      );
+    if (config.tracking.copyWindow < Math.max(config.tracking.granularity, limits.packetBytesMax))
+      problems.push(
+        `tracking.copyWindow: at least tracking.granularity and ${limits.packetBytesMax} bytes, so that one copy read fits`,
+      );
   }
   if (problems.length > 0)
     throw new ConfigError(problems.map((problem) => `${source}: ${problem}`).join('\n'));

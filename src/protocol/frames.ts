@@ -19,7 +19,7 @@ import { ByteReader, ByteWriter, encodeString, encodeTruncated } from './bytes.t
 import { crc32c } from './crc32c.ts';
 
 /** 2: the hello carries the primary's site identity and generation chain. */
-export const protocolVersion = 2;
+export const protocolVersion = 3;
 export const frameMagic = 0x43595250;
 export const frameHeaderBytes = 20;
 
@@ -95,6 +95,12 @@ export interface EndOfCycleFrame {
   packetCount: number;
   /** Order-independent digest of the packets (see cycleDigest). */
   digest: number;
+  /**
+   * Whether the image after this cycle is consistent. False for the cycles of a resync before its
+   * last copied chunk: the secondary stores them but applies them only together with the next
+   * consistent cycle, as one unit (docs/resync.md).
+   */
+  consistent: boolean;
 }
 
 /** Secondary to primary: every cycle up to `stored` is stored; the volumes show cycle `applied`. */
@@ -235,11 +241,12 @@ function encodePayload(frame: Frame): Uint8Array {
         .raw(frame.payload)
         .finish();
     case 'end-of-cycle':
-      return new ByteWriter(8 + 8 + 4 + 4)
+      return new ByteWriter(8 + 8 + 4 + 4 + 1)
         .u64(frame.cycle)
         .u64(frame.coversFrom)
         .u32(frame.packetCount)
         .u32(frame.digest)
+        .u8(frame.consistent ? 1 : 0)
         .finish();
     case 'stored':
       return new ByteWriter(16).u64(frame.stored).u64(frame.applied).finish();
@@ -359,6 +366,7 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
         coversFrom: reader.u64('coversFrom'),
         packetCount: reader.u32('packetCount'),
         digest: reader.u32('digest'),
+        consistent: readFlag(reader, 'consistent'),
       };
     case 'stored':
       return { type, stored: reader.u64('stored'), applied: reader.u64('applied') };
@@ -559,4 +567,11 @@ export function packetDigest(frame: DataFrame): number {
 
 export function addDigest(sum: number, packet: number): number {
   return (sum + packet) >>> 0;
+}
+
+/** A one-byte boolean: 0 or 1, anything else refused (a frame has one encoding). */
+function readFlag(reader: ByteReader, field: string): boolean {
+  const value = reader.u8(field);
+  if (value > 1) throw new ProtocolError('frame-bad-field', `${field}: ${value} is neither 0 nor 1`);
+  return value === 1;
 }

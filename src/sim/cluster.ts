@@ -5,8 +5,10 @@
  * restarts of every site, and sources that issue dependent writes. After every step the
  * invariants of DESIGN.md are checked; the first violation ends the run.
  */
+
 import type { PrimaryIdentity } from '../core/identity.ts';
 import type { LinkTimings } from '../core/limits.ts';
+import { trackingNever } from '../core/link-tracking.ts';
 import { type PrimaryAction, type PrimaryConfig, PrimaryGroup } from '../core/primary-group.ts';
 import type { PrimaryRecord, SecondaryRecord } from '../core/records.ts';
 import { Secondary, type SecondaryAction, type SecondaryConfig } from '../core/secondary.ts';
@@ -133,6 +135,9 @@ export class Cluster {
       ack: scenario.ack,
       cycleMsMin: scenario.cycleMsMin,
       cyclesQueuedMax: scenario.cyclesQueuedMax,
+      // The core simulator has no primary volumes to copy from: no tracking, and no initial sync
+      // (its secondaries are never wiped). The whole-site simulator runs tracking and resync.
+      tracking: trackingNever,
       connectionsPerLink: scenario.connectionsPerLink,
       timings: scenario.timings,
       identity: simulatedIdentity(scenario.seed),
@@ -402,6 +407,11 @@ export class Cluster {
         return;
       case 'log':
         this.onLog('primary', action.entry);
+        return;
+      case 'tracking-save':
+      case 'tracking-drop':
+      case 'copy-read':
+        this.violations.push(`the core simulator runs no tracking, yet the primary asked for ${action.type}`);
         return;
     }
   }

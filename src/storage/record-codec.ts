@@ -45,6 +45,8 @@ const kinds = {
   stored: 12,
   discard: 13,
   applied: 14,
+  /** A stored cycle of a resync, not consistent on its own (a kind of its own: old journals read the same). */
+  storedPartial: 15,
 } as const;
 
 function extentBytes(extent: Extent): number {
@@ -116,7 +118,11 @@ export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = {
           record.extent,
         ).finish();
       case 'stored':
-        return new ByteWriter(17).u8(kinds.stored).u64(record.cycle).u64(record.coversFrom).finish();
+        return new ByteWriter(17)
+          .u8(record.consistent ? kinds.stored : kinds.storedPartial)
+          .u64(record.cycle)
+          .u64(record.coversFrom)
+          .finish();
       case 'discard':
         return new ByteWriter(9).u8(kinds.discard).u64(record.stored).finish();
       case 'applied':
@@ -134,8 +140,13 @@ export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = {
         packetIndex: reader.u32('packetIndex'),
         extent: readExtent(reader),
       };
-    } else if (kind === kinds.stored) {
-      record = { kind: 'stored', cycle: reader.u64('cycle'), coversFrom: reader.u64('coversFrom') };
+    } else if (kind === kinds.stored || kind === kinds.storedPartial) {
+      record = {
+        kind: 'stored',
+        cycle: reader.u64('cycle'),
+        coversFrom: reader.u64('coversFrom'),
+        consistent: kind === kinds.stored,
+      };
     } else if (kind === kinds.discard) {
       record = { kind: 'discard', stored: reader.u64('stored') };
     } else if (kind === kinds.applied) {

@@ -75,7 +75,7 @@ function validSession(random: Random, sessionId: number, firstCycle: number): St
       connection,
       frame: {
         type: 'hello',
-        protocolVersion: 2,
+        protocolVersion: 3,
         sessionId,
         connectionIndex: connection - 1,
         connectionCount,
@@ -97,7 +97,14 @@ function validSession(random: Random, sessionId: number, firstCycle: number): St
     shuffle(random, packets);
     for (const packet of packets)
       steps.push({ kind: 'frame', connection: 1 + random.int(connectionCount), frame: packet });
-    const end: EndOfCycleFrame = { type: 'end-of-cycle', cycle, coversFrom, packetCount: 0, digest: 0 };
+    const end: EndOfCycleFrame = {
+      type: 'end-of-cycle',
+      cycle,
+      coversFrom,
+      packetCount: 0,
+      digest: 0,
+      consistent: random.chance(0.8),
+    };
     steps.push({ kind: 'frame', connection: 1 + random.int(connectionCount), frame: end });
     coversFrom = cycle + 1;
   }

@@ -31,7 +31,7 @@ export type FuzzTarget = (random: Random) => void | Promise<void>;
 const frameCorpus: Frame[] = [
   {
     type: 'hello',
-    protocolVersion: 2,
+    protocolVersion: 3,
     sessionId: 5,
     connectionIndex: 0,
     connectionCount: 1,
@@ -44,7 +44,7 @@ const frameCorpus: Frame[] = [
     primarySite: 'c'.repeat(32),
     generations: [{ id: 'd'.repeat(32), startedAt: 1, primarySite: 'c'.repeat(32) }],
   },
-  { type: 'welcome', protocolVersion: 2, sessionId: 5, secondary: 'dr1', stored: 3, applied: 2 },
+  { type: 'welcome', protocolVersion: 3, sessionId: 5, secondary: 'dr1', stored: 3, applied: 2 },
   { type: 'error', code: 'group-mismatch', message: 'no' },
   {
     type: 'data',
@@ -66,7 +66,7 @@ const frameCorpus: Frame[] = [
     zero: true,
     payload: new Uint8Array(0),
   },
-  { type: 'end-of-cycle', cycle: 1, coversFrom: 1, packetCount: 2, digest: 0 },
+  { type: 'end-of-cycle', cycle: 1, coversFrom: 1, packetCount: 2, digest: 0, consistent: true },
   { type: 'stored', stored: 1, applied: 1 },
   { type: 'heartbeat', nonce: 1 },
 ];
@@ -139,7 +139,7 @@ const secondaryCorpus: SecondaryRecord[] = [
     packetIndex: 0,
     extent: { volume: 0, block: 1, blockCount: 1, data: new Uint8Array(512) },
   },
-  { kind: 'stored', cycle: 4, coversFrom: 4 },
+  { kind: 'stored', cycle: 4, coversFrom: 4, consistent: true },
   { kind: 'applied', cycle: 4 },
   { kind: 'discard', stored: 3 },
 ];

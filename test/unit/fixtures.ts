@@ -1,6 +1,9 @@
 /** Shared fixtures for the unit tests: a small group, fast timings, and a no-fault two-site harness. */
+
+import type { TrackingState } from '../../src/core/changed-blocks.ts';
 import type { PrimaryIdentity } from '../../src/core/identity.ts';
 import type { LinkTimings } from '../../src/core/limits.ts';
+import { trackingNever } from '../../src/core/link-tracking.ts';
 import { type PrimaryAction, type PrimaryConfig, PrimaryGroup } from '../../src/core/primary-group.ts';
 import type { PrimaryRecord, SecondaryRecord } from '../../src/core/records.ts';
 import { Secondary, type SecondaryAction } from '../../src/core/secondary.ts';
@@ -50,6 +53,7 @@ export function primaryConfig(overrides: Partial<PrimaryConfig> = {}): PrimaryCo
     cyclesQueuedMax: 4,
     connectionsPerLink: 1,
     timings,
+    tracking: trackingNever,
     identity: primaryIdentity,
     ...overrides,
   };
@@ -85,9 +89,17 @@ export class Harness {
   readonly secondaryJournals: SecondaryRecord[][];
   readonly volumes: Uint8Array[][];
   readonly acked: number[] = [];
+  /** The cycle each acknowledged write joined. */
+  readonly ackedCycles = new Map<number, number>();
   readonly flushed: number[] = [];
   readonly framesToSecondary: Frame[][];
   readonly logs: string[] = [];
+  /** The primary's image as its read path shows it (every write accepted so far): copy reads read it. */
+  readonly primaryImage: Uint8Array[];
+  /** The bitmaps the primary saved, by secondary (tracking-save answered at once). */
+  readonly trackingFiles = new Map<string, TrackingState>();
+  /** Blocks copy reads covered, for tests of what a resync sends. */
+  copiedBlocks = 0;
   private readonly connections = new Map<number, HarnessConnection>();
   private readonly cut = new Set<number>();
   private nextToken = 1;
@@ -103,10 +115,15 @@ export class Harness {
       config.shape.volumes.map((volume) => new Uint8Array(volume.sizeBytes)),
     );
     this.framesToSecondary = config.secondaries.map(() => []);
+    this.primaryImage = config.shape.volumes.map((volume) => new Uint8Array(volume.sizeBytes));
   }
 
   write(extent: Extent, node = 0): number {
     const token = this.nextToken++;
+    const image = this.primaryImage[extent.volume] as Uint8Array;
+    const at = extent.block * blockBytes;
+    if (extent.data) image.set(extent.data, at);
+    else image.fill(0, at, at + extent.blockCount * blockBytes);
     this.runPrimary(this.primary.onWrite(this.nowMs, { token, node, extent }));
     return token;
   }
@@ -140,6 +157,27 @@ export class Harness {
       const site = this.secondaries[secondary];
       if (site) this.runSecondary(secondary, site.onConnectionLost(this.nowMs, id, 'cable pulled'));
     }
+  }
+
+  /**
+   * The primary's process dies and starts again from its journal and saved bitmaps (storage here
+   * is synchronous, so everything appended survives); every connection drops.
+   */
+  restartPrimary(): void {
+    for (const [id, connection] of this.connections) {
+      if (!connection.open) continue;
+      connection.open = false;
+      const site = this.secondaries[connection.secondary];
+      if (site)
+        this.runSecondary(connection.secondary, site.onConnectionLost(this.nowMs, id, 'primary died'));
+    }
+    this.primary = PrimaryGroup.recover(
+      this.config,
+      () => this.random.next(),
+      this.primaryJournal,
+      this.trackingFiles,
+    );
+    this.runPrimary(this.primary.start());
   }
 
   healLink(secondary: number): void {
@@ -193,6 +231,7 @@ export class Harness {
           break;
         case 'ack':
           this.acked.push(action.token);
+          this.ackedCycles.set(action.token, action.cycle);
           break;
         case 'flush-done':
           this.flushed.push(action.token);
@@ -209,6 +248,23 @@ export class Harness {
         case 'log':
           this.logs.push(`${action.entry.event} ${JSON.stringify(action.entry.fields)}`);
           break;
+        case 'tracking-save':
+          this.trackingFiles.set(action.link, action.state);
+          this.runPrimary(this.primary.onTrackingSaved(this.nowMs, action.link, action.token));
+          break;
+        case 'tracking-drop':
+          this.trackingFiles.delete(action.link);
+          break;
+        case 'copy-read': {
+          const at = action.block * blockBytes;
+          const data = (this.primaryImage[action.volume] as Uint8Array).slice(
+            at,
+            at + action.blockCount * blockBytes,
+          );
+          this.copiedBlocks += action.blockCount;
+          this.runPrimary(this.primary.onCopyRead(this.nowMs, action.link, action.token, data));
+          break;
+        }
         case 'journal-collect':
         case 'write-refused':
           break;

@@ -22,7 +22,7 @@ import { plantedDefects, withPlantedDefect } from '../fuzz/planted.ts';
 const samples: Frame[] = [
   {
     type: 'hello',
-    protocolVersion: 2,
+    protocolVersion: 3,
     sessionId: 0xdeadbeef,
     connectionIndex: 1,
     connectionCount: 3,
@@ -35,7 +35,7 @@ const samples: Frame[] = [
     primarySite: 'c'.repeat(32),
     generations: [{ id: 'd'.repeat(32), startedAt: 1, primarySite: 'c'.repeat(32) }],
   },
-  { type: 'welcome', protocolVersion: 2, sessionId: 7, secondary: 'dr1', stored: 2 ** 53 - 1, applied: 41 },
+  { type: 'welcome', protocolVersion: 3, sessionId: 7, secondary: 'dr1', stored: 2 ** 53 - 1, applied: 41 },
   { type: 'error', code: 'group-mismatch', message: 'group "a" offered, this site is of group "b"' },
   {
     type: 'data',
@@ -57,7 +57,7 @@ const samples: Frame[] = [
     zero: true,
     payload: new Uint8Array(0),
   },
-  { type: 'end-of-cycle', cycle: 14, coversFrom: 9, packetCount: 5, digest: 0x12345678 },
+  { type: 'end-of-cycle', cycle: 14, coversFrom: 9, packetCount: 5, digest: 0x12345678, consistent: false },
   { type: 'stored', stored: 40, applied: 39 },
   { type: 'heartbeat', nonce: 99 },
 ];
@@ -205,7 +205,7 @@ test('a name over nameBytesMax is refused when encoding, naming the field', () =
     () =>
       encodeFrame({
         type: 'welcome',
-        protocolVersion: 2,
+        protocolVersion: 3,
         sessionId: 1,
         secondary: 'x'.repeat(65),
         stored: 0,
@@ -225,7 +225,7 @@ test('a hello of another protocol version is refused by its version, naming both
   const bytes = encodeFrame(helloSample({ protocolVersion: 1 }));
   const result = decodeFrame(bytes);
   assert.equal(result.error?.code, 'version-unsupported');
-  assert.equal(result.error?.message, 'hello of protocol 1, this site speaks 2');
+  assert.equal(result.error?.message, 'hello of protocol 1, this site speaks 3');
 });
 
 test("a hello carries the primary's site and generation chain, 16-byte ids on the wire", () => {

@@ -41,7 +41,7 @@ const primaryRecords: PrimaryRecord[] = [
 
 const secondaryRecords: SecondaryRecord[] = [
   { kind: 'packet', cycle: 9, packetIndex: 4, extent: dataExtent(0, 1, 1, 3) },
-  { kind: 'stored', cycle: 9, coversFrom: 6 },
+  { kind: 'stored', cycle: 9, coversFrom: 6, consistent: false },
   { kind: 'discard', stored: 9 },
   { kind: 'applied', cycle: 9 },
 ];

@@ -143,10 +143,14 @@ function cycleFrames(
   cycle: number,
   coversFrom: number,
   blocks: [number, number][],
+  consistent = true,
 ): { packets: DataFrame[]; end: Frame } {
   const packets = blocks.map(([block, fill], index) => packet(cycle, index, block, fill));
   const digest = packets.reduce((sum, frame) => addDigest(sum, packetDigest(frame)), 0);
-  return { packets, end: { type: 'end-of-cycle', cycle, coversFrom, packetCount: packets.length, digest } };
+  return {
+    packets,
+    end: { type: 'end-of-cycle', cycle, coversFrom, packetCount: packets.length, digest, consistent },
+  };
 }
 
 test('a primary of another group is refused with an error frame naming both groups, nothing journaled', () => {

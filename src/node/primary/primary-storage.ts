@@ -3,16 +3,19 @@
  * (site.json brought up to date only once every check passed), and the redo that repairs whatever
  * a crash left half written on the volumes.
  */
+
+import type { TrackingState } from '../../core/changed-blocks.ts';
 import { FoldIndex } from '../../core/fold.ts';
 import type { PrimaryIdentity } from '../../core/identity.ts';
 import type { PrimaryRecord } from '../../core/records.ts';
-import type { GroupShape } from '../../core/types.ts';
+import { type GroupShape, volumeBlocks } from '../../core/types.ts';
 import type { SiteEnvironment } from '../../io/environment.ts';
 import type { PrimaryFileConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import { primaryRecordCodec } from '../../storage/record-codec.ts';
 import type { JournalOpenReport, SegmentJournal } from '../../storage/segment-journal.ts';
 import { writeSiteFileIfChanged } from '../../storage/site-file.ts';
+import { readTrackingStates } from '../../storage/tracking-file.ts';
 import type { VolumeFile } from '../../storage/volume-file.ts';
 import { openSiteJournal } from '../site/site-journal.ts';
 import { volumeWritesInFlight, WriteQueue } from '../site/write-queue.ts';
@@ -31,6 +34,8 @@ export interface PrimaryStorage {
   /** What the journal replayed: the group recovers from it, the redo writes it again. */
   records: PrimaryRecord[];
   report: JournalOpenReport;
+  /** The changed-block bitmaps of secondaries in tracking mode (docs/resync.md). */
+  trackings: Map<string, TrackingState>;
 }
 
 /** `checkpoint`: the records that restate the group's state, first in every new segment. */
@@ -59,7 +64,14 @@ export function openPrimaryStorage(
       }),
     logger,
   });
-  return { identity, shape: site.volumes.shape, volumes: site.volumes.files, ...opened };
+  const shape = site.volumes.shape;
+  const trackings = readTrackingStates(
+    environment.fs,
+    config.dataDir,
+    config.secondaries.map((secondary) => secondary.name),
+    shape.volumes.map((_, volume) => volumeBlocks(shape, volume)),
+  );
+  return { identity, shape, volumes: site.volumes.files, ...opened, trackings };
 }
 
 /**

@@ -89,8 +89,12 @@ export class SourceApi {
    * the file. The first two are looked up before the file is read: a write-back that finishes
    * during the read would otherwise take its block out of both while the read saw the old bytes.
    */
-  async read(index: number, offset: number, length: number): Promise<Uint8Array> {
-    const volume = this.volumeId(index);
+  read(index: number, offset: number, length: number): Promise<Uint8Array> {
+    return this.readVolume(this.volumeId(index), offset, length);
+  }
+
+  /** `read` of the volume with id `volume` (the group's order): the resync copies through it. */
+  async readVolume(volume: number, offset: number, length: number): Promise<Uint8Array> {
     const file = this.parts.volumes[volume];
     if (!file) throw new PrimaryNodeError('write-out-of-range', `no volume ${volume}`);
     if (this.parts.failure.fatal) throw this.parts.failure.fatal;

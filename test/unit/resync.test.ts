@@ -1,0 +1,179 @@
+// Tracking mode, resync and initial sync in the core (docs/resync.md), through the instant
+// harness: the primary's read path is the harness's image of every accepted write, and after every
+// step the secondary's volumes must equal the primary's image at the secondary's applied cycle.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { trackingNever } from '../../src/core/link-tracking.ts';
+import type { Extent } from '../../src/core/types.ts';
+import { blockBytes, dataExtent, Harness, primaryConfig } from './fixtures.ts';
+
+const smallTracking = {
+  ...trackingNever,
+  chunkBlocks: 2,
+  copyReadBlocksMax: 4,
+  copyWindowBytes: 8 * blockBytes,
+  saveMsMin: 0,
+};
+
+/** A harness that remembers every write, to rebuild the primary's image at any cycle. */
+class CheckedHarness extends Harness {
+  private readonly writes: { token: number; extent: Extent }[] = [];
+  readonly appliedSeen: number[] = [];
+
+  override write(extent: Extent, node = 0): number {
+    const token = super.write(extent, node);
+    this.writes.push({ token, extent });
+    return token;
+  }
+
+  /** The primary's image after every write of cycles up to `cycle` (ack immediate: tag = ack cycle). */
+  imageAt(cycle: number): Uint8Array[] {
+    const image = this.config.shape.volumes.map((volume) => new Uint8Array(volume.sizeBytes));
+    for (const { token, extent } of this.writes) {
+      const tagged = this.ackedCycles.get(token);
+      assert.ok(tagged !== undefined, `write ${token} acknowledged`);
+      if (tagged > cycle) continue;
+      const at = extent.block * blockBytes;
+      const volume = image[extent.volume] as Uint8Array;
+      if (extent.data) volume.set(extent.data, at);
+      else volume.fill(0, at, at + extent.blockCount * blockBytes);
+    }
+    return image;
+  }
+
+  /** Advances in small steps, checking the secondary's image after each. */
+  advanceChecked(ms: number, secondary = 0): void {
+    for (let step = 0; step < ms; step += 10) {
+      this.advance(10);
+      const site = this.secondaries[secondary];
+      if (!site) continue;
+      const applied = site.applied;
+      if (this.appliedSeen.at(-1) !== applied) this.appliedSeen.push(applied);
+      assert.deepEqual(
+        this.volumes[secondary],
+        this.imageAt(applied),
+        `at ${this.nowMs} ms the secondary's volumes are the primary's image at its applied cycle ${applied}`,
+      );
+    }
+  }
+}
+
+function writeRound(harness: Harness, round: number, blocks = 16): void {
+  for (let block = round % 3; block < blocks; block += 3)
+    harness.write(dataExtent(0, block, 1, (round * 7 + block) & 0xff));
+}
+
+test('a wiped secondary below the journal floor gets an initial sync of every chunk and converges, consistent at every step', () => {
+  const harness = new CheckedHarness(primaryConfig({ cycleMsMin: 10, tracking: smallTracking }));
+  for (let round = 1; round <= 3; round++) {
+    writeRound(harness, round, 64);
+    harness.write(dataExtent(1, round * 3, 2, round));
+    harness.advanceChecked(40);
+  }
+  assert.ok(harness.primary.collected >= 2, 'the journal was collected');
+  // The secondary loses its journal and volumes and comes back empty: stored 0.
+  harness.crashSecondary(0);
+  (harness.secondaryJournals[0] as unknown[]).length = 0;
+  for (const volume of harness.volumes[0] as Uint8Array[]) volume.fill(0);
+  harness.restartSecondary(0);
+  harness.appliedSeen.length = 0;
+  // Writes go on during the copy (on a few blocks: the copy must bring the rest).
+  for (let round = 4; round <= 8; round++) {
+    writeRound(harness, round, 6);
+    harness.advanceChecked(30);
+  }
+  harness.advanceChecked(300);
+  const status = harness.primary.status(harness.nowMs).secondaries[0];
+  assert.equal(status?.mode, 'streaming');
+  assert.equal(status?.resyncBytesLeft, 0);
+  assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+  const volumeBlocks = (harness.primaryImage[0] as Uint8Array).length / blockBytes;
+  assert.ok(harness.copiedBlocks >= volumeBlocks, `every block copied (${harness.copiedBlocks})`);
+  assert.equal(harness.trackingFiles.size, 0, 'the bitmap is dropped once the resync is over');
+  assert.ok(harness.logs.some((line) => line.startsWith('initial-sync ')));
+  assert.ok(harness.logs.some((line) => line.startsWith('resync-complete ')));
+});
+
+test('an away secondary switches to tracking when the journal fills: the journal is collected past it, and it resyncs consistently', () => {
+  const harness = new CheckedHarness(
+    primaryConfig({ cycleMsMin: 10, tracking: { ...smallTracking, journalBytesHigh: 6 * blockBytes } }),
+  );
+  writeRound(harness, 1);
+  harness.advanceChecked(50);
+  const storedBefore = harness.primary.status(harness.nowMs).secondaries[0]?.stored ?? 0;
+  harness.cutLink(0);
+  for (let round = 2; round <= 12; round++) {
+    writeRound(harness, round, round < 5 ? 64 : 16);
+    harness.advanceChecked(20);
+  }
+  let status = harness.primary.status(harness.nowMs).secondaries[0];
+  assert.equal(status?.mode, 'tracking');
+  assert.ok(harness.primary.collected > storedBefore, 'the journal no longer waits for the away secondary');
+  assert.ok(harness.trackingFiles.has('dr1'), 'its bitmap was saved before the journal passed it');
+  assert.ok(harness.primary.status(harness.nowMs).journalBytes < 6 * blockBytes + 16 * blockBytes);
+  harness.healLink(0);
+  harness.appliedSeen.length = 0;
+  for (let round = 13; round <= 16; round++) {
+    writeRound(harness, round, 4);
+    harness.advanceChecked(30);
+  }
+  harness.advanceChecked(400);
+  status = harness.primary.status(harness.nowMs).secondaries[0];
+  assert.equal(status?.mode, 'streaming');
+  assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+  const copied = harness.copiedBlocks;
+  assert.ok(copied > 0 && copied <= 64, `only chunks of changed blocks were copied (${copied} blocks)`);
+});
+
+test('a primary restarted in the middle of a resync resumes from its saved bitmap and converges', () => {
+  const harness = new CheckedHarness(
+    primaryConfig({
+      cycleMsMin: 10,
+      tracking: { ...smallTracking, journalBytesHigh: 6 * blockBytes, copyWindowBytes: 2 * blockBytes },
+    }),
+  );
+  writeRound(harness, 1, 64);
+  harness.advanceChecked(50);
+  harness.cutLink(0);
+  for (let round = 2; round <= 8; round++) {
+    writeRound(harness, round, 64);
+    harness.advanceChecked(20);
+  }
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'tracking');
+  harness.healLink(0);
+  harness.advanceChecked(40);
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'resync');
+  harness.restartPrimary();
+  for (let round = 9; round <= 10; round++) {
+    writeRound(harness, round, 6);
+    harness.advanceChecked(30);
+  }
+  harness.advanceChecked(1500);
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'streaming');
+  assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+});
+
+test('a secondary wiped again in the middle of its resync gets every chunk, not only those not yet copied', () => {
+  const harness = new CheckedHarness(
+    primaryConfig({ cycleMsMin: 10, tracking: { ...smallTracking, copyWindowBytes: 2 * blockBytes } }),
+  );
+  const wipe = (): void => {
+    harness.crashSecondary(0);
+    (harness.secondaryJournals[0] as unknown[]).length = 0;
+    for (const volume of harness.volumes[0] as Uint8Array[]) volume.fill(0);
+    harness.restartSecondary(0);
+  };
+  for (let round = 1; round <= 3; round++) {
+    writeRound(harness, round, 64);
+    harness.advanceChecked(40);
+  }
+  wipe();
+  harness.advanceChecked(60);
+  const status = harness.primary.status(harness.nowMs).secondaries[0];
+  assert.equal(status?.mode, 'resync', 'the initial sync is under way');
+  assert.ok((status?.resyncBytesLeft ?? 0) < 80 * blockBytes, 'some chunks are copied and stored');
+  wipe();
+  harness.advanceChecked(1500);
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'streaming');
+  assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+});
