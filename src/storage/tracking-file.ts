@@ -76,7 +76,7 @@ export function decodeTrackingState(
       const expected = Math.ceil(Math.ceil((volumeBlockCounts[volume] as number) / chunkBlocks) / 8);
       if (length !== expected)
         refuse(`volume ${volume}: a bitset of ${length} bytes, its size needs ${expected}`);
-      bits.push(reader.raw(length, 'bitset').slice());
+      bits.push(new Uint8Array(reader.raw(length, 'bitset')));
     }
     if (reader.remaining !== 0) refuse(`${reader.remaining} bytes after the last bitset`);
     return { base, through, chunkBlocks, bits };
