@@ -2,7 +2,8 @@
  * `cyclerep status [--json] [--url URL] [--watch [SECONDS]]`: the status of a running site, read from
  * its HTTP endpoint, as a table in the manner of `drbdadm status` (a line for the site, an indented
  * line per link), coloured only on a terminal; `--json` prints the endpoint's document unchanged;
- * `--watch` redraws it until Ctrl-C, with a catch-up bar for each secondary that is behind.
+ * `--watch` redraws it until Ctrl-C, with a catch-up bar for each secondary that is behind. Each
+ * secondary's mode is shown, and during a resync the bytes copied, the bytes left and a bar.
  */
 import { exitCodes } from './exit-codes.ts';
 
@@ -17,6 +18,10 @@ interface LinkStatus {
   failures?: number;
   recoveries?: number;
   lastFailure?: string | null;
+  /** How the primary keeps what this secondary lacks (docs/resync.md); absent from older sites. */
+  mode?: 'streaming' | 'journal' | 'tracking' | 'resync';
+  resyncBytesLeft?: number;
+  resyncBytesCopied?: number;
 }
 
 export interface SiteStatus {
@@ -156,12 +161,13 @@ export function describe(
 
 function describeLink(link: LinkStatus, options: { colour: boolean }, peaks?: Map<string, number>): string[] {
   const lines = [
-    `  ${link.name} link:${paint(options, linkColour(link.link), link.link)} stored:${link.stored} applied:${link.applied} lag:${link.lagCycles} cycles, ${bytes(link.lagBytes)}, ${link.lagSeconds.toFixed(1)} s` +
+    `  ${link.name} link:${paint(options, linkColour(link.link), link.link)}${link.mode ? ` mode:${paint(options, link.mode === 'streaming' ? 'green' : 'yellow', link.mode)}` : ''} stored:${link.stored} applied:${link.applied} lag:${link.lagCycles} cycles, ${bytes(link.lagBytes)}, ${link.lagSeconds.toFixed(1)} s` +
       (link.failures ? ` failures:${link.failures}` : '') +
       (link.recoveries ? ` recoveries:${link.recoveries}` : ''),
   ];
   if (link.link !== 'streaming' && link.lastFailure)
     lines.push(`    ${paint(options, 'dim', `last failure: ${link.lastFailure}`)}`);
+  if (link.mode === 'resync') lines.push(`    ${describeResync(link)}`);
   if (peaks) {
     const peak = Math.max(peaks.get(link.name) ?? 0, link.lagBytes);
     peaks.set(link.name, peak);
@@ -169,4 +175,12 @@ function describeLink(link: LinkStatus, options: { colour: boolean }, peaks?: Ma
     if (link.lagCycles > 1 && peak > 0) lines.push(`    catch-up ${bar(1 - link.lagBytes / peak)}`);
   }
   return lines;
+}
+
+/** The copy's progress: a resync's size is known from its start, so its bar needs no --watch. */
+function describeResync(link: LinkStatus): string {
+  const copied = link.resyncBytesCopied ?? 0;
+  const left = link.resyncBytesLeft ?? 0;
+  const total = copied + left;
+  return `resync ${bar(total === 0 ? 1 : copied / total)} copied ${bytes(copied)}, left ${bytes(left)}`;
 }

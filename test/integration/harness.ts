@@ -83,6 +83,8 @@ export class Workspace {
     cycle?: string;
     /** More keys of the `http` section, e.g. `requestTimeoutMs: 500`. */
     http?: string;
+    /** The `journal` section, `{ capacity: 256MiB, segmentSize: 8MiB }` unless given. */
+    journal?: string;
   }): Promise<{ path: string; httpPort: number }> {
     const httpPort = await freePort();
     const sizes = options.volumes ?? volumeSizes;
@@ -97,7 +99,7 @@ export class Workspace {
         'volumes:',
         ...sizes.map((size, index) => `  - { name: vol${index}, size: ${size} }`),
         `cycle: ${options.cycle ?? '{ intervalMinMs: 100, queuedMax: 4 }'}`,
-        'journal: { capacity: 256MiB, segmentSize: 8MiB }',
+        `journal: ${options.journal ?? '{ capacity: 256MiB, segmentSize: 8MiB }'}`,
         'link: { heartbeatMs: 100, timeoutMs: 600, reconnectMinMs: 50, reconnectMaxMs: 400 }',
         `http: { listen: 127.0.0.1:${httpPort}${options.http ? `, ${options.http}` : ''} }`,
         'secondaries:',

@@ -102,6 +102,30 @@ test('under --watch a secondary behind by more than a cycle gets a catch-up bar 
   assert.doesNotMatch(describe(caughtUp, { colour: false }, peaks), /catch-up/);
 });
 
+test("each secondary's mode is shown; a resync shows bytes copied, bytes left and a bar", () => {
+  const text = describe({
+    ...primary,
+    secondaries: [
+      { ...link('dr1', 'streaming'), mode: 'streaming', resyncBytesLeft: 0, resyncBytesCopied: 0 },
+      { ...link('dr2', 'connecting'), mode: 'tracking', resyncBytesLeft: 8 << 20, resyncBytesCopied: 0 },
+      { ...link('dr3', 'streaming'), mode: 'resync', resyncBytesLeft: 3 << 20, resyncBytesCopied: 1 << 20 },
+    ],
+  });
+  const lines = text.trimEnd().split('\n');
+  assert.match(lines[1] ?? '', /^ {2}dr1 link:streaming mode:streaming stored:40 /);
+  assert.match(lines[2] ?? '', /^ {2}dr2 link:connecting mode:tracking stored:40 /);
+  assert.match(lines[4] ?? '', /^ {2}dr3 link:streaming mode:resync stored:40 /);
+  assert.equal(lines[5], '    resync [#####...............] 25% copied 1.0 MiB, left 3.0 MiB');
+  assert.equal(lines.filter((line) => line.includes('resync [')).length, 1, 'a bar only during a resync');
+  const coloured = describe(
+    { ...primary, secondaries: [{ ...link('dr1', 'streaming'), mode: 'tracking' }] },
+    {
+      colour: true,
+    },
+  );
+  assert.ok(coloured.includes(`mode:${ansi}33mtracking${ansi}0m`), 'a secondary not streaming is yellow');
+});
+
 test('sizes and bars read as people expect', () => {
   assert.equal(bytes(512), '512 B');
   assert.equal(bytes(1536), '1.5 KiB');
