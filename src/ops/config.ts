@@ -156,6 +156,9 @@ const common = {
   insecure: z.boolean().default(false),
 };
 
+/** Journal segments a primary with tracking needs at least (see trackingConfigOf). */
+export const trackingSegmentsMin = 4;
+
 const primarySchema = z.strictObject({
   ...common,
   role: z.literal('primary'),
@@ -174,12 +177,14 @@ const primarySchema = z.strictObject({
   /** When an away secondary's journal entries give way to a changed-block bitmap (docs/resync.md). */
   tracking: z
     .strictObject({
+      enabled: z.boolean().default(true),
       journalFraction: z.number().gt(0).max(1).default(0.5),
       awaySecondsMax: z.number().min(0).default(600),
       granularity: size.default(64 * 1024),
       copyWindow: size.default(64 * 1024 ** 2),
     })
     .default({
+      enabled: true,
       journalFraction: 0.5,
       awaySecondsMax: 600,
       granularity: 64 * 1024,
@@ -304,6 +309,10 @@ function checkRelations(config: FileConfig, source: string): void {
       problems.push('secondaries: two secondaries share a name');
     if (config.journal.segmentSize > config.journal.capacity)
       problems.push('journal.segmentSize: larger than journal.capacity');
+    if (config.tracking.enabled && config.journal.capacity < trackingSegmentsMin * config.journal.segmentSize)
+      problems.push(
+        `journal.capacity: at least ${trackingSegmentsMin} x journal.segmentSize with tracking enabled, so that tracking frees whole segments before the journal is full (or tracking: { enabled: false })`,
+      );
     if (config.tracking.granularity % config.blockSize !== 0)
       problems.push(
         `tracking.granularity: ${config.tracking.granularity} is not whole blocks of ${config.blockSize}`,

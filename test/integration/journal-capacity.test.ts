@@ -32,7 +32,8 @@ test('writes wait at journal.capacity and complete once a secondary stored the j
   writeFileSync(
     workspace.path('primary.yaml'),
     `group: cap\nrole: primary\ndataDir: ${workspace.path('primary')}\nvolumes:\n  - { name: data, size: 64MiB }\n` +
-      'cycle: { intervalMinMs: 50 }\njournal: { capacity: 16MiB, segmentSize: 8MiB }\n' +
+      // Tracking off: this is the bound itself, reached when nothing may free the journal.
+      'cycle: { intervalMinMs: 50 }\njournal: { capacity: 16MiB, segmentSize: 8MiB }\ntracking: { enabled: false }\n' +
       'link: { heartbeatMs: 100, timeoutMs: 400, reconnectMinMs: 50, reconnectMaxMs: 200 }\n' +
       `secondaries:\n  - { name: dr1, address: 127.0.0.1:${port} }\n`,
   );
@@ -100,7 +101,7 @@ test('past writesWaitingMax waiting writes, more are refused with journal-full; 
   writeFileSync(
     workspace.path('bound.yaml'),
     `group: cap\nrole: primary\ndataDir: ${workspace.path('bound')}\nvolumes:\n  - { name: data, size: 64MiB }\n` +
-      `cycle: { intervalMinMs: 50 }\njournal: { capacity: 8MiB, segmentSize: 8MiB }\nsecondaries:\n  - { name: dr1, address: 127.0.0.1:${port} }\n`,
+      `cycle: { intervalMinMs: 50 }\njournal: { capacity: 8MiB, segmentSize: 8MiB }\ntracking: { enabled: false }\nsecondaries:\n  - { name: dr1, address: 127.0.0.1:${port} }\n`,
   );
   const primary = await PrimaryNode.start(
     loadConfig(workspace.path('bound.yaml')) as PrimaryFileConfig,

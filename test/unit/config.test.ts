@@ -301,3 +301,31 @@ test("a secondary's receive journal segments default to 64MiB and must hold the 
   refused(`${secondaryYaml}journal: { segmentSize: 1MiB }\n`, /journal\.segmentSize: at least 8388608 bytes/);
   refused(`${secondaryYaml}journal: { capacity: 1GiB }\n`, /journal.*capacity/);
 });
+
+test('the tracking section: defaults, bounds, and a journal large enough for tracking to free it', () => {
+  const base = primaryYaml.replace(/journal:.*\n/, '');
+  withFile(base, (path) => {
+    const config = loadConfig(path);
+    assert.ok(config.role === 'primary');
+    assert.deepEqual(config.tracking, {
+      enabled: true,
+      journalFraction: 0.5,
+      awaySecondsMax: 600,
+      granularity: 64 * 1024,
+      copyWindow: 64 * 1024 ** 2,
+    });
+  });
+  refused(
+    `${base}journal: { capacity: 16MiB, segmentSize: 8MiB }\n`,
+    /journal\.capacity: at least 4 x journal\.segmentSize/,
+  );
+  withFile(
+    `${base}journal: { capacity: 16MiB, segmentSize: 8MiB }\ntracking: { enabled: false }\n`,
+    (path) => {
+      assert.equal(loadConfig(path).role, 'primary');
+    },
+  );
+  refused(`${base}tracking: { granularity: 1000 }\n`, /tracking\.granularity: 1000 is not whole blocks/);
+  refused(`${base}tracking: { copyWindow: 64KiB }\n`, /tracking\.copyWindow: at least/);
+  refused(`${base}tracking: { journalFraction: 0 }\n`, /tracking.*journalFraction/);
+});
