@@ -14,7 +14,8 @@ const trackingSaveMsMin = 2000;
 export function trackingConfigOf(config: PrimaryFileConfig, blockBytes: number): TrackingConfig {
   const chunkBlocks = config.tracking.granularity / blockBytes;
   const { capacity, segmentSize } = config.journal;
-  if (!config.tracking.enabled) return { ...trackingNever, chunkBlocks, copyWindowBytes: config.tracking.copyWindow };
+  if (!config.tracking.enabled)
+    return { ...trackingNever, chunkBlocks, copyWindowBytes: config.tracking.copyWindow };
   return {
     journalBytesHigh: Math.min(capacity * config.tracking.journalFraction, capacity - 2 * segmentSize),
     awayMsMax: config.tracking.awaySecondsMax * 1000,
