@@ -30,6 +30,20 @@ export const limits = {
   blockBytesMax: 1024 * 1024,
 } as const;
 
+/**
+ * How much of a link's outgoing data is built ahead of its sockets, and how much is written per
+ * turn of the event loop. Small, so that a heartbeat never waits behind megabytes of data in this
+ * process and timers and reads run between turns however large the cycle being sent.
+ */
+export const linkQueue = {
+  /** Built frames waiting on one link's connections: packets are built only while fewer wait. */
+  framesLow: 64,
+  /** Bytes of block data built and waiting on one link's connections: the same, in bytes. */
+  bytesLow: 4 * 1024 * 1024,
+  /** Bytes of frames one connection writes to its socket per turn before other work runs. */
+  turnBytesMax: 4 * 1024 * 1024,
+} as const;
+
 /** Relations between the fixed bounds, checked once when the module loads. */
 function checkLimits(): void {
   const dataFrameHeadBytes = 64;
@@ -38,6 +52,9 @@ function checkLimits(): void {
   }
   if (limits.blockBytesMax > limits.packetBytesMax) {
     throw new Error('limits: one block must fit in one packet');
+  }
+  if (linkQueue.bytesLow < limits.packetBytesMax || linkQueue.turnBytesMax < limits.packetBytesMax) {
+    throw new Error('limits: a link queue and a turn must each hold a full packet');
   }
 }
 checkLimits();

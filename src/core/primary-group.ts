@@ -473,6 +473,11 @@ export class PrimaryGroup implements CycleStore {
     return this.takeActions();
   }
 
+  /** Bytes arrived on a connection (whole frames or not): its secondary is alive. */
+  onBytesReceived(nowMs: number, connection: number): void {
+    this.linkOf(connection)?.onBytesReceived(nowMs, connection);
+  }
+
   pollFrames(nowMs: number, connection: number, maxFrames: number): Frame[] {
     return this.linkOf(connection)?.pollFrames(nowMs, connection, maxFrames) ?? [];
   }

@@ -16,7 +16,7 @@ import {
 import { assert } from './assert.ts';
 import { FoldIndex, type Run } from './fold.ts';
 import type { PrimaryIdentity } from './identity.ts';
-import { type LinkTimings, limits } from './limits.ts';
+import { type LinkTimings, limits, linkQueue } from './limits.ts';
 import {
   LinkTracking,
   type SecondaryMode,
@@ -47,8 +47,17 @@ interface LinkConnection {
   id: number;
   opened: boolean;
   welcomed: boolean;
+  /**
+   * Frames of the link itself (hello, heartbeat): they leave before any queued data, so a
+   * connection busy with a large cycle still says it is alive.
+   */
+  control: Frame[];
+  /** DATA and END-OF-CYCLE frames, in the order they were built. */
   queue: Frame[];
+  /** Bytes of block data in `queue`'s DATA frames. */
+  queuedBytes: number;
   lastSentMs: number;
+  /** When the last bytes arrived from the secondary (a frame, or part of one). */
   lastReceivedMs: number;
 }
 
@@ -58,9 +67,6 @@ export interface LinkEnvironment {
   /** This primary's site and generations, stated in every hello. */
   identity: PrimaryIdentity;
 }
-
-/** Frames queued on all connections of a link; packets are built only while fewer are queued. */
-const queuedFramesLow = 64;
 
 /**
  * A cycle whose packets are being built: its runs are listed (and shuffled) at once, but each
@@ -175,10 +181,10 @@ export class PrimaryLink {
       }
       if (!connection.opened) continue;
       if (
-        connection.queue.length === 0 &&
+        connection.control.length === 0 &&
         nowMs - connection.lastSentMs >= this.timings.heartbeatMsInterval
       ) {
-        connection.queue.push({ type: 'heartbeat', nonce: this.heartbeatNonce++ >>> 0 });
+        connection.control.push({ type: 'heartbeat', nonce: this.heartbeatNonce++ >>> 0 });
       }
     }
   }
@@ -206,7 +212,9 @@ export class PrimaryLink {
         id,
         opened: false,
         welcomed: false,
+        control: [],
         queue: [],
+        queuedBytes: 0,
         lastSentMs: nowMs,
         lastReceivedMs: nowMs,
       });
@@ -219,7 +227,7 @@ export class PrimaryLink {
     if (!connection || this.state !== 'connecting') return;
     connection.opened = true;
     connection.lastReceivedMs = nowMs;
-    connection.queue.push({
+    connection.control.push({
       type: 'hello',
       protocolVersion,
       sessionId: this.sessionId,
@@ -236,6 +244,15 @@ export class PrimaryLink {
   onConnectionLost(nowMs: number, connectionId: number, reason: string): void {
     if (!this.connection(connectionId)) return;
     this.fail(nowMs, `connection ${connectionId} lost: ${reason}`);
+  }
+
+  /**
+   * Bytes arrived on a connection, whole frames or not: the secondary is alive. Liveness counts
+   * progress, so a frame that takes longer than the timeout to arrive never fails the link.
+   */
+  onBytesReceived(nowMs: number, connectionId: number): void {
+    const connection = this.connection(connectionId);
+    if (connection?.opened) connection.lastReceivedMs = nowMs;
   }
 
   /** Handles one frame; returns true when the secondary's stored number moved (the group may collect). */
@@ -340,11 +357,15 @@ export class PrimaryLink {
     this.queueCycle(number, from, fold);
   }
 
-  /** Packs the next closed cycles, packet by packet, while the window and the queues allow. */
+  /**
+   * Packs the next closed cycles, packet by packet, while the window and the queues allow: the
+   * queues hold at most about linkQueue.framesLow frames and linkQueue.bytesLow bytes of built
+   * packets, so a large cycle is copied a little at a time, never ahead of what the sockets take.
+   */
   private fill(): void {
-    while (this.state === 'streaming' && this.queuedFrames() < queuedFramesLow) {
+    while (this.state === 'streaming' && this.queuesHaveRoom()) {
       if (this.packing) {
-        this.packSome(queuedFramesLow - this.queuedFrames());
+        this.packSome();
       } else if (
         this.sentEnd < this.store.closed &&
         this.sentEnd - this.stored < this.timings.cyclesInFlightMax
@@ -374,16 +395,19 @@ export class PrimaryLink {
     this.packing = { number, coversFrom, fold, runs, order, next: 0, digest: 0 };
   }
 
-  /** Builds up to `count` packets of the cycle being packed; its end-of-cycle frame after the last. */
-  private packSome(count: number): void {
+  /** Builds packets of the cycle being packed while the queues have room; its end-of-cycle frame after the last. */
+  private packSome(): void {
     const packing = this.packing as CycleBeingPacked;
-    for (let built = 0; built < count && packing.next < packing.order.length; built++) {
+    while (packing.next < packing.order.length && this.queuesHaveRoom()) {
       const packetIndex = packing.order[packing.next++] as number;
       const extent = packing.fold.extentOf(packing.runs[packetIndex] as Run);
       const frame = dataFrameOf(packing.number, packetIndex, extent);
-      this.shippedBytes += extent.data?.length ?? 0;
+      const bytes = extent.data?.length ?? 0;
+      this.shippedBytes += bytes;
       packing.digest = addDigest(packing.digest, packetDigest(frame));
-      this.pickConnection().queue.push(frame);
+      const connection = this.pickConnection();
+      connection.queue.push(frame);
+      connection.queuedBytes += bytes;
     }
     if (packing.next < packing.order.length) return;
     this.pickConnection().queue.push({
@@ -411,18 +435,28 @@ export class PrimaryLink {
     return this.connections[index] as LinkConnection;
   }
 
-  private queuedFrames(): number {
-    return this.connections.reduce((sum, connection) => sum + connection.queue.length, 0);
+  private queuesHaveRoom(): boolean {
+    let frames = 0;
+    let bytes = 0;
+    for (const connection of this.connections) {
+      frames += connection.queue.length;
+      bytes += connection.queuedBytes;
+    }
+    return frames < linkQueue.framesLow && bytes < linkQueue.bytesLow;
   }
 
-  /** Frames to write on one connection now, at most maxFrames. */
+  /** Frames to write on one connection now, at most maxFrames: the link's own frames first. */
   pollFrames(nowMs: number, connectionId: number, maxFrames: number): Frame[] {
     this.fill();
     const connection = this.connection(connectionId);
     if (!connection?.opened) return [];
-    const frames = connection.queue.splice(0, maxFrames);
+    const frames = connection.control.splice(0, maxFrames);
+    for (const frame of connection.queue.splice(0, maxFrames - frames.length)) {
+      if (frame.type === 'data') connection.queuedBytes -= frame.payload.length;
+      else if (frame.type === 'end-of-cycle') this.onEndSent(nowMs, frame.cycle);
+      frames.push(frame);
+    }
     if (frames.length > 0) connection.lastSentMs = nowMs;
-    for (const frame of frames) if (frame.type === 'end-of-cycle') this.onEndSent(nowMs, frame.cycle);
     return frames;
   }
 

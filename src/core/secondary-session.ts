@@ -113,6 +113,15 @@ export class SecondarySession {
     if (state && this.inSession(state)) this.fail(`${error.code}: ${error.message}`);
   }
 
+  /**
+   * Bytes arrived on a connection, whole frames or not: the primary is alive. Liveness counts
+   * progress, so a large frame on a slow link, or a long catch-up, never looks like silence.
+   */
+  onBytesReceived(nowMs: number, connection: number): void {
+    const state = this.connections.get(connection);
+    if (state) state.lastReceivedMs = nowMs;
+  }
+
   onFrame(nowMs: number, connection: number, frame: Frame): void {
     const state = this.connections.get(connection);
     if (!state) return;

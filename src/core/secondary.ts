@@ -82,6 +82,11 @@ export class Secondary {
     return this.takeActions();
   }
 
+  /** Bytes arrived on a connection (whole frames or not): the primary is alive. */
+  onBytesReceived(nowMs: number, connection: number): void {
+    this.session.onBytesReceived(nowMs, connection);
+  }
+
   onFrame(nowMs: number, connection: number, frame: Frame): SecondaryAction[] {
     this.session.onFrame(nowMs, connection, frame);
     return this.takeActions();

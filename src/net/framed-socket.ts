@@ -12,6 +12,8 @@ import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frames.ts';
 const closeMsTimeout = 2000;
 
 export interface FramedSocketHandlers {
+  /** Bytes arrived, before they are decoded: the peer is alive even while a large frame is on its way. */
+  onBytes?(byteCount: number): void;
   onFrame(frame: Frame): void;
   onProtocolError(error: ProtocolError): void;
   /** Called once, when the socket is gone for whatever reason. */
@@ -45,6 +47,7 @@ export class FramedSocket {
   private onData(chunk: Uint8Array): void {
     if (this.closed) return;
     this.bytesIn += chunk.length;
+    this.handlers.onBytes?.(chunk.length);
     const result = this.decoder.push(chunk);
     for (const frame of result.frames) {
       if (this.closed) return;

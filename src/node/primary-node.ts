@@ -118,6 +118,7 @@ export class PrimaryNode {
     this.journalRoom = new JournalRoom(storage.journal, config.journal.capacity, logger);
     this.links = new PrimaryLinks(config.secondaries, this.dialer, this.core, this.clock, logger, {
       onConnected: (connection) => this.run(this.core.onConnected(this.clock.now(), connection)),
+      onBytes: (connection) => this.core.onBytesReceived(this.clock.now(), connection),
       onFrame: (connection, frame) => this.run(this.core.onFrame(this.clock.now(), connection, frame)),
       onLost: (connection, why) => this.run(this.core.onConnectionLost(this.clock.now(), connection, why)),
     });

@@ -178,6 +178,7 @@ export class SecondaryNode {
       onOpened: (connection) => {
         if (this.core) this.run(this.core.onConnectionOpened(this.clock.now(), connection));
       },
+      onBytes: (connection) => this.core?.onBytesReceived(this.clock.now(), connection),
       onFrame: (connection, frame) => this.onFrame(connection, frame),
       onProtocolError: (connection, error) => {
         if (this.core) this.run(this.core.onProtocolError(this.clock.now(), connection, error));

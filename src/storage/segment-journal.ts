@@ -32,6 +32,13 @@ import {
   type RecordCodec,
 } from './record-codec.ts';
 
+/**
+ * Bytes of frames one write() takes. Encoding a batch (copy and CRC) holds the event loop, so a
+ * batch as large as a segment would silence the site for a second under a catch-up; after each
+ * batch the loop runs timers and reads before the next.
+ */
+export const writeBatchBytesMax = 4 * 1024 * 1024;
+
 export interface SegmentJournalOptions<R> {
   /** Where the segments live: node:fs in production, a simulated disk in the simulator. */
   fs: FileSystem;
@@ -343,14 +350,19 @@ export class SegmentJournal<R> {
     }
   }
 
-  /** The queued records that still fit in the current segment (none means: roll over first). */
+  /**
+   * The queued records that still fit in the current segment (none means: roll over first), at
+   * most writeBatchBytesMax of them unless one record alone is larger.
+   */
   private takeBatch(): PendingAppend[] {
     const current = this.current as Segment;
     let room = this.options.segmentBytesMax - current.bytes;
+    let batchRoom = writeBatchBytesMax;
     let count = 0;
     for (const append of this.pending) {
       const frameBytes = journalFrameHeaderBytes + append.body.length;
-      if (frameBytes > room) break;
+      if (frameBytes > room || (count > 0 && frameBytes > batchRoom)) break;
+      batchRoom -= frameBytes;
       room -= frameBytes;
       count++;
     }

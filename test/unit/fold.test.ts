@@ -107,3 +107,24 @@ function apply(image: Uint8Array[], extent: Extent): void {
   if (extent.data) volume.set(extent.data, start);
   else volume.fill(0, start, start + extent.blockCount * blockBytes);
 }
+
+test('a run whose blocks lie back to back in one buffer is a view of it, not a copy; any other run is copied', () => {
+  const fold = new FoldIndex(blockBytes);
+  const packet = dataExtent(0, 0, 4, 7);
+  fold.add(packet);
+  fold.add(dataExtent(0, 4, 2, 8));
+  const [whole] = fold.extents(4 * blockBytes);
+  assert.equal(whole?.blockCount, 4);
+  assert.equal(whole?.data?.buffer, packet.data?.buffer, 'one packet applied costs no copy');
+  // Blocks 0..5 span two buffers: their run is copied, with every byte in place.
+  const [mixed] = fold.extents(6 * blockBytes);
+  assert.equal(mixed?.blockCount, 6);
+  assert.notEqual(mixed?.data?.buffer, packet.data?.buffer);
+  assert.deepEqual(
+    [...(mixed?.data ?? [])],
+    [...new Uint8Array(4 * blockBytes).fill(7), ...new Uint8Array(2 * blockBytes).fill(8)],
+  );
+  // A newer write replaces a block, never changes the bytes a view shares.
+  fold.add(dataExtent(0, 1, 1, 9));
+  assert.equal(whole?.data?.[blockBytes], 7);
+});

@@ -28,7 +28,7 @@ import {
   primaryRecordCodec,
   secondaryRecordCodec,
 } from '../../src/storage/record-codec.ts';
-import { SegmentJournal } from '../../src/storage/segment-journal.ts';
+import { SegmentJournal, writeBatchBytesMax } from '../../src/storage/segment-journal.ts';
 import { readSiteFile } from '../../src/storage/site-file.ts';
 import { dataExtent } from './fixtures.ts';
 
@@ -480,6 +480,34 @@ test('syncs issued together share fdatasyncs (group commit)', async () => {
     assert.ok(journal.syncCalls <= 3, `${journal.syncCalls} fdatasyncs for 200 syncs`);
     assert.ok(journal.writeCalls <= 3, `${journal.writeCalls} writes for 200 appends`);
     await journal.close();
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test('appends queued faster than the disk takes them are written in batches of at most writeBatchBytesMax', async () => {
+  const directory = tempDir();
+  try {
+    // A segment far larger than a batch: before, one write() took everything queued that fitted in
+    // the segment, and encoding it held the event loop for as long.
+    const { journal } = openPrimary(directory, 64 << 20);
+    const recordBytes = 256 * 1024;
+    const records = (4 * writeBatchBytesMax) / recordBytes;
+    const appends: Promise<void>[] = [];
+    for (let i = 0; i < records; i++) {
+      const extent = { volume: 0, block: i * 64, blockCount: 64, data: new Uint8Array(recordBytes).fill(i) };
+      appends.push(journal.append({ kind: 'write', cycle: 1, extent }));
+    }
+    await Promise.all(appends);
+    assert.ok(journal.writeCalls >= 4, `${journal.writeCalls} writes for ${records * recordBytes} bytes`);
+    await journal.close();
+    const reopened = openPrimary(directory, 64 << 20);
+    const written = reopened.records.filter((record) => record.kind === 'write');
+    assert.equal(written.length, records, 'every record replays, in order');
+    written.forEach((record, index) => {
+      assert.ok(record.kind === 'write' && record.extent.data?.[0] === (index & 0xff));
+    });
+    await reopened.journal.close();
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }

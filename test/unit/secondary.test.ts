@@ -470,3 +470,17 @@ test('at most receiveCyclesBufferedMax incomplete cycles are buffered; one more 
   assert.match(site.sentOfType('error')[0]?.message ?? '', /at most 64/);
   assert.deepEqual(site.secondary.inspect().receiving, [], 'the failure deleted the incomplete cycles');
 });
+
+test('bytes of a frame still on its way keep a connection alive; silence still ends it', () => {
+  const site = new Site();
+  site.hello(1);
+  // A large packet on a slow link: its bytes trickle in for longer than the timeout.
+  for (let nowMs = 100; nowMs <= 3 * timings.heartbeatMsTimeout; nowMs += 100) {
+    site.secondary.onBytesReceived(nowMs, 1);
+    site.run(site.secondary.onTick(nowMs));
+  }
+  assert.equal(site.secondary.inspect().session, 1, 'progress is not silence');
+  assert.deepEqual(site.closed, []);
+  site.run(site.secondary.onTick(4 * timings.heartbeatMsTimeout + 1));
+  assert.equal(site.secondary.inspect().session, null, 'no bytes for heartbeatMsTimeout: failed');
+});

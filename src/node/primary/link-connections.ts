@@ -1,22 +1,24 @@
 /**
  * The primary's connections to its secondaries: dialled when the group asks, their frames handed
- * to the group, and frames pumped out of the group while each socket takes them (the socket's own
- * backpressure), a bounded number per turn so one busy link cannot hold the event loop.
+ * to the group, and frames pumped out of the group one at a time while each socket takes them (the
+ * socket's own backpressure, so at most one frame waits in this process beyond its high-water mark),
+ * a bounded number of bytes per turn so a large cycle cannot hold the event loop: timers, heartbeats
+ * and the secondary's frames get their turn between.
  */
 
+import { linkQueue } from '../../core/limits.ts';
 import type { Clock } from '../../io/clock.ts';
 import { FramedSocket } from '../../net/framed-socket.ts';
 import type { Logger } from '../../ops/logger.ts';
 import type { Frame } from '../../protocol/frames.ts';
 import type { LinkDialer } from './link-dialer.ts';
 
-/** Frames written to one socket per pump before yielding to other work. */
-const framesPerPump = 256;
-
 /** What the connections tell the node, by connection id. */
 export interface LinkEvents {
   /** Ready for frames (over TLS: the secondary's certificate and identity passed). */
   onConnected(connection: number): void;
+  /** Bytes arrived, whole frames or not. */
+  onBytes(connection: number): void;
   onFrame(connection: number, frame: Frame): void;
   onLost(connection: number, why: string): void;
 }
@@ -47,6 +49,7 @@ export class PrimaryLinks {
     if (!secondary) return;
     const dialled = this.dialer.dial(secondary.address);
     const framed = new FramedSocket(dialled.socket, this.clock, {
+      onBytes: () => this.events.onBytes(id),
       onFrame: (frame) => this.events.onFrame(id, frame),
       onProtocolError: (error) => {
         this.logger.warn('bad-bytes-from-secondary', {
@@ -89,18 +92,25 @@ export class PrimaryLinks {
     });
   }
 
-  /** Hands frames to every connected socket while it can take them. */
+  /**
+   * Hands frames to every connected socket while it can take them, one at a time, so the socket's
+   * buffer never holds more than one frame past its high-water mark; at most linkQueue.turnBytesMax
+   * per socket, then the rest waits for the next turn.
+   */
   private pump(): void {
     const now = this.clock.now();
     for (const id of this.connected) {
       const socket = this.sockets.get(id);
       if (!socket) continue;
-      for (let sent = 0; sent < framesPerPump && socket.writable; ) {
-        const frames = this.frames.pollFrames(now, id, 16);
-        if (frames.length === 0) break;
-        for (const frame of frames) socket.send(frame);
-        sent += frames.length;
-        if (sent >= framesPerPump) this.schedulePump();
+      const bytesBefore = socket.bytesOut;
+      while (socket.writable) {
+        if (socket.bytesOut - bytesBefore >= linkQueue.turnBytesMax) {
+          this.schedulePump();
+          break;
+        }
+        const [frame] = this.frames.pollFrames(now, id, 1);
+        if (!frame) break;
+        socket.send(frame);
       }
     }
   }

@@ -13,6 +13,8 @@ import type { Frame } from '../../protocol/frames.ts';
 /** What the connections tell the node, by connection id. */
 export interface ConnectionEvents {
   onOpened(connection: number): void;
+  /** Bytes arrived, whole frames or not. */
+  onBytes(connection: number): void;
   onFrame(connection: number, frame: Frame): void;
   /** Bytes that are no frame: the connection is cut after this. */
   onProtocolError(connection: number, error: ProtocolError): void;
@@ -37,6 +39,7 @@ export class SecondaryConnections {
     }
     const id = this.nextConnection++;
     const framed = new FramedSocket(socket, this.clock, {
+      onBytes: () => this.events.onBytes(id),
       onFrame: (frame) => this.events.onFrame(id, frame),
       onProtocolError: (error) => {
         this.logger.warn('bad-bytes-from-primary', {

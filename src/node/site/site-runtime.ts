@@ -86,9 +86,19 @@ export class SiteRuntime {
     this.services = await SiteServices.start(this.config, site, this.logger);
   }
 
-  /** Drives the state machine's timers: `tick` every `intervalMs` until the site stops. */
+  /**
+   * Drives the state machine's timers: `tick` every `intervalMs` until the site stops. Each tick
+   * runs soon after its timer, not in it: when this process was busy past a timer, the bytes its
+   * peers sent meanwhile are read first, so the tick never blames a peer for silence that was this
+   * process not listening.
+   */
   tickEvery(intervalMs: number, tick: () => void): void {
-    this.ticker = this.environment.clock.every(intervalMs, tick);
+    const clock = this.environment.clock;
+    this.ticker = clock.every(intervalMs, () =>
+      clock.soon(() => {
+        if (!this.stopped) tick();
+      }),
+    );
   }
 
   /**
