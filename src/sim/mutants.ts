@@ -118,8 +118,10 @@ export const mutants: readonly Mutant[] = [
     simulator: 'sites',
     file: 'src/storage/segment-journal.ts',
     find: `          await this.fs.fdatasync(fd);
+          if (this.failure) throw this.failure;
         } catch (cause) {`,
-    replace: `        } catch (cause) {`,
+    replace: `          if (this.failure) throw this.failure;
+        } catch (cause) {`,
     defect: "the journal's group-commit fdatasync is skipped: syncs resolve, nothing is made durable",
   },
   {

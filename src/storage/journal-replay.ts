@@ -142,6 +142,13 @@ export interface ReplayResult<R> {
   released: string[];
   /** The sequence of the last whole frame kept (0 for an empty journal). */
   lastSequence: number;
+  /**
+   * Where the newest segment's bytes stop being proven durable (its length when all are): no frame's
+   * watermark covers the frames from here on, and from 0 when none of the segment's frames is
+   * covered (its header's sync may have failed too). A failed fdatasync may have left these bytes in
+   * the page cache only, marked clean, so a later fdatasync would not write them.
+   */
+  unprovenOffset: number;
   tornTail: TornTail | null;
 }
 
@@ -160,6 +167,7 @@ export function replayJournal<R>(fs: FileSystem, directory: string, codec: Recor
     state,
     released: released.map((name) => join(directory, name)),
     lastSequence: 0,
+    unprovenOffset: 0,
     tornTail: null,
   };
   const last = names.at(-1);
@@ -171,10 +179,37 @@ export function replayJournal<R>(fs: FileSystem, directory: string, codec: Recor
     }
   }
   checkSegmentSet(directory, names, state);
+  const watermark = { durable: 0 };
+  let newestFrames: FrameStarts = { firstSequence: 1, offsets: [], end: 0 };
   names.forEach((name, index) => {
-    replaySegment(fs, join(directory, name), index === names.length - 1, codec, result);
+    newestFrames = replaySegment(
+      fs,
+      join(directory, name),
+      index === names.length - 1,
+      codec,
+      result,
+      watermark,
+    );
   });
+  result.unprovenOffset = unprovenOffset(newestFrames, watermark.durable);
   return result;
+}
+
+/** Where each kept frame of a segment starts, and where the kept frames end. */
+interface FrameStarts {
+  firstSequence: number;
+  offsets: number[];
+  end: number;
+}
+
+/**
+ * The first byte of the segment no watermark vouches for: the start of its first frame past
+ * `durable`, or 0 (the header too) when even its first frame is past it.
+ */
+function unprovenOffset(frames: FrameStarts, durable: number): number {
+  const firstUnproven = durable + 1 - frames.firstSequence;
+  if (firstUnproven <= 0) return 0;
+  return frames.offsets[firstUnproven] ?? frames.end;
 }
 
 /** The segment number in a segment file's name. */
@@ -268,13 +303,15 @@ function checkSegmentSet(directory: string, names: string[], state: JournalState
     );
 }
 
+/** Replays one segment into `result`; raises `watermark` to the highest durable watermark seen. */
 function replaySegment<R>(
   fs: FileSystem,
   path: string,
   isLast: boolean,
   codec: RecordCodec<R>,
   result: ReplayResult<R>,
-): void {
+  watermark: { durable: number },
+): FrameStarts {
   const bytes = fs.readFileSync(path);
   const number = Number(path.slice(-20, -4));
   const decoded = decodeBlock(segmentMagic, codec.journalRole, bytes, 'segment header');
@@ -288,6 +325,7 @@ function replaySegment<R>(
       `starts at sequence ${firstSequence}, but the previous segment ends at ${result.lastSequence}`,
     );
   const segment: ReplayedSegment = { number, path, bytes: bytes.length, cycleMax: 0 };
+  const frames: FrameStarts = { firstSequence, offsets: [], end: segmentHeaderBytes };
   let expected = firstSequence;
   let offset = segmentHeaderBytes;
   while (offset < bytes.length) {
@@ -304,11 +342,15 @@ function replaySegment<R>(
       break;
     }
     keep(frame as DecodedFrame<R>, segment, codec, result.records);
+    watermark.durable = Math.max(watermark.durable, (frame as DecodedFrame<R>).durable);
+    frames.offsets.push(offset);
     expected++;
     offset = (frame as DecodedFrame<R>).end;
+    frames.end = offset;
   }
   result.lastSequence = expected - 1;
   result.segments.push(segment);
+  return frames;
 }
 
 function keep<R>(

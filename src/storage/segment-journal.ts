@@ -147,14 +147,7 @@ export class SegmentJournal<R> {
     // Released by a collection whose unlinks a crash undid (journal.state's floor was durable first).
     for (const path of replayed.released) this.fs.unlinkSync(path);
     const newest = replayed.segments.at(-1);
-    if (newest) {
-      const fd = this.fs.openSync(newest.path, 'r+');
-      try {
-        this.fs.fdatasyncSync(fd);
-      } finally {
-        this.fs.closeSync(fd);
-      }
-    }
+    if (newest) this.makeReplayedDurable(newest, replayed.unprovenOffset);
     // A killed process's last renames and creations may be in the page cache only; replay read them.
     syncDirectorySync(this.fs, this.options.directory);
     if (newest && replayed.state && newest.number > replayed.state.last) {
@@ -178,6 +171,35 @@ export class SegmentJournal<R> {
       records: replayed.records,
       report: { segments: replayed.segments.length, records: replayed.records.length, cut: tail },
     };
+  }
+
+  /**
+   * Makes the newest segment durable as replay read it, before anything relies on it: the frames no
+   * watermark vouches for are written again, then synced. A plain fdatasync is not enough: after a
+   * failed one (the run before may have died of it) Linux may have marked their pages clean without
+   * writing them, and the next fdatasync succeeds without writing them either (PostgreSQL's
+   * "fsyncgate"). Written again, they are dirty and the sync covers them. The bytes are the ones the
+   * replay returned, so a crash in the middle leaves the same bytes or a torn tail of unsynced frames.
+   * A failure refuses the start: this run must not go on from a journal a power loss would take back.
+   */
+  private makeReplayedDurable(newest: { path: string; bytes: number }, unprovenOffset: number): void {
+    const fd = this.fs.openSync(newest.path, 'r+');
+    try {
+      if (unprovenOffset < newest.bytes) {
+        const bytes = this.fs.readFileSync(newest.path).subarray(0, newest.bytes);
+        for (let offset = unprovenOffset; offset < bytes.length; )
+          offset += this.fs.writeSync(fd, bytes, offset, bytes.length - offset, offset);
+      }
+      this.fs.fdatasyncSync(fd);
+    } catch (cause) {
+      throw new StorageError(
+        'storage-io',
+        `${newest.path}: could not make the replayed journal durable: ${(cause as Error).message}; refusing to start, start again once the disk is healthy`,
+        { cause },
+      );
+    } finally {
+      this.fs.closeSync(fd);
+    }
   }
 
   /** Starts the next segment: its file is created by the write chain, its checkpoint goes first. */
@@ -289,6 +311,8 @@ export class SegmentJournal<R> {
   private async flush(): Promise<void> {
     this.flushQueued = false;
     while (this.pending.length > 0) {
+      // After a failure nothing more is written: no sync could vouch for it.
+      await this.throwIfFailed();
       const current = this.current as Segment;
       if (this.fd < 0) await this.failOnError(current.path, () => this.createSegmentFile(current));
       const batch = this.takeBatch();
@@ -317,6 +341,12 @@ export class SegmentJournal<R> {
       this.queuedBytes = 0;
       throw this.failure;
     }
+  }
+
+  /** Once the journal failed: rejects every append waiting and throws the failure. */
+  private async throwIfFailed(): Promise<void> {
+    const failure = this.failure;
+    if (failure) await this.failOnError((this.current as Segment).path, () => Promise.reject(failure));
   }
 
   /** The batch's frames, numbered in write order, each carrying the durable watermark of now. */
@@ -371,14 +401,20 @@ export class SegmentJournal<R> {
     return batch;
   }
 
-  /** A full segment is made durable and closed before the next one starts. */
+  /**
+   * A full segment is made durable and closed before the next one starts. Only a segment whose
+   * every sync succeeded counts as durable: a sync beside this one that failed may have dropped
+   * pages this one then found clean, so a failure of either stops the journal here, and no later
+   * segment ever follows one that may not be on the disk (replay trusts all but the newest).
+   */
   private async rollover(): Promise<void> {
     const current = this.current as Segment;
     await this.failOnError(current.path, () => this.fs.fdatasync(this.fd));
     this.syncCalls++;
-    this.durableSequence = this.writtenSequence;
     // A sync of this segment may still be running beside the writes: never close under it.
     await this.syncChain;
+    await this.throwIfFailed();
+    this.durableSequence = this.writtenSequence;
     await this.fs.close(this.fd);
     this.fd = -1;
     const waiting = this.pending.splice(0);
@@ -405,8 +441,12 @@ export class SegmentJournal<R> {
       const upTo = this.writtenSequence;
       const synced = this.syncChain.then(async () => {
         try {
+          // A sync after a failed one proves nothing: the failed one may have dropped the pages.
+          if (this.failure) throw this.failure;
           await this.fs.fdatasync(fd);
+          if (this.failure) throw this.failure;
         } catch (cause) {
+          if (cause === this.failure) throw cause;
           // After a failed fdatasync the kernel may forget the error: never trust a later one.
           this.failure ??= new StorageError(
             'storage-io',
@@ -467,6 +507,8 @@ export class SegmentJournal<R> {
       await this.sync();
       // journal.state says they may be gone before the first one goes, after any segment creation.
       await this.run(async () => {
+        // A failed journal may have a newest segment whose creation failed: never name it.
+        if (this.failure) throw this.failure;
         await this.writeState({ floor, last: (this.segments.at(-1) as Segment).number });
         this.stateFloor = floor;
       });

@@ -59,6 +59,38 @@ export class VolumeFile {
   }
 
   /**
+   * Finishes an image whose site's creation was cut short (site-creation.ts proves the file, if
+   * there, was made by that creation and never written): created if missing, sized if the creation
+   * stopped before it was, kept as it is at the right size; made durable in each case. Any other
+   * size is refused: that file is not one the creation made, and it is never truncated or written.
+   */
+  static finishCreation(
+    fs: FileSystem,
+    path: string,
+    sizeBytes: number,
+    blockBytes: number,
+    marker: string,
+  ): VolumeFile {
+    if (!fs.existsSync(path)) return VolumeFile.create(fs, path, sizeBytes, blockBytes);
+    const fd = fs.openSync(path, 'r+');
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size !== 0 && size !== sizeBytes)
+        throw new StorageError(
+          'volume-size-mismatch',
+          `${path} is ${size} bytes, but the site creation ${marker} records, cut short, makes it ${sizeBytes}: not an image that creation made; refusing to touch it. Move it away (and check where it came from), then start again`,
+        );
+      if (size === 0) fs.ftruncateSync(fd, sizeBytes);
+      fs.fsyncSync(fd);
+      syncDirectorySync(fs, dirname(path));
+      return new VolumeFile(fs, path, fd, sizeBytes, blockBytes, fs.fstatSync(fd).inode);
+    } catch (error) {
+      fs.closeSync(fd);
+      throw error;
+    }
+  }
+
+  /**
    * Opens an existing image and checks it against its identity (the checks run on the open file,
    * so a file swapped meanwhile cannot slip through). `context` names the site and the volume in
    * the refusal.

@@ -31,7 +31,7 @@ test(`${seeds} whole-site scenarios under faults violate nothing`, { timeout: 40
   assert.equal(report.seedsRun, seeds);
   // The scenarios must really crash, tear and recover, or "no violation" would prove little.
   for (const [kind, count] of Object.entries(report.faults)) {
-    // Disk faults are opt-in (SIM_DISK_FAULTS=1) while the defects they find are open.
+    // Disk faults are on unless SIM_DISK_FAULTS=0 turns them off.
     if ((kind === 'disk-full' || kind === 'disk-error') && !diskFaultsEnabled()) continue;
     assert.ok(count > 0, `no ${kind} injected`);
   }
@@ -66,9 +66,10 @@ for (const mutant of mutants.filter((candidate) => candidate.simulator === 'site
 
 /**
  * Seeds (with their shrunk fault schedules) that found real defects, kept as they are so that
- * each stays a check even if the scenario drawing changes the seeds above.
+ * each stays a check even if the scenario drawing changes the seeds above. Those found by disk
+ * faults run with them whatever SIM_DISK_FAULTS says (their indices count the disk faults).
  */
-const regressions: { seed: number; faults: number[]; found: string }[] = [
+const regressions: { seed: number; faults: number[]; diskFaults?: true; found: string }[] = [
   {
     seed: 261,
     faults: [0],
@@ -93,20 +94,44 @@ const regressions: { seed: number; faults: number[]; found: string }[] = [
     found:
       'the redo wrote every journaled write one after the other: over a slow disk a restart took minutes',
   },
+  {
+    seed: 77,
+    faults: [3],
+    diskFaults: true,
+    found: 'a primary whose disk filled up served stale reads while it stopped',
+  },
+  {
+    seed: 7,
+    faults: [3, 6, 12, 13],
+    diskFaults: true,
+    found:
+      'after a failed fdatasync the restarted primary went on from frames only in the page cache; a power loss took them from behind durable frames and the journal was refused as damaged',
+  },
+  {
+    seed: 71,
+    faults: [6],
+    diskFaults: true,
+    found:
+      'a secondary whose disk filled while it created its volumes at first contact was left with images and no site.json, and refused every start after',
+  },
 ];
-test('seed 77 with disk faults (SIM_DISK_FAULTS=1, faults 3) runs clean; it found: a primary whose disk filled up served stale reads while it stopped', async () => {
-  process.env.SIM_DISK_FAULTS = '1';
-  try {
-    const result = await runSiteSeed(77, [3]);
-    assert.deepEqual(result.violations, [], result.trace.join('\n'));
-  } finally {
-    delete process.env.SIM_DISK_FAULTS;
-  }
-});
 
-for (const { seed, faults, found } of regressions) {
-  test(`seed ${seed} (faults ${faults.join(',')}) runs clean; it found: ${found}`, async () => {
-    const result = await runSiteSeed(seed, faults);
+/** Runs `run` with SIM_DISK_FAULTS as `diskFaults` asks, then puts the variable back as it was. */
+async function withDiskFaults<T>(diskFaults: boolean, run: () => Promise<T>): Promise<T> {
+  const before = process.env.SIM_DISK_FAULTS;
+  if (diskFaults) process.env.SIM_DISK_FAULTS = '1';
+  try {
+    return await run();
+  } finally {
+    if (before === undefined) delete process.env.SIM_DISK_FAULTS;
+    else process.env.SIM_DISK_FAULTS = before;
+  }
+}
+
+for (const { seed, faults, diskFaults, found } of regressions) {
+  const title = `seed ${seed} (faults ${faults.join(',')}${diskFaults ? ', disk faults on' : ''}) runs clean; it found: ${found}`;
+  test(title, async () => {
+    const result = await withDiskFaults(diskFaults === true, () => runSiteSeed(seed, faults));
     assert.deepEqual(result.violations, [], result.trace.join('\n'));
   });
 }

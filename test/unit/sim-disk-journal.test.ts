@@ -1,6 +1,7 @@
 // Proves the real segment journal over the simulated disk: for many seeds, a journal of small
 // segments lives several lives, each appending, syncing and collecting while the disk completes its
-// calls late and out of order, and each ended by a process or machine crash at a random moment
+// calls late and out of order, some seeing an fdatasync fail (EIO), and each ended by a process or
+// machine crash at a random moment
 // (calls in flight, a rollover or journal.state replace half done). Every reopen replays: every
 // record whose sync resolved is there, every record returned was written (its bytes as appended),
 // in append order, once, and a record once lost never comes back (one of a collected cycle may:
@@ -21,6 +22,7 @@ import { Random } from '../../src/sim/random.ts';
 import {
   type CrashOdds,
   type DiskScheduler,
+  type FaultHandle,
   type MetadataOrder,
   SimFileSystem,
 } from '../../src/sim/sim-file-system.ts';
@@ -161,11 +163,17 @@ async function live(
   random: Random,
   model: Model,
   where: string,
+  totals: Totals,
 ): Promise<void> {
   const { journal, records } = openJournal(fs);
   checkReplay(records, model, where);
   const steps = random.between(0, 120);
+  // Some lives see an fdatasync fail (EIO): the journal fails, and what it holds must still be
+  // safe to go on from at the next start.
+  const failedSyncAt = random.chance(0.25) ? random.int(steps + 1) : -1;
+  let fault: FaultHandle | null = null;
   for (let step = 0; step < steps; step++) {
+    if (step === failedSyncAt) fault = fs.failWith({ call: 'fdatasync', code: 'EIO', times: 1 });
     const action = random.int(10);
     if (action < 6) {
       const id = model.nextId++;
@@ -189,11 +197,13 @@ async function live(
     // A few completions between calls, so that calls overlap.
     for (let completions = random.int(4); completions > 0; completions--) await scheduler.step();
   }
-  if (random.chance(0.2)) {
+  if (fault === null && random.chance(0.2)) {
     // A clean stop: everything appended so far must come back.
     await completion(scheduler, journal.close(), `${where}: close`);
     for (const id of model.held) model.durable.add(id);
   }
+  fault?.cancel();
+  if (fault && fault.fired > 0) totals.failedSyncs++;
   fs.crash(random.chance(0.5) ? 'machine' : 'process');
 }
 
@@ -205,6 +215,8 @@ interface Totals {
   tornSectors: number;
   revertedEntries: number;
   cut: number;
+  /** Lives in which an injected EIO failed an fdatasync. */
+  failedSyncs: number;
 }
 
 /** A replay that refuses damage: the site would not start; the seed ends there. */
@@ -226,7 +238,7 @@ async function runSeed(seed: number, metadata: MetadataOrder, totals: Totals): P
   try {
     const lives = random.between(2, 5);
     for (let life = 1; life <= lives; life++)
-      await live(fs, scheduler, random, model, `seed ${seed}, life ${life}`);
+      await live(fs, scheduler, random, model, `seed ${seed}, life ${life}`, totals);
     const { records, report } = openJournal(fs);
     checkReplay(records, model, `seed ${seed}, final replay`);
     if (report.cut) totals.cut++;
@@ -251,6 +263,7 @@ for (const metadata of ['posix', 'ordered'] as const) {
       tornSectors: 0,
       revertedEntries: 0,
       cut: 0,
+      failedSyncs: 0,
     };
     const only = process.env.SIM_JOURNAL_SEED;
     const seeds = only ? [Number(only)] : Array.from({ length: seedCount }, (_, index) => index + 1);
@@ -259,6 +272,7 @@ for (const metadata of ['posix', 'ordered'] as const) {
     // The run must have exercised what it claims to survive.
     assert.ok(totals.machine > 0 && totals.process > 0, JSON.stringify(totals));
     assert.ok(totals.lostSectors > 0 && totals.tornSectors > 0 && totals.revertedEntries > 0);
+    assert.ok(totals.failedSyncs > 0, JSON.stringify(totals));
   });
 }
 
@@ -531,4 +545,64 @@ test('collection never leaves the journal with only a segment whose checkpoint w
     5,
     `after the power loss the journal says closed ${closedAfter}, it had made closed 5 durable`,
   );
+});
+
+test('after a failed fdatasync, what the next start replays survives a later power loss (fsyncgate)', async () => {
+  // Found by the whole-site simulator with disk faults (seeds 7, 78, 133, 279): a failed fdatasync
+  // left frames in the page cache only, marked clean (as Linux may); the restarted journal replayed
+  // them, went on in a new segment, and a power loss took them back from behind durable frames:
+  // the journal was refused as damaged. The start must write them again and sync them first.
+  for (let seed = 1; seed <= 20; seed++) {
+    const { fs, scheduler } = makeDisk(new Random(seed), 'posix', { sectorKept: 0, tornSector: 0 });
+    const model = emptyModel();
+    const first = openJournal(fs);
+    for (let i = 0; i < 3; i++) first.journal.append(recordOf(model.nextId++, model)).catch(() => {});
+    await completion(scheduler, first.journal.sync(), `seed ${seed}: the first sync`);
+    const fault = fs.failWith({ call: 'fdatasync', code: 'EIO', times: 1 });
+    for (let i = 0; i < 3; i++) first.journal.append(recordOf(model.nextId++, model)).catch(() => {});
+    const failed = first.journal.sync().then(
+      () => null,
+      (error: Error) => error,
+    );
+    const error = await completion(scheduler, failed, `seed ${seed}: the failed sync`);
+    assert.match(String(error?.message), /EIO/, `seed ${seed}: the sync failed`);
+    assert.equal(fault.fired, 1, `seed ${seed}: the fault fired`);
+    // The site fail-stops; its restart replays what the page cache still shows.
+    fs.crash('process');
+    const second = openJournal(fs);
+    checkReplay(second.records, model, `seed ${seed}, after the failed sync`);
+    assert.equal(second.records.filter((record) => record.kind === 'write').length, 6);
+    // It goes on in a new segment, syncs, and the power goes.
+    second.journal.append(recordOf(model.nextId++, model)).catch(() => {});
+    await completion(scheduler, second.journal.sync(), `seed ${seed}: the second sync`);
+    for (const id of model.held) model.durable.add(id);
+    model.durable.add(model.nextId - 1);
+    fs.crash('machine');
+    const { records } = openJournal(fs);
+    checkReplay(records, model, `seed ${seed}, after the power loss`);
+  }
+});
+
+test('a start that cannot make the replayed journal durable refuses, naming the segment, and a later one succeeds', async () => {
+  const { fs, scheduler } = makeDisk(new Random(3), 'posix', { sectorKept: 0, tornSector: 0 });
+  const model = emptyModel();
+  const first = openJournal(fs);
+  const appends = [1, 2, 3].map(() => first.journal.append(recordOf(model.nextId++, model)));
+  await completion(scheduler, Promise.all(appends), 'the appends');
+  // Written, never synced: kill -9. The start must make them durable before going on from them.
+  fs.crash('process');
+  const fault = fs.failWith({ call: 'fdatasync', code: 'EIO', times: 1 });
+  assert.throws(
+    () => openJournal(fs),
+    (error) =>
+      error instanceof StorageError &&
+      error.code === 'storage-io' &&
+      error.message.includes(`${segmentPath(1)}: could not make the replayed journal durable`),
+  );
+  assert.equal(fault.fired, 1);
+  const { records } = openJournal(fs);
+  checkReplay(records, model, 'the start after the refused one');
+  for (const id of model.held) model.durable.add(id);
+  fs.crash('machine');
+  checkReplay(openJournal(fs).records, model, 'after the power loss');
 });

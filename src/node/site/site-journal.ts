@@ -1,7 +1,8 @@
 /**
  * A site's journal opened beside its volumes, and closed with them. Around the opening, site.json
  * is brought up to date: a new site is recorded at once (its images exist from now on), an existing
- * one only once the journal opened and replayed, so a refused start changes nothing.
+ * one only once the journal opened and replayed, so a refused start changes nothing. The creation
+ * marker (storage/site-creation.ts) goes once site.json is written.
  */
 
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ import type { FileSystem } from '../../io/file-system.ts';
 import type { Logger } from '../../ops/logger.ts';
 import type { RecordCodec } from '../../storage/record-codec.ts';
 import { type JournalOpenReport, SegmentJournal } from '../../storage/segment-journal.ts';
+import { removeCreationMarker } from '../../storage/site-creation.ts';
 import type { VolumeFile } from '../../storage/volume-file.ts';
 import type { OpenedSite } from '../site-storage.ts';
 import type { StopAttempt } from './site-runtime.ts';
@@ -46,6 +48,8 @@ export function openSiteJournal<R>(options: SiteJournalOptions<R>): OpenedJourna
   if (opened.report.cut) options.logger.warn('journal-tail-cut', { ...opened.report.cut });
   // Every check passed: only now is site.json brought up to date (a refused start changes nothing).
   options.recordSite();
+  // site.json records the site: a creation marker left (this creation's, or a crash's) is done with.
+  removeCreationMarker(options.fs, options.dataDir);
   return opened;
 }
 

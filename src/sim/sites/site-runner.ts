@@ -79,7 +79,7 @@ async function printFailure(
   }
   print(`  events leading to it (last ${shown.trace.length}):`);
   for (const line of shown.trace) print(`    ${line}`);
-  const environment = diskFaultsEnabled() ? 'SIM_DISK_FAULTS=1 ' : '';
+  const environment = diskFaultsEnabled() ? '' : 'SIM_DISK_FAULTS=0 ';
   print(`  replay: ${environment}npm run sim -- --seed-start ${seed} --seeds 1${replayFaults} --trace`);
 }
 
