@@ -77,8 +77,7 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
   const secondaries = random.between(1, 2);
   const heartbeatMs = random.between(40, 120);
   const faultPhaseMs = random.between(2000, 5000);
-  const segmentBytes = random.pick([8 * 1024, 32 * 1024, 1024 * 1024]);
-  return {
+  const scenario: SiteScenario = {
     seed,
     blockBytes: 512,
     volumeBlocks: Array.from({ length: random.between(1, 3) }, () => random.between(16, 64)),
@@ -92,9 +91,8 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
     reconnectMinMs: random.between(20, 100),
     reconnectMaxMs: random.between(300, 1500),
     cyclesInFlightMax: random.between(1, 4),
-    segmentBytes,
-    // Drawn apart, so that every other choice of the seed stays as it was before tracking existed.
-    tracking: drawTracking(new Random(seed ^ 0x7ac6), segmentBytes),
+    segmentBytes: random.pick([8 * 1024, 32 * 1024, 1024 * 1024]),
+    tracking: null,
     latencyMs: Array.from({ length: secondaries }, () => random.between(1, 40)),
     // The primary's disk first, then each secondary's.
     disks: Array.from({ length: secondaries + 1 }, () =>
@@ -126,6 +124,8 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
       ...drawWipes(new Random(seed ^ 0x3e1f), faultPhaseMs, secondaries),
     ].filter((_, index) => keepFaults === undefined || keepFaults.includes(index)),
   };
+  // Drawn apart, so that every other choice of the seed stays as it was before tracking existed.
+  return { ...scenario, tracking: drawTracking(new Random(seed ^ 0x7ac6), scenario.segmentBytes) };
 }
 
 /**
