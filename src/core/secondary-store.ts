@@ -324,6 +324,21 @@ export class SecondaryStore {
    * The stored cycles from applied+1 up to the first consistent one, merged in order (later cycles
    * win); null while that consistent cycle is not stored yet (a resync still under way).
    */
+  /**
+   * The newest cycle the stored cycles can bring the volumes to: the last consistent one chained
+   * from appliedDurable. A resync's cycles after it wait for the primary's next ones, so an apply
+   * may never reach `stored` while the resync is unfinished.
+   */
+  get applicableThrough(): CycleNumber {
+    const byFrom = new Map<CycleNumber, StoredCycle>();
+    for (const cycle of this.storedCycles.values()) byFrom.set(cycle.coversFrom, cycle);
+    let reach = this.appliedDurable;
+    for (let cycle = byFrom.get(reach + 1); cycle; cycle = byFrom.get(cycle.cycle + 1)) {
+      if (cycle.consistent) reach = cycle.cycle;
+    }
+    return reach;
+  }
+
   private nextUnit(): ApplyUnit | null {
     const byFrom = new Map<CycleNumber, StoredCycle>();
     for (const cycle of this.storedCycles.values()) byFrom.set(cycle.coversFrom, cycle);

@@ -131,6 +131,11 @@ export class Secondary {
     return this.store.appliedDurable;
   }
 
+  /** The newest cycle an apply can reach with what is stored (below `stored` during a resync). */
+  get applicableThrough(): CycleNumber {
+    return this.store.applicableThrough;
+  }
+
   /** The read path: a block of the cycle being applied, or undefined to read the volume. */
   overlay(volume: number, block: number): BlockContent | undefined {
     return this.store.overlay(volume, block);

@@ -320,10 +320,13 @@ export class SecondaryNode {
     return this.runtime.fault;
   }
 
-  /** Resolves once every stored cycle is applied and durable (for recover and tests). */
+  /**
+   * Resolves once every stored cycle that can be applied is applied and durable (for recover and
+   * tests): during a resync the stored cycles after its last consistent one cannot be, yet.
+   */
   async settle(timeoutMs = 60_000): Promise<void> {
     const deadline = this.clock.now() + timeoutMs;
-    while (this.core && this.core.appliedDurable < this.core.stored && !this.runtime.fatal) {
+    while (this.core && this.core.appliedDurable < this.core.applicableThrough && !this.runtime.fatal) {
       if (this.clock.now() > deadline) throw new Error(`apply did not finish within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => this.clock.after(5, resolve));
     }

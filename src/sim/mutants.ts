@@ -133,6 +133,32 @@ export const mutants: readonly Mutant[] = [
     defect: "a volume image's flush is skipped: write-back and apply are never made durable",
   },
   {
+    name: 'copy-read-during-switch',
+    simulator: 'sites',
+    file: 'src/core/primary-group.ts',
+    find: '    if (this.links.some((link) => link.tracking.reading)) return false;\n',
+    replace: '',
+    defect:
+      'a cycle switch starts while a resync copy read is out: the copied bytes may hold writes of the next cycle and travel before it',
+  },
+  {
+    name: 'bitmap-misses-newest-cycle',
+    simulator: 'sites',
+    file: 'src/core/link-tracking.ts',
+    find: 'cycle <= closed; cycle++) {',
+    replace: 'cycle < closed; cycle++) {',
+    defect: 'tracking folds every closed cycle the secondary has not stored but the newest into its bitmap',
+  },
+  {
+    name: 'resync-applied-in-parts',
+    simulator: 'sites',
+    file: 'src/core/secondary-store.ts',
+    find: '      if (cycle.consistent) break;\n',
+    replace: '      break;\n',
+    defect:
+      'a secondary applies the cycles of a resync one by one instead of as one unit up to a consistent cycle',
+  },
+  {
     name: 'keep-incomplete',
     simulator: 'core',
     file: 'src/core/secondary-store.ts',

@@ -177,3 +177,34 @@ test('a secondary wiped again in the middle of its resync gets every chunk, not 
   assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'streaming');
   assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
 });
+
+test('in the middle of a resync the stored cycles after its last consistent one cannot be applied yet, and applicableThrough says so', () => {
+  const harness = new CheckedHarness(
+    primaryConfig({
+      cycleMsMin: 10,
+      tracking: { ...smallTracking, journalBytesHigh: 6 * blockBytes, copyWindowBytes: 2 * blockBytes },
+    }),
+  );
+  writeRound(harness, 1, 64);
+  harness.advanceChecked(50);
+  harness.cutLink(0);
+  for (let round = 2; round <= 8; round++) {
+    writeRound(harness, round, 64);
+    harness.advanceChecked(20);
+  }
+  harness.healLink(0);
+  let seenBelow = false;
+  for (let step = 0; step < 150 && !seenBelow; step++) {
+    harness.advanceChecked(10);
+    const secondary = harness.secondaries[0];
+    assert.ok(secondary);
+    assert.ok(secondary.applicableThrough <= secondary.stored);
+    assert.ok(secondary.applicableThrough >= secondary.appliedDurable);
+    if (harness.primary.status(harness.nowMs).secondaries[0]?.mode === 'resync')
+      seenBelow ||= secondary.applicableThrough < secondary.stored;
+  }
+  assert.ok(seenBelow, 'a resync stored cycles that no apply could reach yet');
+  harness.advanceChecked(1500);
+  const secondary = harness.secondaries[0];
+  assert.equal(secondary?.applicableThrough, secondary?.stored, 'once the resync ended, every stored cycle');
+});

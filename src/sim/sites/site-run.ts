@@ -12,6 +12,7 @@
  * history, in its read path and in its files.
  */
 
+import { limits } from '../../core/limits.ts';
 import type { LogEntry } from '../../core/types.ts';
 import type { SiteEnvironment } from '../../io/environment.ts';
 import { PrimaryNode } from '../../node/primary-node.ts';
@@ -27,6 +28,7 @@ import {
   type SiteFault,
   type SiteFaultKind,
   type SiteScenario,
+  type SiteTracking,
   siteFaultKinds,
 } from './site-scenario.ts';
 import { Sources } from './sources.ts';
@@ -55,6 +57,11 @@ export interface SiteRunStats {
   lostSectors: number;
   tornSectors: number;
   revertedEntries: number;
+  /** From the primary's log: secondaries switched to a bitmap, resyncs begun and ended, initial syncs. */
+  trackingStarted: number;
+  resyncStarted: number;
+  resyncComplete: number;
+  initialSyncs: number;
   simulatedMs: number;
 }
 
@@ -146,6 +153,10 @@ export class SiteRun {
       lostSectors: 0,
       tornSectors: 0,
       revertedEntries: 0,
+      trackingStarted: 0,
+      resyncStarted: 0,
+      resyncComplete: 0,
+      initialSyncs: 0,
       simulatedMs: 0,
     };
   }
@@ -155,6 +166,22 @@ export class SiteRun {
   }
 
   private newSite<N>(name: string, dataDir: string, diskIndex: number): Site<N> {
+    return {
+      name,
+      dataDir,
+      disk: this.newDisk(dataDir, diskIndex),
+      process: null,
+      node: null,
+      incarnations: 0,
+      appliedMax: 0,
+      floor: [],
+      readHoldsAll: false,
+      diskFault: null,
+    };
+  }
+
+  /** A site's disk, empty but for the data directory when the operator provisions it. */
+  private newDisk(dataDir: string, diskIndex: number): SimFileSystem {
     const speed = this.scenario.disks[diskIndex] as SiteScenario['disks'][number];
     const disk = new SimFileSystem({
       random: this.random.fork(),
@@ -173,18 +200,7 @@ export class SiteRun {
       disk.fsyncSync(root);
       disk.closeSync(root);
     }
-    return {
-      name,
-      dataDir,
-      disk,
-      process: null,
-      node: null,
-      incarnations: 0,
-      appliedMax: 0,
-      floor: [],
-      readHoldsAll: false,
-      diskFault: null,
-    };
+    return disk;
   }
 
   private buildPrimaryConfig(): PrimaryFileConfig {
@@ -200,6 +216,7 @@ export class SiteRun {
           size: blocks * scenario.blockBytes,
         })),
         ack: scenario.ack,
+        ...(scenario.tracking ? { tracking: this.trackingConfig(scenario.tracking) } : {}),
         cycle: { intervalMinMs: scenario.cycleIntervalMinMs, queuedMax: scenario.cycleQueuedMax },
         link: this.linkConfig(),
         secondaries: Array.from({ length: scenario.secondaries }, (_, index) => ({
@@ -210,8 +227,20 @@ export class SiteRun {
       },
       'sim primary',
     ) as PrimaryFileConfig;
-    // Segments far below the smallest a user may configure, so that rollover happens every few cycles.
-    return { ...config, journal: { ...config.journal, segmentSize: scenario.segmentBytes } };
+    // Segments far below the smallest a user may configure, so that rollover happens every few
+    // cycles; a journal of a few of them, so that an away secondary switches to tracking.
+    const capacity = scenario.tracking?.journalCapacity ?? config.journal.capacity;
+    return { ...config, journal: { capacity, segmentSize: scenario.segmentBytes } };
+  }
+
+  private trackingConfig(tracking: SiteTracking): Record<string, number> {
+    const granularity = tracking.granularityBlocks * this.scenario.blockBytes;
+    return {
+      journalFraction: tracking.journalFraction,
+      awaySecondsMax: tracking.awaySecondsMax,
+      granularity,
+      copyWindow: Math.max(granularity, limits.packetBytesMax),
+    };
   }
 
   private buildSecondaryConfig(index: number): SecondaryFileConfig {
@@ -288,12 +317,14 @@ export class SiteRun {
     Object.assign(this.stats, this.sources.stats);
     this.stats.events = this.world.events;
     this.stats.simulatedMs = this.world.elapsedMs;
-    for (const site of [this.primary, ...this.secondaries]) {
-      this.stats.syncs += site.disk.stats.syncs;
-      this.stats.lostSectors += site.disk.stats.lostSectors;
-      this.stats.tornSectors += site.disk.stats.tornSectors;
-      this.stats.revertedEntries += site.disk.stats.revertedEntries;
-    }
+    for (const site of [this.primary, ...this.secondaries]) this.countDisk(site.disk);
+  }
+
+  private countDisk(disk: SimFileSystem): void {
+    this.stats.syncs += disk.stats.syncs;
+    this.stats.lostSectors += disk.stats.lostSectors;
+    this.stats.tornSectors += disk.stats.tornSectors;
+    this.stats.revertedEntries += disk.stats.revertedEntries;
   }
 
   /** Ends every process, so no callback of this run outlives it. */
@@ -318,6 +349,7 @@ export class SiteRun {
   private loggerOf(process: SimProcess): Logger {
     const log = (entry: LogEntry): void => {
       if (!process.alive) return;
+      this.count(entry.event);
       if (entry.level === 'debug' && !this.traceAll) return;
       this.note(`${process.name} ${entry.level} ${entry.event} ${JSON.stringify(entry.fields)}`);
     };
@@ -327,6 +359,14 @@ export class SiteRun {
       warn: (event, fields = {}) => log({ level: 'warn', event, fields }),
       error: (event, fields = {}) => log({ level: 'error', event, fields }),
     };
+  }
+
+  /** The events of docs/resync.md, so that the run's summary shows they happen. */
+  private count(event: string): void {
+    if (event === 'tracking-started') this.stats.trackingStarted++;
+    else if (event === 'resync-started') this.stats.resyncStarted++;
+    else if (event === 'resync-complete') this.stats.resyncComplete++;
+    else if (event === 'initial-sync') this.stats.initialSyncs++;
   }
 
   private newProcess(site: Site<unknown>): SimProcess {
@@ -539,6 +579,9 @@ export class SiteRun {
           fault.recover,
         );
         return;
+      case 'secondary-wipe':
+        this.wipeSecondary(fault.target, fault.durationMs);
+        return;
     }
   }
 
@@ -573,6 +616,25 @@ export class SiteRun {
     this.world.schedule(null, downMs, () => {
       this.stats.restarts++;
       this.startSecondary(site, index, recover);
+    });
+  }
+
+  /**
+   * Stops a secondary, deletes its data directory (a new disk: nothing of it survives) and starts
+   * it again empty. It comes back at cycle 0, all zeroes, a consistent cut: the floor it may never
+   * fall below, and its applied number, start over with it.
+   */
+  private wipeSecondary(index: number, downMs: number): void {
+    const site = this.secondaries[index] as Site<SecondaryNode>;
+    if (!this.crash(site, 'process')) return;
+    this.countDisk(site.disk);
+    site.disk = this.newDisk(site.dataDir, index + 1);
+    site.floor = [];
+    site.appliedMax = 0;
+    this.note(`${site.name} wiped`);
+    this.world.schedule(null, downMs, () => {
+      this.stats.restarts++;
+      this.startSecondary(site, index, false);
     });
   }
 

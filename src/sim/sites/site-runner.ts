@@ -166,6 +166,10 @@ function emptyReport(): SiteSimulationReport {
     lostSectors: 0,
     tornSectors: 0,
     revertedEntries: 0,
+    trackingStarted: 0,
+    resyncStarted: 0,
+    resyncComplete: 0,
+    initialSyncs: 0,
     simulatedMs: 0,
   };
 }
@@ -188,6 +192,10 @@ function addStats(total: SiteRunStats, part: SiteRunStats): void {
     'lostSectors',
     'tornSectors',
     'revertedEntries',
+    'trackingStarted',
+    'resyncStarted',
+    'resyncComplete',
+    'initialSyncs',
     'simulatedMs',
   ] as const)
     total[key] += part[key];
@@ -217,6 +225,9 @@ export function printSiteReport(print: (line: string) => void, report: SiteSimul
   );
   print(
     `disk syncs ${report.syncs}; machine crashes lost ${report.lostSectors} sectors, tore ${report.tornSectors}, reverted ${report.revertedEntries} directory entries`,
+  );
+  print(
+    `secondaries switched to tracking ${report.trackingStarted}, resyncs started ${report.resyncStarted}, completed ${report.resyncComplete}, initial syncs ${report.initialSyncs}`,
   );
   const seedsPerSecond = report.wallSeconds > 0 ? report.seedsRun / report.wallSeconds : 0;
   print(

@@ -13,6 +13,7 @@ export const siteFaultKinds = [
   'secondary-machine-crash',
   'disk-full',
   'disk-error',
+  'secondary-wipe',
 ] as const;
 export type SiteFaultKind = (typeof siteFaultKinds)[number];
 
@@ -25,6 +26,17 @@ export interface SiteFault {
   durationMs: number;
   /** A crashed secondary is brought back with `cyclerep recover` first (its files judged after). */
   recover: boolean;
+}
+
+/**
+ * A primary that switches an away secondary to a changed-block bitmap soon (docs/resync.md): a
+ * journal of a few segments, tracking after a few simulated seconds away, a coarse or fine bitmap.
+ */
+export interface SiteTracking {
+  journalCapacity: number;
+  journalFraction: number;
+  awaySecondsMax: number;
+  granularityBlocks: number;
 }
 
 export interface SiteScenario {
@@ -43,6 +55,8 @@ export interface SiteScenario {
   cyclesInFlightMax: number;
   /** Journal segments this small roll over every few cycles. */
   segmentBytes: number;
+  /** Null: the primary's defaults (a journal far larger than the run, tracking after 600 s away). */
+  tracking: SiteTracking | null;
   latencyMs: number[];
   /** Each site's disk: longest delay of a read or write, and of a sync. Some scenarios have slow disks. */
   disks: { ioDelayMsMax: number; syncDelayMsMax: number; volumesSlower: number }[];
@@ -63,7 +77,7 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
   const secondaries = random.between(1, 2);
   const heartbeatMs = random.between(40, 120);
   const faultPhaseMs = random.between(2000, 5000);
-  return {
+  const scenario: SiteScenario = {
     seed,
     blockBytes: 512,
     volumeBlocks: Array.from({ length: random.between(1, 3) }, () => random.between(16, 64)),
@@ -78,6 +92,7 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
     reconnectMaxMs: random.between(300, 1500),
     cyclesInFlightMax: random.between(1, 4),
     segmentBytes: random.pick([8 * 1024, 32 * 1024, 1024 * 1024]),
+    tracking: null,
     latencyMs: Array.from({ length: secondaries }, () => random.between(1, 40)),
     // The primary's disk first, then each secondary's.
     disks: Array.from({ length: secondaries + 1 }, () =>
@@ -106,8 +121,12 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
       ...(diskFaultsEnabled()
         ? drawDiskFaults(new Random(seed ^ 0xd15cfa17), faultPhaseMs, secondaries)
         : []),
+      // Not yet by default either: a primary crash during an initial sync still breaks the cut (seed 54).
+      ...(wipesEnabled() ? drawWipes(new Random(seed ^ 0x3e1f), faultPhaseMs, secondaries) : []),
     ].filter((_, index) => keepFaults === undefined || keepFaults.includes(index)),
   };
+  // Drawn apart, so that every other choice of the seed stays as it was before tracking existed.
+  return { ...scenario, tracking: drawTracking(new Random(seed ^ 0x7ac6), scenario.segmentBytes) };
 }
 
 /**
@@ -116,7 +135,7 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
  */
 function drawFaults(random: Random, faultPhaseMs: number, secondaries: number): SiteFault[] {
   const weights: [SiteFaultKind, number][] = siteFaultKinds
-    .filter((kind) => kind !== 'disk-full' && kind !== 'disk-error')
+    .filter((kind) => kind !== 'disk-full' && kind !== 'disk-error' && kind !== 'secondary-wipe')
     .map((kind) => [kind, random.pick([0, 1, 1, 3])]);
   const total = weights.reduce((sum, [, weight]) => sum + weight, 0);
   const faults: SiteFault[] = [];
@@ -150,6 +169,11 @@ export function diskFaultsEnabled(): boolean {
   return process.env.SIM_DISK_FAULTS !== '0';
 }
 
+/** `SIM_WIPES=1 npm run sim`: scenarios where a secondary's data directory is deleted too. */
+export function wipesEnabled(): boolean {
+  return process.env.SIM_WIPES === '1';
+}
+
 /**
  * A full disk (every write fails with ENOSPC for a while) or one failed fdatasync (EIO), on the
  * primary (target 0) or a secondary: the site must fail-stop and, restarted once space is back,
@@ -166,11 +190,47 @@ function drawDiskFaults(random: Random, faultPhaseMs: number, secondaries: numbe
   }));
 }
 
+/** In half the seeds, weighed like the rest: a journal that fills in seconds, or a short absence. */
+function drawTracking(random: Random, segmentBytes: number): SiteTracking | null {
+  if (!random.chance(0.5)) return null;
+  // The journal's high mark in bytes of held cycles: a second of writes fills the largest. The
+  // capacity holds at least one segment, as the configuration requires.
+  const highBytes = random.pick([8 * 1024, 32 * 1024, 128 * 1024]);
+  const journalCapacity = Math.max(segmentBytes, highBytes * random.pick([1, 2, 4]));
+  return {
+    journalCapacity,
+    journalFraction: highBytes / journalCapacity,
+    // Outages here last up to 1.5 s: the shorter absences switch, the longer let the journal fill.
+    awaySecondsMax: random.pick([0.25, 0.5, 1, 5, 20]),
+    granularityBlocks: random.pick([1, 2, 4, 16]),
+  };
+}
+
+/**
+ * A secondary whose data directory is deleted while it is stopped (a replaced disk, an operator's
+ * rm -rf), restarted empty: it must join again through initial sync. In 1 seed of 4.
+ */
+function drawWipes(random: Random, faultPhaseMs: number, secondaries: number): SiteFault[] {
+  if (!random.chance(0.25)) return [];
+  return Array.from({ length: random.between(1, 2) }, () => ({
+    atMs: random.between(100, faultPhaseMs),
+    kind: 'secondary-wipe' as const,
+    target: random.int(secondaries),
+    durationMs: random.between(20, 1500),
+    recover: false,
+  }));
+}
+
 export function describeSiteScenario(scenario: SiteScenario): string {
   return (
     `seed ${scenario.seed}: ${scenario.secondaries} secondaries, volumes of ${scenario.volumeBlocks.join('+')} blocks, ` +
     `ack ${scenario.ack}, ${scenario.connectionsPerLink} connection(s)/link, cycle.intervalMinMs ${scenario.cycleIntervalMinMs}, ` +
-    `segments of ${scenario.segmentBytes} bytes, ${scenario.sources} sources, disks (io/sync ms, volumes slower) ${scenario.disks.map((disk) => `${disk.ioDelayMsMax}/${disk.syncDelayMsMax}x${disk.volumesSlower}`).join(' ')}, ` +
+    `segments of ${scenario.segmentBytes} bytes, ${describeTracking(scenario.tracking)}, ${scenario.sources} sources, disks (io/sync ms, volumes slower) ${scenario.disks.map((disk) => `${disk.ioDelayMsMax}/${disk.syncDelayMsMax}x${disk.volumesSlower}`).join(' ')}, ` +
     `faults: ${scenario.faults.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}`
   );
+}
+
+function describeTracking(tracking: SiteTracking | null): string {
+  if (!tracking) return 'tracking as by default';
+  return `journal of ${tracking.journalCapacity} bytes, tracking at ${tracking.journalFraction} of it or ${tracking.awaySecondsMax} s away, ${tracking.granularityBlocks} blocks a bit`;
 }
