@@ -69,6 +69,13 @@ interface CopySession {
   lastAttachCycle: CycleNumber;
   /** The first cycle of this session sent as consistent: once stored, the resync is over. */
   consistentSent: CycleNumber | null;
+  /**
+   * Whether the bitmap as this session began is durable. Until it is, nothing is sent: a stored
+   * resync cycle at the secondary relies on the bitmap for every block it lacks, so a primary
+   * crash must find that bitmap (the whole-site simulator's seed 54 found an initial sync whose
+   * first cycle went out before its all-chunks bitmap was saved).
+   */
+  bitmapDurable: boolean;
   copiedBytes: number;
 }
 
@@ -79,6 +86,8 @@ export class LinkTracking {
   /** `through` of the newest durable save: collection may pass the link up to it. */
   private savedThrough: CycleNumber | null = null;
   private saving: { token: number; through: CycleNumber } | null = null;
+  /** A session began while a save was out: save again once it is in, then the session may stream. */
+  private saveAgain = false;
   private saveTokens = 0;
   private lastSaveMs = Number.NEGATIVE_INFINITY;
   private clearedSinceSave = false;
@@ -149,7 +158,18 @@ export class LinkTracking {
     if (this.saving?.token !== token) return false;
     this.savedThrough = Math.max(this.savedThrough ?? 0, this.saving.through);
     this.saving = null;
+    if (this.saveAgain) {
+      this.saveAgain = false;
+      this.save();
+    } else if (this.copy) {
+      this.copy.bitmapDurable = true;
+    }
     return true;
+  }
+
+  /** Whether the link may send: not during a resync whose bitmap is not durable yet. */
+  get mayStream(): boolean {
+    return this.copy?.bitmapDurable ?? true;
   }
 
   private save(): void {
@@ -177,7 +197,7 @@ export class LinkTracking {
    * A session begins with the secondary at stored number `stored`. Returns whether a copy runs:
    * then the cycles sent are inconsistent until the copy is done.
    */
-  startSession(stored: CycleNumber, collected: CycleNumber): boolean {
+  startSession(stored: CycleNumber, collected: CycleNumber, consistentStored: CycleNumber): boolean {
     this.copy = null;
     if (this.blocks && stored < this.base) {
       this.log('warn', 'resync-full', { stored, base: this.base, reason: 'stored below the bitmap base' });
@@ -185,14 +205,16 @@ export class LinkTracking {
       this.base = stored;
       // Every chunk is marked: the journal below its floor is no longer needed for this link.
       this.through = Math.max(this.through, collected);
-    } else if (!this.blocks && stored < collected) {
-      // New, wiped or restored from an old copy: the journal no longer reaches back to it.
+    } else if (!this.blocks && (stored < collected || consistentStored < stored)) {
+      // New, wiped or restored from an old copy: the journal no longer reaches back to it. Or it
+      // holds cycles of a resync whose bitmap this primary does not have (removed by an operator):
+      // only a copy of everything can finish that.
       this.blocks = new ChangedBlocks(this.config.chunkBlocks, this.volumeBlockCounts());
       this.blocks.markAll();
       this.base = stored;
       this.through = collected;
       this.savedThrough = collected;
-      this.log('warn', 'initial-sync', { stored, collected });
+      this.log('warn', 'initial-sync', { stored, collected, consistentStored });
     }
     if (!this.blocks) return false;
     this.copy = {
@@ -203,9 +225,11 @@ export class LinkTracking {
       lastAttachCycle: 0,
       consistentSent: null,
       copiedBytes: 0,
+      bitmapDurable: false,
     };
     this.log('warn', 'resync-started', { stored, chunks: this.blocks.chunkCount });
     if (this.saving === null) this.save();
+    else this.saveAgain = true;
     return true;
   }
 
@@ -317,6 +341,7 @@ export class LinkTracking {
     this.copy = null;
     this.savedThrough = null;
     this.saving = null;
+    this.saveAgain = false;
     this.out.push({ type: 'tracking-drop', link: this.link });
   }
 

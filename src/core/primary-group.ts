@@ -312,6 +312,9 @@ export class PrimaryGroup implements CycleStore {
     const floor = Math.min(...this.links.map((link) => link.hold()));
     for (const link of this.links) {
       if (link.hold() >= this.closed) continue;
+      // Failing a link frees nothing when the cycles it holds are empty (the bytes are in the
+      // capture cycle, or held by another link): it would only loop through resyncs.
+      if (this.heldBytesAbove(link.hold()) === 0) continue;
       const away = link.state !== 'streaming';
       const awayTooLong = away && link.awaySinceMs !== null && nowMs - link.awaySinceMs >= tracking.awayMsMax;
       if (!awayTooLong && !(full && link.hold() === floor)) continue;
@@ -335,6 +338,14 @@ export class PrimaryGroup implements CycleStore {
   onCopyRead(_nowMs: number, link: string, token: number, data: Uint8Array): PrimaryAction[] {
     this.linkNamed(link)?.tracking.onCopyRead(token, data);
     return this.takeActions();
+  }
+
+  /** Journal payload of the closed cycles above `cycle`. */
+  private heldBytesAbove(cycle: CycleNumber): number {
+    let bytes = 0;
+    for (const [number, entry] of this.cycles)
+      if (number > cycle && number <= this.closed) bytes += entry.journalBytes;
+    return bytes;
   }
 
   private journalBytesHeld(): number {

@@ -306,7 +306,7 @@ export class PrimaryLink {
     this.backoffMs = this.timings.reconnectMsMin;
     this.awaySinceMs = null;
     this.sentEnd = this.stored;
-    this.tracking.startSession(this.stored, this.store.collected);
+    this.tracking.startSession(this.stored, this.store.collected, welcome.consistentStored);
     if (this.store.closed > this.stored) this.queueRecovery();
     return moved;
   }
@@ -363,6 +363,8 @@ export class PrimaryLink {
    * packets, so a large cycle is copied a little at a time, never ahead of what the sockets take.
    */
   private fill(): void {
+    // A resync sends nothing until the bitmap that covers it is durable (docs/resync.md).
+    if (!this.tracking.mayStream) return;
     while (this.state === 'streaming' && this.queuesHaveRoom()) {
       if (this.packing) {
         this.packSome();

@@ -43,6 +43,8 @@ export type SessionAction =
 export interface SessionStore {
   readonly stored: CycleNumber;
   readonly applied: CycleNumber;
+  /** The newest stored cycle whose image is consistent (below `stored` in an unfinished resync). */
+  readonly applicableThrough: CycleNumber;
   /** A stored record is on its way to disk: a welcome waits for it, so the number it states is exact. */
   readonly storeInFlight: boolean;
   /** Throws ProtocolError when the packet does not fit. */
@@ -239,6 +241,7 @@ export class SecondarySession {
       secondary: this.name,
       stored: this.store.stored,
       applied: this.store.applied,
+      consistentStored: this.store.applicableThrough,
     });
   }
 

@@ -321,10 +321,6 @@ export class SecondaryStore {
   }
 
   /**
-   * The stored cycles from applied+1 up to the first consistent one, merged in order (later cycles
-   * win); null while that consistent cycle is not stored yet (a resync still under way).
-   */
-  /**
    * The newest cycle the stored cycles can bring the volumes to: the last consistent one chained
    * from appliedDurable. A resync's cycles after it wait for the primary's next ones, so an apply
    * may never reach `stored` while the resync is unfinished.
@@ -339,6 +335,10 @@ export class SecondaryStore {
     return reach;
   }
 
+  /**
+   * The stored cycles from applied+1 up to the first consistent one, merged in order (later cycles
+   * win); null while that consistent cycle is not stored yet (a resync still under way).
+   */
   private nextUnit(): ApplyUnit | null {
     const byFrom = new Map<CycleNumber, StoredCycle>();
     for (const cycle of this.storedCycles.values()) byFrom.set(cycle.coversFrom, cycle);

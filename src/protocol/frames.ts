@@ -59,6 +59,12 @@ export interface WelcomeFrame {
   stored: number;
   /** The secondary's volumes show the image at the end of this cycle. */
   applied: number;
+  /**
+   * The newest stored cycle whose image is consistent (its stored cycles chain to it from applied).
+   * Below `stored` when it holds cycles of an unfinished resync, which only the primary's bitmap
+   * can finish (docs/resync.md).
+   */
+  consistentStored: number;
 }
 
 /** Either direction: the sender refuses or gives up on the link; the code is stable, the message for people. */
@@ -216,12 +222,13 @@ function encodePayload(frame: Frame): Uint8Array {
     }
     case 'welcome': {
       const name = encodeString(frame.secondary, 'secondary', limits.nameBytesMax);
-      return new ByteWriter(2 + 4 + 2 + name.length + 8 + 8)
+      return new ByteWriter(2 + 4 + 2 + name.length + 8 + 8 + 8)
         .u16(frame.protocolVersion)
         .u32(frame.sessionId)
         .string(name)
         .u64(frame.stored)
         .u64(frame.applied)
+        .u64(frame.consistentStored)
         .finish();
     }
     case 'error': {
@@ -330,6 +337,7 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
         secondary: reader.string('secondary', limits.nameBytesMax),
         stored: reader.u64('stored'),
         applied: reader.u64('applied'),
+        consistentStored: reader.u64('consistentStored'),
       };
     case 'error':
       return {

@@ -98,6 +98,9 @@ export class Harness {
   readonly primaryImage: Uint8Array[];
   /** The bitmaps the primary saved, by secondary (tracking-save answered at once). */
   readonly trackingFiles = new Map<string, TrackingState>();
+  /** When set, tracking saves wait in `savesWaiting` until the test completes them. */
+  deferTrackingSaves = false;
+  readonly savesWaiting: (() => void)[] = [];
   /** Blocks copy reads covered, for tests of what a resync sends. */
   copiedBlocks = 0;
   private readonly connections = new Map<number, HarnessConnection>();
@@ -248,10 +251,17 @@ export class Harness {
         case 'log':
           this.logs.push(`${action.entry.event} ${JSON.stringify(action.entry.fields)}`);
           break;
-        case 'tracking-save':
-          this.trackingFiles.set(action.link, action.state);
-          this.runPrimary(this.primary.onTrackingSaved(this.nowMs, action.link, action.token));
+        case 'tracking-save': {
+          const primary = this.primary;
+          const complete = (): void => {
+            if (primary !== this.primary) return; // that process died before its save was durable
+            this.trackingFiles.set(action.link, action.state);
+            this.runPrimary(this.primary.onTrackingSaved(this.nowMs, action.link, action.token));
+          };
+          if (this.deferTrackingSaves) this.savesWaiting.push(complete);
+          else complete();
           break;
+        }
         case 'tracking-drop':
           this.trackingFiles.delete(action.link);
           break;

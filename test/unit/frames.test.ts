@@ -35,7 +35,15 @@ const samples: Frame[] = [
     primarySite: 'c'.repeat(32),
     generations: [{ id: 'd'.repeat(32), startedAt: 1, primarySite: 'c'.repeat(32) }],
   },
-  { type: 'welcome', protocolVersion: 3, sessionId: 7, secondary: 'dr1', stored: 2 ** 53 - 1, applied: 41 },
+  {
+    type: 'welcome',
+    protocolVersion: 3,
+    sessionId: 7,
+    secondary: 'dr1',
+    stored: 2 ** 53 - 1,
+    applied: 41,
+    consistentStored: 40,
+  },
   { type: 'error', code: 'group-mismatch', message: 'group "a" offered, this site is of group "b"' },
   {
     type: 'data',
@@ -210,6 +218,7 @@ test('a name over nameBytesMax is refused when encoding, naming the field', () =
         secondary: 'x'.repeat(65),
         stored: 0,
         applied: 0,
+        consistentStored: 0,
       }),
     /secondary "x+" is 65 bytes, at most 64/,
   );

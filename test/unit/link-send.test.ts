@@ -34,6 +34,7 @@ function streamingWithLargeCycle(): { primary: PrimaryGroup; connection: number;
     secondary: 'dr1',
     stored: 0,
     applied: 0,
+    consistentStored: 0,
   });
   for (let extent = 0; extent < cycleMib; extent++) {
     const blockCount = mib / blockBytes;

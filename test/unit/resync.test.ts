@@ -208,3 +208,57 @@ test('in the middle of a resync the stored cycles after its last consistent one 
   const secondary = harness.secondaries[0];
   assert.equal(secondary?.applicableThrough, secondary?.stored, 'once the resync ended, every stored cycle');
 });
+
+test('a resync sends nothing before its bitmap is durable; a primary dying before that starts it again', () => {
+  const harness = new CheckedHarness(primaryConfig({ cycleMsMin: 10, tracking: smallTracking }));
+  for (let round = 1; round <= 3; round++) {
+    writeRound(harness, round, 64);
+    harness.advanceChecked(40);
+  }
+  harness.crashSecondary(0);
+  (harness.secondaryJournals[0] as unknown[]).length = 0;
+  for (const volume of harness.volumes[0] as Uint8Array[]) volume.fill(0);
+  harness.deferTrackingSaves = true;
+  const framesBefore = (harness.framesToSecondary[0] as unknown[]).length;
+  harness.restartSecondary(0);
+  writeRound(harness, 4, 6);
+  harness.advanceChecked(100);
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'resync');
+  const sent = (harness.framesToSecondary[0] as { type: string }[]).slice(framesBefore);
+  assert.deepEqual(
+    sent.filter((frame) => frame.type === 'data' || frame.type === 'end-of-cycle'),
+    [],
+    'no cycle leaves before the all-chunks bitmap is durable',
+  );
+  // The primary dies with its save still in flight: the bitmap never reached the disk.
+  harness.savesWaiting.length = 0;
+  harness.deferTrackingSaves = false;
+  harness.restartPrimary();
+  writeRound(harness, 5, 6);
+  harness.advanceChecked(1500);
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'streaming');
+  assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+});
+
+test('a secondary holding an unfinished resync the primary has no bitmap for gets a copy of every chunk', () => {
+  const harness = new CheckedHarness(
+    primaryConfig({ cycleMsMin: 10, tracking: { ...smallTracking, copyWindowBytes: 2 * blockBytes } }),
+  );
+  for (let round = 1; round <= 3; round++) {
+    writeRound(harness, round, 64);
+    harness.advanceChecked(40);
+  }
+  harness.crashSecondary(0);
+  (harness.secondaryJournals[0] as unknown[]).length = 0;
+  for (const volume of harness.volumes[0] as Uint8Array[]) volume.fill(0);
+  harness.restartSecondary(0);
+  harness.advanceChecked(60);
+  const secondary = harness.secondaries[0];
+  assert.ok(secondary && secondary.stored > secondary.applicableThrough, 'the secondary holds resync cycles');
+  // An operator removed the bitmap file; the primary restarts without it.
+  harness.trackingFiles.clear();
+  harness.restartPrimary();
+  harness.advanceChecked(1500);
+  assert.ok(harness.logs.filter((line) => line.startsWith('initial-sync ')).length >= 2);
+  assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+});

@@ -17,7 +17,10 @@ export function trackingConfigOf(config: PrimaryFileConfig, blockBytes: number):
   if (!config.tracking.enabled)
     return { ...trackingNever, chunkBlocks, copyWindowBytes: config.tracking.copyWindow };
   return {
-    journalBytesHigh: Math.min(capacity * config.tracking.journalFraction, capacity - 2 * segmentSize),
+    journalBytesHigh: Math.max(
+      0,
+      Math.min(capacity * config.tracking.journalFraction, capacity - 2 * segmentSize),
+    ),
     awayMsMax: config.tracking.awaySecondsMax * 1000,
     chunkBlocks,
     copyReadBlocksMax: Math.max(chunkBlocks, Math.floor(limits.packetBytesMax / blockBytes)),

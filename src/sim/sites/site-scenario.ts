@@ -194,9 +194,10 @@ function drawDiskFaults(random: Random, faultPhaseMs: number, secondaries: numbe
 function drawTracking(random: Random, segmentBytes: number): SiteTracking | null {
   if (!random.chance(0.5)) return null;
   // The journal's high mark in bytes of held cycles: a second of writes fills the largest. The
-  // capacity holds at least one segment, as the configuration requires.
+  // capacity holds at least four segments, as the configuration requires with tracking, and two
+  // segments above the high mark (trackingConfigOf takes the lower of both marks).
   const highBytes = random.pick([8 * 1024, 32 * 1024, 128 * 1024]);
-  const journalCapacity = Math.max(segmentBytes, highBytes * random.pick([1, 2, 4]));
+  const journalCapacity = Math.max(4 * segmentBytes, highBytes * random.pick([1, 2, 4]) + 2 * segmentBytes);
   return {
     journalCapacity,
     journalFraction: highBytes / journalCapacity,
