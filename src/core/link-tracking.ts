@@ -199,8 +199,11 @@ export class LinkTracking {
    */
   startSession(stored: CycleNumber, collected: CycleNumber, consistentStored: CycleNumber): boolean {
     this.copy = null;
-    if (this.blocks && stored < this.base) {
-      this.log('warn', 'resync-full', { stored, base: this.base, reason: 'stored below the bitmap base' });
+    // Below the bitmap's base, or with cycles between it and the journal's floor that neither
+    // holds (collection passed `through` while the secondary stored them, and it lost them since):
+    // only a copy of everything covers it.
+    if (this.blocks && (stored < this.base || Math.max(stored, this.through) < collected)) {
+      this.log('warn', 'resync-full', { stored, base: this.base, through: this.through, collected });
       this.blocks.markAll();
       this.base = stored;
       // Every chunk is marked: the journal below its floor is no longer needed for this link.

@@ -169,9 +169,9 @@ export function diskFaultsEnabled(): boolean {
   return process.env.SIM_DISK_FAULTS !== '0';
 }
 
-/** `SIM_WIPES=1 npm run sim`: scenarios where a secondary's data directory is deleted too. */
+/** Scenarios where a secondary's data directory is deleted too; `SIM_WIPES=0` leaves them out. */
 export function wipesEnabled(): boolean {
-  return process.env.SIM_WIPES === '1';
+  return process.env.SIM_WIPES !== '0';
 }
 
 /**
