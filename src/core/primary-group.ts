@@ -146,6 +146,8 @@ export class PrimaryGroup implements CycleStore {
   /** A switch the nodes have not all confirmed yet. */
   private switching: { target: CycleNumber; confirmed: Set<number> } | null = null;
   private lastSwitchMs = Number.NEGATIVE_INFINITY;
+  /** A switch is due and waits for copy reads in flight: no new one starts until it happened. */
+  private copyReadsPaused = false;
   private pendingFlushes: { token: number; seq: number }[] = [];
   private readonly out: PrimaryAction[] = [];
   private connectionIds = 0;
@@ -229,7 +231,7 @@ export class PrimaryGroup implements CycleStore {
   /** Every action since the last handler returned: each handler hands back what it caused. */
   private takeActions(): PrimaryAction[] {
     // Copy reads start only between switches, so that each falls inside one capture cycle.
-    if (this.switching === null) {
+    if (this.switching === null && !this.copyReadsPaused) {
       for (const link of this.links) link.tracking.issueReads(this.capture);
     }
     return this.out.splice(0);
@@ -357,9 +359,6 @@ export class PrimaryGroup implements CycleStore {
   private switchDue(nowMs: number): boolean {
     if (this.switching || this.closing) return false;
     if (nowMs - this.lastSwitchMs < this.config.cycleMsMin) return false;
-    // A copy read must fall inside one capture cycle (docs/resync.md).
-    if (this.links.some((link) => link.tracking.reading)) return false;
-
     const wanted = this.links.some(
       (link) =>
         link.state === 'streaming' && link.tracking.wantsSwitch(this.capture, link.sentEndCycle, this.closed),
@@ -368,9 +367,13 @@ export class PrimaryGroup implements CycleStore {
     // Closed cycles that a connected secondary has not stored wait to be sent; past the bound the
     // capture cycle keeps growing instead. A disconnected secondary does not hold the group back:
     // it will get one recovery cycle however many cycles close meanwhile.
-    return this.links.every(
+    const due = this.links.every(
       (link) => link.state !== 'streaming' || this.closed - link.stored < this.config.cyclesQueuedMax,
     );
+    // A copy read must fall inside one capture cycle (docs/resync.md): the switch waits for those
+    // out, and no new one starts meanwhile, or a steady copy would hold cycles open indefinitely.
+    this.copyReadsPaused = due && this.links.some((link) => link.tracking.reading);
+    return due && !this.copyReadsPaused;
   }
 
   private beginSwitch(nowMs: number): void {
