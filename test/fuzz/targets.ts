@@ -44,7 +44,15 @@ const frameCorpus: Frame[] = [
     primarySite: 'c'.repeat(32),
     generations: [{ id: 'd'.repeat(32), startedAt: 1, primarySite: 'c'.repeat(32) }],
   },
-  { type: 'welcome', protocolVersion: 3, sessionId: 5, secondary: 'dr1', stored: 3, applied: 2, consistentStored: 2 },
+  {
+    type: 'welcome',
+    protocolVersion: 3,
+    sessionId: 5,
+    secondary: 'dr1',
+    stored: 3,
+    applied: 2,
+    consistentStored: 2,
+  },
   { type: 'error', code: 'group-mismatch', message: 'no' },
   {
     type: 'data',
