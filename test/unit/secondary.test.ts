@@ -299,7 +299,7 @@ test('a generation chain that does not end at the primary stating it is refused'
   assert.match(empty.sentOfType('error')[0]?.message ?? '', /no generation/);
 });
 
-test('the welcome states the stored and applied numbers', () => {
+test('the welcome states the stored, applied and newest consistent stored numbers', () => {
   const site = new Site();
   site.hello(1);
   assert.deepEqual(site.sentOfType('welcome')[0], {
@@ -309,6 +309,7 @@ test('the welcome states the stored and applied numbers', () => {
     secondary: 'dr1',
     stored: 0,
     applied: 0,
+    consistentStored: 0,
   });
 });
 
