@@ -300,6 +300,9 @@ export class LinkTracking {
       // Cleared chunks are known equal only for a secondary at `stored` or above: one that comes
       // back below it (wiped, restored) must not be judged by this bitmap.
       this.base = Math.max(this.base, stored);
+      // The secondary holds every cycle up to `stored`, so the bitmap now needs the journal only
+      // above it; and a saved bitmap with `base` above `through` is refused as damaged at restart.
+      this.through = Math.max(this.through, this.base);
     }
     if (blocks.isEmpty && copy.consistentSent !== null && stored >= copy.consistentSent) {
       this.finish(stored, copy);
