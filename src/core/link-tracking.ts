@@ -209,7 +209,16 @@ export class LinkTracking {
     return true;
   }
 
+  /**
+   * The link went down: the copy stops where it is. Chunks stored by the secondary are already
+   * cleared, so the next session copies only what is left (logged: a resync must not start over).
+   */
   endSession(): void {
+    const copy = this.copy;
+    if (copy) {
+      const { bytesLeft } = this.progress();
+      this.log('warn', 'resync-interrupted', { copiedBytes: copy.copiedBytes, bytesLeft });
+    }
     this.copy = null;
   }
 
