@@ -9,6 +9,7 @@
 import { assert } from './assert.ts';
 import { ChangedBlocks, type ChunkRun, type TrackingState } from './changed-blocks.ts';
 import { FoldIndex } from './fold.ts';
+import { ProgressRate, type ProgressRateConfig, resyncRateConfig } from './progress-rate.ts';
 import type { ActionSink, CycleNumber, Extent, GroupShape, LogEntry } from './types.ts';
 import { volumeBlocks } from './types.ts';
 
@@ -25,6 +26,8 @@ export interface TrackingConfig {
   copyWindowBytes: number;
   /** A bitmap with chunks cleared is saved again at most this often. */
   saveMsMin: number;
+  /** How the status measures the copy's rate (and so its ETA). */
+  copyRate: ProgressRateConfig;
 }
 
 export const trackingNever: TrackingConfig = {
@@ -34,6 +37,7 @@ export const trackingNever: TrackingConfig = {
   copyReadBlocksMax: 256,
   copyWindowBytes: 64 * 1024 * 1024,
   saveMsMin: 5000,
+  copyRate: resyncRateConfig,
 };
 
 export type TrackingRequest =
@@ -46,6 +50,13 @@ export type TrackingRequest =
   | { type: 'log'; entry: LogEntry };
 
 export type SecondaryMode = 'streaming' | 'journal' | 'tracking' | 'resync';
+
+export interface ResyncProgress {
+  bytesLeft: number;
+  copiedBytes: number;
+  bytesPerSecond: number;
+  etaSeconds: number | null;
+}
 
 interface CopyRead {
   run: ChunkRun;
@@ -84,13 +95,17 @@ export class LinkTracking {
   private clearedSinceSave = false;
   private copy: CopySession | null = null;
   private readTokens = 0;
+  /** How fast this session's copy goes, for the status's rate and ETA. */
+  private readonly copyRate: ProgressRate;
 
   constructor(
     private readonly link: string,
     private readonly shape: GroupShape,
     private readonly config: TrackingConfig,
     private readonly out: ActionSink<TrackingRequest>,
-  ) {}
+  ) {
+    this.copyRate = new ProgressRate(config.copyRate);
+  }
 
   get active(): boolean {
     return this.blocks !== null;
@@ -177,8 +192,9 @@ export class LinkTracking {
    * A session begins with the secondary at stored number `stored`. Returns whether a copy runs:
    * then the cycles sent are inconsistent until the copy is done.
    */
-  startSession(stored: CycleNumber, collected: CycleNumber): boolean {
+  startSession(nowMs: number, stored: CycleNumber, collected: CycleNumber): boolean {
     this.copy = null;
+    this.copyRate.reset(nowMs);
     if (this.blocks && stored < this.base) {
       this.log('warn', 'resync-full', { stored, base: this.base, reason: 'stored below the bitmap base' });
       this.blocks.markAll();
@@ -216,7 +232,8 @@ export class LinkTracking {
   endSession(): void {
     const copy = this.copy;
     if (copy) {
-      const { bytesLeft } = this.progress();
+      const chunkBytes = this.config.chunkBlocks * this.shape.blockBytes;
+      const bytesLeft = (this.blocks?.chunkCount ?? 0) * chunkBytes;
       this.log('warn', 'resync-interrupted', { copiedBytes: copy.copiedBytes, bytesLeft });
     }
     this.copy = null;
@@ -241,7 +258,7 @@ export class LinkTracking {
   }
 
   /** A copy read's bytes: they travel in the cycle that was capturing when the read began. */
-  onCopyRead(token: number, data: Uint8Array): boolean {
+  onCopyRead(nowMs: number, token: number, data: Uint8Array): boolean {
     const read = this.copy?.reading.get(token);
     if (!read || !this.copy) return false;
     const copy = this.copy;
@@ -261,6 +278,7 @@ export class LinkTracking {
     attached.bytes += read.bytes;
     copy.lastAttachCycle = Math.max(copy.lastAttachCycle, read.cycle);
     copy.copiedBytes += read.bytes;
+    this.copyRate.record(nowMs, copy.copiedBytes);
     return true;
   }
 
@@ -334,12 +352,20 @@ export class LinkTracking {
 
   // ---- observation ---------------------------------------------------------------------------
 
-  /** Bytes the bitmap still marks (chunks at full size), and bytes copied this session. */
-  progress(): { bytesLeft: number; copiedBytes: number } {
+  /**
+   * Bytes the bitmap still marks (chunks at full size), bytes copied this session, the copy's rate
+   * over the last seconds (0 while unknown or not copying) and the seconds left at that rate (null
+   * while unknown).
+   */
+  progress(nowMs: number): ResyncProgress {
     const chunkBytes = this.config.chunkBlocks * this.shape.blockBytes;
+    const bytesLeft = (this.blocks?.chunkCount ?? 0) * chunkBytes;
+    if (!this.copy) return { bytesLeft, copiedBytes: 0, bytesPerSecond: 0, etaSeconds: null };
     return {
-      bytesLeft: (this.blocks?.chunkCount ?? 0) * chunkBytes,
-      copiedBytes: this.copy?.copiedBytes ?? 0,
+      bytesLeft,
+      copiedBytes: this.copy.copiedBytes,
+      bytesPerSecond: this.copyRate.bytesPerSecond(nowMs) ?? 0,
+      etaSeconds: this.copyRate.etaSeconds(nowMs, bytesLeft),
     };
   }
 

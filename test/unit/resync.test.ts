@@ -177,3 +177,49 @@ test('a secondary wiped again in the middle of its resync gets every chunk, not 
   assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'streaming');
   assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
 });
+
+test("a resyncing secondary's status carries the copy's rate and an ETA, from the core's own clock", () => {
+  const harness = new CheckedHarness(
+    primaryConfig({
+      cycleMsMin: 10,
+      tracking: {
+        ...smallTracking,
+        journalBytesHigh: 6 * blockBytes,
+        copyWindowBytes: 2 * blockBytes,
+        // The harness's resync lasts well under a second: a window to match.
+        copyRate: { windowMs: 200, stepMs: 20, spanMsMin: 50 },
+      },
+    }),
+  );
+  writeRound(harness, 1, 64);
+  harness.advanceChecked(50);
+  harness.cutLink(0);
+  for (let round = 2; round <= 8; round++) {
+    writeRound(harness, round, 64);
+    harness.advanceChecked(20);
+  }
+  harness.healLink(0);
+  const seen: { mode: string; rate: number; eta: number | null; left: number }[] = [];
+  for (let step = 0; step < 400; step++) {
+    harness.advanceChecked(10);
+    const status = harness.primary.status(harness.nowMs).secondaries[0];
+    if (status)
+      seen.push({
+        mode: status.mode,
+        rate: status.resyncBytesPerSecond,
+        eta: status.resyncEtaSeconds,
+        left: status.resyncBytesLeft,
+      });
+  }
+  const resyncing = seen.filter((entry) => entry.mode === 'resync');
+  assert.ok(resyncing.length > 0, 'a resync ran');
+  const measured = resyncing.filter((entry) => entry.rate > 0 && entry.eta !== null);
+  assert.ok(
+    measured.length > 0,
+    `a rate and an ETA during the resync: ${JSON.stringify(resyncing.slice(-3))}`,
+  );
+  for (const entry of measured)
+    assert.ok(Math.abs((entry.eta as number) - entry.left / entry.rate) < 1e-9, JSON.stringify(entry));
+  const after = seen.at(-1);
+  assert.deepEqual([after?.mode, after?.rate, after?.eta], ['streaming', 0, null], 'none once streaming');
+});
