@@ -133,9 +133,13 @@ export class LinkTracking {
     this.base = state.base;
     this.through = Math.max(state.through, collected);
     if (state.through < collected) {
-      // Cycles between the bitmap and the journal's floor are in neither: copy everything.
-      blocks.markAll();
-      this.log('warn', 'tracking-bitmap-behind-journal', { through: state.through, collected });
+      // Collection passes a tracking link only up to max(its stored number, the saved `through`)
+      // (see hold), so cycles between `through` and the floor were stored by this secondary: they
+      // are at the secondary, not lost. A secondary back below the floor (wiped, restored) lacks
+      // them: the raised base sends it every chunk (startSession). Marking every chunk here
+      // instead made a primary killed mid-resync start the copy over.
+      this.base = Math.max(state.base, collected);
+      this.log('info', 'tracking-base-raised', { through: state.through, base: this.base, collected });
     }
     this.savedThrough = this.through;
   }

@@ -3,9 +3,10 @@
 // step the secondary's volumes must equal the primary's image at the secondary's applied cycle.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { trackingNever } from '../../src/core/link-tracking.ts';
+import { ChangedBlocks } from '../../src/core/changed-blocks.ts';
+import { LinkTracking, type TrackingRequest, trackingNever } from '../../src/core/link-tracking.ts';
 import type { Extent } from '../../src/core/types.ts';
-import { blockBytes, dataExtent, Harness, primaryConfig } from './fixtures.ts';
+import { blockBytes, dataExtent, Harness, primaryConfig, shape } from './fixtures.ts';
 
 const smallTracking = {
   ...trackingNever,
@@ -176,6 +177,34 @@ test('a secondary wiped again in the middle of its resync gets every chunk, not 
   harness.advanceChecked(1500);
   assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'streaming');
   assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+});
+
+test('a bitmap saved before the journal floor moved on resumes as saved, with the floor as its base: only a secondary below it gets every chunk', () => {
+  const actions: TrackingRequest[] = [];
+  const tracking = new LinkTracking('dr1', shape, smallTracking, { push: (action) => actions.push(action) });
+  const saved = new ChangedBlocks(smallTracking.chunkBlocks, [64, 16]);
+  saved.markBlocks(0, 10, 1);
+  // The secondary had stored up to 12 when the primary died, so the journal was collected to 12.
+  tracking.restore({ base: 5, through: 8, chunkBlocks: 2, bits: saved.snapshot() }, 12);
+  const chunkBytes = smallTracking.chunkBlocks * blockBytes;
+  assert.equal(tracking.progress(0).bytesLeft, chunkBytes, 'the saved chunk only, not every chunk');
+  assert.equal(tracking.journalFrom(12), 13);
+  assert.ok(tracking.startSession(0, 12, 12));
+  assert.equal(
+    tracking.progress(0).bytesLeft,
+    chunkBytes,
+    'a secondary at the floor resumes the saved bitmap',
+  );
+
+  // The same restore for a secondary that came back wiped: below the floor, it needs everything.
+  const again = new LinkTracking('dr1', shape, smallTracking, { push: (action) => actions.push(action) });
+  again.restore({ base: 5, through: 8, chunkBlocks: 2, bits: saved.snapshot() }, 12);
+  assert.ok(again.startSession(0, 0, 12));
+  assert.equal(
+    again.progress(0).bytesLeft,
+    (64 + 16) * blockBytes,
+    'every chunk for a secondary below the floor',
+  );
 });
 
 test("a resyncing secondary's status carries the copy's rate and an ETA, from the core's own clock", () => {
