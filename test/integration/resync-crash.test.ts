@@ -5,7 +5,8 @@
 // exports, reading the image again and again while the resync stages its cycles, only ever sees
 // consistent cuts of the self-describing blocks. The link runs through a shaped proxy (1 MiB/s
 // towards the secondary) and the bitmap's chunks are 1 MiB, so the copy of the load's four 1 MiB
-// regions lasts seconds and a test can act in its middle.
+// regions lasts seconds and a test can act in its middle. The primary's status shows the copy's
+// rate and ETA meanwhile.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -44,6 +45,8 @@ interface LinkStatus {
   lagBytes: number;
   resyncBytesLeft: number;
   resyncBytesCopied: number;
+  resyncBytesPerSecond: number;
+  resyncEtaSeconds: number | null;
 }
 
 function dr1Of(status: Record<string, unknown>): LinkStatus | undefined {
@@ -209,6 +212,7 @@ test('during a resync, a reader of the secondary’s NBD exports only ever sees 
   let snapshots = 0;
   let duringResync = 0;
   let skippedRacingApply = 0;
+  const rates: string[] = [];
   const deadline = Date.now() + 90_000;
   for (;;) {
     assert.ok(Date.now() < deadline, `the resync did not end within 90 s (${snapshots} snapshots)`);
@@ -236,12 +240,26 @@ test('during a resync, a reader of the secondary’s NBD exports only ever sees 
       if (dr1Of(primaryBefore)?.mode === 'resync' && primaryAfter?.mode === 'resync' && staged)
         duringResync++;
     }
-    if (primaryAfter?.mode === 'streaming' && snapshots > duringResync) break;
+    if (
+      primaryAfter?.mode === 'resync' &&
+      primaryAfter.resyncBytesPerSecond > 0 &&
+      primaryAfter.resyncEtaSeconds !== null
+    )
+      rates.push(
+        `${Math.round(primaryAfter.resyncBytesPerSecond)} B/s, ETA ${primaryAfter.resyncEtaSeconds.toFixed(1)} s`,
+      );
+    // Once streaming, cycles apply every ~100 ms and most copies would cross one: stop here.
+    if (primaryAfter?.mode === 'streaming') break;
   }
   console.log(
     `NBD reader: ${snapshots} consistent snapshots, ${duringResync} of them during the resync with cycles staged, ${skippedRacingApply} skipped (an apply crossed them)`,
   );
   assert.ok(duringResync >= 3, `snapshots during the resync: ${duringResync}`);
+  // The status measured the copy's rate and an ETA while it ran (shaped link: about 1 MiB/s).
+  console.log(
+    `resync rate and ETA as the primary's status gave them (${rates.length} readings): ${[...rates.slice(0, 3), '...', ...rates.slice(-3)].join('; ')}`,
+  );
+  assert.ok(rates.length > 0, 'a rate and an ETA during the resync');
   await convergeAndCompare(pair, pair.load, pair.dr1);
 });
 
