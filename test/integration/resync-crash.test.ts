@@ -6,10 +6,11 @@
 // consistent cuts of the self-describing blocks. The link runs through a shaped proxy (1 MiB/s
 // towards the secondary) and the bitmap's chunks are 1 MiB, so the copy of the load's four 1 MiB
 // regions lasts seconds and a test can act in its middle. The primary's status shows the copy's
-// rate and ETA meanwhile.
+// rate and ETA meanwhile. And a secondary whose disk (a small tmpfs, so this file needs root, like
+// fail-stop.test.ts) fills while it stages a resync names the numbers and resumes once given room.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { decodeTrackingState } from '../../src/storage/tracking-file.ts';
 import { checkCut } from '../../src/workload/blocks.ts';
@@ -69,9 +70,12 @@ interface AwayPair {
  * regions, then thawed behind a 1 MiB/s link under a light load: the returned pair is at the start
  * of a resync of 4 MiB.
  */
-async function pairAtResyncStart(secondaryExtra = ''): Promise<AwayPair> {
+async function pairAtResyncStart(
+  options: { secondaryExtra?: string; secondaryDisk?: (dataDir: string) => void } = {},
+): Promise<AwayPair> {
   const workspace = newWorkspace();
-  const secondary = await workspace.secondaryConfig('dr1', { extra: secondaryExtra });
+  const secondary = await workspace.secondaryConfig('dr1', { extra: options.secondaryExtra ?? '' });
+  options.secondaryDisk?.(workspace.path('dr1'));
   const link = new ShapedLink(secondary.port, 1024 * mebibyte);
   const linkPort = await freePort();
   await link.listen(linkPort);
@@ -208,7 +212,7 @@ test('during a resync, a reader of the secondary’s NBD exports only ever sees 
   timeout: 180_000,
 }, async () => {
   const nbdPort = await freePort();
-  const pair = await pairAtResyncStart(`nbd: { listen: 127.0.0.1:${nbdPort} }`);
+  const pair = await pairAtResyncStart({ secondaryExtra: `nbd: { listen: 127.0.0.1:${nbdPort} }` });
   let snapshots = 0;
   let duringResync = 0;
   let skippedRacingApply = 0;
@@ -262,6 +266,48 @@ test('during a resync, a reader of the secondary’s NBD exports only ever sees 
   assert.ok(rates.length > 0, 'a rate and an ETA during the resync');
   await convergeAndCompare(pair, pair.load, pair.dr1);
 });
+
+test('a secondary whose disk fills while staging a resync says so with the numbers, and resumes once given room', {
+  timeout: 180_000,
+}, async () => {
+  let mounted: string | null = null;
+  try {
+    // dr1 stores only a few cycles before it is frozen (the volumes are sparse): 5 MiB is room for
+    // them, not for a staged copy of 4 MiB plus the cycles written meanwhile.
+    const pair = await pairAtResyncStart({
+      secondaryExtra: 'journal: { segmentSize: 8MiB }\nshutdown: { timeoutMs: 5000, faultStatusMs: 0 }',
+      secondaryDisk: (dataDir) => {
+        mountTmpfs(dataDir, '5m');
+        mounted = dataDir;
+      },
+    });
+    assert.equal(await pair.dr1.exited, 3, `the secondary exits 3\n${pair.dr1.stderr.slice(-2000)}`);
+    assert.equal(pair.dr1.events('storage-failed')[0]?.kind, 'disk-full');
+    const explained = pair.dr1.events('staging-disk-full')[0];
+    console.log(`disk full while staging: ${JSON.stringify(explained)}`);
+    assert.ok(explained, `the staging is explained:\n${pair.dr1.stderr.slice(-2000)}`);
+    const applied = numberField(explained, 'applied');
+    assert.ok(numberField(explained, 'stored') > applied, JSON.stringify(explained));
+    assert.ok(numberField(explained, 'stagedBytes') > 0, JSON.stringify(explained));
+    assert.match(String(explained.advice), /resyncBytesLeft/);
+
+    spawnSync('mount', ['-o', 'remount,size=256m', mounted as unknown as string]);
+    const dr1 = pair.workspace.startSecondary(pair.secondary.path);
+    await pair.load.waitForEvent('resync-complete', 90_000);
+    await convergeAndCompare(pair, pair.load, dr1);
+  } finally {
+    if (mounted) spawnSync('umount', ['-l', mounted]);
+  }
+});
+
+/** A tmpfs of `size` at `dir`: a disk that really fills, with ENOSPC from the kernel (needs root). */
+function mountTmpfs(dir: string, size: string): void {
+  mkdirSync(dir, { recursive: true });
+  const result = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], {
+    encoding: 'utf8',
+  });
+  assert.equal(result.status, 0, `cannot mount a tmpfs at ${dir} (this test needs root): ${result.stderr}`);
+}
 
 /** The export's bytes, copied by nbdcopy into `path`. */
 async function readExport(port: number, name: string, path: string): Promise<Buffer> {
