@@ -3,7 +3,8 @@
  * its HTTP endpoint, as a table in the manner of `drbdadm status` (a line for the site, an indented
  * line per link), coloured only on a terminal; `--json` prints the endpoint's document unchanged;
  * `--watch` redraws it until Ctrl-C, with a catch-up bar for each secondary that is behind. Each
- * secondary's mode is shown, and during a resync the bytes copied, the bytes left and a bar.
+ * secondary's mode is shown, and during a resync the bytes copied, the bytes left, a bar, the rate and
+ * an ETA.
  */
 import { exitCodes } from './exit-codes.ts';
 
@@ -22,6 +23,9 @@ interface LinkStatus {
   mode?: 'streaming' | 'journal' | 'tracking' | 'resync';
   resyncBytesLeft?: number;
   resyncBytesCopied?: number;
+  /** The copy's rate over about the last 10 s, and the seconds left at it (null: unknown). */
+  resyncBytesPerSecond?: number;
+  resyncEtaSeconds?: number | null;
 }
 
 export interface SiteStatus {
@@ -182,5 +186,18 @@ function describeResync(link: LinkStatus): string {
   const copied = link.resyncBytesCopied ?? 0;
   const left = link.resyncBytesLeft ?? 0;
   const total = copied + left;
-  return `resync ${bar(total === 0 ? 1 : copied / total)} copied ${bytes(copied)}, left ${bytes(left)}`;
+  const rate = link.resyncBytesPerSecond ? `, ${bytes(link.resyncBytesPerSecond)}/s` : '';
+  const eta =
+    link.resyncEtaSeconds === undefined
+      ? ''
+      : `, ETA ${link.resyncEtaSeconds === null ? '?' : duration(link.resyncEtaSeconds)}`;
+  return `resync ${bar(total === 0 ? 1 : copied / total)} copied ${bytes(copied)}, left ${bytes(left)}${rate}${eta}`;
+}
+
+/** Seconds as `45 s`, `12 min 5 s` or `3 h 20 min`, precise enough for an estimate. */
+export function duration(seconds: number): string {
+  const whole = Math.ceil(seconds);
+  if (whole < 60) return `${whole} s`;
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
 }

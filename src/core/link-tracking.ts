@@ -9,6 +9,7 @@
 import { assert } from './assert.ts';
 import { ChangedBlocks, type ChunkRun, type TrackingState } from './changed-blocks.ts';
 import { FoldIndex } from './fold.ts';
+import { ProgressRate, type ProgressRateConfig, resyncRateConfig } from './progress-rate.ts';
 import type { ActionSink, CycleNumber, Extent, GroupShape, LogEntry } from './types.ts';
 import { volumeBlocks } from './types.ts';
 
@@ -25,6 +26,8 @@ export interface TrackingConfig {
   copyWindowBytes: number;
   /** A bitmap with chunks cleared is saved again at most this often. */
   saveMsMin: number;
+  /** How the status measures the copy's rate (and so its ETA). */
+  copyRate: ProgressRateConfig;
 }
 
 export const trackingNever: TrackingConfig = {
@@ -34,6 +37,7 @@ export const trackingNever: TrackingConfig = {
   copyReadBlocksMax: 256,
   copyWindowBytes: 64 * 1024 * 1024,
   saveMsMin: 5000,
+  copyRate: resyncRateConfig,
 };
 
 export type TrackingRequest =
@@ -46,6 +50,13 @@ export type TrackingRequest =
   | { type: 'log'; entry: LogEntry };
 
 export type SecondaryMode = 'streaming' | 'journal' | 'tracking' | 'resync';
+
+export interface ResyncProgress {
+  bytesLeft: number;
+  copiedBytes: number;
+  bytesPerSecond: number;
+  etaSeconds: number | null;
+}
 
 interface CopyRead {
   run: ChunkRun;
@@ -93,13 +104,17 @@ export class LinkTracking {
   private clearedSinceSave = false;
   private copy: CopySession | null = null;
   private readTokens = 0;
+  /** How fast this session's copy goes, for the status's rate and ETA. */
+  private readonly copyRate: ProgressRate;
 
   constructor(
     private readonly link: string,
     private readonly shape: GroupShape,
     private readonly config: TrackingConfig,
     private readonly out: ActionSink<TrackingRequest>,
-  ) {}
+  ) {
+    this.copyRate = new ProgressRate(config.copyRate);
+  }
 
   get active(): boolean {
     return this.blocks !== null;
@@ -127,9 +142,13 @@ export class LinkTracking {
     this.base = state.base;
     this.through = Math.max(state.through, collected);
     if (state.through < collected) {
-      // Cycles between the bitmap and the journal's floor are in neither: copy everything.
-      blocks.markAll();
-      this.log('warn', 'tracking-bitmap-behind-journal', { through: state.through, collected });
+      // Collection passes a tracking link only up to max(its stored number, the saved `through`)
+      // (see hold), so cycles between `through` and the floor were stored by this secondary: they
+      // are at the secondary, not lost. A secondary back below the floor (wiped, restored) lacks
+      // them: the raised base sends it every chunk (startSession). Marking every chunk here
+      // instead made a primary killed mid-resync start the copy over.
+      this.base = Math.max(state.base, collected);
+      this.log('info', 'tracking-base-raised', { through: state.through, base: this.base, collected });
     }
     this.savedThrough = this.through;
   }
@@ -197,8 +216,14 @@ export class LinkTracking {
    * A session begins with the secondary at stored number `stored`. Returns whether a copy runs:
    * then the cycles sent are inconsistent until the copy is done.
    */
-  startSession(stored: CycleNumber, collected: CycleNumber, consistentStored: CycleNumber): boolean {
+  startSession(
+    nowMs: number,
+    stored: CycleNumber,
+    collected: CycleNumber,
+    consistentStored: CycleNumber,
+  ): boolean {
     this.copy = null;
+    this.copyRate.reset(nowMs);
     // Below the bitmap's base, or with cycles between it and the journal's floor that neither
     // holds (collection passed `through` while the secondary stored them, and it lost them since):
     // only a copy of everything covers it.
@@ -236,7 +261,17 @@ export class LinkTracking {
     return true;
   }
 
+  /**
+   * The link went down: the copy stops where it is. Chunks stored by the secondary are already
+   * cleared, so the next session copies only what is left (logged: a resync must not start over).
+   */
   endSession(): void {
+    const copy = this.copy;
+    if (copy) {
+      const chunkBytes = this.config.chunkBlocks * this.shape.blockBytes;
+      const bytesLeft = (this.blocks?.chunkCount ?? 0) * chunkBytes;
+      this.log('warn', 'resync-interrupted', { copiedBytes: copy.copiedBytes, bytesLeft });
+    }
     this.copy = null;
   }
 
@@ -259,7 +294,7 @@ export class LinkTracking {
   }
 
   /** A copy read's bytes: they travel in the cycle that was capturing when the read began. */
-  onCopyRead(token: number, data: Uint8Array): boolean {
+  onCopyRead(nowMs: number, token: number, data: Uint8Array): boolean {
     const read = this.copy?.reading.get(token);
     if (!read || !this.copy) return false;
     const copy = this.copy;
@@ -279,6 +314,7 @@ export class LinkTracking {
     attached.bytes += read.bytes;
     copy.lastAttachCycle = Math.max(copy.lastAttachCycle, read.cycle);
     copy.copiedBytes += read.bytes;
+    this.copyRate.record(nowMs, copy.copiedBytes);
     return true;
   }
 
@@ -327,6 +363,9 @@ export class LinkTracking {
       // Cleared chunks are known equal only for a secondary at `stored` or above: one that comes
       // back below it (wiped, restored) must not be judged by this bitmap.
       this.base = Math.max(this.base, stored);
+      // The secondary holds every cycle up to `stored`, so the bitmap now needs the journal only
+      // above it; and a saved bitmap with `base` above `through` is refused as damaged at restart.
+      this.through = Math.max(this.through, this.base);
     }
     if (blocks.isEmpty && copy.consistentSent !== null && stored >= copy.consistentSent) {
       this.finish(stored, copy);
@@ -350,12 +389,20 @@ export class LinkTracking {
 
   // ---- observation ---------------------------------------------------------------------------
 
-  /** Bytes the bitmap still marks (chunks at full size), and bytes copied this session. */
-  progress(): { bytesLeft: number; copiedBytes: number } {
+  /**
+   * Bytes the bitmap still marks (chunks at full size), bytes copied this session, the copy's rate
+   * over the last seconds (0 while unknown or not copying) and the seconds left at that rate (null
+   * while unknown).
+   */
+  progress(nowMs: number): ResyncProgress {
     const chunkBytes = this.config.chunkBlocks * this.shape.blockBytes;
+    const bytesLeft = (this.blocks?.chunkCount ?? 0) * chunkBytes;
+    if (!this.copy) return { bytesLeft, copiedBytes: 0, bytesPerSecond: 0, etaSeconds: null };
     return {
-      bytesLeft: (this.blocks?.chunkCount ?? 0) * chunkBytes,
-      copiedBytes: this.copy?.copiedBytes ?? 0,
+      bytesLeft,
+      copiedBytes: this.copy.copiedBytes,
+      bytesPerSecond: this.copyRate.bytesPerSecond(nowMs) ?? 0,
+      etaSeconds: this.copyRate.etaSeconds(nowMs, bytesLeft),
     };
   }
 

@@ -85,6 +85,10 @@ export interface SecondaryStatus {
   /** Bytes the bitmap still marks (0 unless tracking or resyncing), and bytes copied this session. */
   resyncBytesLeft: number;
   resyncBytesCopied: number;
+  /** The copy's bytes per second over about the last 10 s (0 while unknown or not copying). */
+  resyncBytesPerSecond: number;
+  /** Seconds until resyncBytesLeft is copied at that rate; null while unknown. */
+  resyncEtaSeconds: number | null;
   stored: CycleNumber;
   applied: CycleNumber;
   lagCycles: number;
@@ -337,8 +341,8 @@ export class PrimaryGroup implements CycleStore {
   }
 
   /** The bytes of a copy read, read through the primary's read path. */
-  onCopyRead(_nowMs: number, link: string, token: number, data: Uint8Array): PrimaryAction[] {
-    this.linkNamed(link)?.tracking.onCopyRead(token, data);
+  onCopyRead(nowMs: number, link: string, token: number, data: Uint8Array): PrimaryAction[] {
+    this.linkNamed(link)?.tracking.onCopyRead(nowMs, token, data);
     return this.takeActions();
   }
 
@@ -581,13 +585,15 @@ export class PrimaryGroup implements CycleStore {
         oldestMs = entry.firstWriteMs;
       }
     }
-    const progress = link.tracking.progress();
+    const progress = link.tracking.progress(nowMs);
     return {
       name: link.name,
       link: link.state,
       mode: link.mode(),
       resyncBytesLeft: progress.bytesLeft,
       resyncBytesCopied: progress.copiedBytes,
+      resyncBytesPerSecond: progress.bytesPerSecond,
+      resyncEtaSeconds: progress.etaSeconds,
       stored: link.stored,
       applied: link.applied,
       lagCycles: link.lagCycles(),

@@ -306,7 +306,7 @@ export class PrimaryLink {
     this.backoffMs = this.timings.reconnectMsMin;
     this.awaySinceMs = null;
     this.sentEnd = this.stored;
-    this.tracking.startSession(this.stored, this.store.collected, welcome.consistentStored);
+    this.tracking.startSession(nowMs, this.stored, this.store.collected, welcome.consistentStored);
     if (this.store.closed > this.stored) this.queueRecovery();
     return moved;
   }

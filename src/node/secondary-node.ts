@@ -87,11 +87,37 @@ export class SecondaryNode {
       processMetrics: environment.processMetrics !== false,
     });
     // Storage failed: the replica is left as the journal knows it, and the owner stops the process.
-    this.runtime = new SiteRuntime(config, environment, logger, onFatal);
+    this.runtime = new SiteRuntime(config, environment, logger, (error) => {
+      this.explainFullDisk();
+      onFatal(error);
+    });
     this.connections = new SecondaryConnections(this.clock, logger, this.connectionEvents());
     const identity = loadSecondaryIdentity(environment.fs, config.dataDir, logger, environment.randomBytes);
     this.site = identity.site;
     this.binding = identity.binding;
+  }
+
+  /**
+   * A full disk with cycles stored and not applied: during a resync the whole unit (copy and cycles)
+   * waits in the journal until its last cycle arrives, so this is where a resync runs out of room.
+   * Says so with the numbers and what to do; the primary alone knows the bytes still to come (its
+   * resyncBytesLeft), so they are named, not guessed.
+   */
+  private explainFullDisk(): void {
+    const core = this.core;
+    if (this.runtime.fault?.kind !== 'disk-full' || !core || core.stored <= core.applied) return;
+    this.logger.error('staging-disk-full', {
+      dataDir: this.config.dataDir,
+      applied: core.applied,
+      stored: core.stored,
+      stagedCycles: core.stored - core.applied,
+      stagedBytes: this.journal?.bytes ?? 0,
+      advice:
+        `the exposed image stays consistent at cycle ${core.applied}; cycles ${core.applied + 1}..${core.stored} are ` +
+        'stored and not applied (a resync stages its copy and cycles here and applies them as one unit once its ' +
+        `last cycle is stored). Free at least the primary's resyncBytesLeft (cyclerep status on the primary) on ` +
+        `${this.config.dataDir}, then restart: the staged cycles stay stored and the resync resumes`,
+    });
   }
 
   /** Starts the site; see SiteStartOptions (`offline`: open storage and finish interrupted work only, for recover). */

@@ -10,6 +10,7 @@ import { Secondary, type SecondaryAction } from '../../src/core/secondary.ts';
 import type { Extent, GroupShape } from '../../src/core/types.ts';
 import { encodeFrame, type Frame, FrameDecoder } from '../../src/protocol/frames.ts';
 import { Random } from '../../src/sim/random.ts';
+import { decodeTrackingState, encodeTrackingState } from '../../src/storage/tracking-file.ts';
 
 export const blockBytes = 512;
 
@@ -255,7 +256,16 @@ export class Harness {
           const primary = this.primary;
           const complete = (): void => {
             if (primary !== this.primary) return; // that process died before its save was durable
-            this.trackingFiles.set(action.link, action.state);
+            // Through the file's codec, as the node saves it: a state its decoder refuses would
+            // stop a restarted primary.
+            this.trackingFiles.set(
+              action.link,
+              decodeTrackingState(
+                `tracking/${action.link}.bitmap`,
+                encodeTrackingState(action.state),
+                this.config.shape.volumes.map((volume) => volume.sizeBytes / this.config.shape.blockBytes),
+              ),
+            );
             this.runPrimary(this.primary.onTrackingSaved(this.nowMs, action.link, action.token));
           };
           if (this.deferTrackingSaves) this.savesWaiting.push(complete);

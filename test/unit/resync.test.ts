@@ -3,9 +3,10 @@
 // step the secondary's volumes must equal the primary's image at the secondary's applied cycle.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { trackingNever } from '../../src/core/link-tracking.ts';
+import { ChangedBlocks } from '../../src/core/changed-blocks.ts';
+import { LinkTracking, type TrackingRequest, trackingNever } from '../../src/core/link-tracking.ts';
 import type { Extent } from '../../src/core/types.ts';
-import { blockBytes, dataExtent, Harness, primaryConfig } from './fixtures.ts';
+import { blockBytes, dataExtent, Harness, primaryConfig, shape } from './fixtures.ts';
 
 const smallTracking = {
   ...trackingNever,
@@ -261,4 +262,78 @@ test('a secondary holding an unfinished resync the primary has no bitmap for get
   harness.advanceChecked(1500);
   assert.ok(harness.logs.filter((line) => line.startsWith('initial-sync ')).length >= 2);
   assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+});
+
+test('a bitmap saved before the journal floor moved on resumes as saved, with the floor as its base: only a secondary below it gets every chunk', () => {
+  const actions: TrackingRequest[] = [];
+  const tracking = new LinkTracking('dr1', shape, smallTracking, { push: (action) => actions.push(action) });
+  const saved = new ChangedBlocks(smallTracking.chunkBlocks, [64, 16]);
+  saved.markBlocks(0, 10, 1);
+  // The secondary had stored up to 12 when the primary died, so the journal was collected to 12.
+  tracking.restore({ base: 5, through: 8, chunkBlocks: 2, bits: saved.snapshot() }, 12);
+  const chunkBytes = smallTracking.chunkBlocks * blockBytes;
+  assert.equal(tracking.progress(0).bytesLeft, chunkBytes, 'the saved chunk only, not every chunk');
+  assert.equal(tracking.journalFrom(12), 13);
+  assert.ok(tracking.startSession(0, 12, 12, 12));
+  assert.equal(
+    tracking.progress(0).bytesLeft,
+    chunkBytes,
+    'a secondary at the floor resumes the saved bitmap',
+  );
+
+  // The same restore for a secondary that came back wiped: below the floor, it needs everything.
+  const again = new LinkTracking('dr1', shape, smallTracking, { push: (action) => actions.push(action) });
+  again.restore({ base: 5, through: 8, chunkBlocks: 2, bits: saved.snapshot() }, 12);
+  assert.ok(again.startSession(0, 0, 12, 0));
+  assert.equal(
+    again.progress(0).bytesLeft,
+    (64 + 16) * blockBytes,
+    'every chunk for a secondary below the floor',
+  );
+});
+
+test("a resyncing secondary's status carries the copy's rate and an ETA, from the core's own clock", () => {
+  const harness = new CheckedHarness(
+    primaryConfig({
+      cycleMsMin: 10,
+      tracking: {
+        ...smallTracking,
+        journalBytesHigh: 6 * blockBytes,
+        copyWindowBytes: 2 * blockBytes,
+        // The harness's resync lasts well under a second: a window to match.
+        copyRate: { windowMs: 200, stepMs: 20, spanMsMin: 50 },
+      },
+    }),
+  );
+  writeRound(harness, 1, 64);
+  harness.advanceChecked(50);
+  harness.cutLink(0);
+  for (let round = 2; round <= 8; round++) {
+    writeRound(harness, round, 64);
+    harness.advanceChecked(20);
+  }
+  harness.healLink(0);
+  const seen: { mode: string; rate: number; eta: number | null; left: number }[] = [];
+  for (let step = 0; step < 400; step++) {
+    harness.advanceChecked(10);
+    const status = harness.primary.status(harness.nowMs).secondaries[0];
+    if (status)
+      seen.push({
+        mode: status.mode,
+        rate: status.resyncBytesPerSecond,
+        eta: status.resyncEtaSeconds,
+        left: status.resyncBytesLeft,
+      });
+  }
+  const resyncing = seen.filter((entry) => entry.mode === 'resync');
+  assert.ok(resyncing.length > 0, 'a resync ran');
+  const measured = resyncing.filter((entry) => entry.rate > 0 && entry.eta !== null);
+  assert.ok(
+    measured.length > 0,
+    `a rate and an ETA during the resync: ${JSON.stringify(resyncing.slice(-3))}`,
+  );
+  for (const entry of measured)
+    assert.ok(Math.abs((entry.eta as number) - entry.left / entry.rate) < 1e-9, JSON.stringify(entry));
+  const after = seen.at(-1);
+  assert.deepEqual([after?.mode, after?.rate, after?.eta], ['streaming', 0, null], 'none once streaming');
 });

@@ -133,3 +133,32 @@ test('sizes and bars read as people expect', () => {
   assert.equal(bar(0.5, 10), '[#####.....] 50%');
   assert.equal(bar(1.2, 4), '[####] 100%');
 });
+
+test('a resync shows its rate and ETA beside the bar; an unknown ETA is a question mark', () => {
+  const resyncing = (rate: number, eta: number | null) =>
+    describe({
+      ...primary,
+      secondaries: [
+        {
+          ...link('dr1', 'streaming'),
+          mode: 'resync',
+          resyncBytesLeft: 3 << 20,
+          resyncBytesCopied: 1 << 20,
+          resyncBytesPerSecond: rate,
+          resyncEtaSeconds: eta,
+        },
+      ],
+    })
+      .trimEnd()
+      .split('\n')[2];
+  assert.equal(
+    resyncing(512 * 1024, 6),
+    '    resync [#####...............] 25% copied 1.0 MiB, left 3.0 MiB, 512.0 KiB/s, ETA 6 s',
+  );
+  assert.equal(
+    resyncing(0, null),
+    '    resync [#####...............] 25% copied 1.0 MiB, left 3.0 MiB, ETA ?',
+  );
+  assert.match(resyncing(1024, 3 * 3600 + 20 * 60) ?? '', /, 1\.0 KiB\/s, ETA 3 h 20 min$/);
+  assert.match(resyncing(1024, 125.2) ?? '', /, ETA 2 min 6 s$/);
+});

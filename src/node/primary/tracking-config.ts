@@ -1,6 +1,7 @@
 /** The primary's `tracking` section as the core takes it (docs/resync.md). */
 import { limits } from '../../core/limits.ts';
 import { type TrackingConfig, trackingNever } from '../../core/link-tracking.ts';
+import { resyncRateConfig } from '../../core/progress-rate.ts';
 import type { PrimaryFileConfig } from '../../ops/config.ts';
 
 /** A bitmap with chunks cleared during a resync is saved again at most this often. */
@@ -26,5 +27,6 @@ export function trackingConfigOf(config: PrimaryFileConfig, blockBytes: number):
     copyReadBlocksMax: Math.max(chunkBlocks, Math.floor(limits.packetBytesMax / blockBytes)),
     copyWindowBytes: config.tracking.copyWindow,
     saveMsMin: trackingSaveMsMin,
+    copyRate: resyncRateConfig,
   };
 }
