@@ -15,6 +15,7 @@ import { frontDoor } from './scenarios/front-door.ts';
 import { memory } from './scenarios/memory.ts';
 import { recovery } from './scenarios/recovery.ts';
 import { replication } from './scenarios/replication.ts';
+import { resync } from './scenarios/resync.ts';
 import { tlsLink } from './scenarios/tls-link.ts';
 
 const scenarios: Record<string, (context: BenchContext) => Promise<void>> = {
@@ -24,6 +25,7 @@ const scenarios: Record<string, (context: BenchContext) => Promise<void>> = {
   recovery,
   memory,
   'tls-link': tlsLink,
+  resync,
 };
 
 const { values } = parseArgs({

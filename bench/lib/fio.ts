@@ -16,6 +16,8 @@ export interface FioJob {
   distribution?: string;
   /** Write this many bytes once instead of running for `seconds`. */
   once?: boolean;
+  /** With `once`, stop after this many bytes (fio's io_size) instead of covering the whole region. */
+  ioBytes?: number;
 }
 
 /** The large sequential writes several scenarios use: 256 KiB at depth 8. */
@@ -43,6 +45,7 @@ export async function runFio(job: FioJob): Promise<FioResult> {
     '--randrepeat=0',
     '--output-format=json',
     ...(job.once ? [] : ['--time_based', `--runtime=${job.seconds}`]),
+    ...(job.ioBytes ? [`--io_size=${job.ioBytes}`] : []),
     ...(job.rateIops ? [`--rate_iops=${Math.max(1, Math.round(job.rateIops))}`] : []),
     ...(job.distribution ? [`--random_distribution=${job.distribution}`] : []),
   ];

@@ -4,7 +4,7 @@
  * process of its own as in production). Every server exports the volume as "vol0".
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PrimaryNodeStatus } from '../../src/node/primary-node.ts';
@@ -93,6 +93,10 @@ export interface CyclerepOptions {
   connections?: number;
   /** Run the site link over TLS with certificates from this directory (made with cyclerep certs). */
   tlsDir?: string;
+  /** The primary's `tracking` section as a YAML flow mapping, e.g. `{ awaySecondsMax: 1 }`. */
+  tracking?: string;
+  /** With `withSecondary`, whether the secondary starts now (default) or waits for startSecondary(). */
+  secondaryStartsNow?: boolean;
 }
 
 /** A primary (and maybe a secondary), as `cyclerep primary` / `cyclerep secondary` processes. */
@@ -104,6 +108,9 @@ export class CyclerepSites implements NbdTarget {
   shaper: Shaper | null = null;
   private primaryHttp = 0;
   private secondaryConfig = '';
+  private primaryConfig = '';
+  private nbdPort = 0;
+  private linkPort = 0;
 
   private constructor(
     readonly label: string,
@@ -116,43 +123,53 @@ export class CyclerepSites implements NbdTarget {
     mkdirSync(dir, { recursive: true });
     const sites = new CyclerepSites(options.label, dir);
     const [nbdPort, linkPort, secondaryHttp] = [await freePort(), await freePort(), await freePort()];
+    sites.nbdPort = nbdPort;
+    sites.linkPort = linkPort;
     sites.primaryHttp = await freePort();
-    let secondaryAddress = `127.0.0.1:${linkPort}`;
-    if (options.withSecondary) {
-      sites.secondaryConfig = join(dir, 'dr1.yaml');
-      writeFileSync(
-        sites.secondaryConfig,
-        [
-          'group: bench',
-          'role: secondary',
-          'name: dr1',
-          `dataDir: ${join(dir, 'dr1')}`,
-          `listen: 127.0.0.1:${linkPort}`,
-          `http: { listen: 127.0.0.1:${secondaryHttp} }`,
-          options.tlsDir ? tlsSection(options.tlsDir, 'dr1', 'primary') : '',
-        ].join('\n'),
-      );
-      await sites.startSecondary();
-      if (options.linkBytesPerSecond) {
-        sites.shaper = await Shaper.start(linkPort, options.linkBytesPerSecond);
-        secondaryAddress = `127.0.0.1:${sites.shaper.port}`;
-      }
-    }
-    const primaryConfig = join(dir, 'primary.yaml');
+    sites.secondaryConfig = join(dir, 'dr1.yaml');
+    sites.primaryConfig = join(dir, 'primary.yaml');
     writeFileSync(
-      primaryConfig,
+      sites.secondaryConfig,
+      [
+        'group: bench',
+        'role: secondary',
+        'name: dr1',
+        `dataDir: ${join(dir, 'dr1')}`,
+        `listen: 127.0.0.1:${linkPort}`,
+        `http: { listen: 127.0.0.1:${secondaryHttp} }`,
+        options.tlsDir ? tlsSection(options.tlsDir, 'dr1', 'primary') : '',
+      ].join('\n'),
+    );
+    let secondaryAddress = `127.0.0.1:${linkPort}`;
+    const secondaryStartsNow = options.withSecondary && (options.secondaryStartsNow ?? true);
+    if (secondaryStartsNow) await sites.startSecondary();
+    if (options.withSecondary && options.linkBytesPerSecond) {
+      sites.shaper = await Shaper.start(linkPort, options.linkBytesPerSecond);
+      secondaryAddress = `127.0.0.1:${sites.shaper.port}`;
+    }
+    sites.writePrimaryConfig(options, options.withSecondary ? secondaryAddress : null);
+    await sites.startPrimary();
+    if (secondaryStartsNow)
+      await sites.waitFor('the link streams', (s) => s.secondaries[0]?.link === 'streaming');
+    return sites;
+  }
+
+  private writePrimaryConfig(options: CyclerepOptions, secondaryAddress: string | null): void {
+    writeFileSync(
+      this.primaryConfig,
       [
         'group: bench',
         'role: primary',
-        `dataDir: ${join(dir, 'primary')}`,
+        `dataDir: ${join(this.dir, 'primary')}`,
         'volumes:',
         `  - { name: vol0, size: ${options.sizeBytes} }`,
         `cycle: { intervalMinMs: ${options.cycleMinMs ?? 1000}, queuedMax: 4 }`,
         `ack: ${options.ack ?? 'immediate'}`,
         `journal: { capacity: ${options.journalCapacity ?? '4GiB'}, segmentSize: 64MiB }`,
-        `nbd: { listen: 127.0.0.1:${nbdPort} }`,
-        `http: { listen: 127.0.0.1:${sites.primaryHttp} }`,
-        ...(options.withSecondary
+        `nbd: { listen: 127.0.0.1:${this.nbdPort} }`,
+        `http: { listen: 127.0.0.1:${this.primaryHttp} }`,
+        options.tracking ? `tracking: ${options.tracking}` : '',
+        ...(secondaryAddress
           ? [
               'secondaries:',
               `  - { name: dr1, address: ${secondaryAddress}, connections: ${options.connections ?? 2} }`,
@@ -161,18 +178,45 @@ export class CyclerepSites implements NbdTarget {
         options.tlsDir ? tlsSection(options.tlsDir, 'primary', 'dr1') : '',
       ].join('\n'),
     );
-    sites.primary = Child.spawn(
+  }
+
+  private async startPrimary(): Promise<void> {
+    this.primary = Child.spawn(
       'cyclerep primary',
       process.execPath,
-      [binary, 'primary', '--config', primaryConfig],
-      join(dir, 'primary.log'),
+      [binary, 'primary', '--config', this.primaryConfig],
+      join(this.dir, 'primary.log'),
     );
-    sites.processes.unshift(sites.primary);
-    await waitForPort(nbdPort);
-    sites.url = `nbd://127.0.0.1:${nbdPort}/vol0`;
-    if (options.withSecondary)
-      await sites.waitFor('the link streams', (s) => s.secondaries[0]?.link === 'streaming');
-    return sites;
+    this.processes.unshift(this.primary);
+    await waitForPort(this.nbdPort);
+    this.url = `nbd://127.0.0.1:${this.nbdPort}/vol0`;
+  }
+
+  /**
+   * Stops the primary and starts it again on the same data with dr1 listed (not started): how a
+   * secondary that never held anything joins a primary that already holds data.
+   */
+  async restartPrimaryWithSecondary(options: CyclerepOptions): Promise<void> {
+    const primary = this.primary;
+    if (primary) {
+      await primary.stop();
+      this.processes.splice(this.processes.indexOf(primary), 1);
+    }
+    this.writePrimaryConfig(options, `127.0.0.1:${this.linkPort}`);
+    await this.startPrimary();
+  }
+
+  /** Each site's log so far (JSON logs, one object a line); lines that are not JSON are left out. */
+  logs(): { primary: LogLine[]; secondary: LogLine[] } {
+    const read = (file: string): LogLine[] => {
+      const path = join(this.dir, file);
+      if (!existsSync(path)) return [];
+      return readFileSync(path, 'utf8')
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as LogLine);
+    };
+    return { primary: read('primary.log'), secondary: read('dr1.log') };
   }
 
   async startSecondary(): Promise<void> {
@@ -238,6 +282,13 @@ export class CyclerepSites implements NbdTarget {
 function tlsSection(directory: string, site: string, peer: string): string {
   const { cert, key } = makeSiteCertificate(directory, site);
   return `tls: { cert: ${cert}, key: ${key}, ca: ${ensureCa(directory)}, peers: [${peer}] }`;
+}
+
+export interface LogLine {
+  time: string;
+  level: string;
+  event: string;
+  [field: string]: unknown;
 }
 
 /** What the bench reads from a primary's /status: the node's own status type. */

@@ -1,0 +1,407 @@
+/**
+ * Scenario 7, an away or new secondary (issue 12, docs/resync.md), with real processes:
+ * 1. initial sync: a brand-new secondary joins a primary whose volume is written all over and whose
+ *    journal was collected; beside it `nbdcopy` of the same export to a local file;
+ * 2. resync of the same changed bytes (V/100 of 4 KiB random writes while the secondary is away and
+ *    tracking) on a volume of V and of 16 V;
+ * 3. `link-failed` on both sites during the initial sync and each resync;
+ * 4. the primary's resident memory while the secondary is away, and the secondary's during the
+ *    initial sync (figures only: bounded memory is built elsewhere).
+ */
+import { spawnSync } from 'node:child_process';
+import { rmSync, statfsSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { type BenchContext, gib, mib } from '../lib/context.ts';
+import { runFio, sequentialWrites } from '../lib/fio.ts';
+import { benchEnv, runToolAsync, sleep } from '../lib/processes.ts';
+import { median } from '../lib/report.ts';
+import { type CyclerepOptions, CyclerepSites, type LogLine, type PrimaryStatus } from '../lib/servers.ts';
+
+/** A secondary away this long switches to tracking, so the resync runs from the bitmap. */
+const trackingSoon = '{ awaySecondsMax: 1 }';
+/** Generous: a resync or an initial sync on a loaded 2-core machine. */
+const syncTimeoutMs = 1_800_000;
+
+export async function resync(context: BenchContext): Promise<void> {
+  const volumeBytes = context.quick ? 8 * mib : gib;
+  await timed('initial sync', () => initialSync(context, volumeBytes));
+  await timed('resync by volume size', () =>
+    resyncBySize(context, volumeBytes, largeVolumeBytes(context, volumeBytes)),
+  );
+  const points = context.quick ? [0, 4 * mib] : [0, 256 * mib, gib];
+  await timed('memory while away', () => memoryWhileAway(context, volumeBytes, points));
+  context.report.figure('resync.loadAverage1m', loadAverage());
+}
+
+/** 16 V, sparse; scaled down (and said so) only when the disk could not hold what is written. */
+function largeVolumeBytes(context: BenchContext, volumeBytes: number): number {
+  const { bavail, bsize } = statfsSync(context.dir);
+  const free = bavail * bsize;
+  // Sparse volumes: only the changed blocks and the journal take space, a few V at most.
+  if (free > 4 * volumeBytes + 4 * gib) return 16 * volumeBytes;
+  process.stdout.write(`only ${(free / gib).toFixed(1)} GiB free: the large volume is 4 V, not 16 V\n`);
+  return 4 * volumeBytes;
+}
+
+async function initialSync(context: BenchContext, volumeBytes: number): Promise<void> {
+  const table = context.report.table(
+    `Initial sync: a brand-new secondary joins a primary with ${volumeBytes / mib} MiB written`,
+    [
+      'copy',
+      'seconds',
+      'MiB/s',
+      'x nbdcopy',
+      'seconds from link up',
+      'of which applying',
+      'data sent MiB',
+      'link-failed primary / secondary',
+      'secondary peak RSS MiB',
+    ],
+  );
+  const options: CyclerepOptions = {
+    label: 'initial sync',
+    sizeBytes: volumeBytes,
+    withSecondary: false,
+    cycleMinMs: 200,
+  };
+  const sites = await CyclerepSites.start(context.dir, options);
+  try {
+    // Every block written (fio's buffers are not zeroes), then every cycle collected: nothing of it
+    // is left in the journal for a secondary that joins later.
+    await runFio({ uri: sites.url, ...sequentialWrites, sizeBytes: volumeBytes, seconds: 0, once: true });
+    await sleep(1000);
+    await sites.waitFor('the journal collected', (s) => s.closed > 0 && s.collected === s.closed);
+
+    const baseline = await nbdcopySeconds(context, sites.url, volumeBytes);
+    const baselineRate = baseline === null ? null : volumeBytes / mib / baseline;
+    if (baseline === null)
+      table.rows.push([
+        'nbdcopy to a local file',
+        'not measured: nbdcopy missing',
+        '',
+        '',
+        '',
+        '',
+        '',
+        '',
+        '',
+      ]);
+    else
+      table.rows.push(['nbdcopy to a local file', baseline, baselineRate as number, 1, '', '', '', '', '']);
+
+    await sites.restartPrimaryWithSecondary({ ...options, withSecondary: true });
+    const run = await syncSecondary(sites);
+    const peak = (sites.secondary as NonNullable<typeof sites.secondary>).memory().peak;
+    // The restarted primary counts from zero: all of it is the initial sync (zero runs not counted).
+    const sent = (await sites.status()).secondaries[0]?.shippedBytes ?? 0;
+    const rate = volumeBytes / mib / run.seconds;
+    table.rows.push([
+      'cyclerep initial sync (secondary start to streaming, all applied)',
+      run.seconds,
+      rate,
+      baselineRate === null ? 'n/a' : rate / baselineRate,
+      run.linkUpSeconds,
+      run.applySeconds,
+      sent / mib,
+      `${run.failedPrimary} / ${run.failedSecondary}`,
+      peak / mib,
+    ]);
+    table.notes.push(
+      `Modes the primary showed for the new secondary: ${run.modes.join(' -> ')}; ${run.copiedBytes / mib} MiB ` +
+        `copied; ${run.failedBeforeUp} dials failed before the secondary listened (not counted). The time ` +
+        "includes starting the secondary process (about 1 s of Node) and the primary's reconnect delay; " +
+        '"from link up" leaves both out; "applying" is the part after the primary showed mode streaming ' +
+        '(every chunk stored), until the secondary applied the unit. nbdcopy (its defaults: 4 connections) reads the same primary ' +
+        'export into a sparse local file.',
+    );
+    context.report.figure('resync.initialSync.mibPerSecond', rate);
+    context.report.figure('resync.initialSync.secondaryPeakRssMiB', peak / mib);
+    context.report.figure('resync.initialSync.linkFailed', run.failedPrimary + run.failedSecondary);
+    if (baselineRate !== null) {
+      context.report.figure('resync.initialSync.nbdcopyMibPerSecond', baselineRate);
+      context.report.figure('resync.initialSync.ratioToNbdcopy', rate / baselineRate);
+    }
+  } finally {
+    await sites.stop();
+  }
+  context.report.print(table);
+}
+
+/** Seconds nbdcopy takes to copy the export into a local file, or null without nbdcopy. */
+async function nbdcopySeconds(
+  context: BenchContext,
+  url: string,
+  volumeBytes: number,
+): Promise<number | null> {
+  if (spawnSync('nbdcopy', ['--version'], { env: benchEnv }).error) return null;
+  const target = join(context.dir, 'nbdcopy-target.img');
+  spawnSync('truncate', ['-s', String(volumeBytes), target]);
+  try {
+    return (await runToolAsync('nbdcopy', [url, target])).seconds;
+  } finally {
+    rmSync(target, { force: true });
+  }
+}
+
+async function resyncBySize(context: BenchContext, volumeBytes: number, largeBytes: number): Promise<void> {
+  const changedBytes = volumeBytes / 100;
+  const table = context.report.table(
+    `Resync of ${changedBytes / mib} MiB of 4 KiB random writes made while the secondary was away and tracking`,
+    [
+      'volume',
+      'repetition',
+      'bitmap MiB at return',
+      'resync s',
+      's from link up',
+      'copied MiB',
+      'data sent MiB',
+      'link-failed primary / secondary',
+    ],
+  );
+  // On a shared machine one run is noise: each size three times (once in the quick run), the order
+  // alternating so that neither size always runs first.
+  const repetitions = context.quick ? 1 : 3;
+  const linkUpSeconds = new Map<number, number[]>([
+    [volumeBytes, []],
+    [largeBytes, []],
+  ]);
+  let failures = 0;
+  for (let repetition = 1; repetition <= repetitions; repetition++) {
+    const order = repetition % 2 ? [volumeBytes, largeBytes] : [largeBytes, volumeBytes];
+    for (const size of order) {
+      const label = `${size / gib >= 1 ? `${size / gib} GiB` : `${size / mib} MiB`}`;
+      const result = await resyncOnce(context, size, changedBytes);
+      const { run } = result;
+      table.rows.push([
+        label,
+        String(repetition),
+        result.bitmapBytes / mib,
+        run.seconds,
+        run.linkUpSeconds,
+        run.copiedBytes / mib,
+        result.sentBytes / mib,
+        `${run.failedPrimary} / ${run.failedSecondary}`,
+      ]);
+      table.notes.push(
+        `${label}, ${repetition}: modes ${run.modes.join(' -> ')}; ${run.failedBeforeUp} dials failed before the secondary listened (not counted).`,
+      );
+      linkUpSeconds.get(size)?.push(run.linkUpSeconds);
+      failures += run.failedPrimary + run.failedSecondary;
+    }
+  }
+  const small = median(linkUpSeconds.get(volumeBytes) ?? []);
+  const large = median(linkUpSeconds.get(largeBytes) ?? []);
+  context.report.figure(`resync.${volumeBytes / mib}MiB.linkUpSeconds`, small);
+  context.report.figure(`resync.${largeBytes / mib}MiB.linkUpSeconds`, large);
+  context.report.figure('resync.largeOverSmall', large / small);
+  context.report.figure('resync.linkFailed', failures);
+  table.notes.push(
+    `Median resync time from link up: ${small.toFixed(2)} s on V, ${large.toFixed(2)} s on ${largeBytes / volumeBytes} V, ` +
+      `ratio ${(large / small).toFixed(2)} (issue 12's goal: within 20%). ` +
+      'Time runs from starting the secondary process (or from the first status poll, every 50 ms, that ' +
+      'shows the link up) to mode streaming with everything applied; ' +
+      'tracking.awaySecondsMax 1, granularity 64 KiB (default): the bitmap marks, and the copy reads, ' +
+      'whole 64 KiB chunks; what reads as zeroes travels as zero runs, so the data sent is the changed blocks.',
+  );
+  context.report.print(table);
+}
+
+/** A fresh pair; the secondary away while `changedBytes` of 4 KiB random writes land; it returns. */
+async function resyncOnce(
+  context: BenchContext,
+  size: number,
+  changedBytes: number,
+): Promise<{ run: SyncRun; bitmapBytes: number; sentBytes: number }> {
+  const sites = await CyclerepSites.start(context.dir, {
+    label: `resync ${size}`,
+    sizeBytes: size,
+    withSecondary: true,
+    cycleMinMs: 200,
+    tracking: trackingSoon,
+  });
+  try {
+    await sites.idle();
+    await sites.stopSecondary();
+    await sites.waitFor('the primary saw the link go', (s) => s.secondaries[0]?.link !== 'streaming');
+    await runFio({
+      uri: sites.url,
+      rw: 'randwrite',
+      blockSize: '4k',
+      iodepth: 16,
+      sizeBytes: size,
+      ioBytes: changedBytes,
+      seconds: 0,
+      once: true,
+    });
+    // The last writes close into a cycle; tracking folds it into the bitmap and frees the journal.
+    await sleep(1000);
+    await sites.waitFor(
+      'the secondary is tracking and the journal passed it',
+      (s) => s.secondaries[0]?.mode === 'tracking' && s.collected === s.closed,
+    );
+    const before = (await sites.status()).secondaries[0];
+    const run = await syncSecondary(sites);
+    const after = (await sites.status()).secondaries[0];
+    return {
+      run,
+      bitmapBytes: before?.resyncBytesLeft ?? 0,
+      sentBytes: (after?.shippedBytes ?? 0) - (before?.shippedBytes ?? 0),
+    };
+  } finally {
+    await sites.stop();
+  }
+}
+
+async function memoryWhileAway(context: BenchContext, volumeBytes: number, points: number[]): Promise<void> {
+  const table = context.report.table(
+    'Primary memory while the secondary is away (256 KiB sequential writes)',
+    ['tracking', 'written while away', 'mode', 'RSS MiB', 'peak RSS MiB', 'journal MiB'],
+  );
+  const tracking = { label: 'awaySecondsMax 1', tracking: trackingSoon };
+  const byDefault = {
+    label: 'default (awaySecondsMax 600, journalFraction 0.5 of 4 GiB)',
+    tracking: undefined,
+  };
+  // The quick run only shows the table works; the journal mode is scenario 5's (memory) figure.
+  const configurations = context.quick ? [tracking] : [byDefault, tracking];
+  for (const configuration of configurations) {
+    const sites = await CyclerepSites.start(context.dir, {
+      label: `away memory ${configuration.tracking ?? 'default'}`,
+      sizeBytes: volumeBytes,
+      withSecondary: true,
+      cycleMinMs: 200,
+      tracking: configuration.tracking,
+    });
+    try {
+      await sites.stopSecondary();
+      let written = 0;
+      for (const point of points) {
+        if (point > written) {
+          await runFio({
+            uri: sites.url,
+            ...sequentialWrites,
+            sizeBytes: point - written,
+            offsetBytes: written,
+            seconds: 0,
+            once: true,
+          });
+          written = point;
+        }
+        // Cycle switches, write-back, tracking and collection settle before memory is read.
+        await sleep(context.quick ? 500 : 2000);
+        const status = await sites.status();
+        const usage = (sites.primary as NonNullable<typeof sites.primary>).memory();
+        table.rows.push([
+          configuration.label,
+          `${point / mib} MiB`,
+          status.secondaries[0]?.mode ?? '?',
+          usage.rss / mib,
+          usage.peak / mib,
+          status.journalBytes / mib,
+        ]);
+        context.report.figure(
+          `resync.awayMemory.${configuration.tracking ? 'tracking' : 'default'}.${point / mib}MiB.peakRssMiB`,
+          usage.peak / mib,
+        );
+      }
+    } finally {
+      await sites.stop();
+    }
+  }
+  table.notes.push(
+    `Peak RSS is the primary process's VmHWM since it started. Load average (1 min) at the end: ${loadAverage().toFixed(1)} on ${cpus().length} cores shared with other jobs.`,
+  );
+  context.report.print(table);
+}
+
+/** What one initial sync or resync took, from starting the secondary process. */
+interface SyncRun {
+  /** To mode streaming with everything applied. */
+  seconds: number;
+  /** The same from the first poll that saw the link up (the primary's reconnect delay left out). */
+  linkUpSeconds: number;
+  /** Of those, the part after the primary showed mode streaming (the copy sent): the secondary applying. */
+  applySeconds: number;
+  /** Modes the primary showed, in order, once each. */
+  modes: string[];
+  copiedBytes: number;
+  /** `link-failed` once the link was up (the primary's session began; the secondary's started). */
+  failedPrimary: number;
+  failedSecondary: number;
+  /** Dials of the primary that failed before the secondary listened: not catch-up failures. */
+  failedBeforeUp: number;
+}
+
+/** The primary's events that say a session with the secondary began. */
+const sessionEvents = new Set(['initial-sync', 'resync-started', 'resync-full', 'recovery-cycle']);
+
+async function syncSecondary(sites: CyclerepSites): Promise<SyncRun> {
+  const logsBefore = sites.logs();
+  const modes: string[] = [];
+  let copiedBytes = 0;
+  let linkUpAt: number | null = null;
+  let streamingAt: number | null = null;
+  const seen = (status: PrimaryStatus) => {
+    const link = status.secondaries[0];
+    if (!link) return;
+    if (modes[modes.length - 1] !== link.mode) modes.push(link.mode);
+    copiedBytes = Math.max(copiedBytes, link.resyncBytesCopied);
+    if (link.link === 'streaming') linkUpAt ??= performance.now();
+    if (link.mode === 'streaming') streamingAt ??= performance.now();
+  };
+  let watching = true;
+  const started = performance.now();
+  await sites.startSecondary();
+  const poll = (async () => {
+    while (watching) {
+      try {
+        seen(await sites.status());
+      } catch {
+        // a poll that failed is simply missing
+      }
+      await sleep(50);
+    }
+  })();
+  try {
+    await sites.waitFor(
+      'the secondary streams',
+      (s) => s.secondaries[0]?.mode === 'streaming',
+      syncTimeoutMs,
+    );
+    await sites.idle(syncTimeoutMs);
+  } finally {
+    watching = false;
+    await poll;
+  }
+  const ended = performance.now();
+  seen(await sites.status());
+  const logs = sites.logs();
+  const primary = logs.primary.slice(logsBefore.primary.length);
+  const secondary = logs.secondary.slice(logsBefore.secondary.length);
+  const primaryUp = primary.findIndex((line) => sessionEvents.has(line.event));
+  const secondaryUp = secondary.findIndex((line) => line.event === 'session-started');
+  const failed = (lines: LogLine[], from: number) =>
+    from < 0 ? 0 : lines.slice(from).filter((line) => line.event === 'link-failed').length;
+  return {
+    seconds: (ended - started) / 1000,
+    linkUpSeconds: (ended - (linkUpAt ?? started)) / 1000,
+    applySeconds: (ended - (streamingAt ?? ended)) / 1000,
+    modes,
+    copiedBytes,
+    failedPrimary: failed(primary, primaryUp),
+    failedSecondary: failed(secondary, secondaryUp),
+    failedBeforeUp: failed(primary, 0) - failed(primary, primaryUp),
+  };
+}
+
+async function timed(part: string, run: () => Promise<void>): Promise<void> {
+  const started = performance.now();
+  await run();
+  const seconds = (performance.now() - started) / 1000;
+  process.stdout.write(`(${part}: ${seconds.toFixed(0)} s, load average ${loadAverage().toFixed(1)})\n`);
+}
+
+function loadAverage(): number {
+  return loadavg()[0] as number;
+}
