@@ -336,6 +336,17 @@ export class LinkTracking {
     return consistent;
   }
 
+  /**
+   * The copy cannot go on until the capture cycle closes: it holds copied chunks, no read is out,
+   * chunks are left and the next read would not fit the window.
+   */
+  copyWaitsForSwitch(capture: CycleNumber): boolean {
+    const copy = this.copy;
+    if (!copy || copy.reading.size > 0 || copy.toRead.isEmpty || !copy.attached.has(capture)) return false;
+    const readBytesMax = this.config.copyReadBlocksMax * this.shape.blockBytes;
+    return copy.windowBytes + readBytesMax > this.config.copyWindowBytes;
+  }
+
   /** A cycle switch is needed though no write came: a copy waits in the capture cycle, or the end. */
   wantsSwitch(capture: CycleNumber, sentEnd: CycleNumber, closed: CycleNumber): boolean {
     const copy = this.copy;

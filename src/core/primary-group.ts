@@ -362,7 +362,12 @@ export class PrimaryGroup implements CycleStore {
 
   private switchDue(nowMs: number): boolean {
     if (this.switching || this.closing) return false;
-    if (nowMs - this.lastSwitchMs < this.config.cycleMsMin) return false;
+    // A resync whose copy window is full waits for the capture cycle to close and be stored:
+    // holding it to cycle.intervalMinMs would cap the copy at a window per interval.
+    const copyWaits = this.links.some(
+      (link) => link.state === 'streaming' && link.tracking.copyWaitsForSwitch(this.capture),
+    );
+    if (!copyWaits && nowMs - this.lastSwitchMs < this.config.cycleMsMin) return false;
     const wanted = this.links.some(
       (link) =>
         link.state === 'streaming' && link.tracking.wantsSwitch(this.capture, link.sentEndCycle, this.closed),
