@@ -64,6 +64,25 @@ function writeRound(harness: Harness, round: number, blocks = 16): void {
     harness.write(dataExtent(0, block, 1, (round * 7 + block) & 0xff));
 }
 
+/** The secondary loses its journal and volumes and comes back empty: stored 0. */
+function wipeSecondary(harness: Harness): void {
+  harness.crashSecondary(0);
+  (harness.secondaryJournals[0] as unknown[]).length = 0;
+  for (const volume of harness.volumes[0] as Uint8Array[]) volume.fill(0);
+  harness.restartSecondary(0);
+}
+
+/** One round streamed, then the link cut while rounds 2..8 write all over volume 0 (not healed). */
+function awayWhileWriting(harness: CheckedHarness): void {
+  writeRound(harness, 1, 64);
+  harness.advanceChecked(50);
+  harness.cutLink(0);
+  for (let round = 2; round <= 8; round++) {
+    writeRound(harness, round, 64);
+    harness.advanceChecked(20);
+  }
+}
+
 test('a wiped secondary below the journal floor gets an initial sync of every chunk and converges, consistent at every step', () => {
   const harness = new CheckedHarness(primaryConfig({ cycleMsMin: 10, tracking: smallTracking }));
   for (let round = 1; round <= 3; round++) {
@@ -73,10 +92,7 @@ test('a wiped secondary below the journal floor gets an initial sync of every ch
   }
   assert.ok(harness.primary.collected >= 2, 'the journal was collected');
   // The secondary loses its journal and volumes and comes back empty: stored 0.
-  harness.crashSecondary(0);
-  (harness.secondaryJournals[0] as unknown[]).length = 0;
-  for (const volume of harness.volumes[0] as Uint8Array[]) volume.fill(0);
-  harness.restartSecondary(0);
+  wipeSecondary(harness);
   harness.appliedSeen.length = 0;
   // Writes go on during the copy (on a few blocks: the copy must bring the rest).
   for (let round = 4; round <= 8; round++) {
@@ -133,13 +149,7 @@ test('a primary restarted in the middle of a resync resumes from its saved bitma
       tracking: { ...smallTracking, journalBytesHigh: 6 * blockBytes, copyWindowBytes: 2 * blockBytes },
     }),
   );
-  writeRound(harness, 1, 64);
-  harness.advanceChecked(50);
-  harness.cutLink(0);
-  for (let round = 2; round <= 8; round++) {
-    writeRound(harness, round, 64);
-    harness.advanceChecked(20);
-  }
+  awayWhileWriting(harness);
   assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'tracking');
   harness.healLink(0);
   harness.advanceChecked(40);
@@ -158,22 +168,16 @@ test('a secondary wiped again in the middle of its resync gets every chunk, not 
   const harness = new CheckedHarness(
     primaryConfig({ cycleMsMin: 10, tracking: { ...smallTracking, copyWindowBytes: 2 * blockBytes } }),
   );
-  const wipe = (): void => {
-    harness.crashSecondary(0);
-    (harness.secondaryJournals[0] as unknown[]).length = 0;
-    for (const volume of harness.volumes[0] as Uint8Array[]) volume.fill(0);
-    harness.restartSecondary(0);
-  };
   for (let round = 1; round <= 3; round++) {
     writeRound(harness, round, 64);
     harness.advanceChecked(40);
   }
-  wipe();
+  wipeSecondary(harness);
   harness.advanceChecked(60);
   const status = harness.primary.status(harness.nowMs).secondaries[0];
   assert.equal(status?.mode, 'resync', 'the initial sync is under way');
   assert.ok((status?.resyncBytesLeft ?? 0) < 80 * blockBytes, 'some chunks are copied and stored');
-  wipe();
+  wipeSecondary(harness);
   harness.advanceChecked(1500);
   assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'streaming');
   assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
@@ -186,13 +190,7 @@ test('in the middle of a resync the stored cycles after its last consistent one 
       tracking: { ...smallTracking, journalBytesHigh: 6 * blockBytes, copyWindowBytes: 2 * blockBytes },
     }),
   );
-  writeRound(harness, 1, 64);
-  harness.advanceChecked(50);
-  harness.cutLink(0);
-  for (let round = 2; round <= 8; round++) {
-    writeRound(harness, round, 64);
-    harness.advanceChecked(20);
-  }
+  awayWhileWriting(harness);
   harness.healLink(0);
   let seenBelow = false;
   for (let step = 0; step < 150 && !seenBelow; step++) {
@@ -249,10 +247,7 @@ test('a secondary holding an unfinished resync the primary has no bitmap for get
     writeRound(harness, round, 64);
     harness.advanceChecked(40);
   }
-  harness.crashSecondary(0);
-  (harness.secondaryJournals[0] as unknown[]).length = 0;
-  for (const volume of harness.volumes[0] as Uint8Array[]) volume.fill(0);
-  harness.restartSecondary(0);
+  wipeSecondary(harness);
   harness.advanceChecked(60);
   const secondary = harness.secondaries[0];
   assert.ok(secondary && secondary.stored > secondary.applicableThrough, 'the secondary holds resync cycles');
@@ -305,13 +300,7 @@ test("a resyncing secondary's status carries the copy's rate and an ETA, from th
       },
     }),
   );
-  writeRound(harness, 1, 64);
-  harness.advanceChecked(50);
-  harness.cutLink(0);
-  for (let round = 2; round <= 8; round++) {
-    writeRound(harness, round, 64);
-    harness.advanceChecked(20);
-  }
+  awayWhileWriting(harness);
   harness.healLink(0);
   const seen: { mode: string; rate: number; eta: number | null; left: number }[] = [];
   for (let step = 0; step < 400; step++) {
