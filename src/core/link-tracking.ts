@@ -166,6 +166,11 @@ export class LinkTracking {
       this.log('warn', 'tracking-started', { stored, closed });
     }
     const blocks = this.blocks;
+    if (stored > this.through) {
+      // Cycles through+1..stored are at the secondary (stored in a resync), not in the bitmap: a
+      // secondary below `stored` (wiped since) is no longer covered by it (sim seed 1872).
+      this.base = Math.max(this.base, stored);
+    }
     for (let cycle = Math.max(stored, this.through) + 1; cycle <= closed; cycle++) {
       cycleFold(cycle).forEachBlock((volume, block) => blocks.markBlocks(volume, block, 1));
     }

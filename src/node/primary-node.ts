@@ -291,6 +291,11 @@ export class PrimaryNode {
   private onTrackingSave(link: string, token: number, state: TrackingState): void {
     this.afterTrackingWrites(link, async () => {
       await saveTrackingState(this.environment.fs, this.config.dataDir, link, state);
+      this.logger.log({
+        level: 'debug',
+        event: 'tracking-saved',
+        fields: { link, base: state.base, through: state.through },
+      });
       this.complete(() => this.core.onTrackingSaved(this.clock.now(), link, token));
     });
   }

@@ -83,6 +83,12 @@ const regressions: { seed: number; faults: number[]; diskFaults?: true; found: s
       "an initial sync's first cycle was stored before its all-chunks bitmap was durable; a primary machine crash lost the bitmap and the secondary applied a unit without the collected cycles' blocks",
   },
   {
+    seed: 1872,
+    faults: [0, 1, 4],
+    found:
+      'a fold into the bitmap skipped cycles the secondary had stored in a resync, without raising the base: wiped, it came back at 0 and its copy lacked their blocks',
+  },
+  {
     seed: 632,
     faults: [1, 2],
     found:
