@@ -136,8 +136,8 @@ export const mutants: readonly Mutant[] = [
     name: 'copy-read-during-switch',
     simulator: 'sites',
     file: 'src/core/primary-group.ts',
-    find: '    if (this.links.some((link) => link.tracking.reading)) return false;\n',
-    replace: '',
+    find: '    this.copyReadsPaused = due && this.links.some((link) => link.tracking.reading);\n',
+    replace: '    this.copyReadsPaused = false;\n',
     defect:
       'a cycle switch starts while a resync copy read is out: the copied bytes may hold writes of the next cycle and travel before it',
   },
