@@ -9,22 +9,22 @@
  * While a cycle is being written to the volumes, the read path overlays its blocks, so a reader
  * never sees a half-applied cycle.
  *
+ * Block data is not held in memory: once a packet's record is appended, the store keeps where its
+ * bytes are (a reference to the record by its append sequence, fold.ts's BlockRef), and the node,
+ * which knows where each appended record lies in the journal, reads them back where they are needed
+ * (apply: `volume-write-from-journal`; the read path: overlay's references). So a resync that stages
+ * gigabytes before it applies them costs the secondary references, not gigabytes.
+ *
  * The store knows nothing of connections: the session hands it the frames of cycles and tells it
  * of failures; it tells the session when a cycle is stored or applied (StoreEvents).
  */
 
-import {
-  addDigest,
-  type DataFrame,
-  type EndOfCycleFrame,
-  extentOfDataFrame,
-  packetDigest,
-} from '../protocol/frames.ts';
+import { addDigest, type DataFrame, type EndOfCycleFrame, packetDigest } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import { ProtocolError } from './errors.ts';
-import { type BlockContent, FoldIndex } from './fold.ts';
+import { type BlockContent, FoldIndex, type JournalPiece } from './fold.ts';
 import { limits } from './limits.ts';
-import type { SecondaryRecord } from './records.ts';
+import type { ExtentInJournal, ReplayedSecondaryRecord, SecondaryRecord } from './records.ts';
 import {
   type ActionSink,
   type CycleNumber,
@@ -36,12 +36,27 @@ import {
 
 /** What the store asks of the journal and the volumes. */
 export type StoreAction =
+  /**
+   * Append `record`; `seq` numbers the appends of this run, continuing the records replay was given
+   * (the first replayed record is 1): references name a packet's record by it.
+   */
   | { type: 'journal-append'; seq: number; record: SecondaryRecord }
   /** Make every record appended so far durable, then call onJournalSynced(upTo). */
   | { type: 'journal-sync'; upTo: number }
   /** Records of cycles up to `upTo` are applied durably and may go. */
   | { type: 'journal-release'; upTo: CycleNumber }
   | { type: 'volume-write'; extent: Extent }
+  /**
+   * Write blocks block..block+blockCount-1 of `volume` with the bytes the pieces name, in order: each
+   * piece is blocks of one appended packet's extent, read back from the journal.
+   */
+  | {
+      type: 'volume-write-from-journal';
+      volume: number;
+      block: number;
+      blockCount: number;
+      pieces: JournalPiece[];
+    }
   /** Make every volume write so far durable, then call onVolumesSynced(token). */
   | { type: 'volume-sync'; token: number }
   | { type: 'log'; entry: LogEntry };
@@ -56,8 +71,15 @@ export interface StoreEvents {
   onCycleRefused(nowMs: number, error: ProtocolError): void;
 }
 
+/** A received packet without its payload, which is in the journal from its append on. */
+interface ReceivedPacket extends ExtentInJournal {
+  packetIndex: number;
+  /** The append that journaled it: the fold's references name it. */
+  seq: number;
+}
+
 interface ReceivingCycle {
-  packets: Map<number, DataFrame>;
+  packets: Map<number, ReceivedPacket>;
   end: EndOfCycleFrame | null;
   digest: number;
   /** The session that delivered these packets; entries of an older session must not survive it. */
@@ -105,20 +127,26 @@ export class SecondaryStore {
     private readonly events: StoreEvents,
   ) {}
 
-  /** Rebuilds the cycles from the journal after a restart; resumeApply finishes an interrupted apply. */
-  replay(records: Iterable<SecondaryRecord>): void {
-    const buffers = new Map<CycleNumber, { packetIndex: number; extent: Extent }[]>();
+  /**
+   * Rebuilds the cycles from the journal after a restart; resumeApply finishes an interrupted apply.
+   * The records are numbered 1, 2, 3, ... in the order given, and appends go on from there: the
+   * folds keep references by these numbers, never the packets' bytes (which may be left on disk).
+   */
+  replay(records: Iterable<ReplayedSecondaryRecord>): void {
+    const buffers = new Map<CycleNumber, { packetIndex: number; seq: number; extent: ExtentInJournal }[]>();
     for (const record of records) {
+      const seq = ++this.appendSeq;
       switch (record.kind) {
         case 'packet': {
           const extents = buffers.get(record.cycle) ?? [];
-          extents.push({ packetIndex: record.packetIndex, extent: record.extent });
+          extents.push({ packetIndex: record.packetIndex, seq, extent: withoutData(record.extent) });
           buffers.set(record.cycle, extents);
           break;
         }
         case 'stored': {
           const fold = new FoldIndex(this.shape.blockBytes);
-          for (const { extent } of buffers.get(record.cycle) ?? []) fold.add(extent);
+          for (const { seq: packetSeq, extent } of buffers.get(record.cycle) ?? [])
+            fold.addJournaled(extent, packetSeq);
           buffers.delete(record.cycle);
           this.storedCycles.set(record.cycle, {
             cycle: record.cycle,
@@ -143,6 +171,8 @@ export class SecondaryStore {
       if (cycle <= this.appliedDurable) this.storedCycles.delete(cycle);
     }
     this.applied = this.appliedDurable;
+    this.durableSeq = this.appendSeq;
+    this.syncRequestedSeq = this.appendSeq;
     // A restart is a failure: packets of cycles that were not stored (left in buffers) are void.
   }
 
@@ -175,13 +205,20 @@ export class SecondaryStore {
         `cycle ${frame.cycle} packet ${frame.packetIndex} of ${cycle.end.packetCount}`,
       );
     }
-    cycle.packets.set(frame.packetIndex, frame);
     cycle.digest = addDigest(cycle.digest, packetDigest(frame));
-    this.append({
+    const extent = { volume: frame.volume, block: frame.block, blockCount: frame.blockCount };
+    const seq = this.append({
       kind: 'packet',
       cycle: frame.cycle,
       packetIndex: frame.packetIndex,
-      extent: extentOfDataFrame(frame),
+      extent: { ...extent, data: frame.zero ? null : frame.payload },
+    });
+    // From here on the payload is the journal's: only where it went is kept.
+    cycle.packets.set(frame.packetIndex, {
+      ...extent,
+      zero: frame.zero,
+      packetIndex: frame.packetIndex,
+      seq,
     });
     this.tryStore();
   }
@@ -260,9 +297,8 @@ export class SecondaryStore {
         );
       }
       const fold = new FoldIndex(this.shape.blockBytes);
-      for (const packet of [...cycle.packets.values()].sort((a, b) => a.packetIndex - b.packetIndex)) {
-        fold.add(extentOfDataFrame(packet));
-      }
+      for (const packet of [...cycle.packets.values()].sort((a, b) => a.packetIndex - b.packetIndex))
+        fold.addJournaled(packet, packet.seq);
       this.receiving.delete(number);
       const seq = this.append({
         kind: 'stored',
@@ -315,8 +351,13 @@ export class SecondaryStore {
     this.applying = { ...next, phase: 'volumes', wait: token };
     this.applied = next.cycle;
     if (next.coversFrom < next.cycle) this.recoveryCyclesApplied++;
-    for (const extent of next.fold.extents(limits.packetBytesMax))
-      this.out.push({ type: 'volume-write', extent });
+    for (const run of next.fold.runs(limits.packetBytesMax)) {
+      const { volume, block, blockCount } = run;
+      if (run.journaled) {
+        const pieces = next.fold.journaledPieces(run);
+        this.out.push({ type: 'volume-write-from-journal', volume, block, blockCount, pieces });
+      } else this.out.push({ type: 'volume-write', extent: next.fold.extentOf(run) });
+    }
     this.out.push({ type: 'volume-sync', token });
   }
 
@@ -370,9 +411,19 @@ export class SecondaryStore {
     this.tryApply();
   }
 
-  /** The read path: a block of the cycle being applied, or undefined to read the volume. */
+  /** Bytes of block data the store holds in memory (none: its folds keep references). */
+  get payloadBytesInMemory(): number {
+    let bytes = this.storing?.fold.payloadBytesInMemory ?? 0;
+    for (const cycle of this.storedCycles.values()) bytes += cycle.fold.payloadBytesInMemory;
+    return bytes + (this.applying?.fold.payloadBytesInMemory ?? 0);
+  }
+
+  /**
+   * The read path: a block of the cycle being applied (its bytes, null for zeroes, or a reference
+   * into the journal), or undefined to read the volume.
+   */
   overlay(volume: number, block: number): BlockContent | undefined {
-    return this.applying?.fold.get(volume, block);
+    return this.applying?.fold.content(volume, block);
   }
 
   // ---- failure -------------------------------------------------------------------------------
@@ -414,4 +465,10 @@ export class SecondaryStore {
       packets: entry.packets.size,
     }));
   }
+}
+
+/** A packet's extent as the folds keep it: where its data is, not the data. */
+function withoutData(extent: Extent | ExtentInJournal): ExtentInJournal {
+  const { volume, block, blockCount } = extent;
+  return { volume, block, blockCount, zero: 'zero' in extent ? extent.zero : extent.data === null };
 }

@@ -7,7 +7,7 @@
  */
 import { HandshakeError, type ProtocolError, type StorageFault } from '../core/errors.ts';
 import type { Binding, SiteId } from '../core/identity.ts';
-import type { SecondaryRecord } from '../core/records.ts';
+import type { ReplayedSecondaryRecord, SecondaryRecord } from '../core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
 import type { GroupShape } from '../core/types.ts';
 import type { Clock } from '../io/clock.ts';
@@ -19,9 +19,10 @@ import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
 import type { Frame, HelloFrame } from '../protocol/frames.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
-import type { SegmentJournal } from '../storage/segment-journal.ts';
+import type { JournalPosition, SegmentJournal } from '../storage/segment-journal.ts';
 import { type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
 import type { VolumeFile } from '../storage/volume-file.ts';
+import { JournalBlocks } from './secondary/journal-blocks.ts';
 import { type ConnectionEvents, SecondaryConnections } from './secondary/link-connections.ts';
 import { listenOnNetwork, type SecondaryLinkListener } from './secondary/link-listener.ts';
 import { NodeLinkListener } from './secondary/node-link-listener.ts';
@@ -29,7 +30,7 @@ import { linkTimingsOf } from './site/link-timings.ts';
 import { volumeExports } from './site/nbd-exports.ts';
 import { closeSiteStorage, openSiteJournal } from './site/site-journal.ts';
 import { SiteRuntime, type SiteStartOptions, type StopOptions } from './site/site-runtime.ts';
-import { readThroughOverlay } from './site/volume-reads.ts';
+import { readThroughJournaledOverlay } from './site/volume-reads.ts';
 import { volumeWritesInFlight, WriteQueue } from './site/write-queue.ts';
 import { loadSecondaryIdentity } from './site-identity.ts';
 import { createSecondarySite, type OpenedSite, openSecondarySite } from './site-storage.ts';
@@ -64,6 +65,8 @@ export class SecondaryNode {
   private readonly clock: Clock;
   private core: Secondary | null = null;
   private journal: SegmentJournal<SecondaryRecord> | null = null;
+  /** Where the packets' data lies in the journal: the core keeps references, not bytes. */
+  private journalBlocks: JournalBlocks | null = null;
   private volumes: VolumeFile[] = [];
   private shape: GroupShape | null = null;
   private readonly connections: SecondaryConnections;
@@ -133,7 +136,16 @@ export class SecondaryNode {
   private openStorage(site: OpenedSite): void {
     const { shape, files, records } = site.volumes;
     this.volumeRecords = records;
+    // Replay keeps where each packet lies, not its data: the core numbers the records 1, 2, 3, ...
+    const replayed: ReplayedSecondaryRecord[] = [];
+    const places: { seq: number; cycle: number; position: JournalPosition }[] = [];
     const opened = openSiteJournal<SecondaryRecord>({
+      onReplayed: (record, position) => {
+        const seq = replayed.length + 1;
+        replayed.push(withDataLeftInJournal(record));
+        if (record.kind === 'packet' && record.extent.data !== null)
+          places.push({ seq, cycle: record.cycle, position });
+      },
       fs: this.runtime.environment.fs,
       site,
       dataDir: this.config.dataDir,
@@ -145,9 +157,11 @@ export class SecondaryNode {
     });
     this.volumes = files;
     this.journal = opened.journal;
+    this.journalBlocks = new JournalBlocks(opened.journal, shape.blockBytes);
+    for (const { seq, cycle, position } of places) this.journalBlocks.onReplayed(seq, cycle, position);
     this.core = Secondary.recover(
       { name: this.config.name, shape, timings: linkTimingsOf(this.config.link), binding: this.binding },
-      opened.records,
+      replayed,
     );
     this.shape = shape;
     this.run(this.core.start());
@@ -253,6 +267,7 @@ export class SecondaryNode {
 
   private execute(action: SecondaryAction): void {
     const journal = this.journal as SegmentJournal<SecondaryRecord>;
+    const journalBlocks = this.journalBlocks as JournalBlocks;
     switch (action.type) {
       case 'bind':
         this.bind(action.binding);
@@ -263,9 +278,12 @@ export class SecondaryNode {
       case 'close':
         this.connections.close(action.connection, action.reason);
         return;
-      case 'journal-append':
-        journal.append(action.record).catch((error) => this.fail(error));
+      case 'journal-append': {
+        const position = journal.append(action.record);
+        position.catch((error) => this.fail(error));
+        journalBlocks.onAppended(action.seq, action.record, position);
         return;
+      }
       case 'journal-sync':
         journal.sync().then(
           () => this.complete((core) => core.onJournalSynced(this.clock.now(), action.upTo)),
@@ -273,11 +291,22 @@ export class SecondaryNode {
         );
         return;
       case 'journal-release':
+        journalBlocks.onReleased(action.upTo);
         journal.deleteUpTo(action.upTo).catch((error) => this.fail(error));
         return;
       case 'volume-write': {
         const volume = this.volumes[action.extent.volume] as VolumeFile;
         this.volumeWrites.push(() => volume.writeExtent(action.extent));
+        return;
+      }
+      case 'volume-write-from-journal': {
+        // Read when its turn comes: the bytes in memory are those of the writes in flight only.
+        const volume = this.volumes[action.volume] as VolumeFile;
+        const { block, blockCount, pieces } = action;
+        this.volumeWrites.push(async () => {
+          const data = await journalBlocks.read(pieces);
+          await volume.writeExtent({ volume: action.volume, block, blockCount, data });
+        });
         return;
       }
       case 'volume-sync': {
@@ -339,10 +368,24 @@ export class SecondaryNode {
     const file = this.volumes[volume];
     const core = this.core;
     if (!file || !core) throw new Error(`no volume ${volume}`);
+    const journalBlocks = this.journalBlocks as JournalBlocks;
     for (let attempt = 0; ; attempt++) {
       const applied = core.applied;
-      const image = await readThroughOverlay(file, offset, length, (block) => core.overlay(volume, block));
-      if (core.applied === applied) return image;
+      const appliedDurable = core.appliedDurable;
+      try {
+        const image = await readThroughJournaledOverlay(
+          file,
+          offset,
+          length,
+          (block) => core.overlay(volume, block),
+          (pieces) => journalBlocks.read(pieces),
+        );
+        if (core.applied === applied) return image;
+      } catch (error) {
+        // The overlay's cycle was applied and its records released meanwhile (JournalBlockGone, or
+        // its segment deleted under the read): the file has its blocks now, so read again.
+        if (core.appliedDurable === appliedDurable) throw error;
+      }
       if (attempt >= readRetriesMax) throw new Error(`read of volume ${volume} kept racing applies`);
     }
   }
@@ -396,4 +439,11 @@ export class SecondaryNode {
         }),
     });
   }
+}
+
+/** A record as the core replays it: a packet's data stays in the journal (JournalBlocks reads it). */
+function withDataLeftInJournal(record: SecondaryRecord): ReplayedSecondaryRecord {
+  if (record.kind !== 'packet') return record;
+  const { volume, block, blockCount, data } = record.extent;
+  return { ...record, extent: { volume, block, blockCount, zero: data === null } };
 }

@@ -25,6 +25,7 @@ import {
   packetDigest,
 } from '../../src/protocol/frames.ts';
 import type { Random } from '../../src/sim/random.ts';
+import { extentFromJournal } from '../unit/fixtures.ts';
 import { check, mutate, shuffle } from './mutate.ts';
 
 const shape: GroupShape = {
@@ -259,6 +260,13 @@ class Observer {
         return;
       case 'volume-write':
         this.checkVolumeWrite(action.extent, appliedBefore);
+        this.wroteVolumes = true;
+        return;
+      case 'volume-write-from-journal':
+        this.checkVolumeWrite(
+          extentFromJournal(action, (seq) => this.records.get(seq)),
+          appliedBefore,
+        );
         this.wroteVolumes = true;
         return;
       default:
