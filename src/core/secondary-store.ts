@@ -59,6 +59,11 @@ export type StoreAction =
     }
   /** Make every volume write so far durable, then call onVolumesSynced(token). */
   | { type: 'volume-sync'; token: number }
+  /**
+   * Call onApplyStep soon, after other events had their turn: an apply goes on in steps of at most
+   * applyStepBlocksMax blocks, so a cycle of a gigabyte never holds the event loop for seconds.
+   */
+  | { type: 'apply-step' }
   | { type: 'log'; entry: LogEntry };
 
 /** What the store tells the session side of its secondary. */
@@ -86,20 +91,37 @@ interface ReceivingCycle {
   session: number;
 }
 
+/**
+ * A stored cycle: its packets, in packet order, as where their data lies. Folded only when it is
+ * applied, in steps: a list of packets costs far less memory than a fold of their blocks.
+ */
 interface StoredCycle {
   cycle: CycleNumber;
   coversFrom: CycleNumber;
   /** False for a resync's cycles before its last copied chunk: applied only with a later one. */
   consistent: boolean;
-  fold: FoldIndex;
+  packets: ReceivedPacket[];
 }
 
 /** Stored cycles applied together: from the image at coversFrom-1 straight to the image at `cycle`. */
 interface ApplyUnit {
   cycle: CycleNumber;
   coversFrom: CycleNumber;
-  cycles: CycleNumber[];
-  fold: FoldIndex;
+  /** The cycles, oldest first: folded in this order, later ones win. */
+  chain: StoredCycle[];
+}
+
+/**
+ * The unit being applied. `folding`: its fold is being built, the read path still shows the cycle
+ * before; `volumes`: the fold is the read path's overlay and its writes go out (then the volume
+ * sync, `wait` its token); `marker`: the applied record is on its way (`wait` its append).
+ */
+interface Applying extends ApplyUnit {
+  phase: 'folding' | 'volumes' | 'marker';
+  fold: FoldIndex | null;
+  wait: number;
+  /** The apply's remaining steps; null once every volume write and the volume sync went out. */
+  steps: Generator<void, void> | null;
 }
 
 export class SecondaryStore {
@@ -114,7 +136,7 @@ export class SecondaryStore {
   private receiving = new Map<CycleNumber, ReceivingCycle>();
   private readonly storedCycles = new Map<CycleNumber, StoredCycle>();
   private storing: (StoredCycle & { seq: number }) | null = null;
-  private applying: (ApplyUnit & { phase: 'volumes' | 'marker'; wait: number }) | null = null;
+  private applying: Applying | null = null;
   private appendSeq = 0;
   private durableSeq = 0;
   private syncRequestedSeq = 0;
@@ -144,15 +166,19 @@ export class SecondaryStore {
           break;
         }
         case 'stored': {
-          const fold = new FoldIndex(this.shape.blockBytes);
-          for (const { seq: packetSeq, extent } of buffers.get(record.cycle) ?? [])
-            fold.addJournaled(extent, packetSeq);
+          const packets = (buffers.get(record.cycle) ?? []).map(
+            ({ packetIndex, seq: packetSeq, extent }) => ({
+              ...extent,
+              packetIndex,
+              seq: packetSeq,
+            }),
+          );
           buffers.delete(record.cycle);
           this.storedCycles.set(record.cycle, {
             cycle: record.cycle,
             coversFrom: record.coversFrom,
             consistent: record.consistent,
-            fold,
+            packets: inPacketOrder(packets),
           });
           this.stored = Math.max(this.stored, record.cycle);
           break;
@@ -296,9 +322,7 @@ export class SecondaryStore {
           `cycle ${number}: digest of received packets differs`,
         );
       }
-      const fold = new FoldIndex(this.shape.blockBytes);
-      for (const packet of [...cycle.packets.values()].sort((a, b) => a.packetIndex - b.packetIndex))
-        fold.addJournaled(packet, packet.seq);
+      const packets = inPacketOrder([...cycle.packets.values()]);
       this.receiving.delete(number);
       const seq = this.append({
         kind: 'stored',
@@ -306,7 +330,7 @@ export class SecondaryStore {
         coversFrom: end.coversFrom,
         consistent: end.consistent,
       });
-      this.storing = { cycle: number, coversFrom: end.coversFrom, consistent: end.consistent, fold, seq };
+      this.storing = { cycle: number, coversFrom: end.coversFrom, consistent: end.consistent, packets, seq };
       this.requestSync(seq);
       return;
     }
@@ -347,18 +371,55 @@ export class SecondaryStore {
     if (this.applying) return;
     const next = this.nextUnit();
     if (!next) return;
-    const token = ++this.volumeSyncs;
-    this.applying = { ...next, phase: 'volumes', wait: token };
+    this.applying = { ...next, phase: 'folding', fold: null, wait: 0, steps: null };
+    this.applying.steps = this.applySteps(this.applying);
+    this.onApplyStep();
+  }
+
+  /** The next step of the apply under way, if it has steps left (the node calls it on `apply-step`). */
+  onApplyStep(): void {
+    const steps = this.applying?.steps;
+    if (!steps) return;
+    if (steps.next().done) (this.applying as Applying).steps = null;
+    else this.out.push({ type: 'apply-step' });
+  }
+
+  /**
+   * The apply of `next` as steps of at most applyStepBlocksMax blocks each: fold its cycles, then
+   * (the read path showing the unit from here on) write its runs, then sync the volumes.
+   */
+  private *applySteps(applying: Applying): Generator<void, void> {
+    const next = applying;
+    const fold = new FoldIndex(this.shape.blockBytes);
+    let blocks = 0;
+    for (const cycle of next.chain) {
+      for (const packet of cycle.packets) {
+        fold.addJournaled(packet, packet.seq);
+        blocks += packet.blockCount;
+        if (blocks >= limits.applyStepBlocksMax) {
+          blocks = 0;
+          yield;
+        }
+      }
+    }
+    applying.fold = fold;
+    applying.phase = 'volumes';
     this.applied = next.cycle;
     if (next.coversFrom < next.cycle) this.recoveryCyclesApplied++;
-    for (const run of next.fold.runs(limits.packetBytesMax)) {
+    for (const run of fold.runs(limits.packetBytesMax)) {
       const { volume, block, blockCount } = run;
       if (run.journaled) {
-        const pieces = next.fold.journaledPieces(run);
+        const pieces = fold.journaledPieces(run);
         this.out.push({ type: 'volume-write-from-journal', volume, block, blockCount, pieces });
-      } else this.out.push({ type: 'volume-write', extent: next.fold.extentOf(run) });
+      } else this.out.push({ type: 'volume-write', extent: fold.extentOf(run) });
+      blocks += blockCount;
+      if (blocks >= limits.applyStepBlocksMax) {
+        blocks = 0;
+        yield;
+      }
     }
-    this.out.push({ type: 'volume-sync', token });
+    applying.wait = ++this.volumeSyncs;
+    this.out.push({ type: 'volume-sync', token: applying.wait });
   }
 
   /**
@@ -379,20 +440,11 @@ export class SecondaryStore {
     }
     const last = chain[chain.length - 1] as StoredCycle;
     const first = chain[0] as StoredCycle;
-    if (chain.length === 1)
-      return { cycle: last.cycle, coversFrom: first.coversFrom, cycles: [last.cycle], fold: last.fold };
-    const fold = new FoldIndex(this.shape.blockBytes);
-    for (const cycle of chain) fold.merge(cycle.fold);
-    return {
-      cycle: last.cycle,
-      coversFrom: first.coversFrom,
-      cycles: chain.map((cycle) => cycle.cycle),
-      fold,
-    };
+    return { cycle: last.cycle, coversFrom: first.coversFrom, chain };
   }
 
   onVolumesSynced(token: number): void {
-    if (this.applying?.phase === 'volumes' && this.applying.wait === token) {
+    if (this.applying?.phase === 'volumes' && this.applying.steps === null && this.applying.wait === token) {
       const seq = this.append({ kind: 'applied', cycle: this.applying.cycle });
       this.applying.phase = 'marker';
       this.applying.wait = seq;
@@ -405,17 +457,18 @@ export class SecondaryStore {
     assert(applying, 'a cycle was being applied');
     this.applying = null;
     this.appliedDurable = applying.cycle;
-    for (const cycle of applying.cycles) this.storedCycles.delete(cycle);
+    for (const cycle of applying.chain) this.storedCycles.delete(cycle.cycle);
     this.out.push({ type: 'journal-release', upTo: applying.cycle });
     this.events.onCycleApplied(nowMs);
     this.tryApply();
   }
 
-  /** Bytes of block data the store holds in memory (none: its folds keep references). */
+  /**
+   * Bytes of block data the store holds in memory: none, since stored cycles are lists of where
+   * their packets lie and the fold of the unit being applied keeps references.
+   */
   get payloadBytesInMemory(): number {
-    let bytes = this.storing?.fold.payloadBytesInMemory ?? 0;
-    for (const cycle of this.storedCycles.values()) bytes += cycle.fold.payloadBytesInMemory;
-    return bytes + (this.applying?.fold.payloadBytesInMemory ?? 0);
+    return this.applying?.fold?.payloadBytesInMemory ?? 0;
   }
 
   /**
@@ -423,7 +476,7 @@ export class SecondaryStore {
    * into the journal), or undefined to read the volume.
    */
   overlay(volume: number, block: number): BlockContent | undefined {
-    return this.applying?.fold.content(volume, block);
+    return this.applying?.fold?.content(volume, block);
   }
 
   // ---- failure -------------------------------------------------------------------------------
@@ -471,4 +524,8 @@ export class SecondaryStore {
 function withoutData(extent: Extent | ExtentInJournal): ExtentInJournal {
   const { volume, block, blockCount } = extent;
   return { volume, block, blockCount, zero: 'zero' in extent ? extent.zero : extent.data === null };
+}
+
+function inPacketOrder(packets: ReceivedPacket[]): ReceivedPacket[] {
+  return packets.sort((a, b) => a.packetIndex - b.packetIndex);
 }

@@ -108,6 +108,12 @@ export class Secondary {
     return this.takeActions();
   }
 
+  /** The next step of the apply under way (asked for by an `apply-step` action). */
+  onApplyStep(_nowMs: number): SecondaryAction[] {
+    this.store.onApplyStep();
+    return this.takeActions();
+  }
+
   onVolumesSynced(_nowMs: number, token: number): SecondaryAction[] {
     this.store.onVolumesSynced(token);
     return this.takeActions();

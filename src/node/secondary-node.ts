@@ -319,6 +319,10 @@ export class SecondaryNode {
           );
         return;
       }
+      case 'apply-step':
+        // After the I/O callbacks and timers waiting: links and readers are served between steps.
+        this.clock.soon(() => this.complete((core) => core.onApplyStep(this.clock.now())));
+        return;
       case 'log':
         this.logger.log(action.entry);
         return;

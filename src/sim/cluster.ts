@@ -43,6 +43,7 @@ type SimEvent =
   | { kind: 'primary-synced'; point: number; upTo: number; epoch: number }
   | { kind: 'secondary-synced'; site: number; point: number; upTo: number; epoch: number }
   | { kind: 'volumes-synced'; site: number; points: number[]; token: number; epoch: number }
+  | { kind: 'apply-step'; site: number; epoch: number }
   | { kind: 'node-switch'; node: number; cycle: CycleNumber; epoch: number }
   | { kind: 'fault'; fault: Fault }
   | { kind: 'restart'; site: number }
@@ -251,6 +252,12 @@ export class Cluster {
           volume.markDurable(event.points[index] as number);
         });
         this.runSecondary(event.site, site.core.onVolumesSynced(this.nowMs, event.token));
+        return;
+      }
+      case 'apply-step': {
+        const site = this.sites[event.site] as SecondarySite;
+        if (!site.core || event.epoch !== site.epoch) return;
+        this.runSecondary(event.site, site.core.onApplyStep(this.nowMs));
         return;
       }
       case 'node-switch':
@@ -484,6 +491,14 @@ export class Cluster {
             action.extent.data,
           );
           site.dirty = true;
+          break;
+        case 'apply-step':
+          // Other events may come between the steps, as on a real event loop.
+          this.queue.push(this.nowMs + this.random.int(2), {
+            kind: 'apply-step',
+            site: siteIndex,
+            epoch: site.epoch,
+          });
           break;
         case 'volume-sync':
           this.queue.push(this.nowMs + this.random.int(this.scenario.storageMsMax + 1), {

@@ -233,6 +233,8 @@ class Observer {
   private applied = 0;
   pendingSyncs: number[] = [];
   pendingVolumeSyncs: number[] = [];
+  /** An apply step asked for and not yet taken. */
+  applyStepPending = false;
   wroteVolumes = false;
 
   constructor(private readonly secondary: Secondary) {}
@@ -257,6 +259,9 @@ class Observer {
         return;
       case 'volume-sync':
         this.pendingVolumeSyncs.push(action.token);
+        return;
+      case 'apply-step':
+        this.applyStepPending = true;
         return;
       case 'volume-write':
         this.checkVolumeWrite(action.extent, appliedBefore);
@@ -380,7 +385,8 @@ export function fuzzSecondary(random: Random): void {
   // Everything asked for completes in the end, so stored cycles are applied.
   for (
     let round = 0;
-    round < 100 && (observer.pendingSyncs.length || observer.pendingVolumeSyncs.length);
+    round < 100 &&
+    (observer.pendingSyncs.length || observer.pendingVolumeSyncs.length || observer.applyStepPending);
     round++
   )
     completeSomeSyncs(random, secondary, observer, now, true);
@@ -425,5 +431,9 @@ function completeSomeSyncs(
   }
   if (observer.pendingVolumeSyncs.length > 0 && (all || random.chance(0.5))) {
     observer.take(secondary.onVolumesSynced(now, observer.pendingVolumeSyncs.shift() as number));
+  }
+  if (observer.applyStepPending && (all || random.chance(0.5))) {
+    observer.applyStepPending = false;
+    observer.take(secondary.onApplyStep(now));
   }
 }

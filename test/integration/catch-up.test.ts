@@ -24,7 +24,7 @@ function linkFailuresAfter(site: Site, event: string): string[] {
 
 test('a catch-up of 192 MiB of 4 KiB writes causes no link failure and converges', {
   timeout: 240_000,
-}, async () => {
+}, async (t) => {
   const workspace = newWorkspace();
   const secondary = await workspace.secondaryConfig('dr1');
   const nbdPort = await freePort();
@@ -58,6 +58,7 @@ test('a catch-up of 192 MiB of 4 KiB writes causes no link failure and converges
   assert.deepEqual(linkFailuresAfter(dr1, 'session-started'), [], 'no link failure on the secondary');
   assert.equal(firstLink(await waitForStatus(primary.httpPort, () => true)).recoveries, 1);
   assert.ok(((await waitForStatus(primary.httpPort, () => true)).closed as number) >= closed);
+  t.diagnostic(`dr1 peak resident memory ${dr1.peakResidentMib()} MiB`);
   assert.equal(await dr1.stop(), 0);
   assert.equal(await primarySite.stop(), 0);
   const image = (site: string) => readFileSync(workspace.path(site, 'volumes', 'vol0.img'));

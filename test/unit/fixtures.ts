@@ -360,6 +360,9 @@ export class Harness {
         case 'volume-sync':
           if (site) this.runSecondary(index, site.onVolumesSynced(this.nowMs, action.token));
           break;
+        case 'apply-step':
+          if (site) this.runSecondary(index, site.onApplyStep(this.nowMs));
+          break;
         case 'log':
           this.logs.push(`${action.entry.event} ${JSON.stringify(action.entry.fields)}`);
           break;
