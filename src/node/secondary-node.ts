@@ -52,6 +52,11 @@ export interface SecondaryStatusReport {
   stored: number;
   applied: number;
   journalBytes: number;
+  /**
+   * Bytes of block data held in memory (packets waiting for their journal write, and any the
+   * stored cycles hold, which is none), the most it was in this run, and the configured budget.
+   */
+  memory: { dataBytes: number; dataBytesPeak: number; dataBytesMax: number };
   volumes: { name: string; sizeBytes: number }[];
   /** Why the site is stopping on its own, or null: the storage failure and when it happened. */
   fault: StorageFault | null;
@@ -280,8 +285,13 @@ export class SecondaryNode {
         return;
       case 'journal-append': {
         const position = journal.append(action.record);
-        position.catch((error) => this.fail(error));
+        position.then(
+          () => this.onJournalWritten(),
+          (error) => this.fail(error),
+        );
         journalBlocks.onAppended(action.seq, action.record, position);
+        // Packets received beyond the memory budget wait in the kernel, not here.
+        if (journal.pendingBytes > this.config.memory.dataBytesMax) this.connections.holdReading(true);
         return;
       }
       case 'journal-sync':
@@ -327,6 +337,12 @@ export class SecondaryNode {
         this.logger.log(action.entry);
         return;
     }
+  }
+
+  /** A record reached the file: reading goes on once the journal is well below the memory budget. */
+  private onJournalWritten(): void {
+    const journal = this.journal as SegmentJournal<SecondaryRecord>;
+    if (journal.pendingBytes <= this.config.memory.dataBytesMax / 2) this.connections.holdReading(false);
   }
 
   /** Records the primary followed from now on, before anything of it is stored. */
@@ -417,6 +433,11 @@ export class SecondaryNode {
       stored: this.core?.stored ?? 0,
       applied: this.core?.applied ?? 0,
       journalBytes: this.journal?.bytes ?? 0,
+      memory: {
+        dataBytes: (this.journal?.pendingBytes ?? 0) + (this.core?.payloadBytesInMemory ?? 0),
+        dataBytesPeak: this.journal?.pendingBytesPeak ?? 0,
+        dataBytesMax: this.config.memory.dataBytesMax,
+      },
       volumes: this.shape?.volumes ?? [],
       fault: this.runtime.fault,
     };

@@ -259,6 +259,14 @@ export class SegmentJournal<R> {
     return this.segments.reduce((sum, segment) => sum + segment.bytes, this.queuedBytes);
   }
 
+  /** Bytes of frames appended and not yet handed to write(): what the journal holds in memory. */
+  get pendingBytes(): number {
+    return this.queuedBytes;
+  }
+
+  /** The most `pendingBytes` ever was in this run. */
+  pendingBytesPeak = 0;
+
   get segmentCount(): number {
     return this.segments.length;
   }
@@ -334,6 +342,7 @@ export class SegmentJournal<R> {
     const done = new Promise<JournalPosition>((resolve, reject) => {
       this.pending.push({ kind, body, cycle, resolve, reject });
       this.queuedBytes += journalFrameHeaderBytes + body.length;
+      this.pendingBytesPeak = Math.max(this.pendingBytesPeak, this.queuedBytes);
     });
     if (!this.flushQueued) {
       this.flushQueued = true;

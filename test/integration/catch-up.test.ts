@@ -54,11 +54,11 @@ test('a catch-up of 192 MiB of 4 KiB writes causes no link failure and converges
     (status) => lagOf(status) === 0 && firstLink(status).applied === (status.closed as number),
     180_000,
   );
+  t.diagnostic(`dr1 peak resident memory ${dr1.peakResidentMib()} MiB`);
   assert.deepEqual(linkFailuresAfter(primarySite, 'recovery-cycle'), [], 'no link failure on the primary');
   assert.deepEqual(linkFailuresAfter(dr1, 'session-started'), [], 'no link failure on the secondary');
   assert.equal(firstLink(await waitForStatus(primary.httpPort, () => true)).recoveries, 1);
   assert.ok(((await waitForStatus(primary.httpPort, () => true)).closed as number) >= closed);
-  t.diagnostic(`dr1 peak resident memory ${dr1.peakResidentMib()} MiB`);
   assert.equal(await dr1.stop(), 0);
   assert.equal(await primarySite.stop(), 0);
   const image = (site: string) => readFileSync(workspace.path(site, 'volumes', 'vol0.img'));
