@@ -2,7 +2,7 @@
 // written (fio through NBD) to a 1 GiB volume of a primary whose secondary never ran; the brand-new
 // secondary then starts, stages the whole copy as one unit (docs/resync.md), applies it and ends
 // byte for byte equal to the primary, with its peak resident memory (VmHWM) under 512 MiB. Before
-// the secondary's folds pointed into its journal it held the staged copy in memory: 1,086 MiB here.
+// the secondary's folds pointed into its journal it held the staged copy in memory: 1,135 MiB here.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
