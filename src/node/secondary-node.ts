@@ -39,6 +39,8 @@ export { linkTimingsOf } from './site/link-timings.ts';
 
 /** A read that keeps meeting new applies gives up after this many attempts. */
 const readRetriesMax = 100;
+/** Volume writes of an apply queued (not yet started) before its next step is taken. */
+const applyWritesQueuedMax = 256;
 
 export interface SecondaryStatusReport {
   group: string;
@@ -330,8 +332,14 @@ export class SecondaryNode {
         return;
       }
       case 'apply-step':
-        // After the I/O callbacks and timers waiting: links and readers are served between steps.
-        this.clock.soon(() => this.complete((core) => core.onApplyStep(this.clock.now())));
+        // Once the writes issued so far are mostly under way (the unit's runs are not all queued at
+        // once), and after the I/O callbacks and timers waiting: links and readers go on in between.
+        // A stop drains the writes issued and stops there: the restart applies the unit again.
+        this.volumeWrites.room(applyWritesQueuedMax).then(() =>
+          this.clock.soon(() => {
+            if (!this.runtime.stopping) this.complete((core) => core.onApplyStep(this.clock.now()));
+          }),
+        );
         return;
       case 'log':
         this.logger.log(action.entry);
