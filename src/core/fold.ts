@@ -6,15 +6,58 @@
 import { assert } from './assert.ts';
 import type { Extent } from './types.ts';
 
-/** One block's newest content: its bytes, or null for zeroes. */
-export type BlockContent = Uint8Array | null;
+/**
+ * A block whose bytes stay in the journal: block `index` of the extent of the record the store
+ * appended as `seq` (its append sequence, see refSeq/refIndex). The node knows where that record
+ * lies and reads the bytes back when they are needed. A number, not an object: a resync folds
+ * millions of blocks, and an object each would cost several times a number's memory.
+ */
+export type BlockRef = number & { readonly inJournal: unique symbol };
 
-/** A run of adjacent blocks of one kind (data or zero) in a fold, without the data. */
+/** More blocks than one extent of a record may hold (packetBytesMax / blockBytesMin is 2048). */
+const refIndexSpan = 4096;
+
+export function blockRef(seq: number, index: number): BlockRef {
+  assert(Number.isSafeInteger(seq) && seq >= 1, 'a reference names an appended record');
+  assert(Number.isInteger(index) && index >= 0 && index < refIndexSpan, 'a block index within one extent');
+  return (seq * refIndexSpan + index) as BlockRef;
+}
+
+/** The append sequence of the record a reference points into. */
+export function refSeq(ref: BlockRef): number {
+  return Math.floor(ref / refIndexSpan);
+}
+
+/** The block's index in that record's extent. */
+export function refIndex(ref: BlockRef): number {
+  return ref % refIndexSpan;
+}
+
+export function isBlockRef(content: BlockContent | undefined): content is BlockRef {
+  return typeof content === 'number';
+}
+
+/** One block's newest content: its bytes, null for zeroes, or where its bytes lie in the journal. */
+export type BlockContent = Uint8Array | null | BlockRef;
+
+/**
+ * A run of adjacent blocks of one kind (zero, bytes in memory, or bytes in the journal) in a fold,
+ * without the data.
+ */
 export interface Run {
   volume: number;
   block: number;
   blockCount: number;
   zero: boolean;
+  /** Its blocks are references into the journal: read them with journaledPieces. */
+  journaled: boolean;
+}
+
+/** Blocks `index`..`index+blockCount-1` of the extent of the record appended as `seq`. */
+export interface JournalPiece {
+  seq: number;
+  index: number;
+  blockCount: number;
 }
 
 export class FoldIndex {
@@ -22,6 +65,8 @@ export class FoldIndex {
   private readonly volumes = new Map<number, Map<number, BlockContent>>();
   private dataBlocks = 0;
   private zeroBlocks = 0;
+  /** Data blocks whose bytes this fold holds (the others are references into the journal). */
+  private blocksInMemory = 0;
 
   constructor(readonly blockBytes: number) {}
 
@@ -33,6 +78,11 @@ export class FoldIndex {
   /** Bytes that sending this fold carries as payload. */
   get payloadBytes(): number {
     return this.dataBlocks * this.blockBytes;
+  }
+
+  /** Bytes of block data this fold holds in memory; references into the journal hold none. */
+  get payloadBytesInMemory(): number {
+    return this.blocksInMemory * this.blockBytes;
   }
 
   get isEmpty(): boolean {
@@ -52,6 +102,19 @@ export class FoldIndex {
     }
   }
 
+  /**
+   * Adds an extent whose bytes stay in the journal, in the record appended as `seq`: its blocks
+   * become references (a zero extent, zeroes as ever).
+   */
+  addJournaled(
+    extent: { volume: number; block: number; blockCount: number; zero: boolean },
+    seq: number,
+  ): void {
+    assert(extent.blockCount >= 1, 'an extent has at least one block');
+    for (let i = 0; i < extent.blockCount; i++)
+      this.set(extent.volume, extent.block + i, extent.zero ? null : blockRef(seq, i));
+  }
+
   /** Takes every block of `newer`, which wins over what this fold holds. */
   merge(newer: FoldIndex): void {
     assert(newer.blockBytes === this.blockBytes, 'folds of one group share a block size');
@@ -60,8 +123,16 @@ export class FoldIndex {
     }
   }
 
-  get(volume: number, block: number): BlockContent | undefined {
+  /** The block's content as held: bytes, zeroes (null), a reference into the journal, or undefined. */
+  content(volume: number, block: number): BlockContent | undefined {
     return this.volumes.get(volume)?.get(block);
+  }
+
+  /** The block's bytes (null for zeroes), for folds that hold their data in memory (the primary's). */
+  get(volume: number, block: number): Uint8Array | null | undefined {
+    const content = this.content(volume, block);
+    assert(!isBlockRef(content), 'a fold of references is read with content()');
+    return content;
   }
 
   private set(volume: number, block: number, content: BlockContent): void {
@@ -79,6 +150,7 @@ export class FoldIndex {
   private count(content: BlockContent, delta: number): void {
     if (content === null) this.zeroBlocks += delta;
     else this.dataBlocks += delta;
+    if (content instanceof Uint8Array) this.blocksInMemory += delta;
   }
 
   /**
@@ -103,17 +175,24 @@ export class FoldIndex {
       let runStart = 0;
       while (runStart < sorted.length) {
         const first = sorted[runStart] as number;
-        const zero = blocks.get(first) === null;
+        const kind = kindOf(blocks.get(first) as BlockContent);
+        const zero = kind === 'zero';
         let runEnd = runStart + 1;
         while (
           runEnd < sorted.length &&
           sorted[runEnd] === first + (runEnd - runStart) &&
-          (blocks.get(sorted[runEnd] as number) === null) === zero &&
+          kindOf(blocks.get(sorted[runEnd] as number) as BlockContent) === kind &&
           (zero || runEnd - runStart < blocksPerDataExtent)
         ) {
           runEnd++;
         }
-        result.push({ volume, block: first, blockCount: runEnd - runStart, zero });
+        result.push({
+          volume,
+          block: first,
+          blockCount: runEnd - runStart,
+          zero,
+          journaled: kind === 'journaled',
+        });
         runStart = runEnd;
       }
     }
@@ -129,6 +208,7 @@ export class FoldIndex {
   extentOf(run: Run): Extent {
     const { volume, block: first, blockCount } = run;
     if (run.zero) return { volume, block: first, blockCount, data: null };
+    assert(!run.journaled, 'a run in the journal is read with journaledPieces');
     const blocks = this.volumes.get(volume) as Map<number, BlockContent>;
     const view = this.viewOfRun(blocks, first, blockCount);
     if (view) return { volume, block: first, blockCount, data: view };
@@ -137,6 +217,29 @@ export class FoldIndex {
       data.set(blocks.get(first + i) as Uint8Array, i * this.blockBytes);
     }
     return { volume, block: first, blockCount, data };
+  }
+
+  /**
+   * Where a run in the journal lies: its blocks as pieces of the records that hold them, in block
+   * order, adjacent blocks of one record in one piece.
+   */
+  journaledPieces(run: Run): JournalPiece[] {
+    assert(run.journaled, 'a run in the journal');
+    const blocks = this.volumes.get(run.volume) as Map<number, BlockContent>;
+    const pieces: JournalPiece[] = [];
+    let last: JournalPiece | null = null;
+    for (let i = 0; i < run.blockCount; i++) {
+      const ref = blocks.get(run.block + i);
+      assert(isBlockRef(ref), 'every block of a journaled run is a reference');
+      const seq = refSeq(ref);
+      const index = refIndex(ref);
+      if (last && last.seq === seq && last.index + last.blockCount === index) last.blockCount++;
+      else {
+        last = { seq, index, blockCount: 1 };
+        pieces.push(last);
+      }
+    }
+    return pieces;
   }
 
   /** The run's bytes as one view when its blocks are consecutive slices of one buffer, else null. */
@@ -156,4 +259,8 @@ export class FoldIndex {
       for (const [block, content] of blocks) visit(volume, block, content);
     }
   }
+}
+
+function kindOf(content: BlockContent): 'zero' | 'bytes' | 'journaled' {
+  return content === null ? 'zero' : isBlockRef(content) ? 'journaled' : 'bytes';
 }

@@ -7,6 +7,11 @@ export const limits = {
   frameBytesMax: 8 * 1024 * 1024,
   /** Largest data carried by one DATA packet; extents longer than this are split. */
   packetBytesMax: 1024 * 1024,
+  /**
+   * Blocks a secondary folds or issues writes for in one step of an apply before it lets other
+   * events in (a fold of 16,384 blocks takes milliseconds; a gigabyte cycle at once took seconds).
+   */
+  applyStepBlocksMax: 16_384,
   /** Packets one cycle may consist of. */
   packetsPerCycleMax: 1 << 24,
   /** Volumes in one group. */

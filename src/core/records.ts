@@ -26,3 +26,19 @@ export type SecondaryRecord =
   | { kind: 'discard'; stored: CycleNumber }
   /** The volumes durably hold the image of `cycle`. */
   | { kind: 'applied'; cycle: CycleNumber };
+
+/** A packet's extent without its bytes: replay may leave them in the journal (they are read back). */
+export interface ExtentInJournal {
+  volume: number;
+  block: number;
+  blockCount: number;
+  zero: boolean;
+}
+
+/**
+ * A secondary record as replay hands it back: a packet's data may stay in the journal, since the
+ * store keeps references to it, not bytes (SecondaryStore.replay).
+ */
+export type ReplayedSecondaryRecord =
+  | Exclude<SecondaryRecord, { kind: 'packet' }>
+  | { kind: 'packet'; cycle: CycleNumber; packetIndex: number; extent: Extent | ExtentInJournal };

@@ -9,22 +9,22 @@
  * While a cycle is being written to the volumes, the read path overlays its blocks, so a reader
  * never sees a half-applied cycle.
  *
+ * Block data is not held in memory: once a packet's record is appended, the store keeps where its
+ * bytes are (a reference to the record by its append sequence, fold.ts's BlockRef), and the node,
+ * which knows where each appended record lies in the journal, reads them back where they are needed
+ * (apply: `volume-write-from-journal`; the read path: overlay's references). So a resync that stages
+ * gigabytes before it applies them costs the secondary references, not gigabytes.
+ *
  * The store knows nothing of connections: the session hands it the frames of cycles and tells it
  * of failures; it tells the session when a cycle is stored or applied (StoreEvents).
  */
 
-import {
-  addDigest,
-  type DataFrame,
-  type EndOfCycleFrame,
-  extentOfDataFrame,
-  packetDigest,
-} from '../protocol/frames.ts';
+import { addDigest, type DataFrame, type EndOfCycleFrame, packetDigest } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import { ProtocolError } from './errors.ts';
-import { type BlockContent, FoldIndex } from './fold.ts';
+import { type BlockContent, FoldIndex, type JournalPiece } from './fold.ts';
 import { limits } from './limits.ts';
-import type { SecondaryRecord } from './records.ts';
+import type { ExtentInJournal, ReplayedSecondaryRecord, SecondaryRecord } from './records.ts';
 import {
   type ActionSink,
   type CycleNumber,
@@ -36,14 +36,34 @@ import {
 
 /** What the store asks of the journal and the volumes. */
 export type StoreAction =
+  /**
+   * Append `record`; `seq` numbers the appends of this run, continuing the records replay was given
+   * (the first replayed record is 1): references name a packet's record by it.
+   */
   | { type: 'journal-append'; seq: number; record: SecondaryRecord }
   /** Make every record appended so far durable, then call onJournalSynced(upTo). */
   | { type: 'journal-sync'; upTo: number }
   /** Records of cycles up to `upTo` are applied durably and may go. */
   | { type: 'journal-release'; upTo: CycleNumber }
   | { type: 'volume-write'; extent: Extent }
+  /**
+   * Write blocks block..block+blockCount-1 of `volume` with the bytes the pieces name, in order: each
+   * piece is blocks of one appended packet's extent, read back from the journal.
+   */
+  | {
+      type: 'volume-write-from-journal';
+      volume: number;
+      block: number;
+      blockCount: number;
+      pieces: JournalPiece[];
+    }
   /** Make every volume write so far durable, then call onVolumesSynced(token). */
   | { type: 'volume-sync'; token: number }
+  /**
+   * Call onApplyStep soon, after other events had their turn: an apply goes on in steps of at most
+   * applyStepBlocksMax blocks, so a cycle of a gigabyte never holds the event loop for seconds.
+   */
+  | { type: 'apply-step' }
   | { type: 'log'; entry: LogEntry };
 
 /** What the store tells the session side of its secondary. */
@@ -56,28 +76,52 @@ export interface StoreEvents {
   onCycleRefused(nowMs: number, error: ProtocolError): void;
 }
 
+/** A received packet without its payload, which is in the journal from its append on. */
+interface ReceivedPacket extends ExtentInJournal {
+  packetIndex: number;
+  /** The append that journaled it: the fold's references name it. */
+  seq: number;
+}
+
 interface ReceivingCycle {
-  packets: Map<number, DataFrame>;
+  packets: Map<number, ReceivedPacket>;
   end: EndOfCycleFrame | null;
   digest: number;
   /** The session that delivered these packets; entries of an older session must not survive it. */
   session: number;
 }
 
+/**
+ * A stored cycle: its packets, in packet order, as where their data lies. Folded only when it is
+ * applied, in steps: a list of packets costs far less memory than a fold of their blocks.
+ */
 interface StoredCycle {
   cycle: CycleNumber;
   coversFrom: CycleNumber;
   /** False for a resync's cycles before its last copied chunk: applied only with a later one. */
   consistent: boolean;
-  fold: FoldIndex;
+  packets: ReceivedPacket[];
 }
 
 /** Stored cycles applied together: from the image at coversFrom-1 straight to the image at `cycle`. */
 interface ApplyUnit {
   cycle: CycleNumber;
   coversFrom: CycleNumber;
-  cycles: CycleNumber[];
-  fold: FoldIndex;
+  /** The cycles, oldest first: folded in this order, later ones win. */
+  chain: StoredCycle[];
+}
+
+/**
+ * The unit being applied. `folding`: its fold is being built, the read path still shows the cycle
+ * before; `volumes`: the fold is the read path's overlay and its writes go out (then the volume
+ * sync, `wait` its token); `marker`: the applied record is on its way (`wait` its append).
+ */
+interface Applying extends ApplyUnit {
+  phase: 'folding' | 'volumes' | 'marker';
+  fold: FoldIndex | null;
+  wait: number;
+  /** The apply's remaining steps; null once every volume write and the volume sync went out. */
+  steps: Generator<void, void> | null;
 }
 
 export class SecondaryStore {
@@ -92,7 +136,7 @@ export class SecondaryStore {
   private receiving = new Map<CycleNumber, ReceivingCycle>();
   private readonly storedCycles = new Map<CycleNumber, StoredCycle>();
   private storing: (StoredCycle & { seq: number }) | null = null;
-  private applying: (ApplyUnit & { phase: 'volumes' | 'marker'; wait: number }) | null = null;
+  private applying: Applying | null = null;
   private appendSeq = 0;
   private durableSeq = 0;
   private syncRequestedSeq = 0;
@@ -105,26 +149,36 @@ export class SecondaryStore {
     private readonly events: StoreEvents,
   ) {}
 
-  /** Rebuilds the cycles from the journal after a restart; resumeApply finishes an interrupted apply. */
-  replay(records: Iterable<SecondaryRecord>): void {
-    const buffers = new Map<CycleNumber, { packetIndex: number; extent: Extent }[]>();
+  /**
+   * Rebuilds the cycles from the journal after a restart; resumeApply finishes an interrupted apply.
+   * The records are numbered 1, 2, 3, ... in the order given, and appends go on from there: the
+   * folds keep references by these numbers, never the packets' bytes (which may be left on disk).
+   */
+  replay(records: Iterable<ReplayedSecondaryRecord>): void {
+    const buffers = new Map<CycleNumber, { packetIndex: number; seq: number; extent: ExtentInJournal }[]>();
     for (const record of records) {
+      const seq = ++this.appendSeq;
       switch (record.kind) {
         case 'packet': {
           const extents = buffers.get(record.cycle) ?? [];
-          extents.push({ packetIndex: record.packetIndex, extent: record.extent });
+          extents.push({ packetIndex: record.packetIndex, seq, extent: withoutData(record.extent) });
           buffers.set(record.cycle, extents);
           break;
         }
         case 'stored': {
-          const fold = new FoldIndex(this.shape.blockBytes);
-          for (const { extent } of buffers.get(record.cycle) ?? []) fold.add(extent);
+          const packets = (buffers.get(record.cycle) ?? []).map(
+            ({ packetIndex, seq: packetSeq, extent }) => ({
+              ...extent,
+              packetIndex,
+              seq: packetSeq,
+            }),
+          );
           buffers.delete(record.cycle);
           this.storedCycles.set(record.cycle, {
             cycle: record.cycle,
             coversFrom: record.coversFrom,
             consistent: record.consistent,
-            fold,
+            packets: inPacketOrder(packets),
           });
           this.stored = Math.max(this.stored, record.cycle);
           break;
@@ -143,6 +197,8 @@ export class SecondaryStore {
       if (cycle <= this.appliedDurable) this.storedCycles.delete(cycle);
     }
     this.applied = this.appliedDurable;
+    this.durableSeq = this.appendSeq;
+    this.syncRequestedSeq = this.appendSeq;
     // A restart is a failure: packets of cycles that were not stored (left in buffers) are void.
   }
 
@@ -175,13 +231,20 @@ export class SecondaryStore {
         `cycle ${frame.cycle} packet ${frame.packetIndex} of ${cycle.end.packetCount}`,
       );
     }
-    cycle.packets.set(frame.packetIndex, frame);
     cycle.digest = addDigest(cycle.digest, packetDigest(frame));
-    this.append({
+    const extent = { volume: frame.volume, block: frame.block, blockCount: frame.blockCount };
+    const seq = this.append({
       kind: 'packet',
       cycle: frame.cycle,
       packetIndex: frame.packetIndex,
-      extent: extentOfDataFrame(frame),
+      extent: { ...extent, data: frame.zero ? null : frame.payload },
+    });
+    // From here on the payload is the journal's: only where it went is kept.
+    cycle.packets.set(frame.packetIndex, {
+      ...extent,
+      zero: frame.zero,
+      packetIndex: frame.packetIndex,
+      seq,
     });
     this.tryStore();
   }
@@ -259,10 +322,7 @@ export class SecondaryStore {
           `cycle ${number}: digest of received packets differs`,
         );
       }
-      const fold = new FoldIndex(this.shape.blockBytes);
-      for (const packet of [...cycle.packets.values()].sort((a, b) => a.packetIndex - b.packetIndex)) {
-        fold.add(extentOfDataFrame(packet));
-      }
+      const packets = inPacketOrder([...cycle.packets.values()]);
       this.receiving.delete(number);
       const seq = this.append({
         kind: 'stored',
@@ -270,7 +330,7 @@ export class SecondaryStore {
         coversFrom: end.coversFrom,
         consistent: end.consistent,
       });
-      this.storing = { cycle: number, coversFrom: end.coversFrom, consistent: end.consistent, fold, seq };
+      this.storing = { cycle: number, coversFrom: end.coversFrom, consistent: end.consistent, packets, seq };
       this.requestSync(seq);
       return;
     }
@@ -311,13 +371,55 @@ export class SecondaryStore {
     if (this.applying) return;
     const next = this.nextUnit();
     if (!next) return;
-    const token = ++this.volumeSyncs;
-    this.applying = { ...next, phase: 'volumes', wait: token };
+    this.applying = { ...next, phase: 'folding', fold: null, wait: 0, steps: null };
+    this.applying.steps = this.applySteps(this.applying);
+    this.onApplyStep();
+  }
+
+  /** The next step of the apply under way, if it has steps left (the node calls it on `apply-step`). */
+  onApplyStep(): void {
+    const steps = this.applying?.steps;
+    if (!steps) return;
+    if (steps.next().done) (this.applying as Applying).steps = null;
+    else this.out.push({ type: 'apply-step' });
+  }
+
+  /**
+   * The apply of `next` as steps of at most applyStepBlocksMax blocks each: fold its cycles, then
+   * (the read path showing the unit from here on) write its runs, then sync the volumes.
+   */
+  private *applySteps(applying: Applying): Generator<void, void> {
+    const next = applying;
+    const fold = new FoldIndex(this.shape.blockBytes);
+    let blocks = 0;
+    for (const cycle of next.chain) {
+      for (const packet of cycle.packets) {
+        fold.addJournaled(packet, packet.seq);
+        blocks += packet.blockCount;
+        if (blocks >= limits.applyStepBlocksMax) {
+          blocks = 0;
+          yield;
+        }
+      }
+    }
+    applying.fold = fold;
+    applying.phase = 'volumes';
     this.applied = next.cycle;
     if (next.coversFrom < next.cycle) this.recoveryCyclesApplied++;
-    for (const extent of next.fold.extents(limits.packetBytesMax))
-      this.out.push({ type: 'volume-write', extent });
-    this.out.push({ type: 'volume-sync', token });
+    for (const run of fold.runs(limits.packetBytesMax)) {
+      const { volume, block, blockCount } = run;
+      if (run.journaled) {
+        const pieces = fold.journaledPieces(run);
+        this.out.push({ type: 'volume-write-from-journal', volume, block, blockCount, pieces });
+      } else this.out.push({ type: 'volume-write', extent: fold.extentOf(run) });
+      blocks += blockCount;
+      if (blocks >= limits.applyStepBlocksMax) {
+        blocks = 0;
+        yield;
+      }
+    }
+    applying.wait = ++this.volumeSyncs;
+    this.out.push({ type: 'volume-sync', token: applying.wait });
   }
 
   /**
@@ -353,20 +455,11 @@ export class SecondaryStore {
     }
     const last = chain[chain.length - 1] as StoredCycle;
     const first = chain[0] as StoredCycle;
-    if (chain.length === 1)
-      return { cycle: last.cycle, coversFrom: first.coversFrom, cycles: [last.cycle], fold: last.fold };
-    const fold = new FoldIndex(this.shape.blockBytes);
-    for (const cycle of chain) fold.merge(cycle.fold);
-    return {
-      cycle: last.cycle,
-      coversFrom: first.coversFrom,
-      cycles: chain.map((cycle) => cycle.cycle),
-      fold,
-    };
+    return { cycle: last.cycle, coversFrom: first.coversFrom, chain };
   }
 
   onVolumesSynced(token: number): void {
-    if (this.applying?.phase === 'volumes' && this.applying.wait === token) {
+    if (this.applying?.phase === 'volumes' && this.applying.steps === null && this.applying.wait === token) {
       const seq = this.append({ kind: 'applied', cycle: this.applying.cycle });
       this.applying.phase = 'marker';
       this.applying.wait = seq;
@@ -379,15 +472,26 @@ export class SecondaryStore {
     assert(applying, 'a cycle was being applied');
     this.applying = null;
     this.appliedDurable = applying.cycle;
-    for (const cycle of applying.cycles) this.storedCycles.delete(cycle);
+    for (const cycle of applying.chain) this.storedCycles.delete(cycle.cycle);
     this.out.push({ type: 'journal-release', upTo: applying.cycle });
     this.events.onCycleApplied(nowMs);
     this.tryApply();
   }
 
-  /** The read path: a block of the cycle being applied, or undefined to read the volume. */
+  /**
+   * Bytes of block data the store holds in memory: none, since stored cycles are lists of where
+   * their packets lie and the fold of the unit being applied keeps references.
+   */
+  get payloadBytesInMemory(): number {
+    return this.applying?.fold?.payloadBytesInMemory ?? 0;
+  }
+
+  /**
+   * The read path: a block of the cycle being applied (its bytes, null for zeroes, or a reference
+   * into the journal), or undefined to read the volume.
+   */
   overlay(volume: number, block: number): BlockContent | undefined {
-    return this.applying?.fold.get(volume, block);
+    return this.applying?.fold?.content(volume, block);
   }
 
   // ---- failure -------------------------------------------------------------------------------
@@ -429,4 +533,14 @@ export class SecondaryStore {
       packets: entry.packets.size,
     }));
   }
+}
+
+/** A packet's extent as the folds keep it: where its data is, not the data. */
+function withoutData(extent: Extent | ExtentInJournal): ExtentInJournal {
+  const { volume, block, blockCount } = extent;
+  return { volume, block, blockCount, zero: 'zero' in extent ? extent.zero : extent.data === null };
+}
+
+function inPacketOrder(packets: ReceivedPacket[]): ReceivedPacket[] {
+  return packets.sort((a, b) => a.packetIndex - b.packetIndex);
 }

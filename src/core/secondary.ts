@@ -10,7 +10,7 @@ import type { ProtocolError } from './errors.ts';
 import type { BlockContent } from './fold.ts';
 import type { Binding } from './identity.ts';
 import { checkLinkTimings, type LinkTimings } from './limits.ts';
-import type { SecondaryRecord } from './records.ts';
+import type { ReplayedSecondaryRecord } from './records.ts';
 import { checkHello, SecondarySession, type SessionAction } from './secondary-session.ts';
 import { SecondaryStore, type StoreAction } from './secondary-store.ts';
 import type { CycleNumber, GroupShape } from './types.ts';
@@ -51,8 +51,12 @@ export class Secondary {
     );
   }
 
-  /** Rebuilds a secondary from its journal after a restart; start() then resumes an unfinished apply. */
-  static recover(config: SecondaryConfig, records: Iterable<SecondaryRecord>): Secondary {
+  /**
+   * Rebuilds a secondary from its journal after a restart; start() then resumes an unfinished apply.
+   * The records are numbered 1, 2, 3, ... in the order given (packets' data may be left on disk),
+   * and the appends of this run go on from there: references into the journal use these numbers.
+   */
+  static recover(config: SecondaryConfig, records: Iterable<ReplayedSecondaryRecord>): Secondary {
     const secondary = new Secondary(config);
     secondary.store.replay(records);
     return secondary;
@@ -104,6 +108,12 @@ export class Secondary {
     return this.takeActions();
   }
 
+  /** The next step of the apply under way (asked for by an `apply-step` action). */
+  onApplyStep(_nowMs: number): SecondaryAction[] {
+    this.store.onApplyStep();
+    return this.takeActions();
+  }
+
   onVolumesSynced(_nowMs: number, token: number): SecondaryAction[] {
     this.store.onVolumesSynced(token);
     return this.takeActions();
@@ -136,7 +146,15 @@ export class Secondary {
     return this.store.applicableThrough;
   }
 
-  /** The read path: a block of the cycle being applied, or undefined to read the volume. */
+  /** Bytes of block data held in memory by the stored and applying cycles (references hold none). */
+  get payloadBytesInMemory(): number {
+    return this.store.payloadBytesInMemory;
+  }
+
+  /**
+   * The read path: a block of the cycle being applied (bytes, null for zeroes, or a reference into
+   * the journal), or undefined to read the volume.
+   */
   overlay(volume: number, block: number): BlockContent | undefined {
     return this.store.overlay(volume, block);
   }

@@ -15,6 +15,12 @@ export interface LinkSocket {
   /** Cuts the stream at once. */
   destroy(): void;
   setNoDelay(noDelay: boolean): void;
+  /**
+   * Stops and restarts 'data' events (bytes wait in the kernel, and TCP slows the sender): how a
+   * site holds a peer to its memory budget. Optional: a socket without them is never held.
+   */
+  pause?(): void;
+  resume?(): void;
   on(event: 'data', listener: (chunk: Uint8Array) => void): this;
   on(event: 'drain', listener: () => void): this;
   on(event: 'error', listener: (error: Error) => void): this;

@@ -318,7 +318,7 @@ export class PrimaryNode {
   }
 
   private onJournalAppend(seq: number, record: PrimaryRecord): void {
-    this.lastAppend = this.storage.journal.append(record);
+    this.lastAppend = this.storage.journal.append(record).then(() => {});
     this.lastAppend.catch((error) => this.fail(error));
     if (record.kind === 'write') this.writeBack.onJournaled(seq, record.extent);
     else if (record.kind === 'switch') this.observeCycleClosed();

@@ -7,7 +7,7 @@
  */
 import { HandshakeError, type ProtocolError, type StorageFault } from '../core/errors.ts';
 import type { Binding, SiteId } from '../core/identity.ts';
-import type { SecondaryRecord } from '../core/records.ts';
+import type { ReplayedSecondaryRecord, SecondaryRecord } from '../core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
 import type { GroupShape } from '../core/types.ts';
 import type { Clock } from '../io/clock.ts';
@@ -19,9 +19,10 @@ import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
 import type { Frame, HelloFrame } from '../protocol/frames.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
-import type { SegmentJournal } from '../storage/segment-journal.ts';
+import type { JournalPosition, SegmentJournal } from '../storage/segment-journal.ts';
 import { type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
 import type { VolumeFile } from '../storage/volume-file.ts';
+import { JournalBlocks } from './secondary/journal-blocks.ts';
 import { type ConnectionEvents, SecondaryConnections } from './secondary/link-connections.ts';
 import { listenOnNetwork, type SecondaryLinkListener } from './secondary/link-listener.ts';
 import { NodeLinkListener } from './secondary/node-link-listener.ts';
@@ -29,7 +30,7 @@ import { linkTimingsOf } from './site/link-timings.ts';
 import { volumeExports } from './site/nbd-exports.ts';
 import { closeSiteStorage, openSiteJournal } from './site/site-journal.ts';
 import { SiteRuntime, type SiteStartOptions, type StopOptions } from './site/site-runtime.ts';
-import { readThroughOverlay } from './site/volume-reads.ts';
+import { readThroughJournaledOverlay } from './site/volume-reads.ts';
 import { volumeWritesInFlight, WriteQueue } from './site/write-queue.ts';
 import { loadSecondaryIdentity } from './site-identity.ts';
 import { createSecondarySite, type OpenedSite, openSecondarySite } from './site-storage.ts';
@@ -38,6 +39,8 @@ export { linkTimingsOf } from './site/link-timings.ts';
 
 /** A read that keeps meeting new applies gives up after this many attempts. */
 const readRetriesMax = 100;
+/** Volume writes of an apply queued (not yet started) before its next step is taken. */
+const applyWritesQueuedMax = 256;
 
 export interface SecondaryStatusReport {
   group: string;
@@ -51,6 +54,11 @@ export interface SecondaryStatusReport {
   stored: number;
   applied: number;
   journalBytes: number;
+  /**
+   * Bytes of block data held in memory (packets waiting for their journal write, and any the
+   * stored cycles hold, which is none), the most it was in this run, and the configured budget.
+   */
+  memory: { dataBytes: number; dataBytesPeak: number; dataBytesMax: number };
   volumes: { name: string; sizeBytes: number }[];
   /** Why the site is stopping on its own, or null: the storage failure and when it happened. */
   fault: StorageFault | null;
@@ -64,6 +72,8 @@ export class SecondaryNode {
   private readonly clock: Clock;
   private core: Secondary | null = null;
   private journal: SegmentJournal<SecondaryRecord> | null = null;
+  /** Where the packets' data lies in the journal: the core keeps references, not bytes. */
+  private journalBlocks: JournalBlocks | null = null;
   private volumes: VolumeFile[] = [];
   private shape: GroupShape | null = null;
   private readonly connections: SecondaryConnections;
@@ -159,7 +169,16 @@ export class SecondaryNode {
   private openStorage(site: OpenedSite): void {
     const { shape, files, records } = site.volumes;
     this.volumeRecords = records;
+    // Replay keeps where each packet lies, not its data: the core numbers the records 1, 2, 3, ...
+    const replayed: ReplayedSecondaryRecord[] = [];
+    const places: { seq: number; cycle: number; position: JournalPosition }[] = [];
     const opened = openSiteJournal<SecondaryRecord>({
+      onReplayed: (record, position) => {
+        const seq = replayed.length + 1;
+        replayed.push(withDataLeftInJournal(record));
+        if (record.kind === 'packet' && record.extent.data !== null)
+          places.push({ seq, cycle: record.cycle, position });
+      },
       fs: this.runtime.environment.fs,
       site,
       dataDir: this.config.dataDir,
@@ -171,9 +190,11 @@ export class SecondaryNode {
     });
     this.volumes = files;
     this.journal = opened.journal;
+    this.journalBlocks = new JournalBlocks(opened.journal, shape.blockBytes);
+    for (const { seq, cycle, position } of places) this.journalBlocks.onReplayed(seq, cycle, position);
     this.core = Secondary.recover(
       { name: this.config.name, shape, timings: linkTimingsOf(this.config.link), binding: this.binding },
-      opened.records,
+      replayed,
     );
     this.shape = shape;
     this.run(this.core.start());
@@ -279,6 +300,7 @@ export class SecondaryNode {
 
   private execute(action: SecondaryAction): void {
     const journal = this.journal as SegmentJournal<SecondaryRecord>;
+    const journalBlocks = this.journalBlocks as JournalBlocks;
     switch (action.type) {
       case 'bind':
         this.bind(action.binding);
@@ -289,9 +311,17 @@ export class SecondaryNode {
       case 'close':
         this.connections.close(action.connection, action.reason);
         return;
-      case 'journal-append':
-        journal.append(action.record).catch((error) => this.fail(error));
+      case 'journal-append': {
+        const position = journal.append(action.record);
+        position.then(
+          () => this.onJournalWritten(),
+          (error) => this.fail(error),
+        );
+        journalBlocks.onAppended(action.seq, action.record, position);
+        // Packets received beyond the memory budget wait in the kernel, not here.
+        if (journal.pendingBytes > this.config.memory.dataBytesMax) this.connections.holdReading(true);
         return;
+      }
       case 'journal-sync':
         journal.sync().then(
           () => this.complete((core) => core.onJournalSynced(this.clock.now(), action.upTo)),
@@ -299,11 +329,22 @@ export class SecondaryNode {
         );
         return;
       case 'journal-release':
+        journalBlocks.onReleased(action.upTo);
         journal.deleteUpTo(action.upTo).catch((error) => this.fail(error));
         return;
       case 'volume-write': {
         const volume = this.volumes[action.extent.volume] as VolumeFile;
         this.volumeWrites.push(() => volume.writeExtent(action.extent));
+        return;
+      }
+      case 'volume-write-from-journal': {
+        // Read when its turn comes: the bytes in memory are those of the writes in flight only.
+        const volume = this.volumes[action.volume] as VolumeFile;
+        const { block, blockCount, pieces } = action;
+        this.volumeWrites.push(async () => {
+          const data = await journalBlocks.read(pieces);
+          await volume.writeExtent({ volume: action.volume, block, blockCount, data });
+        });
         return;
       }
       case 'volume-sync': {
@@ -316,10 +357,26 @@ export class SecondaryNode {
           );
         return;
       }
+      case 'apply-step':
+        // Once the writes issued so far are mostly under way (the unit's runs are not all queued at
+        // once), and after the I/O callbacks and timers waiting: links and readers go on in between.
+        // A stop drains the writes issued and stops there: the restart applies the unit again.
+        this.volumeWrites.room(applyWritesQueuedMax).then(() =>
+          this.clock.soon(() => {
+            if (!this.runtime.stopping) this.complete((core) => core.onApplyStep(this.clock.now()));
+          }),
+        );
+        return;
       case 'log':
         this.logger.log(action.entry);
         return;
     }
+  }
+
+  /** A record reached the file: reading goes on once the journal is well below the memory budget. */
+  private onJournalWritten(): void {
+    const journal = this.journal as SegmentJournal<SecondaryRecord>;
+    if (journal.pendingBytes <= this.config.memory.dataBytesMax / 2) this.connections.holdReading(false);
   }
 
   /** Records the primary followed from now on, before anything of it is stored. */
@@ -368,10 +425,24 @@ export class SecondaryNode {
     const file = this.volumes[volume];
     const core = this.core;
     if (!file || !core) throw new Error(`no volume ${volume}`);
+    const journalBlocks = this.journalBlocks as JournalBlocks;
     for (let attempt = 0; ; attempt++) {
       const applied = core.applied;
-      const image = await readThroughOverlay(file, offset, length, (block) => core.overlay(volume, block));
-      if (core.applied === applied) return image;
+      const appliedDurable = core.appliedDurable;
+      try {
+        const image = await readThroughJournaledOverlay(
+          file,
+          offset,
+          length,
+          (block) => core.overlay(volume, block),
+          (pieces) => journalBlocks.read(pieces),
+        );
+        if (core.applied === applied) return image;
+      } catch (error) {
+        // The overlay's cycle was applied and its records released meanwhile (JournalBlockGone, or
+        // its segment deleted under the read): the file has its blocks now, so read again.
+        if (core.appliedDurable === appliedDurable) throw error;
+      }
       if (attempt >= readRetriesMax) throw new Error(`read of volume ${volume} kept racing applies`);
     }
   }
@@ -399,6 +470,11 @@ export class SecondaryNode {
       stored: this.core?.stored ?? 0,
       applied: this.core?.applied ?? 0,
       journalBytes: this.journal?.bytes ?? 0,
+      memory: {
+        dataBytes: (this.journal?.pendingBytes ?? 0) + (this.core?.payloadBytesInMemory ?? 0),
+        dataBytesPeak: this.journal?.pendingBytesPeak ?? 0,
+        dataBytesMax: this.config.memory.dataBytesMax,
+      },
       volumes: this.shape?.volumes ?? [],
       fault: this.runtime.fault,
     };
@@ -425,4 +501,11 @@ export class SecondaryNode {
         }),
     });
   }
+}
+
+/** A record as the core replays it: a packet's data stays in the journal (JournalBlocks reads it). */
+function withDataLeftInJournal(record: SecondaryRecord): ReplayedSecondaryRecord {
+  if (record.kind !== 'packet') return record;
+  const { volume, block, blockCount, data } = record.extent;
+  return { ...record, extent: { volume, block, blockCount, zero: data === null } };
 }

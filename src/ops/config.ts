@@ -212,6 +212,14 @@ const secondarySchema = z.strictObject({
   journal: z
     .strictObject({ segmentSize: size.default(64 * 1024 ** 2) })
     .default({ segmentSize: 64 * 1024 ** 2 }),
+  /**
+   * Bytes of block data the site holds in memory beyond references into its journal: received
+   * packets waiting for their journal write. Past it, the site stops reading its links until the
+   * journal caught up (the primary's sends wait), rather than grow.
+   */
+  memory: z
+    .strictObject({ dataBytesMax: size.default(64 * 1024 ** 2) })
+    .default({ dataBytesMax: 64 * 1024 ** 2 }),
   nbd: nbd.optional(),
 });
 
@@ -303,6 +311,8 @@ function checkRelations(config: FileConfig, source: string): void {
       `journal.segmentSize: at least ${limits.frameBytesMax} bytes, so that the largest record fits`,
     );
   }
+  if (config.role === 'secondary' && config.memory.dataBytesMax < limits.packetBytesMax)
+    problems.push(`memory.dataBytesMax: at least ${limits.packetBytesMax} bytes, so that one packet fits`);
   if (config.role === 'primary') {
     const secondaryNames = config.secondaries.map((secondary) => secondary.name);
     if (new Set(secondaryNames).size !== secondaryNames.length)

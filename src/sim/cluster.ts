@@ -6,6 +6,7 @@
  * invariants of DESIGN.md are checked; the first violation ends the run.
  */
 
+import { isBlockRef, type JournalPiece, refIndex, refSeq } from '../core/fold.ts';
 import type { PrimaryIdentity } from '../core/identity.ts';
 import type { LinkTimings } from '../core/limits.ts';
 import { trackingNever } from '../core/link-tracking.ts';
@@ -42,6 +43,7 @@ type SimEvent =
   | { kind: 'primary-synced'; point: number; upTo: number; epoch: number }
   | { kind: 'secondary-synced'; site: number; point: number; upTo: number; epoch: number }
   | { kind: 'volumes-synced'; site: number; points: number[]; token: number; epoch: number }
+  | { kind: 'apply-step'; site: number; epoch: number }
   | { kind: 'node-switch'; node: number; cycle: CycleNumber; epoch: number }
   | { kind: 'fault'; fault: Fault }
   | { kind: 'restart'; site: number }
@@ -70,6 +72,11 @@ interface SecondarySite {
   config: SecondaryConfig;
   core: Secondary | null;
   log: SimLog<SecondaryRecord>;
+  /**
+   * The log id of each record by the core's append sequence (replayed records first): the store's
+   * references into its journal are resolved through it, as the node resolves them to positions.
+   */
+  logIds: Map<number, number>;
   volumes: SimVolume[];
   epoch: number;
   /** Highest applied number ever shown: it must never go down, restarts included. */
@@ -158,6 +165,7 @@ export class Cluster {
       config,
       core: new Secondary(config),
       log: new SimLog<SecondaryRecord>(),
+      logIds: new Map(),
       volumes: this.scenario.shape.volumes.map(
         (_, index) => new SimVolume(volumeBlocks(this.scenario.shape, index), this.scenario.shape.blockBytes),
       ),
@@ -244,6 +252,12 @@ export class Cluster {
           volume.markDurable(event.points[index] as number);
         });
         this.runSecondary(event.site, site.core.onVolumesSynced(this.nowMs, event.token));
+        return;
+      }
+      case 'apply-step': {
+        const site = this.sites[event.site] as SecondarySite;
+        if (!site.core || event.epoch !== site.epoch) return;
+        this.runSecondary(event.site, site.core.onApplyStep(this.nowMs));
         return;
       }
       case 'node-switch':
@@ -450,7 +464,7 @@ export class Cluster {
           this.closeEnd(action.connection, 'secondary', action.reason);
           break;
         case 'journal-append':
-          site.log.append(action.record);
+          site.logIds.set(action.seq, site.log.append(action.record));
           break;
         case 'journal-sync':
           this.queue.push(this.nowMs + this.random.int(this.scenario.storageMsMax + 1), {
@@ -464,6 +478,12 @@ export class Cluster {
         case 'journal-release':
           site.log.drop((record) => releasable(record, action.upTo));
           break;
+        case 'volume-write-from-journal': {
+          const data = this.journaledBytes(site, action.pieces);
+          if (data) (site.volumes[action.volume] as SimVolume).write(action.block, action.blockCount, data);
+          site.dirty = true;
+          break;
+        }
         case 'volume-write':
           (site.volumes[action.extent.volume] as SimVolume).write(
             action.extent.block,
@@ -471,6 +491,14 @@ export class Cluster {
             action.extent.data,
           );
           site.dirty = true;
+          break;
+        case 'apply-step':
+          // Other events may come between the steps, as on a real event loop.
+          this.queue.push(this.nowMs + this.random.int(2), {
+            kind: 'apply-step',
+            site: siteIndex,
+            epoch: site.epoch,
+          });
           break;
         case 'volume-sync':
           this.queue.push(this.nowMs + this.random.int(this.scenario.storageMsMax + 1), {
@@ -788,7 +816,12 @@ export class Cluster {
     }
     const site = this.sites[index] as SecondarySite;
     if (site.core) return;
-    site.core = Secondary.recover(site.config, site.log.replay());
+    const entries = site.log.replayEntries();
+    site.logIds = new Map(entries.map((entry, index) => [index + 1, entry.id]));
+    site.core = Secondary.recover(
+      site.config,
+      entries.map((entry) => entry.record),
+    );
     this.note(`${site.config.name} restarted: stored ${site.core.stored}, applied ${site.core.applied}`);
     if (site.core.stored < site.storedDurable) {
       this.violations.push(
@@ -869,6 +902,28 @@ export class Cluster {
     }
   }
 
+  /**
+   * The bytes the pieces name, read from the site's log as the node reads them from its journal, or
+   * false (with a violation) when a piece's record is gone: a reference outlived its record.
+   */
+  private journaledBytes(site: SecondarySite, pieces: JournalPiece[]): Uint8Array | false {
+    const blockBytes = this.scenario.shape.blockBytes;
+    const parts: Uint8Array[] = [];
+    for (const piece of pieces) {
+      const id = site.logIds.get(piece.seq);
+      const record = id === undefined ? undefined : site.log.get(id);
+      if (record?.kind !== 'packet' || record.extent.data === null) {
+        this.violations.push(
+          `journal: ${site.config.name} refers to append ${piece.seq}, which holds no packet data (${record?.kind ?? 'gone'})`,
+        );
+        return false;
+      }
+      const from = piece.index * blockBytes;
+      parts.push(record.extent.data.subarray(from, from + piece.blockCount * blockBytes));
+    }
+    return parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts);
+  }
+
   /** Invariant 1: the read path shows exactly the primary's image at the end of cycle `applied`. */
   private checkConsistency(site: SecondarySite, core: Secondary): void {
     const expected = this.oracle.image(core.applied);
@@ -879,10 +934,15 @@ export class Cluster {
       for (let block = 0; block < volume.blocks; block++) {
         const start = block * blockBytes;
         const overlay = core.overlay(index, block);
+        const content = isBlockRef(overlay)
+          ? this.journaledBytes(site, [{ seq: refSeq(overlay), index: refIndex(overlay), blockCount: 1 }])
+          : overlay;
+        // A reference the log cannot resolve was reported as a violation.
+        if (content === false) return;
         const shown =
-          overlay === undefined
+          content === undefined
             ? volume.current.subarray(start, start + blockBytes)
-            : (overlay ?? new Uint8Array(blockBytes));
+            : (content ?? new Uint8Array(blockBytes));
         const wanted = want.subarray(start, start + blockBytes);
         if (Buffer.compare(shown, wanted) !== 0) {
           this.violations.push(

@@ -65,6 +65,19 @@ export class SimLog<R> {
     return this.entries.map((entry) => entry.record as R);
   }
 
+  /** The same records with their ids: the owner's references name records by their place in it. */
+  replayEntries(): { id: number; record: R }[] {
+    const records = this.replay();
+    const entries = this.entries as { id: number; record: R }[];
+    return records.map((record, index) => ({ id: (entries[index] as { id: number }).id, record }));
+  }
+
+  /** The record appended as `id`, or undefined when it was dropped, lost or torn. */
+  get(id: number): R | undefined {
+    const entry = this.entries.find((candidate) => candidate.id === id);
+    return entry === undefined || entry.record === torn ? undefined : entry.record;
+  }
+
   /** Ids of surviving records, for the oracle. */
   survivingIds(): Set<number> {
     return new Set(this.entries.filter((entry) => entry.record !== torn).map((entry) => entry.id));

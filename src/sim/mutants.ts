@@ -175,16 +175,11 @@ export const mutants: readonly Mutant[] = [
         find: `    // A restart is a failure: packets of cycles that were not stored (left in buffers) are void.
 `,
         replace: `    for (const [cycle, extents] of buffers) {
-      const packets = new Map<number, DataFrame>();
-      for (const { packetIndex, extent } of extents) packets.set(packetIndex, dataFrameOf(cycle, packetIndex, extent));
+      const packets = new Map<number, ReceivedPacket>();
+      for (const { packetIndex, seq, extent } of extents) packets.set(packetIndex, { ...extent, packetIndex, seq });
       this.receiving.set(cycle, { packets, end: null, digest: 0, session: -1 });
     }
 `,
-      },
-      {
-        file: 'src/core/secondary-store.ts',
-        find: `  type DataFrame,\n`,
-        replace: `  type DataFrame,\n  dataFrameOf,\n`,
       },
     ],
     defect: 'a secondary keeps the packets of incomplete cycles past a failure, of its session or a restart',

@@ -117,6 +117,17 @@ function damage(path: string, offset: number, reason: string): StorageError {
   );
 }
 
+/**
+ * Where a record's frame lies: SegmentJournal.readRecord reads it back. The sequence is checked on
+ * the way, so a position of another frame is refused, never misread.
+ */
+export interface JournalPosition {
+  segment: number;
+  /** Byte offset of the frame in the segment file. */
+  offset: number;
+  sequence: number;
+}
+
 export interface ReplayedSegment {
   number: number;
   path: string;
@@ -153,7 +164,16 @@ export interface ReplayResult<R> {
 }
 
 /** Reads and checks a journal directory; throws journal damage, changes nothing. */
-export function replayJournal<R>(fs: FileSystem, directory: string, codec: RecordCodec<R>): ReplayResult<R> {
+/**
+ * `onRecord`, when given, receives each record with its position as it is read, and `records`
+ * stays empty (see SegmentJournalOptions.onReplayed).
+ */
+export function replayJournal<R>(
+  fs: FileSystem,
+  directory: string,
+  codec: RecordCodec<R>,
+  onRecord?: (record: R, position: JournalPosition) => void,
+): ReplayResult<R> {
   const state = readState(fs, directory, codec.journalRole);
   const present = fs
     .readdirSync(directory)
@@ -189,6 +209,7 @@ export function replayJournal<R>(fs: FileSystem, directory: string, codec: Recor
       codec,
       result,
       watermark,
+      onRecord,
     );
   });
   result.unprovenOffset = unprovenOffset(newestFrames, watermark.durable);
@@ -311,6 +332,7 @@ function replaySegment<R>(
   codec: RecordCodec<R>,
   result: ReplayResult<R>,
   watermark: { durable: number },
+  onRecord: ((record: R, position: JournalPosition) => void) | undefined,
 ): FrameStarts {
   const bytes = fs.readFileSync(path);
   const number = Number(path.slice(-20, -4));
@@ -341,8 +363,13 @@ function replaySegment<R>(
       segment.bytes = offset;
       break;
     }
-    keep(frame as DecodedFrame<R>, segment, codec, result.records);
-    watermark.durable = Math.max(watermark.durable, (frame as DecodedFrame<R>).durable);
+    const kept = frame as DecodedFrame<R>;
+    if (kept.record !== null) {
+      segment.cycleMax = Math.max(segment.cycleMax, codec.cycleOf(kept.record));
+      if (onRecord) onRecord(kept.record, { segment: number, offset, sequence: kept.sequence });
+      else result.records.push(kept.record);
+    }
+    watermark.durable = Math.max(watermark.durable, kept.durable);
     frames.offsets.push(offset);
     expected++;
     offset = (frame as DecodedFrame<R>).end;
@@ -351,17 +378,6 @@ function replaySegment<R>(
   result.lastSequence = expected - 1;
   result.segments.push(segment);
   return frames;
-}
-
-function keep<R>(
-  frame: DecodedFrame<R>,
-  segment: ReplayedSegment,
-  codec: RecordCodec<R>,
-  records: R[],
-): void {
-  if (frame.record === null) return;
-  records.push(frame.record);
-  segment.cycleMax = Math.max(segment.cycleMax, codec.cycleOf(frame.record));
 }
 
 /** A bad frame: a torn tail that may be cut, or damage, by the rule at the top of this file. */

@@ -18,6 +18,7 @@ import { dataFileMode, makeDirectoryDurable, writeFileAtomic } from './durable-f
 import {
   encodeJournalState,
   encodeSegmentHeader,
+  type JournalPosition,
   type JournalState,
   replayJournal,
   segmentHeaderBytes,
@@ -26,11 +27,15 @@ import {
   type TornTail,
 } from './journal-replay.ts';
 import {
+  decodeJournalFrame,
   encodeJournalFrame,
   type FrameKind,
   journalFrameHeaderBytes,
   type RecordCodec,
+  recordBodyBytesMax,
 } from './record-codec.ts';
+
+export type { JournalPosition } from './journal-replay.ts';
 
 /**
  * Bytes of frames one write() takes. Encoding a batch (copy and CRC) holds the event loop, so a
@@ -47,6 +52,12 @@ export interface SegmentJournalOptions<R> {
   codec: RecordCodec<R>;
   /** Records that restate the owner's state; written first in every new segment. */
   checkpoint: () => R[];
+  /**
+   * When given, replay hands each record to it with its position as it reads it, and keeps none:
+   * the owner keeps what it needs (the secondary keeps positions, not data), so a journal of
+   * gigabytes replays in the memory of one segment. Without it, `open` returns every record.
+   */
+  onReplayed?: (record: R, position: JournalPosition) => void;
 }
 
 export interface JournalOpenReport {
@@ -68,7 +79,7 @@ interface PendingAppend {
   kind: FrameKind;
   body: Uint8Array;
   cycle: number;
-  resolve: () => void;
+  resolve: (position: JournalPosition) => void;
   reject: (error: unknown) => void;
 }
 
@@ -140,7 +151,12 @@ export class SegmentJournal<R> {
    * this run must not find the journal older than the one this run went on from.
    */
   private replay(): { records: R[]; report: JournalOpenReport } {
-    const replayed = replayJournal(this.fs, this.options.directory, this.options.codec);
+    const replayed = replayJournal(
+      this.fs,
+      this.options.directory,
+      this.options.codec,
+      this.options.onReplayed,
+    );
     const tail = replayed.tornTail;
     if (tail?.removeFile) this.fs.unlinkSync(tail.path);
     else if (tail) this.fs.truncateSync(tail.path, tail.offset);
@@ -265,16 +281,71 @@ export class SegmentJournal<R> {
     return this.segments.reduce((sum, segment) => sum + segment.bytes, this.queuedBytes);
   }
 
+  /** Bytes of frames appended and not yet handed to write(): what the journal holds in memory. */
+  get pendingBytes(): number {
+    return this.queuedBytes;
+  }
+
+  /** The most `pendingBytes` ever was in this run. */
+  pendingBytesPeak = 0;
+
   get segmentCount(): number {
     return this.segments.length;
   }
 
-  /** Appends a record; resolves once its bytes are written to the file (in the kernel's hands). */
-  append(record: R): Promise<void> {
+  /**
+   * Appends a record; resolves with its position once its bytes are written to the file (in the
+   * kernel's hands), from when `readRecord` can read it back.
+   */
+  append(record: R): Promise<JournalPosition> {
     return this.enqueue(record);
   }
 
-  private enqueue(record: R): Promise<void> {
+  /**
+   * Reads back the record at `position` (from `append` or replay), checked: its frame must be whole,
+   * its CRC32C must match and its sequence must be the one the position names, or the read fails
+   * with journal damage naming the file and offset (never zeroes, never another record). The
+   * segment must still be kept: the owner reads only records of cycles it has not released.
+   */
+  async readRecord(position: JournalPosition): Promise<R> {
+    const path = join(this.options.directory, segmentName(position.segment));
+    const fd = await this.fs.open(path, 'r');
+    try {
+      const header = await this.readExactly(fd, path, position.offset, journalFrameHeaderBytes);
+      const bodyBytes = new DataView(header.buffer, header.byteOffset).getUint32(0);
+      if (bodyBytes > recordBodyBytesMax)
+        throw readDamage(path, position.offset, `length ${bodyBytes} over the bound`);
+      const frame = new Uint8Array(journalFrameHeaderBytes + bodyBytes);
+      frame.set(header);
+      const body = await this.readExactly(fd, path, position.offset + journalFrameHeaderBytes, bodyBytes);
+      frame.set(body, journalFrameHeaderBytes);
+      const decoded = decodeJournalFrame(this.options.codec, frame, 0);
+      if ('damage' in decoded) throw readDamage(path, position.offset, decoded.damage);
+      if (decoded.sequence !== position.sequence || decoded.record === null)
+        throw readDamage(
+          path,
+          position.offset,
+          `a ${decoded.kind} frame of sequence ${decoded.sequence} where record ${position.sequence} was written`,
+        );
+      return decoded.record;
+    } finally {
+      await this.fs.close(fd);
+    }
+  }
+
+  /** `length` bytes at `offset`, or journal damage: a short read means the file lost them. */
+  private async readExactly(fd: number, path: string, offset: number, length: number): Promise<Uint8Array> {
+    const bytes = new Uint8Array(length);
+    for (let done = 0; done < length; ) {
+      const read = await this.fs.read(fd, bytes, done, length - done, offset + done);
+      if (read === 0)
+        throw readDamage(path, offset + done, `file ends ${length - done} bytes short of a frame`);
+      done += read;
+    }
+    return bytes;
+  }
+
+  private enqueue(record: R): Promise<JournalPosition> {
     if (this.failure) return Promise.reject(this.failure);
     if (!this.current) this.startSegment();
     this.appended++;
@@ -285,14 +356,15 @@ export class SegmentJournal<R> {
     );
   }
 
-  private enqueueFrame(kind: FrameKind, body: Uint8Array, cycle: number): Promise<void> {
+  private enqueueFrame(kind: FrameKind, body: Uint8Array, cycle: number): Promise<JournalPosition> {
     assert(
       segmentHeaderBytes + journalFrameHeaderBytes + body.length <= this.options.segmentBytesMax,
       'a record fits in one segment',
     );
-    const done = new Promise<void>((resolve, reject) => {
+    const done = new Promise<JournalPosition>((resolve, reject) => {
       this.pending.push({ kind, body, cycle, resolve, reject });
       this.queuedBytes += journalFrameHeaderBytes + body.length;
+      this.pendingBytesPeak = Math.max(this.pendingBytesPeak, this.queuedBytes);
     });
     if (!this.flushQueued) {
       this.flushQueued = true;
@@ -349,21 +421,27 @@ export class SegmentJournal<R> {
     if (failure) await this.failOnError((this.current as Segment).path, () => Promise.reject(failure));
   }
 
-  /** The batch's frames, numbered in write order, each carrying the durable watermark of now. */
-  private frameBatch(batch: PendingAppend[]): Buffer {
-    const frames = batch.map((append) =>
-      encodeJournalFrame(
-        append.kind,
-        { sequence: this.nextSequence++, durable: this.durableSequence },
-        append.body,
-      ),
-    );
-    return Buffer.concat(frames);
+  /**
+   * The batch's frames, numbered in write order, each carrying the durable watermark of now, and
+   * where each will lie once written at the end of the current segment.
+   */
+  private frameBatch(batch: PendingAppend[]): { bytes: Buffer; positions: JournalPosition[] } {
+    const current = this.current as Segment;
+    let offset = current.bytes;
+    const positions: JournalPosition[] = [];
+    const frames = batch.map((append) => {
+      const sequence = this.nextSequence++;
+      positions.push({ segment: current.number, offset, sequence });
+      const frame = encodeJournalFrame(append.kind, { sequence, durable: this.durableSequence }, append.body);
+      offset += frame.length;
+      return frame;
+    });
+    return { bytes: Buffer.concat(frames), positions };
   }
 
   private async writeBatch(batch: PendingAppend[]): Promise<void> {
     const current = this.current as Segment;
-    const bytes = this.frameBatch(batch);
+    const { bytes, positions } = this.frameBatch(batch);
     await this.failOnError(
       current.path,
       async () => {
@@ -374,10 +452,10 @@ export class SegmentJournal<R> {
     );
     this.writtenSequence = this.nextSequence - 1;
     current.bytes += bytes.length;
-    for (const append of batch) {
+    batch.forEach((append, index) => {
       current.cycleMax = Math.max(current.cycleMax, append.cycle);
-      append.resolve();
-    }
+      append.resolve(positions[index] as JournalPosition);
+    });
   }
 
   /**
@@ -551,4 +629,9 @@ export class SegmentJournal<R> {
     if (this.fd >= 0) await this.fs.close(this.fd);
     this.fd = -1;
   }
+}
+
+/** A record read back that does not check out: damage of a kept segment, named by file and offset. */
+function readDamage(path: string, offset: number, reason: string): StorageError {
+  return new StorageError('journal-corrupt', `journal damaged: ${path} at offset ${offset}: ${reason}`);
 }

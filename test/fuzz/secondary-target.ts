@@ -25,6 +25,7 @@ import {
   packetDigest,
 } from '../../src/protocol/frames.ts';
 import type { Random } from '../../src/sim/random.ts';
+import { extentFromJournal } from '../unit/fixtures.ts';
 import { check, mutate, shuffle } from './mutate.ts';
 
 const shape: GroupShape = {
@@ -232,6 +233,8 @@ class Observer {
   private applied = 0;
   pendingSyncs: number[] = [];
   pendingVolumeSyncs: number[] = [];
+  /** An apply step asked for and not yet taken. */
+  applyStepPending = false;
   wroteVolumes = false;
 
   constructor(private readonly secondary: Secondary) {}
@@ -257,8 +260,18 @@ class Observer {
       case 'volume-sync':
         this.pendingVolumeSyncs.push(action.token);
         return;
+      case 'apply-step':
+        this.applyStepPending = true;
+        return;
       case 'volume-write':
         this.checkVolumeWrite(action.extent, appliedBefore);
+        this.wroteVolumes = true;
+        return;
+      case 'volume-write-from-journal':
+        this.checkVolumeWrite(
+          extentFromJournal(action, (seq) => this.records.get(seq)),
+          appliedBefore,
+        );
         this.wroteVolumes = true;
         return;
       default:
@@ -372,7 +385,8 @@ export function fuzzSecondary(random: Random): void {
   // Everything asked for completes in the end, so stored cycles are applied.
   for (
     let round = 0;
-    round < 100 && (observer.pendingSyncs.length || observer.pendingVolumeSyncs.length);
+    round < 100 &&
+    (observer.pendingSyncs.length || observer.pendingVolumeSyncs.length || observer.applyStepPending);
     round++
   )
     completeSomeSyncs(random, secondary, observer, now, true);
@@ -417,5 +431,9 @@ function completeSomeSyncs(
   }
   if (observer.pendingVolumeSyncs.length > 0 && (all || random.chance(0.5))) {
     observer.take(secondary.onVolumesSynced(now, observer.pendingVolumeSyncs.shift() as number));
+  }
+  if (observer.applyStepPending && (all || random.chance(0.5))) {
+    observer.applyStepPending = false;
+    observer.take(secondary.onApplyStep(now));
   }
 }

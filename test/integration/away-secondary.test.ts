@@ -44,7 +44,7 @@ async function settle(load: Site, httpPort: number): Promise<Record<string, unkn
 
 test('a frozen secondary: 3 x the journal capacity is written without a write waiting; it resyncs and converges', {
   timeout: 180_000,
-}, async () => {
+}, async (t) => {
   const workspace = newWorkspace();
   const secondary = await workspace.secondaryConfig('dr1');
   const primary = await workspace.primaryConfig({
@@ -99,6 +99,7 @@ test('a frozen secondary: 3 x the journal capacity is written without a write wa
   );
   assert.ok(modesSeen.has('resync'), `dr1 went through a resync; modes seen ${[...modesSeen]}`);
   await settle(load, primary.httpPort);
+  t.diagnostic(`dr1 peak resident memory ${dr1.peakResidentMib()} MiB`);
   assert.equal(await load.stop(), 0);
   assert.equal(await dr1.stop(), 0);
   workspace.assertReplica('dr1');

@@ -24,7 +24,7 @@ function linkFailuresAfter(site: Site, event: string): string[] {
 
 test('a catch-up of 192 MiB of 4 KiB writes causes no link failure and converges', {
   timeout: 240_000,
-}, async () => {
+}, async (t) => {
   const workspace = newWorkspace();
   const secondary = await workspace.secondaryConfig('dr1');
   const nbdPort = await freePort();
@@ -54,6 +54,7 @@ test('a catch-up of 192 MiB of 4 KiB writes causes no link failure and converges
     (status) => lagOf(status) === 0 && firstLink(status).applied === (status.closed as number),
     180_000,
   );
+  t.diagnostic(`dr1 peak resident memory ${dr1.peakResidentMib()} MiB`);
   assert.deepEqual(linkFailuresAfter(primarySite, 'recovery-cycle'), [], 'no link failure on the primary');
   assert.deepEqual(linkFailuresAfter(dr1, 'session-started'), [], 'no link failure on the secondary');
   assert.equal(firstLink(await waitForStatus(primary.httpPort, () => true)).recoveries, 1);

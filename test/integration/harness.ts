@@ -231,6 +231,13 @@ export class Site {
     if (this.process.exitCode === null && this.process.signalCode === null) this.process.kill(signal);
   }
 
+  /** The process's peak resident memory so far in MiB (VmHWM), for the memory figures in test output. */
+  peakResidentMib(): number {
+    const status = readFileSync(`/proc/${this.process.pid}/status`, 'utf8');
+    const kib = Number(/^VmHWM:\s+(\d+) kB$/m.exec(status)?.[1] ?? Number.NaN);
+    return Math.round(kib / 1024);
+  }
+
   async stop(): Promise<number | null> {
     this.kill('SIGTERM');
     return this.exited;

@@ -1,6 +1,7 @@
 /** Shared fixtures for the unit tests: a small group, fast timings, and a no-fault two-site harness. */
 
 import type { TrackingState } from '../../src/core/changed-blocks.ts';
+import type { JournalPiece } from '../../src/core/fold.ts';
 import type { PrimaryIdentity } from '../../src/core/identity.ts';
 import type { LinkTimings } from '../../src/core/limits.ts';
 import { trackingNever } from '../../src/core/link-tracking.ts';
@@ -58,6 +59,28 @@ export function primaryConfig(overrides: Partial<PrimaryConfig> = {}): PrimaryCo
     identity: primaryIdentity,
     ...overrides,
   };
+}
+
+/**
+ * A volume write from the journal as the extent it writes: its bytes taken from the packets the
+ * pieces name, found by append sequence (the node reads them from its segments the same way).
+ */
+export function extentFromJournal(
+  write: { volume: number; block: number; blockCount: number; pieces: JournalPiece[] },
+  recordOf: (seq: number) => SecondaryRecord | undefined,
+): Extent {
+  const data = new Uint8Array(write.blockCount * blockBytes);
+  let at = 0;
+  for (const piece of write.pieces) {
+    const record = recordOf(piece.seq);
+    if (record?.kind !== 'packet' || record.extent.data === null)
+      throw new Error(`append ${piece.seq} holds no packet data`);
+    const from = piece.index * blockBytes;
+    data.set(record.extent.data.subarray(from, from + piece.blockCount * blockBytes), at);
+    at += piece.blockCount * blockBytes;
+  }
+  if (at !== data.length) throw new Error(`pieces of ${at} bytes for ${write.blockCount} blocks`);
+  return { volume: write.volume, block: write.block, blockCount: write.blockCount, data };
 }
 
 export function dataExtent(volume: number, block: number, blockCount: number, fill: number): Extent {
@@ -343,15 +366,22 @@ export class Harness {
         case 'journal-sync':
           if (site) this.runSecondary(index, site.onJournalSynced(this.nowMs, action.upTo));
           break;
-        case 'volume-write': {
-          const volume = (this.volumes[index] as Uint8Array[])[action.extent.volume] as Uint8Array;
-          const start = action.extent.block * blockBytes;
-          if (action.extent.data) volume.set(action.extent.data, start);
-          else volume.fill(0, start, start + action.extent.blockCount * blockBytes);
+        case 'volume-write':
+          this.writeSecondaryVolume(index, action.extent);
+          break;
+        case 'volume-write-from-journal': {
+          const journal = this.secondaryJournals[index] as SecondaryRecord[];
+          this.writeSecondaryVolume(
+            index,
+            extentFromJournal(action, (seq) => journal[seq - 1]),
+          );
           break;
         }
         case 'volume-sync':
           if (site) this.runSecondary(index, site.onVolumesSynced(this.nowMs, action.token));
+          break;
+        case 'apply-step':
+          if (site) this.runSecondary(index, site.onApplyStep(this.nowMs));
           break;
         case 'log':
           this.logs.push(`${action.entry.event} ${JSON.stringify(action.entry.fields)}`);
@@ -360,6 +390,13 @@ export class Harness {
           break;
       }
     }
+  }
+
+  private writeSecondaryVolume(index: number, extent: Extent): void {
+    const volume = (this.volumes[index] as Uint8Array[])[extent.volume] as Uint8Array;
+    const start = extent.block * blockBytes;
+    if (extent.data) volume.set(extent.data, start);
+    else volume.fill(0, start, start + extent.blockCount * blockBytes);
   }
 
   /** First byte of a block as a secondary's volume file holds it. */

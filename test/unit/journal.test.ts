@@ -470,7 +470,7 @@ test('syncs issued together share fdatasyncs (group commit)', async () => {
   const directory = tempDir();
   try {
     const { journal } = openPrimary(directory);
-    const appends: Promise<void>[] = [];
+    const appends: Promise<unknown>[] = [];
     const syncs: Promise<void>[] = [];
     for (let i = 0; i < 200; i++) {
       appends.push(journal.append({ kind: 'write', cycle: 1, extent: dataExtent(0, i % 64, 1, i) }));
@@ -493,7 +493,7 @@ test('appends queued faster than the disk takes them are written in batches of a
     const { journal } = openPrimary(directory, 64 << 20);
     const recordBytes = 256 * 1024;
     const records = (4 * writeBatchBytesMax) / recordBytes;
-    const appends: Promise<void>[] = [];
+    const appends: Promise<unknown>[] = [];
     for (let i = 0; i < records; i++) {
       const extent = { volume: 0, block: i * 64, blockCount: 64, data: new Uint8Array(recordBytes).fill(i) };
       appends.push(journal.append({ kind: 'write', cycle: 1, extent }));

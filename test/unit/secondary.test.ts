@@ -4,10 +4,12 @@
 // failure, and finishes an interrupted apply after a restart.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { isBlockRef, refIndex, refSeq } from '../../src/core/fold.ts';
 import type { Binding, PrimaryIdentity } from '../../src/core/identity.ts';
+import { limits } from '../../src/core/limits.ts';
 import type { SecondaryRecord } from '../../src/core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../../src/core/secondary.ts';
-import type { GroupShape } from '../../src/core/types.ts';
+import type { Extent, GroupShape } from '../../src/core/types.ts';
 import {
   addDigest,
   type DataFrame,
@@ -16,7 +18,14 @@ import {
   packetDigest,
   protocolVersion,
 } from '../../src/protocol/frames.ts';
-import { blockBytes, otherPrimaryIdentity, primaryIdentity, shape, timings } from './fixtures.ts';
+import {
+  blockBytes,
+  extentFromJournal,
+  otherPrimaryIdentity,
+  primaryIdentity,
+  shape,
+  timings,
+} from './fixtures.ts';
 
 /** A secondary whose storage completes instantly, with its journal, volumes and sent frames in view. */
 class Site {
@@ -27,6 +36,9 @@ class Site {
   volume = new Uint8Array(64 * blockBytes);
   holdVolumeSync = false;
   heldVolumeSyncs: number[] = [];
+  /** Apply steps asked for are counted and kept, not taken at once, while this is set. */
+  holdApplySteps = false;
+  applyStepsHeld = 0;
   nowMs = 0;
 
   /** Bindings recorded, and the order of binds and sends (a bind must come before the welcome). */
@@ -60,14 +72,14 @@ class Site {
           this.run(this.secondary.onJournalSynced(this.nowMs, action.upTo));
           break;
         case 'volume-write':
-          if (action.extent.volume !== 0) break;
-          if (action.extent.data) this.volume.set(action.extent.data, action.extent.block * blockBytes);
-          else
-            this.volume.fill(
-              0,
-              action.extent.block * blockBytes,
-              (action.extent.block + action.extent.blockCount) * blockBytes,
-            );
+          this.write(action.extent);
+          break;
+        case 'volume-write-from-journal':
+          this.write(extentFromJournal(action, (seq) => this.journal[seq - 1]));
+          break;
+        case 'apply-step':
+          if (this.holdApplySteps) this.applyStepsHeld++;
+          else this.run(this.secondary.onApplyStep(this.nowMs));
           break;
         case 'volume-sync':
           if (this.holdVolumeSync) this.heldVolumeSyncs.push(action.token);
@@ -77,6 +89,23 @@ class Site {
           break;
       }
     }
+  }
+
+  private write(extent: Extent): void {
+    if (extent.volume !== 0) return;
+    if (extent.data) this.volume.set(extent.data, extent.block * blockBytes);
+    else this.volume.fill(0, extent.block * blockBytes, (extent.block + extent.blockCount) * blockBytes);
+  }
+
+  /** What the read path shows of a block of the cycle being applied (references resolved), or undefined. */
+  overlayBytes(volume: number, block: number): Uint8Array | null | undefined {
+    const content = this.secondary.overlay(volume, block);
+    if (!isBlockRef(content)) return content;
+    const piece = { seq: refSeq(content), index: refIndex(content), blockCount: 1 };
+    return extentFromJournal(
+      { volume, block, blockCount: 1, pieces: [piece] },
+      (seq) => this.journal[seq - 1],
+    ).data;
   }
 
   open(connection: number): void {
@@ -387,7 +416,8 @@ test('a recovery cycle covering 1..3 moves the image from cycle 0 straight to cy
   for (const frame of [...recovery.packets, recovery.end]) site.frame(1, frame);
   assert.equal(site.secondary.stored, 3);
   assert.equal(site.secondary.applied, 3, 'the read path shows cycle 3 from the first volume write on');
-  assert.equal(site.secondary.overlay(0, 1)?.[0], 3);
+  assert.equal(site.overlayBytes(0, 1)?.[0], 3);
+  assert.equal(site.secondary.payloadBytesInMemory, 0, 'the cycles hold references, no payload');
   assert.equal(site.secondary.appliedDurable, 0, 'volumes not yet durable');
   site.holdVolumeSync = false;
   site.run(site.secondary.onVolumesSynced(0, site.heldVolumeSyncs[0] as number));
@@ -484,4 +514,39 @@ test('bytes of a frame still on its way keep a connection alive; silence still e
   assert.deepEqual(site.closed, []);
   site.run(site.secondary.onTick(4 * timings.heartbeatMsTimeout + 1));
   assert.equal(site.secondary.inspect().session, null, 'no bytes for heartbeatMsTimeout: failed');
+});
+
+test('a cycle larger than one apply step is folded and written in steps; stored, it holds no payload', () => {
+  const site = new Site();
+  site.hello(1);
+  site.holdApplySteps = true;
+  // 600 packets over the same 64 blocks: 38,400 blocks to fold, more than two steps take.
+  const packetCount = 600;
+  const packets: DataFrame[] = Array.from({ length: packetCount }, (_, index) => ({
+    ...packet(1, index, 0, 0),
+    blockCount: 64,
+    payload: new Uint8Array(64 * blockBytes).fill((index % 250) + 1),
+  }));
+  assert.ok(packetCount * 64 > limits.applyStepBlocksMax);
+  const digest = packets.reduce((sum, frame) => addDigest(sum, packetDigest(frame)), 0);
+  for (const frame of packets) site.frame(1, frame);
+  site.frame(1, { type: 'end-of-cycle', cycle: 1, coversFrom: 1, packetCount, digest, consistent: true });
+  assert.equal(site.secondary.stored, 1);
+  assert.equal(site.secondary.payloadBytesInMemory, 0, 'the stored cycle keeps where its packets are');
+  assert.equal(site.secondary.applied, 0, 'while folding, the read path shows the cycle before');
+  assert.equal(site.secondary.overlay(0, 0), undefined);
+  let steps = 0;
+  while (site.applyStepsHeld > 0) {
+    site.applyStepsHeld--;
+    steps++;
+    site.run(site.secondary.onApplyStep(site.nowMs));
+  }
+  assert.ok(steps >= 2, `applied in ${steps + 1} steps`);
+  assert.equal(site.secondary.appliedDurable, 1);
+  assert.equal(site.secondary.payloadBytesInMemory, 0);
+  const last = ((packetCount - 1) % 250) + 1;
+  assert.ok(
+    site.volume.every((byte) => byte === last),
+    'every block holds the last packet',
+  );
 });

@@ -25,6 +25,8 @@ export class SecondaryConnections {
   private readonly sockets = new Map<number, FramedSocket>();
   private nextConnection = 1;
   private accepting = true;
+  /** Reading is held: the journal has more packet bytes waiting than the memory budget allows. */
+  private readingHeld = false;
 
   constructor(
     private readonly clock: Clock,
@@ -55,6 +57,7 @@ export class SecondaryConnections {
       },
     });
     this.sockets.set(id, framed);
+    if (this.readingHeld) socket.pause?.();
     this.events.onOpened(id);
   }
 
@@ -75,6 +78,19 @@ export class SecondaryConnections {
   /** Cuts the connection at once. */
   destroy(connection: number, reason: string): void {
     this.sockets.get(connection)?.destroy(reason);
+  }
+
+  /**
+   * Holds (or lets go) reading on every connection: what the primary sends meanwhile waits in the
+   * kernel and, once its buffers are full, at the primary. Heartbeats still go out.
+   */
+  holdReading(held: boolean): void {
+    if (held === this.readingHeld) return;
+    this.readingHeld = held;
+    for (const framed of this.sockets.values()) {
+      if (held) framed.socket.pause?.();
+      else framed.socket.resume?.();
+    }
   }
 
   /** The site is stopping: connections from now on are cut as they come. */

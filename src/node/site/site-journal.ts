@@ -9,7 +9,11 @@ import { join } from 'node:path';
 import type { FileSystem } from '../../io/file-system.ts';
 import type { Logger } from '../../ops/logger.ts';
 import type { RecordCodec } from '../../storage/record-codec.ts';
-import { type JournalOpenReport, SegmentJournal } from '../../storage/segment-journal.ts';
+import {
+  type JournalOpenReport,
+  type JournalPosition,
+  SegmentJournal,
+} from '../../storage/segment-journal.ts';
 import { removeCreationMarker } from '../../storage/site-creation.ts';
 import type { VolumeFile } from '../../storage/volume-file.ts';
 import type { OpenedSite } from '../site-storage.ts';
@@ -27,6 +31,8 @@ export interface SiteJournalOptions<R> {
   /** Writes site.json with the node's identity and the site's volume records. */
   recordSite: () => void;
   logger: Logger;
+  /** Replay hands each record to it with its position and keeps none (SegmentJournalOptions). */
+  onReplayed?: (record: R, position: JournalPosition) => void;
 }
 
 export interface OpenedJournal<R> {
@@ -44,6 +50,7 @@ export function openSiteJournal<R>(options: SiteJournalOptions<R>): OpenedJourna
     segmentBytesMax: options.segmentBytesMax,
     codec: options.codec,
     checkpoint: options.checkpoint,
+    ...(options.onReplayed ? { onReplayed: options.onReplayed } : {}),
   });
   if (opened.report.cut) options.logger.warn('journal-tail-cut', { ...opened.report.cut });
   // Every check passed: only now is site.json brought up to date (a refused start changes nothing).

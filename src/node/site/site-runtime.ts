@@ -60,6 +60,11 @@ export class SiteRuntime {
     private readonly onFailure: (error: Error) => void,
   ) {}
 
+  /** The site began to stop: work it would start now (an apply's next step) waits for the restart. */
+  get stopping(): boolean {
+    return this.stopped !== null;
+  }
+
   /** Carries out a state machine's actions in order; none once storage failed. */
   carryOut<Action>(actions: readonly Action[], execute: (action: Action) => void): void {
     for (const action of actions) {

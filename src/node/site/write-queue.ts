@@ -12,12 +12,23 @@ export class WriteQueue {
   private running = 0;
   private failure: Error | null = null;
   private waiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  /** Callers waiting until at most `queuedMax` tasks wait to start. */
+  private roomWaiters: { queuedMax: number; resolve: () => void }[] = [];
 
   constructor(private readonly concurrency: number) {}
 
   push(task: () => Promise<void>): void {
     this.tasks.push(task);
     this.startMore();
+  }
+
+  /**
+   * Resolves once at most `queuedMax` tasks wait to start (failures included: drained() reports
+   * them), so a producer of many tasks can hold back instead of queueing all of them.
+   */
+  room(queuedMax: number): Promise<void> {
+    if (this.tasks.length <= queuedMax) return Promise.resolve();
+    return new Promise((resolve) => this.roomWaiters.push({ queuedMax, resolve }));
   }
 
   drained(): Promise<void> {
@@ -41,6 +52,11 @@ export class WriteQueue {
     this.running--;
     if (error) this.failure ??= error;
     this.startMore();
+    this.roomWaiters = this.roomWaiters.filter((waiter) => {
+      if (this.tasks.length > waiter.queuedMax) return true;
+      waiter.resolve();
+      return false;
+    });
     if (this.running > 0 || this.tasks.length > 0) return;
     for (const waiter of this.waiters.splice(0)) {
       if (this.failure) waiter.reject(this.failure);
