@@ -532,7 +532,10 @@ export class SiteRun {
       fault.kind === 'disk-full'
         ? site.disk.failWith({ call: 'write', code: 'ENOSPC' })
         : site.disk.failWith({ call: 'fdatasync', code: 'EIO', times: 1 });
-    site.diskFault = { handle, untilMs: this.world.elapsedMs + fault.durationMs };
+    // Faults may overlap: the site stays faulted until the last of them ends (seed 2113 restarted
+    // a secondary when a short fault ended inside a long one, on a disk still full).
+    const untilMs = Math.max(site.diskFault?.untilMs ?? 0, this.world.elapsedMs + fault.durationMs);
+    site.diskFault = { handle, untilMs };
     if (site === this.primary) this.sources.expectFailures = true;
     this.world.schedule(null, fault.durationMs, () => handle.cancel());
   }
