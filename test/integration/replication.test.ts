@@ -27,7 +27,10 @@ test('a secondary under load converges to the primary, byte for byte, as a consi
   );
   assert.equal(text.status, 0);
   assert.match(text.stdout, /^it role:primary capture:\d+ closed:\d+ journal:/);
-  assert.match(text.stdout, /\n {2}dr1 link:streaming mode:streaming stored:\d+ applied:\d+ lag:\d+ cycles, /);
+  assert.match(
+    text.stdout,
+    /\n {2}dr1 link:streaming mode:streaming stored:\d+ applied:\d+ lag:\d+ cycles, /,
+  );
   assert.ok(!text.stdout.includes('\u001b['), 'no colour when the output is not a terminal');
   assert.equal(await load.stop(), 0);
   const secondaryStatus = await status(secondary.httpPort);
