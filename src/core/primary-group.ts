@@ -9,12 +9,17 @@ import type { Frame } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import type { TrackingState } from './changed-blocks.ts';
 import { ConfigError, WriteError } from './errors.ts';
-import { FoldIndex } from './fold.ts';
+import { type BlockContent, FoldIndex } from './fold.ts';
 import type { PrimaryIdentity } from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
 import type { SecondaryMode, TrackingConfig } from './link-tracking.ts';
 import { type CycleStore, type LinkRequest, type LinkState, PrimaryLink } from './primary-link.ts';
-import type { PrimaryRecord } from './records.ts';
+import {
+  type ExtentInJournal,
+  extentInJournal,
+  type PrimaryRecord,
+  type ReplayedPrimaryRecord,
+} from './records.ts';
 import { type AckMode, type CycleNumber, type Extent, type GroupShape, volumeBlocks } from './types.ts';
 
 export interface PrimaryConfig {
@@ -187,22 +192,25 @@ export class PrimaryGroup implements CycleStore {
   /**
    * Rebuilds a primary from its journal after a restart. Records are replayed in order; the
    * caller has already cut a torn tail. Cycles above the last switch record stay open; start()
-   * then closes those a node had already moved past.
+   * then closes those a node had already moved past. The replayed records are numbered 1, 2, 3...
+   * as appends are, and the folds refer to them: their data stays in the journal.
    */
   static recover(
     config: PrimaryConfig,
     random: () => number,
-    records: Iterable<PrimaryRecord>,
+    records: Iterable<ReplayedPrimaryRecord>,
     trackings: ReadonlyMap<string, TrackingState> = new Map(),
   ): PrimaryGroup {
     const group = new PrimaryGroup(config, random);
     group.cycles.clear();
     let newestTag = 0;
     for (const record of records) {
+      const seq = ++group.appendSeq;
       if (record.kind === 'write') {
         if (record.cycle <= group.collected) continue;
-        group.entry(record.cycle).fold.add(record.extent);
-        group.account(group.entry(record.cycle), record.extent, null);
+        const extent = extentInJournal(record.extent);
+        group.entry(record.cycle).fold.addJournaled(extent, seq);
+        group.account(group.entry(record.cycle), extent, null);
         newestTag = Math.max(newestTag, record.cycle);
       } else if (record.kind === 'switch') {
         group.closed = Math.max(group.closed, record.closed);
@@ -211,6 +219,8 @@ export class PrimaryGroup implements CycleStore {
         for (const cycle of [...group.cycles.keys()]) if (cycle <= record.upTo) group.cycles.delete(cycle);
       }
     }
+    group.durableSeq = group.appendSeq;
+    group.syncRequestedSeq = group.appendSeq;
     group.closed = Math.max(group.closed, group.collected);
     group.capture = Math.max(group.closed + 1, newestTag);
     for (let cycle = group.collected + 1; cycle <= group.capture; cycle++) group.entry(cycle);
@@ -255,8 +265,11 @@ export class PrimaryGroup implements CycleStore {
     assert(cycle > this.closed, `node ${write.node} tags cycle ${cycle} but ${this.closed} is closed`);
     const seq = this.append({ kind: 'write', cycle, extent: write.extent }, write.token);
     const entry = this.entry(cycle);
-    entry.fold.add(write.extent);
-    this.account(entry, write.extent, nowMs);
+    // The fold keeps where the bytes are (this append), not the bytes: the node holds them until
+    // the record is written and reads them back from the journal after that (bounded memory).
+    const extent = extentInJournal(write.extent);
+    entry.fold.addJournaled(extent, seq);
+    this.account(entry, extent, nowMs);
     if (this.config.ack === 'immediate') {
       this.out.push({ type: 'ack', token: write.token, cycle });
     } else {
@@ -337,6 +350,15 @@ export class PrimaryGroup implements CycleStore {
   /** The bitmap of `link` is durable up to the cycle it was saved with: the journal may pass it. */
   onTrackingSaved(_nowMs: number, link: string, token: number): PrimaryAction[] {
     if (this.linkNamed(link)?.tracking.onSaved(token)) this.collect();
+    return this.takeActions();
+  }
+
+  /**
+   * The bytes of a `read-blocks` request of a link, read back from the journal, in piece order;
+   * null when its records were collected meanwhile (a request of an ended session).
+   */
+  onBlocksRead(nowMs: number, link: string, token: number, data: Uint8Array | null): PrimaryAction[] {
+    this.linkNamed(link)?.onBlocksRead(nowMs, token, data);
     return this.takeActions();
   }
 
@@ -501,8 +523,17 @@ export class PrimaryGroup implements CycleStore {
     this.linkOf(connection)?.onBytesReceived(nowMs, connection);
   }
 
+  /**
+   * Frames to send on a connection. Building them may ask for the bytes of packets from the
+   * journal (`read-blocks`): take those with pendingActions once done polling.
+   */
   pollFrames(nowMs: number, connection: number, maxFrames: number): Frame[] {
     return this.linkOf(connection)?.pollFrames(nowMs, connection, maxFrames) ?? [];
+  }
+
+  /** What polling frames asked for since the last handler returned (pollFrames returns frames only). */
+  pendingActions(): PrimaryAction[] {
+    return this.takeActions();
   }
 
   /** Journal entries go once every secondary stored them. */
@@ -531,12 +562,13 @@ export class PrimaryGroup implements CycleStore {
   }
 
   /**
-   * The newest content of a block among the cycles the journal holds (capture cycle first), or
-   * undefined when none of them wrote it: then the volume file holds the newest data.
+   * The newest content of a block among the cycles the journal holds (capture cycle first): null
+   * for zeroes, else a reference to the journal record that holds its bytes; undefined when none
+   * of them wrote it: then the volume file holds the newest data.
    */
-  newestBlock(volume: number, block: number): Uint8Array | null | undefined {
+  newestBlock(volume: number, block: number): BlockContent | undefined {
     for (let cycle = this.capture; cycle > this.collected; cycle--) {
-      const content = this.cycles.get(cycle)?.fold.get(volume, block);
+      const content = this.cycles.get(cycle)?.fold.content(volume, block);
       if (content !== undefined) return content;
     }
     return undefined;
@@ -551,11 +583,11 @@ export class PrimaryGroup implements CycleStore {
     return entry;
   }
 
-  private account(entry: CycleEntry, extent: Extent, nowMs: number | null): void {
+  private account(entry: CycleEntry, extent: ExtentInJournal, nowMs: number | null): void {
     entry.writes++;
     const bytes = extent.blockCount * this.config.shape.blockBytes;
     entry.writtenBytes += bytes;
-    if (extent.data) entry.journalBytes += bytes;
+    if (!extent.zero) entry.journalBytes += bytes;
     if (nowMs !== null) this.writtenBytes += bytes;
     if (entry.firstWriteMs === null && nowMs !== null) entry.firstWriteMs = nowMs;
   }

@@ -14,7 +14,7 @@ import {
   type WelcomeFrame,
 } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
-import { FoldIndex, type Run } from './fold.ts';
+import { FoldIndex, type JournalPiece, type Run } from './fold.ts';
 import type { PrimaryIdentity } from './identity.ts';
 import { type LinkTimings, limits, linkQueue } from './limits.ts';
 import {
@@ -23,7 +23,7 @@ import {
   type TrackingConfig,
   type TrackingRequest,
 } from './link-tracking.ts';
-import type { ActionSink, CycleNumber, GroupShape, LogEntry } from './types.ts';
+import type { ActionSink, CycleNumber, Extent, GroupShape, LogEntry } from './types.ts';
 
 /** What the link reads of the group's journal. */
 export interface CycleStore {
@@ -41,6 +41,11 @@ export type LinkRequest =
   | TrackingRequest
   | { type: 'connect'; link: string; connection: number }
   | { type: 'disconnect'; link: string; connection: number; reason: string }
+  /**
+   * Read the blocks `pieces` name back from the journal and hand them, in piece order, to
+   * onBlocksRead(link, token): the bytes of one packet.
+   */
+  | { type: 'read-blocks'; link: string; token: number; pieces: JournalPiece[] }
   | { type: 'log'; entry: LogEntry };
 
 interface LinkConnection {
@@ -81,6 +86,15 @@ interface CycleBeingPacked {
   order: number[];
   next: number;
   digest: number;
+  /** Packets whose bytes are being read back from the journal: the end-of-cycle frame waits for them. */
+  reading: number;
+}
+
+/** A packet waiting for its bytes from the journal. */
+interface PacketRead {
+  packing: CycleBeingPacked;
+  packetIndex: number;
+  run: Run;
 }
 
 export class PrimaryLink {
@@ -91,6 +105,11 @@ export class PrimaryLink {
   /** Highest cycle whose end-of-cycle frame was queued in this session. */
   private sentEnd: CycleNumber = 0;
   private packing: CycleBeingPacked | null = null;
+  /** Packets of this session whose bytes are being read from the journal, by request token. */
+  private readonly packetReads = new Map<number, PacketRead>();
+  private packetReadTokens = 0;
+  /** Bytes those reads will bring: counted as queued, so reads never run ahead of the sockets. */
+  private packetReadBytes = 0;
   private sessionId = 0;
   private connections: LinkConnection[] = [];
   private retryAtMs = 0;
@@ -204,7 +223,7 @@ export class PrimaryLink {
     this.sentEnd = 0;
     this.endSentMax = 0;
     this.awaitingStoredSinceMs = null;
-    this.packing = null;
+    this.dropPacking();
     this.connections = [];
     for (let index = 0; index < this.connectionCount; index++) {
       const id = this.environment.nextConnectionId();
@@ -367,6 +386,8 @@ export class PrimaryLink {
     if (!this.tracking.mayStream) return;
     while (this.state === 'streaming' && this.queuesHaveRoom()) {
       if (this.packing) {
+        // Every packet is out or being read: the end-of-cycle frame waits for the reads.
+        if (this.packing.next === this.packing.order.length && this.packing.reading > 0) return;
         this.packSome();
       } else if (
         this.sentEnd < this.store.closed &&
@@ -394,24 +415,73 @@ export class PrimaryLink {
     assert(runs.length <= limits.packetsPerCycleMax, 'a cycle fits in packetsPerCycleMax packets');
     const order = runs.map((_, index) => index);
     this.shuffle(order);
-    this.packing = { number, coversFrom, fold, runs, order, next: 0, digest: 0 };
+    this.packing = { number, coversFrom, fold, runs, order, next: 0, digest: 0, reading: 0 };
   }
 
-  /** Builds packets of the cycle being packed while the queues have room; its end-of-cycle frame after the last. */
+  /**
+   * Builds packets of the cycle being packed while the queues have room; its end-of-cycle frame
+   * after the last. A packet whose blocks are in the journal is built when their bytes are read.
+   */
   private packSome(): void {
     const packing = this.packing as CycleBeingPacked;
     while (packing.next < packing.order.length && this.queuesHaveRoom()) {
       const packetIndex = packing.order[packing.next++] as number;
-      const extent = packing.fold.extentOf(packing.runs[packetIndex] as Run);
-      const frame = dataFrameOf(packing.number, packetIndex, extent);
-      const bytes = extent.data?.length ?? 0;
-      this.shippedBytes += bytes;
-      packing.digest = addDigest(packing.digest, packetDigest(frame));
-      const connection = this.pickConnection();
-      connection.queue.push(frame);
-      connection.queuedBytes += bytes;
+      const run = packing.runs[packetIndex] as Run;
+      if (run.journaled) this.readPacket(packing, packetIndex, run);
+      else this.queuePacket(packing, packetIndex, packing.fold.extentOf(run));
     }
-    if (packing.next < packing.order.length) return;
+    this.endCycleIfPacked(packing);
+  }
+
+  private readPacket(packing: CycleBeingPacked, packetIndex: number, run: Run): void {
+    const token = ++this.packetReadTokens;
+    this.packetReads.set(token, { packing, packetIndex, run });
+    this.packetReadBytes += run.blockCount * this.shape.blockBytes;
+    packing.reading++;
+    this.out.push({ type: 'read-blocks', link: this.name, token, pieces: packing.fold.journaledPieces(run) });
+  }
+
+  /**
+   * The bytes of a packet read back from the journal; ignored when its session has ended since.
+   * Null: its records are gone, which only an ended session's request may meet.
+   */
+  onBlocksRead(nowMs: number, token: number, data: Uint8Array | null): void {
+    const read = this.packetReads.get(token);
+    if (!read) return;
+    this.packetReads.delete(token);
+    if (data === null) {
+      this.fail(
+        nowMs,
+        `the journal records of packet ${read.packetIndex} of cycle ${read.packing.number} were collected while it was being sent`,
+      );
+      return;
+    }
+    const { packing, packetIndex, run } = read;
+    assert(data.length === run.blockCount * this.shape.blockBytes, 'a packet read brings its blocks');
+    this.packetReadBytes -= data.length;
+    packing.reading--;
+    this.queuePacket(packing, packetIndex, {
+      volume: run.volume,
+      block: run.block,
+      blockCount: run.blockCount,
+      data,
+    });
+    this.endCycleIfPacked(packing);
+  }
+
+  private queuePacket(packing: CycleBeingPacked, packetIndex: number, extent: Extent): void {
+    const frame = dataFrameOf(packing.number, packetIndex, extent);
+    const bytes = extent.data?.length ?? 0;
+    this.shippedBytes += bytes;
+    packing.digest = addDigest(packing.digest, packetDigest(frame));
+    const connection = this.pickConnection();
+    connection.queue.push(frame);
+    connection.queuedBytes += bytes;
+  }
+
+  /** Every packet of the cycle is queued: its end-of-cycle frame follows, and the next cycle may start. */
+  private endCycleIfPacked(packing: CycleBeingPacked): void {
+    if (packing.next < packing.order.length || packing.reading > 0) return;
     this.pickConnection().queue.push({
       type: 'end-of-cycle',
       cycle: packing.number,
@@ -422,6 +492,13 @@ export class PrimaryLink {
     });
     this.sentEnd = Math.max(this.sentEnd, packing.number);
     this.packing = null;
+  }
+
+  /** A session ended: the cycle being packed and the reads for it are forgotten (answers ignored). */
+  private dropPacking(): void {
+    this.packing = null;
+    this.packetReads.clear();
+    this.packetReadBytes = 0;
   }
 
   /** Packets of a cycle go out in an order that has nothing to do with the order of the writes. */
@@ -438,8 +515,8 @@ export class PrimaryLink {
   }
 
   private queuesHaveRoom(): boolean {
-    let frames = 0;
-    let bytes = 0;
+    let frames = this.packetReads.size;
+    let bytes = this.packetReadBytes;
     for (const connection of this.connections) {
       frames += connection.queue.length;
       bytes += connection.queuedBytes;
@@ -481,6 +558,7 @@ export class PrimaryLink {
       },
     });
     this.closeAll(reason);
+    this.dropPacking();
     this.tracking.endSession();
     this.awaySinceMs ??= nowMs;
     this.state = 'idle';
@@ -498,6 +576,7 @@ export class PrimaryLink {
       entry: { level: 'error', event: 'link-refused', fields: { link: this.name, reason } },
     });
     this.closeAll(reason);
+    this.dropPacking();
     this.tracking.endSession();
     this.awaySinceMs ??= nowMs;
     this.state = 'refused';

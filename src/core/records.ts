@@ -27,12 +27,26 @@ export type SecondaryRecord =
   /** The volumes durably hold the image of `cycle`. */
   | { kind: 'applied'; cycle: CycleNumber };
 
+/**
+ * A primary record as replay hands it back: a write's data stays in the journal, since the group's
+ * folds keep references to it, not bytes (PrimaryGroup.recover).
+ */
+export type ReplayedPrimaryRecord =
+  | Exclude<PrimaryRecord, { kind: 'write' }>
+  | { kind: 'write'; cycle: CycleNumber; extent: Extent | ExtentInJournal };
+
 /** A packet's extent without its bytes: replay may leave them in the journal (they are read back). */
 export interface ExtentInJournal {
   volume: number;
   block: number;
   blockCount: number;
   zero: boolean;
+}
+
+/** An extent as a fold of references keeps it: where its data is, not the data. */
+export function extentInJournal(extent: Extent | ExtentInJournal): ExtentInJournal {
+  const { volume, block, blockCount } = extent;
+  return { volume, block, blockCount, zero: 'zero' in extent ? extent.zero : extent.data === null };
 }
 
 /**

@@ -24,7 +24,12 @@ import { assert } from './assert.ts';
 import { ProtocolError } from './errors.ts';
 import { type BlockContent, FoldIndex, type JournalPiece } from './fold.ts';
 import { limits } from './limits.ts';
-import type { ExtentInJournal, ReplayedSecondaryRecord, SecondaryRecord } from './records.ts';
+import {
+  type ExtentInJournal,
+  extentInJournal,
+  type ReplayedSecondaryRecord,
+  type SecondaryRecord,
+} from './records.ts';
 import {
   type ActionSink,
   type CycleNumber,
@@ -161,7 +166,7 @@ export class SecondaryStore {
       switch (record.kind) {
         case 'packet': {
           const extents = buffers.get(record.cycle) ?? [];
-          extents.push({ packetIndex: record.packetIndex, seq, extent: withoutData(record.extent) });
+          extents.push({ packetIndex: record.packetIndex, seq, extent: extentInJournal(record.extent) });
           buffers.set(record.cycle, extents);
           break;
         }
@@ -533,12 +538,6 @@ export class SecondaryStore {
       packets: entry.packets.size,
     }));
   }
-}
-
-/** A packet's extent as the folds keep it: where its data is, not the data. */
-function withoutData(extent: Extent | ExtentInJournal): ExtentInJournal {
-  const { volume, block, blockCount } = extent;
-  return { volume, block, blockCount, zero: 'zero' in extent ? extent.zero : extent.data === null };
 }
 
 function inPacketOrder(packets: ReceivedPacket[]): ReceivedPacket[] {

@@ -13,10 +13,11 @@
 
 import type { TrackingState } from '../core/changed-blocks.ts';
 import type { StorageFault } from '../core/errors.ts';
+import type { JournalPiece } from '../core/fold.ts';
 import { currentGeneration, type SiteId } from '../core/identity.ts';
 import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
 import type { PrimaryRecord } from '../core/records.ts';
-import type { CycleNumber } from '../core/types.ts';
+import type { CycleNumber, Extent } from '../core/types.ts';
 import type { Clock } from '../io/clock.ts';
 import { nodeEnvironment, type SiteEnvironment } from '../io/environment.ts';
 import type { NbdExport } from '../nbd/connection.ts';
@@ -33,6 +34,7 @@ import { openPrimaryStorage, type PrimaryStorage, redoJournaledWrites } from './
 import { SourceApi } from './primary/source-api.ts';
 import { trackingConfigOf } from './primary/tracking-config.ts';
 import { WriteBack } from './primary/write-back.ts';
+import { JournalBlockGone, JournalBlocks } from './site/journal-blocks.ts';
 import { linkTimingsOf } from './site/link-timings.ts';
 import { volumeExports } from './site/nbd-exports.ts';
 import { closeSiteStorage } from './site/site-journal.ts';
@@ -70,6 +72,8 @@ export class PrimaryNode {
   private readonly writeBack: WriteBack;
   private readonly journalRoom: JournalRoom;
   private readonly sources: SourceApi;
+  /** Where the journaled writes' bytes lie: the group's index keeps references, not bytes. */
+  private readonly journalBlocks: JournalBlocks<PrimaryRecord>;
   /** Settles once the latest journal append is in the kernel's hands: acknowledgements wait for it. */
   private lastAppend: Promise<void> = Promise.resolve();
   private writtenAtLastSwitch = 0;
@@ -114,6 +118,9 @@ export class PrimaryNode {
       storage.records,
       storage.trackings,
     );
+    this.journalBlocks = new JournalBlocks(storage.journal, storage.shape.blockBytes, writeBlocks, true);
+    for (const { seq, cycle, position } of storage.places)
+      this.journalBlocks.onReplayed(seq, cycle, position);
     this.writeBack = new WriteBack(storage.volumes, storage.shape.blockBytes, (error) => this.fail(error));
     this.journalRoom = new JournalRoom(storage.journal, config.journal.capacity, logger);
     this.links = new PrimaryLinks(config.secondaries, this.dialer, this.core, this.clock, logger, {
@@ -121,6 +128,10 @@ export class PrimaryNode {
       onBytes: (connection) => this.core.onBytesReceived(this.clock.now(), connection),
       onFrame: (connection, frame) => this.run(this.core.onFrame(this.clock.now(), connection, frame)),
       onLost: (connection, why) => this.run(this.core.onConnectionLost(this.clock.now(), connection, why)),
+      onPumped: () => {
+        const actions = this.core.pendingActions();
+        if (actions.length > 0) this.run(actions);
+      },
     });
     this.sources = new SourceApi({
       configured: config.volumes,
@@ -130,6 +141,7 @@ export class PrimaryNode {
       clock: this.clock,
       journalRoom: this.journalRoom,
       writeBack: this.writeBack,
+      readJournaled: (pieces) => this.journalBlocks.read(pieces),
       metrics: this.metrics,
       failure: this.runtime,
       run: (actions) => this.run(actions),
@@ -147,7 +159,16 @@ export class PrimaryNode {
     let node: PrimaryNode | null = null;
     const storage = openPrimaryStorage(config, environment, logger, () => (node ? node.checkpoint() : []));
     node = new PrimaryNode(config, storage, environment, logger, onFatal);
-    await redoJournaledWrites(storage.volumes, storage.records, storage.shape.blockBytes, logger);
+    await redoJournaledWrites(
+      storage.volumes,
+      storage.records,
+      (pieces) => node.journalBlocks.read(pieces),
+      storage.shape.blockBytes,
+      logger,
+    );
+    // The redo read every record; those of collected cycles are never read again.
+    node.journalBlocks.onReleased(node.core.collected);
+    storage.records.length = 0;
     node.run(node.core.start());
     if (options.offline) return node;
     await node.runtime.serve({
@@ -284,7 +305,25 @@ export class PrimaryNode {
       case 'copy-read':
         this.onCopyRead(action.link, action.token, action.volume, action.block, action.blockCount);
         return;
+      case 'read-blocks':
+        this.onReadBlocks(action.link, action.token, action.pieces);
+        return;
     }
+  }
+
+  /**
+   * A packet's bytes, read back from the journal. Records a collection released meanwhile belong
+   * to a session that ended (the group collects nothing it still sends): the group hears of it.
+   */
+  private onReadBlocks(link: string, token: number, pieces: JournalPiece[]): void {
+    this.journalBlocks.read(pieces).then(
+      (data) => this.complete(() => this.core.onBlocksRead(this.clock.now(), link, token, data)),
+      (error) => {
+        if (error instanceof JournalBlockGone)
+          this.complete(() => this.core.onBlocksRead(this.clock.now(), link, token, null));
+        else this.fail(error);
+      },
+    );
   }
 
   /** The bitmap durable first, then the group may collect the journal past that secondary. */
@@ -318,7 +357,9 @@ export class PrimaryNode {
   }
 
   private onJournalAppend(seq: number, record: PrimaryRecord): void {
-    this.lastAppend = this.storage.journal.append(record).then(() => {});
+    const position = this.storage.journal.append(record);
+    this.journalBlocks.onAppended(seq, record, position);
+    this.lastAppend = position.then(() => {});
     this.lastAppend.catch((error) => this.fail(error));
     if (record.kind === 'write') this.writeBack.onJournaled(seq, record.extent);
     else if (record.kind === 'switch') this.observeCycleClosed();
@@ -340,9 +381,12 @@ export class PrimaryNode {
     this.writeBack
       .landed()
       .then(() => Promise.all(this.storage.volumes.map((volume) => volume.flush())))
+      // The group let go of those cycles: reads that named their records before finish first.
+      .then(() => this.journalBlocks.readsSettled())
       .then(() => {
         // A failed write-back is fatal: its records must stay in the journal for the redo.
         if (this.runtime.fatal) return;
+        this.journalBlocks.onReleased(upTo);
         return this.storage.journal.deleteUpTo(upTo);
       })
       .then(
@@ -414,4 +458,9 @@ export class PrimaryNode {
         this.logger.info('primary-stopped', { capture: this.core.capture, closed: this.core.closed }),
     });
   }
+}
+
+/** A write record carries block data (none for zeroes); the primary's other records carry none. */
+function writeBlocks(record: PrimaryRecord): { cycle: CycleNumber; extent: Extent } | null {
+  return record.kind === 'write' ? record : null;
 }

@@ -9,7 +9,7 @@ import { HandshakeError, type ProtocolError, type StorageFault } from '../core/e
 import type { Binding, SiteId } from '../core/identity.ts';
 import type { ReplayedSecondaryRecord, SecondaryRecord } from '../core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
-import type { GroupShape } from '../core/types.ts';
+import type { CycleNumber, Extent, GroupShape } from '../core/types.ts';
 import type { Clock } from '../io/clock.ts';
 import { nodeEnvironment, type SiteEnvironment } from '../io/environment.ts';
 import type { LinkSocket } from '../io/network.ts';
@@ -22,10 +22,10 @@ import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import type { JournalPosition, SegmentJournal } from '../storage/segment-journal.ts';
 import { type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
 import type { VolumeFile } from '../storage/volume-file.ts';
-import { JournalBlocks } from './secondary/journal-blocks.ts';
 import { type ConnectionEvents, SecondaryConnections } from './secondary/link-connections.ts';
 import { listenOnNetwork, type SecondaryLinkListener } from './secondary/link-listener.ts';
 import { NodeLinkListener } from './secondary/node-link-listener.ts';
+import { JournalBlocks } from './site/journal-blocks.ts';
 import { linkTimingsOf } from './site/link-timings.ts';
 import { volumeExports } from './site/nbd-exports.ts';
 import { closeSiteStorage, openSiteJournal } from './site/site-journal.ts';
@@ -73,7 +73,7 @@ export class SecondaryNode {
   private core: Secondary | null = null;
   private journal: SegmentJournal<SecondaryRecord> | null = null;
   /** Where the packets' data lies in the journal: the core keeps references, not bytes. */
-  private journalBlocks: JournalBlocks | null = null;
+  private journalBlocks: JournalBlocks<SecondaryRecord> | null = null;
   private volumes: VolumeFile[] = [];
   private shape: GroupShape | null = null;
   private readonly connections: SecondaryConnections;
@@ -190,7 +190,7 @@ export class SecondaryNode {
     });
     this.volumes = files;
     this.journal = opened.journal;
-    this.journalBlocks = new JournalBlocks(opened.journal, shape.blockBytes);
+    this.journalBlocks = new JournalBlocks(opened.journal, shape.blockBytes, packetBlocks, false);
     for (const { seq, cycle, position } of places) this.journalBlocks.onReplayed(seq, cycle, position);
     this.core = Secondary.recover(
       { name: this.config.name, shape, timings: linkTimingsOf(this.config.link), binding: this.binding },
@@ -300,7 +300,7 @@ export class SecondaryNode {
 
   private execute(action: SecondaryAction): void {
     const journal = this.journal as SegmentJournal<SecondaryRecord>;
-    const journalBlocks = this.journalBlocks as JournalBlocks;
+    const journalBlocks = this.journalBlocks as JournalBlocks<SecondaryRecord>;
     switch (action.type) {
       case 'bind':
         this.bind(action.binding);
@@ -425,7 +425,7 @@ export class SecondaryNode {
     const file = this.volumes[volume];
     const core = this.core;
     if (!file || !core) throw new Error(`no volume ${volume}`);
-    const journalBlocks = this.journalBlocks as JournalBlocks;
+    const journalBlocks = this.journalBlocks as JournalBlocks<SecondaryRecord>;
     for (let attempt = 0; ; attempt++) {
       const applied = core.applied;
       const appliedDurable = core.appliedDurable;
@@ -501,6 +501,11 @@ export class SecondaryNode {
         }),
     });
   }
+}
+
+/** A packet carries block data; the secondary's other records carry none. */
+function packetBlocks(record: SecondaryRecord): { cycle: CycleNumber; extent: Extent } | null {
+  return record.kind === 'packet' ? record : null;
 }
 
 /** A record as the core replays it: a packet's data stays in the journal (JournalBlocks reads it). */

@@ -45,6 +45,7 @@ type SimEvent =
   | { kind: 'volumes-synced'; site: number; points: number[]; token: number; epoch: number }
   | { kind: 'apply-step'; site: number; epoch: number }
   | { kind: 'node-switch'; node: number; cycle: CycleNumber; epoch: number }
+  | { kind: 'blocks-read'; link: string; token: number; pieces: JournalPiece[]; epoch: number }
   | { kind: 'fault'; fault: Fault }
   | { kind: 'restart'; site: number }
   | { kind: 'settle' };
@@ -115,6 +116,8 @@ export class Cluster {
   private readonly primaryConfig: PrimaryConfig;
   private primary: PrimaryGroup | null;
   private readonly primaryLog = new SimLog<PrimaryRecord>();
+  /** The log id of each record by the primary's append sequence: its folds refer to records by it. */
+  private primaryLogIds = new Map<number, number>();
   private primaryEpoch = 0;
   private readonly sites: SecondarySite[];
   private readonly connections = new Map<number, SimConnection>();
@@ -264,6 +267,12 @@ export class Cluster {
         if (!this.primary || event.epoch !== this.primaryEpoch) return;
         this.runPrimary(this.primary.onNodeSwitch(this.nowMs, event.node, event.cycle));
         return;
+      case 'blocks-read':
+        if (!this.primary || event.epoch !== this.primaryEpoch) return;
+        this.runPrimary(
+          this.primary.onBlocksRead(this.nowMs, event.link, event.token, this.primaryBytes(event.pieces)),
+        );
+        return;
       case 'fault':
         this.inject(event.fault);
         return;
@@ -376,6 +385,7 @@ export class Cluster {
     switch (action.type) {
       case 'journal-append': {
         const logId = this.primaryLog.append(action.record);
+        this.primaryLogIds.set(action.seq, logId);
         if (action.token !== null && action.record.kind === 'write') {
           this.oracle.journaled(action.token, logId, action.record.cycle);
         }
@@ -421,6 +431,15 @@ export class Cluster {
         return;
       case 'log':
         this.onLog('primary', action.entry);
+        return;
+      case 'read-blocks':
+        this.queue.push(this.nowMs + this.random.int(this.scenario.storageMsMax + 1), {
+          kind: 'blocks-read',
+          link: action.link,
+          token: action.token,
+          pieces: action.pieces,
+          epoch: this.primaryEpoch,
+        });
         return;
       case 'tracking-save':
       case 'tracking-drop':
@@ -621,6 +640,7 @@ export class Cluster {
       const frames = this.primary.pollFrames(this.nowMs, connection.id, framesPerPollMax);
       for (const frame of frames) this.send(connection.id, true, encodeFrame(frame));
     }
+    this.runPrimary(this.primary.pendingActions());
   }
 
   private send(id: number, toSecondary: boolean, bytes: Uint8Array): void {
@@ -796,10 +816,12 @@ export class Cluster {
     if (index === primarySite) {
       if (this.primary) return;
       const closedBefore = this.oracle.closed;
+      const entries = this.primaryLog.replayEntries();
+      this.primaryLogIds = new Map(entries.map((entry, index) => [index + 1, entry.id]));
       this.primary = PrimaryGroup.recover(
         this.primaryConfig,
         () => this.coreRandom.next(),
-        this.primaryLog.replay(),
+        entries.map((entry) => entry.record),
       );
       this.note(`primary restarted: capture ${this.primary.capture}, closed ${this.primary.closed}`);
       if (this.primary.closed < closedBefore) {
@@ -918,6 +940,24 @@ export class Cluster {
         );
         return false;
       }
+      const from = piece.index * blockBytes;
+      parts.push(record.extent.data.subarray(from, from + piece.blockCount * blockBytes));
+    }
+    return parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts);
+  }
+
+  /**
+   * The bytes of a packet the primary reads back from its log, as the node reads its journal; null
+   * when a record was collected meanwhile (the primary's link then ignores a request of an ended
+   * session, and fails a live one).
+   */
+  private primaryBytes(pieces: JournalPiece[]): Uint8Array | null {
+    const blockBytes = this.scenario.shape.blockBytes;
+    const parts: Uint8Array[] = [];
+    for (const piece of pieces) {
+      const id = this.primaryLogIds.get(piece.seq);
+      const record = id === undefined ? undefined : this.primaryLog.get(id);
+      if (record?.kind !== 'write' || record.extent.data === null) return null;
       const from = piece.index * blockBytes;
       parts.push(record.extent.data.subarray(from, from + piece.blockCount * blockBytes));
     }

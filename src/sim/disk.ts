@@ -74,8 +74,17 @@ export class SimLog<R> {
 
   /** The record appended as `id`, or undefined when it was dropped, lost or torn. */
   get(id: number): R | undefined {
-    const entry = this.entries.find((candidate) => candidate.id === id);
-    return entry === undefined || entry.record === torn ? undefined : entry.record;
+    // Ids grow in append order: a binary search (the primary reads its records back per packet).
+    let low = 0;
+    let high = this.entries.length - 1;
+    while (low <= high) {
+      const middle = (low + high) >> 1;
+      const entry = this.entries[middle] as LogEntryOf<R>;
+      if (entry.id === id) return entry.record === torn ? undefined : entry.record;
+      if (entry.id < id) low = middle + 1;
+      else high = middle - 1;
+    }
+    return undefined;
   }
 
   /** Ids of surviving records, for the oracle. */

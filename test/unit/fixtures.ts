@@ -69,18 +69,36 @@ export function extentFromJournal(
   write: { volume: number; block: number; blockCount: number; pieces: JournalPiece[] },
   recordOf: (seq: number) => SecondaryRecord | undefined,
 ): Extent {
-  const data = new Uint8Array(write.blockCount * blockBytes);
-  let at = 0;
-  for (const piece of write.pieces) {
-    const record = recordOf(piece.seq);
-    if (record?.kind !== 'packet' || record.extent.data === null)
-      throw new Error(`append ${piece.seq} holds no packet data`);
-    const from = piece.index * blockBytes;
-    data.set(record.extent.data.subarray(from, from + piece.blockCount * blockBytes), at);
-    at += piece.blockCount * blockBytes;
-  }
-  if (at !== data.length) throw new Error(`pieces of ${at} bytes for ${write.blockCount} blocks`);
+  const data = bytesOfPieces(write.pieces, (seq) => {
+    const record = recordOf(seq);
+    return record?.kind === 'packet' ? record.extent.data : undefined;
+  });
+  if (data.length !== write.blockCount * blockBytes)
+    throw new Error(`pieces of ${data.length} bytes for ${write.blockCount} blocks`);
   return { volume: write.volume, block: write.block, blockCount: write.blockCount, data };
+}
+
+/** The bytes journal pieces name, from the data of each append (by sequence). */
+export function bytesOfPieces(
+  pieces: readonly JournalPiece[],
+  dataOf: (seq: number) => Uint8Array | null | undefined,
+  bytesPerBlock = blockBytes,
+): Uint8Array {
+  const data = new Uint8Array(pieces.reduce((sum, piece) => sum + piece.blockCount, 0) * bytesPerBlock);
+  let at = 0;
+  for (const piece of pieces) {
+    const bytes = dataOf(piece.seq);
+    if (!bytes) throw new Error(`append ${piece.seq} holds no block data`);
+    const from = piece.index * bytesPerBlock;
+    data.set(bytes.subarray(from, from + piece.blockCount * bytesPerBlock), at);
+    at += piece.blockCount * bytesPerBlock;
+  }
+  return data;
+}
+
+/** A primary write record's data (undefined for other records). */
+export function writeData(record: PrimaryRecord | undefined): Uint8Array | null | undefined {
+  return record?.kind === 'write' ? record.extent.data : undefined;
 }
 
 export function dataExtent(volume: number, block: number, blockCount: number, fill: number): Extent {
@@ -243,6 +261,12 @@ export class Harness {
           }
         }
       }
+      // Building packets asks for their bytes from the journal: answered here, they go next round.
+      const pending = this.primary.pendingActions();
+      if (pending.length > 0) {
+        moved = true;
+        this.runPrimary(pending);
+      }
       if (!moved) return;
     }
   }
@@ -297,6 +321,16 @@ export class Harness {
         }
         case 'tracking-drop':
           this.trackingFiles.delete(action.link);
+          break;
+        case 'read-blocks':
+          this.runPrimary(
+            this.primary.onBlocksRead(
+              this.nowMs,
+              action.link,
+              action.token,
+              bytesOfPieces(action.pieces, (seq) => writeData(this.primaryJournal[seq - 1])),
+            ),
+          );
           break;
         case 'copy-read': {
           const at = action.block * blockBytes;

@@ -21,6 +21,8 @@ export interface LinkEvents {
   onBytes(connection: number): void;
   onFrame(connection: number, frame: Frame): void;
   onLost(connection: number, why: string): void;
+  /** A pump polled frames: building them may have asked for work (packet reads from the journal). */
+  onPumped(): void;
 }
 
 /** Where the frames to send come from: the group, per connection. */
@@ -113,5 +115,6 @@ export class PrimaryLinks {
         socket.send(frame);
       }
     }
+    this.events.onPumped();
   }
 }

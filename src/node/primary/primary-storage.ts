@@ -5,15 +5,15 @@
  */
 
 import type { TrackingState } from '../../core/changed-blocks.ts';
-import { FoldIndex } from '../../core/fold.ts';
+import { FoldIndex, type JournalPiece } from '../../core/fold.ts';
 import type { PrimaryIdentity } from '../../core/identity.ts';
-import type { PrimaryRecord } from '../../core/records.ts';
-import { type GroupShape, volumeBlocks } from '../../core/types.ts';
+import { extentInJournal, type PrimaryRecord, type ReplayedPrimaryRecord } from '../../core/records.ts';
+import { type CycleNumber, type Extent, type GroupShape, volumeBlocks } from '../../core/types.ts';
 import type { SiteEnvironment } from '../../io/environment.ts';
 import type { PrimaryFileConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import { primaryRecordCodec } from '../../storage/record-codec.ts';
-import type { JournalOpenReport, SegmentJournal } from '../../storage/segment-journal.ts';
+import type { JournalOpenReport, JournalPosition, SegmentJournal } from '../../storage/segment-journal.ts';
 import { writeSiteFileIfChanged } from '../../storage/site-file.ts';
 import { readTrackingStates } from '../../storage/tracking-file.ts';
 import type { VolumeFile } from '../../storage/volume-file.ts';
@@ -31,8 +31,13 @@ export interface PrimaryStorage {
   /** In id order (site.json's), not the configuration's. */
   volumes: VolumeFile[];
   journal: SegmentJournal<PrimaryRecord>;
-  /** What the journal replayed: the group recovers from it, the redo writes it again. */
-  records: PrimaryRecord[];
+  /**
+   * What the journal replayed, numbered 1, 2, 3... in order, writes without their data: the group
+   * recovers from it, the redo writes it again, reading the data back from `places`.
+   */
+  records: ReplayedPrimaryRecord[];
+  /** Where each replayed write with data lies, by its number. */
+  places: { seq: number; cycle: CycleNumber; position: JournalPosition }[];
   report: JournalOpenReport;
   /** The changed-block bitmaps of secondaries in tracking mode (docs/resync.md). */
   trackings: Map<string, TrackingState>;
@@ -47,7 +52,20 @@ export function openPrimaryStorage(
 ): PrimaryStorage {
   const identity = loadPrimaryIdentity(environment.fs, config.dataDir, logger, environment.randomBytes);
   const site = openPrimarySite(environment.fs, config);
+  // Replay keeps where each write's data lies, not the data: a journal of gigabytes replays in the
+  // memory of one segment.
+  const records: ReplayedPrimaryRecord[] = [];
+  const places: PrimaryStorage['places'] = [];
   const opened = openSiteJournal<PrimaryRecord>({
+    onReplayed: (record, position) => {
+      const seq = records.length + 1;
+      if (record.kind !== 'write') {
+        records.push(record);
+        return;
+      }
+      records.push({ ...record, extent: extentInJournal(record.extent) });
+      if (record.extent.data !== null) places.push({ seq, cycle: record.cycle, position });
+    },
     fs: environment.fs,
     site,
     dataDir: config.dataDir,
@@ -71,33 +89,50 @@ export function openPrimaryStorage(
     config.secondaries.map((secondary) => secondary.name),
     shape.volumes.map((_, volume) => volumeBlocks(shape, volume)),
   );
-  return { identity, shape, volumes: site.volumes.files, ...opened, trackings };
+  return {
+    identity,
+    shape,
+    volumes: site.volumes.files,
+    journal: opened.journal,
+    report: opened.report,
+    records,
+    places,
+    trackings,
+  };
 }
 
 /**
  * Writes every journaled write to the volumes again, then flushes them. Every record still in the
  * journal is redone, collected cycles included: the core appends its collect record before the node
  * has written those cycles back, so the record does not prove they are on the volumes; only the
- * deletion of a segment (after a volume flush) does. The records are folded first (the newest
- * content of each block, in journal order) and written as runs a few at a time: one write per
- * record, one after the other, kept a restart waiting minutes on slow disks.
+ * deletion of a segment (after a volume flush) does. The records are folded first (where the
+ * newest content of each block lies, in journal order) and written as runs a few at a time, their
+ * bytes read back from the journal as each run's turn comes: one write per record, one after the
+ * other, kept a restart waiting minutes on slow disks, and holding the data kept it in memory.
  */
 export async function redoJournaledWrites(
   volumes: readonly VolumeFile[],
-  records: readonly PrimaryRecord[],
+  records: readonly ReplayedPrimaryRecord[],
+  readJournaled: (pieces: JournalPiece[]) => Promise<Uint8Array>,
   blockBytes: number,
   logger: Logger,
 ): Promise<void> {
   const fold = new FoldIndex(blockBytes);
   let count = 0;
-  for (const record of records) {
-    if (record.kind !== 'write') continue;
-    fold.add(record.extent);
+  records.forEach((record, index) => {
+    if (record.kind !== 'write') return;
+    fold.addJournaled(extentInJournal(record.extent), index + 1);
     count++;
-  }
+  });
   const writes = new WriteQueue(volumeWritesInFlight);
-  for (const run of fold.runs(redoRunBytesMax))
-    writes.push(() => (volumes[run.volume] as VolumeFile).writeExtent(fold.extentOf(run)));
+  for (const run of fold.runs(redoRunBytesMax)) {
+    writes.push(async () => {
+      const { volume, block, blockCount } = run;
+      const data = run.zero ? null : await readJournaled(fold.journaledPieces(run));
+      const extent: Extent = { volume, block, blockCount, data };
+      await (volumes[volume] as VolumeFile).writeExtent(extent);
+    });
+  }
   await writes.drained();
   await Promise.all(volumes.map((volume) => volume.flush()));
   if (count > 0) logger.info('volumes-redone', { writes: count, blocks: fold.blockCount });

@@ -3,13 +3,15 @@
  * API and NBD). Requests are checked, split into journal-record-sized parts and handed to the group
  * under a token; the group's answer for that token (acknowledged, refused, flushed) settles them.
  */
+
+import type { JournalPiece } from '../../core/fold.ts';
 import { limits } from '../../core/limits.ts';
 import type { PrimaryAction, PrimaryGroup } from '../../core/primary-group.ts';
 import type { CycleNumber, Extent, GroupShape } from '../../core/types.ts';
 import type { Clock } from '../../io/clock.ts';
 import type { SiteMetrics } from '../../ops/metrics.ts';
 import type { VolumeFile } from '../../storage/volume-file.ts';
-import { readThroughOverlay } from '../site/volume-reads.ts';
+import { readThroughJournaledOverlay } from '../site/volume-reads.ts';
 import type { JournalRoom } from './journal-room.ts';
 import { PrimaryNodeError } from './primary-node-error.ts';
 import type { WriteBack } from './write-back.ts';
@@ -34,6 +36,8 @@ export interface SourceApiParts {
   clock: Clock;
   journalRoom: JournalRoom;
   writeBack: WriteBack;
+  /** Reads the blocks of journal records back (the index keeps references, not bytes). */
+  readJournaled: (pieces: JournalPiece[]) => Promise<Uint8Array>;
   metrics: SiteMetrics;
   /** The storage failure, if any: every request fails with it. */
   failure: { readonly fatal: Error | null };
@@ -98,9 +102,18 @@ export class SourceApi {
     const file = this.parts.volumes[volume];
     if (!file) throw new PrimaryNodeError('write-out-of-range', `no volume ${volume}`);
     if (this.parts.failure.fatal) throw this.parts.failure.fatal;
-    const bytes = await readThroughOverlay(file, offset, length, (block) => {
-      const content = this.parts.core.newestBlock(volume, block);
-      return content === undefined ? this.parts.writeBack.newestBlock(volume, block) : content;
+    // The records the overlay names stay readable until this read is done (JournalBlocks.readsSettled).
+    const bytes = await readThroughJournaledOverlay(
+      file,
+      offset,
+      length,
+      (block) => {
+        const content = this.parts.core.newestBlock(volume, block);
+        return content === undefined ? this.parts.writeBack.newestBlock(volume, block) : content;
+      },
+      this.parts.readJournaled,
+    ).catch((error: unknown) => {
+      throw this.parts.failure.fatal ?? error;
     });
     // After a storage failure the write-back stopped: the files may lack what the index let go.
     // Failed reads, not stale ones (found by the whole-site simulator with a full disk, seed 77).

@@ -1,0 +1,126 @@
+/**
+ * A site's block data lives in its journal, not in memory: the core's folds keep references
+ * (append sequence, block index), and this reads the bytes back. It keeps where each record with
+ * block data lies (from its append, or from replay), forgets the records of released cycles, and
+ * reads pieces through SegmentJournal.readRecord, which checks every frame it reads (a damaged one
+ * is journal damage with path and offset, never zeroes). The primary's writes and the secondary's
+ * packets both live this way.
+ */
+import { assert } from '../../core/assert.ts';
+import type { JournalPiece } from '../../core/fold.ts';
+import type { CycleNumber, Extent } from '../../core/types.ts';
+import type { JournalPosition, SegmentJournal } from '../../storage/segment-journal.ts';
+
+interface PacketPlace {
+  cycle: CycleNumber;
+  /** Settles once the record is written (in the kernel's hands); replayed ones are there already. */
+  position: Promise<JournalPosition>;
+}
+
+/** A record that carries block data: the cycle it belongs to and its extent. */
+export type BlocksOf<R> = (record: R) => { cycle: CycleNumber; extent: Extent } | null;
+
+export class JournalBlocks<R> {
+  /** Where each record with block data lies, by the core's append sequence. */
+  private readonly places = new Map<number, PacketPlace>();
+  /** Reads under way: a release waits for them (see readsSettled). */
+  private readonly reading = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly journal: SegmentJournal<R>,
+    private readonly blockBytes: number,
+    private readonly blocksOf: BlocksOf<R>,
+    /**
+     * The records' cycles never go down in append order (the primary's writes): a release stops
+     * at the first record above it instead of visiting every record kept.
+     */
+    private readonly cyclesInAppendOrder: boolean,
+  ) {}
+
+  /** A record on its way to the journal as append `seq`. */
+  onAppended(seq: number, record: R, position: Promise<JournalPosition>): void {
+    const blocks = this.blocksOf(record);
+    if (blocks === null || blocks.extent.data === null) return;
+    this.places.set(seq, { cycle: blocks.cycle, position });
+  }
+
+  /** A record with block data replay found at `position`, numbered `seq` as the core numbers it. */
+  onReplayed(seq: number, cycle: CycleNumber, position: JournalPosition): void {
+    this.places.set(seq, { cycle, position: Promise.resolve(position) });
+  }
+
+  /** Cycles up to `upTo` are done with (applied, or collected): their records are never read again. */
+  onReleased(upTo: CycleNumber): void {
+    for (const [seq, place] of this.places) {
+      if (place.cycle <= upTo) this.places.delete(seq);
+      else if (this.cyclesInAppendOrder) return;
+    }
+  }
+
+  /** Records whose place is kept (for the tests of the bound). */
+  get size(): number {
+    return this.places.size;
+  }
+
+  /**
+   * The bytes the pieces name, in order. Adjacent pieces of one record (the common case) read it
+   * once; otherwise one record is held at a time, so the memory is the result plus one record.
+   */
+  read(pieces: readonly JournalPiece[]): Promise<Uint8Array> {
+    const reading = this.readPieces(pieces);
+    this.reading.add(reading);
+    const forget = () => this.reading.delete(reading);
+    reading.then(forget, forget);
+    return reading;
+  }
+
+  /**
+   * Settles once every read under way now has finished. A core lets go of a cycle's references
+   * before its records may go: reads that start later never name them, and those under way finish
+   * before the records are released (and their segments deleted), so they never meet a gap.
+   */
+  async readsSettled(): Promise<void> {
+    await Promise.allSettled([...this.reading]);
+  }
+
+  private async readPieces(pieces: readonly JournalPiece[]): Promise<Uint8Array> {
+    const blocks = pieces.reduce((sum, piece) => sum + piece.blockCount, 0);
+    const data = new Uint8Array(blocks * this.blockBytes);
+    let at = 0;
+    let heldSeq = 0;
+    let held: Uint8Array = new Uint8Array(0);
+    for (const piece of pieces) {
+      if (heldSeq !== piece.seq) {
+        held = await this.recordData(piece.seq);
+        heldSeq = piece.seq;
+      }
+      const from = piece.index * this.blockBytes;
+      const length = piece.blockCount * this.blockBytes;
+      assert(from + length <= held.length, 'a piece lies within its record');
+      data.set(held.subarray(from, from + length), at);
+      at += length;
+    }
+    return data;
+  }
+
+  private async recordData(seq: number): Promise<Uint8Array> {
+    const place = this.places.get(seq);
+    if (!place) throw new JournalBlockGone(seq);
+    const record = await this.journal.readRecord(await place.position);
+    const data = this.blocksOf(record)?.extent.data;
+    assert(data, 'a reference names a record with block data');
+    return data;
+  }
+}
+
+/**
+ * A reference to a record of a released cycle: a reader that took a cycle's overlay before the
+ * cycle was applied (or collected) and released meets it, and reads again (the volume holds the
+ * blocks now).
+ */
+export class JournalBlockGone extends Error {
+  constructor(seq: number) {
+    super(`append ${seq} belongs to a released cycle`);
+    this.name = 'JournalBlockGone';
+  }
+}
