@@ -24,8 +24,11 @@ export type SecondaryRecord =
   | { kind: 'stored'; cycle: CycleNumber; coversFrom: CycleNumber; consistent: boolean }
   /** A failure: packets of every cycle above `stored` are void. */
   | { kind: 'discard'; stored: CycleNumber }
-  /** The volumes durably hold the image of `cycle`. */
-  | { kind: 'applied'; cycle: CycleNumber };
+  /**
+   * The volumes durably hold the image of `cycle`. Not `consistent` when the cycle was a resync's,
+   * applied on its own (`resync.staging: in-place`): the image is then no consistent cut.
+   */
+  | { kind: 'applied'; cycle: CycleNumber; consistent: boolean };
 
 /** A packet's extent without its bytes: replay may leave them in the journal (they are read back). */
 export interface ExtentInJournal {

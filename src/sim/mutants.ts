@@ -153,7 +153,7 @@ export const mutants: readonly Mutant[] = [
     name: 'resync-applied-in-parts',
     simulator: 'sites',
     file: 'src/core/secondary-store.ts',
-    find: '      if (cycle.consistent) break;\n',
+    find: '      if (this.endsUnit(cycle)) break;\n',
     replace: '      break;\n',
     defect:
       'a secondary applies the cycles of a resync one by one instead of as one unit up to a consistent cycle',
