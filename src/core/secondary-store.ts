@@ -163,6 +163,8 @@ export class SecondaryStore {
   recoveryCyclesApplied = 0;
   /** Whether the image the read path shows (`applied`) is a consistent cut. */
   imageConsistent = true;
+  /** Units this run put in the read path whose image is not consistent (the simulator's oracle). */
+  inconsistentUnitsShown = 0;
   /** Whether the image the volumes durably hold (`appliedDurable`) is a consistent cut. */
   private appliedDurableConsistent = true;
   /** The newest applied cycle whose image was consistent: what a welcome states in an in-place resync. */
@@ -511,6 +513,7 @@ export class SecondaryStore {
   private onImageMoved(unit: ApplyUnit): void {
     const was = this.imageConsistent;
     this.imageConsistent = unit.consistent;
+    if (!unit.consistent) this.inconsistentUnitsShown++;
     if (was && !unit.consistent) {
       this.log('warn', 'image-inconsistent', {
         cycle: unit.cycle,

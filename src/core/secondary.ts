@@ -172,6 +172,11 @@ export class Secondary {
     return this.store.imageConsistent;
   }
 
+  /** Units this run put in the read path whose image is not consistent (the simulator's oracle). */
+  get inconsistentUnitsShown(): number {
+    return this.store.inconsistentUnitsShown;
+  }
+
   /** Block data staged in the journal (stored, not applied; and arriving). */
   get stagedBytes(): number {
     return this.store.stagedBytes;

@@ -483,6 +483,18 @@ export class SecondaryNode {
   }
 
   /**
+   * Whether the read path may show an image that is no consistent cut, as a count that moves with
+   * each such image shown: the simulator's oracle leaves a read unjudged when the count moved
+   * during it or the image was inconsistent at either end (only ever with in-place staging).
+   */
+  get imageState(): { consistent: boolean; inconsistentUnitsShown: number } {
+    return {
+      consistent: this.core?.imageConsistent ?? true,
+      inconsistentUnitsShown: this.core?.inconsistentUnitsShown ?? 0,
+    };
+  }
+
+  /**
    * Resolves once every stored cycle that can be applied is applied and durable (for recover and
    * tests): during a resync the stored cycles after its last consistent one cannot be, yet.
    */

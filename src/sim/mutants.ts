@@ -159,6 +159,15 @@ export const mutants: readonly Mutant[] = [
       'a secondary applies the cycles of a resync one by one instead of as one unit up to a consistent cycle',
   },
   {
+    name: 'in-place-said-consistent',
+    simulator: 'sites',
+    file: 'src/core/secondary-store.ts',
+    find: '    this.imageConsistent = unit.consistent;\n',
+    replace: '    this.imageConsistent = true;\n',
+    defect:
+      'a secondary with resync.staging: in-place says its image is consistent while it applies a resync cycle by cycle',
+  },
+  {
     name: 'keep-incomplete',
     simulator: 'core',
     file: 'src/core/secondary-store.ts',
