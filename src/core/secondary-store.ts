@@ -522,7 +522,7 @@ export class SecondaryStore {
           'resync.staging is in-place: a resync cycle is applied on its own; the exposed image is not a consistent cut until the resync ends',
       });
     } else if (!was && unit.consistent) {
-      this.log('warn', 'image-consistent', { cycle: unit.cycle, coversFrom: unit.coversFrom });
+      this.log('info', 'image-consistent', { cycle: unit.cycle, coversFrom: unit.coversFrom });
     }
   }
 
