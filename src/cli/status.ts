@@ -44,6 +44,15 @@ export interface SiteStatus {
   /** A storage failure the site is stopping on (exit 3); null while healthy. */
   fault?: { kind: string; message: string; at?: string } | null;
   secondaries?: LinkStatus[];
+  /** A secondary's exposed image is a consistent cut (false during an in-place resync). */
+  consistent?: boolean;
+  inconsistentSince?: string | null;
+  /** A secondary's resync staging, and its last refusal to stage for want of room. */
+  staging?: {
+    mode: string;
+    stagedBytes: number;
+    shortage: { stagedBytes: number; freeBytes: number; freeBytesMin: number; volumeBytes: number } | null;
+  };
 }
 
 export interface StatusOptions {
@@ -150,6 +159,7 @@ export function describe(
     lines.push(
       `${paint(options, 'bold', `${status.group}/${status.name}`)} role:secondary stored:${status.stored} applied:${status.applied} journal:${bytes(status.journalBytes ?? 0)}${fault}`,
       `  primary link:${paint(options, linkColour(status.link ?? ''), status.link ?? 'unknown')}`,
+      ...describeStaging(status, options),
     );
     return `${lines.join('\n')}\n${advice}`;
   }
@@ -161,6 +171,21 @@ export function describe(
   );
   for (const link of status.secondaries ?? []) lines.push(...describeLink(link, options, peaks));
   return `${lines.join('\n')}\n${advice}`;
+}
+
+/** A secondary's image when it is not consistent, and a resync it has no room to stage. */
+function describeStaging(status: SiteStatus, options: { colour: boolean }): string[] {
+  const lines: string[] = [];
+  if (status.consistent === false)
+    lines.push(
+      `  ${paint(options, 'red', `IMAGE NOT CONSISTENT${status.inconsistentSince ? ` since ${status.inconsistentSince}` : ''}`)}: an in-place resync (resync.staging: in-place) is under way; a consistent cut again once it ends`,
+    );
+  const shortage = status.staging?.shortage;
+  if (shortage)
+    lines.push(
+      `  ${paint(options, 'red', 'RESYNC REFUSED: no room to stage')} ${bytes(shortage.stagedBytes)} staged, ${bytes(Math.max(0, shortage.freeBytes))} free (${bytes(shortage.freeBytesMin)} kept free), up to ${bytes(shortage.volumeBytes)} may be needed: free room, or resync.staging: in-place`,
+    );
+  return lines;
 }
 
 function describeLink(link: LinkStatus, options: { colour: boolean }, peaks?: Map<string, number>): string[] {

@@ -54,6 +54,38 @@ export class HandshakeError extends CyclerepError {
   }
 }
 
+/**
+ * The numbers of a resync the secondary has no room to stage: what it holds staged, what its disk
+ * has free, and what the whole resync may come to.
+ */
+export interface StagingShortage {
+  /** The image the read path shows (consistent: a resync is staged, not applied). */
+  applied: number;
+  stored: number;
+  /** Block data of stored cycles not applied yet and of cycles arriving, in the journal. */
+  stagedBytes: number;
+  /** Free on the journal's file system, less what was appended since it was measured. */
+  freeBytes: number;
+  /** What staging leaves free at least (room for markers, site.json and the like). */
+  freeBytesMin: number;
+  /** The volumes' size: the most a resync's copy may bring, before the cycles written meanwhile. */
+  volumeBytes: number;
+}
+
+/**
+ * The secondary refuses to stage more of a resync: its disk would fill first. The primary hears it
+ * as an ERROR frame (code `staging-space-short`, the numbers in the message) and retries rarely.
+ */
+export class StagingSpaceError extends CyclerepError {
+  declare readonly code: 'staging-space-short';
+  constructor(
+    readonly shortage: StagingShortage,
+    message: string,
+  ) {
+    super('staging-space-short', message);
+  }
+}
+
 export type ConfigErrorCode = 'config-invalid';
 
 /** A configuration value is wrong; the message names the key. */

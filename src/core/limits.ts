@@ -30,6 +30,12 @@ export const limits = {
   receiveCyclesBufferedMax: 64,
   /** Generations a hello carries, newest last; older ones are left out of it. */
   generationsInHelloMax: 64,
+  /**
+   * Bytes a secondary keeps free on its journal's disk while it stages a resync: past this it
+   * refuses more (docs/resync.md) rather than fill the disk, leaving room for its applied markers,
+   * site.json and whatever else shares the disk.
+   */
+  stagingFreeBytesMin: 64 * 1024 * 1024,
   /** Smallest and largest block size. */
   blockBytesMin: 512,
   blockBytesMax: 1024 * 1024,

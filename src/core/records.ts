@@ -24,8 +24,11 @@ export type SecondaryRecord =
   | { kind: 'stored'; cycle: CycleNumber; coversFrom: CycleNumber; consistent: boolean }
   /** A failure: packets of every cycle above `stored` are void. */
   | { kind: 'discard'; stored: CycleNumber }
-  /** The volumes durably hold the image of `cycle`. */
-  | { kind: 'applied'; cycle: CycleNumber };
+  /**
+   * The volumes durably hold the image of `cycle`. Not `consistent` when the cycle was a resync's,
+   * applied on its own (`resync.staging: in-place`): the image is then no consistent cut.
+   */
+  | { kind: 'applied'; cycle: CycleNumber; consistent: boolean };
 
 /**
  * A primary record as replay hands it back: a write's data stays in the journal, since the group's

@@ -16,7 +16,7 @@ import {
   protocolVersion,
 } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
-import { HandshakeError, ProtocolError } from './errors.ts';
+import { HandshakeError, ProtocolError, StagingSpaceError } from './errors.ts';
 import {
   type Binding,
   bindingOf,
@@ -43,8 +43,8 @@ export type SessionAction =
 export interface SessionStore {
   readonly stored: CycleNumber;
   readonly applied: CycleNumber;
-  /** The newest stored cycle whose image is consistent (below `stored` in an unfinished resync). */
-  readonly applicableThrough: CycleNumber;
+  /** The newest cycle held whose image is consistent (below `stored` in an unfinished resync). */
+  readonly consistentStored: CycleNumber;
   /** A stored record is on its way to disk: a welcome waits for it, so the number it states is exact. */
   readonly storeInFlight: boolean;
   /** Throws ProtocolError when the packet does not fit. */
@@ -131,9 +131,23 @@ export class SecondarySession {
     try {
       this.dispatch(nowMs, connection, state, frame);
     } catch (error) {
-      if (!(error instanceof ProtocolError)) throw error;
-      this.onProtocolError(nowMs, connection, error);
+      if (error instanceof StagingSpaceError) this.refuseStaging(nowMs, connection, error);
+      else if (error instanceof ProtocolError) this.onProtocolError(nowMs, connection, error);
+      else throw error;
     }
+  }
+
+  /**
+   * No room to stage more of a resync: the primary hears why with the numbers (and, as for any
+   * refusal, retries rarely), the session ends, and what arrived of unstored cycles is void. The
+   * image stays at its consistent cycle; the cycles already stored stay for the resync's resumption.
+   */
+  private refuseStaging(nowMs: number, connection: number, error: StagingSpaceError): void {
+    this.log('error', 'staging-space-short', { ...error.shortage, reason: error.message });
+    this.refuseConnection(nowMs, connection, error.code, error.message);
+    const state = this.connections.get(connection);
+    this.connections.delete(connection);
+    if (state && this.inSession(state)) this.fail(`${error.code}: ${error.message}`);
   }
 
   private dispatch(nowMs: number, connection: number, state: ConnectionState, frame: Frame): void {
@@ -241,7 +255,7 @@ export class SecondarySession {
       secondary: this.name,
       stored: this.store.stored,
       applied: this.store.applied,
-      consistentStored: this.store.applicableThrough,
+      consistentStored: this.store.consistentStored,
     });
   }
 

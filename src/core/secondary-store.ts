@@ -15,13 +15,21 @@
  * (apply: `volume-write-from-journal`; the read path: overlay's references). So a resync that stages
  * gigabytes before it applies them costs the secondary references, not gigabytes.
  *
+ * A resync's cycles are stored with `consistent: false` until its last copied chunk's cycle; how
+ * they are applied is the site's `resync.staging` (types.ts ResyncStaging). `consistent`: they wait
+ * in the journal and go with the next consistent cycle as one unit, so the journal's disk must hold
+ * the whole resync; before it would fill, the store refuses more (StagingSpaceError, with the
+ * numbers) and the image stays at its consistent cycle. `in-place`: each is applied alone as it is
+ * stored, needing no room, and the image is no consistent cut until the next consistent cycle is
+ * applied (`imageConsistent`, and the `applied` record says so, so a restart knows it too).
+ *
  * The store knows nothing of connections: the session hands it the frames of cycles and tells it
  * of failures; it tells the session when a cycle is stored or applied (StoreEvents).
  */
 
 import { addDigest, type DataFrame, type EndOfCycleFrame, packetDigest } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
-import { ProtocolError } from './errors.ts';
+import { ProtocolError, type StagingShortage, StagingSpaceError } from './errors.ts';
 import { type BlockContent, FoldIndex, type JournalPiece } from './fold.ts';
 import { limits } from './limits.ts';
 import {
@@ -36,8 +44,22 @@ import {
   type Extent,
   type GroupShape,
   type LogEntry,
+  type ResyncStaging,
   volumeBlocks,
 } from './types.ts';
+
+/** How the store takes a resync's cycles, and the room it keeps on the journal's disk meanwhile. */
+export interface StagingPolicy {
+  mode: ResyncStaging;
+  /** Staging stops short of leaving less than this free (markers, site.json, other writes). */
+  freeBytesMin: number;
+}
+
+/**
+ * Bytes a packet's record takes beyond its data (journal frame header, record header): counted
+ * against the free space measured, so an estimate between two measurements errs on the safe side.
+ */
+const packetRecordOverheadBytes = 64;
 
 /** What the store asks of the journal and the volumes. */
 export type StoreAction =
@@ -90,6 +112,8 @@ interface ReceivedPacket extends ExtentInJournal {
 
 interface ReceivingCycle {
   packets: Map<number, ReceivedPacket>;
+  /** Block data of its packets, in the journal. */
+  bytes: number;
   end: EndOfCycleFrame | null;
   digest: number;
   /** The session that delivered these packets; entries of an older session must not survive it. */
@@ -106,12 +130,16 @@ interface StoredCycle {
   /** False for a resync's cycles before its last copied chunk: applied only with a later one. */
   consistent: boolean;
   packets: ReceivedPacket[];
+  /** Block data of its packets, in the journal. */
+  bytes: number;
 }
 
 /** Stored cycles applied together: from the image at coversFrom-1 straight to the image at `cycle`. */
 interface ApplyUnit {
   cycle: CycleNumber;
   coversFrom: CycleNumber;
+  /** Whether the image after it is a consistent cut (false only for an in-place resync's cycle). */
+  consistent: boolean;
   /** The cycles, oldest first: folded in this order, later ones win. */
   chain: StoredCycle[];
 }
@@ -138,6 +166,22 @@ export class SecondaryStore {
   appliedDurable: CycleNumber = 0;
   /** A counter for the simulator's report. */
   recoveryCyclesApplied = 0;
+  /** Whether the image the read path shows (`applied`) is a consistent cut. */
+  imageConsistent = true;
+  /** Units this run put in the read path whose image is not consistent (the simulator's oracle). */
+  inconsistentUnitsShown = 0;
+  /** Whether the image the volumes durably hold (`appliedDurable`) is a consistent cut. */
+  private appliedDurableConsistent = true;
+  /** The newest applied cycle whose image was consistent: what a welcome states in an in-place resync. */
+  private consistentDurable: CycleNumber = 0;
+  /** The last refusal to stage, until a staged packet fits again or a unit is applied. */
+  stagingShortage: StagingShortage | null = null;
+  /** Block data of the stored cycles not applied durably yet (all of a staged resync). */
+  private storedBytes = 0;
+  /** Whether the newest stored cycle is consistent: when not, a resync is being staged. */
+  private newestStoredConsistent = true;
+  /** The disk's free bytes as last measured, and the bytes appended since: null until measured. */
+  private diskFree: { measuredBytes: number; appendedBytes: number } | null = null;
   private receiving = new Map<CycleNumber, ReceivingCycle>();
   private readonly storedCycles = new Map<CycleNumber, StoredCycle>();
   private storing: (StoredCycle & { seq: number }) | null = null;
@@ -152,6 +196,7 @@ export class SecondaryStore {
     private readonly shape: GroupShape,
     private readonly out: ActionSink<StoreAction>,
     private readonly events: StoreEvents,
+    private readonly staging: StagingPolicy,
   ) {}
 
   /**
@@ -184,6 +229,7 @@ export class SecondaryStore {
             coversFrom: record.coversFrom,
             consistent: record.consistent,
             packets: inPacketOrder(packets),
+            bytes: payloadBytesOf(packets, this.shape.blockBytes),
           });
           this.stored = Math.max(this.stored, record.cycle);
           break;
@@ -192,7 +238,7 @@ export class SecondaryStore {
           buffers.clear();
           break;
         case 'applied':
-          this.appliedDurable = Math.max(this.appliedDurable, record.cycle);
+          this.replayApplied(record.cycle, record.consistent);
           break;
       }
     }
@@ -201,10 +247,37 @@ export class SecondaryStore {
     for (const cycle of [...this.storedCycles.keys()]) {
       if (cycle <= this.appliedDurable) this.storedCycles.delete(cycle);
     }
+    this.storedBytes = 0;
+    for (const cycle of this.storedCycles.values()) this.storedBytes += cycle.bytes;
+    this.newestStoredConsistent = this.storedCycles.get(this.stored)?.consistent ?? true;
     this.applied = this.appliedDurable;
+    this.imageConsistent = this.appliedDurableConsistent;
     this.durableSeq = this.appendSeq;
     this.syncRequestedSeq = this.appendSeq;
     // A restart is a failure: packets of cycles that were not stored (left in buffers) are void.
+  }
+
+  /** An applied marker: the newest says what the volumes hold; consistent ones, the last consistent cut. */
+  private replayApplied(cycle: CycleNumber, consistent: boolean): void {
+    if (cycle >= this.appliedDurable) {
+      this.appliedDurable = cycle;
+      this.appliedDurableConsistent = consistent;
+    }
+    if (consistent) this.consistentDurable = Math.max(this.consistentDurable, cycle);
+  }
+
+  /**
+   * What a new journal segment restates first: the applied marker, and when the image is not
+   * consistent, the newest consistent one before it (the welcome states it).
+   */
+  checkpoint(): SecondaryRecord[] {
+    const applied: SecondaryRecord = {
+      kind: 'applied',
+      cycle: this.appliedDurable,
+      consistent: this.appliedDurableConsistent,
+    };
+    if (this.appliedDurableConsistent) return [applied];
+    return [{ kind: 'applied', cycle: this.consistentDurable, consistent: true }, applied];
   }
 
   /** Starts the apply a restart interrupted, if any. */
@@ -236,7 +309,11 @@ export class SecondaryStore {
         `cycle ${frame.cycle} packet ${frame.packetIndex} of ${cycle.end.packetCount}`,
       );
     }
+    const payloadBytes = frame.zero ? 0 : frame.payload.length;
+    this.checkStagingRoom(payloadBytes);
     cycle.digest = addDigest(cycle.digest, packetDigest(frame));
+    cycle.bytes += payloadBytes;
+    if (this.diskFree) this.diskFree.appendedBytes += payloadBytes + packetRecordOverheadBytes;
     const extent = { volume: frame.volume, block: frame.block, blockCount: frame.blockCount };
     const seq = this.append({
       kind: 'packet',
@@ -307,7 +384,7 @@ export class SecondaryStore {
   private receivingCycle(number: CycleNumber, session: number): ReceivingCycle {
     let cycle = this.receiving.get(number);
     if (!cycle) {
-      cycle = { packets: new Map(), end: null, digest: 0, session };
+      cycle = { packets: new Map(), bytes: 0, end: null, digest: 0, session };
       this.receiving.set(number, cycle);
     }
     return cycle;
@@ -335,7 +412,14 @@ export class SecondaryStore {
         coversFrom: end.coversFrom,
         consistent: end.consistent,
       });
-      this.storing = { cycle: number, coversFrom: end.coversFrom, consistent: end.consistent, packets, seq };
+      this.storing = {
+        cycle: number,
+        coversFrom: end.coversFrom,
+        consistent: end.consistent,
+        packets,
+        bytes: cycle.bytes,
+        seq,
+      };
       this.requestSync(seq);
       return;
     }
@@ -356,6 +440,8 @@ export class SecondaryStore {
     this.storing = null;
     this.stored = storing.cycle;
     this.storedCycles.set(storing.cycle, storing);
+    this.storedBytes += storing.bytes;
+    this.newestStoredConsistent = storing.consistent;
     this.log('debug', 'cycle-stored', {
       cycle: storing.cycle,
       coversFrom: storing.coversFrom,
@@ -410,6 +496,7 @@ export class SecondaryStore {
     applying.fold = fold;
     applying.phase = 'volumes';
     this.applied = next.cycle;
+    this.onImageMoved(next);
     if (next.coversFrom < next.cycle) this.recoveryCyclesApplied++;
     for (const run of fold.runs(limits.packetBytesMax)) {
       const { volume, block, blockCount } = run;
@@ -427,45 +514,90 @@ export class SecondaryStore {
     this.out.push({ type: 'volume-sync', token: applying.wait });
   }
 
-  /**
-   * The newest cycle the stored cycles can bring the volumes to: the last consistent one chained
-   * from appliedDurable. A resync's cycles after it wait for the primary's next ones, so an apply
-   * may never reach `stored` while the resync is unfinished.
-   */
-  get applicableThrough(): CycleNumber {
+  /** The read path shows `unit` from now on: say so when its image is, or stops being, a consistent cut. */
+  private onImageMoved(unit: ApplyUnit): void {
+    const was = this.imageConsistent;
+    this.imageConsistent = unit.consistent;
+    if (!unit.consistent) this.inconsistentUnitsShown++;
+    if (was && !unit.consistent) {
+      this.log('warn', 'image-inconsistent', {
+        cycle: unit.cycle,
+        coversFrom: unit.coversFrom,
+        reason:
+          'resync.staging is in-place: a resync cycle is applied on its own; the exposed image is not a consistent cut until the resync ends',
+      });
+    } else if (!was && unit.consistent) {
+      this.log('info', 'image-consistent', { cycle: unit.cycle, coversFrom: unit.coversFrom });
+    }
+  }
+
+  /** Whether `cycle` ends a unit: a consistent cycle always; any cycle when resyncs apply in place. */
+  private endsUnit(cycle: StoredCycle): boolean {
+    return cycle.consistent || this.staging.mode === 'in-place';
+  }
+
+  /** The stored cycles by the cycle each covers from: each continues the one before it. */
+  private storedByFrom(): Map<CycleNumber, StoredCycle> {
     const byFrom = new Map<CycleNumber, StoredCycle>();
     for (const cycle of this.storedCycles.values()) byFrom.set(cycle.coversFrom, cycle);
+    return byFrom;
+  }
+
+  /**
+   * The newest cycle the stored cycles can bring the volumes to: the last one ending a unit chained
+   * from appliedDurable. With consistent staging a resync's cycles after its last consistent one
+   * wait for the primary's next ones, so an apply may never reach `stored` while it is unfinished.
+   */
+  get applicableThrough(): CycleNumber {
+    const byFrom = this.storedByFrom();
     let reach = this.appliedDurable;
     for (let cycle = byFrom.get(reach + 1); cycle; cycle = byFrom.get(cycle.cycle + 1)) {
+      if (this.endsUnit(cycle)) reach = cycle.cycle;
+    }
+    return reach;
+  }
+
+  /**
+   * The newest cycle this site holds a consistent image of, stored or applied: the welcome's
+   * `consistentStored`. Below `stored` while a resync is unfinished, whichever the staging: the
+   * primary then knows only its bitmap (or a copy of everything) can finish it.
+   */
+  get consistentStored(): CycleNumber {
+    const byFrom = this.storedByFrom();
+    let reach = this.appliedDurableConsistent ? this.appliedDurable : this.consistentDurable;
+    for (let cycle = byFrom.get(this.appliedDurable + 1); cycle; cycle = byFrom.get(cycle.cycle + 1)) {
       if (cycle.consistent) reach = cycle.cycle;
     }
     return reach;
   }
 
   /**
-   * The stored cycles from applied+1 up to the first consistent one, merged in order (later cycles
-   * win); null while that consistent cycle is not stored yet (a resync still under way).
+   * The stored cycles from applied+1 up to the first that ends a unit, merged in order (later cycles
+   * win); null while that cycle is not stored yet (a resync staged and still under way).
    */
   private nextUnit(): ApplyUnit | null {
-    const byFrom = new Map<CycleNumber, StoredCycle>();
-    for (const cycle of this.storedCycles.values()) byFrom.set(cycle.coversFrom, cycle);
+    const byFrom = this.storedByFrom();
     const chain: StoredCycle[] = [];
     let from = this.applied + 1;
     for (;;) {
       const cycle = byFrom.get(from);
       if (!cycle) return null;
       chain.push(cycle);
-      if (cycle.consistent) break;
+      if (this.endsUnit(cycle)) break;
       from = cycle.cycle + 1;
     }
     const last = chain[chain.length - 1] as StoredCycle;
     const first = chain[0] as StoredCycle;
-    return { cycle: last.cycle, coversFrom: first.coversFrom, chain };
+    return { cycle: last.cycle, coversFrom: first.coversFrom, consistent: last.consistent, chain };
   }
 
   onVolumesSynced(token: number): void {
     if (this.applying?.phase === 'volumes' && this.applying.steps === null && this.applying.wait === token) {
-      const seq = this.append({ kind: 'applied', cycle: this.applying.cycle });
+      const seq = this.append({
+        kind: 'applied',
+        cycle: this.applying.cycle,
+        consistent: this.applying.consistent,
+      });
       this.applying.phase = 'marker';
       this.applying.wait = seq;
       this.requestSync(seq);
@@ -477,7 +609,14 @@ export class SecondaryStore {
     assert(applying, 'a cycle was being applied');
     this.applying = null;
     this.appliedDurable = applying.cycle;
-    for (const cycle of applying.chain) this.storedCycles.delete(cycle.cycle);
+    this.appliedDurableConsistent = applying.consistent;
+    if (applying.consistent) this.consistentDurable = applying.cycle;
+    for (const cycle of applying.chain) {
+      this.storedCycles.delete(cycle.cycle);
+      this.storedBytes -= cycle.bytes;
+    }
+    // What was staged is applied: a shortage reported before is history.
+    this.stagingShortage = null;
     this.out.push({ type: 'journal-release', upTo: applying.cycle });
     this.events.onCycleApplied(nowMs);
     this.tryApply();
@@ -497,6 +636,51 @@ export class SecondaryStore {
    */
   overlay(volume: number, block: number): BlockContent | undefined {
     return this.applying?.fold?.content(volume, block);
+  }
+
+  // ---- room to stage a resync ----------------------------------------------------------------
+
+  /** The journal's disk has `freeBytes` free now (measured by the node, less what it has queued). */
+  onDiskSpace(freeBytes: number): void {
+    assert(Number.isFinite(freeBytes), 'free bytes are a number');
+    this.diskFree = { measuredBytes: freeBytes, appendedBytes: 0 };
+  }
+
+  /** Block data staged: stored cycles not applied yet and the cycles arriving. */
+  get stagedBytes(): number {
+    let bytes = this.storedBytes + (this.storing?.bytes ?? 0);
+    for (const cycle of this.receiving.values()) bytes += cycle.bytes;
+    return bytes;
+  }
+
+  /** The disk's free bytes as last measured less what was appended since; null until measured. */
+  get diskFreeBytes(): number | null {
+    return this.diskFree ? this.diskFree.measuredBytes - this.diskFree.appendedBytes : null;
+  }
+
+  /**
+   * Refuses a packet of `payloadBytes` while a resync is staged (its newest stored cycle is not
+   * consistent, so nothing of it can be applied and released) when it would leave less than
+   * freeBytesMin free: the disk must not fill with half a resync. Cycles of an ordinary stream are
+   * applied and released as they come, and an in-place resync stages nothing, so neither is held.
+   */
+  private checkStagingRoom(payloadBytes: number): void {
+    const free = this.diskFreeBytes;
+    if (this.staging.mode !== 'consistent' || this.newestStoredConsistent || free === null) return;
+    if (free - payloadBytes - packetRecordOverheadBytes >= this.staging.freeBytesMin) {
+      this.stagingShortage = null;
+      return;
+    }
+    const shortage: StagingShortage = {
+      applied: this.applied,
+      stored: this.stored,
+      stagedBytes: this.stagedBytes,
+      freeBytes: free,
+      freeBytesMin: this.staging.freeBytesMin,
+      volumeBytes: this.shape.volumes.reduce((sum, volume) => sum + volume.sizeBytes, 0),
+    };
+    this.stagingShortage = shortage;
+    throw new StagingSpaceError(shortage, shortageMessage(shortage));
   }
 
   // ---- failure -------------------------------------------------------------------------------
@@ -538,6 +722,31 @@ export class SecondaryStore {
       packets: entry.packets.size,
     }));
   }
+}
+
+/** Bytes for a message: MiB with one decimal, exact below one. */
+function mebibytes(bytes: number): string {
+  return bytes < 1024 * 1024 ? `${bytes} bytes` : `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
+/** What the primary is told, and the log says: the numbers, the image kept, the two ways out. */
+function shortageMessage(shortage: StagingShortage): string {
+  const { applied, stored, stagedBytes, freeBytes, freeBytesMin, volumeBytes } = shortage;
+  return (
+    `no room to stage the resync: ${mebibytes(stagedBytes)} staged (cycles ${applied + 1}..${stored} stored ` +
+    `and not applied, and those arriving), ${mebibytes(Math.max(0, freeBytes))} free on the secondary's ` +
+    `journal disk, ${mebibytes(freeBytesMin)} kept free; the resync may need up to ${mebibytes(volumeBytes)} ` +
+    `(the volumes' size) plus the cycles written meanwhile. The secondary's image stays consistent at cycle ` +
+    `${applied}. Free room on its journal disk, or set resync.staging: in-place on it (its image is then ` +
+    'not consistent until the resync ends)'
+  );
+}
+
+/** Block data of packets, in bytes (zero runs carry none). */
+function payloadBytesOf(packets: readonly ExtentInJournal[], blockBytes: number): number {
+  let bytes = 0;
+  for (const packet of packets) if (!packet.zero) bytes += packet.blockCount * blockBytes;
+  return bytes;
 }
 
 function inPacketOrder(packets: ReceivedPacket[]): ReceivedPacket[] {

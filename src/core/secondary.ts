@@ -6,13 +6,13 @@
 
 import type { Frame } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
-import type { ProtocolError } from './errors.ts';
+import type { ProtocolError, StagingShortage } from './errors.ts';
 import type { BlockContent } from './fold.ts';
 import type { Binding } from './identity.ts';
-import { checkLinkTimings, type LinkTimings } from './limits.ts';
-import type { ReplayedSecondaryRecord } from './records.ts';
+import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
+import type { ReplayedSecondaryRecord, SecondaryRecord } from './records.ts';
 import { checkHello, SecondarySession, type SessionAction } from './secondary-session.ts';
-import { SecondaryStore, type StoreAction } from './secondary-store.ts';
+import { SecondaryStore, type StagingPolicy, type StoreAction } from './secondary-store.ts';
 import type { CycleNumber, GroupShape } from './types.ts';
 
 // The node checks a hello before it creates volumes from it, so the check is part of this API.
@@ -24,7 +24,11 @@ export interface SecondaryConfig {
   timings: LinkTimings;
   /** The primary site and generation this secondary follows (site.json), or null: not bound yet. */
   binding?: Binding | null;
+  /** How a resync is taken (docs/resync.md); by default staged whole and applied as one unit. */
+  staging?: StagingPolicy;
 }
+
+export const defaultStaging: StagingPolicy = { mode: 'consistent', freeBytesMin: limits.stagingFreeBytesMin };
 
 export type SecondaryAction = SessionAction | StoreAction;
 
@@ -36,11 +40,17 @@ export class Secondary {
   constructor(config: SecondaryConfig) {
     const problems = checkLinkTimings(config.timings);
     assert(problems.length === 0, problems.join('; '));
-    this.store = new SecondaryStore(config.name, config.shape, this.out, {
-      onCycleStored: (nowMs) => this.session.onCycleStored(nowMs),
-      onCycleApplied: (nowMs) => this.session.onCycleApplied(nowMs),
-      onCycleRefused: (_nowMs, error) => this.session.onCycleRefused(error),
-    });
+    this.store = new SecondaryStore(
+      config.name,
+      config.shape,
+      this.out,
+      {
+        onCycleStored: (nowMs) => this.session.onCycleStored(nowMs),
+        onCycleApplied: (nowMs) => this.session.onCycleApplied(nowMs),
+        onCycleRefused: (_nowMs, error) => this.session.onCycleRefused(error),
+      },
+      config.staging ?? defaultStaging,
+    );
     this.session = new SecondarySession(
       config.name,
       config.shape,
@@ -103,6 +113,14 @@ export class Secondary {
 
   // ---- storage completions (the store) -------------------------------------------------------
 
+  /**
+   * The journal's disk has `freeBytes` free now (the node measures it every tick, less what it has
+   * queued and not written): a resync staged stops short of filling it.
+   */
+  onDiskSpace(_nowMs: number, freeBytes: number): void {
+    this.store.onDiskSpace(freeBytes);
+  }
+
   onJournalSynced(nowMs: number, upTo: number): SecondaryAction[] {
     this.store.onJournalSynced(nowMs, upTo);
     return this.takeActions();
@@ -144,6 +162,39 @@ export class Secondary {
   /** The newest cycle an apply can reach with what is stored (below `stored` during a resync). */
   get applicableThrough(): CycleNumber {
     return this.store.applicableThrough;
+  }
+
+  /**
+   * Whether the image the read path shows is a consistent cut: false from an in-place resync's first
+   * cycle applied until its consistent cycle is (never false with consistent staging).
+   */
+  get imageConsistent(): boolean {
+    return this.store.imageConsistent;
+  }
+
+  /** Units this run put in the read path whose image is not consistent (the simulator's oracle). */
+  get inconsistentUnitsShown(): number {
+    return this.store.inconsistentUnitsShown;
+  }
+
+  /** Block data staged in the journal (stored, not applied; and arriving). */
+  get stagedBytes(): number {
+    return this.store.stagedBytes;
+  }
+
+  /** The journal disk's free bytes as last measured, less what was appended since; null: not measured. */
+  get diskFreeBytes(): number | null {
+    return this.store.diskFreeBytes;
+  }
+
+  /** The last refusal to stage more of a resync, until staging fits again or the unit is applied. */
+  get stagingShortage(): StagingShortage | null {
+    return this.store.stagingShortage;
+  }
+
+  /** The records a new journal segment starts with: the applied markers. */
+  checkpoint(): SecondaryRecord[] {
+    return this.store.checkpoint();
   }
 
   /** Bytes of block data held in memory by the stored and applying cycles (references hold none). */

@@ -33,6 +33,15 @@ export const ackModes = ['immediate', 'cycle'] as const;
  */
 export type AckMode = (typeof ackModes)[number];
 
+export const resyncStagings = ['consistent', 'in-place'] as const;
+/**
+ * How a secondary takes a resync (docs/resync.md). consistent: its cycles are staged in the journal
+ * and applied as one unit, so the image moves from one consistent cut straight to the next (the
+ * journal's disk must hold the whole resync). in-place: each cycle is applied as it is stored, so no
+ * room is needed, and the image is NOT a consistent cut until the resync's consistent cycle is.
+ */
+export type ResyncStaging = (typeof resyncStagings)[number];
+
 export function volumeBlocks(shape: GroupShape, volume: number): number {
   const found = shape.volumes[volume];
   return found ? Math.floor(found.sizeBytes / shape.blockBytes) : 0;

@@ -21,6 +21,14 @@ export interface FileStats {
   isDirectory: boolean;
 }
 
+/** The room on the file system holding a path, as statfs(2) reports it. */
+export interface DiskSpace {
+  /** Bytes an unprivileged process may still allocate (f_bavail x f_bsize). */
+  freeBytes: number;
+  /** Bytes of the whole file system (f_blocks x f_bsize). */
+  totalBytes: number;
+}
+
 export interface FileSystem {
   // ---- synchronous: while a site opens, and for small files replaced atomically ----
   openSync(path: string, flags: OpenFlags, mode?: number): number;
@@ -44,6 +52,11 @@ export interface FileSystem {
   /** Removes the file if it exists. */
   removeIfPresentSync(path: string): void;
   truncateSync(path: string, length: number): void;
+  /**
+   * The room on the file system holding `path`. Synchronous though the site is running: statfs
+   * reads the superblock's counters, it does not wait for the disk.
+   */
+  statfsSync(path: string): DiskSpace;
 
   // ---- asynchronous: the running site's I/O ----
   open(path: string, flags: OpenFlags, mode?: number): Promise<number>;

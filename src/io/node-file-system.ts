@@ -1,7 +1,7 @@
 /** node:fs behind the FileSystem seam, for production: every call is the node:fs call of the same name. */
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
-import type { FileStats, FileSystem } from './file-system.ts';
+import type { DiskSpace, FileStats, FileSystem } from './file-system.ts';
 
 const readAsync = promisify(fs.read);
 const writeAsync = promisify(fs.write);
@@ -12,6 +12,13 @@ function statsOf(stats: fs.BigIntStats): FileStats {
     inode: String(stats.ino),
     mode: Number(stats.mode & 0o777n),
     isDirectory: stats.isDirectory(),
+  };
+}
+
+function spaceOf(stats: fs.BigIntStatsFs): DiskSpace {
+  return {
+    freeBytes: Number(stats.bavail * stats.bsize),
+    totalBytes: Number(stats.blocks * stats.bsize),
   };
 }
 
@@ -34,6 +41,7 @@ export const nodeFileSystem: FileSystem = {
   unlinkSync: (path) => fs.unlinkSync(path),
   removeIfPresentSync: (path) => fs.rmSync(path, { force: true }),
   truncateSync: (path, length) => fs.truncateSync(path, length),
+  statfsSync: (path) => spaceOf(fs.statfsSync(path, { bigint: true })),
 
   open: (path, flags, mode) => promisify(fs.open)(path, flags, mode),
   close: (fd) => promisify(fs.close)(fd),

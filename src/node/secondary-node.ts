@@ -5,11 +5,19 @@
  * and the stop every site has (site/). Here the state machine's actions are carried out and its
  * completions fed back.
  */
-import { HandshakeError, type ProtocolError, type StorageFault } from '../core/errors.ts';
+
+import { join } from 'node:path';
+import {
+  HandshakeError,
+  type ProtocolError,
+  type StagingShortage,
+  type StorageFault,
+} from '../core/errors.ts';
 import type { Binding, SiteId } from '../core/identity.ts';
+import { limits } from '../core/limits.ts';
 import type { ReplayedSecondaryRecord, SecondaryRecord } from '../core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
-import type { CycleNumber, Extent, GroupShape } from '../core/types.ts';
+import type { CycleNumber, Extent, GroupShape, ResyncStaging } from '../core/types.ts';
 import type { Clock } from '../io/clock.ts';
 import { nodeEnvironment, type SiteEnvironment } from '../io/environment.ts';
 import type { LinkSocket } from '../io/network.ts';
@@ -60,8 +68,29 @@ export interface SecondaryStatusReport {
    */
   memory: { dataBytes: number; dataBytesPeak: number; dataBytesMax: number };
   volumes: { name: string; sizeBytes: number }[];
+  /**
+   * Whether the exposed image (NBD, reads) is a consistent cut. False only with `resync.staging:
+   * in-place`, from a resync's first cycle applied until its consistent cycle is.
+   */
+  consistent: boolean;
+  /** Since when this process has seen the image not consistent (ISO 8601), or null while it is. */
+  inconsistentSince: string | null;
+  /** How a resync is taken, what it holds staged, and the room left on the journal's disk. */
+  staging: StagingStatus;
   /** Why the site is stopping on its own, or null: the storage failure and when it happened. */
   fault: StorageFault | null;
+}
+
+export interface StagingStatus {
+  mode: ResyncStaging;
+  /** Block data in the journal of cycles stored and not applied, and of cycles arriving. */
+  stagedBytes: number;
+  /** The journal disk's free bytes as last measured (every tick), less what was appended since. */
+  diskFreeBytes: number | null;
+  /** What staging leaves free at least. */
+  diskFreeBytesMin: number;
+  /** The last refusal to stage more of a resync, with its numbers; null once staging fits again. */
+  shortage: StagingShortage | null;
 }
 
 export class SecondaryNode {
@@ -85,6 +114,10 @@ export class SecondaryNode {
   private binding: Binding | null;
   /** The volumes this site created, as site.json records them (null until they exist). */
   private volumeRecords: VolumeRecord[] | null = null;
+  /** When this process first saw the exposed image not consistent (clock ms), or null. */
+  private inconsistentSinceMs: number | null = null;
+  /** A failed free-space measurement was logged: once per run is enough. */
+  private diskSpaceFailureLogged = false;
 
   private constructor(
     private readonly config: SecondaryFileConfig,
@@ -126,7 +159,8 @@ export class SecondaryNode {
         `the exposed image stays consistent at cycle ${core.applied}; cycles ${core.applied + 1}..${core.stored} are ` +
         'stored and not applied (a resync stages its copy and cycles here and applies them as one unit once its ' +
         `last cycle is stored). Free at least the primary's resyncBytesLeft (cyclerep status on the primary) on ` +
-        `${this.config.dataDir}, then restart: the staged cycles stay stored and the resync resumes`,
+        `${this.config.dataDir}, then restart: the staged cycles stay stored and the resync resumes (or set ` +
+        'resync.staging: in-place, which needs no room but leaves the image inconsistent until the resync ends)',
     });
   }
 
@@ -184,7 +218,7 @@ export class SecondaryNode {
       dataDir: this.config.dataDir,
       segmentBytesMax: this.config.journal.segmentSize,
       codec: secondaryRecordCodec,
-      checkpoint: () => [{ kind: 'applied', cycle: this.core?.appliedDurable ?? 0 }],
+      checkpoint: () => this.core?.checkpoint() ?? [{ kind: 'applied', cycle: 0, consistent: true }],
       recordSite: () => this.writeSite(shape),
       logger: this.logger,
     });
@@ -193,11 +227,53 @@ export class SecondaryNode {
     this.journalBlocks = new JournalBlocks(opened.journal, shape.blockBytes, packetBlocks, false);
     for (const { seq, cycle, position } of places) this.journalBlocks.onReplayed(seq, cycle, position);
     this.core = Secondary.recover(
-      { name: this.config.name, shape, timings: linkTimingsOf(this.config.link), binding: this.binding },
+      {
+        name: this.config.name,
+        shape,
+        timings: linkTimingsOf(this.config.link),
+        binding: this.binding,
+        staging: { mode: this.config.resync.staging, freeBytesMin: limits.stagingFreeBytesMin },
+      },
       replayed,
     );
     this.shape = shape;
+    if (!this.core.imageConsistent)
+      this.logger.warn('image-inconsistent', {
+        applied: this.core.applied,
+        stored: this.core.stored,
+        reason:
+          'the volumes hold part of an in-place resync (resync.staging: in-place): the exposed image is not a consistent cut until the primary completes the resync',
+      });
+    this.measureDiskSpace();
+    this.noteImageConsistency();
     this.run(this.core.start());
+  }
+
+  /**
+   * Tells the core the room on the journal's disk, less the records queued and not yet written:
+   * a staged resync stops short of filling it (SecondaryStore.checkStagingRoom).
+   */
+  private measureDiskSpace(): void {
+    const core = this.core;
+    if (!core || !this.journal) return;
+    let freeBytes: number;
+    try {
+      freeBytes = this.runtime.environment.fs.statfsSync(join(this.config.dataDir, 'journal')).freeBytes;
+    } catch (error) {
+      if (!this.diskSpaceFailureLogged)
+        this.logger.warn('disk-space-unknown', {
+          reason: `statfs of the journal failed: ${(error as Error).message}; a resync staged here is not held back before the disk fills`,
+        });
+      this.diskSpaceFailureLogged = true;
+      return;
+    }
+    core.onDiskSpace(this.clock.now(), freeBytes - this.journal.pendingBytes);
+  }
+
+  /** Keeps when this process first saw the exposed image not consistent (the status shows it). */
+  private noteImageConsistency(): void {
+    if (!this.core || this.core.imageConsistent) this.inconsistentSinceMs = null;
+    else this.inconsistentSinceMs ??= this.clock.now();
   }
 
   /** site.json with this site's identity, binding and volume records; atomic (see writeSiteFile). */
@@ -285,7 +361,10 @@ export class SecondaryNode {
   // ---- the state machine's actions -----------------------------------------------------------
 
   private tick(): void {
-    if (this.core) this.run(this.core.onTick(this.clock.now()));
+    if (!this.core) return;
+    this.measureDiskSpace();
+    this.noteImageConsistency();
+    this.run(this.core.onTick(this.clock.now()));
   }
 
   /** Carries out the state machine's actions (site/site-runtime.ts has the convention). */
@@ -404,6 +483,18 @@ export class SecondaryNode {
   }
 
   /**
+   * Whether the read path may show an image that is no consistent cut, as a count that moves with
+   * each such image shown: the simulator's oracle leaves a read unjudged when the count moved
+   * during it or the image was inconsistent at either end (only ever with in-place staging).
+   */
+  get imageState(): { consistent: boolean; inconsistentUnitsShown: number } {
+    return {
+      consistent: this.core?.imageConsistent ?? true,
+      inconsistentUnitsShown: this.core?.inconsistentUnitsShown ?? 0,
+    };
+  }
+
+  /**
    * Resolves once every stored cycle that can be applied is applied and durable (for recover and
    * tests): during a resync the stored cycles after its last consistent one cannot be, yet.
    */
@@ -476,6 +567,18 @@ export class SecondaryNode {
         dataBytesMax: this.config.memory.dataBytesMax,
       },
       volumes: this.shape?.volumes ?? [],
+      consistent: this.core?.imageConsistent ?? true,
+      inconsistentSince:
+        this.core && !this.core.imageConsistent
+          ? new Date(this.inconsistentSinceMs ?? this.clock.now()).toISOString()
+          : null,
+      staging: {
+        mode: this.config.resync.staging,
+        stagedBytes: this.core?.stagedBytes ?? 0,
+        diskFreeBytes: this.core?.diskFreeBytes ?? null,
+        diskFreeBytesMin: limits.stagingFreeBytesMin,
+        shortage: this.core?.stagingShortage ?? null,
+      },
       fault: this.runtime.fault,
     };
   }

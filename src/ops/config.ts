@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { ConfigError } from '../core/errors.ts';
 import { limits } from '../core/limits.ts';
 import { blockBytesProblem, namePattern, namePatternText, volumeSizeProblem } from '../core/shape.ts';
-import { ackModes } from '../core/types.ts';
+import { ackModes, resyncStagings } from '../core/types.ts';
 import { assertPrivateKeyFile } from '../net/key-file.ts';
 import { loadPsk } from '../net/psk.ts';
 import { loadTlsMaterial } from '../net/tls.ts';
@@ -220,6 +220,15 @@ const secondarySchema = z.strictObject({
   memory: z
     .strictObject({ dataBytesMax: size.default(64 * 1024 ** 2) })
     .default({ dataBytesMax: 64 * 1024 ** 2 }),
+  /**
+   * How a resync is taken (docs/resync.md). `consistent`: staged whole in the journal and applied
+   * as one unit, so the image is a consistent cut at every moment and the journal's disk must hold
+   * the resync. `in-place`: each cycle applied as it arrives, needing no room, and the image is NOT
+   * a consistent cut until the resync ends (DRBD's SyncTarget): a disaster meanwhile leaves none.
+   */
+  resync: z
+    .strictObject({ staging: z.enum(resyncStagings).default('consistent') })
+    .default({ staging: 'consistent' }),
   nbd: nbd.optional(),
 });
 

@@ -44,6 +44,8 @@ export interface SecondaryMetricsStatus {
   stored: number;
   applied: number;
   journalBytes: number;
+  /** The exposed image is a consistent cut (false during an in-place resync). */
+  consistent: boolean;
   fault?: { kind: string } | null;
 }
 
@@ -195,6 +197,14 @@ const statusMetrics: StatusMetric[] = [
     kind: 'gauge',
     labelNames: [],
     samples: secondaryOnly((site) => site.applied),
+  },
+  {
+    name: 'cyclerep_image_consistent',
+    roles: ['secondary'],
+    help: 'Secondary: its exposed image is a consistent cut (1), or an in-place resync is under way (0)',
+    kind: 'gauge',
+    labelNames: [],
+    samples: secondaryOnly((site) => (site.consistent ? 1 : 0)),
   },
   {
     name: 'cyclerep_link_state',

@@ -153,10 +153,19 @@ export const mutants: readonly Mutant[] = [
     name: 'resync-applied-in-parts',
     simulator: 'sites',
     file: 'src/core/secondary-store.ts',
-    find: '      if (cycle.consistent) break;\n',
+    find: '      if (this.endsUnit(cycle)) break;\n',
     replace: '      break;\n',
     defect:
       'a secondary applies the cycles of a resync one by one instead of as one unit up to a consistent cycle',
+  },
+  {
+    name: 'in-place-said-consistent',
+    simulator: 'sites',
+    file: 'src/core/secondary-store.ts',
+    find: '    this.imageConsistent = unit.consistent;\n',
+    replace: '    this.imageConsistent = true;\n',
+    defect:
+      'a secondary with resync.staging: in-place says its image is consistent while it applies a resync cycle by cycle',
   },
   {
     name: 'keep-incomplete',

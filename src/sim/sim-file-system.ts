@@ -26,7 +26,7 @@
  */
 
 import { assert } from '../core/assert.ts';
-import type { FileStats, FileSystem, OpenFlags } from '../io/file-system.ts';
+import type { DiskSpace, FileStats, FileSystem, OpenFlags } from '../io/file-system.ts';
 import type { DirectoryInode, Inode } from './disk/directory-inode.ts';
 import { type FaultHandle, FaultInjector, type FaultRule } from './disk/faults.ts';
 import { blockBytes, type FileCrashOdds, type FileInode } from './disk/file-inode.ts';
@@ -121,6 +121,9 @@ interface Operation<T> {
   /** The inode the call works on: held until it completes, as the kernel holds the file. */
   holds?: Inode;
 }
+
+/** What a disk without a capacity reports as its room: far beyond anything a run writes. */
+const unlimitedBytes = 2 ** 60;
 
 /** Descriptors start here and are never reused, so a stale one fails loudly instead of reaching another file. */
 const firstDescriptor = 10;
@@ -274,6 +277,20 @@ export class SimFileSystem implements FileSystem {
     if (inode.kind !== 'file') throw fsError('EISDIR', 'open', path);
     this.injectFault('ftruncate', path);
     this.truncateFile(inode, length);
+  }
+
+  /**
+   * The capacity left, at once and without a draw of the random streams (a site asking every tick
+   * must not shift the delays of its I/O). A disk without a capacity reports an exabyte free.
+   */
+  statfsSync(path: string): DiskSpace {
+    this.namespace.resolve(path, 'statfs');
+    if (!Number.isFinite(this.capacityBlocks))
+      return { freeBytes: unlimitedBytes, totalBytes: unlimitedBytes };
+    return {
+      freeBytes: Math.max(0, this.capacityBlocks - this.usedBlocks) * blockBytes,
+      totalBytes: this.capacityBlocks * blockBytes,
+    };
   }
 
   // ---- asynchronous calls: they take effect when they complete ----

@@ -47,6 +47,8 @@ const kinds = {
   applied: 14,
   /** A stored cycle of a resync, not consistent on its own (a kind of its own: old journals read the same). */
   storedPartial: 15,
+  /** An applied cycle whose image is not consistent (an in-place resync's): old journals read the same. */
+  appliedPartial: 16,
 } as const;
 
 function extentBytes(extent: Extent): number {
@@ -126,7 +128,10 @@ export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = {
       case 'discard':
         return new ByteWriter(9).u8(kinds.discard).u64(record.stored).finish();
       case 'applied':
-        return new ByteWriter(9).u8(kinds.applied).u64(record.cycle).finish();
+        return new ByteWriter(9)
+          .u8(record.consistent ? kinds.applied : kinds.appliedPartial)
+          .u64(record.cycle)
+          .finish();
     }
   },
   decodeBody(body) {
@@ -149,8 +154,8 @@ export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = {
       };
     } else if (kind === kinds.discard) {
       record = { kind: 'discard', stored: reader.u64('stored') };
-    } else if (kind === kinds.applied) {
-      record = { kind: 'applied', cycle: reader.u64('cycle') };
+    } else if (kind === kinds.applied || kind === kinds.appliedPartial) {
+      record = { kind: 'applied', cycle: reader.u64('cycle'), consistent: kind === kinds.applied };
     } else {
       throw new ProtocolError('frame-unknown-type', `secondary journal record kind ${kind}`);
     }

@@ -148,7 +148,8 @@ const secondaryCorpus: SecondaryRecord[] = [
     extent: { volume: 0, block: 1, blockCount: 1, data: new Uint8Array(512) },
   },
   { kind: 'stored', cycle: 4, coversFrom: 4, consistent: true },
-  { kind: 'applied', cycle: 4 },
+  { kind: 'applied', cycle: 4, consistent: true },
+  { kind: 'applied', cycle: 5, consistent: false },
   { kind: 'discard', stored: 3 },
 ];
 

@@ -7,7 +7,8 @@
 // towards the secondary) and the bitmap's chunks are 1 MiB, so the copy of the load's four 1 MiB
 // regions lasts seconds and a test can act in its middle. The primary's status shows the copy's
 // rate and ETA meanwhile. And a secondary whose disk (a small tmpfs, so this file needs root, like
-// fail-stop.test.ts) fills while it stages a resync names the numbers and resumes once given room.
+// fail-stop.test.ts) cannot hold a staged resync refuses it with the numbers before the disk fills
+// and resumes once given room.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -267,13 +268,14 @@ test('during a resync, a reader of the secondary’s NBD exports only ever sees 
   await convergeAndCompare(pair, pair.load, pair.dr1);
 });
 
-test('a secondary whose disk fills while staging a resync says so with the numbers, and resumes once given room', {
+test('a secondary whose disk cannot stage a resync refuses it with the numbers before it fills, and resumes once given room', {
   timeout: 180_000,
 }, async () => {
   let mounted: string | null = null;
   try {
     // dr1 stores only a few cycles before it is frozen (the volumes are sparse): 5 MiB is room for
-    // them, not for a staged copy of 4 MiB plus the cycles written meanwhile.
+    // them, not for a staged copy of 4 MiB plus the cycles written meanwhile, and far below the
+    // 64 MiB a staged resync leaves free.
     const pair = await pairAtResyncStart({
       secondaryExtra: 'journal: { segmentSize: 8MiB }\nshutdown: { timeoutMs: 5000, faultStatusMs: 0 }',
       secondaryDisk: (dataDir) => {
@@ -281,20 +283,31 @@ test('a secondary whose disk fills while staging a resync says so with the numbe
         mounted = dataDir;
       },
     });
-    assert.equal(await pair.dr1.exited, 3, `the secondary exits 3\n${pair.dr1.stderr.slice(-2000)}`);
-    assert.equal(pair.dr1.events('storage-failed')[0]?.kind, 'disk-full');
-    const explained = pair.dr1.events('staging-disk-full')[0];
-    console.log(`disk full while staging: ${JSON.stringify(explained)}`);
-    assert.ok(explained, `the staging is explained:\n${pair.dr1.stderr.slice(-2000)}`);
-    const applied = numberField(explained, 'applied');
-    assert.ok(numberField(explained, 'stored') > applied, JSON.stringify(explained));
-    assert.ok(numberField(explained, 'stagedBytes') > 0, JSON.stringify(explained));
-    assert.match(String(explained.advice), /resyncBytesLeft/);
+    const refused = await pair.dr1.waitForEvent('staging-space-short', 60_000);
+    console.log(`no room to stage: ${JSON.stringify(refused)}`);
+    const applied = numberField(refused, 'applied');
+    assert.ok(numberField(refused, 'stored') > applied, JSON.stringify(refused));
+    assert.ok(numberField(refused, 'stagedBytes') > 0, JSON.stringify(refused));
+    assert.ok(numberField(refused, 'freeBytes') < 5 * mebibyte, JSON.stringify(refused));
+    assert.equal(numberField(refused, 'freeBytesMin'), 64 * mebibyte);
+    assert.equal(
+      numberField(refused, 'volumeBytes'),
+      volumeSizes.reduce((sum, size) => sum + size, 0),
+    );
+    assert.match(String(refused.reason), /resync\.staging: in-place/);
+    const dr1Status = await status(pair.secondary.httpPort);
+    const shortage = (dr1Status.staging as { shortage: Record<string, unknown> | null }).shortage;
+    assert.ok(shortage && numberField(shortage, 'stagedBytes') > 0, JSON.stringify(dr1Status.staging));
+    assert.equal(dr1Status.consistent, true);
+    const primaryEvents = () =>
+      pair.load.events('link-refused').filter((entry) => /staging-space-short/.test(String(entry.reason)));
+    await waitForStatus(pair.primary.httpPort, () => primaryEvents().length > 0);
+    assert.equal(pair.dr1.events('storage-failed').length, 0, 'the disk never filled');
 
+    // Room is given: the refusals stop and the resync goes on, with no restart.
     spawnSync('mount', ['-o', 'remount,size=256m', mounted as unknown as string]);
-    const dr1 = pair.workspace.startSecondary(pair.secondary.path);
     await pair.load.waitForEvent('resync-complete', 90_000);
-    await convergeAndCompare(pair, pair.load, dr1);
+    await convergeAndCompare(pair, pair.load, pair.dr1);
   } finally {
     if (mounted) spawnSync('umount', ['-l', mounted]);
   }

@@ -140,15 +140,22 @@ const regressions: { seed: number; faults: number[]; diskFaults?: true; found: s
   },
 ];
 
-/** Runs `run` with SIM_DISK_FAULTS as `diskFaults` asks, then puts the variable back as it was. */
+/**
+ * Runs `run` with SIM_DISK_FAULTS as `diskFaults` asks and every secondary staging its resyncs
+ * (SIM_IN_PLACE=0: the regressions were found so, and in-place staging relaxes the oracle), then
+ * puts the variables back as they were.
+ */
 async function withDiskFaults<T>(diskFaults: boolean, run: () => Promise<T>): Promise<T> {
-  const before = process.env.SIM_DISK_FAULTS;
+  const before = { SIM_DISK_FAULTS: process.env.SIM_DISK_FAULTS, SIM_IN_PLACE: process.env.SIM_IN_PLACE };
   if (diskFaults) process.env.SIM_DISK_FAULTS = '1';
+  process.env.SIM_IN_PLACE = '0';
   try {
     return await run();
   } finally {
-    if (before === undefined) delete process.env.SIM_DISK_FAULTS;
-    else process.env.SIM_DISK_FAULTS = before;
+    for (const [name, value] of Object.entries(before)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
   }
 }
 

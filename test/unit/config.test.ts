@@ -302,6 +302,20 @@ test("a secondary's receive journal segments default to 64MiB and must hold the 
   refused(`${secondaryYaml}journal: { capacity: 1GiB }\n`, /journal.*capacity/);
 });
 
+test('a secondary stages its resyncs unless told resync.staging: in-place; nothing else is taken', () => {
+  withFile(secondaryYaml, (path) => {
+    const config = loadConfig(path);
+    assert.equal(config.role === 'secondary' && config.resync.staging, 'consistent');
+  });
+  withFile(`${secondaryYaml}resync: { staging: in-place }\n`, (path) => {
+    const config = loadConfig(path);
+    assert.equal(config.role === 'secondary' && config.resync.staging, 'in-place');
+  });
+  refused(`${secondaryYaml}resync: { staging: inconsistent }\n`, /resync\.staging: /);
+  refused(`${secondaryYaml}resync: { stagingBytesMax: 1GiB }\n`, /resync: unknown key "stagingBytesMax"/);
+  refused(`${primaryYaml}resync: { staging: in-place }\n`, /unknown key "resync"/);
+});
+
 test('the tracking section: defaults, bounds, and a journal large enough for tracking to free it', () => {
   const base = primaryYaml.replace(/journal:.*\n/, '');
   withFile(base, (path) => {

@@ -22,7 +22,7 @@ function open(directory: string, onReplayed?: (record: SecondaryRecord, position
     directory,
     segmentBytesMax: 16 * 1024,
     codec: secondaryRecordCodec,
-    checkpoint: () => [{ kind: 'applied', cycle: 0 }],
+    checkpoint: () => [{ kind: 'applied', cycle: 0, consistent: true }],
     ...(onReplayed ? { onReplayed } : {}),
   });
 }

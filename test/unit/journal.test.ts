@@ -43,7 +43,8 @@ const secondaryRecords: SecondaryRecord[] = [
   { kind: 'packet', cycle: 9, packetIndex: 4, extent: dataExtent(0, 1, 1, 3) },
   { kind: 'stored', cycle: 9, coversFrom: 6, consistent: false },
   { kind: 'discard', stored: 9 },
-  { kind: 'applied', cycle: 9 },
+  { kind: 'applied', cycle: 9, consistent: true },
+  { kind: 'applied', cycle: 10, consistent: false },
 ];
 
 function tempDir(): string {

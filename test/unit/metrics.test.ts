@@ -70,18 +70,20 @@ test('a primary exposes its cycles, journal and every secondary link as read fro
   assert.equal(second.value('cyclerep_written_bytes_total'), 5000, 'a running total follows the status');
 });
 
-test('a secondary exposes stored, applied and its link state; a fault turns cyclerep_up to 0', async () => {
+test('a secondary exposes stored, applied, whether its image is consistent and its link state; a fault turns cyclerep_up to 0', async () => {
   const metrics = new SiteMetrics('secondary', () => ({
     role: 'secondary',
     link: 'idle',
     stored: 12,
     applied: 11,
     journalBytes: 0,
+    consistent: false,
     fault: { kind: 'disk-full' },
   }));
   const scraped = parseExposition((await metrics.exposition()).body);
   assert.equal(scraped.value('cyclerep_stored_cycle'), 12);
   assert.equal(scraped.value('cyclerep_applied_cycle'), 11);
+  assert.equal(scraped.value('cyclerep_image_consistent'), 0, 'an in-place resync under way');
   assert.equal(scraped.value('cyclerep_link_state', { state: 'idle' }), 1);
   assert.equal(scraped.value('cyclerep_link_state', { state: 'streaming' }), 0);
   assert.equal(scraped.value('cyclerep_up'), 0);

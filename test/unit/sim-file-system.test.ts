@@ -621,6 +621,37 @@ test('a full disk cuts a write short, then fails the next with ENOSPC; space com
   assert.ok(fs.stats.diskFull >= 2);
 });
 
+test('statfs reports the capacity left as writes take it and unlinks give it back, without drawing delays', async () => {
+  const { fs } = makeDisk(17, { capacityBytes: 8 * 4096 });
+  assert.deepEqual(fs.statfsSync('/d'), { freeBytes: 8 * 4096, totalBytes: 8 * 4096 });
+  const fd = fs.openSync('/d/a', 'wx', 0o600);
+  fs.writeSync(fd, filled(5000, 1), 0, 5000, null);
+  assert.equal(fs.statfsSync('/d').freeBytes, 6 * 4096, 'whole allocation blocks are taken');
+  fs.closeSync(fd);
+  fs.unlinkSync('/d/a');
+  assert.equal(fs.statfsSync('/d/').freeBytes, 8 * 4096);
+  assert.equal(
+    codeOf(() => fs.statfsSync('/nowhere')),
+    'ENOENT',
+  );
+  const unlimited = makeDisk(17).fs.statfsSync('/d');
+  assert.ok(unlimited.freeBytes >= 2 ** 50 && unlimited.freeBytes === unlimited.totalBytes);
+  // Asking changes nothing a run depends on: the same seed, asked or not, gives the same delays.
+  const delaysOf = async (ask: boolean): Promise<number[]> => {
+    const { fs: disk, scheduler } = makeDisk(5);
+    const file = disk.openSync('/d/f', 'wx', 0o600);
+    const times: number[] = [];
+    for (let index = 0; index < 8; index++) {
+      if (ask) disk.statfsSync('/d');
+      void disk.write(file, filled(10, index), 0, 10, index * 10).then(() => times.push(scheduler.nowMs));
+    }
+    await scheduler.drain();
+    return times;
+  };
+  const quiet = await delaysOf(false);
+  assert.deepEqual(await delaysOf(true), quiet);
+});
+
 test('a call in flight holds its file: space comes back when the last handle goes', async () => {
   const { fs, scheduler } = makeDisk(16, { capacityBytes: 4 * 4096 });
   const fd = fs.openSync('/d/f', 'wx', 0o600);

@@ -90,6 +90,49 @@ test('a secondary shows its cycles, journal and the state of its link to the pri
   }
 });
 
+test('a secondary says when its image is not consistent, and when it refused a resync for want of room', () => {
+  const base = {
+    group: 'demo',
+    role: 'secondary',
+    name: 'dr1',
+    link: 'idle',
+    stored: 9,
+    applied: 7,
+  } as const;
+  const inconsistent = describe({
+    ...base,
+    consistent: false,
+    inconsistentSince: '2026-11-26T10:00:00.000Z',
+  });
+  assert.match(
+    inconsistent.split('\n')[2] ?? '',
+    /^ {2}IMAGE NOT CONSISTENT since 2026-11-26T10:00:00\.000Z: an in-place resync/,
+  );
+  const refused = describe({
+    ...base,
+    consistent: true,
+    staging: {
+      mode: 'consistent',
+      stagedBytes: 3 * 1024 ** 3,
+      shortage: {
+        stagedBytes: 3 * 1024 ** 3,
+        freeBytes: 60 * 1024 ** 2,
+        freeBytesMin: 64 * 1024 ** 2,
+        volumeBytes: 16 * 1024 ** 3,
+      },
+    },
+  });
+  assert.equal(
+    refused.split('\n')[2],
+    '  RESYNC REFUSED: no room to stage 3.0 GiB staged, 60.0 MiB free (64.0 MiB kept free), up to 16.0 GiB may be needed: free room, or resync.staging: in-place',
+  );
+  assert.equal(
+    describe({ ...base, consistent: true }).split('\n').length,
+    3,
+    'nothing more while all is well',
+  );
+});
+
 test('under --watch a secondary behind by more than a cycle gets a catch-up bar from its largest lag', () => {
   const peaks = new Map<string, number>();
   const behind = (lagBytes: number) => ({

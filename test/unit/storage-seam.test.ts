@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { codesOf, StorageError, storageFaultOf } from '../../src/core/errors.ts';
 import type { PrimaryRecord } from '../../src/core/records.ts';
-import type { FileStats, FileSystem, OpenFlags } from '../../src/io/file-system.ts';
+import type { DiskSpace, FileStats, FileSystem, OpenFlags } from '../../src/io/file-system.ts';
 import { nodeFileSystem } from '../../src/io/node-file-system.ts';
 import type { PrimaryFileConfig } from '../../src/ops/config.ts';
 import { primaryRecordCodec } from '../../src/storage/record-codec.ts';
@@ -150,6 +150,10 @@ class RecordingFileSystem implements FileSystem {
   truncateSync(path: string, length: number): void {
     this.record('truncateSync', path);
     nodeFileSystem.truncateSync(this.real(path), length);
+  }
+  statfsSync(path: string): DiskSpace {
+    this.record('statfsSync', path);
+    return nodeFileSystem.statfsSync(this.real(path));
   }
   async open(path: string, flags: OpenFlags, mode?: number): Promise<number> {
     await this.recordAsync('open', path);

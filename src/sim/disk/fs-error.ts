@@ -32,7 +32,8 @@ export type Syscall =
   | 'scandir'
   | 'mkdir'
   | 'rename'
-  | 'unlink';
+  | 'unlink'
+  | 'statfs';
 
 export interface SimFsError extends Error {
   code: FsErrorCode;

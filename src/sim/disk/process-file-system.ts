@@ -5,7 +5,7 @@
  * successor works on.
  */
 import { assert } from '../../core/assert.ts';
-import type { FileStats, FileSystem, OpenFlags } from '../../io/file-system.ts';
+import type { DiskSpace, FileStats, FileSystem, OpenFlags } from '../../io/file-system.ts';
 
 /** What the facade needs of the disk: its calls, and which life of the process is current. */
 export interface LivingDisk extends FileSystem {
@@ -76,6 +76,9 @@ export class ProcessFileSystem implements FileSystem {
   }
   truncateSync(path: string, length: number): void {
     this.now(() => this.disk.truncateSync(path, length));
+  }
+  statfsSync(path: string): DiskSpace {
+    return this.now(() => this.disk.statfsSync(path));
   }
 
   open(path: string, flags: OpenFlags, mode?: number): Promise<number> {

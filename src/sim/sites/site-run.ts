@@ -62,6 +62,10 @@ export interface SiteRunStats {
   resyncStarted: number;
   resyncComplete: number;
   initialSyncs: number;
+  /** `image-inconsistent` warnings: an in-place resync began (or a start found one unfinished). */
+  inconsistentImageWarnings: number;
+  /** Images of a secondary left unjudged because it said they were inconsistent (in-place only). */
+  imagesInconsistent: number;
   simulatedMs: number;
 }
 
@@ -157,6 +161,8 @@ export class SiteRun {
       resyncStarted: 0,
       resyncComplete: 0,
       initialSyncs: 0,
+      inconsistentImageWarnings: 0,
+      imagesInconsistent: 0,
       simulatedMs: 0,
     };
   }
@@ -253,6 +259,7 @@ export class SiteRun {
         blockSize: this.scenario.blockBytes,
         listen: this.listenAddress(index),
         link: this.linkConfig(),
+        resync: { staging: this.scenario.resyncStaging[index] ?? 'consistent' },
       },
       `sim dr${index + 1}`,
     ) as SecondaryFileConfig;
@@ -367,6 +374,7 @@ export class SiteRun {
     else if (event === 'resync-started') this.stats.resyncStarted++;
     else if (event === 'resync-complete') this.stats.resyncComplete++;
     else if (event === 'initial-sync') this.stats.initialSyncs++;
+    else if (event === 'image-inconsistent') this.stats.inconsistentImageWarnings++;
   }
 
   private newProcess(site: Site<unknown>): SimProcess {
@@ -455,6 +463,7 @@ export class SiteRun {
       ? SecondaryNode.start(config, this.loggerOf(process), onFatal, { ...options, offline: true }).then(
           async (node) => {
             await node.settle();
+            const image = node.imageState;
             await node.stop();
             // `cyclerep recover` exits here: nothing it started may still be running.
             if (site.disk.pendingOperations > 0)
@@ -462,7 +471,9 @@ export class SiteRun {
                 `${process.name}: cyclerep recover stopped with ${site.disk.pendingOperations} disk calls still running`,
               );
             this.stats.recovers++;
-            this.judgeFiles(site, 'after cyclerep recover', this.floorOf(site));
+            // Recovered in the middle of an in-place resync, the files are no consistent cut: unjudged.
+            if (this.mayBeInconsistent(site, image, image)) this.stats.imagesInconsistent++;
+            else this.judgeFiles(site, 'after cyclerep recover', this.floorOf(site));
           },
         )
       : Promise.resolve();
@@ -688,9 +699,16 @@ export class SiteRun {
       this.violation(`${site.name}: applied went down from ${site.appliedMax} to ${applied}`);
     site.appliedMax = Math.max(site.appliedMax, applied);
     const floor = this.floorOf(site);
+    // What the secondary says of its image is used for in-place staging only: otherwise the history
+    // judges every image, whatever the code under test claims.
+    const before = node.imageState;
     this.readImage((volume, offset, length) => node.read(volume, offset, length)).then(
       (image) => {
         if (!process.alive) return;
+        if (this.mayBeInconsistent(site, before, node.imageState)) {
+          this.stats.imagesInconsistent++;
+          return;
+        }
         if (node.status().applied !== applied) {
           this.judgeEachVolume(`${process.name} read path`, image, floor);
           return;
@@ -706,6 +724,30 @@ export class SiteRun {
         if (process.alive && !site.diskFault)
           this.violation(`${process.name}: a read failed: ${error.message}`);
       },
+    );
+  }
+
+  private inPlace(site: Site<unknown>): boolean {
+    const index = this.secondaries.indexOf(site as Site<SecondaryNode>);
+    return this.scenario.resyncStaging[index] === 'in-place';
+  }
+
+  /**
+   * The one relaxation of the oracle: a secondary with in-place staging may show an image that is no
+   * consistent cut between an in-place resync's first cycle applied and its consistent cycle. A read
+   * is left unjudged when the image was said inconsistent at its start or end, or one was shown in
+   * between; never for a secondary with consistent staging.
+   */
+  private mayBeInconsistent(
+    site: Site<unknown>,
+    before: SecondaryNode['imageState'],
+    after: SecondaryNode['imageState'],
+  ): boolean {
+    if (!this.inPlace(site)) return false;
+    return (
+      !before.consistent ||
+      !after.consistent ||
+      before.inconsistentUnitsShown !== after.inconsistentUnitsShown
     );
   }
 

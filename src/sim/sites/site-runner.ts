@@ -170,6 +170,8 @@ function emptyReport(): SiteSimulationReport {
     resyncStarted: 0,
     resyncComplete: 0,
     initialSyncs: 0,
+    inconsistentImageWarnings: 0,
+    imagesInconsistent: 0,
     simulatedMs: 0,
   };
 }
@@ -196,6 +198,8 @@ function addStats(total: SiteRunStats, part: SiteRunStats): void {
     'resyncStarted',
     'resyncComplete',
     'initialSyncs',
+    'inconsistentImageWarnings',
+    'imagesInconsistent',
     'simulatedMs',
   ] as const)
     total[key] += part[key];
@@ -227,7 +231,7 @@ export function printSiteReport(print: (line: string) => void, report: SiteSimul
     `disk syncs ${report.syncs}; machine crashes lost ${report.lostSectors} sectors, tore ${report.tornSectors}, reverted ${report.revertedEntries} directory entries`,
   );
   print(
-    `secondaries switched to tracking ${report.trackingStarted}, resyncs started ${report.resyncStarted}, completed ${report.resyncComplete}, initial syncs ${report.initialSyncs}`,
+    `secondaries switched to tracking ${report.trackingStarted}, resyncs started ${report.resyncStarted}, completed ${report.resyncComplete}, initial syncs ${report.initialSyncs}; in-place staging: images said inconsistent ${report.inconsistentImageWarnings} times, reads left unjudged for it ${report.imagesInconsistent}`,
   );
   const seedsPerSecond = report.wallSeconds > 0 ? report.seedsRun / report.wallSeconds : 0;
   print(

@@ -1,5 +1,5 @@
 /** One whole-site scenario, drawn entirely from its seed. */
-import type { AckMode } from '../../core/types.ts';
+import type { AckMode, ResyncStaging } from '../../core/types.ts';
 import { Random } from '../random.ts';
 
 export const siteFaultKinds = [
@@ -57,6 +57,8 @@ export interface SiteScenario {
   segmentBytes: number;
   /** Null: the primary's defaults (a journal far larger than the run, tracking after 600 s away). */
   tracking: SiteTracking | null;
+  /** Each secondary's `resync.staging`: in-place for some, whose image may be inconsistent during a resync. */
+  resyncStaging: ResyncStaging[];
   latencyMs: number[];
   /** Each site's disk: longest delay of a read or write, and of a sync. Some scenarios have slow disks. */
   disks: { ioDelayMsMax: number; syncDelayMsMax: number; volumesSlower: number }[];
@@ -93,6 +95,7 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
     cyclesInFlightMax: random.between(1, 4),
     segmentBytes: random.pick([8 * 1024, 32 * 1024, 1024 * 1024]),
     tracking: null,
+    resyncStaging: [],
     latencyMs: Array.from({ length: secondaries }, () => random.between(1, 40)),
     // The primary's disk first, then each secondary's.
     disks: Array.from({ length: secondaries + 1 }, () =>
@@ -125,8 +128,16 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
       ...(wipesEnabled() ? drawWipes(new Random(seed ^ 0x3e1f), faultPhaseMs, secondaries) : []),
     ].filter((_, index) => keepFaults === undefined || keepFaults.includes(index)),
   };
-  // Drawn apart, so that every other choice of the seed stays as it was before tracking existed.
-  return { ...scenario, tracking: drawTracking(new Random(seed ^ 0x7ac6), scenario.segmentBytes) };
+  // Drawn apart, so that every other choice of the seed stays as it was before tracking existed,
+  // and before in-place staging did.
+  const staging = new Random(seed ^ 0x57a9);
+  return {
+    ...scenario,
+    tracking: drawTracking(new Random(seed ^ 0x7ac6), scenario.segmentBytes),
+    resyncStaging: Array.from({ length: secondaries }, () =>
+      staging.chance(0.2) && inPlaceEnabled() ? 'in-place' : 'consistent',
+    ),
+  };
 }
 
 /**
@@ -167,6 +178,14 @@ function drawFaults(random: Random, faultPhaseMs: number, secondaries: number): 
  */
 export function diskFaultsEnabled(): boolean {
   return process.env.SIM_DISK_FAULTS !== '0';
+}
+
+/**
+ * Secondaries with `resync.staging: in-place` (about one in five), whose image the oracle does not
+ * judge while they say it is inconsistent; `SIM_IN_PLACE=0` makes every secondary stage, as before.
+ */
+export function inPlaceEnabled(): boolean {
+  return process.env.SIM_IN_PLACE !== '0';
 }
 
 /** Scenarios where a secondary's data directory is deleted too; `SIM_WIPES=0` leaves them out. */
