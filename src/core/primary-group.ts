@@ -38,6 +38,12 @@ export interface PrimaryConfig {
   identity: PrimaryIdentity;
   /** When an away secondary's journal entries give way to a changed-block bitmap (docs/resync.md). */
   tracking: TrackingConfig;
+  /**
+   * Bytes of writes appended since the last journal sync at which the group asks for another
+   * without waiting for a switch or a flush: the node holds writes in memory until they are durable
+   * and written back, so this bounds that memory (docs/storage.md, "Memory").
+   */
+  syncBytes: number;
 }
 
 export type PrimaryAction =
@@ -136,6 +142,7 @@ export function checkPrimaryConfig(config: PrimaryConfig): void {
     problems.push('secondary names must differ');
   if (config.cycleMsMin < 0) problems.push('cycle.intervalMinMs must not be negative');
   if (config.cyclesQueuedMax < 1) problems.push('cycle.queuedMax must be at least 1');
+  if (!(config.syncBytes >= 1)) problems.push('syncBytes must be at least 1');
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
 }
 
@@ -150,6 +157,8 @@ export class PrimaryGroup implements CycleStore {
   private appendSeq = 0;
   private durableSeq = 0;
   private syncRequestedSeq = 0;
+  /** Bytes of writes appended since the last sync was asked for. */
+  private bytesSinceSyncRequest = 0;
   /** A switch record waiting for durability: cycle `closed` becomes sendable then. */
   private closing: { closed: CycleNumber; seq: number } | null = null;
   /** A switch the nodes have not all confirmed yet. */
@@ -270,6 +279,8 @@ export class PrimaryGroup implements CycleStore {
     const extent = extentInJournal(write.extent);
     entry.fold.addJournaled(extent, seq);
     this.account(entry, extent, nowMs);
+    if (write.extent.data) this.bytesSinceSyncRequest += write.extent.data.length;
+    if (this.bytesSinceSyncRequest >= this.config.syncBytes) this.requestSync(seq);
     if (this.config.ack === 'immediate') {
       this.out.push({ type: 'ack', token: write.token, cycle });
     } else {
@@ -490,6 +501,7 @@ export class PrimaryGroup implements CycleStore {
   private requestSync(seq: number): void {
     if (seq <= this.syncRequestedSeq) return;
     this.syncRequestedSeq = this.appendSeq;
+    this.bytesSinceSyncRequest = 0;
     this.out.push({ type: 'journal-sync', upTo: this.appendSeq });
   }
 

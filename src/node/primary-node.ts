@@ -21,7 +21,7 @@ import type { CycleNumber, Extent } from '../core/types.ts';
 import type { Clock } from '../io/clock.ts';
 import { nodeEnvironment, type SiteEnvironment } from '../io/environment.ts';
 import type { NbdExport } from '../nbd/connection.ts';
-import type { PrimaryFileConfig } from '../ops/config.ts';
+import { type PrimaryFileConfig, writeBackBytesMax } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
 import { dropTrackingState, saveTrackingState } from '../storage/tracking-file.ts';
@@ -56,6 +56,18 @@ export interface PrimaryNodeStatus extends PrimaryStatus {
   journalWrites: number;
   journalSyncs: number;
   journalAppends: number;
+  /**
+   * Block data in memory: writes not yet durable or not yet on the volumes (the journal's index
+   * keeps references), against memory.dataBytesMax and the share it leaves them.
+   */
+  memory: {
+    dataBytesMax: number;
+    writeBackBytes: number;
+    writeBackBytesPeak: number;
+    writeBackBytesMax: number;
+    /** Writes waiting because the write-back holds its share (volumes slower than the journal). */
+    writeBackFull: boolean;
+  };
   /** Why the site is stopping on its own, or null: the storage failure and when it happened. */
   fault: StorageFault | null;
 }
@@ -113,6 +125,8 @@ export class PrimaryNode {
         timings: linkTimingsOf(config.link),
         identity: storage.identity,
         tracking: trackingConfigOf(config, storage.shape.blockBytes),
+        // Half the write-back's share: the next sync is under way well before writes must wait.
+        syncBytes: Math.max(1, Math.floor(writeBackBytesMax(config) / 2)),
       },
       environment.random,
       storage.records,
@@ -121,8 +135,19 @@ export class PrimaryNode {
     this.journalBlocks = new JournalBlocks(storage.journal, storage.shape.blockBytes, writeBlocks, true);
     for (const { seq, cycle, position } of storage.places)
       this.journalBlocks.onReplayed(seq, cycle, position);
-    this.writeBack = new WriteBack(storage.volumes, storage.shape.blockBytes, (error) => this.fail(error));
-    this.journalRoom = new JournalRoom(storage.journal, config.journal.capacity, logger);
+    this.writeBack = new WriteBack(
+      storage.volumes,
+      storage.shape.blockBytes,
+      (error) => this.fail(error),
+      () => this.journalRoom.onSpaceFreed(),
+    );
+    this.journalRoom = new JournalRoom(
+      storage.journal,
+      config.journal.capacity,
+      this.writeBack,
+      writeBackBytesMax(config),
+      logger,
+    );
     this.links = new PrimaryLinks(config.secondaries, this.dialer, this.core, this.clock, logger, {
       onConnected: (connection) => this.run(this.core.onConnected(this.clock.now(), connection)),
       onBytes: (connection) => this.core.onBytesReceived(this.clock.now(), connection),
@@ -431,6 +456,13 @@ export class PrimaryNode {
       journalWrites: journal.writeCalls,
       journalSyncs: journal.syncCalls,
       journalAppends: journal.appended,
+      memory: {
+        dataBytesMax: this.config.memory.dataBytesMax,
+        writeBackBytes: this.writeBack.heldBytes,
+        writeBackBytesPeak: this.writeBack.heldBytesPeak,
+        writeBackBytesMax: writeBackBytesMax(this.config),
+        writeBackFull: this.journalRoom.writeBackFull,
+      },
       fault: this.runtime.fault,
     };
   }

@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.ts';
-import { limits } from '../core/limits.ts';
+import { limits, linkQueue } from '../core/limits.ts';
 import { blockBytesProblem, namePattern, namePatternText, volumeSizeProblem } from '../core/shape.ts';
 import { ackModes, resyncStagings } from '../core/types.ts';
 import { assertPrivateKeyFile } from '../net/key-file.ts';
@@ -159,9 +159,20 @@ const common = {
 /** Journal segments a primary with tracking needs at least (see trackingConfigOf). */
 export const trackingSegmentsMin = 4;
 
+/** The least memory.dataBytesMax may leave a primary for writes on their way to durability. */
+export const writeBackBytesMin = 32 * 1024 ** 2;
+
 const primarySchema = z.strictObject({
   ...common,
   role: z.literal('primary'),
+  /**
+   * Bytes of block data the site holds in memory: writes not yet durable or not yet on the
+   * volumes, and per secondary its resync's copy window and the packets built ahead of its sockets.
+   * The journal's index keeps references, not data (docs/storage.md, "Memory").
+   */
+  memory: z
+    .strictObject({ dataBytesMax: size.default(256 * 1024 ** 2) })
+    .default({ dataBytesMax: 256 * 1024 ** 2 }),
   volumes: z.array(volume).min(1).max(limits.volumesMax),
   cycle: z
     .strictObject({
@@ -336,6 +347,11 @@ function checkRelations(config: FileConfig, source: string): void {
       problems.push(
         `tracking.granularity: ${config.tracking.granularity} is not whole blocks of ${config.blockSize}`,
       );
+    const linksBytes = config.secondaries.length * linkDataBytes(config);
+    if (writeBackBytesMax(config) < writeBackBytesMin)
+      problems.push(
+        `memory.dataBytesMax: ${config.memory.dataBytesMax} bytes hold the ${config.secondaries.length} secondaries' copy windows and packet queues (${linksBytes} bytes) and leave ${writeBackBytesMax(config)} for writes on their way to the volumes, below ${writeBackBytesMin}: raise it, or lower tracking.copyWindow`,
+      );
     if (config.tracking.copyWindow < Math.max(config.tracking.granularity, limits.packetBytesMax))
       problems.push(
         `tracking.copyWindow: at least tracking.granularity and ${limits.packetBytesMax} bytes, so that one copy read fits`,
@@ -343,6 +359,19 @@ function checkRelations(config: FileConfig, source: string): void {
   }
   if (problems.length > 0)
     throw new ConfigError(problems.map((problem) => `${source}: ${problem}`).join('\n'));
+}
+
+/**
+ * Bytes of block data one secondary may make the primary hold: its resync's copy window, and the
+ * packets built ahead of what its sockets take (one more packet while the last is built).
+ */
+export function linkDataBytes(config: PrimaryFileConfig): number {
+  return config.tracking.copyWindow + linkQueue.bytesLow + limits.packetBytesMax;
+}
+
+/** What memory.dataBytesMax leaves for writes not yet durable or not yet on the volumes. */
+export function writeBackBytesMax(config: PrimaryFileConfig): number {
+  return config.memory.dataBytesMax - config.secondaries.length * linkDataBytes(config);
 }
 
 /**

@@ -151,6 +151,8 @@ export class Cluster {
       connectionsPerLink: scenario.connectionsPerLink,
       timings: scenario.timings,
       identity: simulatedIdentity(scenario.seed),
+      // Small, so that syncs between switches happen in every run (no draw: seeds keep their runs).
+      syncBytes: 16 * scenario.shape.blockBytes,
     };
     this.primary = new PrimaryGroup(this.primaryConfig, () => this.coreRandom.next());
     this.sites = scenario.secondaries.map((name) => this.newSite(name, scenario.timings));

@@ -57,6 +57,7 @@ export function primaryConfig(overrides: Partial<PrimaryConfig> = {}): PrimaryCo
     timings,
     tracking: trackingNever,
     identity: primaryIdentity,
+    syncBytes: Number.POSITIVE_INFINITY,
     ...overrides,
   };
 }
@@ -145,6 +146,8 @@ export class Harness {
   readonly savesWaiting: (() => void)[] = [];
   /** Blocks copy reads covered, for tests of what a resync sends. */
   copiedBlocks = 0;
+  /** Blocks the primary read back from its journal to build packets. */
+  blocksRead = 0;
   private readonly connections = new Map<number, HarnessConnection>();
   private readonly cut = new Set<number>();
   private nextToken = 1;
@@ -323,6 +326,7 @@ export class Harness {
           this.trackingFiles.delete(action.link);
           break;
         case 'read-blocks':
+          this.blocksRead += action.pieces.reduce((sum, piece) => sum + piece.blockCount, 0);
           this.runPrimary(
             this.primary.onBlocksRead(
               this.nowMs,

@@ -320,3 +320,46 @@ test('an idle link with nothing outstanding is never failed for lack of STORED f
   assert.equal(link?.failures, 0);
   assert.equal(link?.stored, 1);
 });
+
+test('the journal index keeps references, not block data: packets read their bytes back from the journal', () => {
+  const harness = new Harness(primaryConfig({ cycleMsMin: 10 }));
+  harness.cutLink(0);
+  for (let block = 0; block < 32; block++) harness.write(dataExtent(0, block, 1, block + 1));
+  harness.advance(20);
+  assert.equal(harness.primary.closed, 1);
+  const fold = harness.primary.foldRange(1, 1);
+  assert.equal(fold.payloadBytes, 32 * 512, 'the cycle carries every block');
+  assert.equal(fold.payloadBytesInMemory, 0, 'and holds none of their bytes');
+  assert.equal(typeof harness.primary.newestBlock(0, 5), 'number', 'a read finds where the block lies');
+  harness.healLink(0);
+  harness.advance(200);
+  assert.equal(harness.secondaries[0]?.stored, 1);
+  for (let block = 0; block < 32; block++) assert.equal(harness.byteAt(0, 0, block), block + 1);
+  assert.ok(
+    harness.blocksRead >= 32,
+    `the packets' bytes came from the journal (${harness.blocksRead} blocks)`,
+  );
+});
+
+test('a journal sync is asked for once syncBytes of writes were appended, without waiting for a switch', () => {
+  const primary = new PrimaryGroup(primaryConfig({ cycleMsMin: 1000, syncBytes: 4 * 512 }), () => 0.5);
+  const syncsOf = (actions: PrimaryAction[]) => actions.filter((action) => action.type === 'journal-sync');
+  for (let block = 0; block < 3; block++)
+    assert.deepEqual(
+      syncsOf(primary.onWrite(0, { token: block, node: 0, extent: dataExtent(0, block, 1, 1) })),
+      [],
+    );
+  const fourth = primary.onWrite(0, { token: 3, node: 0, extent: dataExtent(0, 3, 1, 1) });
+  assert.deepEqual(
+    syncsOf(fourth),
+    [{ type: 'journal-sync', upTo: 4 }],
+    'the fourth block reaches syncBytes',
+  );
+  assert.equal(primary.capture, 1, 'no switch was needed');
+  const zeroes = primary.onWrite(0, {
+    token: 4,
+    node: 0,
+    extent: { volume: 0, block: 8, blockCount: 64, data: null },
+  });
+  assert.deepEqual(syncsOf(zeroes), [], 'zero runs hold no bytes in memory and count for nothing');
+});

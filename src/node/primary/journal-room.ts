@@ -1,7 +1,9 @@
 /**
- * Writes waiting for journal room. At journal.capacity a source's write waits (it is never dropped)
- * until collection frees space; past writesWaitingMax waiting writes it is refused with journal-full,
- * so a secondary that stopped storing cannot make the primary hold unbounded memory.
+ * Writes waiting for room. At journal.capacity a source's write waits (it is never dropped) until
+ * collection frees space; past writesWaitingMax waiting writes it is refused with journal-full, so a
+ * secondary that stopped storing cannot make the primary hold unbounded memory. Likewise while the
+ * writes held in memory on their way to the volumes reach their bound (volumes slower than the
+ * journal): a write waits until a write-back batch landed.
  */
 import type { Logger } from '../../ops/logger.ts';
 import { PrimaryNodeError } from './primary-node-error.ts';
@@ -20,6 +22,8 @@ export class JournalRoom {
   constructor(
     private readonly journal: { readonly bytes: number },
     private readonly capacityBytes: number,
+    private readonly writeBack: { readonly heldBytes: number },
+    private readonly writeBackBytesMax: number,
     private readonly logger: Logger,
   ) {}
 
@@ -27,13 +31,25 @@ export class JournalRoom {
     return this.journal.bytes >= this.capacityBytes;
   }
 
+  /** The writes on their way to the volumes hold memory.dataBytesMax's share for them. */
+  get writeBackFull(): boolean {
+    return this.writeBack.heldBytes >= this.writeBackBytesMax;
+  }
+
+  private get waitNeeded(): boolean {
+    return this.full || this.writeBackFull;
+  }
+
   get waitingCount(): number {
     return this.waiting.length;
   }
 
-  /** Resolves once the journal is below its capacity: at once, or when collection freed space. */
+  /**
+   * Resolves once the journal is below its capacity and the write-back below its bound: at once,
+   * or when collection freed space or a write-back batch landed.
+   */
   whenRoom(): Promise<void> {
-    if (!this.full) return Promise.resolve();
+    if (!this.waitNeeded) return Promise.resolve();
     if (this.waiting.length >= writesWaitingMax) {
       return Promise.reject(
         new PrimaryNodeError(
@@ -42,17 +58,24 @@ export class JournalRoom {
         ),
       );
     }
-    if (this.waiting.length === 0) {
+    if (this.waiting.length === 0 && this.full) {
       this.logger.warn('journal-full', { capacity: this.capacityBytes, bytes: this.journal.bytes });
+    } else if (this.waiting.length === 0) {
+      // Volumes slower than the journal: common under bursts, not a fault.
+      this.logger.log({
+        level: 'debug',
+        event: 'write-back-full',
+        fields: { bytesMax: this.writeBackBytesMax, bytes: this.writeBack.heldBytes },
+      });
     }
     return new Promise((resolve, reject) => {
       this.waiting.push({ resolve, reject });
     });
   }
 
-  /** Collection freed space: waiting writes go on, oldest first, while there is room. */
+  /** Collection freed space, or a write-back landed: waiting writes go on, oldest first, while there is room. */
   onSpaceFreed(): void {
-    while (this.waiting.length > 0 && !this.full) this.waiting.shift()?.resolve();
+    while (this.waiting.length > 0 && !this.waitNeeded) this.waiting.shift()?.resolve();
   }
 
   /** Writes still waiting were never journaled: each fails with `error`. */

@@ -19,6 +19,8 @@ const writeBackBatchWritesMax = 256;
 interface WriteBackBatch {
   extents: Extent[];
   fold: FoldIndex | null;
+  /** Bytes of block data its writes hold. */
+  bytes: number;
 }
 
 /** The newest content of a block in one batch: from its fold once made, else its writes newest first. */
@@ -47,17 +49,25 @@ export class WriteBack {
   private readonly batches: WriteBackBatch[] = [];
   /** Settles when every write-back issued so far has landed (or failed, which is fatal). */
   private tail: Promise<void> = Promise.resolve();
+  /** Bytes of block data held here: writes not yet durable, and batches not yet landed. */
+  heldBytes = 0;
+  /** The most heldBytes was in this run. */
+  heldBytesPeak = 0;
 
   constructor(
     private readonly volumes: readonly VolumeFile[],
     private readonly blockBytes: number,
     /** A failed write-back is fatal: its records must stay in the journal for the redo. */
     private readonly onFailure: (error: unknown) => void,
+    /** A batch landed: heldBytes went down (writes waiting for memory may go on). */
+    private readonly onLanded: () => void,
   ) {}
 
   /** A write was appended to the journal as record `seq`. */
   onJournaled(seq: number, extent: Extent): void {
     this.journaled.push({ seq, extent });
+    this.heldBytes += extent.data?.length ?? 0;
+    this.heldBytesPeak = Math.max(this.heldBytesPeak, this.heldBytes);
   }
 
   /**
@@ -72,15 +82,16 @@ export class WriteBack {
     while (count < this.journaled.length && (this.journaled[count] as { seq: number }).seq <= upTo) count++;
     const durable = this.journaled.splice(0, count);
     for (let at = 0; at < durable.length; at += writeBackBatchWritesMax) {
-      const batch: WriteBackBatch = {
-        extents: durable.slice(at, at + writeBackBatchWritesMax).map(({ extent }) => extent),
-        fold: null,
-      };
+      const extents = durable.slice(at, at + writeBackBatchWritesMax).map(({ extent }) => extent);
+      const bytes = extents.reduce((sum, extent) => sum + (extent.data?.length ?? 0), 0);
+      const batch: WriteBackBatch = { extents, fold: null, bytes };
       this.batches.push(batch);
       const landed = this.tail.then(() => this.writeBatch(batch));
       this.tail = landed.then(
         () => {
           this.batches.shift();
+          this.heldBytes -= batch.bytes;
+          this.onLanded();
         },
         (error) => this.onFailure(error),
       );
