@@ -87,6 +87,7 @@ export async function memoryWhileAway(context: BenchContext): Promise<void> {
     'copied MiB',
     'link-failed primary / secondary',
     'secondary peak RSS MiB',
+    'primary peak RSS MiB (VmHWM)',
   ]);
   for (const configuration of configurations) {
     const points = plan.points.filter((point) => point < configuration.writtenBytesBelow);
@@ -158,18 +159,10 @@ async function awayPrimary(
       run.memoryTable.rows.push(memoryRow(configuration, point, status, usage, writing));
       const figure = `resync.awayMemory.${configuration.key}.${point / mib}MiB`;
       context.report.figure(`${figure}.peakRssMiB`, usage.peak / mib);
-      if (writing) context.report.figure(`${figure}.maxWriteLatencyMs`, writing.maxLatencyUs / 1000);
+      if (writing?.fio) context.report.figure(`${figure}.maxWriteLatencyMs`, writing.maxLatencyUs / 1000);
+      if (writing) context.report.figure(`${figure}.writesStalled`, writing.stalled ? 1 : 0);
       if (writing?.stalled) {
-        run.catchUpTable.rows.push([
-          configuration.label,
-          label(point),
-          'not measured: writes stalled',
-          '',
-          '',
-          '',
-          '',
-          '',
-        ]);
+        run.catchUpTable.rows.push(notMeasured(run.catchUpTable, configuration, point, 'writes stalled'));
         return;
       }
     }
@@ -244,7 +237,6 @@ async function writeWatched(
     watch.maxLatencyUs = watch.fio.maxUs;
   } catch (error) {
     if (!watch.stalled) throw error;
-    watch.maxLatencyUs = stallMs * 1000;
   } finally {
     watching = false;
     await watcher;
@@ -269,8 +261,8 @@ function memoryRow(
     label(point),
     modes.join(' -> '),
     writing?.fio ? writing.fio.mibPerSecond : writing?.stalled ? 'stalled: fio stopped' : '',
-    writing ? writing.maxLatencyUs / 1000 : '',
-    writing ? writing.writesWaitingMax : '',
+    writing ? maxLatencyCell(writing) : '',
+    writing ? String(writing.writesWaitingMax) : '',
     status.journalBytes / mib,
     writing ? Math.max(writing.rssMaxBytes, usage.rss) / mib : '',
     usage.rss / mib,
@@ -278,6 +270,11 @@ function memoryRow(
     goal === null ? 'n/a' : goal / mib,
     goal === null ? 'n/a' : usage.peak / goal,
   ];
+}
+
+/** fio's slowest write; a write that stalled was still waiting when fio was stopped. */
+function maxLatencyCell(writing: Writing): string | number {
+  return writing.stalled ? `> ${stallMs.toLocaleString('en-US')}` : writing.maxLatencyUs / 1000;
 }
 
 /** The primary's memory budget from its status, where it reports one (issue 12), else null. */
@@ -296,11 +293,21 @@ async function catchUp(
   // The secondary stages what it receives, then applies it to its (sparse) volume: twice the bytes.
   const needed = 2 * run.writtenBytes + diskMarginBytes;
   if (freeBytes(context.dir) < needed) {
-    run.catchUpTable.rows.push([...row, `not measured: ${label(needed)} of disk needed`, '', '', '', '', '']);
+    run.catchUpTable.rows.push([
+      ...row,
+      `not measured: ${label(needed)} of disk needed`,
+      '',
+      '',
+      '',
+      '',
+      '',
+      '',
+    ]);
     return;
   }
   const result: SyncRun = await syncSecondary(sites);
   const secondaryPeak = (sites.secondary as Child).memory().peak;
+  const primaryPeak = (sites.primary as Child).memory().peak;
   run.catchUpTable.rows.push([
     ...row,
     result.modes.join(' -> '),
@@ -309,10 +316,22 @@ async function catchUp(
     result.copiedBytes / mib,
     `${result.failedPrimary} / ${result.failedSecondary}`,
     secondaryPeak / mib,
+    primaryPeak / mib,
   ]);
   const figure = `resync.awayCatchUp.${run.configuration.key}`;
   context.report.figure(`${figure}.linkUpSeconds`, result.linkUpSeconds);
   context.report.figure(`${figure}.linkFailed`, result.failedPrimary + result.failedSecondary);
+}
+
+/** A catch-up row that says why it was not measured, blank in the other columns. */
+function notMeasured(
+  table: Table,
+  configuration: Configuration,
+  writtenBytes: number,
+  why: string,
+): string[] {
+  const row = [configuration.label, label(writtenBytes), `not measured: ${why}`];
+  return [...row, ...table.columns.slice(row.length).map(() => '')];
 }
 
 function memoryNotes(scaledNote: string | null): string[] {
