@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [--only name,...]`: every scenario runs cyclerep and its baseline in
  * the same run, prints its tables as it goes, and the run ends by writing bench/results/latest.json
- * and latest.md. The benchmark reports; it never fails on a figure (only when something breaks).
+ * and latest.md. `--only` also takes a part of a scenario that runs alone (resync-memory). The benchmark reports; it never fails on a figure (only when something breaks).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +16,7 @@ import { memory } from './scenarios/memory.ts';
 import { recovery } from './scenarios/recovery.ts';
 import { replication } from './scenarios/replication.ts';
 import { resync } from './scenarios/resync.ts';
+import { memoryWhileAway } from './scenarios/resync-memory.ts';
 import { tlsLink } from './scenarios/tls-link.ts';
 
 const scenarios: Record<string, (context: BenchContext) => Promise<void>> = {
@@ -28,6 +29,12 @@ const scenarios: Record<string, (context: BenchContext) => Promise<void>> = {
   resync,
 };
 
+/** Parts of a scenario that `--only` may pick alone; a run without `--only` runs them in their scenario. */
+const parts: Record<string, (context: BenchContext) => Promise<void>> = {
+  'resync-memory': memoryWhileAway,
+};
+const runnable = { ...scenarios, ...parts };
+
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
@@ -37,8 +44,8 @@ const { values } = parseArgs({
 });
 const chosen = values.only ? values.only.split(',') : Object.keys(scenarios);
 for (const name of chosen) {
-  if (!scenarios[name]) {
-    process.stderr.write(`unknown scenario "${name}"; scenarios: ${Object.keys(scenarios).join(', ')}\n`);
+  if (!runnable[name]) {
+    process.stderr.write(`unknown scenario "${name}"; scenarios: ${Object.keys(runnable).join(', ')}\n`);
     process.exit(2);
   }
 }
@@ -55,7 +62,7 @@ try {
   for (const name of chosen) {
     const started = performance.now();
     process.stdout.write(`\n== ${name}\n`);
-    await (scenarios[name] as (context: BenchContext) => Promise<void>)(context);
+    await (runnable[name] as (context: BenchContext) => Promise<void>)(context);
     process.stdout.write(`== ${name}: ${((performance.now() - started) / 1000).toFixed(0)} s\n`);
   }
 } finally {

@@ -18,6 +18,8 @@ export interface FioJob {
   once?: boolean;
   /** With `once`, stop after this many bytes (fio's io_size) instead of covering the whole region. */
   ioBytes?: number;
+  /** Stops fio (SIGTERM) when aborted; runFio then rejects. */
+  signal?: AbortSignal;
 }
 
 /** The large sequential writes several scenarios use: 256 KiB at depth 8. */
@@ -28,6 +30,8 @@ export interface FioResult {
   mibPerSecond: number;
   p50Us: number;
   p99Us: number;
+  /** The slowest write or read's completion latency: a stalled write shows here. */
+  maxUs: number;
   bytes: number;
   seconds: number;
 }
@@ -49,7 +53,7 @@ export async function runFio(job: FioJob): Promise<FioResult> {
     ...(job.rateIops ? [`--rate_iops=${Math.max(1, Math.round(job.rateIops))}`] : []),
     ...(job.distribution ? [`--random_distribution=${job.distribution}`] : []),
   ];
-  const { output } = await runToolAsync('fio', args);
+  const { output } = await runToolAsync('fio', args, { signal: job.signal });
   const json = JSON.parse(output.slice(output.indexOf('{'))) as FioJson;
   const job0 = json.jobs[0];
   if (!job0) throw new Error(`fio printed no job: ${output.slice(0, 2000)}`);
@@ -60,6 +64,7 @@ export async function runFio(job: FioJob): Promise<FioResult> {
     mibPerSecond: side.bw_bytes / 1024 / 1024,
     p50Us: percentile('50.000000'),
     p99Us: percentile('99.000000'),
+    maxUs: side.clat_ns.max / 1000,
     bytes: side.io_bytes,
     seconds: side.runtime / 1000,
   };
@@ -70,7 +75,7 @@ interface FioSide {
   bw_bytes: number;
   io_bytes: number;
   runtime: number;
-  clat_ns: { percentile?: Record<string, number> };
+  clat_ns: { max: number; percentile?: Record<string, number> };
 }
 
 interface FioJson {

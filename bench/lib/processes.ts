@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { loadavg } from 'node:os';
 
 export class Child {
   private exited: Promise<number | null>;
@@ -117,10 +118,18 @@ export function runTool(command: string, args: string[], timeoutMs = 600_000): s
 }
 
 /** The same command, timed, without blocking this process's event loop (status polls go on). */
-export function runToolAsync(command: string, args: string[]): Promise<{ seconds: number; output: string }> {
+export function runToolAsync(
+  command: string,
+  args: string[],
+  options: { signal?: AbortSignal } = {},
+): Promise<{ seconds: number; output: string }> {
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: benchEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, {
+      env: benchEnv,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      signal: options.signal,
+    });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => {
       output += chunk.toString();
@@ -128,13 +137,20 @@ export function runToolAsync(command: string, args: string[]): Promise<{ seconds
     child.stderr.on('data', (chunk: Buffer) => {
       output += chunk.toString();
     });
-    child.once('error', (error) =>
-      reject(new Error(`${command} could not run (is it installed?): ${error.message}`)),
-    );
-    child.once('exit', (code) => {
+    child.once('error', (error) => {
+      if (error.name === 'AbortError') reject(new Error(`${command} stopped: aborted`, { cause: error }));
+      else reject(new Error(`${command} could not run (is it installed?): ${error.message}`));
+    });
+    child.once('exit', (code, signal) => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       if (code === 0) resolve({ seconds, output });
-      else reject(new Error(`${command} ${args.join(' ')} exited ${code}:\n${output.slice(-4000)}`));
+      else
+        reject(new Error(`${command} ${args.join(' ')} exited ${code ?? signal}:\n${output.slice(-4000)}`));
     });
   });
+}
+
+/** The machine's load average over the last minute: the figures move with it on a shared machine. */
+export function loadAverage(): number {
+  return loadavg()[0] as number;
 }

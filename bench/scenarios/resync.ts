@@ -5,23 +5,23 @@
  * 2. resync of the same changed bytes (V/100 of 4 KiB random writes while the secondary is away and
  *    tracking) on a volume of V and of 16 V;
  * 3. `link-failed` on both sites during the initial sync and each resync;
- * 4. the primary's resident memory while the secondary is away, and the secondary's during the
- *    initial sync (figures only: bounded memory is built elsewhere).
+ * 4. the primary's resident memory while the secondary is away (bench/scenarios/resync-memory.ts,
+ *    also `--only resync-memory` alone), and the secondary's during the initial sync (figures only:
+ *    bounded memory is built elsewhere).
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync, statfsSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
+import { type SyncRun, syncSecondary } from '../lib/catch-up.ts';
 import { type BenchContext, gib, mib } from '../lib/context.ts';
 import { runFio, sequentialWrites } from '../lib/fio.ts';
-import { benchEnv, runToolAsync, sleep } from '../lib/processes.ts';
+import { benchEnv, loadAverage, runToolAsync, sleep } from '../lib/processes.ts';
 import { median } from '../lib/report.ts';
-import { type CyclerepOptions, CyclerepSites, type LogLine, type PrimaryStatus } from '../lib/servers.ts';
+import { type CyclerepOptions, CyclerepSites } from '../lib/servers.ts';
+import { memoryWhileAway } from './resync-memory.ts';
 
 /** A secondary away this long switches to tracking, so the resync runs from the bitmap. */
 const trackingSoon = '{ awaySecondsMax: 1 }';
-/** Generous: a resync or an initial sync on a loaded 2-core machine. */
-const syncTimeoutMs = 1_800_000;
 
 export async function resync(context: BenchContext): Promise<void> {
   const volumeBytes = context.quick ? 8 * mib : gib;
@@ -29,8 +29,7 @@ export async function resync(context: BenchContext): Promise<void> {
   await timed('resync by volume size', () =>
     resyncBySize(context, volumeBytes, largeVolumeBytes(context, volumeBytes)),
   );
-  const points = context.quick ? [0, 4 * mib] : [0, 256 * mib, gib];
-  await timed('memory while away', () => memoryWhileAway(context, volumeBytes, points));
+  await timed('memory while away', () => memoryWhileAway(context));
   context.report.figure('resync.loadAverage1m', loadAverage());
 }
 
@@ -253,155 +252,9 @@ async function resyncOnce(
   }
 }
 
-async function memoryWhileAway(context: BenchContext, volumeBytes: number, points: number[]): Promise<void> {
-  const table = context.report.table(
-    'Primary memory while the secondary is away (256 KiB sequential writes)',
-    ['tracking', 'written while away', 'mode', 'RSS MiB', 'peak RSS MiB', 'journal MiB'],
-  );
-  const tracking = { label: 'awaySecondsMax 1', tracking: trackingSoon };
-  const byDefault = {
-    label: 'default (awaySecondsMax 600, journalFraction 0.5 of 4 GiB)',
-    tracking: undefined,
-  };
-  // The quick run only shows the table works; the journal mode is scenario 5's (memory) figure.
-  const configurations = context.quick ? [tracking] : [byDefault, tracking];
-  for (const configuration of configurations) {
-    const sites = await CyclerepSites.start(context.dir, {
-      label: `away memory ${configuration.tracking ?? 'default'}`,
-      sizeBytes: volumeBytes,
-      withSecondary: true,
-      cycleMinMs: 200,
-      tracking: configuration.tracking,
-    });
-    try {
-      await sites.stopSecondary();
-      let written = 0;
-      for (const point of points) {
-        if (point > written) {
-          await runFio({
-            uri: sites.url,
-            ...sequentialWrites,
-            sizeBytes: point - written,
-            offsetBytes: written,
-            seconds: 0,
-            once: true,
-          });
-          written = point;
-        }
-        // Cycle switches, write-back, tracking and collection settle before memory is read.
-        await sleep(context.quick ? 500 : 2000);
-        const status = await sites.status();
-        const usage = (sites.primary as NonNullable<typeof sites.primary>).memory();
-        table.rows.push([
-          configuration.label,
-          `${point / mib} MiB`,
-          status.secondaries[0]?.mode ?? '?',
-          usage.rss / mib,
-          usage.peak / mib,
-          status.journalBytes / mib,
-        ]);
-        context.report.figure(
-          `resync.awayMemory.${configuration.tracking ? 'tracking' : 'default'}.${point / mib}MiB.peakRssMiB`,
-          usage.peak / mib,
-        );
-      }
-    } finally {
-      await sites.stop();
-    }
-  }
-  table.notes.push(
-    `Peak RSS is the primary process's VmHWM since it started. Load average (1 min) at the end: ${loadAverage().toFixed(1)} on ${cpus().length} cores shared with other jobs.`,
-  );
-  context.report.print(table);
-}
-
-/** What one initial sync or resync took, from starting the secondary process. */
-interface SyncRun {
-  /** To mode streaming with everything applied. */
-  seconds: number;
-  /** The same from the first poll that saw the link up (the primary's reconnect delay left out). */
-  linkUpSeconds: number;
-  /** Of those, the part after the primary showed mode streaming (the copy sent): the secondary applying. */
-  applySeconds: number;
-  /** Modes the primary showed, in order, once each. */
-  modes: string[];
-  copiedBytes: number;
-  /** `link-failed` once the link was up (the primary's session began; the secondary's started). */
-  failedPrimary: number;
-  failedSecondary: number;
-  /** Dials of the primary that failed before the secondary listened: not catch-up failures. */
-  failedBeforeUp: number;
-}
-
-/** The primary's events that say a session with the secondary began. */
-const sessionEvents = new Set(['initial-sync', 'resync-started', 'resync-full', 'recovery-cycle']);
-
-async function syncSecondary(sites: CyclerepSites): Promise<SyncRun> {
-  const logsBefore = sites.logs();
-  const modes: string[] = [];
-  let copiedBytes = 0;
-  let linkUpAt: number | null = null;
-  let streamingAt: number | null = null;
-  const seen = (status: PrimaryStatus) => {
-    const link = status.secondaries[0];
-    if (!link) return;
-    if (modes[modes.length - 1] !== link.mode) modes.push(link.mode);
-    copiedBytes = Math.max(copiedBytes, link.resyncBytesCopied);
-    if (link.link === 'streaming') linkUpAt ??= performance.now();
-    if (link.mode === 'streaming') streamingAt ??= performance.now();
-  };
-  let watching = true;
-  const started = performance.now();
-  await sites.startSecondary();
-  const poll = (async () => {
-    while (watching) {
-      try {
-        seen(await sites.status());
-      } catch {
-        // a poll that failed is simply missing
-      }
-      await sleep(50);
-    }
-  })();
-  try {
-    await sites.waitFor(
-      'the secondary streams',
-      (s) => s.secondaries[0]?.mode === 'streaming',
-      syncTimeoutMs,
-    );
-    await sites.idle(syncTimeoutMs);
-  } finally {
-    watching = false;
-    await poll;
-  }
-  const ended = performance.now();
-  seen(await sites.status());
-  const logs = sites.logs();
-  const primary = logs.primary.slice(logsBefore.primary.length);
-  const secondary = logs.secondary.slice(logsBefore.secondary.length);
-  const primaryUp = primary.findIndex((line) => sessionEvents.has(line.event));
-  const secondaryUp = secondary.findIndex((line) => line.event === 'session-started');
-  const failed = (lines: LogLine[], from: number) =>
-    from < 0 ? 0 : lines.slice(from).filter((line) => line.event === 'link-failed').length;
-  return {
-    seconds: (ended - started) / 1000,
-    linkUpSeconds: (ended - (linkUpAt ?? started)) / 1000,
-    applySeconds: (ended - (streamingAt ?? ended)) / 1000,
-    modes,
-    copiedBytes,
-    failedPrimary: failed(primary, primaryUp),
-    failedSecondary: failed(secondary, secondaryUp),
-    failedBeforeUp: failed(primary, 0) - failed(primary, primaryUp),
-  };
-}
-
 async function timed(part: string, run: () => Promise<void>): Promise<void> {
   const started = performance.now();
   await run();
   const seconds = (performance.now() - started) / 1000;
   process.stdout.write(`(${part}: ${seconds.toFixed(0)} s, load average ${loadAverage().toFixed(1)})\n`);
-}
-
-function loadAverage(): number {
-  return loadavg()[0] as number;
 }
