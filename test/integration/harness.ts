@@ -327,3 +327,18 @@ export function sleep(ms: number): Promise<void> {
 export function ensureDir(path: string): void {
   mkdirSync(path, { recursive: true });
 }
+
+/** Runs a tool without blocking this process (the sites' output keeps being read meanwhile). */
+export function runTool(command: string, args: string[]): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.on('close', (status) => resolve({ status, output }));
+  });
+}

@@ -4,10 +4,9 @@
 // byte for byte equal to the primary, with its peak resident memory (VmHWM) under 512 MiB. Before
 // the secondary's folds pointed into its journal it held the staged copy in memory: 1,135 MiB here.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { freePort, waitForStatus, workspacesCleanedAfterTests } from './harness.ts';
+import { freePort, runTool, waitForStatus, workspacesCleanedAfterTests } from './harness.ts';
 
 const newWorkspace = workspacesCleanedAfterTests();
 const mib = 1024 * 1024;
@@ -28,7 +27,7 @@ test(`a new secondary's initial sync of ${writtenMib} MiB stays under ${peakMibM
   });
   const primarySite = workspace.startPrimary(primary.path);
   await primarySite.waitForEvent('nbd-listening');
-  const fio = await run('fio', [
+  const fio = await runTool('fio', [
     '--name=fill',
     '--ioengine=nbd',
     `--uri=nbd://127.0.0.1:${nbdPort}/vol0`,
@@ -60,18 +59,3 @@ test(`a new secondary's initial sync of ${writtenMib} MiB stays under ${peakMibM
   const image = (site: string) => readFileSync(workspace.path(site, 'volumes', 'vol0.img'));
   assert.ok(image('dr1').equals(image('primary')), 'dr1 equals the primary byte for byte');
 });
-
-/** Runs a tool without blocking this process (the sites' output keeps being read meanwhile). */
-function run(command: string, args: string[]): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.on('close', (status) => resolve({ status, output }));
-  });
-}
