@@ -11,10 +11,17 @@ import type { JournalPiece } from '../../core/fold.ts';
 import type { CycleNumber, Extent } from '../../core/types.ts';
 import type { JournalPosition, SegmentJournal } from '../../storage/segment-journal.ts';
 
-interface PacketPlace {
+/**
+ * Where a record lies. One per journaled record, so kept small: the position's fields inline once
+ * the record is written (a pending promise and a position object each would cost as much again).
+ */
+interface RecordPlace {
   cycle: CycleNumber;
-  /** Settles once the record is written (in the kernel's hands); replayed ones are there already. */
-  position: Promise<JournalPosition>;
+  segment: number;
+  offset: number;
+  sequence: number;
+  /** Settles once the record is written (in the kernel's hands); null from then on. */
+  written: Promise<void> | null;
 }
 
 /** A record that carries block data: the cycle it belongs to and its extent. */
@@ -22,7 +29,7 @@ export type BlocksOf<R> = (record: R) => { cycle: CycleNumber; extent: Extent } 
 
 export class JournalBlocks<R> {
   /** Where each record with block data lies, by the core's append sequence. */
-  private readonly places = new Map<number, PacketPlace>();
+  private readonly places = new Map<number, RecordPlace>();
   /** Reads under way: a release waits for them (see readsSettled). */
   private readonly reading = new Set<Promise<unknown>>();
 
@@ -41,12 +48,21 @@ export class JournalBlocks<R> {
   onAppended(seq: number, record: R, position: Promise<JournalPosition>): void {
     const blocks = this.blocksOf(record);
     if (blocks === null || blocks.extent.data === null) return;
-    this.places.set(seq, { cycle: blocks.cycle, position });
+    const place: RecordPlace = { cycle: blocks.cycle, segment: 0, offset: 0, sequence: 0, written: null };
+    place.written = position.then((at) => {
+      place.segment = at.segment;
+      place.offset = at.offset;
+      place.sequence = at.sequence;
+      place.written = null;
+    });
+    // A failed append fails the site (its owner hears of it); a read waiting for it fails with it.
+    place.written.catch(() => {});
+    this.places.set(seq, place);
   }
 
   /** A record with block data replay found at `position`, numbered `seq` as the core numbers it. */
   onReplayed(seq: number, cycle: CycleNumber, position: JournalPosition): void {
-    this.places.set(seq, { cycle, position: Promise.resolve(position) });
+    this.places.set(seq, { cycle, ...position, written: null });
   }
 
   /** Cycles up to `upTo` are done with (applied, or collected): their records are never read again. */
@@ -106,7 +122,9 @@ export class JournalBlocks<R> {
   private async recordData(seq: number): Promise<Uint8Array> {
     const place = this.places.get(seq);
     if (!place) throw new JournalBlockGone(seq);
-    const record = await this.journal.readRecord(await place.position);
+    if (place.written) await place.written;
+    const { segment, offset, sequence } = place;
+    const record = await this.journal.readRecord({ segment, offset, sequence });
     const data = this.blocksOf(record)?.extent.data;
     assert(data, 'a reference names a record with block data');
     return data;
