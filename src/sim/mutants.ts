@@ -150,6 +150,24 @@ export const mutants: readonly Mutant[] = [
     defect: 'tracking folds every closed cycle the secondary has not stored but the newest into its bitmap',
   },
   {
+    name: 'stale-block-reference',
+    simulator: 'sites',
+    file: 'src/node/site/journal-blocks.ts',
+    find: '    const place = this.places.get(seq);\n',
+    replace: '    const place = this.places.get(seq - 1) ?? this.places.get(seq);\n',
+    defect:
+      "a reference into the journal is read from the record appended before it: packets, reads and applies carry an older write's bytes",
+  },
+  {
+    name: 'records-released-under-reads',
+    simulator: 'sites',
+    file: 'src/node/primary-node.ts',
+    find: '      .then(() => this.journalBlocks.readsSettled())\n',
+    replace: '',
+    defect:
+      "the primary releases a collected cycle's records and deletes their segments while reads that named them are still under way",
+  },
+  {
     name: 'resync-applied-in-parts',
     simulator: 'sites',
     file: 'src/core/secondary-store.ts',
