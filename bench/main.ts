@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [--only name,...]`: every scenario runs cyclerep and its baseline in
  * the same run, prints its tables as it goes, and the run ends by writing bench/results/latest.json
- * and latest.md. `--only` also takes a part of a scenario that runs alone (resync-memory). The benchmark reports; it never fails on a figure (only when something breaks).
+ * and latest.md. `--only` also takes a part of a scenario that runs alone (resync-memory, resync-1g). The benchmark reports; it never fails on a figure (only when something breaks).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +16,7 @@ import { memory } from './scenarios/memory.ts';
 import { recovery } from './scenarios/recovery.ts';
 import { replication } from './scenarios/replication.ts';
 import { resync } from './scenarios/resync.ts';
+import { resyncOfOneGib } from './scenarios/resync-1g.ts';
 import { memoryWhileAway } from './scenarios/resync-memory.ts';
 import { tlsLink } from './scenarios/tls-link.ts';
 
@@ -32,6 +33,7 @@ const scenarios: Record<string, (context: BenchContext) => Promise<void>> = {
 /** Parts of a scenario that `--only` may pick alone; a run without `--only` runs them in their scenario. */
 const parts: Record<string, (context: BenchContext) => Promise<void>> = {
   'resync-memory': memoryWhileAway,
+  'resync-1g': resyncOfOneGib,
 };
 const runnable = { ...scenarios, ...parts };
 

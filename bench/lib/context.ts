@@ -2,7 +2,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Report } from './report.ts';
 
@@ -16,6 +16,17 @@ export interface BenchContext {
 
 export const mib = 1024 * 1024;
 export const gib = 1024 * mib;
+
+/** A size for a table: whole GiB from 1 GiB up, else MiB. */
+export function sizeLabel(bytes: number): string {
+  return bytes >= gib ? `${bytes / gib} GiB` : `${bytes / mib} MiB`;
+}
+
+/** What the disk under `directory` still holds for this user. */
+export function freeBytes(directory: string): number {
+  const { bavail, bsize } = statfsSync(directory);
+  return bavail * bsize;
+}
 
 /** A file of random (incompressible, non-zero) bytes, made once per run. */
 export async function randomImage(context: BenchContext, bytes: number): Promise<string> {

@@ -9,10 +9,9 @@
  * disabled shows journal mode, only at points below the journal's capacity: there writes wait for
  * the secondary by design, and the bench would wait with them.
  */
-import { statfsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { type SyncRun, syncSecondary } from '../lib/catch-up.ts';
-import { type BenchContext, gib, mib } from '../lib/context.ts';
+import { type BenchContext, freeBytes, gib, mib, sizeLabel } from '../lib/context.ts';
 import { type FioResult, runFio, sequentialWrites } from '../lib/fio.ts';
 import { type Child, loadAverage, sleep } from '../lib/processes.ts';
 import type { Table } from '../lib/report.ts';
@@ -62,7 +61,7 @@ export async function memoryWhileAway(context: BenchContext): Promise<void> {
   const largest = plan.points[plan.points.length - 1] as number;
   const volumeBytes = context.quick ? volumeBytesQuick : largest;
   const memoryTable = context.report.table(
-    `Primary memory while the secondary is away: 256 KiB sequential writes at depth 8 (fio), ${label(volumeBytes)} volume`,
+    `Primary memory while the secondary is away: 256 KiB sequential writes at depth 8 (fio), ${sizeLabel(volumeBytes)} volume`,
     [
       'tracking',
       'written while away',
@@ -113,13 +112,8 @@ function plannedPoints(context: BenchContext): { points: number[]; scaledNote: s
   const scaled = Math.max(gib, Math.floor(room / gib) * gib);
   return {
     points: [...pointsFull.filter((point) => point < scaled), scaled],
-    scaledNote: `only ${(freeBytes(context.dir) / gib).toFixed(1)} GiB free: the last point is ${label(scaled)}, not ${label(largest)}`,
+    scaledNote: `only ${(freeBytes(context.dir) / gib).toFixed(1)} GiB free: the last point is ${sizeLabel(scaled)}, not ${sizeLabel(largest)}`,
   };
-}
-
-function freeBytes(directory: string): number {
-  const { bavail, bsize } = statfsSync(directory);
-  return bavail * bsize;
 }
 
 /** One primary, its secondary stopped, written point after point; then the secondary returns. */
@@ -258,7 +252,7 @@ function memoryRow(
   if (modes[modes.length - 1] !== mode) modes.push(mode);
   return [
     configuration.label,
-    label(point),
+    sizeLabel(point),
     modes.join(' -> '),
     writing?.fio ? writing.fio.mibPerSecond : writing?.stalled ? 'stalled: fio stopped' : '',
     writing ? maxLatencyCell(writing) : '',
@@ -289,13 +283,13 @@ async function catchUp(
   sites: CyclerepSites,
   run: { configuration: Configuration; writtenBytes: number; catchUpTable: Table },
 ): Promise<void> {
-  const row = [run.configuration.label, label(run.writtenBytes)];
+  const row = [run.configuration.label, sizeLabel(run.writtenBytes)];
   // The secondary stages what it receives, then applies it to its (sparse) volume: twice the bytes.
   const needed = 2 * run.writtenBytes + diskMarginBytes;
   if (freeBytes(context.dir) < needed) {
     run.catchUpTable.rows.push([
       ...row,
-      `not measured: ${label(needed)} of disk needed`,
+      `not measured: ${sizeLabel(needed)} of disk needed`,
       '',
       '',
       '',
@@ -330,7 +324,7 @@ function notMeasured(
   writtenBytes: number,
   why: string,
 ): string[] {
-  const row = [configuration.label, label(writtenBytes), `not measured: ${why}`];
+  const row = [configuration.label, sizeLabel(writtenBytes), `not measured: ${why}`];
   return [...row, ...table.columns.slice(row.length).map(() => '')];
 }
 
@@ -350,8 +344,4 @@ function memoryNotes(scaledNote: string | null): string[] {
       `${stallMs / 1000} s stops fio and the row says so.`,
     `Load average (1 min) at the end: ${loadAverage().toFixed(1)} on ${cpus().length} cores shared with other jobs.`,
   ];
-}
-
-function label(bytes: number): string {
-  return bytes >= gib ? `${bytes / gib} GiB` : `${bytes / mib} MiB`;
 }

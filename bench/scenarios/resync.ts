@@ -4,24 +4,24 @@
  *    journal was collected; beside it `nbdcopy` of the same export to a local file;
  * 2. resync of the same changed bytes (V/100 of 4 KiB random writes while the secondary is away and
  *    tracking) on a volume of V and of 16 V;
- * 3. `link-failed` on both sites during the initial sync and each resync;
- * 4. the primary's resident memory while the secondary is away (bench/scenarios/resync-memory.ts,
+ * 3. the resync of 1 GiB changed, the same region, on a volume of 1 GiB and of 16 GiB (issue 12's
+ *    figure; bench/scenarios/resync-1g.ts, also `--only resync-1g` alone);
+ * 4. `link-failed` on both sites during the initial sync and each resync;
+ * 5. the primary's resident memory while the secondary is away (bench/scenarios/resync-memory.ts,
  *    also `--only resync-memory` alone), and the secondary's during the initial sync (figures only:
  *    bounded memory is built elsewhere).
  */
 import { spawnSync } from 'node:child_process';
-import { rmSync, statfsSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { type SyncRun, syncSecondary } from '../lib/catch-up.ts';
-import { type BenchContext, gib, mib } from '../lib/context.ts';
+import { largeVolumeBytes, resyncAfterAway, syncSecondary } from '../lib/catch-up.ts';
+import { type BenchContext, gib, mib, sizeLabel } from '../lib/context.ts';
 import { runFio, sequentialWrites } from '../lib/fio.ts';
 import { benchEnv, loadAverage, runToolAsync, sleep } from '../lib/processes.ts';
 import { median } from '../lib/report.ts';
 import { type CyclerepOptions, CyclerepSites } from '../lib/servers.ts';
+import { resyncOfOneGib } from './resync-1g.ts';
 import { memoryWhileAway } from './resync-memory.ts';
-
-/** A secondary away this long switches to tracking, so the resync runs from the bitmap. */
-const trackingSoon = '{ awaySecondsMax: 1 }';
 
 export async function resync(context: BenchContext): Promise<void> {
   const volumeBytes = context.quick ? 8 * mib : gib;
@@ -29,18 +29,9 @@ export async function resync(context: BenchContext): Promise<void> {
   await timed('resync by volume size', () =>
     resyncBySize(context, volumeBytes, largeVolumeBytes(context, volumeBytes)),
   );
+  await timed('resync-1g', () => resyncOfOneGib(context));
   await timed('memory while away', () => memoryWhileAway(context));
   context.report.figure('resync.loadAverage1m', loadAverage());
-}
-
-/** 16 V, sparse; scaled down (and said so) only when the disk could not hold what is written. */
-function largeVolumeBytes(context: BenchContext, volumeBytes: number): number {
-  const { bavail, bsize } = statfsSync(context.dir);
-  const free = bavail * bsize;
-  // Sparse volumes: only the changed blocks and the journal take space, a few V at most.
-  if (free > 4 * volumeBytes + 4 * gib) return 16 * volumeBytes;
-  process.stdout.write(`only ${(free / gib).toFixed(1)} GiB free: the large volume is 4 V, not 16 V\n`);
-  return 4 * volumeBytes;
 }
 
 async function initialSync(context: BenchContext, volumeBytes: number): Promise<void> {
@@ -169,8 +160,14 @@ async function resyncBySize(context: BenchContext, volumeBytes: number, largeByt
   for (let repetition = 1; repetition <= repetitions; repetition++) {
     const order = repetition % 2 ? [volumeBytes, largeBytes] : [largeBytes, volumeBytes];
     for (const size of order) {
-      const label = `${size / gib >= 1 ? `${size / gib} GiB` : `${size / mib} MiB`}`;
-      const result = await resyncOnce(context, size, changedBytes);
+      const label = sizeLabel(size);
+      const result = await resyncAfterAway(context, size, {
+        rw: 'randwrite',
+        blockSize: '4k',
+        iodepth: 16,
+        sizeBytes: size,
+        ioBytes: changedBytes,
+      });
       const { run } = result;
       table.rows.push([
         label,
@@ -204,52 +201,6 @@ async function resyncBySize(context: BenchContext, volumeBytes: number, largeByt
       'whole 64 KiB chunks; what reads as zeroes travels as zero runs, so the data sent is the changed blocks.',
   );
   context.report.print(table);
-}
-
-/** A fresh pair; the secondary away while `changedBytes` of 4 KiB random writes land; it returns. */
-async function resyncOnce(
-  context: BenchContext,
-  size: number,
-  changedBytes: number,
-): Promise<{ run: SyncRun; bitmapBytes: number; sentBytes: number }> {
-  const sites = await CyclerepSites.start(context.dir, {
-    label: `resync ${size}`,
-    sizeBytes: size,
-    withSecondary: true,
-    cycleMinMs: 200,
-    tracking: trackingSoon,
-  });
-  try {
-    await sites.idle();
-    await sites.stopSecondary();
-    await sites.waitFor('the primary saw the link go', (s) => s.secondaries[0]?.link !== 'streaming');
-    await runFio({
-      uri: sites.url,
-      rw: 'randwrite',
-      blockSize: '4k',
-      iodepth: 16,
-      sizeBytes: size,
-      ioBytes: changedBytes,
-      seconds: 0,
-      once: true,
-    });
-    // The last writes close into a cycle; tracking folds it into the bitmap and frees the journal.
-    await sleep(1000);
-    await sites.waitFor(
-      'the secondary is tracking and the journal passed it',
-      (s) => s.secondaries[0]?.mode === 'tracking' && s.collected === s.closed,
-    );
-    const before = (await sites.status()).secondaries[0];
-    const run = await syncSecondary(sites);
-    const after = (await sites.status()).secondaries[0];
-    return {
-      run,
-      bitmapBytes: before?.resyncBytesLeft ?? 0,
-      sentBytes: (after?.shippedBytes ?? 0) - (before?.shippedBytes ?? 0),
-    };
-  } finally {
-    await sites.stop();
-  }
 }
 
 async function timed(part: string, run: () => Promise<void>): Promise<void> {
