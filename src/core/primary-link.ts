@@ -11,6 +11,7 @@ import {
   type Frame,
   packetDigest,
   protocolVersion,
+  type StoredFrame,
   type WelcomeFrame,
 } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
@@ -286,6 +287,7 @@ export class PrimaryLink {
         // After a restart of the primary the welcome is the first word of what the secondary stored.
         return this.onWelcome(nowMs, connection, frame);
       case 'stored':
+        if (this.state === 'connecting') return this.onStoredInHandshake(nowMs, connection, frame);
         return this.onStored(nowMs, frame.stored, frame.applied);
       case 'error':
         this.refuse(nowMs, `secondary refused: ${frame.code}: ${frame.message}`);
@@ -328,6 +330,23 @@ export class PrimaryLink {
     this.tracking.startSession(nowMs, this.stored, this.store.collected, welcome.consistentStored);
     if (this.store.closed > this.stored) this.queueRecovery();
     return moved;
+  }
+
+  /**
+   * A connection already welcomed while another is still in its handshake: the secondary may report
+   * an apply that finished meanwhile. Its stored number cannot move (a welcome waits for a store in
+   * flight), so anything else is a fault.
+   */
+  private onStoredInHandshake(nowMs: number, connection: LinkConnection, frame: StoredFrame): boolean {
+    if (connection.welcomed && frame.stored === this.stored && frame.applied <= frame.stored) {
+      this.applied = Math.max(this.applied, frame.applied);
+      return false;
+    }
+    this.fail(
+      nowMs,
+      `stored ${frame.stored} (applied ${frame.applied}) during the handshake, welcomed with ${this.stored}`,
+    );
+    return false;
   }
 
   private onStored(nowMs: number, stored: CycleNumber, applied: CycleNumber): boolean {

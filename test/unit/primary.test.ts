@@ -363,3 +363,35 @@ test('a journal sync is asked for once syncBytes of writes were appended, withou
   });
   assert.deepEqual(syncsOf(zeroes), [], 'zero runs hold no bytes in memory and count for nothing');
 });
+
+test('a STORED of applied progress on a welcomed connection while another is still in its handshake does not fail the link', () => {
+  const primary = new PrimaryGroup(primaryConfig({ connectionsPerLink: 2 }), () => 0.5);
+  const connections = primary
+    .onTick(0)
+    .flatMap((action) => (action.type === 'connect' ? [action.connection] : []));
+  assert.equal(connections.length, 2);
+  const [first, second] = connections as [number, number];
+  const welcome = (connection: number, nowMs: number) => {
+    primary.onConnected(nowMs, connection);
+    const [hello] = primary.pollFrames(nowMs, connection, 1);
+    assert.ok(hello?.type === 'hello');
+    return {
+      type: 'welcome' as const,
+      protocolVersion: hello.protocolVersion,
+      sessionId: hello.sessionId,
+      secondary: 'dr1',
+      stored: 0,
+      applied: 0,
+      consistentStored: 0,
+    };
+  };
+  const firstWelcome = welcome(first, 1);
+  const secondWelcome = welcome(second, 1);
+  primary.onFrame(2, first, firstWelcome);
+  // The secondary finished an apply meanwhile: it says so on the connection it welcomed.
+  primary.onFrame(3, first, { type: 'stored', stored: 0, applied: 0 });
+  primary.onFrame(4, second, secondWelcome);
+  const status = primary.status(4).secondaries[0];
+  assert.equal(status?.failures, 0, status?.lastFailure ?? '');
+  assert.equal(status?.link, 'streaming');
+});
