@@ -171,3 +171,208 @@ test('a front-door read of a block whose newest data is only in a damaged journa
   assertJournalDamage(failures[0], damaged.path);
   assert.match(primary.status().fault?.message ?? '', /journal damaged/);
 });
+
+/** The volume as the sources wrote it, kept beside the sites to judge them. */
+class Model {
+  readonly image = new Uint8Array(volumeBytes);
+  private counter = 0;
+
+  /** Writes `blocks` blocks at `block` with bytes no earlier write used, through the primary. */
+  write(primary: PrimaryNode, block: number, blocks: number): Promise<unknown> {
+    const data = new Uint8Array(blocks * blockBytes);
+    for (let index = 0; index < blocks; index++)
+      data.set(patternBlock((++this.counter % 250) + 1, this.counter), index * blockBytes);
+    this.image.set(data, block * blockBytes);
+    return primary.write(0, block * blockBytes, data);
+  }
+
+  zero(primary: PrimaryNode, block: number, blocks: number): Promise<unknown> {
+    this.image.fill(0, block * blockBytes, (block + blocks) * blockBytes);
+    return primary.writeZeroes(0, block * blockBytes, blocks * blockBytes);
+  }
+
+  /**
+   * One round of the workload: large writes over `blocks` blocks from `first`, then small
+   * overwrites and zero runs inside them, so that the fold of the round interleaves records.
+   */
+  async round(primary: PrimaryNode, first: number, blocks: number): Promise<void> {
+    for (let block = first; block < first + blocks; block += 64) await this.write(primary, block, 64);
+    for (let block = first + 1; block < first + blocks; block += 5) await this.write(primary, block, 1);
+    for (let block = first + 3; block < first + blocks; block += 97) await this.zero(primary, block, 2);
+  }
+
+  async assertShownBy(
+    read: (offset: number, length: number) => Promise<Uint8Array>,
+    who: string,
+  ): Promise<void> {
+    for (let offset = 0; offset < volumeBytes; offset += mib) {
+      const got = Buffer.from(await read(offset, mib));
+      const expected = Buffer.from(this.image.subarray(offset, offset + mib));
+      assert.ok(got.equals(expected), `${who}: MiB ${offset / mib} differs`);
+    }
+  }
+}
+
+test('several segments, checkpoints, collected cycles and a torn tail, restarted twice: the secondary converges byte for byte', {
+  timeout: 120_000,
+}, async (t) => {
+  const port = await freePort();
+  const config = primaryConfig('restarts', port, {
+    journal: { capacity: 256 * mib, segmentSize: 8 * mib },
+  });
+  const journalDirectory = join(config.dataDir, 'journal');
+  const model = new Model();
+  const totalBlocks = volumeBytes / blockBytes;
+
+  // Streaming first: cycles are stored and collected, whole segments deleted.
+  let { primary, failures } = await startPrimary(config);
+  let secondary = await SecondaryNode.start(secondaryConfig('restarts', port), quiet, (error) =>
+    failures.push(error),
+  );
+  for (let round = 0; round < 3; round++) await model.round(primary, 0, totalBlocks);
+  await primary.flush();
+  await waitFor(() => primary.status().secondaries[0]?.lagBytes === 0, 'dr1 stored the first rounds');
+  await waitFor(() => primary.status().collected > 0, 'cycles were collected');
+  await secondary.stop();
+
+  // The secondary away: the journal holds several segments of rounds it has not seen.
+  for (let round = 0; round < 3; round++)
+    await model.round(primary, (round * 512) % totalBlocks, totalBlocks / 2);
+  await primary.flush();
+  await waitFor(() => primary.status().closed > primary.status().collected + 2, 'several cycles closed');
+  await primary.stop();
+  const segments = () =>
+    readdirSync(journalDirectory)
+      .filter((name) => name.endsWith('.seg'))
+      .sort();
+  assert.ok(segments().length >= 3, `several segments: ${segments().join(', ')}`);
+  // A torn tail: half a frame header after the last frame, as a crash mid-write leaves it.
+  appendFileSync(join(journalDirectory, segments().at(-1) as string), new Uint8Array(9).fill(0xee));
+
+  ({ primary, failures } = await startPrimary(config));
+  await model.assertShownBy(
+    (offset, length) => primary.read(0, offset, length),
+    'the primary after the first restart',
+  );
+  await model.round(primary, 100, 1500);
+  await primary.flush();
+  await waitFor(() => primary.status().closed >= primary.status().capture - 1, 'the writes closed');
+  await primary.stop();
+
+  ({ primary, failures } = await startPrimary(config));
+  t.after(() => primary.stop().catch(() => {}));
+  await model.assertShownBy(
+    (offset, length) => primary.read(0, offset, length),
+    'the primary after the second restart',
+  );
+  secondary = await SecondaryNode.start(secondaryConfig('restarts', port), quiet, (error) =>
+    failures.push(error),
+  );
+  t.after(() => secondary.stop().catch(() => {}));
+  await model.round(primary, 2000, 300);
+  await primary.flush();
+  await waitFor(() => primary.status().secondaries[0]?.lagBytes === 0, 'dr1 caught up', 60_000);
+  await secondary.settle();
+  await model.assertShownBy((offset, length) => secondary.read(0, offset, length), 'the secondary');
+  assert.deepEqual(failures, []);
+});
+
+/** The real file system whose volume-file writes wait while `closed`: volumes slower than the journal. */
+class GatedVolumes {
+  private readonly volumeFds = new Set<number>();
+  private opened: () => void = () => {};
+  private gate: Promise<void> | null = null;
+  readonly fs: FileSystem = {
+    ...nodeFileSystem,
+    openSync: (path, flags, mode) => {
+      const fd = nodeFileSystem.openSync(path, flags, mode);
+      if (path.includes('/volumes/')) this.volumeFds.add(fd);
+      return fd;
+    },
+    // A descriptor number comes back for other files once closed.
+    closeSync: (fd) => {
+      this.volumeFds.delete(fd);
+      nodeFileSystem.closeSync(fd);
+    },
+    close: (fd) => {
+      this.volumeFds.delete(fd);
+      return nodeFileSystem.close(fd);
+    },
+    write: async (fd, data, offset, length, position) => {
+      if (this.volumeFds.has(fd)) await this.gate;
+      return nodeFileSystem.write(fd, data, offset, length, position);
+    },
+  };
+
+  close(): void {
+    this.gate = new Promise((resolve) => (this.opened = resolve));
+  }
+
+  open(): void {
+    this.gate = null;
+    this.opened();
+  }
+}
+
+test('volumes slower than the journal: writes wait while the write-back holds its share, none fails, the share holds, all complete after', {
+  timeout: 120_000,
+}, async (t) => {
+  const volumes = new GatedVolumes();
+  const shareBytes = 32 * mib;
+  const config = primaryConfig('write-back-full', 1, {
+    secondaries: [],
+    memory: { dataBytesMax: shareBytes },
+    volumes: [{ name: 'data', size: 96 * mib }],
+  });
+  const { primary, failures } = await startPrimary(config, { ...nodeEnvironment, fs: volumes.fs });
+  t.after(() => primary.stop().catch(() => {}));
+  assert.equal(primary.status().memory.writeBackBytesMax, shareBytes, 'no secondary: the whole budget');
+  volumes.close();
+  const writes = 80;
+  const settled: ('done' | Error)[] = [];
+  const written = Array.from({ length: writes }, (_, index) => {
+    const data = new Uint8Array(mib).fill(index + 1);
+    return primary.write(0, index * mib, data).then(
+      () => void settled.push('done'),
+      (error: Error) => void settled.push(error),
+    );
+  });
+  await waitFor(() => primary.status().memory.writeBackFull, 'the write-back reached its share');
+  // Writes let through together (all of these arrive in one turn) must not pass the share together.
+  assert.ok(
+    primary.status().memory.writeBackBytesPeak <= shareBytes + mib,
+    `the write-back held ${primary.status().memory.writeBackBytesPeak} bytes for a share of ${shareBytes}`,
+  );
+  assert.ok(primary.status().writesWaiting > 0, 'the other writes wait');
+  // Give the journal time to take everything it was given: still waiting, nothing failed.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.ok(primary.status().writesWaiting > 0, 'still waiting while the volumes do not move');
+  assert.equal(primary.status().memory.writeBackFull, true, 'the status says why they wait');
+  assert.deepEqual(
+    settled.filter((outcome) => outcome !== 'done'),
+    [],
+    'no write failed while waiting',
+  );
+  volumes.open();
+  await Promise.all(written);
+  assert.deepEqual(
+    settled.filter((outcome) => outcome !== 'done'),
+    [],
+    'every write completed',
+  );
+  await primary.flush();
+  await waitFor(() => primary.status().memory.writeBackBytes === 0, 'the write-back landed');
+  const status = primary.status();
+  assert.equal(status.memory.writeBackFull, false);
+  assert.equal(status.writesWaiting, 0);
+  assert.ok(
+    status.memory.writeBackBytesPeak <= shareBytes + mib,
+    `peak ${status.memory.writeBackBytesPeak} bytes for a share of ${shareBytes}`,
+  );
+  for (let index = 0; index < writes; index += 7)
+    assert.ok(
+      (await primary.read(0, index * mib, mib)).every((byte) => byte === index + 1),
+      `MiB ${index} reads back`,
+    );
+  assert.deepEqual(failures, []);
+});
