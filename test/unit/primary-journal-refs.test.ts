@@ -376,3 +376,85 @@ test('volumes slower than the journal: writes wait while the write-back holds it
     );
   assert.deepEqual(failures, []);
 });
+
+/** The real file system; `holdNextRecordRead` holds the next opening of a segment to read a record. */
+class HeldRecordReads {
+  private holding = false;
+  private release: () => void = () => {};
+  /** Settles once a held opening is waiting. */
+  held: Promise<void> = Promise.resolve();
+  private onHeld: () => void = () => {};
+  readonly fs: FileSystem = {
+    ...nodeFileSystem,
+    open: async (path, flags, mode) => {
+      if (this.holding && flags === 'r' && path.endsWith('.seg')) {
+        this.holding = false;
+        const released = new Promise<void>((resolve) => (this.release = resolve));
+        this.onHeld();
+        await released;
+      }
+      return nodeFileSystem.open(path, flags, mode);
+    },
+  };
+
+  holdNextRecordRead(): void {
+    this.holding = true;
+    this.held = new Promise((resolve) => (this.onHeld = resolve));
+  }
+
+  releaseHeld(): void {
+    this.release();
+  }
+}
+
+test('a read of the journal held while its cycle is stored and collected: the segment stays until the read is done, which answers the right bytes', {
+  timeout: 120_000,
+}, async (t) => {
+  const port = await freePort();
+  const reads = new HeldRecordReads();
+  const config = primaryConfig('read-under-collection', port, {
+    journal: { capacity: 256 * mib, segmentSize: 8 * mib },
+  });
+  const journalDirectory = join(config.dataDir, 'journal');
+  const { primary, failures } = await startPrimary(config, { ...nodeEnvironment, fs: reads.fs });
+  t.after(() => primary.stop().catch(() => {}));
+  const model = new Model();
+  // The secondary away: 10 MiB journaled, the first segment full of cycles it has not stored.
+  for (let block = 0; block < 2560; block += 64) await model.write(primary, block, 64);
+  await primary.flush();
+  await waitFor(() => primary.status().closed >= primary.status().capture - 1, 'the writes closed');
+  const first = readdirSync(journalDirectory)
+    .filter((name) => name.endsWith('.seg'))
+    .sort()[0] as string;
+
+  reads.holdNextRecordRead();
+  const read = primary.read(0, 0, blockBytes);
+  await reads.held;
+  const secondary = await SecondaryNode.start(
+    secondaryConfig('read-under-collection', port),
+    quiet,
+    (error) => failures.push(error),
+  );
+  t.after(() => secondary.stop().catch(() => {}));
+  await waitFor(() => primary.status().secondaries[0]?.lagBytes === 0, 'dr1 stored everything');
+  await waitFor(
+    () => primary.status().collected === primary.status().closed,
+    'the stored cycles were collected',
+  );
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.ok(
+    readdirSync(journalDirectory).includes(first),
+    `${first} stays while a read that named it is held`,
+  );
+
+  reads.releaseHeld();
+  assert.deepEqual(await read, model.image.subarray(0, blockBytes), 'the held read answers the right bytes');
+  await waitFor(
+    () => !readdirSync(journalDirectory).includes(first),
+    `${first} deleted once the read is done`,
+  );
+  await model.assertShownBy((offset, length) => primary.read(0, offset, length), 'the primary');
+  await secondary.settle();
+  await model.assertShownBy((offset, length) => secondary.read(0, offset, length), 'the secondary');
+  assert.deepEqual(failures, []);
+});
