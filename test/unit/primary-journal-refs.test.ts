@@ -458,3 +458,47 @@ test('a read of the journal held while its cycle is stored and collected: the se
   await model.assertShownBy((offset, length) => secondary.read(0, offset, length), 'the secondary');
   assert.deepEqual(failures, []);
 });
+
+test('a byte that turns bad between the replay and the redo: the start is refused with journal damage, never redone with it', {
+  timeout: 60_000,
+}, async () => {
+  const config = primaryConfig('redo-damage', 1);
+  const model = new Model();
+  let { primary } = await startPrimary(config);
+  for (let block = 0; block < 256; block += 16) await model.write(primary, block, 16);
+  await primary.flush();
+  await primary.stop();
+  // Replay reads the segments whole (and finds them sound); the redo reads each record again.
+  const segmentFds = new Set<number>();
+  const fs: FileSystem = {
+    ...nodeFileSystem,
+    open: async (path, flags, mode) => {
+      const fd = await nodeFileSystem.open(path, flags, mode);
+      if (path.endsWith('.seg') && flags === 'r') segmentFds.add(fd);
+      return fd;
+    },
+    close: (fd) => {
+      segmentFds.delete(fd);
+      return nodeFileSystem.close(fd);
+    },
+    read: async (fd, buffer, offset, length, position) => {
+      const read = await nodeFileSystem.read(fd, buffer, offset, length, position);
+      if (segmentFds.has(fd) && read > 64) buffer[offset + 64] = (buffer[offset + 64] as number) ^ 1;
+      return read;
+    },
+  };
+  const refusal = await startPrimary(config, { ...nodeEnvironment, fs }).then(
+    (started) => {
+      primary = started.primary;
+      return assert.fail('the primary started from a record it could not read back');
+    },
+    (error: unknown) => error,
+  );
+  assert.ok(refusal instanceof StorageError, `journal damage, got ${String(refusal)}`);
+  assert.equal(refusal.code, 'journal-corrupt');
+  assert.match(refusal.message, /journal damaged: .*\.seg at offset \d+/);
+  // Sound again, it starts and shows every write.
+  ({ primary } = await startPrimary(config));
+  await model.assertShownBy((offset, length) => primary.read(0, offset, length), 'the primary');
+  await primary.stop();
+});
