@@ -502,3 +502,33 @@ test('a byte that turns bad between the replay and the redo: the start is refuse
   await model.assertShownBy((offset, length) => primary.read(0, offset, length), 'the primary');
   await primary.stop();
 });
+
+test('a burst of writes at a journal near its capacity: those past it wait, the journal is not overrun', {
+  timeout: 60_000,
+}, async () => {
+  const capacityBytes = 16 * mib;
+  // The secondary is away and tracking is off: nothing frees the journal while the test runs.
+  const config = primaryConfig('journal-burst', 1, {
+    journal: { capacity: capacityBytes, segmentSize: 8 * mib },
+    volumes: [{ name: 'data', size: 64 * mib }],
+  });
+  const { primary } = await startPrimary(config);
+  const outcomes: ('done' | string)[] = [];
+  const writes = Array.from({ length: 48 }, (_, index) =>
+    primary.write(0, index * mib, new Uint8Array(mib).fill(index + 1)).then(
+      () => void outcomes.push('done'),
+      (error: Error) => void outcomes.push(error.message),
+    ),
+  );
+  await waitFor(() => primary.status().journalFull, 'the journal reached its capacity');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const status = primary.status();
+  assert.ok(status.writesWaiting > 0, 'writes past the capacity wait');
+  assert.ok(
+    status.journalDiskBytes <= capacityBytes + 2 * mib,
+    `the journal holds ${status.journalDiskBytes} bytes for a capacity of ${capacityBytes}`,
+  );
+  await primary.stop();
+  await Promise.all(writes);
+  assert.ok(outcomes.every((outcome) => outcome === 'done' || /stopped before this write/.test(outcome)));
+});

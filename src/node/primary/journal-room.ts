@@ -22,8 +22,8 @@ export class JournalRoom {
   private waiting: WaitingWrite[] = [];
   /**
    * Bytes of writes let through and not yet handed to the group (onAdmitted): counted with the
-   * write-back's, or a burst let through together (every write arriving in one turn of the event
-   * loop, or every waiting one when a batch lands) would pass the bound together.
+   * journal's and the write-back's, or a burst let through together (every write arriving in one
+   * turn of the event loop, or every waiting one when room appears) would pass the bounds together.
    */
   private admittedBytes = 0;
 
@@ -36,7 +36,7 @@ export class JournalRoom {
   ) {}
 
   get full(): boolean {
-    return this.journal.bytes >= this.capacityBytes;
+    return this.journal.bytes + this.admittedBytes >= this.capacityBytes;
   }
 
   /** The writes on their way to the volumes hold memory.dataBytesMax's share for them. */
