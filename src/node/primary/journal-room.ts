@@ -86,6 +86,8 @@ export class JournalRoom {
   /** A write let through was handed to the group (the write-back counts its bytes now) or refused. */
   onAdmitted(bytes: number): void {
     this.admittedBytes -= bytes;
+    // A refused write frees what it held without a landing or a collection to say so.
+    this.onSpaceFreed();
   }
 
   /** Collection freed space, or a write-back landed: waiting writes go on, oldest first, while there is room. */
