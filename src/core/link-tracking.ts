@@ -158,7 +158,7 @@ export class LinkTracking {
    * pass the link once the save is durable. `cycleFold` gives one closed cycle's content.
    */
   track(stored: CycleNumber, closed: CycleNumber, cycleFold: (cycle: CycleNumber) => FoldIndex): void {
-    if (this.saving || this.copy) return;
+    if (this.copy) return;
     if (!this.blocks) {
       this.blocks = new ChangedBlocks(this.config.chunkBlocks, this.volumeBlockCounts());
       this.base = stored;
@@ -175,7 +175,11 @@ export class LinkTracking {
       cycleFold(cycle).forEachBlock((volume, block) => blocks.markBlocks(volume, block, 1));
     }
     this.through = Math.max(this.through, closed);
-    this.save();
+    // A save in flight carries the bitmap as it was: another follows it with these cycles. Waiting
+    // for a moment with no save out instead let a secondary that reconnects faster than a save
+    // completes (each session's start saves) hold the journal for ever (whole-site sim seed 30180).
+    if (this.saving) this.saveAgain = true;
+    else this.save();
   }
 
   onSaved(token: number): boolean {

@@ -166,7 +166,7 @@ export class PrimaryNode {
       clock: this.clock,
       journalRoom: this.journalRoom,
       writeBack: this.writeBack,
-      readJournaled: (pieces) => this.journalBlocks.read(pieces),
+      readJournaled: (pieces) => this.readJournaled(pieces),
       metrics: this.metrics,
       failure: this.runtime,
       run: (actions) => this.run(actions),
@@ -349,6 +349,17 @@ export class PrimaryNode {
         else this.fail(error);
       },
     );
+  }
+
+  /**
+   * The bytes of journaled writes for a source's read or a resync's copy read. Damage found there
+   * stops the site, as at the catch-up: the record is one the secondaries and the redo still need.
+   */
+  private readJournaled(pieces: JournalPiece[]): Promise<Uint8Array> {
+    return this.journalBlocks.read(pieces).catch((error: unknown) => {
+      this.fail(error);
+      throw error;
+    });
   }
 
   /** The bitmap durable first, then the group may collect the journal past that secondary. */

@@ -13,7 +13,7 @@ import { ackModes, resyncStagings } from '../core/types.ts';
 import { assertPrivateKeyFile } from '../net/key-file.ts';
 import { loadPsk } from '../net/psk.ts';
 import { loadTlsMaterial } from '../net/tls.ts';
-import { parseSize } from './sizes.ts';
+import { formatSize, parseSize } from './sizes.ts';
 
 const name = z.string().min(1).max(limits.nameBytesMax).regex(namePattern, namePatternText);
 
@@ -350,7 +350,7 @@ function checkRelations(config: FileConfig, source: string): void {
     const linksBytes = config.secondaries.length * linkDataBytes(config);
     if (writeBackBytesMax(config) < writeBackBytesMin)
       problems.push(
-        `memory.dataBytesMax: ${config.memory.dataBytesMax} bytes hold the ${config.secondaries.length} secondaries' copy windows and packet queues (${linksBytes} bytes) and leave ${writeBackBytesMax(config)} for writes on their way to the volumes, below ${writeBackBytesMin}: raise it, or lower tracking.copyWindow`,
+        `memory.dataBytesMax: ${formatSize(config.memory.dataBytesMax)} must hold the copy windows and packet queues of ${config.secondaries.length === 1 ? 'its secondary' : `its ${config.secondaries.length} secondaries`} (${formatSize(linksBytes)}) and at least ${formatSize(writeBackBytesMin)} for writes on their way to the volumes: raise it to at least ${formatSize(linksBytes + writeBackBytesMin)}, or lower tracking.copyWindow`,
       );
     if (config.tracking.copyWindow < Math.max(config.tracking.granularity, limits.packetBytesMax))
       problems.push(

@@ -343,3 +343,14 @@ test('the tracking section: defaults, bounds, and a journal large enough for tra
   refused(`${base}tracking: { copyWindow: 64KiB }\n`, /tracking\.copyWindow: at least/);
   refused(`${base}tracking: { journalFraction: 0 }\n`, /tracking.*journalFraction/);
 });
+
+test("a primary's memory.dataBytesMax too small for its secondaries is refused with what it needs", () => {
+  refused(
+    `${primaryYaml}memory: { dataBytesMax: 64MiB }\n`,
+    /memory\.dataBytesMax: 64MiB must hold the copy windows and packet queues of its secondary \(69MiB\) and at least 32MiB for writes on their way to the volumes: raise it to at least 101MiB, or lower tracking\.copyWindow/,
+  );
+  // The same budget holds one secondary with a smaller copy window.
+  withFile(`${primaryYaml}memory: { dataBytesMax: 64MiB }\ntracking: { copyWindow: 16MiB }\n`, (path) => {
+    assert.equal(loadConfig(path).role, 'primary');
+  });
+});

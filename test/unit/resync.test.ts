@@ -326,3 +326,37 @@ test("a resyncing secondary's status carries the copy's rate and an ETA, from th
   const after = seen.at(-1);
   assert.deepEqual([after?.mode, after?.rate, after?.eta], ['streaming', 0, null], 'none once streaming');
 });
+
+test('a secondary failed for holding a full journal while its bitmap save is in flight is folded into it all the same: the journal passes it', () => {
+  const harness = new CheckedHarness(
+    primaryConfig({ cycleMsMin: 10, tracking: { ...smallTracking, journalBytesHigh: 6 * blockBytes } }),
+  );
+  writeRound(harness, 1);
+  harness.advanceChecked(50);
+  // Saves slower than the secondary's reconnects: each save completes while a session is up, and
+  // the session is failed again at once for the journal it holds.
+  harness.deferTrackingSaves = true;
+  harness.cutLink(0);
+  for (let round = 2; round <= 6; round++) {
+    writeRound(harness, round, 64);
+    harness.advanceChecked(20);
+  }
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'tracking');
+  harness.healLink(0);
+  for (let step = 0; step < 300; step++) {
+    if (step % 20 === 0) writeRound(harness, 5 + step / 20, 16);
+    harness.advance(10);
+    if (harness.primary.linkNamed('dr1')?.state === 'streaming')
+      for (const complete of harness.savesWaiting.splice(0)) complete();
+  }
+  harness.deferTrackingSaves = false;
+  for (const complete of harness.savesWaiting.splice(0)) complete();
+  const closed = harness.primary.closed;
+  assert.ok(
+    harness.primary.collected >= closed - 2,
+    `the journal passed the secondary: collected ${harness.primary.collected}, closed ${closed}`,
+  );
+  harness.advanceChecked(1500);
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'streaming');
+  assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+});

@@ -12,12 +12,20 @@ import { PrimaryNodeError } from './primary-node-error.ts';
 export const writesWaitingMax = 4096;
 
 interface WaitingWrite {
+  /** Bytes of block data the write brings. */
+  bytes: number;
   resolve: () => void;
   reject: (error: Error) => void;
 }
 
 export class JournalRoom {
   private waiting: WaitingWrite[] = [];
+  /**
+   * Bytes of writes let through and not yet handed to the group (onAdmitted): counted with the
+   * journal's and the write-back's, or a burst let through together (every write arriving in one
+   * turn of the event loop, or every waiting one when room appears) would pass the bounds together.
+   */
+  private admittedBytes = 0;
 
   constructor(
     private readonly journal: { readonly bytes: number },
@@ -28,12 +36,12 @@ export class JournalRoom {
   ) {}
 
   get full(): boolean {
-    return this.journal.bytes >= this.capacityBytes;
+    return this.journal.bytes + this.admittedBytes >= this.capacityBytes;
   }
 
   /** The writes on their way to the volumes hold memory.dataBytesMax's share for them. */
   get writeBackFull(): boolean {
-    return this.writeBack.heldBytes >= this.writeBackBytesMax;
+    return this.writeBack.heldBytes + this.admittedBytes >= this.writeBackBytesMax;
   }
 
   private get waitNeeded(): boolean {
@@ -46,16 +54,18 @@ export class JournalRoom {
 
   /**
    * Resolves once the journal is below its capacity and the write-back below its bound: at once,
-   * or when collection freed space or a write-back batch landed.
+   * or when collection freed space or a write-back batch landed. The write's `bytes` count as held
+   * from then until it reports back with onAdmitted.
    */
-  whenRoom(): Promise<void> {
-    if (!this.waitNeeded) return Promise.resolve();
+  whenRoom(bytes: number): Promise<void> {
+    if (!this.waitNeeded) {
+      this.admittedBytes += bytes;
+      return Promise.resolve();
+    }
     if (this.waiting.length >= writesWaitingMax) {
+      const why = this.full ? 'journal at capacity' : 'writes on their way to the volumes at their bound';
       return Promise.reject(
-        new PrimaryNodeError(
-          'journal-full',
-          `journal at capacity and ${writesWaitingMax} writes already waiting`,
-        ),
+        new PrimaryNodeError('journal-full', `${why} and ${writesWaitingMax} writes already waiting`),
       );
     }
     if (this.waiting.length === 0 && this.full) {
@@ -69,13 +79,24 @@ export class JournalRoom {
       });
     }
     return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
+      this.waiting.push({ bytes, resolve, reject });
     });
+  }
+
+  /** A write let through was handed to the group (the write-back counts its bytes now) or refused. */
+  onAdmitted(bytes: number): void {
+    this.admittedBytes -= bytes;
+    // A refused write frees what it held without a landing or a collection to say so.
+    this.onSpaceFreed();
   }
 
   /** Collection freed space, or a write-back landed: waiting writes go on, oldest first, while there is room. */
   onSpaceFreed(): void {
-    while (this.waiting.length > 0 && !this.waitNeeded) this.waiting.shift()?.resolve();
+    while (this.waiting.length > 0 && !this.waitNeeded) {
+      const write = this.waiting.shift() as WaitingWrite;
+      this.admittedBytes += write.bytes;
+      write.resolve();
+    }
   }
 
   /** Writes still waiting were never journaled: each fails with `error`. */

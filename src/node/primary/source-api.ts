@@ -219,25 +219,31 @@ export class SourceApi {
     blockCount: number,
     data: Uint8Array | null,
   ): Promise<CycleNumber> {
-    return this.whenJournalHasRoom().then(
+    const bytes = data?.length ?? 0;
+    return this.whenJournalHasRoom(bytes).then(
       () =>
         new Promise<CycleNumber>((resolve, reject) => {
-          if (this.parts.failure.fatal) {
-            reject(this.parts.failure.fatal);
-            return;
+          try {
+            if (this.parts.failure.fatal) {
+              reject(this.parts.failure.fatal);
+              return;
+            }
+            const token = this.nextToken++;
+            this.writes.set(token, { resolve, reject });
+            // The caller's buffer may be reused after we return: keep our own copy.
+            const extent: Extent = { volume, block, blockCount, data: data ? new Uint8Array(data) : null };
+            this.parts.run(this.parts.core.onWrite(this.parts.clock.now(), { token, node: 0, extent }));
+          } finally {
+            // Journaled (the write-back holds the bytes now) or refused: no longer let through.
+            this.parts.journalRoom.onAdmitted(bytes);
           }
-          const token = this.nextToken++;
-          this.writes.set(token, { resolve, reject });
-          // The caller's buffer may be reused after we return: keep our own copy.
-          const extent: Extent = { volume, block, blockCount, data: data ? new Uint8Array(data) : null };
-          this.parts.run(this.parts.core.onWrite(this.parts.clock.now(), { token, node: 0, extent }));
         }),
     );
   }
 
-  private whenJournalHasRoom(): Promise<void> {
+  private whenJournalHasRoom(bytes: number): Promise<void> {
     if (this.parts.failure.fatal) return Promise.reject(this.parts.failure.fatal);
-    return this.parts.journalRoom.whenRoom();
+    return this.parts.journalRoom.whenRoom(bytes);
   }
 }
 

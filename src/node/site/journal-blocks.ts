@@ -79,8 +79,9 @@ export class JournalBlocks<R> {
   }
 
   /**
-   * The bytes the pieces name, in order. Adjacent pieces of one record (the common case) read it
-   * once; otherwise one record is held at a time, so the memory is the result plus one record.
+   * The bytes the pieces name, in order. Each record is read once however its pieces interleave
+   * with other records' (a fold merging cycles interleaves a large write with the small overwrites
+   * inside it), one record held at a time, so the memory is the result plus one record.
    */
   read(pieces: readonly JournalPiece[]): Promise<Uint8Array> {
     const reading = this.readPieces(pieces);
@@ -102,19 +103,23 @@ export class JournalBlocks<R> {
   private async readPieces(pieces: readonly JournalPiece[]): Promise<Uint8Array> {
     const blocks = pieces.reduce((sum, piece) => sum + piece.blockCount, 0);
     const data = new Uint8Array(blocks * this.blockBytes);
+    // Where each piece goes in the result, by the record it is in (records in order of first use).
+    const byRecord = new Map<number, { piece: JournalPiece; at: number }[]>();
     let at = 0;
-    let heldSeq = 0;
-    let held: Uint8Array = new Uint8Array(0);
     for (const piece of pieces) {
-      if (heldSeq !== piece.seq) {
-        held = await this.recordData(piece.seq);
-        heldSeq = piece.seq;
+      const placed = byRecord.get(piece.seq) ?? [];
+      placed.push({ piece, at });
+      byRecord.set(piece.seq, placed);
+      at += piece.blockCount * this.blockBytes;
+    }
+    for (const [seq, placed] of byRecord) {
+      const held = await this.recordData(seq);
+      for (const { piece, at } of placed) {
+        const from = piece.index * this.blockBytes;
+        const length = piece.blockCount * this.blockBytes;
+        assert(from + length <= held.length, 'a piece lies within its record');
+        data.set(held.subarray(from, from + length), at);
       }
-      const from = piece.index * this.blockBytes;
-      const length = piece.blockCount * this.blockBytes;
-      assert(from + length <= held.length, 'a piece lies within its record');
-      data.set(held.subarray(from, from + length), at);
-      at += length;
     }
     return data;
   }
