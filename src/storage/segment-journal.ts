@@ -124,6 +124,8 @@ export class SegmentJournal<R> {
   syncCalls = 0;
   appended = 0;
 
+  /** Descriptors for reading records back, by segment number (see readerOf). */
+  private readonly readers = new Map<number, Promise<number>>();
   private readonly fs: FileSystem;
 
   private constructor(private readonly options: SegmentJournalOptions<R>) {
@@ -309,28 +311,48 @@ export class SegmentJournal<R> {
    */
   async readRecord(position: JournalPosition): Promise<R> {
     const path = join(this.options.directory, segmentName(position.segment));
-    const fd = await this.fs.open(path, 'r');
-    try {
-      const header = await this.readExactly(fd, path, position.offset, journalFrameHeaderBytes);
-      const bodyBytes = new DataView(header.buffer, header.byteOffset).getUint32(0);
-      if (bodyBytes > recordBodyBytesMax)
-        throw readDamage(path, position.offset, `length ${bodyBytes} over the bound`);
-      const frame = new Uint8Array(journalFrameHeaderBytes + bodyBytes);
-      frame.set(header);
-      const body = await this.readExactly(fd, path, position.offset + journalFrameHeaderBytes, bodyBytes);
-      frame.set(body, journalFrameHeaderBytes);
-      const decoded = decodeJournalFrame(this.options.codec, frame, 0);
-      if ('damage' in decoded) throw readDamage(path, position.offset, decoded.damage);
-      if (decoded.sequence !== position.sequence || decoded.record === null)
-        throw readDamage(
-          path,
-          position.offset,
-          `a ${decoded.kind} frame of sequence ${decoded.sequence} where record ${position.sequence} was written`,
-        );
-      return decoded.record;
-    } finally {
-      await this.fs.close(fd);
+    const fd = await this.readerOf(position.segment, path);
+    const header = await this.readExactly(fd, path, position.offset, journalFrameHeaderBytes);
+    const bodyBytes = new DataView(header.buffer, header.byteOffset).getUint32(0);
+    if (bodyBytes > recordBodyBytesMax)
+      throw readDamage(path, position.offset, `length ${bodyBytes} over the bound`);
+    const frame = new Uint8Array(journalFrameHeaderBytes + bodyBytes);
+    frame.set(header);
+    const body = await this.readExactly(fd, path, position.offset + journalFrameHeaderBytes, bodyBytes);
+    frame.set(body, journalFrameHeaderBytes);
+    const decoded = decodeJournalFrame(this.options.codec, frame, 0);
+    if ('damage' in decoded) throw readDamage(path, position.offset, decoded.damage);
+    if (decoded.sequence !== position.sequence || decoded.record === null)
+      throw readDamage(
+        path,
+        position.offset,
+        `a ${decoded.kind} frame of sequence ${decoded.sequence} where record ${position.sequence} was written`,
+      );
+    return decoded.record;
+  }
+
+  /**
+   * A descriptor for reading a segment, opened once and kept until the segment is deleted or the
+   * journal closed: a catch-up reads its packets back record by record, and an open and a close
+   * per record doubled the system calls it costs.
+   */
+  private readerOf(segment: number, path: string): Promise<number> {
+    let reader = this.readers.get(segment);
+    if (!reader) {
+      reader = this.fs.open(path, 'r');
+      this.readers.set(segment, reader);
+      reader.catch(() => this.readers.delete(segment));
     }
+    return reader;
+  }
+
+  /** Closes the reading descriptor of a segment, if one is open (its reads are done or void). */
+  private async closeReader(segment: number): Promise<void> {
+    const reader = this.readers.get(segment);
+    if (!reader) return;
+    this.readers.delete(segment);
+    const fd = await reader.catch(() => -1);
+    if (fd >= 0) await this.fs.close(fd);
   }
 
   /** `length` bytes at `offset`, or journal damage: a short read means the file lost them. */
@@ -591,6 +613,7 @@ export class SegmentJournal<R> {
         this.stateFloor = floor;
       });
       for (const segment of doomed) {
+        await this.closeReader(segment.number);
         await this.fs.unlink(segment.path);
         this.segments = this.segments.filter((kept) => kept !== segment);
         this.deleting.delete(segment);
@@ -607,6 +630,7 @@ export class SegmentJournal<R> {
    */
   abandon(): void {
     this.failure ??= new StorageError('storage-io', 'the journal was abandoned');
+    for (const segment of [...this.readers.keys()]) void this.closeReader(segment).catch(() => {});
     if (this.fd >= 0) this.fs.closeSync(this.fd);
     this.fd = -1;
   }
@@ -626,6 +650,7 @@ export class SegmentJournal<R> {
     await this.syncChain;
     // A collection still unlinking would run on past the stop (and race the next start's own).
     await this.deletions;
+    for (const segment of [...this.readers.keys()]) await this.closeReader(segment);
     if (this.fd >= 0) await this.fs.close(this.fd);
     this.fd = -1;
   }

@@ -384,16 +384,27 @@ class HeldRecordReads {
   /** Settles once a held opening is waiting. */
   held: Promise<void> = Promise.resolve();
   private onHeld: () => void = () => {};
+  /** Descriptors of segments opened for reading records back. */
+  private readonly segmentReaders = new Set<number>();
   readonly fs: FileSystem = {
     ...nodeFileSystem,
     open: async (path, flags, mode) => {
-      if (this.holding && flags === 'r' && path.endsWith('.seg')) {
+      const fd = await nodeFileSystem.open(path, flags, mode);
+      if (flags === 'r' && path.endsWith('.seg')) this.segmentReaders.add(fd);
+      return fd;
+    },
+    close: async (fd) => {
+      this.segmentReaders.delete(fd);
+      return nodeFileSystem.close(fd);
+    },
+    read: async (fd, buffer, offset, length, position) => {
+      if (this.holding && this.segmentReaders.has(fd)) {
         this.holding = false;
         const released = new Promise<void>((resolve) => (this.release = resolve));
         this.onHeld();
         await released;
       }
-      return nodeFileSystem.open(path, flags, mode);
+      return nodeFileSystem.read(fd, buffer, offset, length, position);
     },
   };
 
