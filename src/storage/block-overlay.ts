@@ -6,14 +6,17 @@
 /** Blocks and their content (null: zeroes). */
 export type BlockOverlay = [block: number, content: Uint8Array | null][];
 
-/** Collects the overlay of the blocks that cover offset..offset+length. */
-export function collectOverlay(
+/**
+ * Collects the overlay of the blocks that cover offset..offset+length: what `lookup` holds for each
+ * (bytes, zeroes, or where to read them), undefined when the file has the block.
+ */
+export function collectOverlay<Content>(
   offset: number,
   length: number,
   blockBytes: number,
-  lookup: (block: number) => Uint8Array | null | undefined,
-): BlockOverlay {
-  const overlay: BlockOverlay = [];
+  lookup: (block: number) => Content | undefined,
+): [block: number, content: Content][] {
+  const overlay: [number, Content][] = [];
   for (let block = Math.floor(offset / blockBytes); block * blockBytes < offset + length; block++) {
     const content = lookup(block);
     if (content !== undefined) overlay.push([block, content]);

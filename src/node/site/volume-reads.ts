@@ -7,21 +7,11 @@ import { type BlockContent, isBlockRef, type JournalPiece, refIndex, refSeq } fr
 import { applyOverlay, type BlockOverlay, collectOverlay } from '../../storage/block-overlay.ts';
 import type { VolumeFile } from '../../storage/volume-file.ts';
 
-/** `newest(block)`: the block's newer content, null for zeroes, undefined when the file has it. */
-export async function readThroughOverlay(
-  file: VolumeFile,
-  offset: number,
-  length: number,
-  newest: (block: number) => Uint8Array | null | undefined,
-): Promise<Uint8Array> {
-  const overlay = collectOverlay(offset, length, file.blockBytes, newest);
-  return applyOverlay(await file.read(offset, length), offset, file.blockBytes, overlay);
-}
-
 /**
- * The same over an overlay whose blocks may be references into the journal (the secondary's cycle
- * being applied): the referenced blocks are read back (`readPieces`, adjacent blocks of one record
- * as one piece) before the file, so the overlay is still taken before the file is read.
+ * `newest(block)`: the block's newer content (bytes, null for zeroes, or a reference into the
+ * journal), undefined when the file has it. The referenced blocks are read back (`readPieces`,
+ * adjacent blocks of one record as one piece) before the file, so the overlay is still taken
+ * before the file is read.
  */
 export async function readThroughJournaledOverlay(
   file: VolumeFile,
@@ -30,7 +20,7 @@ export async function readThroughJournaledOverlay(
   newest: (block: number) => BlockContent | undefined,
   readPieces: (pieces: JournalPiece[]) => Promise<Uint8Array>,
 ): Promise<Uint8Array> {
-  const contents = collectContents(offset, length, file.blockBytes, newest);
+  const contents = collectOverlay(offset, length, file.blockBytes, newest);
   const pieces: JournalPiece[] = [];
   for (const [, content] of contents) {
     if (!isBlockRef(content)) continue;
@@ -48,18 +38,4 @@ export async function readThroughJournaledOverlay(
     return [block, bytes];
   });
   return applyOverlay(await file.read(offset, length), offset, file.blockBytes, overlay);
-}
-
-function collectContents(
-  offset: number,
-  length: number,
-  blockBytes: number,
-  newest: (block: number) => BlockContent | undefined,
-): [block: number, content: BlockContent][] {
-  const contents: [number, BlockContent][] = [];
-  for (let block = Math.floor(offset / blockBytes); block * blockBytes < offset + length; block++) {
-    const content = newest(block);
-    if (content !== undefined) contents.push([block, content]);
-  }
-  return contents;
 }
