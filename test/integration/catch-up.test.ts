@@ -5,10 +5,9 @@
 // primary built and wrote hundreds of megabytes per turn, the secondary encoded whole segments in
 // one step and copied the recovery cycle whole to apply it: each held an event loop past the timeout.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { freePort, type Site, waitForStatus, workspacesCleanedAfterTests } from './harness.ts';
+import { fioOverNbd, freePort, type Site, waitForStatus, workspacesCleanedAfterTests } from './harness.ts';
 
 const newWorkspace = workspacesCleanedAfterTests();
 const mib = 1024 * 1024;
@@ -35,17 +34,14 @@ test('a catch-up of 192 MiB of 4 KiB writes causes no link failure and converges
   });
   const primarySite = workspace.startPrimary(primary.path);
   await primarySite.waitForEvent('nbd-listening');
-  const fio = await run('fio', [
-    '--name=catch-up',
-    '--ioengine=nbd',
-    `--uri=nbd://127.0.0.1:${nbdPort}/vol0`,
-    '--rw=randwrite',
-    '--bs=4k',
-    '--iodepth=16',
-    `--size=${writtenMib * mib}`,
-    '--randrepeat=0',
-  ]);
-  assert.equal(fio.status, 0, `fio: ${fio.output}`);
+  await fioOverNbd(nbdPort, {
+    name: 'catch-up',
+    rw: 'randwrite',
+    bs: '4k',
+    iodepth: 16,
+    size: writtenMib * mib,
+    randrepeat: 0,
+  });
   const before = await waitForStatus(primary.httpPort, (status) => lagOf(status) >= writtenMib * mib);
   const closed = before.closed as number;
   const dr1 = workspace.startSecondary(secondary.path);
@@ -71,19 +67,4 @@ function firstLink(status: Record<string, unknown>): Record<string, number> {
 
 function lagOf(status: Record<string, unknown>): number {
   return firstLink(status).lagBytes ?? 0;
-}
-
-/** Runs a tool without blocking this process (the sites' output keeps being read meanwhile). */
-function run(command: string, args: string[]): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.once('close', (status) => resolve({ status, output }));
-  });
 }

@@ -342,3 +342,13 @@ export function runTool(command: string, args: string[]): Promise<{ status: numb
     child.on('close', (status) => resolve({ status, output }));
   });
 }
+
+/**
+ * fio through its nbd engine against the export vol0 on 127.0.0.1:`nbdPort`, each option given as
+ * `--name=value`; fails the test with fio's output unless it exits 0.
+ */
+export async function fioOverNbd(nbdPort: number, options: Record<string, string | number>): Promise<void> {
+  const args = Object.entries(options).map(([name, value]) => `--${name}=${value}`);
+  const fio = await runTool('fio', ['--ioengine=nbd', `--uri=nbd://127.0.0.1:${nbdPort}/vol0`, ...args]);
+  if (fio.status !== 0) throw new Error(`fio exited ${fio.status}: ${fio.output}`);
+}

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { freePort, runTool, waitForStatus, workspacesCleanedAfterTests } from './harness.ts';
+import { fioOverNbd, freePort, waitForStatus, workspacesCleanedAfterTests } from './harness.ts';
 
 const newWorkspace = workspacesCleanedAfterTests();
 const mib = 1024 * 1024;
@@ -27,16 +27,7 @@ test(`a new secondary's initial sync of ${writtenMib} MiB stays under ${peakMibM
   });
   const primarySite = workspace.startPrimary(primary.path);
   await primarySite.waitForEvent('nbd-listening');
-  const fio = await runTool('fio', [
-    '--name=fill',
-    '--ioengine=nbd',
-    `--uri=nbd://127.0.0.1:${nbdPort}/vol0`,
-    '--rw=write',
-    '--bs=1m',
-    '--iodepth=8',
-    `--size=${writtenMib * mib}`,
-  ]);
-  assert.equal(fio.status, 0, `fio: ${fio.output}`);
+  await fioOverNbd(nbdPort, { name: 'fill', rw: 'write', bs: '1m', iodepth: 8, size: writtenMib * mib });
   const dr1 = workspace.startSecondary(secondary.path);
   await waitForStatus(
     primary.httpPort,

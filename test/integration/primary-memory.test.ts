@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { freePort, runTool, type Site, waitForStatus, workspacesCleanedAfterTests } from './harness.ts';
+import { fioOverNbd, freePort, type Site, waitForStatus, workspacesCleanedAfterTests } from './harness.ts';
 
 const newWorkspace = workspacesCleanedAfterTests();
 const mib = 1024 * 1024;
@@ -30,16 +30,7 @@ test(`a primary holding ${writtenMib} MiB in its journal stays under ${peakMibMa
   });
   let primarySite = workspace.startPrimary(primary.path);
   await primarySite.waitForEvent('nbd-listening');
-  const fio = await runTool('fio', [
-    '--name=fill',
-    '--ioengine=nbd',
-    `--uri=nbd://127.0.0.1:${nbdPort}/vol0`,
-    '--rw=write',
-    '--bs=1m',
-    '--iodepth=8',
-    `--size=${writtenMib * mib}`,
-  ]);
-  assert.equal(fio.status, 0, `fio: ${fio.output}`);
+  await fioOverNbd(nbdPort, { name: 'fill', rw: 'write', bs: '1m', iodepth: 8, size: writtenMib * mib });
   const held = await waitForStatus(
     primary.httpPort,
     (s) => (s.journalBytes as number) >= writtenMib * mib,
