@@ -8,8 +8,8 @@
  *    figure; bench/scenarios/resync-1g.ts, also `--only resync-1g` alone);
  * 4. `link-failed` on both sites during the initial sync and each resync;
  * 5. the primary's resident memory while the secondary is away (bench/scenarios/resync-memory.ts,
- *    also `--only resync-memory` alone), and the secondary's during the initial sync (figures only:
- *    bounded memory is built elsewhere).
+ *    also `--only resync-memory` alone; goal: within its memory.dataBytesMax + 64 MiB), and the
+ *    secondary's during the initial sync.
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
