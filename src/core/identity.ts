@@ -37,6 +37,12 @@ export interface PrimaryIdentity {
 export interface Binding {
   primarySite: SiteId;
   generation: string;
+  /**
+   * The followed primary's generation chain as its hello stated it, the bound generation last: what
+   * a promotion extends (docs/failover.md). Absent in a site.json written before it was kept; the
+   * next accepted hello records it.
+   */
+  history?: Generation[];
 }
 
 export function isGeneration(value: unknown): value is Generation {
@@ -54,7 +60,14 @@ export function isGeneration(value: unknown): value is Generation {
 export function isBinding(value: unknown): value is Binding {
   const binding = value as Binding;
   return (
-    typeof binding === 'object' && binding !== null && isId(binding.primarySite) && isId(binding.generation)
+    typeof binding === 'object' &&
+    binding !== null &&
+    isId(binding.primarySite) &&
+    isId(binding.generation) &&
+    (binding.history === undefined ||
+      (Array.isArray(binding.history) &&
+        binding.history.every(isGeneration) &&
+        binding.history.at(-1)?.id === binding.generation))
   );
 }
 
@@ -81,7 +94,11 @@ export function currentGeneration(identity: PrimaryIdentity): Generation {
 
 /** The binding a secondary records when it accepts this primary first. */
 export function bindingOf(identity: PrimaryIdentity): Binding {
-  return { primarySite: identity.site, generation: currentGeneration(identity).id };
+  return {
+    primarySite: identity.site,
+    generation: currentGeneration(identity).id,
+    history: identity.generations.map((generation) => ({ ...generation })),
+  };
 }
 
 /**

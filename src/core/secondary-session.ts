@@ -208,7 +208,7 @@ export class SecondarySession {
     if (hello.connectionCount < 1 || hello.connectionCount > limits.connectionsPerLinkMax) {
       throw new ProtocolError('frame-bad-field', `session of ${hello.connectionCount} connections`);
     }
-    if (!this.binding) this.bind(identityOfHello(hello));
+    if (!this.binding?.history) this.bind(identityOfHello(hello));
     if (this.session?.id !== hello.sessionId) {
       // A new session means the primary saw a failure (or restarted): whatever we hold of cycles
       // that are not stored is void before anything of the new session arrives.
@@ -234,12 +234,19 @@ export class SecondarySession {
     else this.sendWelcome(nowMs, connection);
   }
 
-  /** The first primary accepted is the one followed from now on; its binding is durable first. */
+  /**
+   * The first primary accepted is the one followed from now on; its binding is durable first. A
+   * binding recorded before chains were kept gains the chain of the same primary (checked above).
+   */
   private bind(identity: PrimaryIdentity): void {
-    assert(this.binding === null, 'a secondary binds once');
+    const completing = this.binding !== null;
+    assert(
+      !completing || this.binding?.history === undefined,
+      'a secondary binds once (a binding without history is completed once)',
+    );
     this.binding = bindingOf(identity);
     this.out.push({ type: 'bind', binding: this.binding });
-    this.log('info', 'primary-bound', {
+    this.log('info', completing ? 'primary-history-recorded' : 'primary-bound', {
       primarySite: this.binding.primarySite,
       generation: this.binding.generation,
     });

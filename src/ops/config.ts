@@ -156,6 +156,56 @@ const common = {
   insecure: z.boolean().default(false),
 };
 
+/** How often cycles switch, and how many closed ones may wait for a connected secondary. */
+const cycle = z
+  .strictObject({
+    intervalMinMs: z.number().int().min(0).default(1000),
+    queuedMax: z.number().int().min(1).default(4),
+  })
+  .default({ intervalMinMs: 1000, queuedMax: 4 });
+
+const ack = z.enum(ackModes).default('immediate');
+
+const journalCapacity = size.default(4 * 1024 ** 3);
+
+/** When an away secondary's journal entries give way to a changed-block bitmap (docs/resync.md). */
+const tracking = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    journalFraction: z.number().gt(0).max(1).default(0.5),
+    awaySecondsMax: z.number().min(0).default(600),
+    granularity: size.default(64 * 1024),
+    copyWindow: size.default(64 * 1024 ** 2),
+  })
+  .default({
+    enabled: true,
+    journalFraction: 0.5,
+    awaySecondsMax: 600,
+    granularity: 64 * 1024,
+    copyWindow: 64 * 1024 ** 2,
+  });
+
+const secondaries = z
+  .array(
+    z.strictObject({
+      name,
+      address,
+      connections: z.number().int().min(1).max(limits.connectionsPerLinkMax).default(1),
+    }),
+  )
+  .max(limits.secondariesMax)
+  .default([]);
+
+/**
+ * How a resync is taken (docs/resync.md). `consistent`: staged whole in the journal and applied
+ * as one unit, so the image is a consistent cut at every moment and the journal's disk must hold
+ * the resync. `in-place`: each cycle applied as it arrives, needing no room, and the image is NOT
+ * a consistent cut until the resync ends (DRBD's SyncTarget): a disaster meanwhile leaves none.
+ */
+const resync = z
+  .strictObject({ staging: z.enum(resyncStagings).default('consistent') })
+  .default({ staging: 'consistent' });
+
 /** Journal segments a primary with tracking needs at least (see trackingConfigOf). */
 export const trackingSegmentsMin = 4;
 
@@ -174,43 +224,18 @@ const primarySchema = z.strictObject({
     .strictObject({ dataBytesMax: size.default(256 * 1024 ** 2) })
     .default({ dataBytesMax: 256 * 1024 ** 2 }),
   volumes: z.array(volume).min(1).max(limits.volumesMax),
-  cycle: z
-    .strictObject({
-      intervalMinMs: z.number().int().min(0).default(1000),
-      queuedMax: z.number().int().min(1).default(4),
-    })
-    .default({ intervalMinMs: 1000, queuedMax: 4 }),
-  ack: z.enum(ackModes).default('immediate'),
+  cycle,
+  ack,
   journal: z
-    .strictObject({ capacity: size.default(4 * 1024 ** 3), segmentSize: size.default(64 * 1024 ** 2) })
+    .strictObject({ capacity: journalCapacity, segmentSize: size.default(64 * 1024 ** 2) })
     .default({ capacity: 4 * 1024 ** 3, segmentSize: 64 * 1024 ** 2 }),
   nbd: nbd.optional(),
-  /** When an away secondary's journal entries give way to a changed-block bitmap (docs/resync.md). */
-  tracking: z
-    .strictObject({
-      enabled: z.boolean().default(true),
-      journalFraction: z.number().gt(0).max(1).default(0.5),
-      awaySecondsMax: z.number().min(0).default(600),
-      granularity: size.default(64 * 1024),
-      copyWindow: size.default(64 * 1024 ** 2),
-    })
-    .default({
-      enabled: true,
-      journalFraction: 0.5,
-      awaySecondsMax: 600,
-      granularity: 64 * 1024,
-      copyWindow: 64 * 1024 ** 2,
-    }),
-  secondaries: z
-    .array(
-      z.strictObject({
-        name,
-        address,
-        connections: z.number().int().min(1).max(limits.connectionsPerLinkMax).default(1),
-      }),
-    )
-    .max(limits.secondariesMax)
-    .default([]),
+  tracking,
+  secondaries,
+  // A primary's config may carry a secondary's sections, for when it rejoins as one (docs/failover.md).
+  name: name.optional(),
+  listen: address.optional(),
+  resync: resync.optional(),
 });
 
 const secondarySchema = z.strictObject({
@@ -221,7 +246,7 @@ const secondarySchema = z.strictObject({
   volumes: z.array(volume).min(1).max(limits.volumesMax).optional(),
   /** The receive journal: cycles stored and not yet applied, in segment files of this size. */
   journal: z
-    .strictObject({ segmentSize: size.default(64 * 1024 ** 2) })
+    .strictObject({ segmentSize: size.default(64 * 1024 ** 2), capacity: journalCapacity.optional() })
     .default({ segmentSize: 64 * 1024 ** 2 }),
   /**
    * Bytes of block data the site holds in memory beyond references into its journal: received
@@ -231,16 +256,14 @@ const secondarySchema = z.strictObject({
   memory: z
     .strictObject({ dataBytesMax: size.default(64 * 1024 ** 2) })
     .default({ dataBytesMax: 64 * 1024 ** 2 }),
-  /**
-   * How a resync is taken (docs/resync.md). `consistent`: staged whole in the journal and applied
-   * as one unit, so the image is a consistent cut at every moment and the journal's disk must hold
-   * the resync. `in-place`: each cycle applied as it arrives, needing no room, and the image is NOT
-   * a consistent cut until the resync ends (DRBD's SyncTarget): a disaster meanwhile leaves none.
-   */
-  resync: z
-    .strictObject({ staging: z.enum(resyncStagings).default('consistent') })
-    .default({ staging: 'consistent' }),
+  resync,
   nbd: nbd.optional(),
+  // A secondary's config may carry a primary's sections, for when it is promoted (docs/failover.md):
+  // checked here for their form, and as a whole primary's config when the site becomes one.
+  cycle: cycle.optional(),
+  ack: ack.optional(),
+  tracking: tracking.optional(),
+  secondaries: secondaries.optional(),
 });
 
 export type PrimaryFileConfig = z.output<typeof primarySchema>;
@@ -444,8 +467,36 @@ export function isLocalAddress(address: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
+/** A configuration file as loaded: validated for its role, and its document for the other role's view. */
+export interface LoadedConfig {
+  config: FileConfig;
+  document: unknown;
+  /** The file's path, naming it in messages. */
+  source: string;
+}
+
 /** Reads and validates a YAML file. */
 export function loadConfig(path: string): FileConfig {
+  return loadConfigFile(path).config;
+}
+
+/**
+ * The configuration of a site in a role other than its file's: a promoted secondary runs as a
+ * primary, a rejoined primary as a secondary (docs/failover.md). The document is validated whole as
+ * that role's file would be; a primary's volumes, when the file names none, are the site's own.
+ */
+export function configInRole(
+  loaded: LoadedConfig,
+  role: 'primary' | 'secondary',
+  siteVolumes: { name: string; size: number }[],
+): FileConfig {
+  const document: Record<string, unknown> = { ...(loaded.document as Record<string, unknown>), role };
+  if (role === 'primary' && document.volumes === undefined) document.volumes = siteVolumes;
+  return validateConfig(document, `${loaded.source} (as a ${role})`);
+}
+
+/** Reads and validates a YAML file, keeping its document. */
+export function loadConfigFile(path: string): LoadedConfig {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -458,5 +509,5 @@ export function loadConfig(path: string): FileConfig {
   } catch (cause) {
     throw new ConfigError(`${path}: not valid YAML: ${(cause as Error).message}`);
   }
-  return validateConfig(document, path);
+  return { config: validateConfig(document, path), document, source: path };
 }

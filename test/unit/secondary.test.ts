@@ -214,9 +214,28 @@ test('a primary with another volume size or block size is refused with the diffe
 test('the first primary accepted is bound, and the binding is recorded before the welcome', () => {
   const site = new Site();
   site.hello(1);
-  assert.deepEqual(site.bindings, [{ primarySite: primaryIdentity.site, generation: '1'.repeat(32) }]);
+  assert.deepEqual(site.bindings, [
+    {
+      primarySite: primaryIdentity.site,
+      generation: '1'.repeat(32),
+      history: primaryIdentity.generations,
+    },
+  ]);
   assert.deepEqual(site.order, ['bind', 'send welcome']);
   assert.deepEqual(site.secondary.boundTo, site.bindings[0]);
+});
+
+test('a binding recorded without the chain gains it from the same primary, and only from it', () => {
+  const first = new Site();
+  first.hello(1);
+  const { history: _, ...old } = first.bindings[0] as Binding;
+  const restarted = new Site(first.journal, old);
+  restarted.hello(1, 5, shape, 1, otherPrimaryIdentity);
+  assert.equal(restarted.sentOfType('error')[0]?.code, 'primary-mismatch');
+  assert.deepEqual(restarted.bindings, [], 'another primary completes nothing');
+  restarted.hello(2, 6);
+  assert.deepEqual(restarted.bindings, [{ ...old, history: primaryIdentity.generations }]);
+  assert.deepEqual(restarted.order.slice(-2), ['bind', 'send welcome'], 'recorded before the welcome');
 });
 
 test('another primary of the group is refused naming both identities; the live session goes on untouched', () => {
