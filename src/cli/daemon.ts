@@ -5,9 +5,8 @@
  * connections, listeners and files are closed; whatever still holds the process then is cut.
  */
 import { ConfigError, storageFaultOf } from '../core/errors.ts';
-import { PrimaryNode } from '../node/primary-node.ts';
-import { SecondaryNode } from '../node/secondary-node.ts';
-import { type FileConfig, loadConfig } from '../ops/config.ts';
+import { SiteHost } from '../node/site-host.ts';
+import { type FileConfig, type LoadedConfig, loadConfigFile } from '../ops/config.ts';
 import { createLogger, type LogFormat, type Logger } from '../ops/logger.ts';
 import { exitCodes, startFailureCode } from './exit-codes.ts';
 
@@ -23,14 +22,15 @@ export async function runDaemon(
     process.stderr.write(`cyclerep ${role}: --config FILE is required\n`);
     return exitCodes.usage;
   }
-  let config: FileConfig;
+  let loaded: LoadedConfig;
   try {
-    config = loadConfig(configPath);
+    loaded = loadConfigFile(configPath);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`cyclerep ${role}: ${error.message}\n`);
     return exitCodes.usage;
   }
+  const config = loaded.config;
   if (config.role !== role) {
     process.stderr.write(`cyclerep ${role}: ${configPath}: role: the file configures a ${config.role}\n`);
     return exitCodes.usage;
@@ -41,7 +41,7 @@ export async function runDaemon(
     format: logFormat ?? config.log?.format ?? 'json',
     debug: !!process.env.CYCLEREP_DEBUG,
   });
-  let node: PrimaryNode | SecondaryNode | null = null;
+  let host: SiteHost | null = null;
   let storageFailed = false;
   let stopRequested = false;
   let resolveStarted: () => void = () => {};
@@ -58,7 +58,7 @@ export async function runDaemon(
     if (stopRequested) return;
     stopRequested = true;
     void started
-      .then(() => stopWithin(node as PrimaryNode | SecondaryNode, config, logger, why))
+      .then(() => stopWithin(host as SiteHost, config, logger, why))
       .then((stopFailed) => resolveExit(storageFailed || stopFailed ? exitCodes.storage : exitCodes.ok));
   };
   const onFatal = (error: Error): void => {
@@ -71,16 +71,13 @@ export async function runDaemon(
   process.once('SIGTERM', () => stop({ signal: 'SIGTERM' }));
   process.once('SIGINT', () => stop({ signal: 'SIGINT' }));
   try {
-    node =
-      config.role === 'primary'
-        ? await PrimaryNode.start(config, logger, onFatal)
-        : await SecondaryNode.start(config, logger, onFatal);
+    host = await SiteHost.start(loaded, logger, onFatal);
   } catch (error) {
     logger.error('start-failed', { reason: (error as Error).message });
     return startFailureCode(error);
   }
   resolveStarted();
-  const running = node;
+  const running = host;
   // Renewed certificates are read again without a restart; connections made from now on use them.
   process.on('SIGHUP', () => running.reloadTls());
   // Everything of ours is closed by then; a handle that still keeps the event loop alive (a peer's
@@ -94,7 +91,7 @@ export async function runDaemon(
  * flight get half of it. Resolves with whether the stop itself failed or had to be cut short.
  */
 async function stopWithin(
-  node: PrimaryNode | SecondaryNode,
+  host: SiteHost,
   config: FileConfig,
   logger: Logger,
   why: Record<string, string>,
@@ -106,7 +103,7 @@ async function stopWithin(
   const deadline = new Promise<'timeout'>((resolve) => {
     timer = setTimeout(() => resolve('timeout'), timeoutMs + faultStatusMs);
   });
-  const stopped = node.stop({ nbdDrainMs: timeoutMs / 2, statusLingerMs: faultStatusMs }).then(
+  const stopped = host.stop({ nbdDrainMs: timeoutMs / 2, statusLingerMs: faultStatusMs }).then(
     () => 'stopped' as const,
     (error: unknown) => {
       logger.error('stop-failed', { reason: (error as Error).message });

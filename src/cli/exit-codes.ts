@@ -17,6 +17,8 @@ export const exitCodes = {
   start: 4,
   /** Damaged, missing or foreign data found on disk at start: refused, nothing changed; look first. */
   damaged: 5,
+  /** An admin verb (promote) was refused by the site, or did not complete in time: the message says which. */
+  refused: 6,
 } as const;
 
 export type ExitCode = (typeof exitCodes)[keyof typeof exitCodes];
@@ -29,6 +31,7 @@ export const exitCodesText = `exit codes:
   3  storage failure at run time (disk full, I/O error); nothing acknowledged is lost
   4  the site could not start (address in use, unreadable certificate), or status reached no site
   5  damaged, missing or foreign data on disk at start; refused, nothing changed
+  6  an admin verb (promote) was refused by the site, or its new role was not in force in time
 `;
 
 /**

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { ensureCa, makeSiteCertificate } from '../ops/certs.ts';
 import { runSimulationParallel } from '../sim/runner.ts';
 import { runAcceptImage } from './accept-image.ts';
+import { runPromote } from './admin.ts';
 import { runDaemon } from './daemon.ts';
 import { runDemo } from './demo.ts';
 import { exitCodes, exitCodesText } from './exit-codes.ts';
@@ -35,6 +36,12 @@ const commands: Record<string, Command> = {
     synopsis: 'status [--json] [--url URL] [--watch [SECONDS]]',
     summary: 'ask a running site (default http://127.0.0.1:9180); --watch redraws every SECONDS (default 1)',
     run: (argv) => status(argv),
+  },
+  promote: {
+    synopsis: 'promote [--force] [--json] [--timeout-seconds N] --url URL',
+    summary:
+      'make a running secondary the primary of a new generation (docs/failover.md); --force while its primary is connected',
+    run: (argv) => promote(argv),
   },
   recover: {
     synopsis: 'recover --data-dir DIR',
@@ -226,6 +233,31 @@ function status(argv: string[]): Promise<number> {
     });
   } catch (error) {
     process.stderr.write(`cyclerep status: ${(error as Error).message}\n`);
+    return Promise.resolve(exitCodes.usage);
+  }
+}
+
+function promote(argv: string[]): Promise<number> {
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        url: { type: 'string' },
+        force: { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+        'timeout-seconds': { type: 'string', default: '120' },
+      },
+    });
+    const timeoutSeconds = Number(values['timeout-seconds']);
+    if (!values.url || !Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) {
+      process.stderr.write(
+        `cyclerep promote: --url URL is required; --timeout-seconds takes a positive number\n`,
+      );
+      return Promise.resolve(exitCodes.usage);
+    }
+    return runPromote({ url: values.url, force: values.force, json: values.json, timeoutSeconds });
+  } catch (error) {
+    process.stderr.write(`cyclerep promote: ${(error as Error).message}\n`);
     return Promise.resolve(exitCodes.usage);
   }
 }

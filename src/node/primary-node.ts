@@ -201,6 +201,7 @@ export class PrimaryNode {
       status: () => node.status(),
       metrics: node.metrics,
       nbdTlsContext: () => node.dialer.tlsContext(),
+      ...(options.admin ? { admin: options.admin } : {}),
     });
     node.dialer.start();
     node.runtime.tickEvery(

@@ -118,6 +118,10 @@ export class SecondaryNode {
   private inconsistentSinceMs: number | null = null;
   /** A failed free-space measurement was logged: once per run is enough. */
   private diskSpaceFailureLogged = false;
+  /** When the primary last sent a frame (clock ms), or null: what a promotion reports. */
+  private lastContactMs: number | null = null;
+  /** The newest cycle the primary sent any of: it had closed that cycle (the loss window's end). */
+  private newestCycleSeen: CycleNumber = 0;
 
   private constructor(
     private readonly config: SecondaryFileConfig,
@@ -189,6 +193,7 @@ export class SecondaryNode {
       status: () => node.status(),
       metrics: node.metrics,
       nbdTlsContext: () => node.listener?.tlsContext() ?? null,
+      ...(options.admin ? { admin: options.admin } : {}),
     });
     node.runtime.tickEvery(Math.max(10, Math.floor(config.link.heartbeatMs / 4)), () => node.tick());
     logger.info('secondary-started', {
@@ -316,6 +321,9 @@ export class SecondaryNode {
   private onFrame(connection: number, frame: Frame): void {
     // Storage failed: store nothing more, answer nothing more; the process is on its way out.
     if (this.runtime.fatal) return;
+    this.lastContactMs = this.clock.now();
+    if (frame.type === 'data' || frame.type === 'end-of-cycle')
+      this.newestCycleSeen = Math.max(this.newestCycleSeen, frame.cycle);
     if (!this.core && frame.type === 'hello') this.adoptShape(connection, frame);
     if (!this.core) {
       this.connections.destroy(connection, 'no volumes yet and the first frame is not a hello');
@@ -549,6 +557,33 @@ export class SecondaryNode {
     });
   }
 
+  /**
+   * What the site knows when asked to take over (docs/failover.md): whether its primary is
+   * connected, when it last heard from it, what it applied, and the newest cycle the primary was
+   * seen to have closed, so the operator sees the window of writes a promotion would leave behind.
+   */
+  promotionFacts(): PromotionFacts {
+    const now = this.clock.now();
+    const applied = this.core?.applied ?? 0;
+    return {
+      primaryConnected: this.core?.inspect().session != null,
+      lastContact: this.lastContactMs === null ? null : new Date(this.lastContactMs).toISOString(),
+      secondsSinceContact: this.lastContactMs === null ? null : (now - this.lastContactMs) / 1000,
+      applied,
+      stored: this.core?.stored ?? 0,
+      applicableThrough: this.core?.applicableThrough ?? 0,
+      newestCycleSeen: this.newestCycleSeen,
+      cyclesSeenBeyondApplicable: Math.max(0, this.newestCycleSeen - (this.core?.applicableThrough ?? 0)),
+      imageConsistent: this.core?.imageConsistent ?? true,
+      primary: this.binding,
+    };
+  }
+
+  /** This site's identity and volume records, which a promotion carries over (null before volumes). */
+  promotionBasis(): { site: SiteId; binding: Binding | null; volumes: VolumeRecord[] | null } {
+    return { site: this.site, binding: this.binding, volumes: this.volumeRecords };
+  }
+
   status(): SecondaryStatusReport {
     const inspection = this.core?.inspect();
     return {
@@ -604,6 +639,22 @@ export class SecondaryNode {
         }),
     });
   }
+}
+
+/** What a secondary reports when asked to take over: see SecondaryNode.promotionFacts. */
+export interface PromotionFacts {
+  primaryConnected: boolean;
+  lastContact: string | null;
+  secondsSinceContact: number | null;
+  applied: CycleNumber;
+  stored: CycleNumber;
+  /** The newest stored cycle with a consistent image: what a promotion starts from. */
+  applicableThrough: CycleNumber;
+  newestCycleSeen: CycleNumber;
+  /** Cycles the primary was seen to close that this site cannot apply: at least that much is lost. */
+  cyclesSeenBeyondApplicable: number;
+  imageConsistent: boolean;
+  primary: Binding | null;
 }
 
 /** A packet carries block data; the secondary's other records carry none. */

@@ -4,7 +4,7 @@
  * uPlot from node_modules, with nothing built at run time).
  */
 import { readFileSync } from 'node:fs';
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type { Server as NetServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -68,11 +68,59 @@ function send(response: ServerResponse, status: number, contentType: string, bod
   response.end(body);
 }
 
+/** What an admin verb answers: an HTTP status and a JSON body. */
+export interface AdminAnswer {
+  status: number;
+  body: unknown;
+}
+
+/** Carries out `POST /admin/<verb>` (docs/failover.md); `params` are the query's. */
+export type AdminHandler = (verb: string, params: URLSearchParams) => Promise<AdminAnswer>;
+
+/**
+ * Whether a request came over loopback or a Unix socket: admin verbs change a site's role, so a
+ * plain-HTTP listener takes them only from this machine.
+ */
+export function isLoopbackPeer(remoteAddress: string | undefined): boolean {
+  if (remoteAddress === undefined) return true;
+  const address = remoteAddress.replace(/^::ffff:/, '');
+  return address === '::1' || /^127\.\d+\.\d+\.\d+$/.test(address);
+}
+
+function serveAdmin(
+  request: IncomingMessage,
+  response: ServerResponse,
+  admin: AdminHandler | undefined,
+): void {
+  const url = new URL(request.url ?? '/', 'http://site');
+  if (!admin) {
+    send(response, 404, 'application/json', `${JSON.stringify({ error: 'no admin verbs on this site' })}\n`);
+    return;
+  }
+  if (!isLoopbackPeer(request.socket.remoteAddress)) {
+    send(
+      response,
+      403,
+      'application/json',
+      `${JSON.stringify({ error: `admin verbs are taken over loopback only; ${request.socket.remoteAddress} refused` })}\n`,
+    );
+    return;
+  }
+  // The body is not read: parameters travel in the query. Drain it so the connection stays usable.
+  request.resume();
+  admin(url.pathname.slice('/admin/'.length), url.searchParams).then(
+    (answer) => send(response, answer.status, 'application/json', `${JSON.stringify(answer.body)}\n`),
+    (error: Error) =>
+      send(response, 500, 'application/json', `${JSON.stringify({ error: error.message })}\n`),
+  );
+}
+
 export async function startStatusServer(
   listen: string,
   status: () => unknown,
   bounds: StatusServerBounds = statusServerDefaults,
   metrics?: SiteMetrics,
+  admin?: AdminHandler,
 ): Promise<Server> {
   const { requestTimeoutMs } = bounds;
   // Node checks the request deadlines only every connectionsCheckingInterval (30 s by default):
@@ -80,8 +128,12 @@ export async function startStatusServer(
   const checkingMs = Math.max(50, Math.min(1000, Math.floor(requestTimeoutMs / 4)));
   const server = createServer({ connectionsCheckingInterval: checkingMs }, (request, response) => {
     const path = request.url?.split('?')[0] ?? '/';
+    if (request.method === 'POST' && path.startsWith('/admin/')) {
+      serveAdmin(request, response, admin);
+      return;
+    }
     if (request.method !== 'GET') {
-      send(response, 405, 'text/plain', 'only GET is served\n');
+      send(response, 405, 'text/plain', 'only GET is served (and POST /admin/<verb>)\n');
       return;
     }
     if (path === '/status') {

@@ -46,6 +46,12 @@ export type SiteFile =
       site?: SiteId;
       generations?: Generation[];
       volumes?: VolumeRecord[];
+      /**
+       * Set when this site became a primary by promotion (docs/failover.md): the applied cycle its
+       * generation follows and the generation it superseded. It lets a config of the secondary
+       * role start this site as the primary it now is.
+       */
+      promotedFrom?: { cycle: number; generation: string };
     }
   | {
       role: 'secondary';
@@ -164,6 +170,19 @@ function identityProblemOf(site: SiteFile): string | null {
     if (!Array.isArray(site.generations)) return 'generations: not a list';
     const problem = generationChainProblem(site.site, site.generations);
     if (problem) return `generations: ${problem}`;
+  }
+  if (site.role === 'primary' && site.promotedFrom !== undefined) {
+    const promoted = site.promotedFrom;
+    const current = site.generations?.at(-1);
+    if (
+      promoted === null ||
+      typeof promoted !== 'object' ||
+      !Number.isSafeInteger(promoted.cycle) ||
+      !isId(promoted.generation) ||
+      current?.startedAt !== promoted.cycle + 1 ||
+      site.generations?.at(-2)?.id !== promoted.generation
+    )
+      return 'promotedFrom: malformed or at odds with generations';
   }
   if (
     site.role === 'secondary' &&

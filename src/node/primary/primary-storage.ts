@@ -14,7 +14,7 @@ import type { PrimaryFileConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import { primaryRecordCodec } from '../../storage/record-codec.ts';
 import type { JournalOpenReport, JournalPosition, SegmentJournal } from '../../storage/segment-journal.ts';
-import { writeSiteFileIfChanged } from '../../storage/site-file.ts';
+import { readSiteFile, type SiteFile, writeSiteFileIfChanged } from '../../storage/site-file.ts';
 import { readTrackingStates } from '../../storage/tracking-file.ts';
 import type { VolumeFile } from '../../storage/volume-file.ts';
 import { openSiteJournal } from '../site/site-journal.ts';
@@ -51,6 +51,8 @@ export function openPrimaryStorage(
   checkpoint: () => PrimaryRecord[],
 ): PrimaryStorage {
   const identity = loadPrimaryIdentity(environment.fs, config.dataDir, logger, environment.randomBytes);
+  // How this site became a primary, if by promotion: kept in every rewrite of site.json.
+  const promotedFrom = promotedFromOf(readSiteFile(environment.fs, config.dataDir));
   const site = openPrimarySite(environment.fs, config);
   // Replay keeps where each write's data lies, not the data: a journal of gigabytes replays in the
   // memory of one segment.
@@ -79,6 +81,7 @@ export function openPrimaryStorage(
         site: identity.site,
         generations: identity.generations,
         volumes: site.volumes.records,
+        ...(promotedFrom ? { promotedFrom } : {}),
       }),
     logger,
   });
@@ -136,4 +139,8 @@ export async function redoJournaledWrites(
   await writes.drained();
   await Promise.all(volumes.map((volume) => volume.flush()));
   if (count > 0) logger.info('volumes-redone', { writes: count, blocks: fold.blockCount });
+}
+
+function promotedFromOf(site: SiteFile | null): { cycle: number; generation: string } | undefined {
+  return site?.role === 'primary' ? site.promotedFrom : undefined;
 }

@@ -12,6 +12,7 @@ import type { Timer } from '../../io/clock.ts';
 import type { SiteEnvironment } from '../../io/environment.ts';
 import type { FileConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
+import type { AdminHandler } from '../../ops/status-server.ts';
 import { type ServedSite, SiteServices } from './site-services.ts';
 
 /** How stop() ends the site: how long NBD requests in flight may take, how long status stays up. */
@@ -31,6 +32,8 @@ export interface SiteStartOptions {
    * network. The process's own (nodeEnvironment) when absent.
    */
   environment?: SiteEnvironment;
+  /** Admin verbs the status listener takes (the daemon's: docs/failover.md). */
+  admin?: AdminHandler;
 }
 
 /** Runs one step of a stop: a failed step is remembered and the next one still runs. */

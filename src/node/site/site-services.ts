@@ -11,7 +11,7 @@ import type { TlsMaterial } from '../../net/tls.ts';
 import type { FileConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import type { SiteMetrics } from '../../ops/metrics.ts';
-import { closeStatusServer, startStatusServer } from '../../ops/status-server.ts';
+import { type AdminHandler, closeStatusServer, startStatusServer } from '../../ops/status-server.ts';
 
 /** What the services ask of the site they serve; each is asked anew at every request. */
 export interface ServedSite {
@@ -20,6 +20,8 @@ export interface ServedSite {
   metrics: SiteMetrics;
   /** The certificate and key NBD's STARTTLS serves with, or null (asked at each upgrade: reloads apply). */
   nbdTlsContext(): TlsMaterial['context'] | null;
+  /** `POST /admin/<verb>` on the status listener (loopback only), when the site takes any. */
+  admin?: AdminHandler;
 }
 
 export class SiteServices {
@@ -39,7 +41,13 @@ export class SiteServices {
         )
       : null;
     const http = config.http
-      ? await startStatusServer(config.http.listen, () => site.status(), config.http, site.metrics)
+      ? await startStatusServer(
+          config.http.listen,
+          () => site.status(),
+          config.http,
+          site.metrics,
+          site.admin,
+        )
       : null;
     return new SiteServices(nbd, http);
   }

@@ -1,0 +1,95 @@
+/**
+ * The admin verbs (docs/failover.md): `cyclerep promote [--force] --url URL` asks a running
+ * secondary to take over, prints what the site knew (the loss window) and waits until the site
+ * answers as a primary in the new generation. Exit 0 only once the new role is in force.
+ */
+import { exitCodes } from './exit-codes.ts';
+
+export interface PromoteOptions {
+  url: string;
+  force: boolean;
+  /** How long to wait for the new role; the site's own stop and start run within it. */
+  timeoutSeconds: number;
+  json: boolean;
+}
+
+const requestTimeoutMs = 10_000;
+const pollMs = 200;
+
+interface PromoteAnswer {
+  error?: string;
+  promoting?: boolean;
+  generation?: string;
+  facts?: Record<string, unknown>;
+}
+
+export async function runPromote(options: PromoteOptions): Promise<number> {
+  const base = options.url.replace(/\/$/, '');
+  let status: number;
+  let answer: PromoteAnswer;
+  try {
+    const response = await fetch(`${base}/admin/promote${options.force ? '?force=true' : ''}`, {
+      method: 'POST',
+      signal: AbortSignal.timeout(requestTimeoutMs),
+    });
+    status = response.status;
+    answer = (await response.json()) as PromoteAnswer;
+  } catch (error) {
+    process.stderr.write(`cyclerep promote: cannot reach ${base}: ${(error as Error).message}\n`);
+    return exitCodes.start;
+  }
+  if (answer.facts) process.stderr.write(describeFacts(answer.facts));
+  if (status !== 202 || !answer.generation) {
+    process.stderr.write(
+      `cyclerep promote: refused (HTTP ${status}): ${answer.error ?? 'no reason given'}\n`,
+    );
+    return exitCodes.refused;
+  }
+  process.stderr.write(`cyclerep promote: promoting into generation ${answer.generation}\n`);
+  const reached = await waitForGeneration(base, answer.generation, options.timeoutSeconds * 1000);
+  if (!reached) {
+    process.stderr.write(
+      `cyclerep promote: ${base} did not answer as the primary of generation ${answer.generation} within ${options.timeoutSeconds} s; see its log\n`,
+    );
+    return exitCodes.refused;
+  }
+  if (options.json) process.stdout.write(`${JSON.stringify(reached, null, 2)}\n`);
+  else
+    process.stdout.write(
+      `promoted: primary of generation ${answer.generation}, capture cycle ${String(reached.capture)}\n`,
+    );
+  return exitCodes.ok;
+}
+
+/** Polls /status until the site is the primary of `generation`; the listener restarts meanwhile. */
+async function waitForGeneration(
+  base: string,
+  generation: string,
+  timeoutMs: number,
+): Promise<Record<string, unknown> | null> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(`${base}/status`, { signal: AbortSignal.timeout(requestTimeoutMs) });
+      const body = (await response.json()) as Record<string, unknown>;
+      if (body.role === 'primary' && body.generation === generation) return body;
+      if (body.fault) return null;
+    } catch {
+      // the listener is down while the site changes role
+    }
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
+  return null;
+}
+
+function describeFacts(facts: Record<string, unknown>): string {
+  const since = facts.secondsSinceContact;
+  return [
+    `  primary connected:      ${String(facts.primaryConnected)}`,
+    `  last contact:           ${facts.lastContact ?? 'never'}${typeof since === 'number' ? ` (${since.toFixed(1)} s ago)` : ''}`,
+    `  applied / stored:       ${String(facts.applied)} / ${String(facts.stored)}`,
+    `  promotes at cycle:      ${String(facts.applicableThrough)}`,
+    `  newest cycle seen:      ${String(facts.newestCycleSeen)} (${String(facts.cyclesSeenBeyondApplicable)} closed cycle(s) beyond it are lost, and whatever the primary wrote since)`,
+    '',
+  ].join('\n');
+}

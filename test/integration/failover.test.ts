@@ -1,0 +1,102 @@
+// Unplanned failover with real processes (docs/failover.md). A primary replicates under load to
+// dr1, whose config carries a primary's sections too. `cyclerep promote` is refused while the
+// primary is connected; after a kill -9 of the primary it makes dr1 the primary of a new generation
+// in the same process: its image is a consistent cut of the old primary's history at the cycle it
+// promoted from, its NBD export takes writes, cycle numbers go on from that cycle, and a restart
+// from the same (secondary-role) config runs it as the primary it now is.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { after, test } from 'node:test';
+import { blockBytes, freePort, root, status, Workspace, waitForStatus } from './harness.ts';
+import { NbdSocketClient } from './nbd-socket-client.ts';
+
+const workspace = new Workspace();
+after(() => workspace.cleanup());
+
+const binary = `${root}/bin/cyclerep.js`;
+
+function promote(httpPort: number, ...flags: string[]): { status: number | null; output: string } {
+  const result = spawnSync(
+    process.execPath,
+    [binary, 'promote', '--url', `http://127.0.0.1:${httpPort}`, '--timeout-seconds', '60', ...flags],
+    { encoding: 'utf8', timeout: 90_000 },
+  );
+  return { status: result.status, output: `${result.stdout}${result.stderr}` };
+}
+
+test('promote: refused while the primary is connected; after its loss, dr1 becomes the primary of a new generation', {
+  timeout: 240_000,
+}, async () => {
+  const nbdPort = await freePort();
+  const oldPrimaryListen = await freePort();
+  const secondary = await workspace.secondaryConfig('dr1', {
+    extra: [
+      `nbd: { listen: 127.0.0.1:${nbdPort} }`,
+      'secondaries:',
+      `  - { name: main, address: 127.0.0.1:${oldPrimaryListen} }`,
+      'cycle: { intervalMinMs: 100 }',
+      'journal: { capacity: 256MiB, segmentSize: 8MiB }',
+    ].join('\n'),
+  });
+  const primaryConfig = await workspace.primaryConfig({
+    secondaries: [{ name: 'dr1', port: secondary.port }],
+  });
+  let dr1 = workspace.startSecondary(secondary.path);
+  await dr1.waitForEvent('secondary-started');
+  const primary = workspace.startLoadPrimary(primaryConfig.path);
+  const live = await waitForStatus(
+    primaryConfig.httpPort,
+    (s) => {
+      const links = s.secondaries as { stored: number }[];
+      return (links[0]?.stored ?? 0) >= 5;
+    },
+    60_000,
+  );
+
+  const refused = promote(secondary.httpPort);
+  assert.equal(refused.status, 6, refused.output);
+  assert.match(refused.output, /the primary is connected/);
+  assert.match(refused.output, /newest cycle seen:/);
+  assert.equal((await status(secondary.httpPort)).role, 'secondary', 'nothing changed');
+
+  primary.kill('SIGKILL');
+  await primary.exited;
+  const before = await waitForStatus(secondary.httpPort, (s) => s.link === 'idle', 10_000);
+  const promoted = promote(secondary.httpPort);
+  assert.equal(promoted.status, 0, `${promoted.output}\n${dr1.stderr.slice(-3000)}`);
+  const after = await status(secondary.httpPort);
+  assert.equal(after.role, 'primary');
+  assert.notEqual(after.generation, live.generation, 'a new generation');
+  assert.equal(after.site, before.site, "the secondary's own identity leads it");
+  const [event] = dr1.events('promoted');
+  const from = event?.applied as number;
+  assert.ok(from >= 5, `promoted at cycle ${from}`);
+  assert.equal(after.closed, from, 'numbering goes on from the promoted cycle');
+  assert.equal(after.capture, from + 1);
+  const cut = workspace.checkCut('dr1');
+  assert.ok(
+    cut.consistent,
+    `the promoted image is a consistent cut:\n${cut.problems.slice(0, 5).join('\n')}`,
+  );
+
+  // Writes through the NBD export, which is read-write now.
+  const client = await NbdSocketClient.open(nbdPort, 'vol1');
+  const lastBlock = 4 * 1024 * 1024 - blockBytes;
+  const data = Buffer.alloc(blockBytes, 0x5a);
+  assert.deepEqual(await client.send([client.writeRequest(lastBlock, data), client.flushRequest()]), [0, 0]);
+  client.destroy();
+
+  // A restart from the same secondary-role config: the data directory decides the role.
+  assert.equal(await dr1.stop(), 0, dr1.stderr.slice(-2000));
+  assert.deepEqual(readFileSync(workspace.path('dr1', 'volumes', 'vol1.img')).subarray(lastBlock), data);
+  dr1 = workspace.startSecondary(secondary.path);
+  await dr1.waitForEvent('primary-started');
+  assert.equal(dr1.events('role-from-site-state').length, 1);
+  const restarted = await status(secondary.httpPort);
+  assert.equal(restarted.role, 'primary');
+  assert.equal(restarted.generation, after.generation);
+  assert.ok((restarted.capture as number) > from, 'the numbering never goes back');
+  assert.equal((await status(secondary.httpPort)).role, 'primary');
+  assert.equal(promote(secondary.httpPort).status, 6, 'a primary is not promoted again');
+});
