@@ -7,12 +7,12 @@
  * (storage/promotion.ts) and the primary starts on it with the same listeners.
  */
 import { ConfigError } from '../core/errors.ts';
-import { type Generation, isId } from '../core/identity.ts';
+import type { Generation } from '../core/identity.ts';
 import { nodeEnvironment, type SiteEnvironment } from '../io/environment.ts';
 import { configInRole, type FileConfig, type LoadedConfig, type PrimaryFileConfig } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import type { AdminAnswer } from '../ops/status-server.ts';
-import { finishPromotion, planPromotion, promoteDataDir, readPromotionFile } from '../storage/promotion.ts';
+import { changeRole, finishRoleChange, planPromotion, readRoleChangeFile } from '../storage/role-change.ts';
 import { readSiteFile, type SiteFile } from '../storage/site-file.ts';
 import { PrimaryNode } from './primary-node.ts';
 import { type PromotionFacts, SecondaryNode } from './secondary-node.ts';
@@ -147,7 +147,7 @@ export class SiteHost {
       volumes: basis.volumes ?? [],
       config,
     });
-    await promoteDataDir(this.environment.fs, config.dataDir, plan);
+    await changeRole(this.environment.fs, config.dataDir, plan);
     this.logger.warn('promoted', {
       generation: generationId,
       startedAt: applied + 1,
@@ -184,13 +184,13 @@ async function configOfSite(
   environment: SiteEnvironment,
 ): Promise<FileConfig> {
   const { config } = loaded;
-  const pending = readPromotionFile(environment.fs, config.dataDir);
+  const pending = readRoleChangeFile(environment.fs, config.dataDir);
   if (pending) {
-    logger.warn('promotion-finishing', {
-      reason: 'a promotion was cut short (promotion.json present): finishing it before the start',
-      generation: pending.generations.at(-1)?.id ?? '',
+    logger.warn('role-change-finishing', {
+      to: pending.to,
+      reason: 'a role change was cut short (role-change.json present): finishing it before the start',
     });
-    await finishPromotion(environment.fs, config.dataDir, pending);
+    await finishRoleChange(environment.fs, config.dataDir, pending);
   }
   const site = readSiteFile(environment.fs, config.dataDir);
   // Of the other role without a recorded change: a config pointed at the wrong directory, which the
@@ -200,11 +200,11 @@ async function configOfSite(
   logger.info('role-from-site-state', {
     configured: config.role,
     role: site.role,
-    reason: 'this site was promoted (site.json promotedFrom); the data directory decides its role',
+    reason: `this site's role changed (site.json ${site.role === 'primary' ? 'promotedFrom' : 'demotedFrom'}); the data directory decides its role`,
   });
   return configInRole(loaded, site.role, volumes);
 }
 
 function roleChangeRecorded(site: SiteFile): boolean {
-  return site.role === 'primary' && site.promotedFrom !== undefined && isId(site.promotedFrom.generation);
+  return site.role === 'primary' ? site.promotedFrom !== undefined : site.demotedFrom !== undefined;
 }

@@ -16,6 +16,7 @@ import {
   type Generation,
   generationChainProblem,
   isBinding,
+  isGeneration,
   isId,
   type SiteId,
 } from '../core/identity.ts';
@@ -61,6 +62,12 @@ export type SiteFile =
       binding?: Binding | null;
       /** Absent until the volumes exist (a secondary may wait for its primary's first hello). */
       volumes?: VolumeRecord[];
+      /**
+       * Set when this site was a primary and became a secondary (docs/failover.md): the cycle its
+       * volumes hold, its own chain as a primary (the primary it follows next must extend it right
+       * after that cycle) and, when known, the generation that superseded it.
+       */
+      demotedFrom?: { cycle: number; generations: Generation[]; supersededBy: string | null };
     };
 
 /** A site's volumes in id order, as recorded; `inode` null for a site.json older than the records. */
@@ -183,6 +190,19 @@ function identityProblemOf(site: SiteFile): string | null {
       site.generations?.at(-2)?.id !== promoted.generation
     )
       return 'promotedFrom: malformed or at odds with generations';
+  }
+  if (site.role === 'secondary' && site.demotedFrom !== undefined) {
+    const demoted = site.demotedFrom;
+    if (
+      demoted === null ||
+      typeof demoted !== 'object' ||
+      !Number.isSafeInteger(demoted.cycle) ||
+      !Array.isArray(demoted.generations) ||
+      demoted.generations.length === 0 ||
+      !demoted.generations.every(isGeneration) ||
+      (demoted.supersededBy !== null && !isId(demoted.supersededBy))
+    )
+      return 'demotedFrom: malformed';
   }
   if (
     site.role === 'secondary' &&

@@ -1,6 +1,6 @@
-// The data directory of a promoted secondary (storage/promotion.ts): the conversion leaves a
+// A data directory changing role (storage/role-change.ts): the conversion leaves a
 // primary's site.json with the extended chain and a journal that starts after the promoted cycle,
-// and a crash at any point after promotion.json is finished by running the plan again.
+// and a crash at any point after role-change.json is finished by running the plan again.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,18 +9,18 @@ import { after, test } from 'node:test';
 import { StorageError } from '../../src/core/errors.ts';
 import type { Generation } from '../../src/core/identity.ts';
 import { PrimaryGroup } from '../../src/core/primary-group.ts';
-import type { PrimaryRecord } from '../../src/core/records.ts';
+import type { PrimaryRecord, SecondaryRecord } from '../../src/core/records.ts';
 import { nodeFileSystem } from '../../src/io/node-file-system.ts';
-import { type PrimaryFileConfig, validateConfig } from '../../src/ops/config.ts';
+import { type PrimaryFileConfig, type SecondaryFileConfig, validateConfig } from '../../src/ops/config.ts';
 import { writeFileAtomic } from '../../src/storage/durable-file.ts';
+import { primaryRecordCodec, secondaryRecordCodec } from '../../src/storage/record-codec.ts';
 import {
-  finishPromotion,
+  changeRole,
+  finishRoleChange,
   planPromotion,
-  promoteDataDir,
-  promotionFilePath,
-  readPromotionFile,
-} from '../../src/storage/promotion.ts';
-import { primaryRecordCodec } from '../../src/storage/record-codec.ts';
+  readRoleChangeFile,
+  roleChangeFilePath,
+} from '../../src/storage/role-change.ts';
 import { SegmentJournal } from '../../src/storage/segment-journal.ts';
 import { readSiteFile } from '../../src/storage/site-file.ts';
 import { primaryConfig } from './fixtures.ts';
@@ -84,7 +84,7 @@ function replayedPrimary(dataDir: string, config: PrimaryFileConfig): PrimaryGro
 
 test('a promotion leaves a primary site.json with the extended chain and a journal that starts after the cycle', async () => {
   const { dataDir, config } = dataDirWithSecondaryJournal();
-  await promoteDataDir(nodeFileSystem, dataDir, planFor(config, 41));
+  await changeRole(nodeFileSystem, dataDir, planFor(config, 41));
   const site = readSiteFile(nodeFileSystem, dataDir);
   assert.ok(site?.role === 'primary');
   assert.equal(site.site, thisSite);
@@ -93,29 +93,29 @@ test('a promotion leaves a primary site.json with the extended chain and a journ
     { id: '2'.repeat(32), startedAt: 42, primarySite: thisSite },
   ]);
   assert.deepEqual(site.promotedFrom, { cycle: 41, generation: '1'.repeat(32) });
-  assert.equal(readPromotionFile(nodeFileSystem, dataDir), null, 'promotion.json is gone');
+  assert.equal(readRoleChangeFile(nodeFileSystem, dataDir), null, 'role-change.json is gone');
   const group = replayedPrimary(dataDir, config);
   assert.equal(group.collected, 41);
   assert.equal(group.closed, 41);
   assert.equal(group.capture, 42, 'capture goes on from the promoted cycle');
 });
 
-test('a promotion cut short after promotion.json is finished by running the plan again, however far it got', async () => {
+test('a promotion cut short after role-change.json is finished by running the plan again, however far it got', async () => {
   for (const stage of ['marker only', 'journal half made', 'site.json written']) {
     const { dataDir, config } = dataDirWithSecondaryJournal();
     const plan = planFor(config, 9);
     if (stage === 'marker only') {
-      writeFileAtomic(nodeFileSystem, promotionFilePath(dataDir), JSON.stringify(plan));
+      writeFileAtomic(nodeFileSystem, roleChangeFilePath(dataDir), JSON.stringify(plan));
     } else {
-      await promoteDataDir(nodeFileSystem, dataDir, plan);
-      writeFileAtomic(nodeFileSystem, promotionFilePath(dataDir), JSON.stringify(plan));
+      await changeRole(nodeFileSystem, dataDir, plan);
+      writeFileAtomic(nodeFileSystem, roleChangeFilePath(dataDir), JSON.stringify(plan));
       if (stage === 'journal half made')
         writeFileSync(join(dataDir, 'journal', '0000000000000009.seg'), 'torn leftovers');
     }
-    const found = readPromotionFile(nodeFileSystem, dataDir);
+    const found = readRoleChangeFile(nodeFileSystem, dataDir);
     assert.ok(found, stage);
-    await finishPromotion(nodeFileSystem, dataDir, found);
-    assert.equal(readPromotionFile(nodeFileSystem, dataDir), null, stage);
+    await finishRoleChange(nodeFileSystem, dataDir, found);
+    assert.equal(readRoleChangeFile(nodeFileSystem, dataDir), null, stage);
     assert.ok(!readdirSync(join(dataDir, 'journal')).includes('0000000000000009.seg'), 'leftovers removed');
     const group = replayedPrimary(dataDir, config);
     assert.equal(group.capture, 10, stage);
@@ -123,7 +123,7 @@ test('a promotion cut short after promotion.json is finished by running the plan
   }
 });
 
-test('a damaged promotion.json is refused naming the file, never guessed', () => {
+test('a damaged role-change.json is refused naming the file, never guessed', () => {
   const { dataDir, config } = dataDirWithSecondaryJournal();
   const plan = planFor(config, 3);
   const cases: [string, RegExp][] = [
@@ -134,15 +134,55 @@ test('a damaged promotion.json is refused naming the file, never guessed', () =>
     [JSON.stringify({ ...plan, site: 'c'.repeat(32) }), /belongs to site/],
   ];
   for (const [text, pattern] of cases) {
-    writeFileSync(promotionFilePath(dataDir), text);
+    writeFileSync(roleChangeFilePath(dataDir), text);
     assert.throws(
-      () => readPromotionFile(nodeFileSystem, dataDir),
+      () => readRoleChangeFile(nodeFileSystem, dataDir),
       (error: unknown) =>
         error instanceof StorageError &&
-        error.message.startsWith(promotionFilePath(dataDir)) &&
+        error.message.startsWith(roleChangeFilePath(dataDir)) &&
         pattern.test(error.message),
       text,
     );
   }
-  assert.ok(readFileSync(promotionFilePath(dataDir)).length > 0, 'left as found for a look');
+  assert.ok(readFileSync(roleChangeFilePath(dataDir)).length > 0, 'left as found for a look');
+});
+
+test("a primary's data directory made a secondary's: applied at the cycle, unbound, its bitmaps gone", async () => {
+  const { dataDir, config } = dataDirWithSecondaryJournal();
+  mkdirSync(join(dataDir, 'tracking'));
+  writeFileSync(join(dataDir, 'tracking', 'dr1.bitmap'), 'a bitmap of the link this site fed');
+  const secondaryConfig = validateConfig({
+    group: 'g',
+    role: 'secondary',
+    name: 'main',
+    dataDir,
+    journal: { segmentSize: '8MiB' },
+  }) as SecondaryFileConfig;
+  const ownChain: Generation[] = [{ id: '3'.repeat(32), startedAt: 1, primarySite: thisSite }];
+  await changeRole(nodeFileSystem, dataDir, {
+    to: 'secondary',
+    site: thisSite,
+    fromCycle: 17,
+    generations: ownChain,
+    supersededBy: '4'.repeat(32),
+    volumes: [{ id: 0, name: 'data', sizeBytes: 1024 ** 2, inode: '7' }],
+    config: secondaryConfig,
+  });
+  assert.equal(readRoleChangeFile(nodeFileSystem, dataDir), null);
+  assert.deepEqual(readdirSync(join(dataDir, 'tracking')), []);
+  const site = readSiteFile(nodeFileSystem, dataDir);
+  assert.ok(site?.role === 'secondary');
+  assert.equal(site.binding, null, 'it follows nobody until the superseding primary says hello');
+  assert.deepEqual(site.demotedFrom, { cycle: 17, generations: ownChain, supersededBy: '4'.repeat(32) });
+  assert.deepEqual(site.shape?.volumes, [{ name: 'data', sizeBytes: 1024 ** 2 }]);
+  const { journal, records } = SegmentJournal.open<SecondaryRecord>({
+    fs: nodeFileSystem,
+    directory: join(dataDir, 'journal'),
+    segmentBytesMax: secondaryConfig.journal.segmentSize,
+    codec: secondaryRecordCodec,
+    checkpoint: () => [],
+  });
+  await journal.close();
+  assert.ok(records.length > 0);
+  for (const record of records) assert.deepEqual(record, { kind: 'applied', cycle: 17, consistent: true });
 });
