@@ -148,7 +148,7 @@ test('a damaged role-change.json is refused naming the file, never guessed', () 
 });
 
 test("a primary's data directory made a secondary's: applied at the cycle, unbound, its bitmaps gone", async () => {
-  const { dataDir, config } = dataDirWithSecondaryJournal();
+  const { dataDir } = dataDirWithSecondaryJournal();
   mkdirSync(join(dataDir, 'tracking'));
   writeFileSync(join(dataDir, 'tracking', 'dr1.bitmap'), 'a bitmap of the link this site fed');
   const secondaryConfig = validateConfig({
