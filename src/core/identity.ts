@@ -33,6 +33,29 @@ export interface PrimaryIdentity {
   generations: Generation[];
 }
 
+/**
+ * Who superseded a fenced primary: the site primary of the generation that followed this primary's
+ * own, that generation, and the cycle it started at (this primary's writes from there on are not
+ * the group's).
+ */
+export interface FencedBy {
+  site: SiteId;
+  generation: string;
+  startedAt: CycleNumber;
+}
+
+export function isFencedBy(value: unknown): value is FencedBy {
+  const fencedBy = value as FencedBy;
+  return (
+    typeof fencedBy === 'object' &&
+    fencedBy !== null &&
+    isId(fencedBy.site) &&
+    isId(fencedBy.generation) &&
+    Number.isSafeInteger(fencedBy.startedAt) &&
+    fencedBy.startedAt >= 1
+  );
+}
+
 /** The primary site and generation a secondary follows, fixed at the first hello it accepts. */
 export interface Binding {
   primarySite: SiteId;
