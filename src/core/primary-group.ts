@@ -607,6 +607,11 @@ export class PrimaryGroup implements CycleStore {
     return `this primary (generation ${currentGeneration(this.config.identity).id}) was superseded by site ${by.site}, generation ${by.generation}, from cycle ${by.startedAt} on`;
   }
 
+  /** The refusal every write meets once fenced, or null while this primary leads. */
+  fencedWriteError(): WriteError | null {
+    return this.fencedBy ? this.fencedError() : null;
+  }
+
   private fencedError(): WriteError {
     return new WriteError(
       'fenced',

@@ -13,9 +13,11 @@ import { join } from 'node:path';
 import { ConfigError, StorageError } from '../core/errors.ts';
 import {
   type Binding,
+  type FencedBy,
   type Generation,
   generationChainProblem,
   isBinding,
+  isFencedBy,
   isId,
   type SiteId,
 } from '../core/identity.ts';
@@ -34,6 +36,12 @@ export interface VolumeRecord {
   inode: string;
 }
 
+/** A primary's record that it was superseded (docs/failover.md, "Fencing"), and when it learnt it. */
+export interface FencedRecord extends FencedBy {
+  /** When this primary learnt it, ISO 8601. */
+  at: string;
+}
+
 /**
  * `site` is the site's identity, made at creation; a primary keeps its generation chain, a
  * secondary the primary and generation it follows (null until its first accepted hello). Files
@@ -46,6 +54,8 @@ export type SiteFile =
       site?: SiteId;
       generations?: Generation[];
       volumes?: VolumeRecord[];
+      /** Present once this primary learnt it was superseded: it starts fenced (takes no writes). */
+      fencedBy?: FencedRecord;
     }
   | {
       role: 'secondary';
@@ -165,6 +175,12 @@ function identityProblemOf(site: SiteFile): string | null {
     const problem = generationChainProblem(site.site, site.generations);
     if (problem) return `generations: ${problem}`;
   }
+  if (site.role === 'primary' && site.fencedBy !== undefined) {
+    // Never read past: a fenced primary that forgot it would take writes the group has lost.
+    if (!isFencedBy(site.fencedBy) || !isTimestamp(site.fencedBy.at))
+      return `fencedBy: malformed (expected site, generation, startedAt and at): ${JSON.stringify(site.fencedBy)}`;
+    if (site.site === undefined) return 'fencedBy: without the site and generations it fences';
+  }
   if (
     site.role === 'secondary' &&
     site.binding !== undefined &&
@@ -173,6 +189,10 @@ function identityProblemOf(site: SiteFile): string | null {
   )
     return 'binding: malformed';
   return null;
+}
+
+function isTimestamp(value: unknown): boolean {
+  return typeof value === 'string' && !Number.isNaN(Date.parse(value));
 }
 
 function isShape(value: unknown): boolean {
