@@ -98,6 +98,8 @@ export class PrimaryNode {
   private writtenAtLastSwitch = 0;
   /** Per secondary, the last bitmap file write: the next waits for it. */
   private readonly trackingWrites = new Map<string, Promise<void>>();
+  /** Who superseded this primary and when it learnt it (before this start, or since): null while it leads. */
+  private fenced: FencedRecord | null;
 
   private constructor(
     private readonly config: PrimaryFileConfig,
@@ -107,6 +109,7 @@ export class PrimaryNode {
     onFatal: (error: Error) => void,
   ) {
     this.clock = environment.clock;
+    this.fenced = storage.fencedBy;
     this.metrics = new SiteMetrics('primary', () => this.status(), {
       processMetrics: environment.processMetrics !== false,
     });
@@ -356,6 +359,7 @@ export class PrimaryNode {
    */
   private onFenced(by: FencedBy): void {
     const record: FencedRecord = { ...by, at: new Date(this.clock.now()).toISOString() };
+    this.fenced = record;
     const refusal = this.core.fencedWriteError();
     assert(refusal !== null, 'the group refuses writes once it asked for a fence');
     this.journalRoom.rejectAll(refusal);
@@ -517,7 +521,7 @@ export class PrimaryNode {
         writeBackFull: this.journalRoom.writeBackFull,
       },
       fault: this.runtime.fault,
-      fenced: this.storage.fencedBy,
+      fenced: this.fenced,
     };
   }
 

@@ -48,7 +48,7 @@ export interface PrimaryStorage {
   report: JournalOpenReport;
   /** The changed-block bitmaps of secondaries in tracking mode (docs/resync.md). */
   trackings: Map<string, TrackingState>;
-  /** Set when this primary learnt it was superseded (site.json `fencedBy`), here or before a restart. */
+  /** Set when this primary learnt it was superseded before this start (site.json `fencedBy`). */
   fencedBy: FencedRecord | null;
   /** Records in site.json, atomically and durably, that this primary was superseded; throws on failure. */
   recordFence(record: FencedRecord): void;
@@ -104,7 +104,7 @@ export function openPrimaryStorage(
     config.secondaries.map((secondary) => secondary.name),
     shape.volumes.map((_, volume) => volumeBlocks(shape, volume)),
   );
-  const storage: PrimaryStorage = {
+  return {
     identity,
     shape,
     volumes: site.volumes.files,
@@ -114,12 +114,8 @@ export function openPrimaryStorage(
     places,
     trackings,
     fencedBy,
-    recordFence: (record) => {
-      writeSiteFile(environment.fs, config.dataDir, siteFile(record));
-      storage.fencedBy = record;
-    },
+    recordFence: (record) => writeSiteFile(environment.fs, config.dataDir, siteFile(record)),
   };
-  return storage;
 }
 
 /** The record of a fence a primary's site.json holds (readSiteFile checked it), or null. */
