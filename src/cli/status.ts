@@ -41,6 +41,8 @@ export interface SiteStatus {
   link?: string;
   stored?: number;
   applied?: number;
+  /** A primary that learnt it was superseded (docs/failover.md, "Fencing"); null or absent while it leads. */
+  fenced?: { site: string; generation: string; startedAt: number; at: string } | null;
   /** A storage failure the site is stopping on (exit 3); null while healthy. */
   fault?: { kind: string; message: string; at?: string } | null;
   secondaries?: LinkStatus[];
@@ -169,6 +171,10 @@ export function describe(
   lines.push(
     `${paint(options, 'bold', status.group)} role:primary capture:${status.capture} closed:${status.closed} journal:${bytes(status.journalDiskBytes ?? status.journalBytes ?? 0)}${capacity}${status.journalFull ? paint(options, 'red', ' FULL: writes wait') : ''}${fault}`,
   );
+  if (status.fenced)
+    lines.push(
+      `  ${paint(options, 'red', `FENCED since ${status.fenced.at}`)}: superseded by site ${status.fenced.site}, generation ${status.fenced.generation}, from cycle ${status.fenced.startedAt} on; writes are refused (NBD: EPERM)`,
+    );
   for (const link of status.secondaries ?? []) lines.push(...describeLink(link, options, peaks));
   return `${lines.join('\n')}\n${advice}`;
 }

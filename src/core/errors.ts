@@ -96,7 +96,12 @@ export class ConfigError extends CyclerepError {
   }
 }
 
-export type WriteErrorCode = 'write-out-of-range' | 'write-misaligned' | 'write-unknown-volume';
+export type WriteErrorCode =
+  | 'write-out-of-range'
+  | 'write-misaligned'
+  | 'write-unknown-volume'
+  /** The primary learnt it was superseded by a promoted site: it takes no writes (docs/failover.md). */
+  | 'fenced';
 
 /** A source asked for a write the group cannot take. Only that write fails. */
 export class WriteError extends CyclerepError {

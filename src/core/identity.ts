@@ -33,6 +33,29 @@ export interface PrimaryIdentity {
   generations: Generation[];
 }
 
+/**
+ * Who superseded a fenced primary: the site primary of the generation that followed this primary's
+ * own, that generation, and the cycle it started at (this primary's writes from there on are not
+ * the group's).
+ */
+export interface FencedBy {
+  site: SiteId;
+  generation: string;
+  startedAt: CycleNumber;
+}
+
+export function isFencedBy(value: unknown): value is FencedBy {
+  const fencedBy = value as FencedBy;
+  return (
+    typeof fencedBy === 'object' &&
+    fencedBy !== null &&
+    isId(fencedBy.site) &&
+    isId(fencedBy.generation) &&
+    Number.isSafeInteger(fencedBy.startedAt) &&
+    fencedBy.startedAt >= 1
+  );
+}
+
 /** The primary site and generation a secondary follows, fixed at the first hello it accepts. */
 export interface Binding {
   primarySite: SiteId;
@@ -79,6 +102,86 @@ export function generationChainProblem(site: SiteId, generations: readonly unkno
   const current = generations.at(-1) as Generation;
   if (current.primarySite !== site)
     return `current generation ${current.id} belongs to site ${current.primarySite}, not ${site}`;
+  return null;
+}
+
+/** Two records of one generation: ids are never reused, so a differing field means a forged or damaged chain. */
+export function sameGeneration(a: Generation, b: Generation): boolean {
+  return a.id === b.id && a.startedAt === b.startedAt && a.primarySite === b.primarySite;
+}
+
+/**
+ * How one generation chain stands to another (docs/failover.md, "Generations decide"), from the
+ * first chain's side. `supersededAt` is the cycle the leading side's generation right after the
+ * other's current one started at: the other side's writes from that cycle on are not the group's.
+ */
+export type HistoryRelation =
+  /** Both end at the same generation, and agree on all they both hold. */
+  | { relation: 'same'; current: Generation }
+  /** Mine strictly extends theirs: `superseding` is my generation right after their current one. */
+  | { relation: 'ahead'; supersededAt: CycleNumber; superseding: Generation }
+  /** Theirs strictly extends mine: `superseding` is their generation right after my current one. */
+  | { relation: 'behind'; supersededAt: CycleNumber; superseding: Generation }
+  /** A common prefix, then each side's own generations (two promotions: a split brain). */
+  | { relation: 'diverged'; lastCommon: Generation; myFirst: Generation; theirFirst: Generation }
+  /** Nothing in common: another group's site, a wiped data directory, or an empty chain. */
+  | { relation: 'unrelated' };
+
+/**
+ * Compares two chains, each oldest first. Either may be the newest generationsInHelloMax of a longer
+ * chain (a hello or superseded frame leaves older ones out), so the chains are aligned first: where
+ * the oldest generation of one appears in the other, both are read in step from there; their own
+ * older generations, which the other chain no longer shows, take no part. Chains that share no
+ * generation inside what both show compare `unrelated`, even when their left-out parts were common:
+ * that takes more promotions between them than a hello carries, and nothing ties them then.
+ *
+ * Generations match when all their fields do (sameGeneration), so equal current ids over histories
+ * that disagree earlier compare `diverged`, not `same`: one of them is forged or damaged.
+ */
+export function compareHistories(
+  mine: readonly Generation[],
+  theirs: readonly Generation[],
+): HistoryRelation {
+  const start = alignment(mine, theirs);
+  if (!start) return { relation: 'unrelated' };
+  let { my, their } = start;
+  while (
+    my < mine.length &&
+    their < theirs.length &&
+    sameGeneration(mine[my] as Generation, theirs[their] as Generation)
+  ) {
+    my++;
+    their++;
+  }
+  const myNext = mine[my];
+  const theirNext = theirs[their];
+  if (!myNext && !theirNext) return { relation: 'same', current: mine.at(-1) as Generation };
+  if (!theirNext) {
+    const superseding = myNext as Generation;
+    return { relation: 'ahead', supersededAt: superseding.startedAt, superseding };
+  }
+  if (!myNext) return { relation: 'behind', supersededAt: theirNext.startedAt, superseding: theirNext };
+  // The alignment point matched, so at least one generation is common before the first difference.
+  return {
+    relation: 'diverged',
+    lastCommon: mine[my - 1] as Generation,
+    myFirst: myNext,
+    theirFirst: theirNext,
+  };
+}
+
+/** Where two chains line up: the oldest generation of one found in the other; null when neither is. */
+function alignment(
+  mine: readonly Generation[],
+  theirs: readonly Generation[],
+): { my: number; their: number } | null {
+  const myOldest = mine[0];
+  const theirOldest = theirs[0];
+  if (!myOldest || !theirOldest) return null;
+  const their = theirs.findIndex((generation) => sameGeneration(generation, myOldest));
+  if (their >= 0) return { my: 0, their };
+  const my = mine.findIndex((generation) => sameGeneration(generation, theirOldest));
+  if (my >= 0) return { my, their: 0 };
   return null;
 }
 

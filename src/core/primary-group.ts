@@ -5,12 +5,19 @@
  * with pollFrames.
  */
 
-import type { Frame } from '../protocol/frames.ts';
+import type { Frame, SupersededFrame } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import type { TrackingState } from './changed-blocks.ts';
 import { ConfigError, WriteError } from './errors.ts';
 import { type BlockContent, FoldIndex } from './fold.ts';
-import type { PrimaryIdentity } from './identity.ts';
+import {
+  compareHistories,
+  currentGeneration,
+  type FencedBy,
+  generationChainProblem,
+  type HistoryRelation,
+  type PrimaryIdentity,
+} from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
 import type { SecondaryMode, TrackingConfig } from './link-tracking.ts';
 import { type CycleStore, type LinkRequest, type LinkState, PrimaryLink } from './primary-link.ts';
@@ -44,6 +51,11 @@ export interface PrimaryConfig {
    * and written back, so this bounds that memory (docs/storage.md, "Memory").
    */
   syncBytes: number;
+  /**
+   * Set when this primary learnt it was superseded (site.json `fencedBy`): it starts fenced, takes
+   * no writes and dials no secondary (docs/failover.md, "Fencing").
+   */
+  fencedBy?: FencedBy | null;
 }
 
 export type PrimaryAction =
@@ -58,7 +70,12 @@ export type PrimaryAction =
   | { type: 'flush-done'; token: number }
   | { type: 'write-refused'; token: number; error: WriteError }
   /** Tell sequencer node `node` that the capture number is now `cycle`; it answers with onNodeSwitch. */
-  | { type: 'node-switch'; node: number; cycle: CycleNumber };
+  | { type: 'node-switch'; node: number; cycle: CycleNumber }
+  /**
+   * This primary was superseded (a superseded frame whose chain extends its own): record `by`
+   * durably, and answer writes with the refusals the group sends from now on. Emitted once.
+   */
+  | { type: 'fence'; by: FencedBy };
 
 export interface PrimaryWrite {
   token: number;
@@ -169,6 +186,8 @@ export class PrimaryGroup implements CycleStore {
   private pendingFlushes: { token: number; seq: number }[] = [];
   private readonly out: PrimaryAction[] = [];
   private connectionIds = 0;
+  /** Who superseded this primary, once it knows: no writes, no switches, no links from then on. */
+  private fencedBy: FencedBy | null;
 
   constructor(
     private readonly config: PrimaryConfig,
@@ -196,6 +215,13 @@ export class PrimaryGroup implements CycleStore {
         ),
       );
     }
+    this.fencedBy = config.fencedBy ?? null;
+    if (this.fencedBy) for (const link of this.links) link.halt(this.fencedReason());
+  }
+
+  /** Who superseded this primary, or null while it leads. */
+  get fenced(): FencedBy | null {
+    return this.fencedBy;
   }
 
   /**
@@ -265,7 +291,7 @@ export class PrimaryGroup implements CycleStore {
   onWrite(nowMs: number, write: PrimaryWrite): PrimaryAction[] {
     const node = this.nodes[write.node];
     assert(node, `write from unknown node ${write.node}`);
-    const problem = this.validateExtent(write.extent);
+    const problem = this.fencedBy ? this.fencedError() : this.validateExtent(write.extent);
     if (problem) {
       this.out.push({ type: 'write-refused', token: write.token, error: problem });
       return this.takeActions();
@@ -326,6 +352,8 @@ export class PrimaryGroup implements CycleStore {
   // ---- cycle switch --------------------------------------------------------------------------
 
   onTick(nowMs: number): PrimaryAction[] {
+    // A fenced primary captures nothing new and keeps its links down; flushes still complete.
+    if (this.fencedBy) return this.takeActions();
     if (this.switchDue(nowMs)) this.beginSwitch(nowMs);
     for (const link of this.links) link.onTick(nowMs);
     this.trackAway(nowMs);
@@ -526,8 +554,69 @@ export class PrimaryGroup implements CycleStore {
   onFrame(nowMs: number, connection: number, frame: Frame): PrimaryAction[] {
     const link = this.linkOf(connection);
     if (!link) return this.takeActions();
-    if (link.onFrame(nowMs, connection, frame)) this.collect();
+    if (frame.type === 'superseded') this.onSuperseded(nowMs, link, connection, frame);
+    else if (link.onFrame(nowMs, connection, frame)) this.collect();
     return this.takeActions();
+  }
+
+  // ---- fencing -------------------------------------------------------------------------------
+
+  /**
+   * A site this primary dialled as a secondary says it leads now. Trusted only when its chain
+   * strictly extends this primary's own (so it holds this primary's current generation): anything
+   * else is a split brain, a foreign site or a forgery, refused on that link and never a fence.
+   */
+  private onSuperseded(nowMs: number, link: PrimaryLink, connection: number, frame: SupersededFrame): void {
+    if (!link.hears(connection)) return;
+    const problem = generationChainProblem(frame.site, frame.generations);
+    const relation = problem ? null : compareHistories(frame.generations, this.config.identity.generations);
+    if (relation?.relation !== 'ahead') {
+      link.refuse(
+        nowMs,
+        `site ${frame.site} says this primary was superseded, but ${problem ? `its chain is unusable: ${problem}` : untrustedChain(relation as HistoryRelation)}: not fenced`,
+      );
+      return;
+    }
+    assert(this.fencedBy === null, 'a fenced primary has no link to hear from');
+    this.fence({
+      site: relation.superseding.primarySite,
+      generation: relation.superseding.id,
+      startedAt: relation.supersededAt,
+    });
+  }
+
+  /**
+   * From now on every write is refused, no cycle switches and no link is served. Writes journaled
+   * but not yet acknowledged (ack mode cycle) are refused too: they belong to cycles after the
+   * promotion, which the new primary never had. Flushes of journaled writes still complete.
+   */
+  private fence(by: FencedBy): void {
+    this.fencedBy = by;
+    const reason = this.fencedReason();
+    for (const link of this.links) link.halt(reason);
+    for (const node of this.nodes) {
+      for (const pending of node.pending)
+        this.out.push({ type: 'write-refused', token: pending.token, error: this.fencedError() });
+      node.pending = [];
+    }
+    this.out.push({ type: 'fence', by });
+  }
+
+  private fencedReason(): string {
+    const by = this.fencedBy as FencedBy;
+    return `this primary (generation ${currentGeneration(this.config.identity).id}) was superseded by site ${by.site}, generation ${by.generation}, from cycle ${by.startedAt} on`;
+  }
+
+  /** The refusal every write meets once fenced, or null while this primary leads. */
+  fencedWriteError(): WriteError | null {
+    return this.fencedBy ? this.fencedError() : null;
+  }
+
+  private fencedError(): WriteError {
+    return new WriteError(
+      'fenced',
+      `${this.fencedReason()}: it takes no writes (docs/failover.md, "Fencing"); write to the new primary`,
+    );
   }
 
   /** Bytes arrived on a connection (whole frames or not): its secondary is alive. */
@@ -664,4 +753,20 @@ export class PrimaryGroup implements CycleStore {
 
 function newCycle(blockBytes: number): CycleEntry {
   return { fold: new FoldIndex(blockBytes), writes: 0, journalBytes: 0, writtenBytes: 0, firstWriteMs: null };
+}
+
+/** Why a superseded frame's chain does not prove this primary was superseded. */
+function untrustedChain(relation: HistoryRelation): string {
+  switch (relation.relation) {
+    case 'diverged':
+      return `its chain branched from this primary's after generation ${relation.lastCommon.id} (a split brain)`;
+    case 'unrelated':
+      return "its chain holds no generation of this primary's";
+    case 'same':
+      return "its chain ends at this primary's own generation";
+    case 'behind':
+      return "its chain is older than this primary's";
+    case 'ahead':
+      return 'its chain is ahead';
+  }
 }

@@ -175,6 +175,11 @@ export class PrimaryLink {
     return this.connections.some((candidate) => candidate.id === connection);
   }
 
+  /** Whether frames from this connection count: one of this session's, open. */
+  hears(connection: number): boolean {
+    return this.connection(connection)?.opened === true;
+  }
+
   onTick(nowMs: number): void {
     if (this.state !== 'streaming') this.awaySinceMs ??= nowMs;
     if ((this.state === 'idle' || this.state === 'refused') && nowMs >= this.retryAtMs) {
@@ -585,8 +590,11 @@ export class PrimaryLink {
     this.backoffMs = Math.min(this.backoffMs * 2, this.timings.reconnectMsMax);
   }
 
-  /** The secondary will not take us as we are; try again rarely, someone has to fix a config. */
-  private refuse(nowMs: number, reason: string): void {
+  /**
+   * The secondary will not take us as we are (its ERROR frame, or a superseded frame the group did
+   * not trust); try again rarely, someone has to fix a config.
+   */
+  refuse(nowMs: number, reason: string): void {
     this.failures++;
     this.lastFailure = reason;
     this.refusal = reason;
@@ -600,6 +608,19 @@ export class PrimaryLink {
     this.awaySinceMs ??= nowMs;
     this.state = 'refused';
     this.retryAtMs = nowMs + this.timings.reconnectMsMax;
+  }
+
+  /**
+   * The primary is fenced: the session ends for good, with `reason` shown as the refusal. The group
+   * no longer ticks a fenced primary's links, so none reconnects.
+   */
+  halt(reason: string): void {
+    this.lastFailure = reason;
+    this.refusal = reason;
+    this.closeAll(reason);
+    this.dropPacking();
+    this.tracking.endSession();
+    this.state = 'refused';
   }
 
   private closeAll(reason: string): void {

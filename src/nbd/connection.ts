@@ -8,7 +8,8 @@
  * flags not allowed fail alone with NBD_EINVAL (NBD_ENOSPC for a write past the end); a protocol
  * violation ends this connection only; a refused write's payload is still read (and dropped), so
  * the stream stays in step. A failed request is answered with the NBD errno of its cause
- * (NBD_ENOSPC for a full disk, NBD_ESHUTDOWN while the site stops, NBD_EIO otherwise).
+ * (NBD_ENOSPC for a full disk, NBD_ESHUTDOWN while the site stops, NBD_EPERM for a write to a
+ * fenced primary, NBD_EIO otherwise).
  * `shutdown()` answers new requests with NBD_ESHUTDOWN, lets those in flight finish, then closes;
  * the refused requests are counted, not logged one by one.
  */
@@ -103,6 +104,8 @@ const done: Outcome = { kind: 'done' };
 export function nbdErrorOf(failure: unknown): number {
   if (isDiskFull(failure)) return nbdErrors.ENOSPC;
   if (codesOf(failure).includes('stopping')) return nbdErrors.ESHUTDOWN;
+  // A superseded primary's exports are read-only from then on (docs/failover.md, "Fencing").
+  if (codesOf(failure).includes('fenced')) return nbdErrors.EPERM;
   return nbdErrors.EIO;
 }
 

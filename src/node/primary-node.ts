@@ -11,10 +11,11 @@
  * to the volumes again (redo), which repairs whatever a crash left half done.
  */
 
+import { assert } from '../core/assert.ts';
 import type { TrackingState } from '../core/changed-blocks.ts';
 import type { StorageFault } from '../core/errors.ts';
 import type { JournalPiece } from '../core/fold.ts';
-import { currentGeneration, type SiteId } from '../core/identity.ts';
+import { currentGeneration, type FencedBy, type SiteId } from '../core/identity.ts';
 import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
 import type { PrimaryRecord } from '../core/records.ts';
 import type { CycleNumber, Extent } from '../core/types.ts';
@@ -24,6 +25,7 @@ import type { NbdExport } from '../nbd/connection.ts';
 import { type PrimaryFileConfig, writeBackBytesMax } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
+import type { FencedRecord } from '../storage/site-file.ts';
 import { dropTrackingState, saveTrackingState } from '../storage/tracking-file.ts';
 import { JournalRoom } from './primary/journal-room.ts';
 import { PrimaryLinks } from './primary/link-connections.ts';
@@ -70,6 +72,11 @@ export interface PrimaryNodeStatus extends PrimaryStatus {
   };
   /** Why the site is stopping on its own, or null: the storage failure and when it happened. */
   fault: StorageFault | null;
+  /**
+   * Set once this primary learnt it was superseded (docs/failover.md, "Fencing"): who superseded
+   * it, from which cycle, and when it learnt it. Its writes are refused (NBD: EPERM) from then on.
+   */
+  fenced: FencedRecord | null;
 }
 
 export class PrimaryNode {
@@ -91,6 +98,8 @@ export class PrimaryNode {
   private writtenAtLastSwitch = 0;
   /** Per secondary, the last bitmap file write: the next waits for it. */
   private readonly trackingWrites = new Map<string, Promise<void>>();
+  /** Who superseded this primary and when it learnt it (before this start, or since): null while it leads. */
+  private fenced: FencedRecord | null;
 
   private constructor(
     private readonly config: PrimaryFileConfig,
@@ -100,6 +109,7 @@ export class PrimaryNode {
     onFatal: (error: Error) => void,
   ) {
     this.clock = environment.clock;
+    this.fenced = storage.fencedBy;
     this.metrics = new SiteMetrics('primary', () => this.status(), {
       processMetrics: environment.processMetrics !== false,
     });
@@ -127,6 +137,7 @@ export class PrimaryNode {
         tracking: trackingConfigOf(config, storage.shape.blockBytes),
         // Half the write-back's share: the next sync is under way well before writes must wait.
         syncBytes: Math.max(1, Math.floor(writeBackBytesMax(config) / 2)),
+        fencedBy: storage.fencedBy ? fencedByOf(storage.fencedBy) : null,
       },
       environment.random,
       storage.records,
@@ -216,6 +227,7 @@ export class PrimaryNode {
       collected: node.core.collected,
       journalRecords: storage.report.records,
     });
+    if (storage.fencedBy) node.logFenced(storage.fencedBy, 'started fenced (site.json fencedBy)');
     return node;
   }
 
@@ -334,7 +346,41 @@ export class PrimaryNode {
       case 'read-blocks':
         this.onReadBlocks(action.link, action.token, action.pieces);
         return;
+      case 'fence':
+        this.onFenced(action.by);
+        return;
     }
+  }
+
+  /**
+   * Superseded: the group refuses writes from now on; the record is made durable so a restart
+   * stays fenced, and writes waiting for journal room are refused now rather than wait for room
+   * that a primary without secondaries never gets back. A failed record stops the site (a storage
+   * failure): it then learns it again from the promoted site when it is started again.
+   */
+  private onFenced(by: FencedBy): void {
+    const record: FencedRecord = { ...by, at: new Date(this.clock.now()).toISOString() };
+    this.fenced = record;
+    const refusal = this.core.fencedWriteError();
+    assert(refusal !== null, 'the group refuses writes once it asked for a fence');
+    this.journalRoom.rejectAll(refusal);
+    try {
+      this.storage.recordFence(record);
+    } catch (error) {
+      this.fail(error);
+    }
+    this.logFenced(record, 'a promoted site says this primary was superseded, and its chain extends ours');
+  }
+
+  private logFenced(record: FencedRecord, reason: string): void {
+    this.logger.error('fenced', {
+      reason,
+      site: record.site,
+      generation: record.generation,
+      startedAt: record.startedAt,
+      since: record.at,
+      effect: 'writes are refused (NBD: EPERM), no cycle is captured, no secondary is fed',
+    });
   }
 
   /**
@@ -476,6 +522,7 @@ export class PrimaryNode {
         writeBackFull: this.journalRoom.writeBackFull,
       },
       fault: this.runtime.fault,
+      fenced: this.fenced,
     };
   }
 
@@ -502,6 +549,11 @@ export class PrimaryNode {
         this.logger.info('primary-stopped', { capture: this.core.capture, closed: this.core.closed }),
     });
   }
+}
+
+/** What the group needs of a fence record: who and from when, not when it was learnt. */
+function fencedByOf(record: FencedRecord): FencedBy {
+  return { site: record.site, generation: record.generation, startedAt: record.startedAt };
 }
 
 /** A write record carries block data (none for zeroes); the primary's other records carry none. */

@@ -18,8 +18,13 @@ import { limits } from '../core/limits.ts';
 import { ByteReader, ByteWriter, encodeString, encodeTruncated } from './bytes.ts';
 import { crc32c } from './crc32c.ts';
 
-/** 2: the hello carries the primary's site identity and generation chain. */
-export const protocolVersion = 3;
+/**
+ * 2: the hello carries the primary's site identity and generation chain; 3: end-of-cycle's
+ * `consistent` and the welcome's consistent stored number; 4: the superseded frame. A peer of
+ * version 3 would meet that frame as an unknown type and fail the link without learning why; with
+ * the version raised it is refused at its hello, by name (`version-unsupported`).
+ */
+export const protocolVersion = 4;
 export const frameMagic = 0x43595250;
 export const frameHeaderBytes = 20;
 
@@ -122,6 +127,20 @@ export interface HeartbeatFrame {
   nonce: number;
 }
 
+/**
+ * A promoted site's link listener to a primary that dialled it as its secondary, in answer to a
+ * hello whose chain its own strictly extends: that primary was superseded and must stop taking
+ * writes (docs/failover.md, "Fencing"). The receiver trusts it only if the chain contains its own
+ * current generation.
+ */
+export interface SupersededFrame {
+  type: 'superseded';
+  /** The sender's site identity (16 bytes on the wire). */
+  site: SiteId;
+  /** The sender's generation chain, oldest first, encoded and bounded as the hello's. */
+  generations: Generation[];
+}
+
 export type Frame =
   | HelloFrame
   | WelcomeFrame
@@ -129,7 +148,8 @@ export type Frame =
   | DataFrame
   | EndOfCycleFrame
   | StoredFrame
-  | HeartbeatFrame;
+  | HeartbeatFrame
+  | SupersededFrame;
 
 export type FrameType = Frame['type'];
 
@@ -142,6 +162,7 @@ export const frameTypeCodes = {
   'end-of-cycle': 5,
   stored: 6,
   heartbeat: 7,
+  superseded: 8,
 } as const satisfies Record<FrameType, number>;
 
 const frameTypeByCode = new Map<number, FrameType>(
@@ -192,8 +213,7 @@ function encodePayload(frame: Frame): Uint8Array {
         2 +
         names.reduce((sum, name) => sum + 2 + name.length + 8, 0) +
         idBytes +
-        2 +
-        frame.generations.length * (idBytes + 8 + idBytes);
+        chainBytes(frame.generations);
       const writer = new ByteWriter(size)
         .u16(frame.protocolVersion)
         .u32(frame.sessionId)
@@ -205,20 +225,8 @@ function encodePayload(frame: Frame): Uint8Array {
       frame.volumes.forEach((volume, index) => {
         writer.string(names[index] as Uint8Array).u64(volume.sizeBytes);
       });
-      if (frame.generations.length > limits.generationsInHelloMax) {
-        throw new ProtocolError(
-          'frame-bad-field',
-          `hello: ${frame.generations.length} generations, at most ${limits.generationsInHelloMax}`,
-        );
-      }
-      writer.raw(idToBytes(frame.primarySite, 'primarySite')).u16(frame.generations.length);
-      for (const generation of frame.generations) {
-        writer
-          .raw(idToBytes(generation.id, 'generation id'))
-          .u64(generation.startedAt)
-          .raw(idToBytes(generation.primarySite, 'generation primarySite'));
-      }
-      return writer.finish();
+      writer.raw(idToBytes(frame.primarySite, 'primarySite'));
+      return writeChain(writer, frame.generations, 'hello').finish();
     }
     case 'welcome': {
       const name = encodeString(frame.secondary, 'secondary', limits.nameBytesMax);
@@ -259,6 +267,11 @@ function encodePayload(frame: Frame): Uint8Array {
       return new ByteWriter(16).u64(frame.stored).u64(frame.applied).finish();
     case 'heartbeat':
       return new ByteWriter(4).u32(frame.nonce).finish();
+    case 'superseded': {
+      const writer = new ByteWriter(idBytes + chainBytes(frame.generations));
+      writer.raw(idToBytes(frame.site, 'site'));
+      return writeChain(writer, frame.generations, 'superseded').finish();
+    }
   }
 }
 
@@ -301,21 +314,7 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
         });
       }
       const primarySite = idOfBytes(reader.raw(idBytes, 'primarySite'));
-      const generationCount = reader.u16('generationCount');
-      if (generationCount > limits.generationsInHelloMax) {
-        throw new ProtocolError(
-          'frame-bad-field',
-          `hello: ${generationCount} generations, at most ${limits.generationsInHelloMax}`,
-        );
-      }
-      const generations: Generation[] = [];
-      for (let i = 0; i < generationCount; i++) {
-        generations.push({
-          id: idOfBytes(reader.raw(idBytes, `generations[${i}].id`)),
-          startedAt: reader.u64(`generations[${i}].startedAt`),
-          primarySite: idOfBytes(reader.raw(idBytes, `generations[${i}].primarySite`)),
-        });
-      }
+      const generations = readChain(reader, 'hello');
       return {
         type,
         protocolVersion: protocolVersionField,
@@ -380,6 +379,10 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
       return { type, stored: reader.u64('stored'), applied: reader.u64('applied') };
     case 'heartbeat':
       return { type, nonce: reader.u32('nonce') };
+    case 'superseded': {
+      const site = idOfBytes(reader.raw(idBytes, 'site'));
+      return { type, site, generations: readChain(reader, 'superseded') };
+    }
   }
 }
 
@@ -517,6 +520,49 @@ function idToBytes(id: string, field: string): Uint8Array {
 
 function idOfBytes(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
+}
+
+/** Bytes of a generation chain on the wire: a u16 count, then 16-byte id, u64 start, 16-byte site each. */
+function chainBytes(generations: readonly Generation[]): number {
+  return 2 + generations.length * (idBytes + 8 + idBytes);
+}
+
+/** Writes a chain (hello, superseded); more than generationsInHelloMax is refused, not cut. */
+function writeChain(writer: ByteWriter, generations: readonly Generation[], frame: FrameType): ByteWriter {
+  if (generations.length > limits.generationsInHelloMax) {
+    throw new ProtocolError(
+      'frame-bad-field',
+      `${frame}: ${generations.length} generations, at most ${limits.generationsInHelloMax}`,
+    );
+  }
+  writer.u16(generations.length);
+  for (const generation of generations) {
+    writer
+      .raw(idToBytes(generation.id, 'generation id'))
+      .u64(generation.startedAt)
+      .raw(idToBytes(generation.primarySite, 'generation primarySite'));
+  }
+  return writer;
+}
+
+/** Reads a chain; the count is checked against the bound before any entry is read. */
+function readChain(reader: ByteReader, frame: FrameType): Generation[] {
+  const generationCount = reader.u16('generationCount');
+  if (generationCount > limits.generationsInHelloMax) {
+    throw new ProtocolError(
+      'frame-bad-field',
+      `${frame}: ${generationCount} generations, at most ${limits.generationsInHelloMax}`,
+    );
+  }
+  const generations: Generation[] = [];
+  for (let i = 0; i < generationCount; i++) {
+    generations.push({
+      id: idOfBytes(reader.raw(idBytes, `generations[${i}].id`)),
+      startedAt: reader.u64(`generations[${i}].startedAt`),
+      primarySite: idOfBytes(reader.raw(idBytes, `generations[${i}].primarySite`)),
+    });
+  }
+  return generations;
 }
 
 /** Decodes exactly one whole frame (tests, tools). */

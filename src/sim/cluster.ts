@@ -448,6 +448,12 @@ export class Cluster {
       case 'copy-read':
         this.violations.push(`the core simulator runs no tracking, yet the primary asked for ${action.type}`);
         return;
+      case 'fence':
+        // No site here is ever promoted, so no superseded frame is ever sent: a fence is a defect.
+        this.violations.push(
+          `the core simulator promotes no site, yet the primary was fenced by site ${action.by.site} generation ${action.by.generation}`,
+        );
+        return;
     }
   }
 

@@ -13,9 +13,11 @@ import { join } from 'node:path';
 import { ConfigError, StorageError } from '../core/errors.ts';
 import {
   type Binding,
+  type FencedBy,
   type Generation,
   generationChainProblem,
   isBinding,
+  isFencedBy,
   isGeneration,
   isId,
   type SiteId,
@@ -33,6 +35,12 @@ export interface VolumeRecord {
   sizeBytes: number;
   /** The image's st_ino as a decimal string, to recognise a file put in its place. */
   inode: string;
+}
+
+/** A primary's record that it was superseded (docs/failover.md, "Fencing"), and when it learnt it. */
+export interface FencedRecord extends FencedBy {
+  /** When this primary learnt it, ISO 8601. */
+  at: string;
 }
 
 /**
@@ -53,6 +61,8 @@ export type SiteFile =
        * role start this site as the primary it now is.
        */
       promotedFrom?: { cycle: number; generation: string };
+      /** Present once this primary learnt it was superseded: it starts fenced (takes no writes). */
+      fencedBy?: FencedRecord;
     }
   | {
       role: 'secondary';
@@ -178,6 +188,30 @@ function identityProblemOf(site: SiteFile): string | null {
     const problem = generationChainProblem(site.site, site.generations);
     if (problem) return `generations: ${problem}`;
   }
+  const roleChange = roleChangeProblemOf(site);
+  if (roleChange) return roleChange;
+  if (site.role === 'primary' && site.fencedBy !== undefined) {
+    // Never read past: a fenced primary that forgot it would take writes the group has lost.
+    if (!isFencedBy(site.fencedBy) || !isTimestamp(site.fencedBy.at))
+      return `fencedBy: malformed (expected site, generation, startedAt and at): ${JSON.stringify(site.fencedBy)}`;
+    if (site.site === undefined) return 'fencedBy: without the site and generations it fences';
+  }
+  if (
+    site.role === 'secondary' &&
+    site.binding !== undefined &&
+    site.binding !== null &&
+    !isBinding(site.binding)
+  )
+    return 'binding: malformed';
+  return null;
+}
+
+function isTimestamp(value: unknown): boolean {
+  return typeof value === 'string' && !Number.isNaN(Date.parse(value));
+}
+
+/** How a site changed role (docs/failover.md), when recorded, must agree with its chain. */
+function roleChangeProblemOf(site: SiteFile): string | null {
   if (site.role === 'primary' && site.promotedFrom !== undefined) {
     const promoted = site.promotedFrom;
     const current = site.generations?.at(-1);
@@ -204,13 +238,6 @@ function identityProblemOf(site: SiteFile): string | null {
     )
       return 'demotedFrom: malformed';
   }
-  if (
-    site.role === 'secondary' &&
-    site.binding !== undefined &&
-    site.binding !== null &&
-    !isBinding(site.binding)
-  )
-    return 'binding: malformed';
   return null;
 }
 

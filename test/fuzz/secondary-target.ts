@@ -23,6 +23,7 @@ import {
   type Frame,
   FrameDecoder,
   packetDigest,
+  protocolVersion,
 } from '../../src/protocol/frames.ts';
 import type { Random } from '../../src/sim/random.ts';
 import { extentFromJournal } from '../unit/fixtures.ts';
@@ -76,7 +77,7 @@ function validSession(random: Random, sessionId: number, firstCycle: number): St
       connection,
       frame: {
         type: 'hello',
-        protocolVersion: 3,
+        protocolVersion,
         sessionId,
         connectionIndex: connection - 1,
         connectionCount,

@@ -9,7 +9,13 @@
 import { ProtocolError } from '../../src/core/errors.ts';
 import type { PrimaryRecord, SecondaryRecord } from '../../src/core/records.ts';
 import { crc32c } from '../../src/protocol/crc32c.ts';
-import { encodeFrame, type Frame, FrameDecoder, frameHeaderBytes } from '../../src/protocol/frames.ts';
+import {
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  frameHeaderBytes,
+  protocolVersion,
+} from '../../src/protocol/frames.ts';
 import type { Random } from '../../src/sim/random.ts';
 import {
   decodeRecords,
@@ -31,7 +37,7 @@ export type FuzzTarget = (random: Random) => void | Promise<void>;
 const frameCorpus: Frame[] = [
   {
     type: 'hello',
-    protocolVersion: 3,
+    protocolVersion,
     sessionId: 5,
     connectionIndex: 0,
     connectionCount: 1,
@@ -46,7 +52,7 @@ const frameCorpus: Frame[] = [
   },
   {
     type: 'welcome',
-    protocolVersion: 3,
+    protocolVersion,
     sessionId: 5,
     secondary: 'dr1',
     stored: 3,
@@ -54,6 +60,14 @@ const frameCorpus: Frame[] = [
     consistentStored: 2,
   },
   { type: 'error', code: 'group-mismatch', message: 'no' },
+  {
+    type: 'superseded',
+    site: 'e'.repeat(32),
+    generations: [
+      { id: 'd'.repeat(32), startedAt: 1, primarySite: 'c'.repeat(32) },
+      { id: 'f'.repeat(32), startedAt: 9, primarySite: 'e'.repeat(32) },
+    ],
+  },
   {
     type: 'data',
     cycle: 1,

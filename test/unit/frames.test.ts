@@ -16,13 +16,14 @@ import {
   FrameDecoder,
   frameHeaderBytes,
   frameTypeCodes,
+  protocolVersion,
 } from '../../src/protocol/frames.ts';
 import { plantedDefects, withPlantedDefect } from '../fuzz/planted.ts';
 
 const samples: Frame[] = [
   {
     type: 'hello',
-    protocolVersion: 3,
+    protocolVersion,
     sessionId: 0xdeadbeef,
     connectionIndex: 1,
     connectionCount: 3,
@@ -37,7 +38,7 @@ const samples: Frame[] = [
   },
   {
     type: 'welcome',
-    protocolVersion: 3,
+    protocolVersion,
     sessionId: 7,
     secondary: 'dr1',
     stored: 2 ** 53 - 1,
@@ -68,6 +69,14 @@ const samples: Frame[] = [
   { type: 'end-of-cycle', cycle: 14, coversFrom: 9, packetCount: 5, digest: 0x12345678, consistent: false },
   { type: 'stored', stored: 40, applied: 39 },
   { type: 'heartbeat', nonce: 99 },
+  {
+    type: 'superseded',
+    site: 'e'.repeat(32),
+    generations: [
+      { id: 'd'.repeat(32), startedAt: 1, primarySite: 'c'.repeat(32) },
+      { id: 'f'.repeat(32), startedAt: 2 ** 40, primarySite: 'e'.repeat(32) },
+    ],
+  },
 ];
 
 function decodeAll(chunks: Uint8Array[]): Frame[] {
@@ -213,7 +222,7 @@ test('a name over nameBytesMax is refused when encoding, naming the field', () =
     () =>
       encodeFrame({
         type: 'welcome',
-        protocolVersion: 3,
+        protocolVersion,
         sessionId: 1,
         secondary: 'x'.repeat(65),
         stored: 0,
@@ -234,7 +243,7 @@ test('a hello of another protocol version is refused by its version, naming both
   const bytes = encodeFrame(helloSample({ protocolVersion: 1 }));
   const result = decodeFrame(bytes);
   assert.equal(result.error?.code, 'version-unsupported');
-  assert.equal(result.error?.message, 'hello of protocol 1, this site speaks 3');
+  assert.equal(result.error?.message, `hello of protocol 1, this site speaks ${protocolVersion}`);
 });
 
 test("a hello carries the primary's site and generation chain, 16-byte ids on the wire", () => {
@@ -275,6 +284,65 @@ test('a hello with more than generationsInHelloMax generations is refused', () =
   const result = decodeFrame(bytes);
   assert.equal(result.error?.code, 'frame-bad-field');
   assert.match(result.error?.message ?? '', /65 generations, at most 64/);
+});
+
+/** A superseded frame as the sample, with fields changed. */
+function supersededSample(overrides: Record<string, unknown>): Frame {
+  return { ...(samples.find((frame) => frame.type === 'superseded') as Frame), ...overrides } as Frame;
+}
+
+/** A frame of `type` around `payload`, its header written and both CRCs sealed (see resealed). */
+function withPayload(type: keyof typeof frameTypeCodes, payload: Uint8Array): Uint8Array {
+  const bytes = new Uint8Array(frameHeaderBytes + payload.length);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, 0x43595250);
+  view.setUint8(4, frameTypeCodes[type]);
+  bytes.set(payload, frameHeaderBytes);
+  return resealed(bytes);
+}
+
+test('a superseded frame carries the sender site and its chain like the hello, bounded by generationsInHelloMax', () => {
+  const generations = Array.from({ length: limits.generationsInHelloMax }, (_, index) => ({
+    id: (index + 1).toString(16).padStart(32, '0'),
+    startedAt: index * 1000 + 1,
+    primarySite: 'e'.repeat(32),
+  }));
+  const full = supersededSample({ generations });
+  const bytes = encodeFrame(full);
+  assert.equal(bytes.length, frameHeaderBytes + 16 + 2 + generations.length * (16 + 8 + 16));
+  assert.deepEqual(decodeFrame(bytes).frames, [full]);
+  assert.throws(
+    () => encodeFrame(supersededSample({ generations: [...generations, generations[0]] })),
+    /superseded: 65 generations, at most 64/,
+  );
+  // The decoder refuses the count before reading any entry.
+  const forged = new Uint8Array(16 + 2);
+  new DataView(forged.buffer).setUint16(16, limits.generationsInHelloMax + 1);
+  const result = decodeFrame(withPayload('superseded', forged));
+  assert.equal(result.error?.code, 'frame-bad-field');
+  assert.match(result.error?.message ?? '', /superseded: 65 generations, at most 64/);
+});
+
+test('a malformed superseded frame is refused: bad ids when encoding, short or long payloads when decoding', () => {
+  assert.throws(() => encodeFrame(supersededSample({ site: 'E'.repeat(32) })), /site: "E+" is not 32/);
+  assert.throws(
+    () =>
+      encodeFrame(
+        supersededSample({ generations: [{ id: 'd', startedAt: 1, primarySite: 'e'.repeat(32) }] }),
+      ),
+    /generation id: "d" is not 32/,
+  );
+  const payload = encodeFrame(supersededSample({})).subarray(frameHeaderBytes);
+  const short = decodeFrame(withPayload('superseded', payload.subarray(0, payload.length - 1)));
+  assert.equal(short.error?.code, 'frame-truncated');
+  const long = decodeFrame(withPayload('superseded', Uint8Array.from([...payload, 0])));
+  assert.equal(long.error?.code, 'frame-trailing-bytes');
+  const noChain = decodeFrame(withPayload('superseded', payload.subarray(0, 16)));
+  assert.equal(noChain.error?.code, 'frame-truncated');
+  // A start above 2^53-1 cannot be a cycle number.
+  const huge = Uint8Array.from(payload);
+  new DataView(huge.buffer).setUint32(16 + 2 + 16, 0xffffffff);
+  assert.equal(decodeFrame(withPayload('superseded', huge)).error?.code, 'frame-bad-field');
 });
 
 test('frame type codes are distinct', () => {

@@ -1,11 +1,12 @@
 // Proves how an NBD connection fails and stops, without sockets: a request whose export fails is
 // answered with the errno of the real cause (NBD_ENOSPC for a full disk however deeply the errno is
-// wrapped, NBD_ESHUTDOWN for a site that is stopping, NBD_EIO otherwise), a failed FLUSH is answered
+// wrapped, NBD_ESHUTDOWN for a site that is stopping, NBD_EPERM for a write to a fenced primary,
+// NBD_EIO otherwise), a failed FLUSH is answered
 // too; shutdown() answers new requests NBD_ESHUTDOWN, lets the one in flight finish, then closes,
 // and counts what it refused instead of logging each.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { StorageError } from '../../src/core/errors.ts';
+import { StorageError, WriteError } from '../../src/core/errors.ts';
 import { commands, nbdErrors } from '../../src/nbd/protocol.ts';
 import { PrimaryNodeError } from '../../src/node/primary-node.ts';
 import { blockBytes, Client, connected, flush, memoryExport } from './nbd-client.ts';
@@ -25,6 +26,7 @@ const cases: [string, Error, number][] = [
   ['an I/O error', errnoError('EIO'), nbdErrors.EIO],
   ['no errno at all', new Error('something else'), nbdErrors.EIO],
   ['a stopping site', new PrimaryNodeError('stopping', 'the primary is stopping'), nbdErrors.ESHUTDOWN],
+  ['a fenced primary', new WriteError('fenced', 'this primary was superseded'), nbdErrors.EPERM],
 ];
 
 for (const [what, failure, expected] of cases) {

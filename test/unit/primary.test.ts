@@ -395,3 +395,182 @@ test('a STORED of applied progress on a welcomed connection while another is sti
   assert.equal(status?.failures, 0, status?.lastFailure ?? '');
   assert.equal(status?.link, 'streaming');
 });
+
+// ---- fencing (docs/failover.md, "Fencing") ---------------------------------------------------
+
+const promotedSite = 'b'.repeat(32);
+/** The generation a promotion of dr1 started at cycle 7, extending the primary's chain. */
+const promotion = { id: '7'.repeat(32), startedAt: 7, primarySite: promotedSite };
+
+/** A bare group with its one link opened; `welcomed` finishes the handshake. */
+function openedLink(
+  config = primaryConfig(),
+  welcomed = true,
+): { primary: PrimaryGroup; connection: number } {
+  const primary = new PrimaryGroup(config, () => 0.5);
+  const connection = primary.onTick(0).find((action) => action.type === 'connect');
+  assert.ok(connection?.type === 'connect');
+  primary.onConnected(0, connection.connection);
+  const [hello] = primary.pollFrames(0, connection.connection, 1);
+  assert.ok(hello?.type === 'hello');
+  if (welcomed) {
+    primary.onFrame(1, connection.connection, {
+      type: 'welcome',
+      protocolVersion: hello.protocolVersion,
+      sessionId: hello.sessionId,
+      secondary: 'dr1',
+      stored: 0,
+      applied: 0,
+      consistentStored: 0,
+    });
+    assert.equal(primary.status(1).secondaries[0]?.link, 'streaming');
+  }
+  return { primary, connection: connection.connection };
+}
+
+function ofType<T extends PrimaryAction['type']>(
+  actions: PrimaryAction[],
+  type: T,
+): Extract<PrimaryAction, { type: T }>[] {
+  return actions.filter((action): action is Extract<PrimaryAction, { type: T }> => action.type === type);
+}
+
+test('a superseded frame whose chain extends the primary fences it: later writes are refused naming who superseded it, flushes still complete', () => {
+  const { primary, connection } = openedLink(primaryConfig({ ack: 'cycle' }));
+  // Journaled in the capture cycle, not yet acknowledged: it is after the promotion, so refused.
+  const journaled = primary.onWrite(2, { token: 1, node: 0, extent: dataExtent(0, 0, 1, 1) });
+  assert.equal(ofType(journaled, 'journal-append').length, 1);
+  const fenced = primary.onFrame(3, connection, {
+    type: 'superseded',
+    site: promotedSite,
+    generations: [...primaryIdentity.generations, promotion],
+  });
+  const by = { site: promotedSite, generation: promotion.id, startedAt: 7 };
+  assert.deepEqual(ofType(fenced, 'fence'), [{ type: 'fence', by }]);
+  assert.deepEqual(primary.fenced, by);
+  assert.deepEqual(
+    ofType(fenced, 'disconnect').map((action) => action.connection),
+    [connection],
+  );
+  assert.deepEqual(
+    ofType(fenced, 'write-refused').map((action) => [action.token, action.error.code]),
+    [[1, 'fenced']],
+  );
+
+  const refused = ofType(
+    primary.onWrite(4, { token: 2, node: 0, extent: dataExtent(0, 1, 1, 2) }),
+    'write-refused',
+  );
+  assert.equal(refused.length, 1);
+  assert.equal(refused[0]?.error.code, 'fenced');
+  for (const named of [
+    promotedSite,
+    promotion.id,
+    'from cycle 7',
+    primaryIdentity.generations[0]?.id as string,
+  ])
+    assert.ok(refused[0]?.error.message.includes(named), `names ${named}: ${refused[0]?.error.message}`);
+
+  // The write journaled before the fence is made durable by a flush all the same.
+  const flush = primary.onFlush(5, 3);
+  const sync = ofType(flush, 'journal-sync')[0];
+  assert.ok(sync);
+  assert.deepEqual(ofType(primary.onJournalSynced(6, sync.upTo), 'flush-done'), [
+    { type: 'flush-done', token: 3 },
+  ]);
+
+  // No cycle switch, no reconnect, ever; status says why the link is down.
+  const later = primary.onTick(10 * timings.reconnectMsMax);
+  assert.deepEqual(later, []);
+  assert.equal(primary.capture, 1);
+  const link = primary.status(10 * timings.reconnectMsMax).secondaries[0];
+  assert.equal(link?.link, 'refused');
+  assert.match(link?.refusal ?? '', /superseded by site b{32}/);
+  // One fence only: a second superseded frame has no link left to arrive on.
+  assert.deepEqual(
+    ofType(
+      primary.onFrame(11, connection, {
+        type: 'superseded',
+        site: promotedSite,
+        generations: [...primaryIdentity.generations, promotion],
+      }),
+      'fence',
+    ),
+    [],
+  );
+});
+
+test('a superseded frame during the handshake fences too', () => {
+  const { primary, connection } = openedLink(primaryConfig(), false);
+  const actions = primary.onFrame(1, connection, {
+    type: 'superseded',
+    site: promotedSite,
+    generations: [...primaryIdentity.generations, promotion],
+  });
+  assert.equal(ofType(actions, 'fence').length, 1);
+  assert.equal(
+    ofType(primary.onWrite(2, { token: 1, node: 0, extent: dataExtent(0, 0, 1, 1) }), 'write-refused')[0]
+      ?.error.code,
+    'fenced',
+  );
+});
+
+test('a superseded frame whose chain does not extend the primary never fences: the link is refused and retried, writes go on', () => {
+  const older = { id: '5'.repeat(32), startedAt: 1, primarySite: 'c'.repeat(32) };
+  const current = { id: '6'.repeat(32), startedAt: 30, primarySite: primaryIdentity.site };
+  const identity = { site: primaryIdentity.site, generations: [older, current] };
+  const forged = (generations: (typeof promotion)[], site = promotedSite) => ({
+    type: 'superseded' as const,
+    site,
+    generations,
+  });
+  const cases: [string, ReturnType<typeof forged>, RegExp][] = [
+    ['no generation of this primary', forged([promotion]), /holds no generation of this primary's/],
+    [
+      'a split brain',
+      forged([older, promotion]),
+      /branched from this primary's after generation 5{32} \(a split brain\)/,
+    ],
+    [
+      'its own generation',
+      forged([older, current], primaryIdentity.site),
+      /ends at this primary's own generation/,
+    ],
+    ['an older chain', forged([older], 'c'.repeat(32)), /older than this primary's/],
+    ['a chain of another site', forged([older, current, promotion], 'c'.repeat(32)), /chain is unusable/],
+  ];
+  for (const [what, frame, why] of cases) {
+    const { primary, connection } = openedLink(primaryConfig({ identity }));
+    const actions = primary.onFrame(2, connection, frame);
+    assert.deepEqual(ofType(actions, 'fence'), [], what);
+    assert.equal(primary.fenced, null, what);
+    assert.equal(ofType(actions, 'disconnect').length, 1, what);
+    const status = primary.status(2).secondaries[0];
+    assert.equal(status?.link, 'refused', what);
+    assert.match(status?.refusal ?? '', why, what);
+    assert.match(status?.refusal ?? '', /not fenced$/, what);
+    assert.equal(
+      ofType(primary.onWrite(3, { token: 1, node: 0, extent: dataExtent(0, 0, 1, 1) }), 'ack').length,
+      1,
+      what,
+    );
+    assert.equal(ofType(primary.onTick(2 + timings.reconnectMsMax), 'connect').length, 1, `${what}: retried`);
+  }
+});
+
+test('a primary restarted fenced refuses the first write and dials no secondary', () => {
+  const by = { site: promotedSite, generation: promotion.id, startedAt: 7 };
+  const primary = new PrimaryGroup(primaryConfig({ fencedBy: by }), () => 0.5);
+  assert.deepEqual(primary.start(), []);
+  assert.deepEqual(primary.fenced, by);
+  assert.equal(
+    ofType(primary.onWrite(0, { token: 1, node: 0, extent: dataExtent(0, 0, 1, 1) }), 'write-refused')[0]
+      ?.error.code,
+    'fenced',
+  );
+  assert.deepEqual(primary.onTick(10 * timings.reconnectMsMax), []);
+  assert.match(
+    primary.status(0).secondaries[0]?.refusal ?? '',
+    /superseded by site b{32}, generation 7{32}, from cycle 7 on/,
+  );
+});

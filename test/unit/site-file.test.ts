@@ -125,6 +125,52 @@ test('a damaged volume record makes site.json refused as damaged, with its path'
   });
 });
 
+test('a fenced primary records who superseded it; a malformed fencedBy refuses site.json as damaged, never read past', () => {
+  const site = 'a'.repeat(32);
+  const fencedPrimary = (fencedBy: unknown, identity = true) => ({
+    role: 'primary',
+    config: { role: 'primary', dataDir: '/d' },
+    ...(identity ? { site, generations: [{ id: '1'.repeat(32), startedAt: 1, primarySite: site }] } : {}),
+    fencedBy,
+  });
+  const good = {
+    site: 'b'.repeat(32),
+    generation: '7'.repeat(32),
+    startedAt: 120,
+    at: '2026-11-26T10:00:00.000Z',
+  };
+  assert.equal(problemOf(fencedPrimary(good)), null);
+  assert.equal(problemOf(fencedPrimary(undefined)), null, 'a primary never fenced');
+  for (const bad of [
+    null,
+    'yes',
+    { ...good, site: 'B' },
+    { ...good, generation: undefined },
+    { ...good, startedAt: 0 },
+    { ...good, startedAt: 1.5 },
+    { ...good, at: 'yesterday' },
+    { ...good, at: undefined },
+  ])
+    assert.match(problemOf(fencedPrimary(bad)) ?? '', /^fencedBy: malformed/, JSON.stringify(bad));
+  assert.match(problemOf(fencedPrimary(good, false)) ?? '', /fencedBy: without the site and generations/);
+  withDirectory((directory) => {
+    writeFileSync(
+      join(directory, 'site.json'),
+      JSON.stringify({
+        ...fencedPrimary({ ...good, startedAt: -1 }),
+        config: { role: 'primary', dataDir: directory },
+      }),
+    );
+    assert.throws(
+      () => readSiteFile(nodeFileSystem, directory),
+      (error: unknown) =>
+        error instanceof StorageError &&
+        error.code === 'site-file-corrupt' &&
+        /fencedBy: malformed/.test(error.message),
+    );
+  });
+});
+
 test('the configuration is matched by name: reordered is fine; added, removed, resized, another block size or group is named', () => {
   const configured = (volumes: { name: string; sizeBytes: number }[], extra = {}) => ({
     group: 'g',

@@ -72,6 +72,23 @@ test('a full journal and a storage fault are called out on the site line', () =>
   );
 });
 
+test('a fenced primary says so on a FENCED line: who superseded it, from which cycle, since when', () => {
+  const fenced = {
+    site: 'b'.repeat(32),
+    generation: '7'.repeat(32),
+    startedAt: 120,
+    at: '2026-11-26T10:00:00.000Z',
+  };
+  const lines = describe({ ...primary, fenced }).split('\n');
+  assert.equal(
+    lines[1],
+    `  FENCED since 2026-11-26T10:00:00.000Z: superseded by site ${'b'.repeat(32)}, generation ${'7'.repeat(32)}, from cycle 120 on; writes are refused (NBD: EPERM)`,
+  );
+  assert.ok(describe({ ...primary, fenced }, { colour: true }).includes(`${ansi}31mFENCED since`), 'in red');
+  assert.ok(!describe(primary).includes('FENCED'), 'no FENCED line while it leads');
+  assert.ok(!describe({ ...primary, fenced: null }).includes('FENCED'));
+});
+
 test('a secondary shows its cycles, journal and the state of its link to the primary', () => {
   for (const state of ['streaming', 'idle']) {
     const text = describe({

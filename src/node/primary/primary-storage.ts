@@ -10,11 +10,18 @@ import type { PrimaryIdentity } from '../../core/identity.ts';
 import { extentInJournal, type PrimaryRecord, type ReplayedPrimaryRecord } from '../../core/records.ts';
 import { type CycleNumber, type Extent, type GroupShape, volumeBlocks } from '../../core/types.ts';
 import type { SiteEnvironment } from '../../io/environment.ts';
+import type { FileSystem } from '../../io/file-system.ts';
 import type { PrimaryFileConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import { primaryRecordCodec } from '../../storage/record-codec.ts';
 import type { JournalOpenReport, JournalPosition, SegmentJournal } from '../../storage/segment-journal.ts';
-import { readSiteFile, type SiteFile, writeSiteFileIfChanged } from '../../storage/site-file.ts';
+import {
+  type FencedRecord,
+  readSiteFile,
+  type SiteFile,
+  writeSiteFile,
+  writeSiteFileIfChanged,
+} from '../../storage/site-file.ts';
 import { readTrackingStates } from '../../storage/tracking-file.ts';
 import type { VolumeFile } from '../../storage/volume-file.ts';
 import { openSiteJournal } from '../site/site-journal.ts';
@@ -41,6 +48,10 @@ export interface PrimaryStorage {
   report: JournalOpenReport;
   /** The changed-block bitmaps of secondaries in tracking mode (docs/resync.md). */
   trackings: Map<string, TrackingState>;
+  /** Set when this primary learnt it was superseded before this start (site.json `fencedBy`). */
+  fencedBy: FencedRecord | null;
+  /** Records in site.json, atomically and durably, that this primary was superseded; throws on failure. */
+  recordFence(record: FencedRecord): void;
 }
 
 /** `checkpoint`: the records that restate the group's state, first in every new segment. */
@@ -53,7 +64,19 @@ export function openPrimaryStorage(
   const identity = loadPrimaryIdentity(environment.fs, config.dataDir, logger, environment.randomBytes);
   // How this site became a primary, if by promotion: kept in every rewrite of site.json.
   const promotedFrom = promotedFromOf(readSiteFile(environment.fs, config.dataDir));
+  const fencedBy = loadFencedBy(environment.fs, config.dataDir);
   const site = openPrimarySite(environment.fs, config);
+  // Everything site.json holds for this primary; `fencedBy` only once fenced, so that the file of a
+  // primary never fenced stays as it was.
+  const siteFile = (fenced: FencedRecord | null): SiteFile => ({
+    role: 'primary',
+    config,
+    site: identity.site,
+    generations: identity.generations,
+    volumes: site.volumes.records,
+    ...(promotedFrom ? { promotedFrom } : {}),
+    ...(fenced ? { fencedBy: fenced } : {}),
+  });
   // Replay keeps where each write's data lies, not the data: a journal of gigabytes replays in the
   // memory of one segment.
   const records: ReplayedPrimaryRecord[] = [];
@@ -74,15 +97,7 @@ export function openPrimaryStorage(
     segmentBytesMax: config.journal.segmentSize,
     codec: primaryRecordCodec,
     checkpoint,
-    recordSite: () =>
-      writeSiteFileIfChanged(environment.fs, config.dataDir, {
-        role: 'primary',
-        config,
-        site: identity.site,
-        generations: identity.generations,
-        volumes: site.volumes.records,
-        ...(promotedFrom ? { promotedFrom } : {}),
-      }),
+    recordSite: () => writeSiteFileIfChanged(environment.fs, config.dataDir, siteFile(fencedBy)),
     logger,
   });
   const shape = site.volumes.shape;
@@ -101,7 +116,15 @@ export function openPrimaryStorage(
     records,
     places,
     trackings,
+    fencedBy,
+    recordFence: (record) => writeSiteFile(environment.fs, config.dataDir, siteFile(record)),
   };
+}
+
+/** The record of a fence a primary's site.json holds (readSiteFile checked it), or null. */
+function loadFencedBy(fs: FileSystem, dataDir: string): FencedRecord | null {
+  const site = readSiteFile(fs, dataDir);
+  return site?.role === 'primary' ? (site.fencedBy ?? null) : null;
 }
 
 /**

@@ -195,6 +195,9 @@ export class SourceApi {
     if (this.parts.failure.fatal) throw this.parts.failure.fatal;
     if (this.stopping)
       throw new PrimaryNodeError('stopping', 'the primary is stopping and takes no more writes');
+    // Refused before waiting for journal room: a fenced primary's journal is never collected again.
+    const fenced = this.parts.core.fencedWriteError();
+    if (fenced) throw fenced;
     const file = this.parts.volumes[volume];
     if (!file) throw new PrimaryNodeError('write-out-of-range', `no volume ${volume}`);
     const block = this.parts.shape.blockBytes;
