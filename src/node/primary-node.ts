@@ -31,6 +31,7 @@ import { JournalRoom } from './primary/journal-room.ts';
 import { PrimaryLinks } from './primary/link-connections.ts';
 import { type LinkDialer, networkDialer } from './primary/link-dialer.ts';
 import { NodeLinkDialer } from './primary/node-link-dialer.ts';
+import { OldPrimaryListener } from './primary/old-primary-listener.ts';
 import { PrimaryNodeError } from './primary/primary-node-error.ts';
 import { openPrimaryStorage, type PrimaryStorage, redoJournaledWrites } from './primary/primary-storage.ts';
 import { SourceApi } from './primary/source-api.ts';
@@ -98,6 +99,8 @@ export class PrimaryNode {
   private writtenAtLastSwitch = 0;
   /** Per secondary, the last bitmap file write: the next waits for it. */
   private readonly trackingWrites = new Map<string, Promise<void>>();
+  /** Answers primaries that dial this site as their secondary (config `listen`), or null. */
+  private oldPrimaries: OldPrimaryListener | null = null;
   /** Who superseded this primary and when it learnt it (before this start, or since): null while it leads. */
   private fenced: FencedRecord | null;
 
@@ -215,6 +218,7 @@ export class PrimaryNode {
       ...(options.admin ? { admin: options.admin } : {}),
     });
     node.dialer.start();
+    node.oldPrimaries = await OldPrimaryListener.start(config, () => storage.identity, environment, logger);
     node.runtime.tickEvery(
       Math.max(10, Math.min(config.cycle.intervalMinMs, config.link.heartbeatMs) / 4),
       () => node.tick(),
@@ -282,6 +286,7 @@ export class PrimaryNode {
   /** Reads the certificate, key and CA (or the pre-shared key) again (SIGHUP): new connections use them. */
   reloadTls(): void {
     this.dialer.reload();
+    this.oldPrimaries?.reload();
   }
 
   // ---- the group's actions -------------------------------------------------------------------
@@ -535,6 +540,7 @@ export class PrimaryNode {
     return this.runtime.stop(options, {
       windDown: async (attempt) => {
         this.dialer.close();
+        await this.oldPrimaries?.close();
         this.sources.stopTaking();
         // Writes still waiting for journal room were never journaled: they fail, loudly, not silently.
         this.journalRoom.rejectAll(

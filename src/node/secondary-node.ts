@@ -187,7 +187,7 @@ export class SecondaryNode {
     const accept = (socket: LinkSocket): void => node.connections.accept(socket);
     node.listener = network
       ? await listenOnNetwork(network, config.listen, accept)
-      : await NodeLinkListener.start(config, logger, accept);
+      : await NodeLinkListener.start(config, config.listen, logger, accept);
     await node.runtime.serve({
       nbdExports: () => node.nbdExports(),
       status: () => node.status(),

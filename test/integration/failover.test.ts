@@ -3,7 +3,8 @@
 // primary is connected; after a kill -9 of the primary it makes dr1 the primary of a new generation
 // in the same process: its image is a consistent cut of the old primary's history at the cycle it
 // promoted from, its NBD export takes writes, cycle numbers go on from that cycle, and a restart
-// from the same (secondary-role) config runs it as the primary it now is.
+// from the same (secondary-role) config runs it as the primary it now is. The old primary, back,
+// is told by dr1 that it was superseded and fences itself.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -86,6 +87,16 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   const data = Buffer.alloc(blockBytes, 0x5a);
   assert.deepEqual(await client.send([client.writeRequest(lastBlock, data), client.flushRequest()]), [0, 0]);
   client.destroy();
+
+  // The old primary comes back: it dials dr1 as its secondary, is told it was superseded, and
+  // fences itself: writes refused, said in its status and log, and dr1 logs whom it told.
+  const oldPrimary = workspace.startPrimary(primaryConfig.path);
+  const fenced = await oldPrimary.waitForEvent('fenced', 30_000);
+  assert.equal(fenced.generation, after.generation, `fenced by the new generation: ${JSON.stringify(fenced)}`);
+  const oldStatus = await waitForStatus(primaryConfig.httpPort, (s) => s.fenced != null, 10_000);
+  assert.equal((oldStatus.fenced as { site: string }).site, after.site);
+  await dr1.waitForEvent('old-primary-told');
+  assert.equal(await oldPrimary.stop(), 0, oldPrimary.stderr.slice(-2000));
 
   // A restart from the same secondary-role config: the data directory decides the role.
   assert.equal(await dr1.stop(), 0, dr1.stderr.slice(-2000));

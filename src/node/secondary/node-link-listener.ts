@@ -9,7 +9,7 @@ import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
 import type { LinkSocket } from '../../io/network.ts';
 import { explainPskFailure, loadPsk, type PskMaterial, pskServerOptions } from '../../net/psk.ts';
 import { loadTlsMaterial, refusalOfClient, serverOptions, type TlsMaterial } from '../../net/tls.ts';
-import type { SecondaryFileConfig } from '../../ops/config.ts';
+import type { FileConfig } from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import { listenOn } from '../../ops/status-server.ts';
 import { logLinkSecurity, watchLinkSecurityFiles } from '../site/link-security.ts';
@@ -22,14 +22,18 @@ export class NodeLinkListener implements SecondaryLinkListener {
   private stopWatching: () => void = () => {};
 
   private constructor(
-    private readonly config: SecondaryFileConfig,
+    private readonly config: FileConfig,
     private readonly logger: Logger,
     private readonly onSocket: (socket: LinkSocket) => void,
   ) {}
 
-  /** Reads the link's certificates or key, listens on config.listen, and watches the files. */
+  /**
+   * Reads the link's certificates or key, listens on `listen` (a secondary's config.listen, or a
+   * primary's: old-primary-listener.ts), and watches the files.
+   */
   static async start(
-    config: SecondaryFileConfig,
+    config: FileConfig,
+    listen: string,
     logger: Logger,
     onSocket: (socket: LinkSocket) => void,
   ): Promise<NodeLinkListener> {
@@ -37,7 +41,7 @@ export class NodeLinkListener implements SecondaryLinkListener {
     const server = listener.createServer();
     listener.server = server;
     server.maxConnections = connectionsMax;
-    await listenOn(server, config.listen);
+    await listenOn(server, listen);
     logLinkSecurity(config, logger);
     listener.stopWatching = watchLinkSecurityFiles(config, () => listener.reload());
     return listener;
@@ -76,7 +80,7 @@ export class NodeLinkListener implements SecondaryLinkListener {
   }
 
   /** TLS 1.3 with the pre-shared key; the primary's identity must be among psk.peers. */
-  private createPskServer(config: NonNullable<SecondaryFileConfig['psk']>): Server {
+  private createPskServer(config: NonNullable<FileConfig['psk']>): Server {
     this.pskMaterial = loadPsk(config);
     const server = createTlsServer(
       pskServerOptions(
