@@ -14,6 +14,7 @@ import {
   type Frame,
   type HelloFrame,
   protocolVersion,
+  type SwitchoverFrame,
 } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import { HandshakeError, ProtocolError, StagingSpaceError } from './errors.ts';
@@ -21,6 +22,8 @@ import {
   type Binding,
   bindingOf,
   checkBoundPrimary,
+  compareHistories,
+  type Generation,
   generationChainProblem,
   type PrimaryIdentity,
 } from './identity.ts';
@@ -37,7 +40,22 @@ export type SessionAction =
   | { type: 'bind'; binding: Binding }
   | { type: 'send'; connection: number; frame: Frame }
   | { type: 'close'; connection: number; reason: string }
-  | { type: 'log'; entry: LogEntry };
+  | { type: 'log'; entry: LogEntry }
+  /**
+   * The primary followed asks this site to take over in a planned switchover (docs/failover.md):
+   * everything up to `cycle` is stored here as a consistent image, and it takes no more writes.
+   */
+  | { type: 'promotion-requested'; cycle: CycleNumber; generation: string };
+
+/**
+ * A site that was a primary and now follows the one that superseded it: its own chain and the
+ * cycle its volumes hold. Until bound, it accepts only a primary whose chain extends this one right
+ * after that cycle (site.json `demotedFrom`).
+ */
+export interface DemotedFrom {
+  cycle: CycleNumber;
+  generations: Generation[];
+}
 
 /** What the session reads of, and hands to, the cycles below it (SecondaryStore). */
 export interface SessionStore {
@@ -80,6 +98,7 @@ export class SecondarySession {
     binding: Binding | null,
     private readonly store: SessionStore,
     private readonly out: ActionSink<SessionAction>,
+    private readonly demotedFrom: DemotedFrom | null = null,
   ) {
     this.binding = binding;
   }
@@ -171,6 +190,9 @@ export class SecondarySession {
       case 'error':
         this.fail(`primary gave up: ${frame.code}: ${frame.message}`);
         return;
+      case 'switchover':
+        this.onSwitchover(nowMs, connection, frame);
+        return;
       default:
         throw new ProtocolError('unexpected-frame', `${frame.type} frame from the primary`);
     }
@@ -200,6 +222,7 @@ export class SecondarySession {
     try {
       checkHello(hello, this.shape.group, this.shape);
       if (this.binding) checkBoundPrimary(this.binding, identityOfHello(hello));
+      else if (this.demotedFrom) checkSupersedingPrimary(this.demotedFrom, identityOfHello(hello));
     } catch (error) {
       if (!(error instanceof HandshakeError)) throw error;
       this.refuseHandshake(nowMs, connection, error);
@@ -304,6 +327,22 @@ export class SecondarySession {
       });
   }
 
+  /**
+   * A planned switchover: taken only when everything up to the cycle is stored as a consistent
+   * image and nothing beyond it; otherwise the primary hears why and goes on leading.
+   */
+  private onSwitchover(nowMs: number, connection: number, frame: SwitchoverFrame): void {
+    const { stored, consistentStored } = this.store;
+    if (stored !== frame.cycle || consistentStored !== frame.cycle) {
+      const message = `switchover at cycle ${frame.cycle} refused: this site stored ${stored}, consistent through ${consistentStored}`;
+      this.log('warn', 'switchover-refused', { cycle: frame.cycle, stored, consistentStored });
+      this.send(nowMs, connection, { type: 'error', code: 'switchover-refused', message });
+      return;
+    }
+    this.log('warn', 'switchover-requested', { cycle: frame.cycle, generation: frame.generation });
+    this.out.push({ type: 'promotion-requested', cycle: frame.cycle, generation: frame.generation });
+  }
+
   // ---- failure and heartbeats ----------------------------------------------------------------
 
   /** Any failure: close the session; the store deletes the entries of every cycle that is not stored. */
@@ -353,6 +392,21 @@ export class SecondarySession {
   private log(level: LogEntry['level'], event: string, fields: LogEntry['fields']): void {
     this.out.push({ type: 'log', entry: { level, event, fields: { secondary: this.name, ...fields } } });
   }
+}
+
+/**
+ * A demoted site follows only the primary that superseded it: one whose chain extends its own
+ * right after the cycle its volumes hold. Any other (an older generation, a split brain, a primary
+ * whose generation began elsewhere) would make its image a mix of two histories.
+ */
+function checkSupersedingPrimary(demoted: DemotedFrom, offered: PrimaryIdentity): void {
+  const relation = compareHistories(offered.generations, demoted.generations);
+  if (relation.relation === 'ahead' && relation.supersededAt === demoted.cycle + 1) return;
+  const mine = demoted.generations.at(-1);
+  throw new HandshakeError(
+    'primary-mismatch',
+    `this site was the primary of generation ${mine?.id} and holds its image at cycle ${demoted.cycle}; it follows only a primary whose generation chain extends that one from cycle ${demoted.cycle + 1}; refused primary site ${offered.site} generation ${offered.generations.at(-1)?.id} (${relation.relation === 'ahead' ? `superseded it at cycle ${relation.supersededAt}` : relation.relation})`,
+  );
 }
 
 /** The identity a hello states. */

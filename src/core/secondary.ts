@@ -11,7 +11,7 @@ import type { BlockContent } from './fold.ts';
 import type { Binding } from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
 import type { ReplayedSecondaryRecord, SecondaryRecord } from './records.ts';
-import { checkHello, SecondarySession, type SessionAction } from './secondary-session.ts';
+import { checkHello, type DemotedFrom, SecondarySession, type SessionAction } from './secondary-session.ts';
 import { SecondaryStore, type StagingPolicy, type StoreAction } from './secondary-store.ts';
 import type { CycleNumber, GroupShape } from './types.ts';
 
@@ -26,6 +26,8 @@ export interface SecondaryConfig {
   binding?: Binding | null;
   /** How a resync is taken (docs/resync.md); by default staged whole and applied as one unit. */
   staging?: StagingPolicy;
+  /** Set when this site was a primary: until bound, only the primary that superseded it is followed. */
+  demotedFrom?: DemotedFrom | null;
 }
 
 export const defaultStaging: StagingPolicy = { mode: 'consistent', freeBytesMin: limits.stagingFreeBytesMin };
@@ -58,6 +60,7 @@ export class Secondary {
       config.binding ?? null,
       this.store,
       this.out,
+      config.demotedFrom ?? null,
     );
   }
 

@@ -28,7 +28,7 @@ import { SiteMetrics } from '../ops/metrics.ts';
 import type { Frame, HelloFrame } from '../protocol/frames.ts';
 import { secondaryRecordCodec } from '../storage/record-codec.ts';
 import type { JournalPosition, SegmentJournal } from '../storage/segment-journal.ts';
-import { type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
+import { type DemotedRecord, type VolumeRecord, writeSiteFileIfChanged } from '../storage/site-file.ts';
 import type { VolumeFile } from '../storage/volume-file.ts';
 import { type ConnectionEvents, SecondaryConnections } from './secondary/link-connections.ts';
 import { listenOnNetwork, type SecondaryLinkListener } from './secondary/link-listener.ts';
@@ -118,6 +118,14 @@ export class SecondaryNode {
   private inconsistentSinceMs: number | null = null;
   /** A failed free-space measurement was logged: once per run is enough. */
   private diskSpaceFailureLogged = false;
+  /** Set when this site was a primary (site.json demotedFrom): whom it may follow until bound. */
+  private readonly demotedFrom: DemotedRecord | null;
+  /** The daemon's, told when the primary asks this site to take over (a switchover). */
+  private onPromotionRequested: (cycle: CycleNumber, generation: string) => void = (cycle) =>
+    this.logger.error('switchover-unsupported', {
+      cycle,
+      reason: 'this process cannot change role (no daemon): the switchover does not happen here',
+    });
   /** When the primary last sent a frame (clock ms), or null: what a promotion reports. */
   private lastContactMs: number | null = null;
   /** The newest cycle the primary sent any of: it had closed that cycle (the loss window's end). */
@@ -142,6 +150,7 @@ export class SecondaryNode {
     const identity = loadSecondaryIdentity(environment.fs, config.dataDir, logger, environment.randomBytes);
     this.site = identity.site;
     this.binding = identity.binding;
+    this.demotedFrom = identity.demotedFrom;
   }
 
   /**
@@ -176,6 +185,7 @@ export class SecondaryNode {
     options: SiteStartOptions = {},
   ): Promise<SecondaryNode> {
     const node = new SecondaryNode(config, options.environment ?? nodeEnvironment, logger, onFatal);
+    if (options.onPromotionRequested) node.onPromotionRequested = options.onPromotionRequested;
     const site = openSecondarySite(node.runtime.environment.fs, config);
     if (site) node.openStorage(site);
     else
@@ -237,6 +247,7 @@ export class SecondaryNode {
         shape,
         timings: linkTimingsOf(this.config.link),
         binding: this.binding,
+        demotedFrom: this.demotedFrom,
         staging: { mode: this.config.resync.staging, freeBytesMin: limits.stagingFreeBytesMin },
       },
       replayed,
@@ -290,6 +301,7 @@ export class SecondaryNode {
       site: this.site,
       binding: this.binding,
       ...(this.volumeRecords ? { volumes: this.volumeRecords } : {}),
+      ...(this.demotedFrom ? { demotedFrom: this.demotedFrom } : {}),
     });
   }
 
@@ -391,6 +403,9 @@ export class SecondaryNode {
     switch (action.type) {
       case 'bind':
         this.bind(action.binding);
+        return;
+      case 'promotion-requested':
+        this.onPromotionRequested(action.cycle, action.generation);
         return;
       case 'send':
         this.connections.send(action.connection, action.frame);

@@ -13,7 +13,7 @@ import {
 } from '../core/identity.ts';
 import type { FileSystem } from '../io/file-system.ts';
 import type { Logger } from '../ops/logger.ts';
-import { readSiteFile } from '../storage/site-file.ts';
+import { type DemotedRecord, readSiteFile } from '../storage/site-file.ts';
 
 /** 128 bits from the environment's random source (the system's, in production), as 32 hex digits. */
 export function randomId(randomBytes: (count: number) => Uint8Array): string {
@@ -39,17 +39,20 @@ export function loadPrimaryIdentity(
   return identity;
 }
 
-/** The secondary's own identity and the primary it follows, from site.json; a new identity if none. */
+/**
+ * The secondary's own identity, the primary it follows and, for a site that was a primary, its own
+ * chain and cycle (which primary it may follow), from site.json; a new identity if none.
+ */
 export function loadSecondaryIdentity(
   fs: FileSystem,
   dataDir: string,
   logger: Logger,
   randomBytes: (count: number) => Uint8Array,
-): { site: SiteId; binding: Binding | null } {
+): { site: SiteId; binding: Binding | null; demotedFrom: DemotedRecord | null } {
   const site = readSiteFile(fs, dataDir);
   if (site?.role === 'secondary' && site.site !== undefined)
-    return { site: site.site, binding: site.binding ?? null };
-  const identity = { site: randomId(randomBytes), binding: null };
+    return { site: site.site, binding: site.binding ?? null, demotedFrom: site.demotedFrom ?? null };
+  const identity = { site: randomId(randomBytes), binding: null, demotedFrom: null };
   logger.info('site-identity-created', {
     site: identity.site,
     reason: site ? `${dataDir}/site.json had no identity yet` : 'new data directory',

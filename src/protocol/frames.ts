@@ -20,7 +20,7 @@ import { crc32c } from './crc32c.ts';
 
 /**
  * 2: the hello carries the primary's site identity and generation chain; 3: end-of-cycle's
- * `consistent` and the welcome's consistent stored number; 4: the superseded frame. A peer of
+ * `consistent` and the welcome's consistent stored number; 4: the superseded and switchover frames. A peer of
  * version 3 would meet that frame as an unknown type and fail the link without learning why; with
  * the version raised it is refused at its hello, by name (`version-unsupported`).
  */
@@ -141,6 +141,18 @@ export interface SupersededFrame {
   generations: Generation[];
 }
 
+/**
+ * Primary to its secondary, in a planned switchover (docs/failover.md): every cycle up to `cycle`
+ * is applied there and the primary takes no more writes; the secondary becomes the primary of
+ * `generation`, which starts at cycle + 1, and the old primary follows it.
+ */
+export interface SwitchoverFrame {
+  type: 'switchover';
+  cycle: number;
+  /** The new generation's id (16 bytes on the wire), chosen by the old primary. */
+  generation: string;
+}
+
 export type Frame =
   | HelloFrame
   | WelcomeFrame
@@ -149,7 +161,8 @@ export type Frame =
   | EndOfCycleFrame
   | StoredFrame
   | HeartbeatFrame
-  | SupersededFrame;
+  | SupersededFrame
+  | SwitchoverFrame;
 
 export type FrameType = Frame['type'];
 
@@ -163,6 +176,7 @@ export const frameTypeCodes = {
   stored: 6,
   heartbeat: 7,
   superseded: 8,
+  switchover: 9,
 } as const satisfies Record<FrameType, number>;
 
 const frameTypeByCode = new Map<number, FrameType>(
@@ -272,6 +286,8 @@ function encodePayload(frame: Frame): Uint8Array {
       writer.raw(idToBytes(frame.site, 'site'));
       return writeChain(writer, frame.generations, 'superseded').finish();
     }
+    case 'switchover':
+      return new ByteWriter(8 + idBytes).u64(frame.cycle).raw(idToBytes(frame.generation, 'generation')).finish();
   }
 }
 
@@ -383,6 +399,12 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
       const site = idOfBytes(reader.raw(idBytes, 'site'));
       return { type, site, generations: readChain(reader, 'superseded') };
     }
+    case 'switchover':
+      return {
+        type,
+        cycle: reader.u64('cycle'),
+        generation: idOfBytes(reader.raw(idBytes, 'generation')),
+      };
   }
 }
 

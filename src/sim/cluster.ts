@@ -484,6 +484,12 @@ export class Cluster {
           // The binding lives in site.json, which survives a crash: so does the config here.
           site.config = { ...site.config, binding: action.binding };
           break;
+        case 'promotion-requested':
+          // No primary here ever asks for a switchover: a request is a defect.
+          this.violations.push(
+            `the core simulator runs no switchover, yet secondary ${siteIndex} was asked to take over at cycle ${action.cycle}`,
+          );
+          break;
         case 'send':
           this.send(action.connection, false, encodeFrame(action.frame));
           break;

@@ -77,8 +77,15 @@ export type SiteFile =
        * volumes hold, its own chain as a primary (the primary it follows next must extend it right
        * after that cycle) and, when known, the generation that superseded it.
        */
-      demotedFrom?: { cycle: number; generations: Generation[]; supersededBy: string | null };
+      demotedFrom?: DemotedRecord;
     };
+
+/** How a site that was a primary became a secondary: see SiteFile's demotedFrom. */
+export interface DemotedRecord {
+  cycle: number;
+  generations: Generation[];
+  supersededBy: string | null;
+}
 
 /** A site's volumes in id order, as recorded; `inode` null for a site.json older than the records. */
 export interface RecordedShape {

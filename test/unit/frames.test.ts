@@ -77,6 +77,7 @@ const samples: Frame[] = [
       { id: 'f'.repeat(32), startedAt: 2 ** 40, primarySite: 'e'.repeat(32) },
     ],
   },
+  { type: 'switchover', cycle: 2 ** 41, generation: 'a'.repeat(32) },
 ];
 
 function decodeAll(chunks: Uint8Array[]): Frame[] {

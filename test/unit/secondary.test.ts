@@ -9,6 +9,7 @@ import type { Binding, PrimaryIdentity } from '../../src/core/identity.ts';
 import { limits } from '../../src/core/limits.ts';
 import type { SecondaryRecord } from '../../src/core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../../src/core/secondary.ts';
+import type { DemotedFrom } from '../../src/core/secondary-session.ts';
 import type { Extent, GroupShape } from '../../src/core/types.ts';
 import {
   addDigest,
@@ -45,9 +46,16 @@ class Site {
   bindings: Binding[] = [];
   order: string[] = [];
 
-  constructor(journal: SecondaryRecord[] = [], binding: Binding | null = null) {
+  /** Switchovers the primary asked for (promotion-requested actions). */
+  promotionsRequested: { cycle: number; generation: string }[] = [];
+
+  constructor(
+    journal: SecondaryRecord[] = [],
+    binding: Binding | null = null,
+    demotedFrom: DemotedFrom | null = null,
+  ) {
     this.journal = journal;
-    this.secondary = Secondary.recover({ name: 'dr1', shape, timings, binding }, journal);
+    this.secondary = Secondary.recover({ name: 'dr1', shape, timings, binding, demotedFrom }, journal);
     this.run(this.secondary.start());
   }
 
@@ -84,6 +92,9 @@ class Site {
         case 'volume-sync':
           if (this.holdVolumeSync) this.heldVolumeSyncs.push(action.token);
           else this.run(this.secondary.onVolumesSynced(this.nowMs, action.token));
+          break;
+        case 'promotion-requested':
+          this.promotionsRequested.push({ cycle: action.cycle, generation: action.generation });
           break;
         default:
           break;
@@ -290,6 +301,51 @@ test('the binding holds across a restart: the other primary is refused, the boun
   restarted.hello(2, 6);
   assert.equal(restarted.sentOfType('welcome')[0]?.sessionId, 6);
   assert.deepEqual(restarted.bindings, [], 'bound once, not again');
+});
+
+test('a switchover is taken only with everything up to its cycle stored as a consistent image', () => {
+  const site = new Site();
+  site.hello(1);
+  const { packets, end } = cycleFrames(1, 1, [[0, 1]]);
+  for (const packet of packets) site.frame(1, packet);
+  site.frame(1, end);
+  assert.equal(site.secondary.stored, 1);
+  // Ahead of what is stored: refused with the numbers, the session goes on.
+  site.frame(1, { type: 'switchover', cycle: 2, generation: '9'.repeat(32) });
+  assert.deepEqual(site.promotionsRequested, []);
+  const [refusal] = site.sentOfType('error');
+  assert.equal(refusal?.code, 'switchover-refused');
+  assert.match(refusal?.message ?? '', /at cycle 2 refused: this site stored 1, consistent through 1/);
+  assert.equal(site.secondary.failures, 0);
+  site.frame(1, { type: 'switchover', cycle: 1, generation: '9'.repeat(32) });
+  assert.deepEqual(site.promotionsRequested, [{ cycle: 1, generation: '9'.repeat(32) }]);
+});
+
+test('a demoted site follows only a primary whose chain extends its own right after its cycle', () => {
+  const demotedFrom: DemotedFrom = { cycle: 30, generations: otherPrimaryIdentity.generations };
+  const superseding = (startedAt: number, id = '5'.repeat(32)): PrimaryIdentity => ({
+    site: primaryIdentity.site,
+    generations: [
+      ...otherPrimaryIdentity.generations,
+      { id, startedAt, primarySite: primaryIdentity.site },
+    ],
+  });
+  const refusedBy = (identity: PrimaryIdentity): string => {
+    const site = new Site([], null, demotedFrom);
+    site.hello(1, 1, shape, 1, identity);
+    assert.deepEqual(site.bindings, []);
+    const [error] = site.sentOfType('error');
+    assert.equal(error?.code, 'primary-mismatch');
+    return error?.message ?? '';
+  };
+  assert.match(refusedBy(otherPrimaryIdentity), /holds its image at cycle 30.*\(same\)/);
+  assert.match(refusedBy(primaryIdentity), /\(unrelated\)/);
+  assert.match(refusedBy(superseding(25)), /superseded it at cycle 25/);
+  assert.match(refusedBy(superseding(32)), /superseded it at cycle 32/);
+  const site = new Site([], null, demotedFrom);
+  site.hello(1, 1, shape, 1, superseding(31));
+  assert.equal(site.sentOfType('welcome').length, 1);
+  assert.equal(site.bindings[0]?.generation, '5'.repeat(32));
 });
 
 test('names and sizes from a hello obey the config rules: a path as a volume name is refused', () => {

@@ -34,6 +34,8 @@ export interface SiteStartOptions {
   environment?: SiteEnvironment;
   /** Admin verbs the status listener takes (the daemon's: docs/failover.md). */
   admin?: AdminHandler;
+  /** A secondary's primary asked it to take over in a switchover (the daemon's: docs/failover.md). */
+  onPromotionRequested?: (cycle: number, generation: string) => void;
 }
 
 /** Runs one step of a stop: a failed step is remembered and the next one still runs. */
