@@ -1,7 +1,9 @@
 /**
  * The admin verbs (docs/failover.md): `cyclerep promote [--force] --url URL` asks a running
  * secondary to take over, prints what the site knew (the loss window) and waits until the site
- * answers as a primary in the new generation. Exit 0 only once the new role is in force.
+ * answers as a primary in the new generation; `cyclerep switchover --url URL` asks a running
+ * primary to hand over to its secondary and waits until it follows the new primary. Exit 0 only
+ * once the new roles are in force.
  */
 import { exitCodes } from './exit-codes.ts';
 
@@ -62,17 +64,22 @@ export async function runPromote(options: PromoteOptions): Promise<number> {
 }
 
 /** Polls /status until the site is the primary of `generation`; the listener restarts meanwhile. */
-async function waitForGeneration(
+function waitForGeneration(base: string, generation: string, timeoutMs: number): Promise<SiteStatus | null> {
+  return waitForStatus(base, timeoutMs, (body) => body.role === 'primary' && body.generation === generation);
+}
+
+/** Polls /status until `reached` holds; null at a fault or the deadline. */
+async function waitForStatus(
   base: string,
-  generation: string,
   timeoutMs: number,
-): Promise<Record<string, unknown> | null> {
+  reached: (body: SiteStatus) => boolean,
+): Promise<SiteStatus | null> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
       const response = await fetch(`${base}/status`, { signal: AbortSignal.timeout(requestTimeoutMs) });
-      const body = (await response.json()) as Record<string, unknown>;
-      if (body.role === 'primary' && body.generation === generation) return body;
+      const body = (await response.json()) as SiteStatus;
+      if (reached(body)) return body;
       if (body.fault) return null;
     } catch {
       // the listener is down while the site changes role
@@ -80,6 +87,68 @@ async function waitForGeneration(
     await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
   return null;
+}
+
+type SiteStatus = Record<string, unknown>;
+
+export interface SwitchoverOptions {
+  url: string;
+  /** The secondary to hand over to; the only one when absent. */
+  secondary: string | undefined;
+  timeoutSeconds: number;
+  json: boolean;
+}
+
+interface SwitchoverAnswer {
+  error?: string;
+  generation?: string;
+  secondary?: string;
+}
+
+export async function runSwitchover(options: SwitchoverOptions): Promise<number> {
+  const base = options.url.replace(/\/$/, '');
+  const query = new URLSearchParams({ 'timeout-seconds': String(options.timeoutSeconds) });
+  if (options.secondary) query.set('secondary', options.secondary);
+  let status: number;
+  let answer: SwitchoverAnswer;
+  try {
+    const response = await fetch(`${base}/admin/switchover?${query}`, {
+      method: 'POST',
+      signal: AbortSignal.timeout(requestTimeoutMs),
+    });
+    status = response.status;
+    answer = (await response.json()) as SwitchoverAnswer;
+  } catch (error) {
+    process.stderr.write(`cyclerep switchover: cannot reach ${base}: ${(error as Error).message}\n`);
+    return exitCodes.start;
+  }
+  if (status !== 202 || !answer.generation) {
+    process.stderr.write(
+      `cyclerep switchover: refused (HTTP ${status}): ${answer.error ?? 'no reason given'}\n`,
+    );
+    return exitCodes.refused;
+  }
+  const generation = answer.generation;
+  process.stderr.write(
+    `cyclerep switchover: writes stopped; handing over to ${answer.secondary} as the primary of generation ${generation}\n`,
+  );
+  // In force once this site follows the new primary and streams from it.
+  const reached = await waitForStatus(base, options.timeoutSeconds * 2000, (body) => {
+    const primary = body.primary as { generation?: string } | null | undefined;
+    return body.role === 'secondary' && primary?.generation === generation && body.link === 'streaming';
+  });
+  if (!reached) {
+    process.stderr.write(
+      `cyclerep switchover: ${base} did not follow the primary of generation ${generation} in time; see both sites' logs (switchover-refused, switchover-stalled, promoted)\n`,
+    );
+    return exitCodes.refused;
+  }
+  if (options.json) process.stdout.write(`${JSON.stringify(reached, null, 2)}\n`);
+  else
+    process.stdout.write(
+      `switched over: ${answer.secondary} is the primary of generation ${generation}; this site follows it from cycle ${String(reached.applied)}\n`,
+    );
+  return exitCodes.ok;
 }
 
 function describeFacts(facts: Record<string, unknown>): string {

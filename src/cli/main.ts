@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { ensureCa, makeSiteCertificate } from '../ops/certs.ts';
 import { runSimulationParallel } from '../sim/runner.ts';
 import { runAcceptImage } from './accept-image.ts';
-import { runPromote } from './admin.ts';
+import { runPromote, runSwitchover } from './admin.ts';
 import { runDaemon } from './daemon.ts';
 import { runDemo } from './demo.ts';
 import { exitCodes, exitCodesText } from './exit-codes.ts';
@@ -42,6 +42,12 @@ const commands: Record<string, Command> = {
     summary:
       'make a running secondary the primary of a new generation (docs/failover.md); --force while its primary is connected',
     run: (argv) => promote(argv),
+  },
+  switchover: {
+    synopsis: 'switchover [--secondary NAME] [--json] [--timeout-seconds N] --url URL',
+    summary:
+      'on a running primary: stop writes, hand over to its secondary with no loss, then follow it (docs/failover.md)',
+    run: (argv) => switchover(argv),
   },
   recover: {
     synopsis: 'recover --data-dir DIR',
@@ -258,6 +264,31 @@ function promote(argv: string[]): Promise<number> {
     return runPromote({ url: values.url, force: values.force, json: values.json, timeoutSeconds });
   } catch (error) {
     process.stderr.write(`cyclerep promote: ${(error as Error).message}\n`);
+    return Promise.resolve(exitCodes.usage);
+  }
+}
+
+function switchover(argv: string[]): Promise<number> {
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        url: { type: 'string' },
+        secondary: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        'timeout-seconds': { type: 'string', default: '60' },
+      },
+    });
+    const timeoutSeconds = Number(values['timeout-seconds']);
+    if (!values.url || !Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) {
+      process.stderr.write(
+        'cyclerep switchover: --url URL is required; --timeout-seconds takes a positive number\n',
+      );
+      return Promise.resolve(exitCodes.usage);
+    }
+    return runSwitchover({ url: values.url, secondary: values.secondary, json: values.json, timeoutSeconds });
+  } catch (error) {
+    process.stderr.write(`cyclerep switchover: ${(error as Error).message}\n`);
     return Promise.resolve(exitCodes.usage);
   }
 }

@@ -101,7 +101,9 @@ export type WriteErrorCode =
   | 'write-misaligned'
   | 'write-unknown-volume'
   /** The primary learnt it was superseded by a promoted site: it takes no writes (docs/failover.md). */
-  | 'fenced';
+  | 'fenced'
+  /** A planned switchover is under way: the primary takes no more writes (docs/failover.md). */
+  | 'switching-over';
 
 /** A source asked for a write the group cannot take. Only that write fails. */
 export class WriteError extends CyclerepError {

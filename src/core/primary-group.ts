@@ -83,6 +83,13 @@ export interface PrimaryWrite {
   extent: Extent;
 }
 
+/** A planned switchover: to which link, into which generation, and (once asked) at which cycle. */
+interface Handover {
+  link: PrimaryLink;
+  generation: string;
+  cycle: CycleNumber | null;
+}
+
 interface CycleEntry {
   fold: FoldIndex;
   writes: number;
@@ -188,6 +195,8 @@ export class PrimaryGroup implements CycleStore {
   private connectionIds = 0;
   /** Who superseded this primary, once it knows: no writes, no switches, no links from then on. */
   private fencedBy: FencedBy | null;
+  /** A planned switchover under way (docs/failover.md), or null. */
+  private handover: Handover | null = null;
 
   constructor(
     private readonly config: PrimaryConfig,
@@ -291,7 +300,7 @@ export class PrimaryGroup implements CycleStore {
   onWrite(nowMs: number, write: PrimaryWrite): PrimaryAction[] {
     const node = this.nodes[write.node];
     assert(node, `write from unknown node ${write.node}`);
-    const problem = this.fencedBy ? this.fencedError() : this.validateExtent(write.extent);
+    const problem = this.writeRefusal() ?? this.validateExtent(write.extent);
     if (problem) {
       this.out.push({ type: 'write-refused', token: write.token, error: problem });
       return this.takeActions();
@@ -354,7 +363,8 @@ export class PrimaryGroup implements CycleStore {
   onTick(nowMs: number): PrimaryAction[] {
     // A fenced primary captures nothing new and keeps its links down; flushes still complete.
     if (this.fencedBy) return this.takeActions();
-    if (this.switchDue(nowMs)) this.beginSwitch(nowMs);
+    if (this.handover) this.driveHandover(nowMs);
+    else if (this.switchDue(nowMs)) this.beginSwitch(nowMs);
     for (const link of this.links) link.onTick(nowMs);
     this.trackAway(nowMs);
     return this.takeActions();
@@ -555,8 +565,97 @@ export class PrimaryGroup implements CycleStore {
     const link = this.linkOf(connection);
     if (!link) return this.takeActions();
     if (frame.type === 'superseded') this.onSuperseded(nowMs, link, connection, frame);
-    else if (link.onFrame(nowMs, connection, frame)) this.collect();
+    else {
+      if (frame.type === 'error' && frame.code === 'switchover-refused')
+        this.onSwitchoverRefused(link, frame.message);
+      if (link.onFrame(nowMs, connection, frame)) this.collect();
+    }
     return this.takeActions();
+  }
+
+  // ---- planned switchover ----------------------------------------------------------------------
+
+  /** Why a switchover to `secondary` cannot start now, or null (docs/failover.md). */
+  switchoverRefusal(secondary: string): string | null {
+    if (this.fencedBy) return 'this primary is fenced';
+    if (this.handover) return `a switchover to ${this.handover.link.name} is under way`;
+    const link = this.linkNamed(secondary);
+    if (!link)
+      return `no secondary named "${secondary}" (known: ${this.links.map((each) => each.name).join(', ')})`;
+    if (this.links.length > 1)
+      return `this primary has ${this.links.length} secondaries; a switchover hands over to the only one (the others would refuse the new primary's generation)`;
+    if (link.state !== 'streaming' || link.mode() !== 'streaming')
+      return `${secondary} is not streaming (link ${link.state}, mode ${link.mode()}): it must be connected and caught up with the journal`;
+    return null;
+  }
+
+  /**
+   * Starts a planned switchover to `secondary`: writes are refused from now on, the capture cycle
+   * closes, and once the secondary stored every closed cycle it is asked to take over as the
+   * primary of `generation` (driveHandover). Call only when switchoverRefusal said null.
+   */
+  beginSwitchover(_nowMs: number, secondary: string, generation: string): PrimaryAction[] {
+    assert(this.switchoverRefusal(secondary) === null, 'a switchover that was refused');
+    this.handover = { link: this.linkNamed(secondary) as PrimaryLink, generation, cycle: null };
+    this.log('warn', 'switchover-started', { secondary, generation, capture: this.capture });
+    return this.takeActions();
+  }
+
+  /** Gives up a switchover not yet asked of the secondary: writes are taken again. False once asked. */
+  abortSwitchover(): boolean {
+    if (!this.handover || this.handover.cycle !== null) return false;
+    this.log('warn', 'switchover-aborted', { secondary: this.handover.link.name });
+    this.handover = null;
+    return true;
+  }
+
+  /** The switchover under way: the cycle the secondary was asked to take over at (null: not yet). */
+  get switchover(): { secondary: string; generation: string; cycle: CycleNumber | null } | null {
+    if (!this.handover) return null;
+    return {
+      secondary: this.handover.link.name,
+      generation: this.handover.generation,
+      cycle: this.handover.cycle,
+    };
+  }
+
+  /**
+   * Closes what was captured (no write joins any more), then, once the secondary stored every
+   * closed cycle and streams, asks it to take over after the newest: from then on this primary
+   * holds nothing the new one lacks.
+   */
+  private driveHandover(nowMs: number): void {
+    const handover = this.handover as Handover;
+    if (handover.cycle !== null || this.switching || this.closing) return;
+    if (this.entry(this.capture).writes > 0) {
+      this.beginSwitch(nowMs);
+      return;
+    }
+    const link = handover.link;
+    if (link.state !== 'streaming' || link.stored < this.closed) return;
+    if (!link.sendControl({ type: 'switchover', cycle: this.closed, generation: handover.generation }))
+      return;
+    handover.cycle = this.closed;
+    this.log('warn', 'switchover-asked', {
+      secondary: link.name,
+      cycle: this.closed,
+      generation: handover.generation,
+    });
+  }
+
+  /** The secondary will not take over: it never became a primary, so this one leads on and takes writes. */
+  private onSwitchoverRefused(link: PrimaryLink, reason: string): void {
+    if (this.handover?.link !== link) return;
+    this.log('error', 'switchover-refused', { secondary: link.name, reason });
+    this.handover = null;
+  }
+
+  private log(
+    level: 'info' | 'warn' | 'error',
+    event: string,
+    fields: Record<string, string | number>,
+  ): void {
+    this.out.push({ type: 'log', entry: { level, event, fields } });
   }
 
   // ---- fencing -------------------------------------------------------------------------------
@@ -607,9 +706,18 @@ export class PrimaryGroup implements CycleStore {
     return `this primary (generation ${currentGeneration(this.config.identity).id}) was superseded by site ${by.site}, generation ${by.generation}, from cycle ${by.startedAt} on`;
   }
 
-  /** The refusal every write meets once fenced, or null while this primary leads. */
-  fencedWriteError(): WriteError | null {
-    return this.fencedBy ? this.fencedError() : null;
+  /**
+   * The refusal every write meets now: fenced, or a switchover under way (its writes would belong
+   * to the new primary's cycles); null while this primary takes writes.
+   */
+  writeRefusal(): WriteError | null {
+    if (this.fencedBy) return this.fencedError();
+    if (this.handover)
+      return new WriteError(
+        'switching-over',
+        `a switchover to ${this.handover.link.name} is under way: this primary takes no more writes (docs/failover.md); write to the new primary once it leads`,
+      );
+    return null;
   }
 
   private fencedError(): WriteError {

@@ -569,6 +569,17 @@ export class PrimaryLink {
     if (cycle > this.stored) this.awaitingStoredSinceMs ??= nowMs;
   }
 
+  /**
+   * Sends a frame of the link itself (a switchover) on the session's first connection, ahead of any
+   * queued data; false when no session streams.
+   */
+  sendControl(frame: Frame): boolean {
+    const connection = this.connections.find((candidate) => candidate.opened);
+    if (this.state !== 'streaming' || !connection) return false;
+    connection.control.push(frame);
+    return true;
+  }
+
   /** Any failure: close every connection of the session, retry after a growing delay. */
   fail(nowMs: number, reason: string): void {
     this.failures++;

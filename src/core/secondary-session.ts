@@ -45,7 +45,7 @@ export type SessionAction =
    * The primary followed asks this site to take over in a planned switchover (docs/failover.md):
    * everything up to `cycle` is stored here as a consistent image, and it takes no more writes.
    */
-  | { type: 'promotion-requested'; cycle: CycleNumber; generation: string };
+  | { type: 'promotion-requested'; connection: number; cycle: CycleNumber; generation: string };
 
 /**
  * A site that was a primary and now follows the one that superseded it: its own chain and the
@@ -329,7 +329,8 @@ export class SecondarySession {
 
   /**
    * A planned switchover: taken only when everything up to the cycle is stored as a consistent
-   * image and nothing beyond it; otherwise the primary hears why and goes on leading.
+   * image and nothing beyond it; otherwise the primary hears why and goes on leading. The site may
+   * still refuse it (its config cannot run a primary): the node answers that on `connection`.
    */
   private onSwitchover(nowMs: number, connection: number, frame: SwitchoverFrame): void {
     const { stored, consistentStored } = this.store;
@@ -340,7 +341,12 @@ export class SecondarySession {
       return;
     }
     this.log('warn', 'switchover-requested', { cycle: frame.cycle, generation: frame.generation });
-    this.out.push({ type: 'promotion-requested', cycle: frame.cycle, generation: frame.generation });
+    this.out.push({
+      type: 'promotion-requested',
+      connection,
+      cycle: frame.cycle,
+      generation: frame.generation,
+    });
   }
 
   // ---- failure and heartbeats ----------------------------------------------------------------

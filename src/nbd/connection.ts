@@ -103,7 +103,9 @@ const done: Outcome = { kind: 'done' };
 /** The NBD errno for a failed request: the real cause is logged, the client gets one of NBD's few. */
 export function nbdErrorOf(failure: unknown): number {
   if (isDiskFull(failure)) return nbdErrors.ENOSPC;
-  if (codesOf(failure).includes('stopping')) return nbdErrors.ESHUTDOWN;
+  // A switchover stops the primary's writes for good, in order: as a stopping server's.
+  if (codesOf(failure).includes('stopping') || codesOf(failure).includes('switching-over'))
+    return nbdErrors.ESHUTDOWN;
   // A superseded primary's exports are read-only from then on (docs/failover.md, "Fencing").
   if (codesOf(failure).includes('fenced')) return nbdErrors.EPERM;
   return nbdErrors.EIO;

@@ -15,7 +15,7 @@ import { assert } from '../core/assert.ts';
 import type { TrackingState } from '../core/changed-blocks.ts';
 import type { StorageFault } from '../core/errors.ts';
 import type { JournalPiece } from '../core/fold.ts';
-import { currentGeneration, type FencedBy, type SiteId } from '../core/identity.ts';
+import { currentGeneration, type FencedBy, type PrimaryIdentity, type SiteId } from '../core/identity.ts';
 import { type PrimaryAction, PrimaryGroup, type PrimaryStatus } from '../core/primary-group.ts';
 import type { PrimaryRecord } from '../core/records.ts';
 import type { CycleNumber, Extent } from '../core/types.ts';
@@ -25,7 +25,7 @@ import type { NbdExport } from '../nbd/connection.ts';
 import { type PrimaryFileConfig, writeBackBytesMax } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
-import type { FencedRecord } from '../storage/site-file.ts';
+import type { FencedRecord, VolumeRecord } from '../storage/site-file.ts';
 import { dropTrackingState, saveTrackingState } from '../storage/tracking-file.ts';
 import { JournalRoom } from './primary/journal-room.ts';
 import { PrimaryLinks } from './primary/link-connections.ts';
@@ -78,6 +78,10 @@ export interface PrimaryNodeStatus extends PrimaryStatus {
    * it, from which cycle, and when it learnt it. Its writes are refused (NBD: EPERM) from then on.
    */
   fenced: FencedRecord | null;
+  /** A planned switchover under way: to whom, into which generation, at which cycle once asked. */
+  switchover: { secondary: string; generation: string; cycle: number | null } | null;
+  /** Set when this site became the primary by promotion: the cycle and the generation it superseded. */
+  promotedFrom: { cycle: number; generation: string } | null;
 }
 
 export class PrimaryNode {
@@ -366,7 +370,7 @@ export class PrimaryNode {
   private onFenced(by: FencedBy): void {
     const record: FencedRecord = { ...by, at: new Date(this.clock.now()).toISOString() };
     this.fenced = record;
-    const refusal = this.core.fencedWriteError();
+    const refusal = this.core.writeRefusal();
     assert(refusal !== null, 'the group refuses writes once it asked for a fence');
     this.journalRoom.rejectAll(refusal);
     try {
@@ -528,7 +532,44 @@ export class PrimaryNode {
       },
       fault: this.runtime.fault,
       fenced: this.fenced,
+      switchover: this.core.switchover,
+      promotedFrom: this.storage.promotedFrom,
     };
+  }
+
+  // ---- planned switchover (docs/failover.md; site-host.ts drives it) ---------------------------
+
+  /**
+   * Starts handing over to `secondary` as the primary of `generation`, or says why not. Writes are
+   * refused from now on (NBD: ESHUTDOWN), those waiting for journal room included.
+   */
+  beginSwitchover(secondary: string, generation: string): string | null {
+    const refusal = this.core.switchoverRefusal(secondary);
+    if (refusal) return refusal;
+    this.run(this.core.beginSwitchover(this.clock.now(), secondary, generation));
+    this.journalRoom.rejectAll(this.core.writeRefusal() as Error);
+    return null;
+  }
+
+  /** Takes writes again if the secondary was not asked yet; false once it was. */
+  abortSwitchover(): boolean {
+    return this.core.abortSwitchover();
+  }
+
+  /** The link the switchover goes to: whether it still streams, and what it stored. */
+  switchoverLink(): { streaming: boolean; stored: number } | null {
+    const name = this.core.switchover?.secondary;
+    const link = this.core.status(this.clock.now()).secondaries.find((each) => each.name === name);
+    return link ? { streaming: link.link === 'streaming', stored: link.stored } : null;
+  }
+
+  /** This site's identity, for the data directory it becomes when it follows another primary. */
+  get identity(): PrimaryIdentity {
+    return this.storage.identity;
+  }
+
+  get volumeRecords(): VolumeRecord[] {
+    return this.storage.volumeRecords;
   }
 
   /**

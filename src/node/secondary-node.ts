@@ -120,12 +120,12 @@ export class SecondaryNode {
   private diskSpaceFailureLogged = false;
   /** Set when this site was a primary (site.json demotedFrom): whom it may follow until bound. */
   private readonly demotedFrom: DemotedRecord | null;
-  /** The daemon's, told when the primary asks this site to take over (a switchover). */
-  private onPromotionRequested: (cycle: CycleNumber, generation: string) => void = (cycle) =>
-    this.logger.error('switchover-unsupported', {
-      cycle,
-      reason: 'this process cannot change role (no daemon): the switchover does not happen here',
-    });
+  /**
+   * The daemon's, told when the primary asks this site to take over (a switchover): it starts the
+   * promotion and answers null, or says why it cannot.
+   */
+  private onPromotionRequested: (cycle: CycleNumber, generation: string) => string | null = () =>
+    'this process cannot change role (no daemon runs it)';
   /** When the primary last sent a frame (clock ms), or null: what a promotion reports. */
   private lastContactMs: number | null = null;
   /** The newest cycle the primary sent any of: it had closed that cycle (the loss window's end). */
@@ -404,9 +404,17 @@ export class SecondaryNode {
       case 'bind':
         this.bind(action.binding);
         return;
-      case 'promotion-requested':
-        this.onPromotionRequested(action.cycle, action.generation);
+      case 'promotion-requested': {
+        const refusal = this.onPromotionRequested(action.cycle, action.generation);
+        if (refusal === null) return;
+        this.logger.error('switchover-refused', { cycle: action.cycle, reason: refusal });
+        this.connections.send(action.connection, {
+          type: 'error',
+          code: 'switchover-refused',
+          message: refusal,
+        });
         return;
+      }
       case 'send':
         this.connections.send(action.connection, action.frame);
         return;

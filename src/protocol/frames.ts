@@ -287,7 +287,10 @@ function encodePayload(frame: Frame): Uint8Array {
       return writeChain(writer, frame.generations, 'superseded').finish();
     }
     case 'switchover':
-      return new ByteWriter(8 + idBytes).u64(frame.cycle).raw(idToBytes(frame.generation, 'generation')).finish();
+      return new ByteWriter(8 + idBytes)
+        .u64(frame.cycle)
+        .raw(idToBytes(frame.generation, 'generation'))
+        .finish();
   }
 }
 

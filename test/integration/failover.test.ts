@@ -92,7 +92,11 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   // fences itself: writes refused, said in its status and log, and dr1 logs whom it told.
   const oldPrimary = workspace.startPrimary(primaryConfig.path);
   const fenced = await oldPrimary.waitForEvent('fenced', 30_000);
-  assert.equal(fenced.generation, after.generation, `fenced by the new generation: ${JSON.stringify(fenced)}`);
+  assert.equal(
+    fenced.generation,
+    after.generation,
+    `fenced by the new generation: ${JSON.stringify(fenced)}`,
+  );
   const oldStatus = await waitForStatus(primaryConfig.httpPort, (s) => s.fenced != null, 10_000);
   assert.equal((oldStatus.fenced as { site: string }).site, after.site);
   await dr1.waitForEvent('old-primary-told');

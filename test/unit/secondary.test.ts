@@ -325,10 +325,7 @@ test('a demoted site follows only a primary whose chain extends its own right af
   const demotedFrom: DemotedFrom = { cycle: 30, generations: otherPrimaryIdentity.generations };
   const superseding = (startedAt: number, id = '5'.repeat(32)): PrimaryIdentity => ({
     site: primaryIdentity.site,
-    generations: [
-      ...otherPrimaryIdentity.generations,
-      { id, startedAt, primarySite: primaryIdentity.site },
-    ],
+    generations: [...otherPrimaryIdentity.generations, { id, startedAt, primarySite: primaryIdentity.site }],
   });
   const refusedBy = (identity: PrimaryIdentity): string => {
     const site = new Site([], null, demotedFrom);

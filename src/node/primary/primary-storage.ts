@@ -19,6 +19,7 @@ import {
   type FencedRecord,
   readSiteFile,
   type SiteFile,
+  type VolumeRecord,
   writeSiteFile,
   writeSiteFileIfChanged,
 } from '../../storage/site-file.ts';
@@ -52,6 +53,10 @@ export interface PrimaryStorage {
   fencedBy: FencedRecord | null;
   /** Records in site.json, atomically and durably, that this primary was superseded; throws on failure. */
   recordFence(record: FencedRecord): void;
+  /** Set when this site became the primary by promotion (site.json `promotedFrom`). */
+  promotedFrom: { cycle: number; generation: string } | null;
+  /** The volumes as site.json records them (ids, sizes, inodes). */
+  volumeRecords: VolumeRecord[];
 }
 
 /** `checkpoint`: the records that restate the group's state, first in every new segment. */
@@ -118,6 +123,8 @@ export function openPrimaryStorage(
     trackings,
     fencedBy,
     recordFence: (record) => writeSiteFile(environment.fs, config.dataDir, siteFile(record)),
+    promotedFrom: promotedFrom ?? null,
+    volumeRecords: site.volumes.records,
   };
 }
 

@@ -196,7 +196,7 @@ export class SourceApi {
     if (this.stopping)
       throw new PrimaryNodeError('stopping', 'the primary is stopping and takes no more writes');
     // Refused before waiting for journal room: a fenced primary's journal is never collected again.
-    const fenced = this.parts.core.fencedWriteError();
+    const fenced = this.parts.core.writeRefusal();
     if (fenced) throw fenced;
     const file = this.parts.volumes[volume];
     if (!file) throw new PrimaryNodeError('write-out-of-range', `no volume ${volume}`);

@@ -34,8 +34,11 @@ export interface SiteStartOptions {
   environment?: SiteEnvironment;
   /** Admin verbs the status listener takes (the daemon's: docs/failover.md). */
   admin?: AdminHandler;
-  /** A secondary's primary asked it to take over in a switchover (the daemon's: docs/failover.md). */
-  onPromotionRequested?: (cycle: number, generation: string) => void;
+  /**
+   * A secondary's primary asked it to take over in a switchover (the daemon's: docs/failover.md):
+   * null once the promotion started, else why it cannot be.
+   */
+  onPromotionRequested?: (cycle: number, generation: string) => string | null;
 }
 
 /** Runs one step of a stop: a failed step is remembered and the next one still runs. */
