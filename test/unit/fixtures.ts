@@ -144,6 +144,12 @@ export class Harness {
   /** When set, tracking saves wait in `savesWaiting` until the test completes them. */
   deferTrackingSaves = false;
   readonly savesWaiting: (() => void)[] = [];
+  /** Writes the primary refused, by token: the error's code. */
+  readonly refusedWrites = new Map<number, string>();
+  /** Switchovers a secondary was asked to take (its promotion-requested actions). */
+  readonly promotionsRequested: { secondary: number; cycle: number; generation: string }[] = [];
+  /** When set, a secondary asked to take over refuses with this reason (as a node whose config cannot lead). */
+  refuseSwitchover: string | null = null;
   /** Blocks copy reads covered, for tests of what a resync sends. */
   copiedBlocks = 0;
   /** Blocks the primary read back from its journal to build packets. */
@@ -346,8 +352,10 @@ export class Harness {
           this.runPrimary(this.primary.onCopyRead(this.nowMs, action.link, action.token, data));
           break;
         }
-        case 'journal-collect':
         case 'write-refused':
+          this.refusedWrites.set(action.token, action.error.code);
+          break;
+        case 'journal-collect':
           break;
       }
     }
@@ -426,8 +434,28 @@ export class Harness {
           break;
         case 'journal-release':
           break;
+        case 'promotion-requested':
+          this.promotionsRequested.push({
+            secondary: index,
+            cycle: action.cycle,
+            generation: action.generation,
+          });
+          if (this.refuseSwitchover)
+            this.runSecondary(index, [
+              {
+                type: 'send',
+                connection: action.connection,
+                frame: { type: 'error', code: 'switchover-refused', message: this.refuseSwitchover },
+              },
+            ]);
+          break;
       }
     }
+  }
+
+  /** Starts a planned switchover on the primary (docs/failover.md). */
+  beginSwitchover(secondary: string, generation: string): void {
+    this.runPrimary(this.primary.beginSwitchover(this.nowMs, secondary, generation));
   }
 
   private writeSecondaryVolume(index: number, extent: Extent): void {

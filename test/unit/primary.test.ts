@@ -574,3 +574,61 @@ test('a primary restarted fenced refuses the first write and dials no secondary'
     /superseded by site b{32}, generation 7{32}, from cycle 7 on/,
   );
 });
+
+test('a switchover stops writes, closes what was captured, and asks the secondary to take over once it stored it all', () => {
+  const harness = new Harness(primaryConfig({ cycleMsMin: 100 }));
+  harness.advance(50);
+  assert.match(harness.primary.switchoverRefusal('dr2') ?? '', /no secondary named "dr2"/);
+  for (let block = 0; block < 4; block++) harness.write(dataExtent(0, block, 1, block + 1));
+  assert.equal(harness.primary.switchoverRefusal('dr1'), null);
+  harness.beginSwitchover('dr1', '9'.repeat(32));
+  assert.match(harness.primary.switchoverRefusal('dr1') ?? '', /under way/);
+  const refused = harness.write(dataExtent(0, 5, 1, 9));
+  assert.equal(harness.refusedWrites.get(refused), 'switching-over', 'writes from now on are refused');
+  // The capture cycle closes at once (no cycle.intervalMinMs wait) and is sent; the secondary is
+  // asked only once it stored every closed cycle.
+  assert.deepEqual(harness.promotionsRequested, []);
+  harness.advance(50);
+  const asked = harness.primary.switchover;
+  assert.equal(asked?.cycle, harness.primary.closed);
+  assert.equal(harness.secondaries[0]?.stored, asked?.cycle);
+  assert.deepEqual(harness.promotionsRequested, [
+    { secondary: 0, cycle: asked?.cycle, generation: '9'.repeat(32) },
+  ]);
+  assert.equal(harness.primary.abortSwitchover(), false, 'once asked, it cannot be taken back');
+  // Nothing was captured after the cycle it handed over.
+  harness.advance(500);
+  assert.equal(harness.primary.closed, asked?.cycle);
+  assert.equal(harness.promotionsRequested.length, 1, 'asked once');
+});
+
+test('a switchover the secondary refuses, or one given up before it was asked, leaves the primary taking writes', () => {
+  const harness = new Harness(primaryConfig({ cycleMsMin: 100 }));
+  harness.advance(50);
+  harness.refuseSwitchover = "this site's config cannot run a primary";
+  harness.write(dataExtent(0, 0, 1, 1));
+  harness.beginSwitchover('dr1', '9'.repeat(32));
+  harness.advance(50);
+  assert.equal(harness.promotionsRequested.length, 1);
+  assert.equal(harness.primary.switchover, null, 'refused: no switchover under way');
+  assert.ok(harness.logs.some((line) => line.startsWith('switchover-refused')));
+  const taken = harness.write(dataExtent(0, 1, 1, 2));
+  assert.equal(harness.refusedWrites.has(taken), false, 'writes are taken again');
+
+  const other = new Harness(primaryConfig({ cycleMsMin: 100 }));
+  other.advance(50);
+  // The secondary is away: it cannot store the last cycle, so the primary is never asked to wait for it.
+  other.cutLink(0);
+  other.advance(timings.heartbeatMsTimeout * 2);
+  assert.match(other.primary.switchoverRefusal('dr1') ?? '', /not streaming/);
+  other.healLink(0);
+  other.advance(timings.reconnectMsMax * 2);
+  other.beginSwitchover('dr1', '9'.repeat(32));
+  other.cutLink(0);
+  other.write(dataExtent(0, 1, 1, 2));
+  other.advance(100);
+  assert.equal(other.primary.switchover?.cycle, null, 'not asked while the secondary is away');
+  assert.equal(other.primary.abortSwitchover(), true);
+  const after = other.write(dataExtent(0, 2, 1, 3));
+  assert.equal(other.refusedWrites.has(after), false, 'given up: writes are taken again');
+});
