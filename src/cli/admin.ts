@@ -25,21 +25,33 @@ interface PromoteAnswer {
   facts?: Record<string, unknown>;
 }
 
-export async function runPromote(options: PromoteOptions): Promise<number> {
-  const base = options.url.replace(/\/$/, '');
-  let status: number;
-  let answer: PromoteAnswer;
+/** POST /admin/<verb>: the HTTP status and the site's answer, or null when unreachable (said on stderr). */
+async function postAdmin<Answer>(
+  verb: string,
+  base: string,
+  query: URLSearchParams,
+): Promise<{ status: number; answer: Answer } | null> {
   try {
-    const response = await fetch(`${base}/admin/promote${options.force ? '?force=true' : ''}`, {
+    const response = await fetch(`${base}/admin/${verb}?${query}`, {
       method: 'POST',
       signal: AbortSignal.timeout(requestTimeoutMs),
     });
-    status = response.status;
-    answer = (await response.json()) as PromoteAnswer;
+    return { status: response.status, answer: (await response.json()) as Answer };
   } catch (error) {
-    process.stderr.write(`cyclerep promote: cannot reach ${base}: ${(error as Error).message}\n`);
-    return exitCodes.start;
+    process.stderr.write(`cyclerep ${verb}: cannot reach ${base}: ${(error as Error).message}\n`);
+    return null;
   }
+}
+
+export async function runPromote(options: PromoteOptions): Promise<number> {
+  const base = options.url.replace(/\/$/, '');
+  const posted = await postAdmin<PromoteAnswer>(
+    'promote',
+    base,
+    new URLSearchParams(options.force ? { force: 'true' } : {}),
+  );
+  if (!posted) return exitCodes.start;
+  const { status, answer } = posted;
   if (answer.facts) process.stderr.write(describeFacts(answer.facts));
   if (status !== 202 || !answer.generation) {
     process.stderr.write(
@@ -109,19 +121,9 @@ export async function runSwitchover(options: SwitchoverOptions): Promise<number>
   const base = options.url.replace(/\/$/, '');
   const query = new URLSearchParams({ 'timeout-seconds': String(options.timeoutSeconds) });
   if (options.secondary) query.set('secondary', options.secondary);
-  let status: number;
-  let answer: SwitchoverAnswer;
-  try {
-    const response = await fetch(`${base}/admin/switchover?${query}`, {
-      method: 'POST',
-      signal: AbortSignal.timeout(requestTimeoutMs),
-    });
-    status = response.status;
-    answer = (await response.json()) as SwitchoverAnswer;
-  } catch (error) {
-    process.stderr.write(`cyclerep switchover: cannot reach ${base}: ${(error as Error).message}\n`);
-    return exitCodes.start;
-  }
+  const posted = await postAdmin<SwitchoverAnswer>('switchover', base, query);
+  if (!posted) return exitCodes.start;
+  const { status, answer } = posted;
   if (status !== 202 || !answer.generation) {
     process.stderr.write(
       `cyclerep switchover: refused (HTTP ${status}): ${answer.error ?? 'no reason given'}\n`,
@@ -161,4 +163,61 @@ function describeFacts(facts: Record<string, unknown>): string {
     `  newest cycle seen:      ${String(facts.newestCycleSeen)} (${String(facts.cyclesSeenBeyondApplicable)} closed cycle(s) beyond it are lost, and whatever the primary wrote since)`,
     '',
   ].join('\n');
+}
+
+export interface RejoinOptions {
+  url: string;
+  timeoutSeconds: number;
+  json: boolean;
+}
+
+interface RejoinAnswer {
+  error?: string;
+  rejoining?: boolean;
+  cycle?: number;
+  supersededBy?: string;
+  discardedWrites?: number | string;
+  discardedBytes?: number | string;
+  divergentRuns?: number;
+  fullCopy?: boolean;
+}
+
+/**
+ * `cyclerep rejoin --url URL` on a fenced old primary: it follows the primary that superseded it;
+ * exit 0 once its image is that primary's again (the rejoin's resync applied) and it streams.
+ */
+export async function runRejoin(options: RejoinOptions): Promise<number> {
+  const base = options.url.replace(/\/$/, '');
+  const posted = await postAdmin<RejoinAnswer>('rejoin', base, new URLSearchParams());
+  if (!posted) return exitCodes.start;
+  const { status, answer } = posted;
+  if (status !== 202 || !answer.supersededBy) {
+    process.stderr.write(`cyclerep rejoin: refused (HTTP ${status}): ${answer.error ?? 'no reason given'}\n`);
+    return exitCodes.refused;
+  }
+  process.stderr.write(
+    `cyclerep rejoin: following generation ${answer.supersededBy} from cycle ${answer.cycle}; ${answer.fullCopy ? 'every block is copied (this journal no longer tells which blocks differ)' : `${answer.discardedWrites} write(s) (${answer.discardedBytes} bytes) taken here after that cycle are undone: ${answer.divergentRuns} run(s) of blocks resynced`}\n`,
+  );
+  const supersededBy = answer.supersededBy;
+  const reached = await waitForStatus(base, options.timeoutSeconds * 1000, (body) => {
+    const primary = body.primary as { generation?: string } | null | undefined;
+    return (
+      body.role === 'secondary' &&
+      primary?.generation === supersededBy &&
+      body.consistent === true &&
+      body.link === 'streaming'
+    );
+  });
+  if (!reached) {
+    process.stderr.write(
+      `cyclerep rejoin: ${base} did not hold the new primary's image within ${options.timeoutSeconds} s; the resync may still be running (cyclerep status on both sites)\n`,
+    );
+    return exitCodes.refused;
+  }
+  if (options.json) process.stdout.write(`${JSON.stringify(reached, null, 2)}\n`);
+  else
+    process.stdout.write(
+      `rejoined: this site follows generation ${supersededBy}, applied ${String(reached.applied)}\n`,
+    );
+  return exitCodes.ok;
 }

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { ensureCa, makeSiteCertificate } from '../ops/certs.ts';
 import { runSimulationParallel } from '../sim/runner.ts';
 import { runAcceptImage } from './accept-image.ts';
-import { runPromote, runSwitchover } from './admin.ts';
+import { runPromote, runRejoin, runSwitchover } from './admin.ts';
 import { runDaemon } from './daemon.ts';
 import { runDemo } from './demo.ts';
 import { exitCodes, exitCodesText } from './exit-codes.ts';
@@ -48,6 +48,12 @@ const commands: Record<string, Command> = {
     summary:
       'on a running primary: stop writes, hand over to its secondary with no loss, then follow it (docs/failover.md)',
     run: (argv) => switchover(argv),
+  },
+  rejoin: {
+    synopsis: 'rejoin [--json] [--timeout-seconds N] --url URL',
+    summary:
+      'on a fenced old primary: follow the site that superseded it, its own later writes undone by a delta resync (docs/failover.md)',
+    run: (argv) => rejoinCommand(argv),
   },
   recover: {
     synopsis: 'recover --data-dir DIR',
@@ -289,6 +295,30 @@ function switchover(argv: string[]): Promise<number> {
     return runSwitchover({ url: values.url, secondary: values.secondary, json: values.json, timeoutSeconds });
   } catch (error) {
     process.stderr.write(`cyclerep switchover: ${(error as Error).message}\n`);
+    return Promise.resolve(exitCodes.usage);
+  }
+}
+
+function rejoinCommand(argv: string[]): Promise<number> {
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        url: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        'timeout-seconds': { type: 'string', default: '600' },
+      },
+    });
+    const timeoutSeconds = Number(values['timeout-seconds']);
+    if (!values.url || !Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) {
+      process.stderr.write(
+        'cyclerep rejoin: --url URL is required; --timeout-seconds takes a positive number\n',
+      );
+      return Promise.resolve(exitCodes.usage);
+    }
+    return runRejoin({ url: values.url, json: values.json, timeoutSeconds });
+  } catch (error) {
+    process.stderr.write(`cyclerep rejoin: ${(error as Error).message}\n`);
     return Promise.resolve(exitCodes.usage);
   }
 }

@@ -30,6 +30,10 @@ export const limits = {
   receiveCyclesBufferedMax: 64,
   /** Generations a hello carries, newest last; older ones are left out of it. */
   generationsInHelloMax: 64,
+  /** Extents one divergence frame carries (14 bytes each on the wire: well inside frameBytesMax). */
+  divergenceExtentsPerFrameMax: 65536,
+  /** Extents a rejoining site states in all (docs/failover.md): coarser chunks beyond that. */
+  divergenceExtentsMax: 1 << 20,
   /**
    * Bytes a secondary keeps free on its journal's disk while it stages a resync: past this it
    * refuses more (docs/resync.md) rather than fill the disk, leaving room for its applied markers,

@@ -182,6 +182,37 @@ export class LinkTracking {
     else this.save();
   }
 
+  /**
+   * A rejoining old primary (docs/failover.md, "Failback"): its image is this group's at
+   * `divergedFrom` (its stored number, unless it staged part of an earlier rejoin resync since)
+   * except at `runs`, which it wrote after that cycle and this primary never had. They join the
+   * bitmap (made if none, based at `stored`, the journal covering every cycle after it), so the
+   * session's resync copies them from this primary's volumes with everything written since, as one
+   * consistent unit: only blocks that differ travel.
+   */
+  mergeDivergence(
+    stored: CycleNumber,
+    divergedFrom: CycleNumber,
+    runs: readonly { volume: number; block: number; blockCount: number }[],
+  ): void {
+    if (!this.blocks) {
+      this.blocks = new ChangedBlocks(this.config.chunkBlocks, this.volumeBlockCounts());
+      this.base = stored;
+      this.through = stored;
+      // Stored past its divergence point: it staged part of an earlier rejoin resync whose bitmap
+      // is gone here; only a copy of everything is sure to cover what that resync had left.
+      if (stored !== divergedFrom) this.blocks.markAll();
+    }
+    const blocks = this.blocks;
+    for (const run of runs) blocks.markBlocks(run.volume, run.block, run.blockCount);
+    this.log('warn', 'rejoin-divergence', {
+      stored,
+      divergedFrom,
+      runs: runs.length,
+      chunks: blocks.chunkCount,
+    });
+  }
+
   onSaved(token: number): boolean {
     if (this.saving?.token !== token) return false;
     this.savedThrough = Math.max(this.savedThrough ?? 0, this.saving.through);

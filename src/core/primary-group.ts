@@ -5,9 +5,9 @@
  * with pollFrames.
  */
 
-import type { Frame, SupersededFrame } from '../protocol/frames.ts';
+import type { BlockRun, Frame, SupersededFrame } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
-import type { TrackingState } from './changed-blocks.ts';
+import { ChangedBlocks, type TrackingState } from './changed-blocks.ts';
 import { ConfigError, WriteError } from './errors.ts';
 import { type BlockContent, FoldIndex } from './fold.ts';
 import {
@@ -656,6 +656,41 @@ export class PrimaryGroup implements CycleStore {
     fields: Record<string, string | number>,
   ): void {
     this.out.push({ type: 'log', entry: { level, event, fields } });
+  }
+
+  // ---- rejoin --------------------------------------------------------------------------------
+
+  /**
+   * What a rejoin undoes (docs/failover.md, "Failback"): the blocks this primary wrote after
+   * `cycle`, in runs of whole tracking chunks, with the count and bytes of those writes. Null when
+   * that cannot be told from the journal (it collected past `cycle`, or the runs are too many):
+   * only a copy of everything is then sure.
+   */
+  writtenAfter(cycle: CycleNumber): { runs: BlockRun[]; writes: number; bytes: number } | null {
+    if (cycle < this.collected) return null;
+    const shape = this.config.shape;
+    const blocks = new ChangedBlocks(
+      this.config.tracking.chunkBlocks,
+      shape.volumes.map((_, volume) => volumeBlocks(shape, volume)),
+    );
+    let writes = 0;
+    let bytes = 0;
+    for (const [number, entry] of this.cycles) {
+      if (number <= cycle) continue;
+      writes += entry.writes;
+      bytes += entry.writtenBytes;
+      entry.fold.forEachBlock((volume, block) => blocks.markBlocks(volume, block, 1));
+    }
+    const runs: BlockRun[] = [];
+    for (
+      let run = blocks.takeRun(Number.MAX_SAFE_INTEGER);
+      run;
+      run = blocks.takeRun(Number.MAX_SAFE_INTEGER)
+    ) {
+      if (runs.length === limits.divergenceExtentsMax) return null;
+      runs.push({ volume: run.volume, ...blocks.blocksOf(run) });
+    }
+    return { runs, writes, bytes };
   }
 
   // ---- fencing -------------------------------------------------------------------------------

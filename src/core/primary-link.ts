@@ -7,6 +7,8 @@
 
 import {
   addDigest,
+  type BlockRun,
+  type DivergenceFrame,
   dataFrameOf,
   type Frame,
   packetDigest,
@@ -112,6 +114,11 @@ export class PrimaryLink {
   /** Bytes those reads will bring: counted as queued, so reads never run ahead of the sockets. */
   private packetReadBytes = 0;
   private sessionId = 0;
+  /**
+   * A rejoining old primary's divergence, gathered in this handshake (docs/failover.md): the cycle
+   * its image belongs to and the blocks it wrote after it. Merged into the bitmap at the welcome.
+   */
+  private divergence: { cycle: CycleNumber; runs: BlockRun[] } | null = null;
   private connections: LinkConnection[] = [];
   private retryAtMs = 0;
   private backoffMs: number;
@@ -225,6 +232,7 @@ export class PrimaryLink {
 
   private startSession(nowMs: number): void {
     this.state = 'connecting';
+    this.divergence = null;
     this.sessionId = Math.floor(this.environment.random() * 0x1_0000_0000) >>> 0;
     this.sentEnd = 0;
     this.endSentMax = 0;
@@ -297,6 +305,9 @@ export class PrimaryLink {
       case 'error':
         this.refuse(nowMs, `secondary refused: ${frame.code}: ${frame.message}`);
         return false;
+      case 'divergence':
+        this.onDivergence(nowMs, connection, frame);
+        return false;
       default:
         this.fail(nowMs, `unexpected ${frame.type} frame from the secondary`);
         return false;
@@ -332,9 +343,34 @@ export class PrimaryLink {
     this.backoffMs = this.timings.reconnectMsMin;
     this.awaySinceMs = null;
     this.sentEnd = this.stored;
+    if (this.divergence) {
+      this.tracking.mergeDivergence(this.stored, this.divergence.cycle, this.divergence.runs);
+      this.divergence = null;
+    }
     this.tracking.startSession(nowMs, this.stored, this.store.collected, welcome.consistentStored);
     if (this.store.closed > this.stored) this.queueRecovery();
     return moved;
+  }
+
+  /**
+   * Part of a rejoining site's divergence: only in the handshake, for one cycle, with blocks inside
+   * the volumes and within the bound; anything else fails the link (the site states it again).
+   */
+  private onDivergence(nowMs: number, connection: LinkConnection, frame: DivergenceFrame): void {
+    const problem =
+      this.state !== 'connecting' || connection.welcomed
+        ? 'divergence outside the handshake'
+        : this.divergence && this.divergence.cycle !== frame.cycle
+          ? `divergence from cycles ${this.divergence.cycle} and ${frame.cycle}`
+          : (this.divergence?.runs.length ?? 0) + frame.runs.length > limits.divergenceExtentsMax
+            ? `divergence of more than ${limits.divergenceExtentsMax} runs`
+            : runsProblem(this.shape, frame.runs);
+    if (problem) {
+      this.fail(nowMs, problem);
+      return;
+    }
+    this.divergence ??= { cycle: frame.cycle, runs: [] };
+    for (const run of frame.runs) this.divergence.runs.push(run);
   }
 
   /**
@@ -649,4 +685,16 @@ export class PrimaryLink {
   private connection(id: number): LinkConnection | undefined {
     return this.connections.find((candidate) => candidate.id === id);
   }
+}
+
+/** The first run outside its volume, named; null when every run fits. */
+function runsProblem(shape: GroupShape, runs: readonly BlockRun[]): string | null {
+  for (const run of runs) {
+    const volume = shape.volumes[run.volume];
+    if (!volume) return `divergence names volume ${run.volume}, the group has ${shape.volumes.length}`;
+    const blocks = volume.sizeBytes / shape.blockBytes;
+    if (run.block + run.blockCount > blocks)
+      return `divergence names blocks ${run.block}..${run.block + run.blockCount - 1} of volume ${run.volume}, which has ${blocks}`;
+  }
+  return null;
 }

@@ -9,6 +9,7 @@
  */
 
 import {
+  type BlockRun,
   type DataFrame,
   type EndOfCycleFrame,
   type Frame,
@@ -55,6 +56,11 @@ export type SessionAction =
 export interface DemotedFrom {
   cycle: CycleNumber;
   generations: Generation[];
+  /**
+   * The blocks it wrote after that cycle (a rejoin; none after a switchover): until a resync made
+   * its image the group's again, each handshake states them to the primary.
+   */
+  divergence?: BlockRun[] | null;
 }
 
 /** What the session reads of, and hands to, the cycles below it (SecondaryStore). */
@@ -65,6 +71,8 @@ export interface SessionStore {
   readonly consistentStored: CycleNumber;
   /** A stored record is on its way to disk: a welcome waits for it, so the number it states is exact. */
   readonly storeInFlight: boolean;
+  /** The volumes show a consistent cut of the group's history (not during an in-place resync or a rejoin). */
+  readonly imageConsistent: boolean;
   /** Throws ProtocolError when the packet does not fit. */
   onData(frame: DataFrame, session: number): void;
   /** Throws ProtocolError when the end does not fit. */
@@ -278,6 +286,7 @@ export class SecondarySession {
   private sendWelcome(nowMs: number, connection: number): void {
     const state = this.connections.get(connection);
     if (!state || !this.inSession(state) || !this.session) return;
+    this.sendDivergence(nowMs, connection);
     this.send(nowMs, connection, {
       type: 'welcome',
       protocolVersion,
@@ -287,6 +296,22 @@ export class SecondarySession {
       applied: this.store.applied,
       consistentStored: this.store.consistentStored,
     });
+  }
+
+  /**
+   * A rejoined old primary states, before each welcome, the blocks it wrote after the cycle it
+   * diverged from, until a resync made its image the group's again (docs/failover.md, "Failback").
+   */
+  private sendDivergence(nowMs: number, connection: number): void {
+    const runs = this.demotedFrom?.divergence;
+    if (!this.demotedFrom || !runs || this.store.imageConsistent) return;
+    const perFrame = limits.divergenceExtentsPerFrameMax;
+    for (let from = 0; from < runs.length; from += perFrame)
+      this.send(nowMs, connection, {
+        type: 'divergence',
+        cycle: this.demotedFrom.cycle,
+        runs: runs.slice(from, from + perFrame),
+      });
   }
 
   private refuseHandshake(nowMs: number, connection: number, error: HandshakeError): void {

@@ -563,6 +563,11 @@ export class PrimaryNode {
     return link ? { streaming: link.link === 'streaming', stored: link.stored } : null;
   }
 
+  /** The blocks this primary wrote after `cycle` and what they were (PrimaryGroup.writtenAfter). */
+  writtenAfter(cycle: number): ReturnType<PrimaryGroup['writtenAfter']> {
+    return this.core.writtenAfter(cycle);
+  }
+
   /** This site's identity, for the data directory it becomes when it follows another primary. */
   get identity(): PrimaryIdentity {
     return this.storage.identity;

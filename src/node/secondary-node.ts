@@ -257,8 +257,9 @@ export class SecondaryNode {
       this.logger.warn('image-inconsistent', {
         applied: this.core.applied,
         stored: this.core.stored,
-        reason:
-          'the volumes hold part of an in-place resync (resync.staging: in-place): the exposed image is not a consistent cut until the primary completes the resync',
+        reason: this.demotedFrom?.divergence
+          ? `this site was a primary and holds its own writes after cycle ${this.demotedFrom.cycle}, which the primary it follows never had: the resync of a rejoin replaces them (docs/failover.md)`
+          : 'the volumes hold part of an in-place resync (resync.staging: in-place): the exposed image is not a consistent cut until the primary completes the resync',
       });
     this.measureDiskSpace();
     this.noteImageConsistency();

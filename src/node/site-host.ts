@@ -14,6 +14,7 @@ import { finishRoleChange, readRoleChangeFile } from '../storage/role-change.ts'
 import { readSiteFile, type SiteFile } from '../storage/site-file.ts';
 import { PrimaryNode } from './primary-node.ts';
 import { promoteOnRequest, promoteSecondary, switchoverRefusal } from './promotion.ts';
+import { rejoin } from './rejoin.ts';
 import { SecondaryNode } from './secondary-node.ts';
 import type { StopOptions } from './site/site-runtime.ts';
 import { switchOver } from './switchover.ts';
@@ -106,7 +107,14 @@ export class SiteHost implements RoleChangeHost {
       if (started.work) this.changeRole('switchover', started.work);
       return started.answer;
     }
-    return { status: 404, body: { error: `no admin verb "${verb}" (known: promote, switchover)` } };
+    if (verb === 'rejoin') {
+      if (!(node instanceof PrimaryNode))
+        return { status: 409, body: { error: 'this site is a secondary already' } };
+      const started = rejoin(this, node);
+      if (started.work) this.changeRole('rejoin', started.work);
+      return started.answer;
+    }
+    return { status: 404, body: { error: `no admin verb "${verb}" (known: promote, switchover, rejoin)` } };
   }
 
   /** The primary asks for a switchover: started, or why not (the primary hears it and leads on). */

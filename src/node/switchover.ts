@@ -7,11 +7,11 @@
 import { ConfigError } from '../core/errors.ts';
 import type { CycleNumber } from '../core/types.ts';
 import type { Clock } from '../io/clock.ts';
-import { configInRole, type PrimaryFileConfig, type SecondaryFileConfig } from '../ops/config.ts';
-import { changeRole } from '../storage/role-change.ts';
-import { PrimaryNode } from './primary-node.ts';
+import type { SecondaryFileConfig } from '../ops/config.ts';
+import { followNewPrimary, secondaryConfigOf } from './demotion.ts';
+import type { PrimaryNode } from './primary-node.ts';
 import type { RoleChangeStart } from './promotion.ts';
-import type { RoleChangeHost, SiteNode } from './site-host.ts';
+import type { RoleChangeHost } from './site-host.ts';
 import { randomId } from './site-identity.ts';
 
 /** How long the secondary gets to store the last cycle when the request names no time. */
@@ -54,19 +54,6 @@ export function switchOver(
   };
 }
 
-/**
- * This site's config as a secondary's: it needs its own `name` and a `listen` where the new
- * primary dials it (its secondaries list this site there); a ConfigError says what is missing.
- */
-function secondaryConfigOf(host: RoleChangeHost): SecondaryFileConfig {
-  const document = host.loaded.document as Record<string, unknown>;
-  if (document.listen === undefined)
-    throw new ConfigError(
-      `${host.loaded.source}: listen: missing (where the new primary dials this site once it follows it; its secondaries must list this site there)`,
-    );
-  return configInRole(host.loaded, 'secondary', []) as SecondaryFileConfig;
-}
-
 async function carryOutSwitchover(
   host: RoleChangeHost,
   node: PrimaryNode,
@@ -78,7 +65,7 @@ async function carryOutSwitchover(
   const cycle = await untilAsked(node, clock, clock.now() + timeoutMs);
   if (cycle === null) return;
   if (!(await untilTakenOver(host, node, clock, clock.now() + timeoutMs))) return;
-  await followNewPrimary(host, node, config, cycle, generation);
+  await followNewPrimary(host, node, config, { cycle, supersededBy: generation, divergence: null });
 }
 
 /**
@@ -119,47 +106,6 @@ async function untilTakenOver(
     }
     await sleep(clock, pollMs);
   }
-}
-
-/**
- * This site becomes the new primary's secondary at `cycle`: it stops, an offline start writes back
- * every journaled write (there is none above the cycle), the data directory is converted and the
- * secondary starts; the new primary dials it and streams from the next cycle.
- */
-async function followNewPrimary(
-  host: RoleChangeHost,
-  node: SiteNode,
-  config: SecondaryFileConfig,
-  cycle: CycleNumber,
-  generation: string,
-): Promise<void> {
-  const primaryConfig = host.config as PrimaryFileConfig;
-  const { timeoutMs } = primaryConfig.shutdown;
-  await node.stop({ nbdDrainMs: timeoutMs / 2, statusLingerMs: 0 });
-  const offline = await PrimaryNode.start(primaryConfig, host.logger, host.onFatal, {
-    offline: true,
-    environment: host.environment,
-  });
-  const { closed } = offline.status();
-  const { identity, volumeRecords } = offline;
-  await offline.stop();
-  if (closed !== cycle)
-    throw new Error(`switchover at cycle ${cycle}, but the journal closed cycle ${closed}: not converted`);
-  await changeRole(host.environment.fs, config.dataDir, {
-    to: 'secondary',
-    site: identity.site,
-    fromCycle: cycle,
-    generations: identity.generations,
-    supersededBy: generation,
-    volumes: volumeRecords,
-    config,
-  });
-  host.logger.warn('demoted', {
-    cycle,
-    supersededBy: generation,
-    reason: 'switchover: this site follows the new primary',
-  });
-  await host.startNode(config);
 }
 
 function sleep(clock: Clock, ms: number): Promise<void> {

@@ -153,6 +153,25 @@ export interface SwitchoverFrame {
   generation: string;
 }
 
+/** Blocks of one volume; a divergence lists such runs. */
+export interface BlockRun {
+  volume: number;
+  block: number;
+  blockCount: number;
+}
+
+/**
+ * A rejoining old primary to the primary that superseded it (docs/failover.md, "Failback"), before
+ * its welcome: its image is the group's at `cycle` (its stored number) except at these blocks,
+ * which it wrote after that cycle. The primary copies them with everything written since, in one
+ * consistent resync. A site states its divergence in as many frames as it needs, each bounded.
+ */
+export interface DivergenceFrame {
+  type: 'divergence';
+  cycle: number;
+  runs: BlockRun[];
+}
+
 export type Frame =
   | HelloFrame
   | WelcomeFrame
@@ -162,7 +181,8 @@ export type Frame =
   | StoredFrame
   | HeartbeatFrame
   | SupersededFrame
-  | SwitchoverFrame;
+  | SwitchoverFrame
+  | DivergenceFrame;
 
 export type FrameType = Frame['type'];
 
@@ -177,6 +197,7 @@ export const frameTypeCodes = {
   heartbeat: 7,
   superseded: 8,
   switchover: 9,
+  divergence: 10,
 } as const satisfies Record<FrameType, number>;
 
 const frameTypeByCode = new Map<number, FrameType>(
@@ -291,8 +312,23 @@ function encodePayload(frame: Frame): Uint8Array {
         .u64(frame.cycle)
         .raw(idToBytes(frame.generation, 'generation'))
         .finish();
+    case 'divergence': {
+      if (frame.runs.length > limits.divergenceExtentsPerFrameMax)
+        throw new ProtocolError(
+          'frame-bad-field',
+          `divergence: ${frame.runs.length} runs, at most ${limits.divergenceExtentsPerFrameMax}`,
+        );
+      const writer = new ByteWriter(8 + 4 + frame.runs.length * runBytes)
+        .u64(frame.cycle)
+        .u32(frame.runs.length);
+      for (const run of frame.runs) writer.u16(run.volume).u64(run.block).u32(run.blockCount);
+      return writer.finish();
+    }
   }
 }
+
+/** A block run on the wire: u16 volume, u64 first block, u32 block count. */
+const runBytes = 2 + 8 + 4;
 
 /** Decodes one payload of a known type; throws ProtocolError only. */
 function decodePayload(type: FrameType, payload: Uint8Array): Frame {
@@ -408,7 +444,30 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
         cycle: reader.u64('cycle'),
         generation: idOfBytes(reader.raw(idBytes, 'generation')),
       };
+    case 'divergence':
+      return { type, cycle: reader.u64('cycle'), runs: readRuns(reader) };
   }
+}
+
+/** Reads a divergence's runs; the count is checked against the bound before any run is read. */
+function readRuns(reader: ByteReader): BlockRun[] {
+  const count = reader.u32('runCount');
+  if (count > limits.divergenceExtentsPerFrameMax)
+    throw new ProtocolError(
+      'frame-bad-field',
+      `divergence: ${count} runs, at most ${limits.divergenceExtentsPerFrameMax}`,
+    );
+  const runs: BlockRun[] = [];
+  for (let i = 0; i < count; i++) {
+    const run = {
+      volume: reader.u16(`runs[${i}].volume`),
+      block: reader.u64(`runs[${i}].block`),
+      blockCount: reader.u32(`runs[${i}].blockCount`),
+    };
+    if (run.blockCount < 1) throw new ProtocolError('frame-bad-field', `divergence: runs[${i}] of no block`);
+    runs.push(run);
+  }
+  return runs;
 }
 
 /** What a decoder hands back: the frames it completed, and the error that stopped it, if any. */

@@ -18,10 +18,11 @@ import type { PrimaryRecord, SecondaryRecord } from '../core/records.ts';
 import type { CycleNumber } from '../core/types.ts';
 import { type FileSystem, syncDirectorySync } from '../io/file-system.ts';
 import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
+import type { BlockRun } from '../protocol/frames.ts';
 import { makeDirectoryDurable, writeFileAtomic } from './durable-file.ts';
 import { primaryRecordCodec, type RecordCodec, secondaryRecordCodec } from './record-codec.ts';
 import { SegmentJournal } from './segment-journal.ts';
-import { type VolumeRecord, writeSiteFile } from './site-file.ts';
+import { isRunList, type VolumeRecord, writeSiteFile } from './site-file.ts';
 import { trackingDirectory } from './tracking-file.ts';
 
 interface PlanCommon {
@@ -45,6 +46,11 @@ export type RoleChangePlan =
       generations: Generation[];
       /** The generation that supersedes it, when known (a switchover names it); null otherwise. */
       supersededBy: string | null;
+      /**
+       * The blocks it wrote after fromCycle, which the new primary never had (a rejoin), or null
+       * (a switchover: none). With any, its image is not the group's until a resync made it so.
+       */
+      divergence: BlockRun[] | null;
       config: SecondaryFileConfig;
     });
 
@@ -104,6 +110,7 @@ function planProblem(plan: RoleChangePlan): string | null {
   if (!Array.isArray(plan.generations)) return 'generations: not a list';
   if (plan.to === 'secondary') {
     if (plan.supersededBy !== null && !isId(plan.supersededBy)) return 'supersededBy: malformed';
+    if (plan.divergence !== null && !isRunList(plan.divergence)) return 'divergence: malformed';
     return chainProblem(plan.site, plan.generations);
   }
   if (plan.generations.length < 2) return 'generations: fewer than two';
@@ -142,8 +149,10 @@ export async function finishRoleChange(fs: FileSystem, dataDir: string, plan: Ro
   } else {
     // The bitmaps of the links this site fed as a primary mean nothing to a secondary.
     removeFilesIn(fs, trackingDirectory(dataDir));
+    // Holding blocks of its own after the cycle, the image is no cut of the group's history.
+    const consistent = (plan.divergence?.length ?? 0) === 0;
     await createJournal<SecondaryRecord>(fs, dataDir, plan.config.journal.segmentSize, secondaryRecordCodec, [
-      { kind: 'applied', cycle: plan.fromCycle, consistent: true },
+      { kind: 'applied', cycle: plan.fromCycle, consistent },
     ]);
     writeSiteFile(fs, dataDir, {
       role: 'secondary',
@@ -156,7 +165,12 @@ export async function finishRoleChange(fs: FileSystem, dataDir: string, plan: Ro
       site: plan.site,
       binding: null,
       volumes: plan.volumes,
-      demotedFrom: { cycle: plan.fromCycle, generations: plan.generations, supersededBy: plan.supersededBy },
+      demotedFrom: {
+        cycle: plan.fromCycle,
+        generations: plan.generations,
+        supersededBy: plan.supersededBy,
+        ...(plan.divergence && !consistent ? { divergence: plan.divergence } : {}),
+      },
     });
   }
   fs.unlinkSync(roleChangeFilePath(dataDir));

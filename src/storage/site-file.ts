@@ -25,6 +25,7 @@ import {
 import type { GroupShape } from '../core/types.ts';
 import type { FileSystem } from '../io/file-system.ts';
 import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
+import type { BlockRun } from '../protocol/frames.ts';
 import { writeFileAtomic } from './durable-file.ts';
 
 /** One volume as its site created it. */
@@ -85,6 +86,26 @@ export interface DemotedRecord {
   cycle: number;
   generations: Generation[];
   supersededBy: string | null;
+  /** The blocks it wrote after the cycle (a rejoin): stated to the primary until a resync undid them. */
+  divergence?: BlockRun[];
+}
+
+/** A list of block runs as site.json and role-change.json keep them. */
+export function isRunList(value: unknown): value is BlockRun[] {
+  return (
+    Array.isArray(value) &&
+    value.every(
+      (run: BlockRun) =>
+        typeof run === 'object' &&
+        run !== null &&
+        Number.isSafeInteger(run.volume) &&
+        run.volume >= 0 &&
+        Number.isSafeInteger(run.block) &&
+        run.block >= 0 &&
+        Number.isSafeInteger(run.blockCount) &&
+        run.blockCount >= 1,
+    )
+  );
 }
 
 /** A site's volumes in id order, as recorded; `inode` null for a site.json older than the records. */
@@ -241,7 +262,8 @@ function roleChangeProblemOf(site: SiteFile): string | null {
       !Array.isArray(demoted.generations) ||
       demoted.generations.length === 0 ||
       !demoted.generations.every(isGeneration) ||
-      (demoted.supersededBy !== null && !isId(demoted.supersededBy))
+      (demoted.supersededBy !== null && !isId(demoted.supersededBy)) ||
+      (demoted.divergence !== undefined && !isRunList(demoted.divergence))
     )
       return 'demotedFrom: malformed';
   }

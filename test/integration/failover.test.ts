@@ -6,29 +6,36 @@
 // from the same (secondary-role) config runs it as the primary it now is. The old primary, back,
 // is told by dr1 that it was superseded and fences itself.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { blockBytes, freePort, root, status, Workspace, waitForStatus } from './harness.ts';
+import {
+  blockBytes,
+  freePort,
+  runCyclerep,
+  status,
+  volumeSizes,
+  Workspace,
+  waitForStatus,
+} from './harness.ts';
 import { NbdSocketClient } from './nbd-socket-client.ts';
 
 const workspace = new Workspace();
 after(() => workspace.cleanup());
 
-const binary = `${root}/bin/cyclerep.js`;
-
-function promote(httpPort: number, ...flags: string[]): { status: number | null; output: string } {
-  const result = spawnSync(
-    process.execPath,
-    [binary, 'promote', '--url', `http://127.0.0.1:${httpPort}`, '--timeout-seconds', '60', ...flags],
-    { encoding: 'utf8', timeout: 90_000 },
-  );
-  return { status: result.status, output: `${result.stdout}${result.stderr}` };
+function promote(httpPort: number, ...flags: string[]): Promise<{ status: number | null; output: string }> {
+  return runCyclerep([
+    'promote',
+    '--url',
+    `http://127.0.0.1:${httpPort}`,
+    '--timeout-seconds',
+    '60',
+    ...flags,
+  ]);
 }
 
 test('promote: refused while the primary is connected; after its loss, dr1 becomes the primary of a new generation', {
   timeout: 240_000,
-}, async () => {
+}, async (t) => {
   const nbdPort = await freePort();
   const oldPrimaryListen = await freePort();
   const secondary = await workspace.secondaryConfig('dr1', {
@@ -42,6 +49,8 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   });
   const primaryConfig = await workspace.primaryConfig({
     secondaries: [{ name: 'dr1', port: secondary.port }],
+    // Its sections as a secondary, for the rejoin: its name and where the new primary dials it.
+    extra: ['name: main', `listen: 127.0.0.1:${oldPrimaryListen}`].join('\n'),
   });
   let dr1 = workspace.startSecondary(secondary.path);
   await dr1.waitForEvent('secondary-started');
@@ -55,7 +64,7 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
     60_000,
   );
 
-  const refused = promote(secondary.httpPort);
+  const refused = await promote(secondary.httpPort);
   assert.equal(refused.status, 6, refused.output);
   assert.match(refused.output, /the primary is connected/);
   assert.match(refused.output, /newest cycle seen:/);
@@ -64,13 +73,13 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   primary.kill('SIGKILL');
   await primary.exited;
   const before = await waitForStatus(secondary.httpPort, (s) => s.link === 'idle', 10_000);
-  const promoted = promote(secondary.httpPort);
+  const promoted = await promote(secondary.httpPort);
   assert.equal(promoted.status, 0, `${promoted.output}\n${dr1.stderr.slice(-3000)}`);
   const after = await status(secondary.httpPort);
   assert.equal(after.role, 'primary');
   assert.notEqual(after.generation, live.generation, 'a new generation');
   assert.equal(after.site, before.site, "the secondary's own identity leads it");
-  const [event] = dr1.events('promoted');
+  const event = await dr1.waitForEvent('promoted');
   const from = event?.applied as number;
   assert.ok(from >= 5, `promoted at cycle ${from}`);
   assert.equal(after.closed, from, 'numbering goes on from the promoted cycle');
@@ -100,10 +109,47 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   const oldStatus = await waitForStatus(primaryConfig.httpPort, (s) => s.fenced != null, 10_000);
   assert.equal((oldStatus.fenced as { site: string }).site, after.site);
   await dr1.waitForEvent('old-primary-told');
+  // Rejoin: the old primary follows dr1; the blocks it wrote after the promotion cycle (its journal
+  // held cycles dr1 never stored when it was killed) are resynced from dr1 with dr1's own writes.
+  const rejoined = await runCyclerep([
+    'rejoin',
+    '--url',
+    `http://127.0.0.1:${primaryConfig.httpPort}`,
+    '--timeout-seconds',
+    '120',
+  ]);
+  assert.equal(
+    rejoined.status,
+    0,
+    `${rejoined.output}\n${oldPrimary.stderr.slice(-3000)}\n${dr1.stderr.slice(-3000)}`,
+  );
+  const rejoinStarted = await oldPrimary.waitForEvent('rejoin-started');
+  assert.equal(rejoinStarted?.cycle, from, 'undone from the cycle dr1 promoted at');
+  assert.equal(rejoinStarted?.fullCopy, false, 'a delta, not a full copy');
+  const oldAfter = await status(primaryConfig.httpPort);
+  assert.equal(oldAfter.role, 'secondary');
+  assert.equal(oldAfter.consistent, true);
+  const divergence = await dr1.waitForEvent('rejoin-divergence');
+  const resync = await dr1.waitForEvent('resync-complete');
+  const copied = resync.copiedBytes as number;
+  assert.ok((divergence.chunks as number) > 0, 'the divergence reached dr1');
+  const volumeBytes = volumeSizes.reduce((sum, size) => sum + size, 0);
+  t.diagnostic(
+    `rejoin: ${String(rejoinStarted?.discardedWrites)} writes (${String(rejoinStarted?.discardedBytes)} bytes) undone in ${String(rejoinStarted?.divergentRuns)} runs; ${copied} bytes copied of ${volumeBytes} (${((100 * copied) / volumeBytes).toFixed(1)}%)`,
+  );
+  assert.ok(copied > 0 && copied < volumeBytes / 4, 'only blocks that differ travel');
   assert.equal(await oldPrimary.stop(), 0, oldPrimary.stderr.slice(-2000));
 
   // A restart from the same secondary-role config: the data directory decides the role.
   assert.equal(await dr1.stop(), 0, dr1.stderr.slice(-2000));
+  const images = [workspace.image('primary'), workspace.image('dr1')];
+  images[0]?.forEach((bytes, index) =>
+    assert.equal(
+      Buffer.compare(bytes, images[1]?.[index] as Buffer),
+      0,
+      `vol${index}: the rejoined site equals dr1`,
+    ),
+  );
   assert.deepEqual(readFileSync(workspace.path('dr1', 'volumes', 'vol1.img')).subarray(lastBlock), data);
   dr1 = workspace.startSecondary(secondary.path);
   await dr1.waitForEvent('primary-started');
@@ -113,5 +159,5 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   assert.equal(restarted.generation, after.generation);
   assert.ok((restarted.capture as number) > from, 'the numbering never goes back');
   assert.equal((await status(secondary.httpPort)).role, 'primary');
-  assert.equal(promote(secondary.httpPort).status, 6, 'a primary is not promoted again');
+  assert.equal((await promote(secondary.httpPort)).status, 6, 'a primary is not promoted again');
 });

@@ -329,6 +329,11 @@ export function ensureDir(path: string): void {
 }
 
 /** Runs a tool without blocking this process (the sites' output keeps being read meanwhile). */
+/** `cyclerep ARGS` from the built binary, run without blocking this process (its children's logs keep flowing). */
+export function runCyclerep(args: string[]): Promise<{ status: number | null; output: string }> {
+  return runTool(process.execPath, [binary, ...args]);
+}
+
 export function runTool(command: string, args: string[]): Promise<{ status: number | null; output: string }> {
   return new Promise((resolve) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -4,36 +4,16 @@
 // from that cycle. Every acknowledged write is on both sites, no resync happens (main streams
 // from the next cycle at once), and writes on the new primary reach the old one.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { blockBytes, freePort, root, status, Workspace, waitForStatus } from './harness.ts';
+import { blockBytes, freePort, runCyclerep, status, Workspace, waitForStatus } from './harness.ts';
 import { NbdSocketClient } from './nbd-socket-client.ts';
 
 const workspace = new Workspace();
 after(() => workspace.cleanup());
 
-const binary = `${root}/bin/cyclerep.js`;
 const nbdESHUTDOWN = 108;
 const volumeBytes = 4 * 1024 * 1024;
-
-function run(args: string[]): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [binary, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ status: code, output });
-    });
-  });
-}
 
 function blockOf(serial: number): Buffer {
   const block = Buffer.alloc(blockBytes);
@@ -98,7 +78,7 @@ test('switchover under writes: no acknowledged write lost, no resync, the old pr
   );
 
   const startedMs = Date.now();
-  const switched = await run([
+  const switched = await runCyclerep([
     'switchover',
     '--url',
     `http://127.0.0.1:${primaryConfig.httpPort}`,

@@ -78,6 +78,14 @@ const samples: Frame[] = [
     ],
   },
   { type: 'switchover', cycle: 2 ** 41, generation: 'a'.repeat(32) },
+  {
+    type: 'divergence',
+    cycle: 77,
+    runs: [
+      { volume: 0, block: 2 ** 40, blockCount: 16 },
+      { volume: 255, block: 3, blockCount: 2 ** 31 },
+    ],
+  },
 ];
 
 function decodeAll(chunks: Uint8Array[]): Frame[] {
@@ -457,3 +465,15 @@ for (const defect of ['reader-bounds', 'reader-u64-range'] as const) {
     });
   });
 }
+
+test('a divergence frame is bounded in runs, and a run of no block is refused', () => {
+  const run = { volume: 0, block: 0, blockCount: 1 };
+  const tooMany = {
+    type: 'divergence',
+    cycle: 1,
+    runs: Array(limits.divergenceExtentsPerFrameMax + 1).fill(run),
+  } as Frame;
+  assert.throws(() => encodeFrame(tooMany), /divergence: 65537 runs, at most 65536/);
+  const empty = encodeFrame({ type: 'divergence', cycle: 1, runs: [{ volume: 0, block: 0, blockCount: 0 }] });
+  assert.match(decodeFrame(empty).error?.message ?? '', /runs\[0\] of no block/);
+});

@@ -165,6 +165,7 @@ test("a primary's data directory made a secondary's: applied at the cycle, unbou
     fromCycle: 17,
     generations: ownChain,
     supersededBy: '4'.repeat(32),
+    divergence: null,
     volumes: [{ id: 0, name: 'data', sizeBytes: 1024 ** 2, inode: '7' }],
     config: secondaryConfig,
   });
