@@ -143,13 +143,12 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   // A restart from the same secondary-role config: the data directory decides the role.
   assert.equal(await dr1.stop(), 0, dr1.stderr.slice(-2000));
   const images = [workspace.image('primary'), workspace.image('dr1')];
-  images[0]?.forEach((bytes, index) =>
+  for (const [index, bytes] of (images[0] ?? []).entries())
     assert.equal(
       Buffer.compare(bytes, images[1]?.[index] as Buffer),
       0,
       `vol${index}: the rejoined site equals dr1`,
-    ),
-  );
+    );
   assert.deepEqual(readFileSync(workspace.path('dr1', 'volumes', 'vol1.img')).subarray(lastBlock), data);
   dr1 = workspace.startSecondary(secondary.path);
   await dr1.waitForEvent('primary-started');
