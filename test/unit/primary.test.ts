@@ -8,9 +8,9 @@ import { ConfigError } from '../../src/core/errors.ts';
 import { blockRef } from '../../src/core/fold.ts';
 import { type PrimaryAction, PrimaryGroup } from '../../src/core/primary-group.ts';
 import type { PrimaryRecord } from '../../src/core/records.ts';
-
 import type { Secondary } from '../../src/core/secondary.ts';
-import { dataExtent, Harness, primaryConfig, primaryIdentity, timings } from './fixtures.ts';
+import type { Frame } from '../../src/protocol/frames.ts';
+import { blockBytes, dataExtent, Harness, primaryConfig, primaryIdentity, timings } from './fixtures.ts';
 
 test('a write joins the capture cycle; the switch waits for cycle.intervalMinMs and for a non-empty cycle', () => {
   const harness = new Harness(primaryConfig({ cycleMsMin: 100 }));
@@ -406,7 +406,7 @@ const promotion = { id: '7'.repeat(32), startedAt: 7, primarySite: promotedSite 
 function openedLink(
   config = primaryConfig(),
   welcomed = true,
-): { primary: PrimaryGroup; connection: number } {
+): { primary: PrimaryGroup; connection: number; hello: Extract<Frame, { type: 'hello' }> } {
   const primary = new PrimaryGroup(config, () => 0.5);
   const connection = primary.onTick(0).find((action) => action.type === 'connect');
   assert.ok(connection?.type === 'connect');
@@ -425,7 +425,7 @@ function openedLink(
     });
     assert.equal(primary.status(1).secondaries[0]?.link, 'streaming');
   }
-  return { primary, connection: connection.connection };
+  return { primary, connection: connection.connection, hello };
 }
 
 function ofType<T extends PrimaryAction['type']>(
@@ -631,4 +631,75 @@ test('a switchover the secondary refuses, or one given up before it was asked, l
   assert.equal(other.primary.abortSwitchover(), true);
   const after = other.write(dataExtent(0, 2, 1, 3));
   assert.equal(other.refusedWrites.has(after), false, 'given up: writes are taken again');
+});
+
+test('writtenAfter names the blocks written after a cycle in runs of whole chunks, and null once the journal no longer holds them', () => {
+  const harness = new Harness(primaryConfig({ cycleMsMin: 10 }));
+  harness.advance(20);
+  harness.write(dataExtent(0, 0, 1, 1));
+  harness.advance(50);
+  const first = harness.primary.closed;
+  harness.write(dataExtent(0, 17, 2, 2));
+  harness.write(dataExtent(1, 3, 1, 3));
+  harness.write({ volume: 0, block: 40, blockCount: 1, data: null });
+  const after = harness.primary.writtenAfter(first);
+  assert.ok(after);
+  assert.equal(after.writes, 3);
+  // Chunks of 16 blocks: blocks 17-18 and 40 of volume 0 (adjacent chunks, one run), block 3 of volume 1.
+  assert.deepEqual(after.runs, [
+    { volume: 0, block: 16, blockCount: 32 },
+    { volume: 1, block: 0, blockCount: 16 },
+  ]);
+  // Once the secondary stored everything, the journal collects past the first cycle.
+  harness.advance(500);
+  assert.ok(harness.primary.collected > first);
+  assert.equal(harness.primary.writtenAfter(first - 1), null, 'collected past it: only a full copy is sure');
+});
+
+test("a rejoining site's divergence, stated in the handshake, joins the link's bitmap: the session resyncs those blocks", () => {
+  const { primary, connection, hello } = openedLink(primaryConfig(), false);
+  const session = primary.status(0).secondaries[0];
+  assert.equal(session?.link, 'connecting');
+  const divergence = primary.onFrame(1, connection, {
+    type: 'divergence',
+    cycle: 0,
+    runs: [{ volume: 0, block: 20, blockCount: 3 }],
+  });
+  assert.deepEqual(ofType(divergence, 'disconnect'), [], 'taken in the handshake');
+  const welcomed = primary.onFrame(2, connection, {
+    type: 'welcome',
+    protocolVersion: hello.protocolVersion,
+    sessionId: hello.sessionId,
+    secondary: 'dr1',
+    stored: 0,
+    applied: 0,
+    consistentStored: 0,
+  });
+  const logs = ofType(welcomed, 'log').map((action) => action.entry.event);
+  assert.ok(logs.includes('rejoin-divergence'), logs.join(','));
+  assert.ok(logs.includes('resync-started'), logs.join(','));
+  const link = primary.status(2).secondaries[0];
+  assert.equal(link?.mode, 'resync');
+  assert.equal(link?.resyncBytesLeft, 16 * blockBytes, 'one chunk: the blocks that differ, not the volumes');
+});
+
+test('a divergence outside the handshake, or naming blocks outside the volumes, fails the link', () => {
+  const late = openedLink();
+  const afterWelcome = late.primary.onFrame(2, late.connection, {
+    type: 'divergence',
+    cycle: 0,
+    runs: [{ volume: 0, block: 0, blockCount: 1 }],
+  });
+  assert.equal(ofType(afterWelcome, 'disconnect').length, 1);
+  assert.match(late.primary.status(2).secondaries[0]?.lastFailure ?? '', /divergence outside the handshake/);
+  const outside = openedLink(primaryConfig(), false);
+  outside.primary.onFrame(1, outside.connection, {
+    type: 'divergence',
+    cycle: 0,
+    runs: [{ volume: 1, block: 10, blockCount: 7 }],
+  });
+  assert.match(
+    outside.primary.status(1).secondaries[0]?.lastFailure ?? '',
+    /blocks 10\.\.16 of volume 1, which has 16/,
+  );
 });

@@ -622,3 +622,40 @@ test('a cycle larger than one apply step is folded and written in steps; stored,
     'every block holds the last packet',
   );
 });
+
+test("a rejoined site states its divergence before each welcome, until a resync made its image the group's", () => {
+  const runs = [
+    { volume: 0, block: 16, blockCount: 16 },
+    { volume: 1, block: 0, blockCount: 16 },
+  ];
+  const demotedFrom: DemotedFrom = {
+    cycle: 0,
+    generations: otherPrimaryIdentity.generations,
+    divergence: runs,
+  };
+  const superseding: PrimaryIdentity = {
+    site: primaryIdentity.site,
+    generations: [
+      ...otherPrimaryIdentity.generations,
+      { id: '5'.repeat(32), startedAt: 1, primarySite: primaryIdentity.site },
+    ],
+  };
+  const inconsistent = new Site([{ kind: 'applied', cycle: 0, consistent: false }], null, demotedFrom);
+  inconsistent.hello(1, 1, shape, 1, superseding);
+  assert.deepEqual(inconsistent.order, ['bind', 'send divergence', 'send welcome']);
+  assert.deepEqual(inconsistent.sentOfType('divergence'), [{ type: 'divergence', cycle: 0, runs }]);
+  // Its image is the group's again (the rejoin resync applied): nothing more to state.
+  const consistent = new Site([{ kind: 'applied', cycle: 3, consistent: true }], null, {
+    ...demotedFrom,
+    cycle: 3,
+  });
+  consistent.hello(1, 1, shape, 1, {
+    ...superseding,
+    generations: [
+      ...otherPrimaryIdentity.generations,
+      { id: '5'.repeat(32), startedAt: 4, primarySite: primaryIdentity.site },
+    ],
+  });
+  assert.deepEqual(consistent.sentOfType('divergence'), []);
+  assert.equal(consistent.sentOfType('welcome').length, 1);
+});
