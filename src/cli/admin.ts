@@ -167,6 +167,8 @@ function describeFacts(facts: Record<string, unknown>): string {
 
 export interface RejoinOptions {
   url: string;
+  /** A split brain's resolution on the site that gives up its history: a full copy. */
+  discardMyData: boolean;
   timeoutSeconds: number;
   json: boolean;
 }
@@ -175,7 +177,7 @@ interface RejoinAnswer {
   error?: string;
   rejoining?: boolean;
   cycle?: number;
-  supersededBy?: string;
+  supersededBy?: string | null;
   discardedWrites?: number | string;
   discardedBytes?: number | string;
   divergentRuns?: number;
@@ -188,22 +190,24 @@ interface RejoinAnswer {
  */
 export async function runRejoin(options: RejoinOptions): Promise<number> {
   const base = options.url.replace(/\/$/, '');
-  const posted = await postAdmin<RejoinAnswer>('rejoin', base, new URLSearchParams());
+  const query = new URLSearchParams(options.discardMyData ? { 'discard-my-data': 'true' } : {});
+  const posted = await postAdmin<RejoinAnswer>('rejoin', base, query);
   if (!posted) return exitCodes.start;
   const { status, answer } = posted;
-  if (status !== 202 || !answer.supersededBy) {
+  if (status !== 202 || !answer.rejoining) {
     process.stderr.write(`cyclerep rejoin: refused (HTTP ${status}): ${answer.error ?? 'no reason given'}\n`);
     return exitCodes.refused;
   }
+  const supersededBy = answer.supersededBy ?? null;
   process.stderr.write(
-    `cyclerep rejoin: following generation ${answer.supersededBy} from cycle ${answer.cycle}; ${answer.fullCopy ? 'every block is copied (this journal no longer tells which blocks differ)' : `${answer.discardedWrites} write(s) (${answer.discardedBytes} bytes) taken here after that cycle are undone: ${answer.divergentRuns} run(s) of blocks resynced`}\n`,
+    `cyclerep rejoin: following ${supersededBy ? `generation ${supersededBy} from cycle ${answer.cycle}` : 'the primary that dials this site (split-brain resolution)'}; ${answer.fullCopy ? `every block is copied; ${answer.discardedWrites} write(s) of this site's own are undone` : `${answer.discardedWrites} write(s) (${answer.discardedBytes} bytes) taken here after that cycle are undone: ${answer.divergentRuns} run(s) of blocks resynced`}\n`,
   );
-  const supersededBy = answer.supersededBy;
   const reached = await waitForStatus(base, options.timeoutSeconds * 1000, (body) => {
     const primary = body.primary as { generation?: string } | null | undefined;
     return (
       body.role === 'secondary' &&
-      primary?.generation === supersededBy &&
+      primary?.generation !== undefined &&
+      (supersededBy === null || primary.generation === supersededBy) &&
       body.consistent === true &&
       body.link === 'streaming'
     );

@@ -50,7 +50,7 @@ const commands: Record<string, Command> = {
     run: (argv) => switchover(argv),
   },
   rejoin: {
-    synopsis: 'rejoin [--json] [--timeout-seconds N] --url URL',
+    synopsis: 'rejoin [--discard-my-data] [--json] [--timeout-seconds N] --url URL',
     summary:
       'on a fenced old primary: follow the site that superseded it, its own later writes undone by a delta resync (docs/failover.md)',
     run: (argv) => rejoinCommand(argv),
@@ -305,6 +305,7 @@ function rejoinCommand(argv: string[]): Promise<number> {
       args: argv,
       options: {
         url: { type: 'string' },
+        'discard-my-data': { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         'timeout-seconds': { type: 'string', default: '600' },
       },
@@ -316,7 +317,12 @@ function rejoinCommand(argv: string[]): Promise<number> {
       );
       return Promise.resolve(exitCodes.usage);
     }
-    return runRejoin({ url: values.url, json: values.json, timeoutSeconds });
+    return runRejoin({
+      url: values.url,
+      discardMyData: values['discard-my-data'],
+      json: values.json,
+      timeoutSeconds,
+    });
   } catch (error) {
     process.stderr.write(`cyclerep rejoin: ${(error as Error).message}\n`);
     return Promise.resolve(exitCodes.usage);

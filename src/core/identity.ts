@@ -215,8 +215,17 @@ export function checkBoundPrimary(bound: Binding, offered: PrimaryIdentity): voi
   throw new HandshakeError(
     'primary-mismatch',
     `this secondary follows primary site ${bound.primarySite} generation ${bound.generation}; ` +
-      `refused primary site ${offered.site} generation ${offeredGeneration} (another primary of the ` +
-      'group, or one re-created with a new data directory): point that primary at its own secondary, ' +
+      `refused primary site ${offered.site} generation ${offeredGeneration} (${whoElse(bound, offered)}): point that primary at its own secondary, ` +
       "or wipe this secondary's data directory to let it follow the new primary",
   );
+}
+
+/** What another primary offering itself to a bound secondary is, as far as the chains tell. */
+function whoElse(bound: Binding, offered: PrimaryIdentity): string {
+  const relation = bound.history ? compareHistories(offered.generations, bound.history) : null;
+  if (relation?.relation === 'diverged')
+    return `a split brain: both histories share generation ${relation.lastCommon.id}, then generation ${relation.theirFirst.id} from cycle ${relation.theirFirst.startedAt} here and ${relation.myFirst.id} from cycle ${relation.myFirst.startedAt} there; docs/failover.md says how to pick the survivor`;
+  if (relation?.relation === 'ahead')
+    return `promoted from this secondary's history at cycle ${relation.supersededAt}: a secondary follows a promoted site only after being re-pointed (docs/failover.md, Limits)`;
+  return 'another primary of the group, or one re-created with a new data directory';
 }

@@ -61,6 +61,11 @@ export interface DemotedFrom {
    * its image the group's again, each handshake states them to the primary.
    */
   divergence?: BlockRun[] | null;
+  /**
+   * Set by a split brain's resolution (`cyclerep rejoin --discard-my-data`): this site gave up its
+   * own history, so it follows a primary whose chain diverged from its own too (docs/failover.md).
+   */
+  acceptDiverged?: boolean;
 }
 
 /** What the session reads of, and hands to, the cycles below it (SecondaryStore). */
@@ -433,6 +438,7 @@ export class SecondarySession {
 function checkSupersedingPrimary(demoted: DemotedFrom, offered: PrimaryIdentity): void {
   const relation = compareHistories(offered.generations, demoted.generations);
   if (relation.relation === 'ahead' && relation.supersededAt === demoted.cycle + 1) return;
+  if (demoted.acceptDiverged && (relation.relation === 'ahead' || relation.relation === 'diverged')) return;
   const mine = demoted.generations.at(-1);
   throw new HandshakeError(
     'primary-mismatch',

@@ -34,7 +34,13 @@ export async function followNewPrimary(
   host: RoleChangeHost,
   node: SiteNode,
   config: SecondaryFileConfig,
-  change: { cycle: CycleNumber; supersededBy: string; divergence: BlockRun[] | null },
+  change: {
+    cycle: CycleNumber;
+    supersededBy: string | null;
+    divergence: BlockRun[] | null;
+    /** A split brain's loser: it follows a primary whose chain diverged from its own. */
+    acceptDiverged?: boolean;
+  },
 ): Promise<void> {
   const { cycle, supersededBy, divergence } = change;
   const primaryConfig = host.config as PrimaryFileConfig;
@@ -58,6 +64,7 @@ export async function followNewPrimary(
     generations: identity.generations,
     supersededBy,
     divergence,
+    ...(change.acceptDiverged ? { acceptDiverged: true } : {}),
     volumes: volumeRecords,
     config,
   });

@@ -15,15 +15,16 @@ import type { PrimaryNode } from './primary-node.ts';
 import type { RoleChangeStart } from './promotion.ts';
 import type { RoleChangeHost } from './site-host.ts';
 
-export function rejoin(host: RoleChangeHost, node: PrimaryNode): RoleChangeStart {
+export function rejoin(host: RoleChangeHost, node: PrimaryNode, discardMyData: boolean): RoleChangeStart {
   const fenced = node.status().fenced;
+  if (discardMyData) return giveUpHistory(host, node);
   if (!fenced)
     return {
       answer: {
         status: 409,
         body: {
           error:
-            'this site does not know it was superseded: it learns it (and is fenced) when it dials the promoted site as its secondary; rejoin then',
+            'this site does not know it was superseded: it learns it (and is fenced) when it dials the promoted site as its secondary; rejoin then. In a split brain (both sites promoted), --discard-my-data on the site that gives up makes it follow the other with a full copy',
         },
       },
       work: null,
@@ -55,6 +56,47 @@ export function rejoin(host: RoleChangeHost, node: PrimaryNode): RoleChangeStart
   return {
     answer: { status: 202, body: { rejoining: true, ...report } },
     work: () => followNewPrimary(host, node, config, { cycle, supersededBy: fenced.generation, divergence }),
+  };
+}
+
+/**
+ * A split brain's resolution on the site that gives up (docs/failover.md): it follows whichever
+ * primary of a diverged (or newer) history dials it, and every block is copied from it: the two
+ * histories share no cycle numbering after the fork, so no delta can be proven.
+ */
+function giveUpHistory(host: RoleChangeHost, node: PrimaryNode): RoleChangeStart {
+  let config: SecondaryFileConfig;
+  try {
+    config = secondaryConfigOf(host);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return { answer: { status: 409, body: { error: error.message } }, work: null };
+  }
+  const written = node.writtenAfter(0);
+  const report = {
+    cycle: 0,
+    supersededBy: null,
+    discardedWrites: written?.writes ?? 'unknown',
+    discardedBytes: written?.bytes ?? 'unknown',
+    divergentRuns: node.volumeRecords.length,
+    fullCopy: true,
+  };
+  host.logger.warn('rejoin-started', {
+    ...report,
+    supersededBy: 'the primary that dials this site',
+    reason:
+      'split-brain resolution (--discard-my-data): this site gives up its own history; every block is copied',
+  });
+  const divergence = everyBlock(node, host.config.blockSize);
+  return {
+    answer: { status: 202, body: { rejoining: true, ...report } },
+    work: () =>
+      followNewPrimary(host, node, config, {
+        cycle: 0,
+        supersededBy: null,
+        divergence,
+        acceptDiverged: true,
+      }),
   };
 }
 

@@ -110,7 +110,7 @@ export class SiteHost implements RoleChangeHost {
     if (verb === 'rejoin') {
       if (!(node instanceof PrimaryNode))
         return { status: 409, body: { error: 'this site is a secondary already' } };
-      const started = rejoin(this, node);
+      const started = rejoin(this, node, params.get('discard-my-data') === 'true');
       if (started.work) this.changeRole('rejoin', started.work);
       return started.answer;
     }

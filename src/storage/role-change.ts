@@ -51,6 +51,8 @@ export type RoleChangePlan =
        * (a switchover: none). With any, its image is not the group's until a resync made it so.
        */
       divergence: BlockRun[] | null;
+      /** A split brain's loser gives up its history: it follows a diverged primary too. */
+      acceptDiverged?: boolean;
       config: SecondaryFileConfig;
     });
 
@@ -170,6 +172,7 @@ export async function finishRoleChange(fs: FileSystem, dataDir: string, plan: Ro
         generations: plan.generations,
         supersededBy: plan.supersededBy,
         ...(plan.divergence && !consistent ? { divergence: plan.divergence } : {}),
+        ...(plan.acceptDiverged ? { acceptDiverged: true } : {}),
       },
     });
   }

@@ -88,6 +88,8 @@ export interface DemotedRecord {
   supersededBy: string | null;
   /** The blocks it wrote after the cycle (a rejoin): stated to the primary until a resync undid them. */
   divergence?: BlockRun[];
+  /** A split brain's loser: it follows a primary whose chain diverged from its own too. */
+  acceptDiverged?: boolean;
 }
 
 /** A list of block runs as site.json and role-change.json keep them. */
@@ -263,7 +265,8 @@ function roleChangeProblemOf(site: SiteFile): string | null {
       demoted.generations.length === 0 ||
       !demoted.generations.every(isGeneration) ||
       (demoted.supersededBy !== null && !isId(demoted.supersededBy)) ||
-      (demoted.divergence !== undefined && !isRunList(demoted.divergence))
+      (demoted.divergence !== undefined && !isRunList(demoted.divergence)) ||
+      (demoted.acceptDiverged !== undefined && typeof demoted.acceptDiverged !== 'boolean')
     )
       return 'demotedFrom: malformed';
   }

@@ -343,6 +343,20 @@ test('a demoted site follows only a primary whose chain extends its own right af
   site.hello(1, 1, shape, 1, superseding(31));
   assert.equal(site.sentOfType('welcome').length, 1);
   assert.equal(site.bindings[0]?.generation, '5'.repeat(32));
+
+  // Two promotions of one history: refused, unless this site gave up its own (split-brain resolution).
+  const ownPromotion = { id: '6'.repeat(32), startedAt: 31, primarySite: 'c'.repeat(32) };
+  const loser: DemotedFrom = { cycle: 0, generations: [...otherPrimaryIdentity.generations, ownPromotion] };
+  const diverged = superseding(20);
+  const refusing = new Site([], null, loser);
+  refusing.hello(1, 1, shape, 1, diverged);
+  assert.match(refusing.sentOfType('error')[0]?.message ?? '', /\(diverged\)/);
+  const resolved = new Site([], null, { ...loser, acceptDiverged: true });
+  resolved.hello(1, 1, shape, 1, diverged);
+  assert.equal(resolved.sentOfType('welcome').length, 1, 'the survivor is followed');
+  const unrelated = new Site([], null, { ...loser, acceptDiverged: true });
+  unrelated.hello(1, 1, shape, 1, primaryIdentity);
+  assert.equal(unrelated.sentOfType('error')[0]?.code, 'primary-mismatch', 'never a site of another history');
 });
 
 test('names and sizes from a hello obey the config rules: a path as a volume name is refused', () => {
@@ -658,4 +672,39 @@ test("a rejoined site states its divergence before each welcome, until a resync 
   });
   assert.deepEqual(consistent.sentOfType('divergence'), []);
   assert.equal(consistent.sentOfType('welcome').length, 1);
+});
+
+test('a bound secondary names a split brain, and a promotion from its own history, when it refuses another primary', () => {
+  const site = new Site();
+  site.hello(1);
+  const promotedElsewhere: PrimaryIdentity = {
+    site: otherPrimaryIdentity.site,
+    generations: [
+      ...primaryIdentity.generations,
+      { id: '7'.repeat(32), startedAt: 9, primarySite: otherPrimaryIdentity.site },
+    ],
+  };
+  site.hello(2, 2, shape, 1, promotedElsewhere);
+  assert.match(
+    site.sentOfType('error')[0]?.message ?? '',
+    /promoted from this secondary's history at cycle 9/,
+  );
+  const split = new Site([], {
+    primarySite: promotedElsewhere.site,
+    generation: '7'.repeat(32),
+    history: promotedElsewhere.generations,
+  });
+  split.hello(1, 1, shape, 1, {
+    site: 'd'.repeat(32),
+    generations: [
+      ...primaryIdentity.generations,
+      { id: '8'.repeat(32), startedAt: 12, primarySite: 'd'.repeat(32) },
+    ],
+  });
+  const [refusal] = split.sentOfType('error');
+  assert.equal(refusal?.code, 'primary-mismatch');
+  assert.match(
+    refusal?.message ?? '',
+    /a split brain: both histories share generation 1{32}, then generation 7{32} from cycle 9 here and 8{32} from cycle 12 there/,
+  );
 });
