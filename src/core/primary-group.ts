@@ -432,6 +432,10 @@ export class PrimaryGroup implements CycleStore {
   }
 
   private switchDue(nowMs: number): boolean {
+    // The pause holds only for a switch due now. Kept from an earlier tick, it outlived a switch no
+    // longer wanted (the resync whose copy wanted it failed with reads out, and no write came): no
+    // copy read ever started again, and the next session's resync never ended (sim seed 17766).
+    this.copyReadsPaused = false;
     if (this.switching || this.closing) return false;
     // A resync whose copy window is full waits for the capture cycle to close and be stored:
     // holding it to cycle.intervalMinMs would cap the copy at a window per interval.

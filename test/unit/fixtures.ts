@@ -144,6 +144,9 @@ export class Harness {
   /** When set, tracking saves wait in `savesWaiting` until the test completes them. */
   deferTrackingSaves = false;
   readonly savesWaiting: (() => void)[] = [];
+  /** When set, copy reads wait in `copyReadsWaiting` until the test answers them (reads in flight). */
+  deferCopyReads = false;
+  readonly copyReadsWaiting: (() => void)[] = [];
   /** Writes the primary refused, by token: the error's code. */
   readonly refusedWrites = new Map<number, string>();
   /** Switchovers a secondary was asked to take (its promotion-requested actions). */
@@ -349,7 +352,13 @@ export class Harness {
             at + action.blockCount * blockBytes,
           );
           this.copiedBlocks += action.blockCount;
-          this.runPrimary(this.primary.onCopyRead(this.nowMs, action.link, action.token, data));
+          const primary = this.primary;
+          const answer = (): void => {
+            if (primary !== this.primary) return; // that process died with the read out
+            this.runPrimary(this.primary.onCopyRead(this.nowMs, action.link, action.token, data));
+          };
+          if (this.deferCopyReads) this.copyReadsWaiting.push(answer);
+          else answer();
           break;
         }
         case 'write-refused':

@@ -360,3 +360,34 @@ test('a secondary failed for holding a full journal while its bitmap save is in 
   assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'streaming');
   assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
 });
+
+test('a resync whose link failed while a cycle switch waited for its copy reads goes on in the next session, with no write to close a cycle', () => {
+  const harness = new CheckedHarness(
+    primaryConfig({
+      cycleMsMin: 10,
+      tracking: { ...smallTracking, journalBytesHigh: 6 * blockBytes, copyWindowBytes: 32 * blockBytes },
+    }),
+  );
+  awayWhileWriting(harness);
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'tracking');
+  // The sources have stopped: from here on only the copy can ask for a cycle switch.
+  harness.deferCopyReads = true;
+  harness.healLink(0);
+  for (let step = 0; step < 50 && harness.copyReadsWaiting.length === 0; step++) harness.advanceChecked(10);
+  assert.equal(harness.primary.status(harness.nowMs).secondaries[0]?.mode, 'resync');
+  assert.ok(harness.copyReadsWaiting.length >= 2, 'several copy reads are out');
+  // One read is in: its chunks wait in the capture cycle, which the copy wants closed; the switch
+  // is due but waits for the reads still out.
+  harness.copyReadsWaiting.shift()?.();
+  harness.advanceChecked(10);
+  // The link fails before they are in (the journal fills, a cable is pulled): the copy that wanted
+  // the switch is gone, and the reads' answers belong to an ended session.
+  harness.cutLink(0);
+  for (const answer of harness.copyReadsWaiting.splice(0)) answer();
+  harness.deferCopyReads = false;
+  harness.healLink(0);
+  harness.advanceChecked(1500);
+  const status = harness.primary.status(harness.nowMs).secondaries[0];
+  assert.equal(status?.mode, 'streaming', `the resync ended (${status?.resyncBytesLeft} bytes left)`);
+  assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+});
