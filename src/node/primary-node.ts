@@ -101,6 +101,11 @@ export class PrimaryNode {
   /** Settles once the latest journal append is in the kernel's hands: acknowledgements wait for it. */
   private lastAppend: Promise<void> = Promise.resolve();
   private writtenAtLastSwitch = 0;
+  /**
+   * Settles once every collection asked for so far is done (it never rejects: a failure fails the
+   * site). A stop waits for it before closing the files: every start carries one out.
+   */
+  private collections: Promise<void> = Promise.resolve();
   /** Per secondary, the last bitmap file write: the next waits for it. */
   private readonly trackingWrites = new Map<string, Promise<void>>();
   /** Answers primaries that dial this site as their secondary (config `listen`), or null. */
@@ -470,7 +475,7 @@ export class PrimaryNode {
 
   /** Every secondary stored cycles up to `upTo`: volumes made durable first, then the segments go. */
   private onJournalCollect(upTo: CycleNumber): void {
-    this.writeBack
+    const collection = this.writeBack
       .landed()
       .then(() => Promise.all(this.storage.volumes.map((volume) => volume.flush())))
       // The group let go of those cycles: reads that named their records before finish first.
@@ -489,6 +494,7 @@ export class PrimaryNode {
         },
         (error) => this.fail(error),
       );
+    this.collections = Promise.all([this.collections, collection]).then(() => {});
   }
 
   /** Bytes the sources wrote into the cycle that just closed, for the cycle-size histogram. */
@@ -595,6 +601,7 @@ export class PrimaryNode {
         await attempt(() => this.storage.journal.sync());
         await this.writeBack.landed();
         this.links.closeAll('primary stopping');
+        await this.collections;
         await closeSiteStorage(attempt, this.storage.volumes, this.storage.journal);
       },
       stopped: () =>
