@@ -674,6 +674,35 @@ test("a rejoined site states its divergence before each welcome, until a resync 
   assert.equal(consistent.sentOfType('welcome').length, 1);
 });
 
+test('a rejoined site states its divergence once per session, not on every connection of it', () => {
+  // The primary adds up what a handshake states: the same runs on each of N connections counted N
+  // times, and past divergenceExtentsMax / N the link failed at every handshake (a rejoin that
+  // never ends).
+  const runs = [{ volume: 0, block: 16, blockCount: 16 }];
+  const demotedFrom: DemotedFrom = {
+    cycle: 0,
+    generations: otherPrimaryIdentity.generations,
+    divergence: runs,
+  };
+  const superseding: PrimaryIdentity = {
+    site: primaryIdentity.site,
+    generations: [
+      ...otherPrimaryIdentity.generations,
+      { id: '5'.repeat(32), startedAt: 1, primarySite: primaryIdentity.site },
+    ],
+  };
+  const site = new Site([{ kind: 'applied', cycle: 0, consistent: false }], null, demotedFrom);
+  for (const connection of [1, 2, 3]) {
+    site.open(connection);
+    site.frame(connection, { ...helloOf(7, shape, 3, superseding), connectionIndex: connection - 1 });
+  }
+  assert.equal(site.sentOfType('welcome').length, 3);
+  assert.deepEqual(site.sentOfType('divergence'), [{ type: 'divergence', cycle: 0, runs }]);
+  // A new session states it again.
+  site.hello(4, 8, shape, 1, superseding);
+  assert.equal(site.sentOfType('divergence').length, 2);
+});
+
 test('a bound secondary names a split brain, and a promotion from its own history, when it refuses another primary', () => {
   const site = new Site();
   site.hello(1);
