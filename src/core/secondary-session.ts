@@ -312,12 +312,16 @@ export class SecondarySession {
 
   /**
    * A rejoined old primary states, before the first welcome of each session, the blocks it wrote
-   * after the cycle it diverged from, until a resync made its image the group's again
-   * (docs/failover.md, "Failback").
+   * after the cycle it diverged from, until it stored the resync that makes its image the group's
+   * again (docs/failover.md, "Failback").
    */
   private sendDivergence(nowMs: number, connection: number): void {
     const runs = this.demotedFrom?.divergence;
     if (!this.demotedFrom || !runs || this.store.imageConsistent) return;
+    // A consistent cycle after it is stored: the resync that replaces the divergence is, and is
+    // being applied. The primary dropped that resync's bitmap; stated again, the divergence would
+    // make it copy every block.
+    if (this.store.consistentStored > this.demotedFrom.cycle) return;
     const perFrame = limits.divergenceExtentsPerFrameMax;
     for (let from = 0; from < runs.length; from += perFrame)
       this.send(nowMs, connection, {
