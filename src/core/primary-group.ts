@@ -56,6 +56,11 @@ export interface PrimaryConfig {
    * no writes and dials no secondary (docs/failover.md, "Fencing").
    */
   fencedBy?: FencedBy | null;
+  /**
+   * A switchover this primary asked before a restart and never heard the answer to (site.json
+   * `handover`): the secondary may lead already, so it takes no writes and asks again.
+   */
+  handover?: { secondary: string; generation: string } | null;
 }
 
 export type PrimaryAction =
@@ -75,7 +80,12 @@ export type PrimaryAction =
    * This primary was superseded (a superseded frame whose chain extends its own): record `by`
    * durably, and answer writes with the refusals the group sends from now on. Emitted once.
    */
-  | { type: 'fence'; by: FencedBy };
+  | { type: 'fence'; by: FencedBy }
+  /**
+   * Record durably that the secondary is asked to take over (then call onHandoverRecorded: the frame
+   * goes only after), or, `record` null, that no switchover is asked any more.
+   */
+  | { type: 'handover-record'; record: { secondary: string; generation: string; cycle: CycleNumber } | null };
 
 export interface PrimaryWrite {
   token: number;
@@ -88,6 +98,10 @@ interface Handover {
   link: PrimaryLink;
   generation: string;
   cycle: CycleNumber | null;
+  /** The cycle whose ask is being recorded (the frame waits for it), or null. */
+  recording: CycleNumber | null;
+  /** Whether an ask may be on record: the end of the switchover clears it. */
+  recorded: boolean;
 }
 
 interface CycleEntry {
@@ -226,6 +240,7 @@ export class PrimaryGroup implements CycleStore {
     }
     this.fencedBy = config.fencedBy ?? null;
     if (this.fencedBy) for (const link of this.links) link.halt(this.fencedReason());
+    if (config.handover) this.resumeHandover(config.handover);
   }
 
   /** Who superseded this primary, or null while it leads. */
@@ -615,17 +630,42 @@ export class PrimaryGroup implements CycleStore {
    */
   beginSwitchover(_nowMs: number, secondary: string, generation: string): PrimaryAction[] {
     assert(this.switchoverRefusal(secondary) === null, 'a switchover that was refused');
-    this.handover = { link: this.linkNamed(secondary) as PrimaryLink, generation, cycle: null };
+    this.handover = {
+      link: this.linkNamed(secondary) as PrimaryLink,
+      generation,
+      cycle: null,
+      recording: null,
+      recorded: false,
+    };
     this.log('warn', 'switchover-started', { secondary, generation, capture: this.capture });
     return this.takeActions();
   }
 
-  /** Gives up a switchover not yet asked of the secondary: writes are taken again. False once asked. */
+  /**
+   * A switchover asked before a restart: whether the secondary took over is unknown, so no write is
+   * taken; it is asked again once it streams (a promoted one fences this primary instead).
+   */
+  private resumeHandover(resumed: { secondary: string; generation: string }): void {
+    const link = this.linkNamed(resumed.secondary);
+    assert(link, `a switchover on record to ${resumed.secondary}, which is no secondary of this primary`);
+    this.handover = { link, generation: resumed.generation, cycle: null, recording: null, recorded: true };
+  }
+
+  /**
+   * Gives up a switchover not yet asked of the secondary: writes are taken again. False once asked.
+   * An ask being recorded (the frame not gone) is given up too, and its record cleared (the actions).
+   */
   abortSwitchover(): boolean {
     if (!this.handover || this.handover.cycle !== null) return false;
     this.log('warn', 'switchover-aborted', { secondary: this.handover.link.name });
-    this.handover = null;
+    this.endHandover();
     return true;
+  }
+
+  /** No switchover is under way any more; one on record is cleared. */
+  private endHandover(): void {
+    if (this.handover?.recorded) this.out.push({ type: 'handover-record', record: null });
+    this.handover = null;
   }
 
   /** The switchover under way: the cycle the secondary was asked to take over at (null: not yet). */
@@ -651,22 +691,35 @@ export class PrimaryGroup implements CycleStore {
       return;
     }
     const link = handover.link;
-    if (link.state !== 'streaming' || link.stored < this.closed) return;
-    if (!link.sendControl({ type: 'switchover', cycle: this.closed, generation: handover.generation }))
-      return;
-    handover.cycle = this.closed;
-    this.log('warn', 'switchover-asked', {
-      secondary: link.name,
-      cycle: this.closed,
-      generation: handover.generation,
+    if (handover.recording !== null || link.state !== 'streaming' || link.stored < this.closed) return;
+    // On record before the frame goes: a restart must not take writes while the secondary may lead.
+    handover.recording = this.closed;
+    handover.recorded = true;
+    this.out.push({
+      type: 'handover-record',
+      record: { secondary: link.name, generation: handover.generation, cycle: this.closed },
     });
+  }
+
+  /** The ask is on record: the frame goes, unless the moment passed (the next tick records it again). */
+  onHandoverRecorded(_nowMs: number): PrimaryAction[] {
+    const handover = this.handover;
+    if (!handover || handover.recording === null || this.fencedBy) return this.takeActions();
+    const cycle = handover.recording;
+    handover.recording = null;
+    const link = handover.link;
+    const frame = { type: 'switchover', cycle, generation: handover.generation } as const;
+    if (cycle !== this.closed || link.stored < cycle || !link.sendControl(frame)) return this.takeActions();
+    handover.cycle = cycle;
+    this.log('warn', 'switchover-asked', { secondary: link.name, cycle, generation: handover.generation });
+    return this.takeActions();
   }
 
   /** The secondary will not take over: it never became a primary, so this one leads on and takes writes. */
   private onSwitchoverRefused(link: PrimaryLink, reason: string): void {
     if (this.handover?.link !== link) return;
     this.log('error', 'switchover-refused', { secondary: link.name, reason });
-    this.handover = null;
+    this.endHandover();
   }
 
   private log(

@@ -97,7 +97,11 @@ export class SecondarySession {
   /** A counter for the simulator's report. */
   failures = 0;
   /** The session of the primary followed, or null between sessions. */
-  private session: { id: number; connectionCount: number } | null = null;
+  /**
+   * The live session; `divergenceStated` once a rejoined site's divergence went out on one of its
+   * connections (the primary adds up what the handshake states: once per session, not per connection).
+   */
+  private session: { id: number; connectionCount: number; divergenceStated: boolean } | null = null;
   /** The primary site and generation followed; set by the first accepted hello, never changed. */
   private binding: Binding | null;
   private readonly connections = new Map<number, ConnectionState>();
@@ -249,7 +253,7 @@ export class SecondarySession {
       // A new session means the primary saw a failure (or restarted): whatever we hold of cycles
       // that are not stored is void before anything of the new session arrives.
       if (this.session) this.fail(`new session ${hello.sessionId} from the primary`);
-      this.session = { id: hello.sessionId, connectionCount: hello.connectionCount };
+      this.session = { id: hello.sessionId, connectionCount: hello.connectionCount, divergenceStated: false };
       this.log('info', 'session-started', {
         session: hello.sessionId,
         stored: this.store.stored,
@@ -291,7 +295,10 @@ export class SecondarySession {
   private sendWelcome(nowMs: number, connection: number): void {
     const state = this.connections.get(connection);
     if (!state || !this.inSession(state) || !this.session) return;
-    this.sendDivergence(nowMs, connection);
+    if (!this.session.divergenceStated) {
+      this.session.divergenceStated = true;
+      this.sendDivergence(nowMs, connection);
+    }
     this.send(nowMs, connection, {
       type: 'welcome',
       protocolVersion,
@@ -304,12 +311,17 @@ export class SecondarySession {
   }
 
   /**
-   * A rejoined old primary states, before each welcome, the blocks it wrote after the cycle it
-   * diverged from, until a resync made its image the group's again (docs/failover.md, "Failback").
+   * A rejoined old primary states, before the first welcome of each session, the blocks it wrote
+   * after the cycle it diverged from, until it stored the resync that makes its image the group's
+   * again (docs/failover.md, "Failback").
    */
   private sendDivergence(nowMs: number, connection: number): void {
     const runs = this.demotedFrom?.divergence;
     if (!this.demotedFrom || !runs || this.store.imageConsistent) return;
+    // A consistent cycle after it is stored: the resync that replaces the divergence is, and is
+    // being applied. The primary dropped that resync's bitmap; stated again, the divergence would
+    // make it copy every block.
+    if (this.store.consistentStored > this.demotedFrom.cycle) return;
     const perFrame = limits.divergenceExtentsPerFrameMax;
     for (let from = 0; from < runs.length; from += perFrame)
       this.send(nowMs, connection, {

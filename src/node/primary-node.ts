@@ -25,7 +25,7 @@ import type { NbdExport } from '../nbd/connection.ts';
 import { type PrimaryFileConfig, writeBackBytesMax } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
-import type { FencedRecord, VolumeRecord } from '../storage/site-file.ts';
+import type { FencedRecord, HandoverRecord, VolumeRecord } from '../storage/site-file.ts';
 import { dropTrackingState, saveTrackingState } from '../storage/tracking-file.ts';
 import { JournalRoom } from './primary/journal-room.ts';
 import { PrimaryLinks } from './primary/link-connections.ts';
@@ -150,6 +150,7 @@ export class PrimaryNode {
         // Half the write-back's share: the next sync is under way well before writes must wait.
         syncBytes: Math.max(1, Math.floor(writeBackBytesMax(config) / 2)),
         fencedBy: storage.fencedBy ? fencedByOf(storage.fencedBy) : null,
+        handover: storage.handover,
       },
       environment.random,
       storage.records,
@@ -241,6 +242,12 @@ export class PrimaryNode {
       journalRecords: storage.report.records,
     });
     if (storage.fencedBy) node.logFenced(storage.fencedBy, 'started fenced (site.json fencedBy)');
+    if (storage.handover && !storage.fencedBy)
+      logger.warn('switchover-resumed', {
+        ...storage.handover,
+        reason:
+          'this primary asked its secondary to take over before it stopped and never heard the answer (site.json handover): it takes no writes and asks again; a secondary that took over fences it instead (then: cyclerep rejoin)',
+      });
     return node;
   }
 
@@ -363,6 +370,9 @@ export class PrimaryNode {
       case 'fence':
         this.onFenced(action.by);
         return;
+      case 'handover-record':
+        this.recordHandover(action.record);
+        return;
     }
   }
 
@@ -384,6 +394,20 @@ export class PrimaryNode {
       this.fail(error);
     }
     this.logFenced(record, 'a promoted site says this primary was superseded, and its chain extends ours');
+  }
+
+  /**
+   * A switchover's ask goes on record before its frame (the group sends it once told), and off
+   * record when it ends. A failed record stops the site (a storage failure) with no frame sent.
+   */
+  private recordHandover(record: HandoverRecord | null): void {
+    try {
+      this.storage.recordHandover(record);
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
+    if (record) this.clock.soon(() => this.complete(() => this.core.onHandoverRecorded(this.clock.now())));
   }
 
   private logFenced(record: FencedRecord, reason: string): void {
@@ -559,7 +583,9 @@ export class PrimaryNode {
 
   /** Takes writes again if the secondary was not asked yet; false once it was. */
   abortSwitchover(): boolean {
-    return this.core.abortSwitchover();
+    const aborted = this.core.abortSwitchover();
+    this.run(this.core.pendingActions());
+    return aborted;
   }
 
   /** The link the switchover goes to: whether it still streams, and what it stored. */

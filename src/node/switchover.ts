@@ -101,7 +101,7 @@ async function untilTakenOver(
       stallLogged = true;
       host.logger.error('switchover-stalled', {
         reason:
-          'the secondary was asked to take over and neither did nor refused; this site takes no writes until it does (or is restarted)',
+          'the secondary was asked to take over and neither did nor refused; this site takes no writes until it does (a restart asks it again)',
       });
     }
     await sleep(clock, pollMs);

@@ -79,10 +79,15 @@ export type AdminHandler = (verb: string, params: URLSearchParams) => Promise<Ad
 
 /**
  * Whether a request came over loopback or a Unix socket: admin verbs change a site's role, so a
- * plain-HTTP listener takes them only from this machine.
+ * plain-HTTP listener takes them only from this machine. No remote address means a Unix socket
+ * peer only on a Unix socket listener: on TCP, Node reports none once the client reset the
+ * connection, which any host can do right after sending its request.
  */
-export function isLoopbackPeer(remoteAddress: string | undefined): boolean {
-  if (remoteAddress === undefined) return true;
+export function isLoopbackPeer(
+  remoteAddress: string | undefined,
+  listener: { unixSocket: boolean },
+): boolean {
+  if (remoteAddress === undefined) return listener.unixSocket;
   const address = remoteAddress.replace(/^::ffff:/, '');
   return address === '::1' || /^127\.\d+\.\d+\.\d+$/.test(address);
 }
@@ -91,18 +96,19 @@ function serveAdmin(
   request: IncomingMessage,
   response: ServerResponse,
   admin: AdminHandler | undefined,
+  listener: { unixSocket: boolean },
 ): void {
   const url = new URL(request.url ?? '/', 'http://site');
   if (!admin) {
     send(response, 404, 'application/json', `${JSON.stringify({ error: 'no admin verbs on this site' })}\n`);
     return;
   }
-  if (!isLoopbackPeer(request.socket.remoteAddress)) {
+  if (!isLoopbackPeer(request.socket.remoteAddress, listener)) {
     send(
       response,
       403,
       'application/json',
-      `${JSON.stringify({ error: `admin verbs are taken over loopback only; ${request.socket.remoteAddress} refused` })}\n`,
+      `${JSON.stringify({ error: `admin verbs are taken over loopback only; ${request.socket.remoteAddress ?? 'a peer whose address cannot be told'} refused` })}\n`,
     );
     return;
   }
@@ -126,10 +132,11 @@ export async function startStatusServer(
   // Node checks the request deadlines only every connectionsCheckingInterval (30 s by default):
   // check often enough that a connection never outlives its deadline by much.
   const checkingMs = Math.max(50, Math.min(1000, Math.floor(requestTimeoutMs / 4)));
+  const listener = { unixSocket: 'path' in parseAddress(listen) };
   const server = createServer({ connectionsCheckingInterval: checkingMs }, (request, response) => {
     const path = request.url?.split('?')[0] ?? '/';
     if (request.method === 'POST' && path.startsWith('/admin/')) {
-      serveAdmin(request, response, admin);
+      serveAdmin(request, response, admin, listener);
       return;
     }
     if (request.method !== 'GET') {

@@ -454,6 +454,10 @@ export class Cluster {
           `the core simulator promotes no site, yet the primary was fenced by site ${action.by.site} generation ${action.by.generation}`,
         );
         return;
+      case 'handover-record':
+        // No switchover is ever started here: an ask put on record is a defect.
+        this.violations.push('the core simulator runs no switchover, yet the primary recorded one');
+        return;
     }
   }
 

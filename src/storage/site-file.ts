@@ -45,6 +45,19 @@ export interface FencedRecord extends FencedBy {
 }
 
 /**
+ * A planned switchover this primary asked its secondary to take (docs/failover.md): recorded before
+ * the frame goes, so that a restart before the data directory became a secondary's takes no writes
+ * (the secondary may lead already) and asks again.
+ */
+export interface HandoverRecord {
+  secondary: string;
+  /** The generation the secondary was asked to lead. */
+  generation: string;
+  /** The cycle it was asked to take over after. */
+  cycle: number;
+}
+
+/**
  * `site` is the site's identity, made at creation; a primary keeps its generation chain, a
  * secondary the primary and generation it follows (null until its first accepted hello). Files
  * written before identities existed lack them; the node then makes them and writes them back.
@@ -64,6 +77,8 @@ export type SiteFile =
       promotedFrom?: { cycle: number; generation: string };
       /** Present once this primary learnt it was superseded: it starts fenced (takes no writes). */
       fencedBy?: FencedRecord;
+      /** Present while a switchover asked of its secondary is unanswered: it takes no writes. */
+      handover?: HandoverRecord;
     }
   | {
       role: 'secondary';
@@ -226,6 +241,9 @@ function identityProblemOf(site: SiteFile): string | null {
       return `fencedBy: malformed (expected site, generation, startedAt and at): ${JSON.stringify(site.fencedBy)}`;
     if (site.site === undefined) return 'fencedBy: without the site and generations it fences';
   }
+  if (site.role === 'primary' && site.handover !== undefined && !isHandover(site.handover))
+    // Never read past either: a primary that forgot it asked would take writes the new one lacks.
+    return `handover: malformed (expected secondary, generation and cycle): ${JSON.stringify(site.handover)}`;
   if (
     site.role === 'secondary' &&
     site.binding !== undefined &&
@@ -234,6 +252,19 @@ function identityProblemOf(site: SiteFile): string | null {
   )
     return 'binding: malformed';
   return null;
+}
+
+function isHandover(value: unknown): boolean {
+  const handover = value as HandoverRecord;
+  return (
+    typeof handover === 'object' &&
+    handover !== null &&
+    typeof handover.secondary === 'string' &&
+    handover.secondary.length > 0 &&
+    isId(handover.generation) &&
+    Number.isSafeInteger(handover.cycle) &&
+    handover.cycle >= 0
+  );
 }
 
 function isTimestamp(value: unknown): boolean {

@@ -151,6 +151,8 @@ export class Harness {
   readonly refusedWrites = new Map<number, string>();
   /** Switchovers a secondary was asked to take (its promotion-requested actions). */
   readonly promotionsRequested: { secondary: number; cycle: number; generation: string }[] = [];
+  /** What the primary put on record of its switchovers (handover-record actions), in order. */
+  readonly handoverRecords: ({ secondary: string; generation: string; cycle: number } | null)[] = [];
   /** When set, a secondary asked to take over refuses with this reason (as a node whose config cannot lead). */
   refuseSwitchover: string | null = null;
   /** Blocks copy reads covered, for tests of what a resync sends. */
@@ -363,6 +365,11 @@ export class Harness {
         }
         case 'write-refused':
           this.refusedWrites.set(action.token, action.error.code);
+          break;
+        case 'handover-record':
+          // site.json is written at once here: the frame may go.
+          this.handoverRecords.push(action.record);
+          if (action.record) this.runPrimary(this.primary.onHandoverRecorded(this.nowMs));
           break;
         case 'journal-collect':
           break;

@@ -633,6 +633,36 @@ test('a switchover the secondary refuses, or one given up before it was asked, l
   assert.equal(other.refusedWrites.has(after), false, 'given up: writes are taken again');
 });
 
+test('a switchover is on record before it is asked; a restart resumes it (no writes, asked again) until the secondary answers', () => {
+  const harness = new Harness(primaryConfig({ cycleMsMin: 100 }));
+  harness.advance(50);
+  harness.write(dataExtent(0, 0, 1, 1));
+  const generation = '9'.repeat(32);
+  harness.beginSwitchover('dr1', generation);
+  harness.advance(50);
+  const cycle = harness.primary.switchover?.cycle as number;
+  assert.deepEqual(harness.handoverRecords, [{ secondary: 'dr1', generation, cycle }]);
+  assert.equal(harness.promotionsRequested.length, 1);
+
+  // The process ends before it heard the answer; site.json tells the next one.
+  harness.config.handover = { secondary: 'dr1', generation };
+  harness.restartPrimary();
+  assert.deepEqual(harness.primary.switchover, { secondary: 'dr1', generation, cycle: null });
+  const refused = harness.write(dataExtent(0, 1, 1, 2));
+  assert.equal(harness.refusedWrites.get(refused), 'switching-over', 'the secondary may lead already');
+  harness.refuseSwitchover = "this site's config cannot run a primary";
+  harness.advance(timings.reconnectMsMax * 2);
+  assert.deepEqual(
+    harness.promotionsRequested.slice(1),
+    [{ secondary: 0, cycle, generation }],
+    'asked again',
+  );
+  assert.equal(harness.primary.switchover, null, 'refused: it leads on');
+  assert.deepEqual(harness.handoverRecords.slice(1), [{ secondary: 'dr1', generation, cycle }, null]);
+  const taken = harness.write(dataExtent(0, 1, 1, 3));
+  assert.equal(harness.refusedWrites.has(taken), false, 'writes are taken again');
+});
+
 test('writtenAfter names the blocks written after a cycle in runs of whole chunks, and null once the journal no longer holds them', () => {
   const harness = new Harness(primaryConfig({ cycleMsMin: 10 }));
   harness.advance(20);

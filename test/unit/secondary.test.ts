@@ -674,6 +674,74 @@ test("a rejoined site states its divergence before each welcome, until a resync 
   assert.equal(consistent.sentOfType('welcome').length, 1);
 });
 
+test('a rejoined site states its divergence once per session, not on every connection of it', () => {
+  // The primary adds up what a handshake states: the same runs on each of N connections counted N
+  // times, and past divergenceExtentsMax / N the link failed at every handshake (a rejoin that
+  // never ends).
+  const runs = [{ volume: 0, block: 16, blockCount: 16 }];
+  const demotedFrom: DemotedFrom = {
+    cycle: 0,
+    generations: otherPrimaryIdentity.generations,
+    divergence: runs,
+  };
+  const superseding: PrimaryIdentity = {
+    site: primaryIdentity.site,
+    generations: [
+      ...otherPrimaryIdentity.generations,
+      { id: '5'.repeat(32), startedAt: 1, primarySite: primaryIdentity.site },
+    ],
+  };
+  const site = new Site([{ kind: 'applied', cycle: 0, consistent: false }], null, demotedFrom);
+  for (const connection of [1, 2, 3]) {
+    site.open(connection);
+    site.frame(connection, { ...helloOf(7, shape, 3, superseding), connectionIndex: connection - 1 });
+  }
+  assert.equal(site.sentOfType('welcome').length, 3);
+  assert.deepEqual(site.sentOfType('divergence'), [{ type: 'divergence', cycle: 0, runs }]);
+  // A new session states it again.
+  site.hello(4, 8, shape, 1, superseding);
+  assert.equal(site.sentOfType('divergence').length, 2);
+});
+
+test('a rejoined site that stored the resync replacing its divergence states it no more, even before that unit is applied', () => {
+  // The primary drops its bitmap once the resync's last cycle is stored; a divergence stated after
+  // that finds none, and a stored number past the divergence makes it copy every block.
+  const runs = [{ volume: 0, block: 0, blockCount: 16 }];
+  const demotedFrom: DemotedFrom = {
+    cycle: 0,
+    generations: otherPrimaryIdentity.generations,
+    divergence: runs,
+  };
+  const superseding: PrimaryIdentity = {
+    site: primaryIdentity.site,
+    generations: [
+      ...otherPrimaryIdentity.generations,
+      { id: '5'.repeat(32), startedAt: 1, primarySite: primaryIdentity.site },
+    ],
+  };
+  const site = new Site([{ kind: 'applied', cycle: 0, consistent: false }], null, demotedFrom);
+  site.hello(1, 1, shape, 1, superseding);
+  assert.equal(site.sentOfType('divergence').length, 1);
+  // The resync as one consistent cycle, large enough that its apply takes steps (held here).
+  site.holdApplySteps = true;
+  const packetCount = 300;
+  const packets: DataFrame[] = Array.from({ length: packetCount }, (_, index) => ({
+    ...packet(1, index, 0, 0),
+    blockCount: 64,
+    payload: new Uint8Array(64 * blockBytes).fill(7),
+  }));
+  assert.ok(packetCount * 64 > limits.applyStepBlocksMax);
+  const digest = packets.reduce((sum, frame) => addDigest(sum, packetDigest(frame)), 0);
+  for (const frame of packets) site.frame(1, frame);
+  site.frame(1, { type: 'end-of-cycle', cycle: 1, coversFrom: 1, packetCount, digest, consistent: true });
+  assert.equal(site.secondary.stored, 1);
+  assert.ok(site.applyStepsHeld > 0, 'its apply is under way');
+  // The link drops and comes back (or the site restarts) while the unit is applied.
+  site.hello(2, 2, shape, 1, superseding);
+  assert.deepEqual(site.sentOfType('divergence').length, 1, 'not stated again');
+  assert.equal(site.sentOfType('welcome').at(-1)?.consistentStored, 1);
+});
+
 test('a bound secondary names a split brain, and a promotion from its own history, when it refuses another primary', () => {
   const site = new Site();
   site.hello(1);

@@ -171,6 +171,28 @@ test('a fenced primary records who superseded it; a malformed fencedBy refuses s
   });
 });
 
+test('a switchover asked is on record as secondary, generation and cycle; a malformed one refuses site.json', () => {
+  const site = 'a'.repeat(32);
+  const asking = (handover: unknown) => ({
+    role: 'primary',
+    config: { role: 'primary', dataDir: '/d' },
+    site,
+    generations: [{ id: '1'.repeat(32), startedAt: 1, primarySite: site }],
+    handover,
+  });
+  const good = { secondary: 'dr1', generation: '9'.repeat(32), cycle: 41 };
+  assert.equal(problemOf(asking(good)), null);
+  assert.equal(problemOf(asking(undefined)), null, 'no switchover asked');
+  for (const bad of [
+    null,
+    'dr1',
+    { ...good, secondary: '' },
+    { ...good, generation: 'x' },
+    { ...good, cycle: -1 },
+  ])
+    assert.match(problemOf(asking(bad)) ?? '', /^handover: malformed/, JSON.stringify(bad));
+});
+
 test('the configuration is matched by name: reordered is fine; added, removed, resized, another block size or group is named', () => {
   const configured = (volumes: { name: string; sizeBytes: number }[], extra = {}) => ({
     group: 'g',

@@ -5,6 +5,7 @@
  */
 
 import type { TrackingState } from '../../core/changed-blocks.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { FoldIndex, type JournalPiece } from '../../core/fold.ts';
 import type { PrimaryIdentity } from '../../core/identity.ts';
 import { extentInJournal, type PrimaryRecord, type ReplayedPrimaryRecord } from '../../core/records.ts';
@@ -17,6 +18,7 @@ import { primaryRecordCodec } from '../../storage/record-codec.ts';
 import type { JournalOpenReport, JournalPosition, SegmentJournal } from '../../storage/segment-journal.ts';
 import {
   type FencedRecord,
+  type HandoverRecord,
   readSiteFile,
   type SiteFile,
   type VolumeRecord,
@@ -53,6 +55,10 @@ export interface PrimaryStorage {
   fencedBy: FencedRecord | null;
   /** Records in site.json, atomically and durably, that this primary was superseded; throws on failure. */
   recordFence(record: FencedRecord): void;
+  /** Set when a switchover asked of the secondary was unanswered before this start (site.json `handover`). */
+  handover: HandoverRecord | null;
+  /** Records in site.json, atomically and durably, the switchover asked (or, null, that it ended); throws on failure. */
+  recordHandover(record: HandoverRecord | null): void;
   /** Set when this site became the primary by promotion (site.json `promotedFrom`). */
   promotedFrom: { cycle: number; generation: string } | null;
   /** The volumes as site.json records them (ids, sizes, inodes). */
@@ -70,17 +76,20 @@ export function openPrimaryStorage(
   // How this site became a primary, if by promotion: kept in every rewrite of site.json.
   const promotedFrom = promotedFromOf(readSiteFile(environment.fs, config.dataDir));
   const fencedBy = loadFencedBy(environment.fs, config.dataDir);
+  const handover = loadHandover(environment.fs, config);
   const site = openPrimarySite(environment.fs, config);
-  // Everything site.json holds for this primary; `fencedBy` only once fenced, so that the file of a
-  // primary never fenced stays as it was.
-  const siteFile = (fenced: FencedRecord | null): SiteFile => ({
+  // Everything site.json holds for this primary; `fencedBy` only once fenced and `handover` only
+  // while a switchover is asked, so that the file of a primary never fenced stays as it was.
+  const recorded = { fencedBy, handover };
+  const siteFile = (): SiteFile => ({
     role: 'primary',
     config,
     site: identity.site,
     generations: identity.generations,
     volumes: site.volumes.records,
     ...(promotedFrom ? { promotedFrom } : {}),
-    ...(fenced ? { fencedBy: fenced } : {}),
+    ...(recorded.fencedBy ? { fencedBy: recorded.fencedBy } : {}),
+    ...(recorded.handover ? { handover: recorded.handover } : {}),
   });
   // Replay keeps where each write's data lies, not the data: a journal of gigabytes replays in the
   // memory of one segment.
@@ -102,7 +111,7 @@ export function openPrimaryStorage(
     segmentBytesMax: config.journal.segmentSize,
     codec: primaryRecordCodec,
     checkpoint,
-    recordSite: () => writeSiteFileIfChanged(environment.fs, config.dataDir, siteFile(fencedBy)),
+    recordSite: () => writeSiteFileIfChanged(environment.fs, config.dataDir, siteFile()),
     logger,
   });
   const shape = site.volumes.shape;
@@ -122,7 +131,15 @@ export function openPrimaryStorage(
     places,
     trackings,
     fencedBy,
-    recordFence: (record) => writeSiteFile(environment.fs, config.dataDir, siteFile(record)),
+    recordFence: (record) => {
+      recorded.fencedBy = record;
+      writeSiteFile(environment.fs, config.dataDir, siteFile());
+    },
+    handover,
+    recordHandover: (record) => {
+      recorded.handover = record;
+      writeSiteFile(environment.fs, config.dataDir, siteFile());
+    },
     promotedFrom: promotedFrom ?? null,
     volumeRecords: site.volumes.records,
   };
@@ -132,6 +149,20 @@ export function openPrimaryStorage(
 function loadFencedBy(fs: FileSystem, dataDir: string): FencedRecord | null {
   const site = readSiteFile(fs, dataDir);
   return site?.role === 'primary' ? (site.fencedBy ?? null) : null;
+}
+
+/**
+ * The switchover a primary's site.json records as asked, or null. Its secondary must still be
+ * configured: only that site can say whether it took over.
+ */
+function loadHandover(fs: FileSystem, config: PrimaryFileConfig): HandoverRecord | null {
+  const site = readSiteFile(fs, config.dataDir);
+  const handover = site?.role === 'primary' ? (site.handover ?? null) : null;
+  if (handover && !config.secondaries.some((secondary) => secondary.name === handover.secondary))
+    throw new ConfigError(
+      `${config.dataDir}/site.json: a switchover was asked of secondary "${handover.secondary}" at cycle ${handover.cycle}, and the config lists no such secondary: only that site can say whether it leads now (docs/failover.md); list it again`,
+    );
+  return handover;
 }
 
 /**

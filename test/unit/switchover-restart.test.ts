@@ -1,0 +1,197 @@
+// Proves that a planned switchover survives a restart of the old primary (PrimaryNode over real
+// files, its link over TCP on 127.0.0.1, against a stand-in secondary that welcomes it, stores every
+// cycle and keeps the switchover frames it gets). Once the primary asked its secondary to take over,
+// only the secondary can say whether it leads now; a primary killed then (before its data directory
+// became a secondary's) and started again must not take writes on its own: the secondary may be
+// the new primary already, and every write it acknowledged would be undone at the rejoin.
+// - the ask is recorded in site.json (`handover`) before the frame goes out;
+// - restarted, the primary refuses writes (switching-over) and asks the secondary again, for the
+//   same cycle and generation, once it streams again;
+// - the secondary's refusal ends it: writes are taken again and the record is gone, so a later
+//   restart takes writes from the start.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { WriteError } from '../../src/core/errors.ts';
+import { PrimaryNode } from '../../src/node/primary-node.ts';
+import { type PrimaryFileConfig, validateConfig } from '../../src/ops/config.ts';
+import { createLogger } from '../../src/ops/logger.ts';
+import {
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  protocolVersion,
+  type SwitchoverFrame,
+} from '../../src/protocol/frames.ts';
+
+const directory = mkdtempSync(join(tmpdir(), 'cyclerep-switchover-restart-'));
+after(() => rmSync(directory, { recursive: true, force: true }));
+const blockBytes = 4096;
+const quiet = createLogger({ site: 'switchover', format: 'json', write: () => {} });
+
+async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `not reached within ${timeoutMs} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A secondary reduced to what a switchover needs: it welcomes, stores every cycle, keeps switchovers. */
+class StandInSecondary {
+  stored = 0;
+  readonly switchovers: SwitchoverFrame[] = [];
+  private server: Server | null = null;
+  private readonly sockets = new Set<Socket>();
+  private lastSwitchoverSocket: Socket | null = null;
+
+  async listen(): Promise<number> {
+    const server = createServer((socket) => this.onConnection(socket));
+    this.server = server;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return (server.address() as { port: number }).port;
+  }
+
+  /** Answers the last switchover as a site whose config cannot run a primary. */
+  refuseLast(): void {
+    this.lastSwitchoverSocket?.write(
+      encodeFrame({ type: 'error', code: 'switchover-refused', message: 'no primary sections here' }),
+    );
+  }
+
+  close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    return new Promise((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  private onConnection(socket: Socket): void {
+    this.sockets.add(socket);
+    const decoder = new FrameDecoder();
+    const heartbeat = setInterval(() => send({ type: 'heartbeat', nonce: 1 }), 100);
+    const send = (frame: Frame): void => {
+      if (!socket.destroyed) socket.write(encodeFrame(frame));
+    };
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearInterval(heartbeat);
+      this.sockets.delete(socket);
+    });
+    socket.on('data', (chunk) => {
+      for (const frame of decoder.push(chunk).frames) {
+        if (frame.type === 'hello')
+          send({
+            type: 'welcome',
+            protocolVersion,
+            sessionId: frame.sessionId,
+            secondary: 'dr1',
+            stored: this.stored,
+            applied: this.stored,
+            consistentStored: this.stored,
+          });
+        else if (frame.type === 'end-of-cycle') {
+          this.stored = frame.cycle;
+          send({ type: 'stored', stored: this.stored, applied: this.stored });
+        } else if (frame.type === 'switchover') {
+          this.switchovers.push(frame);
+          this.lastSwitchoverSocket = socket;
+        }
+      }
+    });
+  }
+}
+
+function primaryConfig(port: number): PrimaryFileConfig {
+  return {
+    ...(validateConfig({
+      group: 'switchover',
+      role: 'primary',
+      dataDir: join(directory, 'primary'),
+      volumes: [{ name: 'data', size: 1024 * 1024 }],
+      cycle: { intervalMinMs: 20, queuedMax: 64 },
+      tracking: { enabled: false },
+      link: { heartbeatMs: 100, timeoutMs: 2000, reconnectMinMs: 50, reconnectMaxMs: 200 },
+      secondaries: [{ name: 'dr1', address: `127.0.0.1:${port}` }],
+    }) as PrimaryFileConfig),
+    nbd: null,
+    http: null,
+  } as unknown as PrimaryFileConfig;
+}
+
+function block(fill: number): Uint8Array {
+  return new Uint8Array(blockBytes).fill(fill);
+}
+
+async function refusalOf(write: Promise<unknown>): Promise<string> {
+  try {
+    await write;
+  } catch (error) {
+    assert.ok(error instanceof WriteError, `a WriteError, got ${String(error)}`);
+    return error.code;
+  }
+  return 'taken';
+}
+
+function siteJson(config: PrimaryFileConfig): Record<string, unknown> {
+  return JSON.parse(readFileSync(join(config.dataDir, 'site.json'), 'utf8'));
+}
+
+test('a primary restarted after it asked its secondary to take over takes no writes until the secondary answers', {
+  timeout: 60_000,
+}, async (t) => {
+  const secondary = new StandInSecondary();
+  const config = primaryConfig(await secondary.listen());
+  t.after(() => secondary.close());
+  const failures: Error[] = [];
+  const onFatal = (error: Error): void => {
+    failures.push(error);
+  };
+  const nodes: PrimaryNode[] = [];
+  t.after(() => Promise.all(nodes.map((node) => node.stop().catch(() => {}))));
+  const start = async (): Promise<PrimaryNode> => {
+    const node = await PrimaryNode.start(config, quiet, onFatal);
+    nodes.push(node);
+    return node;
+  };
+
+  const primary = await start();
+  await primary.write(0, 0, block(0x11));
+  await waitFor(
+    () => primary.status().secondaries[0]?.link === 'streaming' && secondary.stored >= 1,
+    'the secondary streams and stored a cycle',
+  );
+  const generation = '9'.repeat(32);
+  assert.equal(primary.beginSwitchover('dr1', generation), null);
+  await waitFor(() => secondary.switchovers.length === 1, 'the secondary was asked to take over');
+  const [asked] = secondary.switchovers;
+  assert.equal(asked?.generation, generation);
+  assert.equal(asked?.cycle, secondary.stored, 'asked once it stored every closed cycle');
+  assert.deepEqual(
+    siteJson(config).handover,
+    { secondary: 'dr1', generation, cycle: asked?.cycle },
+    'the ask is recorded before the frame goes',
+  );
+
+  // The process ends here (a kill, a failed conversion) and starts again: the secondary may be
+  // promoting right now, so a write acknowledged here could be undone.
+  await primary.stop();
+  const restarted = await start();
+  assert.equal(await refusalOf(restarted.write(0, blockBytes, block(0x22))), 'switching-over');
+  assert.deepEqual(restarted.status().switchover, { secondary: 'dr1', generation, cycle: null });
+  await waitFor(() => secondary.switchovers.length === 2, 'asked again once it streams');
+  assert.deepEqual(secondary.switchovers[1], asked, 'the same cycle and generation');
+  assert.equal(await refusalOf(restarted.write(0, blockBytes, block(0x33))), 'switching-over');
+
+  // The secondary will not lead: the primary leads on, and forgets the switchover.
+  secondary.refuseLast();
+  await waitFor(() => restarted.status().switchover === null, 'the refusal ended the switchover');
+  assert.equal(await refusalOf(restarted.write(0, blockBytes, block(0x44))), 'taken');
+  assert.equal(siteJson(config).handover, undefined, 'the record is gone');
+  await restarted.stop();
+  const again = await start();
+  assert.equal(await refusalOf(again.write(0, 2 * blockBytes, block(0x55))), 'taken');
+  assert.deepEqual(await again.read(0, blockBytes, blockBytes), block(0x44));
+  assert.equal(failures.length, 0, failures.map(String).join('; '));
+});
