@@ -7,6 +7,7 @@ import { nodeFileSystem } from '../io/node-file-system.ts';
 import { PrimaryNode } from '../node/primary-node.ts';
 import { SecondaryNode } from '../node/secondary-node.ts';
 import { createLogger } from '../ops/logger.ts';
+import { finishRoleChange, readRoleChangeFile } from '../storage/role-change.ts';
 import { readSiteFile, type SiteFile, siteFilePath } from '../storage/site-file.ts';
 import { exitCodes, startFailureCode } from './exit-codes.ts';
 
@@ -17,6 +18,14 @@ export async function runRecover(dataDir: string | undefined): Promise<number> {
   }
   let site: SiteFile | null;
   try {
+    // A role change cut short (docs/failover.md) is finished first, as a site's start would.
+    const pending = readRoleChangeFile(nodeFileSystem, dataDir);
+    if (pending) {
+      process.stderr.write(
+        `cyclerep recover: finishing a role change to ${pending.to} cut short (role-change.json)\n`,
+      );
+      await finishRoleChange(nodeFileSystem, dataDir, pending);
+    }
     site = readSiteFile(nodeFileSystem, dataDir);
   } catch (error) {
     process.stderr.write(`cyclerep recover: ${(error as Error).message}\n`);

@@ -69,7 +69,7 @@ export async function promoteOnRequest(
 /** Why this secondary cannot take over in a switchover its primary asks for, or null. */
 export function switchoverRefusal(host: RoleChangeHost, node: SecondaryNode): string | null {
   const facts = node.promotionFacts();
-  if (!facts.primary?.history) return promotionRefusal(facts, true, true);
+  if (!facts.history) return promotionRefusal(facts, true, true);
   try {
     primaryConfigOf(host, node);
   } catch (error) {
@@ -81,12 +81,13 @@ export function switchoverRefusal(host: RoleChangeHost, node: SecondaryNode): st
 
 /** Why a secondary may not be promoted now, or null. */
 export function promotionRefusal(facts: PromotionFacts, hasVolumes: boolean, force: boolean): string | null {
-  if (!hasVolumes || !facts.primary)
-    return 'this site never replicated from a primary: there is nothing to promote';
-  if (!facts.primary.history)
-    return "the primary's generation chain is not recorded yet (a site.json older than promotion): let the primary connect once, or recreate the site";
+  if (!hasVolumes) return 'this site never replicated from a primary: there is nothing to promote';
   if (!facts.imageConsistent)
-    return 'the image is not consistent (an in-place resync is under way): promoting it would expose a mix of two moments; refused even with --force';
+    return 'the image is not consistent (an in-place resync, or the resync of a rejoin, is under way): promoting it would expose a mix of two moments; refused even with --force';
+  if (!facts.history)
+    return facts.primary
+      ? "the primary's generation chain is not recorded yet (a site.json older than promotion): let the primary connect once, or recreate the site"
+      : 'this site never replicated from a primary: there is nothing to promote';
   if (facts.primaryConnected && !force)
     return `the primary is connected (last contact ${facts.lastContact}): promoting now leaves it writing to a site nobody replicates; stop it first, or use --force (it is then fenced when it dials this site)`;
   return null;
@@ -121,7 +122,7 @@ async function carryOutPromotion(
     throw new Error(
       `switchover at cycle ${expectedCycle}, but the image applied here is at cycle ${applied}: not promoted`,
     );
-  const history = basis.binding?.history as Generation[];
+  const history = basis.history as Generation[];
   const plan = planPromotion({
     site: basis.site,
     applied,

@@ -13,7 +13,7 @@ import {
   type StagingShortage,
   type StorageFault,
 } from '../core/errors.ts';
-import type { Binding, SiteId } from '../core/identity.ts';
+import type { Binding, Generation, SiteId } from '../core/identity.ts';
 import { limits } from '../core/limits.ts';
 import type { ReplayedSecondaryRecord, SecondaryRecord } from '../core/records.ts';
 import { checkHello, Secondary, type SecondaryAction } from '../core/secondary.ts';
@@ -527,13 +527,25 @@ export class SecondaryNode {
   }
 
   /**
-   * Resolves once every stored cycle that can be applied is applied and durable (for recover and
-   * tests): during a resync the stored cycles after its last consistent one cannot be, yet.
+   * Resolves once every stored cycle that can be applied is applied and durable (for recover, a
+   * promotion and tests): during a resync the stored cycles after its last consistent one cannot
+   * be, yet. Rejects only when the apply made no progress for `stallMs`: a large backlog (a DR site
+   * promoted after a long lag) takes as long as it takes.
    */
-  async settle(timeoutMs = 60_000): Promise<void> {
-    const deadline = this.clock.now() + timeoutMs;
+  async settle(stallMs = 60_000): Promise<void> {
+    let progressAtMs = this.clock.now();
+    // Progress is any volume write of the apply finishing, not only a whole cycle applied: one
+    // resync unit may hold the volumes' size.
+    let writes = this.volumeWrites.finished;
     while (this.core && this.core.appliedDurable < this.core.applicableThrough && !this.runtime.fatal) {
-      if (this.clock.now() > deadline) throw new Error(`apply did not finish within ${timeoutMs} ms`);
+      if (this.volumeWrites.finished > writes) {
+        writes = this.volumeWrites.finished;
+        progressAtMs = this.clock.now();
+      }
+      if (this.clock.now() - progressAtMs > stallMs)
+        throw new Error(
+          `apply made no progress for ${stallMs} ms (applied ${this.core.appliedDurable} of ${this.core.applicableThrough})`,
+        );
       await new Promise<void>((resolve) => this.clock.after(5, resolve));
     }
     if (this.runtime.fatal) throw this.runtime.fatal;
@@ -600,12 +612,24 @@ export class SecondaryNode {
       cyclesSeenBeyondApplicable: Math.max(0, this.newestCycleSeen - (this.core?.applicableThrough ?? 0)),
       imageConsistent: this.core?.imageConsistent ?? true,
       primary: this.binding,
+      history: this.historyToExtend(),
     };
   }
 
   /** This site's identity and volume records, which a promotion carries over (null before volumes). */
-  promotionBasis(): { site: SiteId; binding: Binding | null; volumes: VolumeRecord[] | null } {
-    return { site: this.site, binding: this.binding, volumes: this.volumeRecords };
+  promotionBasis(): { site: SiteId; history: Generation[] | null; volumes: VolumeRecord[] | null } {
+    return { site: this.site, history: this.historyToExtend(), volumes: this.volumeRecords };
+  }
+
+  /**
+   * The chain a promotion extends: the followed primary's; for a site that was a primary and
+   * follows nobody yet (a switchover whose frame may never have arrived), its own, as long as its
+   * image is still the consistent one it handed over at. Null when there is none to extend.
+   */
+  private historyToExtend(): Generation[] | null {
+    if (this.binding) return this.binding.history ?? null;
+    if (this.demotedFrom && (this.core?.imageConsistent ?? false)) return this.demotedFrom.generations;
+    return null;
   }
 
   status(): SecondaryStatusReport {
@@ -679,6 +703,8 @@ export interface PromotionFacts {
   cyclesSeenBeyondApplicable: number;
   imageConsistent: boolean;
   primary: Binding | null;
+  /** The generation chain a promotion would extend, or null (see historyToExtend). */
+  history: Generation[] | null;
 }
 
 /** A packet carries block data; the secondary's other records carry none. */

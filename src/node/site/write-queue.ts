@@ -48,8 +48,12 @@ export class WriteQueue {
     }
   }
 
+  /** Tasks finished so far: a measure of progress for whoever waits on a long run of them. */
+  finished = 0;
+
   private finish(error: Error | null): void {
     this.running--;
+    this.finished++;
     if (error) this.failure ??= error;
     this.startMore();
     this.roomWaiters = this.roomWaiters.filter((waiter) => {
