@@ -39,10 +39,10 @@ export const mutants: readonly Mutant[] = [
     name: 'collect-before-write-back',
     simulator: 'sites',
     file: 'src/node/primary-node.ts',
-    find: `    this.writeBack
+    find: `    const collection = this.writeBack
       .landed()
       .then(() => Promise.all(this.storage.volumes.map((volume) => volume.flush())))`,
-    replace: `    Promise.resolve()
+    replace: `    const collection = Promise.resolve()
       .then(() => Promise.all(this.storage.volumes.map((volume) => volume.flush())))`,
     defect: 'the primary deletes journal segments before its volume write-back has landed',
   },
