@@ -84,7 +84,12 @@ test('a second primary of the group is refused by a bound secondary, whatever it
   assert.equal(during.link, 'streaming');
   await waitForStatus(secondary.httpPort, (s) => (s.stored as number) > storedOfDr1 + 3);
   const dr1Status = await status(secondary.httpPort);
-  assert.deepEqual(dr1Status.primary, { primarySite: siteA, generation: generationA });
+  // It follows A, and keeps A's generation chain (what a promotion of dr1 would extend).
+  assert.deepEqual(dr1Status.primary, {
+    primarySite: siteA,
+    generation: generationA,
+    history: [{ id: generationA, startedAt: 1, primarySite: siteA }],
+  });
 
   // B was refused each time, its log and status naming both identities, and never fed dr1.
   await waitForRefusals(primaryB, 4);
