@@ -5,7 +5,7 @@
  */
 import { ConfigError } from '../core/errors.ts';
 import type { CycleNumber } from '../core/types.ts';
-import { configInRole, type PrimaryFileConfig, type SecondaryFileConfig } from '../ops/config.ts';
+import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
 import type { BlockRun } from '../protocol/frames.ts';
 import { changeRole } from '../storage/role-change.ts';
 import { PrimaryNode } from './primary-node.ts';
@@ -21,7 +21,7 @@ export function secondaryConfigOf(host: RoleChangeHost): SecondaryFileConfig {
     throw new ConfigError(
       `${host.loaded.source}: listen: missing (where the new primary dials this site once it follows it; its secondaries must list this site there)`,
     );
-  return configInRole(host.loaded, 'secondary', []) as SecondaryFileConfig;
+  return host.configInRole('secondary', []) as SecondaryFileConfig;
 }
 
 /**

@@ -313,7 +313,7 @@ export class PrimaryNode {
 
   /** Carries out the group's actions (site/site-runtime.ts has the convention), then pumps frames. */
   private run(actions: PrimaryAction[]): void {
-    this.runtime.carryOut(actions, (action) => this.execute(action));
+    this.runtime.carryOut(actions, (action) => this.execute(action), fileFreePrimaryActions);
     this.links.schedulePump();
   }
 
@@ -628,6 +628,7 @@ export class PrimaryNode {
         await this.writeBack.landed();
         this.links.closeAll('primary stopping');
         await this.collections;
+        this.runtime.closingStorage();
         await closeSiteStorage(attempt, this.storage.volumes, this.storage.journal);
       },
       stopped: () =>
@@ -635,6 +636,19 @@ export class PrimaryNode {
     });
   }
 }
+
+/**
+ * The actions a stopping primary still carries out once its storage is closing (carryOut): answers
+ * to its sources and peers, never a file.
+ */
+const fileFreePrimaryActions: ReadonlySet<PrimaryAction['type']> = new Set([
+  'ack',
+  'flush-done',
+  'write-refused',
+  'disconnect',
+  'node-switch',
+  'log',
+]);
 
 /** What the group needs of a fence record: who and from when, not when it was learnt. */
 function fencedByOf(record: FencedRecord): FencedBy {

@@ -8,7 +8,7 @@
 import { ConfigError } from '../core/errors.ts';
 import type { Generation } from '../core/identity.ts';
 import type { CycleNumber } from '../core/types.ts';
-import { configInRole, type PrimaryFileConfig, type SecondaryFileConfig } from '../ops/config.ts';
+import type { PrimaryFileConfig, SecondaryFileConfig } from '../ops/config.ts';
 import type { AdminAnswer } from '../ops/status-server.ts';
 import { changeRole, planPromotion } from '../storage/role-change.ts';
 import { type PromotionFacts, SecondaryNode } from './secondary-node.ts';
@@ -96,7 +96,7 @@ export function promotionRefusal(facts: PromotionFacts, hasVolumes: boolean, for
 /** This site's config as a primary's, with the volumes it holds; a ConfigError says why not. */
 export function primaryConfigOf(host: RoleChangeHost, node: SecondaryNode): PrimaryFileConfig {
   const volumes = node.status().volumes.map((volume) => ({ name: volume.name, size: volume.sizeBytes }));
-  return configInRole(host.loaded, 'primary', volumes) as PrimaryFileConfig;
+  return host.configInRole('primary', volumes) as PrimaryFileConfig;
 }
 
 /** See the file comment; `expectedCycle`, for a switchover, is the cycle the image must be at. */

@@ -109,6 +109,8 @@ export class SecondaryNode {
   private listener: SecondaryLinkListener | null = null;
   /** Volume writes of the cycle being applied, a few at a time. */
   private readonly volumeWrites = new WriteQueue(volumeWritesInFlight);
+  /** Volume syncs of an apply under way (drain, then fdatasync of every volume). */
+  private readonly volumeSyncs = new Set<Promise<void>>();
   /** This site's identity, and the primary site and generation it follows (null until bound). */
   private readonly site: SiteId;
   private binding: Binding | null;
@@ -390,12 +392,16 @@ export class SecondaryNode {
 
   /** Carries out the state machine's actions (site/site-runtime.ts has the convention). */
   private run(actions: SecondaryAction[]): void {
-    this.runtime.carryOut(actions, (action) => this.execute(action));
+    this.runtime.carryOut(actions, (action) => this.execute(action), fileFreeSecondaryActions);
   }
 
-  /** The completion of storage work, fed to the state machine unless storage failed meanwhile. */
+  /**
+   * Feeds a storage completion to the core. Not once the site began to stop: what it would start
+   * (an applied record, a STORED, a release) would reach files the stop is closing; the restart
+   * applies the unit again and the primary resends what was not acknowledged as stored.
+   */
   private complete(step: (core: Secondary) => SecondaryAction[]): void {
-    if (this.core && !this.runtime.fatal) this.run(step(this.core));
+    if (this.core && !this.runtime.fatal && !this.runtime.stopping) this.run(step(this.core));
   }
 
   private execute(action: SecondaryAction): void {
@@ -459,13 +465,16 @@ export class SecondaryNode {
         return;
       }
       case 'volume-sync': {
-        this.volumeWrites
+        const synced = this.volumeWrites
           .drained()
           .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))
           .then(
             () => this.complete((core) => core.onVolumesSynced(this.clock.now(), action.token)),
             (error) => this.fail(error),
           );
+        // A stop waits for it: the volumes must not close under its fdatasync.
+        this.volumeSyncs.add(synced);
+        void synced.finally(() => this.volumeSyncs.delete(synced));
         return;
       }
       case 'apply-step':
@@ -676,8 +685,10 @@ export class SecondaryNode {
     return this.runtime.stop(options, {
       windDown: async (attempt) => {
         this.connections.closeAll('secondary stopping');
+        this.runtime.closingStorage();
         await this.listener?.close();
         await attempt(() => this.volumeWrites.drained());
+        await Promise.allSettled([...this.volumeSyncs]);
         await closeSiteStorage(attempt, this.volumes, this.journal);
       },
       stopped: () =>
@@ -688,6 +699,9 @@ export class SecondaryNode {
     });
   }
 }
+
+/** The actions a stopping secondary still carries out once its storage is closing (carryOut). */
+const fileFreeSecondaryActions: ReadonlySet<SecondaryAction['type']> = new Set(['send', 'close', 'log']);
 
 /** What a secondary reports when asked to take over: see SecondaryNode.promotionFacts. */
 export interface PromotionFacts {

@@ -29,9 +29,18 @@ export interface RoleChangeHost {
   readonly environment: SiteEnvironment;
   /** The configuration the running node was started with. */
   readonly config: FileConfig;
+  /** The site's config file validated whole as `role` (a ConfigError says why it cannot be). */
+  configInRole(role: 'primary' | 'secondary', volumes: { name: string; size: number }[]): FileConfig;
   /** Starts a node of the config's role with the host's admin verbs; it becomes the host's node. */
   startNode(config: FileConfig): Promise<SiteNode>;
 }
+
+/**
+ * Shapes each validated config before a node runs on it. Production passes none; the simulator
+ * passes one that sets journal sizes below what a user may configure, so that segments roll over
+ * every few cycles in either role.
+ */
+export type ConfigShaper = (config: FileConfig) => FileConfig;
 
 export class SiteHost implements RoleChangeHost {
   node: SiteNode | null = null;
@@ -45,8 +54,18 @@ export class SiteHost implements RoleChangeHost {
     readonly onFatal: (error: Error) => void,
     readonly environment: SiteEnvironment,
     config: FileConfig,
+    private readonly shape: ConfigShaper,
   ) {
     this.config = config;
+  }
+
+  configInRole(role: 'primary' | 'secondary', volumes: { name: string; size: number }[]): FileConfig {
+    return this.shape(configInRole(this.loaded, role, volumes));
+  }
+
+  /** A role change is under way: the node is stopping, or is the other role's starting. */
+  get changingRole(): boolean {
+    return this.change !== null;
   }
 
   /**
@@ -58,16 +77,17 @@ export class SiteHost implements RoleChangeHost {
     logger: Logger,
     onFatal: (error: Error) => void,
     environment: SiteEnvironment = nodeEnvironment,
+    shape: ConfigShaper = (config) => config,
   ): Promise<SiteHost> {
-    const config = await configOfSite(loaded, logger, environment);
-    const host = new SiteHost(loaded, logger, onFatal, environment, config);
+    const config = shape(await configOfSite(loaded, logger, environment));
+    const host = new SiteHost(loaded, logger, onFatal, environment, config, shape);
     await host.startNode(config);
     return host;
   }
 
   async startNode(config: FileConfig): Promise<SiteNode> {
     const options = {
-      admin: (verb: string, params: URLSearchParams) => this.admin(verb, params),
+      admin: (verb: string, params: URLSearchParams) => this.runAdmin(verb, params),
       onPromotionRequested: (cycle: number, generation: string) => this.promotionRequested(cycle, generation),
       environment: this.environment,
     };
@@ -89,7 +109,8 @@ export class SiteHost implements RoleChangeHost {
     await this.node?.stop(options);
   }
 
-  private async admin(verb: string, params: URLSearchParams): Promise<AdminAnswer> {
+  /** An admin verb (POST /admin/<verb> on the status listener): accepted, or refused saying why. */
+  async runAdmin(verb: string, params: URLSearchParams): Promise<AdminAnswer> {
     const node = this.node;
     if (!node) return { status: 503, body: { error: 'the site is starting' } };
     if (this.change) return { status: 409, body: { error: 'a role change is under way' } };

@@ -186,6 +186,24 @@ export const mutants: readonly Mutant[] = [
       'a secondary with resync.staging: in-place says its image is consistent while it applies a resync cycle by cycle',
   },
   {
+    name: 'rejoin-keeps-writes-after-c',
+    simulator: 'sites',
+    file: 'src/node/rejoin.ts',
+    find: 'const divergence = written?.runs ?? everyBlock(node, host.config.blockSize);',
+    replace: 'const divergence = written ? [] : everyBlock(node, host.config.blockSize);',
+    defect:
+      'a rejoining old primary states none of the blocks it wrote after the promotion cycle: its own writes after C stay in its image',
+  },
+  {
+    name: 'promotion-half-applied',
+    simulator: 'sites',
+    file: 'src/node/promotion.ts',
+    find: '  await offline.settle();\n  const { applied } = offline.status();\n',
+    replace: '  const { applied } = secondary.status();\n',
+    defect:
+      'a promotion converts the site at the applied cycle it had when it stopped, without finishing the apply the stop interrupted: the new primary may expose a half-applied cycle',
+  },
+  {
     name: 'keep-incomplete',
     simulator: 'core',
     file: 'src/core/secondary-store.ts',

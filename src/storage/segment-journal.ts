@@ -369,6 +369,14 @@ export class SegmentJournal<R> {
 
   private enqueue(record: R): Promise<JournalPosition> {
     if (this.failure) return Promise.reject(this.failure);
+    // After the close frame nothing may follow, and the files may belong to a new owner already.
+    if (this.closing)
+      return Promise.reject(
+        new StorageError(
+          'storage-io',
+          `${this.options.directory}: the journal is closed: an append after the stop is refused`,
+        ),
+      );
     if (!this.current) this.startSegment();
     this.appended++;
     return this.enqueueFrame(
@@ -589,8 +597,10 @@ export class SegmentJournal<R> {
    */
   async deleteUpTo(cycle: number): Promise<number> {
     // Before the first append no segment carries a checkpoint of the present state: keep them all.
+    // Closing or closed, it deletes nothing: the files may be a role change's already (the next
+    // start releases what this one could not).
     const current = this.current;
-    if (!current) return 0;
+    if (!current || this.closing) return 0;
     // Only the oldest segments go, so the ones left are contiguous (replay refuses a gap).
     const doomed: Segment[] = [];
     for (const segment of this.segments) {

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { mutants, runMutant } from '../../src/sim/mutants.ts';
 import { runSiteSeed } from '../../src/sim/sites/site-run.ts';
 import { runSiteSimulationParallel } from '../../src/sim/sites/site-runner.ts';
-import { diskFaultsEnabled, wipesEnabled } from '../../src/sim/sites/site-scenario.ts';
+import { diskFaultsEnabled, roleChangesEnabled, wipesEnabled } from '../../src/sim/sites/site-scenario.ts';
 
 /** CI runs 2,000 seeds; SITE_SIM_SEEDS raises (or, for a quick local run, lowers) that. */
 const seeds = Number(process.env.SITE_SIM_SEEDS ?? 2000);
@@ -46,6 +46,13 @@ test(`${seeds} whole-site scenarios under faults violate nothing`, { timeout: 40
   assert.ok(report.trackingStarted > 0, 'no secondary switched to tracking');
   assert.ok(report.resyncComplete > 0, 'no resync completed');
   if (wipesEnabled()) assert.ok(report.initialSyncs > 0, 'no wiped secondary came back through initial sync');
+  // And the operator's role changes (docs/failover.md), unless SIM_ROLE_CHANGES=0.
+  if (roleChangesEnabled()) {
+    assert.ok(report.switchovers > 0, 'no switchover was carried out');
+    assert.ok(report.promotions > 0 && report.lostInFailover > 0, 'no failover left writes behind');
+    assert.ok(report.rejoins > 0, 'no old primary rejoined');
+    assert.ok(report.splitBrains > 0, 'no split brain was resolved');
+  }
 });
 
 const seedsClean = Math.min(seeds, 1000);
@@ -75,7 +82,14 @@ for (const mutant of mutants.filter((candidate) => candidate.simulator === 'site
  * each stays a check even if the scenario drawing changes the seeds above. Those found by disk
  * faults run with them whatever SIM_DISK_FAULTS says (their indices count the disk faults).
  */
-const regressions: { seed: number; faults: number[]; diskFaults?: true; found: string }[] = [
+const regressions: {
+  seed: number;
+  faults: number[];
+  diskFaults?: true;
+  /** Found by a role change (docs/failover.md): run with them whatever SIM_ROLE_CHANGES says. */
+  roleChanges?: true;
+  found: string;
+}[] = [
   {
     seed: 54,
     faults: [2, 4],
@@ -150,16 +164,47 @@ const regressions: { seed: number; faults: number[]; diskFaults?: true; found: s
     found:
       'a secondary whose disk filled while it created its volumes at first contact was left with images and no site.json, and refused every start after',
   },
+  {
+    seed: 87,
+    faults: [],
+    roleChanges: true,
+    found:
+      "a secondary stopped for a switchover still appended to its journal after the stop, creating a segment the promoted primary's new journal had created already",
+  },
+  {
+    seed: 150,
+    faults: [],
+    roleChanges: true,
+    found:
+      'a secondary stopped for a promotion with an apply backlog still read journal blocks for its apply after the stop had closed the journal',
+  },
+  {
+    seed: 177,
+    faults: [],
+    roleChanges: true,
+    found:
+      'a late release of a secondary stopped for a promotion deleted segments and rewrote journal.state under the journal the promotion had put in place',
+  },
 ];
 
 /**
- * Runs `run` with SIM_DISK_FAULTS as `diskFaults` asks and every secondary staging its resyncs
+ * Runs `run` with SIM_DISK_FAULTS as `diskFaults` asks, SIM_ROLE_CHANGES as `roleChanges` does
+ * (the older regressions were found without them), and every secondary staging its resyncs
  * (SIM_IN_PLACE=0: the regressions were found so, and in-place staging relaxes the oracle), then
  * puts the variables back as they were.
  */
-async function withDiskFaults<T>(diskFaults: boolean, run: () => Promise<T>): Promise<T> {
-  const before = { SIM_DISK_FAULTS: process.env.SIM_DISK_FAULTS, SIM_IN_PLACE: process.env.SIM_IN_PLACE };
+async function withDiskFaults<T>(
+  diskFaults: boolean,
+  roleChanges: boolean,
+  run: () => Promise<T>,
+): Promise<T> {
+  const before = {
+    SIM_DISK_FAULTS: process.env.SIM_DISK_FAULTS,
+    SIM_IN_PLACE: process.env.SIM_IN_PLACE,
+    SIM_ROLE_CHANGES: process.env.SIM_ROLE_CHANGES,
+  };
   if (diskFaults) process.env.SIM_DISK_FAULTS = '1';
+  process.env.SIM_ROLE_CHANGES = roleChanges ? '1' : '0';
   process.env.SIM_IN_PLACE = '0';
   try {
     return await run();
@@ -171,10 +216,12 @@ async function withDiskFaults<T>(diskFaults: boolean, run: () => Promise<T>): Pr
   }
 }
 
-for (const { seed, faults, diskFaults, found } of regressions) {
-  const title = `seed ${seed} (faults ${faults.join(',')}${diskFaults ? ', disk faults on' : ''}) runs clean; it found: ${found}`;
+for (const { seed, faults, diskFaults, roleChanges, found } of regressions) {
+  const title = `seed ${seed} (faults ${faults.join(',') || 'none'}${diskFaults ? ', disk faults on' : ''}${roleChanges ? ', role changes on' : ''}) runs clean; it found: ${found}`;
   test(title, async () => {
-    const result = await withDiskFaults(diskFaults === true, () => runSiteSeed(seed, faults));
+    const result = await withDiskFaults(diskFaults === true, roleChanges === true, () =>
+      runSiteSeed(seed, faults),
+    );
     assert.deepEqual(result.violations, [], result.trace.join('\n'));
   });
 }

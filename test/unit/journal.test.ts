@@ -467,6 +467,30 @@ test('segments whose cycles are all collected are deleted; checkpoints keep the 
   }
 });
 
+test('a closed journal refuses appends and deletes nothing: nothing reaches the files after the close', async () => {
+  // A stopping node's late release (a session ending after the stop) once deleted segments and
+  // rewrote journal.state under the journal a role change had just put in its place.
+  const directory = tempDir();
+  try {
+    const state = { closed: 0, collected: 0 };
+    const journal = await sixClosedCycles(directory, state);
+    await journal.append({ kind: 'collect', upTo: 4 });
+    await journal.close();
+    const files = readdirSync(directory).sort();
+    const journalState = readFileSync(join(directory, 'journal.state'));
+    assert.equal(await journal.deleteUpTo(4), 0);
+    await assert.rejects(journal.append({ kind: 'collect', upTo: 5 }), (error: unknown) => {
+      assert.ok(error instanceof StorageError, String(error));
+      assert.match(error.message, /closed/);
+      return true;
+    });
+    assert.deepEqual(readdirSync(directory).sort(), files);
+    assert.deepEqual(readFileSync(join(directory, 'journal.state')), journalState);
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
 test('syncs issued together share fdatasyncs (group commit)', async () => {
   const directory = tempDir();
   try {

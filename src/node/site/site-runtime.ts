@@ -73,12 +73,30 @@ export class SiteRuntime {
     return this.stopped !== null;
   }
 
-  /** Carries out a state machine's actions in order; none once storage failed. */
-  carryOut<Action>(actions: readonly Action[], execute: (action: Action) => void): void {
+  /**
+   * Carries out a state machine's actions in order; none once storage failed. Once the stop began
+   * closing storage, only those in `fileFree` (their `type`): an action that touches a file then
+   * (a late session's append, a site.json record) could land in files a role change has already
+   * put in place of these.
+   */
+  carryOut<Action extends { type: string }>(
+    actions: readonly Action[],
+    execute: (action: Action) => void,
+    fileFree: ReadonlySet<string>,
+  ): void {
     for (const action of actions) {
       if (this.fatal) return;
+      if (this.storageClosing && !fileFree.has(action.type)) continue;
       execute(action);
     }
+  }
+
+  /** The stop is closing storage: see carryOut. */
+  private storageClosing = false;
+
+  /** Called by a node's stop before it closes its storage. */
+  closingStorage(): void {
+    this.storageClosing = true;
   }
 
   /**

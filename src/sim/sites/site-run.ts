@@ -17,11 +17,18 @@ import type { LogEntry } from '../../core/types.ts';
 import type { SiteEnvironment } from '../../io/environment.ts';
 import { PrimaryNode } from '../../node/primary-node.ts';
 import { SecondaryNode } from '../../node/secondary-node.ts';
-import { type PrimaryFileConfig, type SecondaryFileConfig, validateConfig } from '../../ops/config.ts';
+import { SiteHost } from '../../node/site-host.ts';
+import {
+  type FileConfig,
+  type LoadedConfig,
+  type SecondaryFileConfig,
+  validateConfig,
+} from '../../ops/config.ts';
 import type { Logger } from '../../ops/logger.ts';
 import { Random } from '../random.ts';
 import { type FaultHandle, SimFileSystem } from '../sim-file-system.ts';
 import { History } from './history.ts';
+import { RoleChanges, type RoleChangeWorld, roleChangeStepMsMax } from './role-changes.ts';
 import { SimNetwork } from './sim-network.ts';
 import {
   drawSiteScenario,
@@ -66,6 +73,14 @@ export interface SiteRunStats {
   inconsistentImageWarnings: number;
   /** Images of a secondary left unjudged because it said they were inconsistent (in-place only). */
   imagesInconsistent: number;
+  /** Role changes (docs/failover.md): carried out, refused or given up, and writes a failover undid. */
+  switchovers: number;
+  promotions: number;
+  rejoins: number;
+  splitBrains: number;
+  roleChangesRefused: number;
+  /** Acknowledged writes after the cut a promoted secondary held: the failover's window of loss. */
+  lostInFailover: number;
   simulatedMs: number;
 }
 
@@ -76,12 +91,31 @@ export interface SiteRunResult {
   stats: SiteRunStats;
 }
 
-interface Site<N> {
+/** One site: its disk, its config, and the process running it (in whichever role it now has). */
+export interface Site {
+  /** Its name in the group, and of its processes. */
   name: string;
   dataDir: string;
+  /** Where it listens as a secondary. */
+  listen: string;
+  /** Its config file as the operator wrote it; site.json decides the role after a role change. */
+  loaded: LoadedConfig;
+  diskIndex: number;
   disk: SimFileSystem;
   process: SimProcess | null;
-  node: N | null;
+  host: SiteHost | null;
+  /** A restart is scheduled: the site is down on purpose (a role change waits for it). */
+  restartPending: boolean;
+  /**
+   * It rejoined after a failover: its image is its old one until the resync's unit is applied,
+   * so it is judged only while it says its image is consistent (and must converge).
+   */
+  rejoining: boolean;
+  /**
+   * Promoted while cut off from the primary (a split brain): until it gives up its history, its
+   * image must stay exactly this (diverged sites never exchange data).
+   */
+  divergedImage: Uint8Array[] | null;
   incarnations: number;
   /** Highest applied number this site ever reported (secondaries). */
   appliedMax: number;
@@ -93,7 +127,10 @@ interface Site<N> {
   diskFault: { handle: FaultHandle; untilMs: number } | null;
 }
 
-export class SiteRun {
+/** Simulated time a role change may add to a run: a few of its steps at their longest. */
+const roleChangeMsMax = 3 * roleChangeStepMsMax;
+
+export class SiteRun implements RoleChangeWorld {
   private readonly world = new World((owner, error) => {
     const where = owner ? owner.name : 'the simulator';
     this.violation(
@@ -101,17 +138,17 @@ export class SiteRun {
     );
   });
   private readonly random: Random;
-  private readonly history: History;
-  private readonly sources: Sources;
-  private readonly network: SimNetwork;
-  private readonly primary: Site<PrimaryNode>;
-  private readonly secondaries: Site<SecondaryNode>[];
-  private readonly primaryConfig: PrimaryFileConfig;
-  private readonly secondaryConfigs: SecondaryFileConfig[];
+  readonly history: History;
+  readonly sources: Sources;
+  readonly network: SimNetwork;
+  private readonly roleChanges = new RoleChanges(this);
+  /** The site the sources write to, and the others: a role change swaps them. */
+  primary: Site;
+  secondaries: Site[];
   private readonly violations: string[] = [];
   private readonly trace: string[] = [];
-  private readonly stats: SiteRunStats;
-  private done = false;
+  readonly stats: SiteRunStats;
+  done = false;
 
   constructor(
     private readonly scenario: SiteScenario,
@@ -123,6 +160,8 @@ export class SiteRun {
     const links = new Map(
       scenario.latencyMs.map((latency, index) => [this.listenAddress(index), latency] as const),
     );
+    // The primary listens too when it may become a secondary: over a link as slow as its secondary's.
+    if (scenario.roleChange) links.set(this.primaryListen, scenario.latencyMs[0] as number);
     this.network = new SimNetwork(this.world, this.random.fork(), links);
     this.sources = new Sources(
       this.history,
@@ -132,13 +171,9 @@ export class SiteRun {
       (text) => this.violation(text),
       traceAll ? (line) => this.note(line) : undefined,
     );
-    this.primaryConfig = this.buildPrimaryConfig();
-    this.secondaryConfigs = Array.from({ length: scenario.secondaries }, (_, index) =>
-      this.buildSecondaryConfig(index),
-    );
-    this.primary = this.newSite('primary', this.primaryConfig.dataDir, 0);
-    this.secondaries = this.secondaryConfigs.map((config, index) =>
-      this.newSite(config.name, config.dataDir, index + 1),
+    this.primary = this.newSite('primary', this.primaryListen, this.primaryDocument(), 0);
+    this.secondaries = Array.from({ length: scenario.secondaries }, (_, index) =>
+      this.newSite(`dr${index + 1}`, this.listenAddress(index), this.secondaryDocument(index), index + 1),
     );
     this.stats = {
       events: 0,
@@ -163,6 +198,12 @@ export class SiteRun {
       initialSyncs: 0,
       inconsistentImageWarnings: 0,
       imagesInconsistent: 0,
+      switchovers: 0,
+      promotions: 0,
+      rejoins: 0,
+      splitBrains: 0,
+      roleChangesRefused: 0,
+      lostInFailover: 0,
       simulatedMs: 0,
     };
   }
@@ -171,13 +212,29 @@ export class SiteRun {
     return `127.0.0.1:${7400 + index}`;
   }
 
-  private newSite<N>(name: string, dataDir: string, diskIndex: number): Site<N> {
+  private get primaryListen(): string {
+    return this.listenAddress(9);
+  }
+
+  private newSite(name: string, listen: string, document: Record<string, unknown>, diskIndex: number): Site {
+    const loaded = {
+      config: this.shapeConfig(validateConfig(document, `sim ${name}`)),
+      document,
+      source: `sim ${name}`,
+    };
+    const dataDir = loaded.config.dataDir;
     return {
       name,
       dataDir,
+      listen,
+      loaded,
+      diskIndex,
       disk: this.newDisk(dataDir, diskIndex),
       process: null,
-      node: null,
+      host: null,
+      restartPending: false,
+      rejoining: false,
+      divergedImage: null,
       incarnations: 0,
       appliedMax: 0,
       floor: [],
@@ -209,35 +266,88 @@ export class SiteRun {
     return disk;
   }
 
-  private buildPrimaryConfig(): PrimaryFileConfig {
+  /**
+   * The primary's config file. With a role change ahead it carries the secondary role's sections
+   * too (its name and where it listens), as docs/failover.md asks of a site that may be demoted.
+   */
+  private primaryDocument(): Record<string, unknown> {
     const scenario = this.scenario;
-    const config = validateConfig(
-      {
-        group: 'sim',
-        role: 'primary',
-        dataDir: '/sim/primary',
-        blockSize: scenario.blockBytes,
-        volumes: scenario.volumeBlocks.map((blocks, index) => ({
-          name: `vol${index}`,
-          size: blocks * scenario.blockBytes,
-        })),
-        ack: scenario.ack,
-        ...(scenario.tracking ? { tracking: this.trackingConfig(scenario.tracking) } : {}),
-        cycle: { intervalMinMs: scenario.cycleIntervalMinMs, queuedMax: scenario.cycleQueuedMax },
-        link: this.linkConfig(),
-        secondaries: Array.from({ length: scenario.secondaries }, (_, index) => ({
-          name: `dr${index + 1}`,
-          address: this.listenAddress(index),
-          connections: scenario.connectionsPerLink,
-        })),
-      },
-      'sim primary',
-    ) as PrimaryFileConfig;
-    // Segments far below the smallest a user may configure, so that rollover happens every few
-    // cycles; a journal of a few of them, so that an away secondary switches to tracking.
-    const capacity = scenario.tracking?.journalCapacity ?? config.journal.capacity;
-    return { ...config, journal: { capacity, segmentSize: scenario.segmentBytes } };
+    return {
+      group: 'sim',
+      role: 'primary',
+      dataDir: '/sim/primary',
+      blockSize: scenario.blockBytes,
+      volumes: scenario.volumeBlocks.map((blocks, index) => ({
+        name: `vol${index}`,
+        size: blocks * scenario.blockBytes,
+      })),
+      ...this.primarySections(),
+      secondaries: Array.from({ length: scenario.secondaries }, (_, index) => ({
+        name: `dr${index + 1}`,
+        address: this.listenAddress(index),
+        connections: scenario.connectionsPerLink,
+      })),
+      ...(scenario.roleChange ? { name: 'primary', listen: this.primaryListen } : {}),
+    };
   }
+
+  /** A secondary's config file; with a role change ahead, with a primary's sections too. */
+  private secondaryDocument(index: number): Record<string, unknown> {
+    const scenario = this.scenario;
+    return {
+      group: 'sim',
+      role: 'secondary',
+      name: `dr${index + 1}`,
+      dataDir: `/sim/dr${index + 1}`,
+      blockSize: scenario.blockBytes,
+      listen: this.listenAddress(index),
+      link: this.linkConfig(),
+      resync: { staging: scenario.resyncStaging[index] ?? 'consistent' },
+      ...(scenario.roleChange
+        ? {
+            ...this.primarySections(),
+            // Once promoted, it feeds every other site: the old primary and the other secondaries.
+            secondaries: [
+              { name: 'primary', address: this.primaryListen, connections: scenario.connectionsPerLink },
+              ...Array.from({ length: scenario.secondaries }, (_, other) => other)
+                .filter((other) => other !== index)
+                .map((other) => ({
+                  name: `dr${other + 1}`,
+                  address: this.listenAddress(other),
+                  connections: scenario.connectionsPerLink,
+                })),
+            ],
+          }
+        : {}),
+    };
+  }
+
+  /** What a site needs to lead: how it acknowledges, cuts cycles and tracks an away secondary. */
+  private primarySections(): Record<string, unknown> {
+    const scenario = this.scenario;
+    return {
+      ack: scenario.ack,
+      ...(scenario.tracking ? { tracking: this.trackingConfig(scenario.tracking) } : {}),
+      cycle: { intervalMinMs: scenario.cycleIntervalMinMs, queuedMax: scenario.cycleQueuedMax },
+      link: this.linkConfig(),
+    };
+  }
+
+  /**
+   * Journal sizes far below the smallest a user may configure, in either role: a primary's
+   * segments roll over every few cycles, and a journal of a few of them makes an away secondary
+   * switch to tracking; a secondary's segment must fit a recovery cycle's packet, which may hold
+   * every block of the group.
+   */
+  readonly shapeConfig = (config: FileConfig): FileConfig => {
+    const scenario = this.scenario;
+    if (config.role === 'primary') {
+      const capacity = scenario.tracking?.journalCapacity ?? config.journal.capacity;
+      return { ...config, journal: { capacity, segmentSize: scenario.segmentBytes } };
+    }
+    const groupBytes = scenario.volumeBlocks.reduce((sum, blocks) => sum + blocks, 0) * scenario.blockBytes;
+    return { ...config, journal: { segmentSize: Math.max(scenario.segmentBytes, groupBytes + 8192) } };
+  };
 
   private trackingConfig(tracking: SiteTracking): Record<string, number> {
     const granularity = tracking.granularityBlocks * this.scenario.blockBytes;
@@ -247,26 +357,6 @@ export class SiteRun {
       granularity,
       copyWindow: Math.max(granularity, limits.packetBytesMax),
     };
-  }
-
-  private buildSecondaryConfig(index: number): SecondaryFileConfig {
-    const config = validateConfig(
-      {
-        group: 'sim',
-        role: 'secondary',
-        name: `dr${index + 1}`,
-        dataDir: `/sim/dr${index + 1}`,
-        blockSize: this.scenario.blockBytes,
-        listen: this.listenAddress(index),
-        link: this.linkConfig(),
-        resync: { staging: this.scenario.resyncStaging[index] ?? 'consistent' },
-      },
-      `sim dr${index + 1}`,
-    ) as SecondaryFileConfig;
-    // A recovery cycle's packet may hold every block of the group: a segment must fit it.
-    const groupBytes =
-      this.scenario.volumeBlocks.reduce((sum, blocks) => sum + blocks, 0) * this.scenario.blockBytes;
-    return { ...config, journal: { segmentSize: Math.max(this.scenario.segmentBytes, groupBytes + 8192) } };
   }
 
   private linkConfig(): Record<string, number> {
@@ -299,17 +389,14 @@ export class SiteRun {
 
   private async runScenario(): Promise<SiteRunResult> {
     const scenario = this.scenario;
-    this.secondaries.forEach((site, index) => {
-      this.startSecondary(site, index, false);
-    });
-    this.startPrimary();
+    for (const site of this.secondaries) this.startSite(site);
+    this.startSite(this.primary);
     for (const fault of scenario.faults) this.world.schedule(null, fault.atMs, () => this.inject(fault));
     this.world.schedule(null, checkEveryMs, () => this.periodicCheck());
-    this.world.schedule(null, scenario.faultPhaseMs + 500, () => {
-      this.sources.stopped = true;
-      this.note('sources stop');
-    });
-    const endMs = scenario.faultPhaseMs + 500 + scenario.settleMsMax;
+    const plan = scenario.roleChange;
+    if (plan) this.world.schedule(null, plan.atMs, () => this.roleChanges.begin(plan));
+    else this.world.schedule(null, scenario.faultPhaseMs + 500, () => this.stopSources());
+    const endMs = scenario.faultPhaseMs + 500 + (plan ? roleChangeMsMax : 0) + scenario.settleMsMax;
     while (!this.done && this.violations.length === 0 && (await this.world.step(endMs))) {}
     if (!this.done && this.violations.length === 0)
       this.violation(
@@ -318,6 +405,31 @@ export class SiteRun {
     this.finishStats();
     this.kill();
     return { seed: scenario.seed, violations: this.violations, trace: this.trace, stats: this.stats };
+  }
+
+  now(): number {
+    return this.world.elapsedMs;
+  }
+
+  schedule(ms: number, run: () => void): void {
+    this.world.schedule(null, ms, run);
+  }
+
+  /** A site's image through its read path (a primary's or a secondary's). */
+  imageOf(site: Site): Promise<Uint8Array[]> {
+    const node = site.host?.node;
+    if (!node) return Promise.reject(new Error(`${site.name} is down`));
+    return this.readImage((volume, offset, length) => node.read(volume, offset, length));
+  }
+
+  /** The greatest consistent cut `image` shows, each source's prefix at least `lower`. */
+  cutOf(image: Uint8Array[], lower: readonly number[]): ReturnType<History['greatestCut']> {
+    return this.history.greatestCut((volume, block) => this.blockOf(image, volume, block), lower);
+  }
+
+  stopSources(): void {
+    this.sources.stopped = true;
+    this.note('sources stop');
   }
 
   private finishStats(): void {
@@ -341,7 +453,7 @@ export class SiteRun {
 
   // ---- sites ----
 
-  private environmentOf(site: Site<unknown>, process: SimProcess): SiteEnvironment {
+  private environmentOf(site: Site, process: SimProcess): SiteEnvironment {
     const random = this.random.fork();
     return {
       fs: site.disk.forProcess(),
@@ -377,40 +489,82 @@ export class SiteRun {
     else if (event === 'image-inconsistent') this.stats.inconsistentImageWarnings++;
   }
 
-  private newProcess(site: Site<unknown>): SimProcess {
+  newProcess(site: Site): SimProcess {
     site.incarnations++;
     const process = new SimProcess(site.name, site.incarnations);
     site.process = process;
     return process;
   }
 
-  private startPrimary(): void {
-    const site = this.primary;
+  /**
+   * Starts a site as `cyclerep run` does (SiteHost: the role its data directory holds), after
+   * `cyclerep recover` if asked (a secondary's files are judged then).
+   */
+  startSite(site: Site, recoverFirst = false): void {
+    site.restartPending = false;
     const process = this.newProcess(site);
-    const restart = (): void => this.startPrimary();
+    const restart = (): void => this.startSite(site);
     const onFatal = this.failStopOf(site, process, restart);
-    this.runPrimary(process, onFatal).catch((error: Error) => {
+    this.runSite(site, process, onFatal, recoverFirst).catch((error: Error) => {
       if (!process.alive) return;
       if (site.diskFault) this.exitAfterFailure(site, process, restart);
       else this.violation(`${process.name}: ${error.message}`);
     });
   }
 
-  /**
-   * Starts the primary and, before the sources go on, judges what it kept: after a machine crash
-   * the largest cut holding every write made durable (the history forgets the rest); after a
-   * process crash every acknowledged write, block by block.
-   */
-  private async runPrimary(process: SimProcess, onFatal: (error: Error) => void): Promise<void> {
-    const site = this.primary;
-    const node = await PrimaryNode.start(this.primaryConfig, this.loggerOf(process), onFatal, {
-      environment: this.environmentOf(site, process),
-    }).catch((error: Error) => {
+  private async runSite(
+    site: Site,
+    process: SimProcess,
+    onFatal: (error: Error) => void,
+    recoverFirst: boolean,
+  ): Promise<void> {
+    if (recoverFirst) await this.recover(site, process, onFatal);
+    if (!process.alive) return;
+    const host = await SiteHost.start(
+      site.loaded,
+      this.loggerOf(process),
+      onFatal,
+      this.environmentOf(site, process),
+      this.shapeConfig,
+    ).catch((error: Error) => {
       throw new Error(`did not start: ${error.message}`);
     });
     if (!process.alive) return;
-    site.node = node;
-    this.note(`${process.name} started`);
+    site.host = host;
+    this.note(`${process.name} started as a ${host.config.role}`);
+    if (site === this.primary && host.node instanceof PrimaryNode)
+      await this.surveyPrimary(host.node, process);
+  }
+
+  /** `cyclerep recover` on a secondary: an offline start that applies what it stored, then exits. */
+  private async recover(site: Site, process: SimProcess, onFatal: (error: Error) => void): Promise<void> {
+    const options = { environment: this.environmentOf(site, process), offline: true };
+    const config = site.loaded.config as SecondaryFileConfig;
+    const node = await SecondaryNode.start(config, this.loggerOf(process), onFatal, options).catch(
+      (error: Error) => {
+        throw new Error(`cyclerep recover failed: ${error.message}`);
+      },
+    );
+    await node.settle();
+    const image = node.imageState;
+    await node.stop();
+    // `cyclerep recover` exits here: nothing it started may still be running.
+    if (site.disk.pendingOperations > 0)
+      this.violation(
+        `${process.name}: cyclerep recover stopped with ${site.disk.pendingOperations} disk calls still running`,
+      );
+    this.stats.recovers++;
+    // Recovered in the middle of an in-place resync, the files are no consistent cut: unjudged.
+    if (this.mayBeInconsistent(site, image, image)) this.stats.imagesInconsistent++;
+    else this.judgeFiles(site, 'after cyclerep recover', this.floorOf(site));
+  }
+
+  /**
+   * Before the sources go on, judges what a (re)started primary kept: after a machine crash the
+   * largest cut holding every write made durable (the history forgets the rest); after a process
+   * crash every acknowledged write, block by block.
+   */
+  private async surveyPrimary(node: PrimaryNode, process: SimProcess): Promise<void> {
     const image = await this.readImage((volume, offset, length) => node.read(volume, offset, length));
     if (!process.alive) return;
     if (this.sources.awaitingSurvey) {
@@ -435,11 +589,7 @@ export class SiteRun {
   }
 
   /** The primary's image block by block: every write in `lower` there, nothing past `upper`. */
-  private judgePrimaryImage(
-    image: Uint8Array[],
-    lower: readonly number[],
-    upper: readonly number[],
-  ): string | null {
+  judgePrimaryImage(image: Uint8Array[], lower: readonly number[], upper: readonly number[]): string | null {
     for (let volume = 0; volume < image.length; volume++) {
       this.stats.imagesJudged++;
       const problem = this.history.judgeBlocks(
@@ -453,53 +603,11 @@ export class SiteRun {
     return null;
   }
 
-  private startSecondary(site: Site<SecondaryNode>, index: number, recoverFirst: boolean): void {
-    const process = this.newProcess(site);
-    const config = this.secondaryConfigs[index] as SecondaryFileConfig;
-    const restart = (): void => this.startSecondary(site, index, false);
-    const onFatal = this.failStopOf(site, process, restart);
-    const options = { environment: this.environmentOf(site, process) };
-    const recovered = recoverFirst
-      ? SecondaryNode.start(config, this.loggerOf(process), onFatal, { ...options, offline: true }).then(
-          async (node) => {
-            await node.settle();
-            const image = node.imageState;
-            await node.stop();
-            // `cyclerep recover` exits here: nothing it started may still be running.
-            if (site.disk.pendingOperations > 0)
-              this.violation(
-                `${process.name}: cyclerep recover stopped with ${site.disk.pendingOperations} disk calls still running`,
-              );
-            this.stats.recovers++;
-            // Recovered in the middle of an in-place resync, the files are no consistent cut: unjudged.
-            if (this.mayBeInconsistent(site, image, image)) this.stats.imagesInconsistent++;
-            else this.judgeFiles(site, 'after cyclerep recover', this.floorOf(site));
-          },
-        )
-      : Promise.resolve();
-    recovered
-      .then(() =>
-        process.alive ? SecondaryNode.start(config, this.loggerOf(process), onFatal, options) : null,
-      )
-      .then(
-        (node) => {
-          if (!node || !process.alive) return;
-          site.node = node;
-          this.note(`${process.name} started`);
-        },
-        (error: Error) => {
-          if (!process.alive) return;
-          if (site.diskFault) this.exitAfterFailure(site, process, restart);
-          else this.violation(`${process.name} did not start: ${error.message}`);
-        },
-      );
-  }
-
   /**
    * What the daemon does on a storage failure: stop (every request answered with the failure),
    * exit 3. Expected only after a disk fault was injected; the site comes back once it is over.
    */
-  private failStopOf(site: Site<PrimaryNode | SecondaryNode>, process: SimProcess, restart: () => void) {
+  private failStopOf(site: Site, process: SimProcess, restart: () => void) {
     return (error: Error): void => {
       if (!process.alive) return;
       if (!site.diskFault) {
@@ -507,7 +615,7 @@ export class SiteRun {
         return;
       }
       this.note(`${process.name} fail-stops: ${error.message}`);
-      const stopped = site.node ? site.node.stop() : Promise.resolve();
+      const stopped = site.host?.node ? site.host.node.stop() : Promise.resolve();
       stopped.then(
         () => this.exitAfterFailure(site, process, restart),
         () => this.exitAfterFailure(site, process, restart),
@@ -515,16 +623,13 @@ export class SiteRun {
     };
   }
 
-  private exitAfterFailure(
-    site: Site<PrimaryNode | SecondaryNode>,
-    process: SimProcess,
-    restart: () => void,
-  ): void {
+  private exitAfterFailure(site: Site, process: SimProcess, restart: () => void): void {
     if (!process.alive) return;
     this.stats.failStops++;
-    this.crash(site as Site<unknown>, 'process');
+    this.crash(site as Site, 'process');
     if (site === this.primary) this.sources.detach(false);
     const untilMs = site.diskFault?.untilMs ?? 0;
+    site.restartPending = true;
     this.world.schedule(null, Math.max(0, untilMs - this.world.elapsedMs) + 20, () => {
       site.diskFault = null;
       if (site === this.primary) this.sources.expectFailures = false;
@@ -535,9 +640,7 @@ export class SiteRun {
 
   /** Fails the site's disk: every write with ENOSPC for a while, or its next fdatasync with EIO. */
   private injectDiskFault(fault: SiteFault): void {
-    const site = (fault.target === 0 ? this.primary : this.secondaries[fault.target - 1]) as Site<
-      PrimaryNode | SecondaryNode
-    >;
+    const site = (fault.target === 0 ? this.primary : this.secondaries[fault.target - 1]) as Site;
     if (!site.process?.alive) return;
     const handle =
       fault.kind === 'disk-full'
@@ -557,7 +660,8 @@ export class SiteRun {
     if (this.done) return;
     this.stats.faults[fault.kind]++;
     this.note(`fault ${fault.kind} target ${fault.target} for ${fault.durationMs} ms`);
-    const link = this.listenAddress(fault.target);
+    // Link faults hit the link to a secondary (disk faults number the primary 0).
+    const link = this.secondaries[fault.target]?.listen ?? '';
     switch (fault.kind) {
       case 'disk-full':
       case 'disk-error':
@@ -599,11 +703,11 @@ export class SiteRun {
     }
   }
 
-  private crash(site: Site<unknown>, kind: 'process' | 'machine'): boolean {
+  crash(site: Site, kind: 'process' | 'machine'): boolean {
     const process = site.process;
     if (!process?.alive) return false;
     process.alive = false;
-    site.node = null;
+    site.host = null;
     site.process = null;
     site.readHoldsAll = false;
     this.network.processDied(process);
@@ -616,20 +720,23 @@ export class SiteRun {
   }
 
   private crashPrimary(kind: 'process' | 'machine', downMs: number): void {
-    if (!this.crash(this.primary, kind)) return;
+    const site = this.primary;
+    if (!this.crash(site, kind)) return;
     this.sources.detach(kind === 'machine');
+    site.restartPending = true;
     this.world.schedule(null, downMs, () => {
       this.stats.restarts++;
-      this.startPrimary();
+      this.startSite(site);
     });
   }
 
   private crashSecondary(index: number, kind: 'process' | 'machine', downMs: number, recover: boolean): void {
-    const site = this.secondaries[index] as Site<SecondaryNode>;
+    const site = this.secondaries[index] as Site;
     if (!this.crash(site, kind)) return;
+    site.restartPending = true;
     this.world.schedule(null, downMs, () => {
       this.stats.restarts++;
-      this.startSecondary(site, index, recover);
+      this.startSite(site, recover);
     });
   }
 
@@ -639,16 +746,20 @@ export class SiteRun {
    * fall below, and its applied number, start over with it.
    */
   private wipeSecondary(index: number, downMs: number): void {
-    const site = this.secondaries[index] as Site<SecondaryNode>;
+    this.wipe(this.secondaries[index] as Site, downMs);
+  }
+
+  wipe(site: Site, downMs = 100): void {
     if (!this.crash(site, 'process')) return;
     this.countDisk(site.disk);
-    site.disk = this.newDisk(site.dataDir, index + 1);
+    site.disk = this.newDisk(site.dataDir, site.diskIndex);
     site.floor = [];
     site.appliedMax = 0;
     this.note(`${site.name} wiped`);
+    site.restartPending = true;
     this.world.schedule(null, downMs, () => {
       this.stats.restarts++;
-      this.startSecondary(site, index, false);
+      this.startSite(site);
     });
   }
 
@@ -663,24 +774,29 @@ export class SiteRun {
     if (this.done) return;
     this.world.schedule(null, checkEveryMs, () => this.periodicCheck());
     const settled = this.sources.stopped && this.sources.quiet;
-    const primary = this.primary.node;
+    const primary = primaryNodeOf(this.primary);
     const primaryProcess = this.primary.process;
+    const primarySite = this.primary;
     if (primary && primaryProcess && !this.sources.awaitingSurvey) {
       const lower = [...this.sources.acknowledged];
       this.readImage((volume, offset, length) => primary.read(volume, offset, length)).then(
         (image) => {
-          if (!primaryProcess.alive) return;
+          if (!primaryProcess.alive || this.primary !== primarySite) return;
           const problem = this.judgePrimaryImage(image, lower, this.sources.issued);
           if (problem) return this.violation(`${primaryProcess.name} read path: ${problem}`);
           if (settled) this.primary.readHoldsAll = this.holdsAll(image);
         },
         (error: Error) => {
-          if (primaryProcess.alive && !this.primary.diskFault)
+          // A node a role change stopped under the read answers it with an error: no finding.
+          if (primaryProcess.alive && !primarySite.diskFault && !this.changedUnder(primarySite, primary))
             this.violation(`${primaryProcess.name}: a read failed: ${error.message}`);
         },
       );
     }
-    for (const site of this.secondaries) this.checkSecondary(site, settled);
+    for (const site of this.secondaries) {
+      if (site.divergedImage) this.checkDiverged(site);
+      else this.checkSecondary(site, settled);
+    }
     if (settled) this.checkConverged();
   }
 
@@ -688,8 +804,9 @@ export class SiteRun {
    * A secondary's read path must show a consistent cut at least as new as the last it showed
    * (`floor`, the least cut of that image: never above the truth, so never a false alarm).
    */
-  private checkSecondary(site: Site<SecondaryNode>, settled: boolean): void {
-    const node = site.node;
+  private checkSecondary(site: Site, settled: boolean): void {
+    // A site in another role meanwhile (an old primary not yet rejoined) is not judged as a secondary.
+    const node = secondaryNodeOf(site);
     const process = site.process;
     if (!node || !process) return;
     // Before its first contact a new secondary has no volumes to show.
@@ -721,14 +838,46 @@ export class SiteRun {
         if (settled) site.readHoldsAll = this.holdsAll(image);
       },
       (error: Error) => {
-        if (process.alive && !site.diskFault)
+        if (process.alive && !site.diskFault && !this.changedUnder(site, node))
           this.violation(`${process.name}: a read failed: ${error.message}`);
       },
     );
   }
 
-  private inPlace(site: Site<unknown>): boolean {
-    const index = this.secondaries.indexOf(site as Site<SecondaryNode>);
+  /** Whether a role change stopped (or is stopping) `node` of the site: its reads may fail. */
+  private changedUnder(site: Site, node: PrimaryNode | SecondaryNode): boolean {
+    return site.host?.node !== node || site.host.changingRole;
+  }
+
+  /**
+   * A site promoted while cut off from the primary (a split brain) takes no writes here: until it
+   * gives up its history, its read path must show exactly the image it was promoted with. Anything
+   * else came from the other primary, and diverged sites must never exchange data.
+   */
+  private checkDiverged(site: Site): void {
+    const node = primaryNodeOf(site);
+    const process = site.process;
+    const expected = site.divergedImage;
+    if (!node || !process || !expected) return;
+    this.readImage((volume, offset, length) => node.read(volume, offset, length)).then(
+      (image) => {
+        if (!process.alive || site.divergedImage !== expected || site.host?.node !== node) return;
+        this.stats.imagesJudged++;
+        const volume = image.findIndex((bytes, index) => !equalBytes(bytes, expected[index] as Uint8Array));
+        if (volume >= 0)
+          this.violation(
+            `${process.name}: its image changed while it was a diverged primary (volume ${volume}): it took data from the primary it split from`,
+          );
+      },
+      (error: Error) => {
+        if (process.alive && !this.changedUnder(site, node))
+          this.violation(`${process.name}: a read failed: ${error.message}`);
+      },
+    );
+  }
+
+  private inPlace(site: Site): boolean {
+    const index = this.secondaries.indexOf(site as Site);
     return this.scenario.resyncStaging[index] === 'in-place';
   }
 
@@ -739,10 +888,13 @@ export class SiteRun {
    * between; never for a secondary with consistent staging.
    */
   private mayBeInconsistent(
-    site: Site<unknown>,
+    site: Site,
     before: SecondaryNode['imageState'],
     after: SecondaryNode['imageState'],
   ): boolean {
+    // A rejoining site shows its old image, with writes the failover undid, until its resync's
+    // unit is applied: it is judged from the moment it says its image is consistent.
+    if (site.rejoining && (!before.consistent || !after.consistent)) return true;
     if (!this.inPlace(site)) return false;
     return (
       !before.consistent ||
@@ -752,7 +904,7 @@ export class SiteRun {
   }
 
   /** The site's floor, within what the history still holds (a machine crash may have shortened it). */
-  private floorOf(site: Site<unknown>): number[] {
+  floorOf(site: Site): number[] {
     return this.history.sources.map((writes, source) => Math.min(site.floor[source] ?? 0, writes.length));
   }
 
@@ -790,7 +942,7 @@ export class SiteRun {
   }
 
   /** A site's volume files as its disk holds them (the page cache: what a reader of the files sees). */
-  private filesOf(site: Site<unknown>): Uint8Array[] | string {
+  private filesOf(site: Site): Uint8Array[] | string {
     const blockBytes = this.scenario.blockBytes;
     const image: Uint8Array[] = [];
     for (let volume = 0; volume < this.scenario.volumeBlocks.length; volume++) {
@@ -804,7 +956,7 @@ export class SiteRun {
     return image;
   }
 
-  private judgeFiles(site: Site<unknown>, when: string, lower: readonly number[]): boolean {
+  private judgeFiles(site: Site, when: string, lower: readonly number[]): boolean {
     const image = this.filesOf(site);
     if (typeof image === 'string') {
       // A secondary that never heard of its volumes has none yet.
@@ -818,9 +970,9 @@ export class SiteRun {
   /** Once the sources are done: has every site every write, in its read path and its files? */
   private checkConverged(): void {
     const all = this.sources.issued;
-    const sitesUp = this.primary.node && this.secondaries.every((site) => site.node);
+    const sitesUp = primaryNodeOf(this.primary) && this.secondaries.every((site) => secondaryNodeOf(site));
     if (!sitesUp) return;
-    const holdsAll = (site: Site<unknown>): boolean => {
+    const holdsAll = (site: Site): boolean => {
       const files = this.filesOf(site);
       return (
         typeof files !== 'string' &&
@@ -834,17 +986,22 @@ export class SiteRun {
     this.note("converged: every site's files hold every write");
   }
 
-  private standing(): string {
+  standing(): string {
     const parts = [
       `issued ${this.sources.issued.join(',')}`,
       `acknowledged ${this.sources.acknowledged.join(',')}`,
     ];
-    const primary = this.primary.node?.status();
+    const primary = primaryNodeOf(this.primary)?.status();
     parts.push(primary ? `primary capture ${primary.capture} closed ${primary.closed}` : 'primary down');
     for (const site of this.secondaries) {
-      const status = site.node?.status();
+      const status = secondaryNodeOf(site)?.status();
+      const asPrimary = primaryNodeOf(site)?.status();
       parts.push(
-        status ? `${site.name} stored ${status.stored} applied ${status.applied}` : `${site.name} down`,
+        status
+          ? `${site.name} stored ${status.stored} applied ${status.applied}`
+          : asPrimary
+            ? `${site.name} a primary (capture ${asPrimary.capture}, fenced ${asPrimary.fenced !== null})`
+            : `${site.name} down`,
       );
       const files = this.filesOf(site);
       if (typeof files !== 'string') {
@@ -858,16 +1015,30 @@ export class SiteRun {
     return parts.join('; ');
   }
 
-  private violation(text: string): void {
+  violation(text: string): void {
     this.note(`VIOLATION ${text}`);
     this.violations.push(text);
   }
 
-  private note(line: string): void {
+  note(line: string): void {
     const stamped = `${String(this.world.elapsedMs).padStart(6)} ms ${line}`;
     this.trace.push(stamped);
     if (this.trace.length > traceLinesMax && !this.traceAll) this.trace.shift();
   }
+}
+
+export function primaryNodeOf(site: Site): PrimaryNode | null {
+  const node = site.host?.node;
+  return node instanceof PrimaryNode ? node : null;
+}
+
+export function secondaryNodeOf(site: Site): SecondaryNode | null {
+  const node = site.host?.node;
+  return node instanceof SecondaryNode ? node : null;
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
 export function runSiteSeed(

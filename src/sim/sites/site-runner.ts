@@ -172,6 +172,12 @@ function emptyReport(): SiteSimulationReport {
     initialSyncs: 0,
     inconsistentImageWarnings: 0,
     imagesInconsistent: 0,
+    switchovers: 0,
+    promotions: 0,
+    rejoins: 0,
+    splitBrains: 0,
+    roleChangesRefused: 0,
+    lostInFailover: 0,
     simulatedMs: 0,
   };
 }
@@ -200,6 +206,12 @@ function addStats(total: SiteRunStats, part: SiteRunStats): void {
     'initialSyncs',
     'inconsistentImageWarnings',
     'imagesInconsistent',
+    'switchovers',
+    'promotions',
+    'rejoins',
+    'splitBrains',
+    'roleChangesRefused',
+    'lostInFailover',
     'simulatedMs',
   ] as const)
     total[key] += part[key];
@@ -232,6 +244,9 @@ export function printSiteReport(print: (line: string) => void, report: SiteSimul
   );
   print(
     `secondaries switched to tracking ${report.trackingStarted}, resyncs started ${report.resyncStarted}, completed ${report.resyncComplete}, initial syncs ${report.initialSyncs}; in-place staging: images said inconsistent ${report.inconsistentImageWarnings} times, reads left unjudged for it ${report.imagesInconsistent}`,
+  );
+  print(
+    `role changes: switchovers ${report.switchovers}, promotions ${report.promotions} (writes after the promoted cut undone ${report.lostInFailover}), rejoins ${report.rejoins}, split brains ${report.splitBrains}, refused or given up ${report.roleChangesRefused}`,
   );
   const seedsPerSecond = report.wallSeconds > 0 ? report.seedsRun / report.wallSeconds : 0;
   print(

@@ -29,6 +29,31 @@ export interface SiteFault {
 }
 
 /**
+ * What the operator does once the faults are over (docs/failover.md). With one secondary: a
+ * planned `switchover`; or a `failover`: the primary dies, the secondary is promoted, the old
+ * primary comes back, is fenced and rejoins with a delta. With two, a `split-brain`: the primary
+ * dies for good and both secondaries are promoted, each into its own generation; they refuse each
+ * other until `rejoin --discard-my-data` on the second makes it follow the first with a full copy.
+ */
+export const roleChangeKinds = ['switchover', 'failover', 'split-brain'] as const;
+export type RoleChangeKind = (typeof roleChangeKinds)[number];
+
+export interface RoleChangePlan {
+  kind: RoleChangeKind;
+  /** When the operator acts (the sites must be up: it waits for a site a fault left down). */
+  atMs: number;
+  /**
+   * A failover or split brain: how the primary dies, how long it stays down (for good in a split
+   * brain), whether `promote --force` is used.
+   */
+  primaryCrash: 'process' | 'machine';
+  downMs: number;
+  force: boolean;
+  /** How long the sources write to the new primary before they stop. */
+  writeMsAfter: number;
+}
+
+/**
  * A primary that switches an away secondary to a changed-block bitmap soon (docs/resync.md): a
  * journal of a few segments, tracking after a few simulated seconds away, a coarse or fine bitmap.
  */
@@ -72,6 +97,8 @@ export interface SiteScenario {
   faultPhaseMs: number;
   settleMsMax: number;
   faults: SiteFault[];
+  /** Null in most seeds; see RoleChangePlan. */
+  roleChange: RoleChangePlan | null;
 }
 
 export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): SiteScenario {
@@ -127,6 +154,7 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
       // Not yet by default either: a primary crash during an initial sync still breaks the cut (seed 54).
       ...(wipesEnabled() ? drawWipes(new Random(seed ^ 0x3e1f), faultPhaseMs, secondaries) : []),
     ].filter((_, index) => keepFaults === undefined || keepFaults.includes(index)),
+    roleChange: null,
   };
   // Drawn apart, so that every other choice of the seed stays as it was before tracking existed,
   // and before in-place staging did.
@@ -137,6 +165,28 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
     resyncStaging: Array.from({ length: secondaries }, () =>
       staging.chance(0.2) && inPlaceEnabled() ? 'in-place' : 'consistent',
     ),
+    roleChange: drawRoleChange(new Random(seed ^ 0xfa11), secondaries, faultPhaseMs),
+  };
+}
+
+/**
+ * Role changes, unless `SIM_ROLE_CHANGES=0`: in 3 seeds of 10 with one secondary, a switchover or a
+ * failover; in 2 of 10 with two, a split brain (a promoted site does not take over its old
+ * primary's other secondaries yet, docs/failover.md: with two, both are promoted).
+ */
+export function roleChangesEnabled(): boolean {
+  return process.env.SIM_ROLE_CHANGES !== '0';
+}
+
+function drawRoleChange(random: Random, secondaries: number, faultPhaseMs: number): RoleChangePlan | null {
+  if (!roleChangesEnabled() || !random.chance(secondaries === 1 ? 0.3 : 0.2)) return null;
+  return {
+    kind: secondaries === 1 ? random.pick(['switchover', 'failover'] as const) : 'split-brain',
+    atMs: faultPhaseMs + random.between(0, 400),
+    primaryCrash: random.chance(0.5) ? 'process' : 'machine',
+    downMs: random.between(20, 1500),
+    force: random.chance(0.5),
+    writeMsAfter: random.between(200, 2000),
   };
 }
 
@@ -246,8 +296,15 @@ export function describeSiteScenario(scenario: SiteScenario): string {
     `seed ${scenario.seed}: ${scenario.secondaries} secondaries, volumes of ${scenario.volumeBlocks.join('+')} blocks, ` +
     `ack ${scenario.ack}, ${scenario.connectionsPerLink} connection(s)/link, cycle.intervalMinMs ${scenario.cycleIntervalMinMs}, ` +
     `segments of ${scenario.segmentBytes} bytes, ${describeTracking(scenario.tracking)}, ${scenario.sources} sources, disks (io/sync ms, volumes slower) ${scenario.disks.map((disk) => `${disk.ioDelayMsMax}/${disk.syncDelayMsMax}x${disk.volumesSlower}`).join(' ')}, ` +
-    `faults: ${scenario.faults.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}`
+    `faults: ${scenario.faults.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}` +
+    describeRoleChange(scenario.roleChange)
   );
+}
+
+function describeRoleChange(plan: RoleChangePlan | null): string {
+  if (!plan) return '';
+  const failover = `primary ${plan.primaryCrash} crash, down ${plan.downMs} ms, promote${plan.force ? ' --force' : ''}`;
+  return `, then ${plan.kind}@${plan.atMs}${plan.kind === 'switchover' ? '' : ` (${failover})`}, writes for ${plan.writeMsAfter} ms after`;
 }
 
 function describeTracking(tracking: SiteTracking | null): string {

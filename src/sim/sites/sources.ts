@@ -37,8 +37,13 @@ export interface SourceStats {
   reissued: number;
   /** Acknowledged (or in-flight) writes a machine crash of the primary took back. */
   lostInCrash: number;
+  /** Writes after the cut a promoted secondary held (a failover's window of loss). */
+  lostInFailover: number;
   refused: number;
 }
+
+/** What a healthy primary may refuse a write with: the journal full, stopping, handing over. */
+const refusalsExpected = ['journal-full', 'stopping', 'switching-over'];
 
 export class Sources {
   /** Per source: writes acknowledged (a prefix of its sequence). */
@@ -60,6 +65,7 @@ export class Sources {
     flushes: 0,
     reissued: 0,
     lostInCrash: 0,
+    lostInFailover: 0,
     refused: 0,
   };
 
@@ -111,13 +117,15 @@ export class Sources {
 
   /**
    * What the primary kept after a machine crash, per source (a prefix at least `durable`, found in
-   * its image by the oracle): the rest is forgotten, and the sources go on from there.
+   * its image by the oracle), or what a promoted secondary held (`failover`): the rest is
+   * forgotten, and the sources go on from there.
    */
-  survived(prefix: readonly number[]): void {
+  survived(prefix: readonly number[], cause: 'crash' | 'failover' = 'crash'): void {
     this.awaitingSurvey = false;
     prefix.forEach((length, source) => {
       const issued = (this.history.sources[source] as HistoryWrite[]).length;
-      this.stats.lostInCrash += issued - length;
+      if (cause === 'crash') this.stats.lostInCrash += issued - length;
+      else this.stats.lostInFailover += issued - length;
       this.history.truncate(source, length);
       this.acknowledged[source] = length;
       this.next[source] = length;
@@ -222,8 +230,9 @@ export class Sources {
       (error: Error & { code?: string }) => {
         if (epoch !== this.epoch) return;
         this.note(`source ${source} write ${write.seq} refused: ${error.message}`);
-        // Only a full journal or a stopping site may refuse a write here (no disk fault is injected).
-        if (!this.expectFailures && error.code !== 'journal-full' && error.code !== 'stopping')
+        // Only a full journal, a stopping site or a switchover may refuse a write here (no disk fault
+        // is injected).
+        if (!this.expectFailures && !refusalsExpected.includes(error.code ?? ''))
           this.violation(`source ${source}: write ${write.seq} refused: ${error.message}`);
         // Refused (journal full, stopping, a storage failure): the write is of unknown fate; again later.
         this.stats.refused++;
@@ -250,7 +259,7 @@ export class Sources {
       },
       (error: Error & { code?: string }) => {
         if (epoch !== this.epoch) return;
-        if (!this.expectFailures && error.code !== 'stopping')
+        if (!this.expectFailures && error.code !== 'stopping' && error.code !== 'switching-over')
           this.violation(`source ${source}: FLUSH failed: ${error.message}`);
         this.busy[source] = false;
         this.schedule(source, 20);
