@@ -30,11 +30,12 @@ async function postAdmin<Answer>(
   verb: string,
   base: string,
   query: URLSearchParams,
+  timeoutMs = requestTimeoutMs,
 ): Promise<{ status: number; answer: Answer } | null> {
   try {
     const response = await fetch(`${base}/admin/${verb}?${query}`, {
       method: 'POST',
-      signal: AbortSignal.timeout(requestTimeoutMs),
+      signal: AbortSignal.timeout(timeoutMs),
     });
     return { status: response.status, answer: (await response.json()) as Answer };
   } catch (error) {
@@ -169,6 +170,8 @@ export interface RejoinOptions {
   url: string;
   /** A split brain's resolution on the site that gives up its history: a full copy. */
   discardMyData: boolean;
+  /** An absolute path where the site saves the blocks of the writes it undoes, before it rejoins. */
+  saveDiscarded: string | null;
   timeoutSeconds: number;
   json: boolean;
 }
@@ -182,6 +185,8 @@ interface RejoinAnswer {
   discardedBytes?: number | string;
   divergentRuns?: number;
   fullCopy?: boolean;
+  savedTo?: string;
+  savedBytes?: number;
 }
 
 /**
@@ -191,7 +196,9 @@ interface RejoinAnswer {
 export async function runRejoin(options: RejoinOptions): Promise<number> {
   const base = options.url.replace(/\/$/, '');
   const query = new URLSearchParams(options.discardMyData ? { 'discard-my-data': 'true' } : {});
-  const posted = await postAdmin<RejoinAnswer>('rejoin', base, query);
+  if (options.saveDiscarded) query.set('save-discarded', options.saveDiscarded);
+  // The site answers once the save (if any) is durable: that may take a while.
+  const posted = await postAdmin<RejoinAnswer>('rejoin', base, query, options.timeoutSeconds * 1000);
   if (!posted) return exitCodes.start;
   const { status, answer } = posted;
   if (status !== 202 || !answer.rejoining) {
@@ -199,6 +206,10 @@ export async function runRejoin(options: RejoinOptions): Promise<number> {
     return exitCodes.refused;
   }
   const supersededBy = answer.supersededBy ?? null;
+  if (answer.savedTo)
+    process.stderr.write(
+      `cyclerep rejoin: the blocks of the writes undone are saved in ${answer.savedTo} (${answer.savedBytes} bytes; docs/failover.md)\n`,
+    );
   process.stderr.write(
     `cyclerep rejoin: following ${supersededBy ? `generation ${supersededBy} from cycle ${answer.cycle}` : 'the primary that dials this site (split-brain resolution)'}; ${answer.fullCopy ? `every block is copied; ${answer.discardedWrites} write(s) of this site's own are undone` : `${answer.discardedWrites} write(s) (${answer.discardedBytes} bytes) taken here after that cycle are undone: ${answer.divergentRuns} run(s) of blocks resynced`}\n`,
   );

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureCa, makeSiteCertificate } from '../ops/certs.ts';
 import { runSimulationParallel } from '../sim/runner.ts';
@@ -50,7 +51,7 @@ const commands: Record<string, Command> = {
     run: (argv) => switchover(argv),
   },
   rejoin: {
-    synopsis: 'rejoin [--discard-my-data] [--json] [--timeout-seconds N] --url URL',
+    synopsis: 'rejoin [--discard-my-data] [--save-discarded FILE] [--json] [--timeout-seconds N] --url URL',
     summary:
       'on a fenced old primary: follow the site that superseded it, its own later writes undone by a delta resync (docs/failover.md)',
     run: (argv) => rejoinCommand(argv),
@@ -306,6 +307,7 @@ function rejoinCommand(argv: string[]): Promise<number> {
       options: {
         url: { type: 'string' },
         'discard-my-data': { type: 'boolean', default: false },
+        'save-discarded': { type: 'string' },
         json: { type: 'boolean', default: false },
         'timeout-seconds': { type: 'string', default: '600' },
       },
@@ -320,6 +322,8 @@ function rejoinCommand(argv: string[]): Promise<number> {
     return runRejoin({
       url: values.url,
       discardMyData: values['discard-my-data'],
+      // The site writes the file: a path of this shell's directory, made absolute here.
+      saveDiscarded: values['save-discarded'] === undefined ? null : resolve(values['save-discarded']),
       json: values.json,
       timeoutSeconds,
     });

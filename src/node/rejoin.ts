@@ -7,17 +7,33 @@
  * writes undone are counted and logged; when the journal no longer tells which they were, every
  * block is copied (said before it starts).
  */
+import { isAbsolute } from 'node:path';
 import { ConfigError } from '../core/errors.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { BlockRun } from '../protocol/frames.ts';
 import { followNewPrimary, secondaryConfigOf } from './demotion.ts';
+import { type DiscardedManifest, saveDiscarded } from './discarded-save.ts';
 import type { PrimaryNode } from './primary-node.ts';
 import type { RoleChangeStart } from './promotion.ts';
 import type { RoleChangeHost } from './site-host.ts';
 
-export function rejoin(host: RoleChangeHost, node: PrimaryNode, discardMyData: boolean): RoleChangeStart {
+/** What the operator asked of a rejoin besides the role change. */
+export interface RejoinRequest {
+  /** A split brain's resolution on the site that gives up its history: a full copy. */
+  discardMyData: boolean;
+  /** An absolute path: the blocks of this site's writes to be undone are saved there first. */
+  saveDiscardedTo: string | null;
+}
+
+export async function rejoin(
+  host: RoleChangeHost,
+  node: PrimaryNode,
+  request: RejoinRequest,
+): Promise<RoleChangeStart> {
   const fenced = node.status().fenced;
-  if (discardMyData) return giveUpHistory(host, node);
+  if (request.saveDiscardedTo !== null && !isAbsolute(request.saveDiscardedTo))
+    return refusal(400, `save-discarded: ${request.saveDiscardedTo} is not an absolute path`);
+  if (request.discardMyData) return giveUpHistory(host, node, request.saveDiscardedTo);
   if (!fenced)
     return {
       answer: {
@@ -39,6 +55,15 @@ export function rejoin(host: RoleChangeHost, node: PrimaryNode, discardMyData: b
   const cycle = fenced.startedAt - 1;
   const written = node.writtenAfter(cycle);
   const divergence = written?.runs ?? everyBlock(node, host.config.blockSize);
+  let saved: DiscardedManifest | null = null;
+  if (request.saveDiscardedTo !== null) {
+    const outcome = await saveFirst(host, node, request.saveDiscardedTo, written?.runs ?? null, {
+      afterCycle: cycle,
+      supersededBy: fenced.generation,
+    });
+    if ('answer' in outcome) return outcome;
+    saved = outcome.manifest;
+  }
   const report = {
     cycle,
     supersededBy: fenced.generation,
@@ -46,6 +71,7 @@ export function rejoin(host: RoleChangeHost, node: PrimaryNode, discardMyData: b
     discardedBytes: written?.bytes ?? 'unknown',
     divergentRuns: divergence.length,
     fullCopy: written === null,
+    ...savedReport(request.saveDiscardedTo, saved),
   };
   host.logger.warn('rejoin-started', {
     ...report,
@@ -64,7 +90,11 @@ export function rejoin(host: RoleChangeHost, node: PrimaryNode, discardMyData: b
  * primary of a diverged (or newer) history dials it, and every block is copied from it: the two
  * histories share no cycle numbering after the fork, so no delta can be proven.
  */
-function giveUpHistory(host: RoleChangeHost, node: PrimaryNode): RoleChangeStart {
+async function giveUpHistory(
+  host: RoleChangeHost,
+  node: PrimaryNode,
+  saveDiscardedTo: string | null,
+): Promise<RoleChangeStart> {
   let config: SecondaryFileConfig;
   try {
     config = secondaryConfigOf(host);
@@ -73,6 +103,15 @@ function giveUpHistory(host: RoleChangeHost, node: PrimaryNode): RoleChangeStart
     return { answer: { status: 409, body: { error: error.message } }, work: null };
   }
   const written = node.writtenAfter(0);
+  let saved: DiscardedManifest | null = null;
+  if (saveDiscardedTo !== null) {
+    const outcome = await saveFirst(host, node, saveDiscardedTo, written?.runs ?? null, {
+      afterCycle: 0,
+      supersededBy: 'the primary that dials this site',
+    });
+    if ('answer' in outcome) return outcome;
+    saved = outcome.manifest;
+  }
   const report = {
     cycle: 0,
     supersededBy: null,
@@ -80,6 +119,7 @@ function giveUpHistory(host: RoleChangeHost, node: PrimaryNode): RoleChangeStart
     discardedBytes: written?.bytes ?? 'unknown',
     divergentRuns: node.volumeRecords.length,
     fullCopy: true,
+    ...savedReport(saveDiscardedTo, saved),
   };
   host.logger.warn('rejoin-started', {
     ...report,
@@ -98,6 +138,52 @@ function giveUpHistory(host: RoleChangeHost, node: PrimaryNode): RoleChangeStart
         acceptDiverged: true,
       }),
   };
+}
+
+/**
+ * Saves the blocks of the writes to be undone (discarded-save.ts) before anything changes; a
+ * refusal when the journal no longer tells which blocks they are, or when the save fails.
+ */
+async function saveFirst(
+  host: RoleChangeHost,
+  node: PrimaryNode,
+  path: string,
+  runs: BlockRun[] | null,
+  facts: { afterCycle: number; supersededBy: string },
+): Promise<RoleChangeStart | { manifest: DiscardedManifest }> {
+  if (runs === null)
+    return refusal(
+      409,
+      `save-discarded: this site's journal no longer tells which blocks it wrote after cycle ${facts.afterCycle}, so saving them means saving every volume: copy the volume files while the site is stopped, then rejoin without --save-discarded`,
+    );
+  try {
+    const manifest = await saveDiscarded(host.environment.fs, path, node, node.volumeRecords, runs, {
+      ...facts,
+      group: host.config.group,
+      site: node.identity.site,
+      blockSize: host.config.blockSize,
+    });
+    host.logger.warn('discarded-writes-saved', {
+      path,
+      bytes: manifest.bytes,
+      runs: manifest.runs.length,
+      afterCycle: facts.afterCycle,
+    });
+    return { manifest };
+  } catch (error) {
+    return refusal(
+      500,
+      `save-discarded: ${(error as Error).message}; nothing was changed, the site is still fenced`,
+    );
+  }
+}
+
+function savedReport(path: string | null, saved: DiscardedManifest | null): Record<string, unknown> {
+  return saved ? { savedTo: path, savedBytes: saved.bytes } : {};
+}
+
+function refusal(status: number, error: string): RoleChangeStart {
+  return { answer: { status, body: { error } }, work: null };
 }
 
 /** Every block of every volume: a full copy. */

@@ -131,7 +131,14 @@ export class SiteHost implements RoleChangeHost {
     if (verb === 'rejoin') {
       if (!(node instanceof PrimaryNode))
         return { status: 409, body: { error: 'this site is a secondary already' } };
-      const started = rejoin(this, node, params.get('discard-my-data') === 'true');
+      // The save of what it discards runs before the answer: no other verb meanwhile.
+      this.change = Promise.resolve();
+      const started = await rejoin(this, node, {
+        discardMyData: params.get('discard-my-data') === 'true',
+        saveDiscardedTo: params.get('save-discarded'),
+      }).finally(() => {
+        this.change = null;
+      });
       if (started.work) this.changeRole('rejoin', started.work);
       return started.answer;
     }

@@ -4,10 +4,13 @@
 // in the same process: its image is a consistent cut of the old primary's history at the cycle it
 // promoted from, its NBD export takes writes, cycle numbers go on from that cycle, and a restart
 // from the same (secondary-role) config runs it as the primary it now is. The old primary, back,
-// is told by dr1 that it was superseded and fences itself.
+// is told by dr1 that it was superseded and fences itself; `rejoin --save-discarded FILE` saves
+// the blocks of its writes after the promotion cycle (refused, changing nothing, when FILE exists),
+// then it follows dr1 with a delta and ends byte-identical to it.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
+import type { DiscardedManifest } from '../../src/node/discarded-save.ts';
 import {
   blockBytes,
   freePort,
@@ -109,10 +112,32 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   const oldStatus = await waitForStatus(primaryConfig.httpPort, (s) => s.fenced != null, 10_000);
   assert.equal((oldStatus.fenced as { site: string }).site, after.site);
   await dr1.waitForEvent('old-primary-told');
+  // --save-discarded onto a file that exists: refused, and the site is still fenced as it was.
+  const taken = workspace.path('taken.bin');
+  writeFileSync(taken, 'something else');
+  const refusedSave = await runCyclerep([
+    'rejoin',
+    '--save-discarded',
+    taken,
+    '--url',
+    `http://127.0.0.1:${primaryConfig.httpPort}`,
+    '--timeout-seconds',
+    '30',
+  ]);
+  assert.equal(refusedSave.status, 6, refusedSave.output);
+  assert.match(refusedSave.output, /taken\.bin: cannot create it .*must not exist yet/);
+  assert.equal(readFileSync(taken, 'utf8'), 'something else');
+  const stillFenced = await status(primaryConfig.httpPort);
+  assert.equal(stillFenced.role, 'primary');
+  assert.ok(stillFenced.fenced, 'nothing changed');
   // Rejoin: the old primary follows dr1; the blocks it wrote after the promotion cycle (its journal
-  // held cycles dr1 never stored when it was killed) are resynced from dr1 with dr1's own writes.
+  // held cycles dr1 never stored when it was killed) are saved, then resynced from dr1 with dr1's
+  // own writes.
+  const savedPath = workspace.path('undone.bin');
   const rejoined = await runCyclerep([
     'rejoin',
+    '--save-discarded',
+    savedPath,
     '--url',
     `http://127.0.0.1:${primaryConfig.httpPort}`,
     '--timeout-seconds',
@@ -126,6 +151,11 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   const rejoinStarted = await oldPrimary.waitForEvent('rejoin-started');
   assert.equal(rejoinStarted?.cycle, from, 'undone from the cycle dr1 promoted at');
   assert.equal(rejoinStarted?.fullCopy, false, 'a delta, not a full copy');
+  const saved = readSavedDiscards(savedPath);
+  assert.equal(saved.manifest.afterCycle, from);
+  assert.equal(saved.manifest.bytes, saved.data.length);
+  assert.equal(rejoinStarted?.savedBytes, saved.manifest.bytes);
+  assert.ok(saved.manifest.runs.length > 0 && saved.manifest.bytes > 0, 'something was undone and saved');
   const oldAfter = await status(primaryConfig.httpPort);
   assert.equal(oldAfter.role, 'secondary');
   assert.equal(oldAfter.consistent, true);
@@ -150,6 +180,13 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
       `vol${index}: the rejoined site equals dr1`,
     );
   assert.deepEqual(readFileSync(workspace.path('dr1', 'volumes', 'vol1.img')).subarray(lastBlock), data);
+  // What was saved is what the rejoin undid: some of it differs from the image that replaced it.
+  const replaced = saved.manifest.runs.filter((run) => {
+    const index = Number(run.volume.replace('vol', ''));
+    const now = ((images[1] as Buffer[])[index] as Buffer).subarray(run.offset, run.offset + run.length);
+    return Buffer.compare(now, saved.data.subarray(run.at, run.at + run.length)) !== 0;
+  });
+  assert.ok(replaced.length > 0, 'the saved blocks hold the writes the rejoin undid');
   dr1 = workspace.startSecondary(secondary.path);
   await dr1.waitForEvent('primary-started');
   assert.equal(dr1.events('role-from-site-state').length, 1);
@@ -160,3 +197,13 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   assert.equal((await status(secondary.httpPort)).role, 'primary');
   assert.equal((await promote(secondary.httpPort)).status, 6, 'a primary is not promoted again');
 });
+
+/** A `--save-discarded` file: a header line, a JSON manifest line, then the runs' bytes. */
+function readSavedDiscards(path: string): { manifest: DiscardedManifest; data: Buffer } {
+  const bytes = readFileSync(path);
+  const first = bytes.indexOf(10);
+  const second = bytes.indexOf(10, first + 1);
+  assert.equal(bytes.subarray(0, first).toString(), 'cyclerep-discarded 1');
+  const manifest = JSON.parse(bytes.subarray(first + 1, second).toString()) as DiscardedManifest;
+  return { manifest, data: bytes.subarray(second + 1) };
+}

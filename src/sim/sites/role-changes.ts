@@ -83,7 +83,9 @@ export class RoleChanges {
       primaryNodeOf(primary) !== null &&
       secondaries.every((site) => secondaryNodeOf(site) !== null) &&
       sites.every((site) => !site.restartPending && !site.diskFault && !site.host?.changingRole) &&
-      !sources.awaitingSurvey
+      !sources.awaitingSurvey &&
+      // A restarted primary is judged before the sources go on: not in the middle of that.
+      sources.attached
     );
   }
 
@@ -168,9 +170,10 @@ export class RoleChanges {
       }
     };
     this.promote(plan, next, 0, givenUp, async () => {
-      this.promotion = 'in-force';
       if (other) this.splitBrain(plan, next, other);
       else await this.takeOver(plan, next, [old], 'failover');
+      // Only now may the old primary come back: it is no longer the one the sources write to.
+      this.promotion = 'in-force';
     });
   }
 

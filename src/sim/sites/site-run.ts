@@ -781,7 +781,14 @@ export class SiteRun implements RoleChangeWorld {
       const lower = [...this.sources.acknowledged];
       this.readImage((volume, offset, length) => primary.read(volume, offset, length)).then(
         (image) => {
-          if (!primaryProcess.alive || this.primary !== primarySite) return;
+          // A role change that began meanwhile stops the node under the read: nothing to judge
+          // (an NBD read is drained before the files change hands; these reads are not).
+          if (
+            !primaryProcess.alive ||
+            this.primary !== primarySite ||
+            this.changedUnder(primarySite, primary)
+          )
+            return;
           const problem = this.judgePrimaryImage(image, lower, this.sources.issued);
           if (problem) return this.violation(`${primaryProcess.name} read path: ${problem}`);
           if (settled) this.primary.readHoldsAll = this.holdsAll(image);
@@ -821,7 +828,7 @@ export class SiteRun implements RoleChangeWorld {
     const before = node.imageState;
     this.readImage((volume, offset, length) => node.read(volume, offset, length)).then(
       (image) => {
-        if (!process.alive) return;
+        if (!process.alive || this.changedUnder(site, node)) return;
         if (this.mayBeInconsistent(site, before, node.imageState)) {
           this.stats.imagesInconsistent++;
           return;
@@ -877,8 +884,8 @@ export class SiteRun implements RoleChangeWorld {
   }
 
   private inPlace(site: Site): boolean {
-    const index = this.secondaries.indexOf(site as Site);
-    return this.scenario.resyncStaging[index] === 'in-place';
+    // Drawn per secondary as the run began (the primary's disk is 0): role changes reorder the list.
+    return this.scenario.resyncStaging[site.diskIndex - 1] === 'in-place';
   }
 
   /**

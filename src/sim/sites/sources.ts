@@ -87,6 +87,11 @@ export class Sources {
     this.busy = Array.from({ length: count }, () => false);
   }
 
+  /** Whether the sources write to a primary now (none after a crash, until its survey). */
+  get attached(): boolean {
+    return this.target !== null;
+  }
+
   /** The primary is up (again): every source goes on. */
   attach(target: SourceTarget): void {
     this.target = target;
