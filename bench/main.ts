@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { BenchContext } from './lib/context.ts';
 import { Report } from './lib/report.ts';
+import { failover } from './scenarios/failover.ts';
 import { folding } from './scenarios/folding.ts';
 import { frontDoor } from './scenarios/front-door.ts';
 import { memory } from './scenarios/memory.ts';
@@ -28,6 +29,7 @@ const scenarios: Record<string, (context: BenchContext) => Promise<void>> = {
   memory,
   'tls-link': tlsLink,
   resync,
+  failover,
 };
 
 /** Parts of a scenario that `--only` may pick alone; a run without `--only` runs them in their scenario. */

@@ -50,10 +50,10 @@ export const mutants: readonly Mutant[] = [
     name: 'volume-sync-before-drain',
     simulator: 'sites',
     file: 'src/node/secondary-node.ts',
-    find: `        this.volumeWrites
+    find: `        const synced = this.volumeWrites
           .drained()
           .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))`,
-    replace: `        Promise.resolve()
+    replace: `        const synced = Promise.resolve()
           .then(() => Promise.all(this.volumes.map((volume) => volume.flush())))`,
     defect:
       'a secondary syncs its volumes (and writes its applied marker) before its queued volume writes drained',
