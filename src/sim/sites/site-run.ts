@@ -175,37 +175,7 @@ export class SiteRun implements RoleChangeWorld {
     this.secondaries = Array.from({ length: scenario.secondaries }, (_, index) =>
       this.newSite(`dr${index + 1}`, this.listenAddress(index), this.secondaryDocument(index), index + 1),
     );
-    this.stats = {
-      events: 0,
-      writes: 0,
-      zeroRuns: 0,
-      flushes: 0,
-      reissued: 0,
-      lostInCrash: 0,
-      refused: 0,
-      faults: Object.fromEntries(siteFaultKinds.map((kind) => [kind, 0])) as Record<SiteFaultKind, number>,
-      restarts: 0,
-      failStops: 0,
-      recovers: 0,
-      imagesJudged: 0,
-      syncs: 0,
-      lostSectors: 0,
-      tornSectors: 0,
-      revertedEntries: 0,
-      trackingStarted: 0,
-      resyncStarted: 0,
-      resyncComplete: 0,
-      initialSyncs: 0,
-      inconsistentImageWarnings: 0,
-      imagesInconsistent: 0,
-      switchovers: 0,
-      promotions: 0,
-      rejoins: 0,
-      splitBrains: 0,
-      roleChangesRefused: 0,
-      lostInFailover: 0,
-      simulatedMs: 0,
-    };
+    this.stats = emptySiteRunStats();
   }
 
   private listenAddress(index: number): string {
@@ -1032,6 +1002,41 @@ export class SiteRun implements RoleChangeWorld {
     this.trace.push(stamped);
     if (this.trace.length > traceLinesMax && !this.traceAll) this.trace.shift();
   }
+}
+
+/** Every figure of a run at zero: a run's start, and a report's sum before its first run. */
+export function emptySiteRunStats(): SiteRunStats {
+  return {
+    events: 0,
+    writes: 0,
+    zeroRuns: 0,
+    flushes: 0,
+    reissued: 0,
+    lostInCrash: 0,
+    refused: 0,
+    faults: Object.fromEntries(siteFaultKinds.map((kind) => [kind, 0])) as Record<SiteFaultKind, number>,
+    restarts: 0,
+    failStops: 0,
+    recovers: 0,
+    imagesJudged: 0,
+    syncs: 0,
+    lostSectors: 0,
+    tornSectors: 0,
+    revertedEntries: 0,
+    trackingStarted: 0,
+    resyncStarted: 0,
+    resyncComplete: 0,
+    initialSyncs: 0,
+    inconsistentImageWarnings: 0,
+    imagesInconsistent: 0,
+    switchovers: 0,
+    promotions: 0,
+    rejoins: 0,
+    splitBrains: 0,
+    roleChangesRefused: 0,
+    lostInFailover: 0,
+    simulatedMs: 0,
+  };
 }
 
 export function primaryNodeOf(site: Site): PrimaryNode | null {

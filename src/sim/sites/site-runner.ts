@@ -1,11 +1,10 @@
 /** Runs many whole-site seeds, on several worker threads if asked, and sums them into one report. */
 import { Worker } from 'node:worker_threads';
-import { runSiteSeed, type SiteRunResult, type SiteRunStats } from './site-run.ts';
+import { emptySiteRunStats, runSiteSeed, type SiteRunResult, type SiteRunStats } from './site-run.ts';
 import {
   describeSiteScenario,
   diskFaultsEnabled,
   drawSiteScenario,
-  type SiteFaultKind,
   siteFaultKinds,
 } from './site-scenario.ts';
 
@@ -145,41 +144,7 @@ function runWorker(job: SiteWorkerJob): Promise<{ report: SiteSimulationReport; 
 }
 
 function emptyReport(): SiteSimulationReport {
-  return {
-    seedsRun: 0,
-    violations: 0,
-    failingSeeds: [],
-    wallSeconds: 0,
-    events: 0,
-    writes: 0,
-    zeroRuns: 0,
-    flushes: 0,
-    reissued: 0,
-    lostInCrash: 0,
-    refused: 0,
-    faults: Object.fromEntries(siteFaultKinds.map((kind) => [kind, 0])) as Record<SiteFaultKind, number>,
-    restarts: 0,
-    failStops: 0,
-    recovers: 0,
-    imagesJudged: 0,
-    syncs: 0,
-    lostSectors: 0,
-    tornSectors: 0,
-    revertedEntries: 0,
-    trackingStarted: 0,
-    resyncStarted: 0,
-    resyncComplete: 0,
-    initialSyncs: 0,
-    inconsistentImageWarnings: 0,
-    imagesInconsistent: 0,
-    switchovers: 0,
-    promotions: 0,
-    rejoins: 0,
-    splitBrains: 0,
-    roleChangesRefused: 0,
-    lostInFailover: 0,
-    simulatedMs: 0,
-  };
+  return { seedsRun: 0, violations: 0, failingSeeds: [], wallSeconds: 0, ...emptySiteRunStats() };
 }
 
 function addStats(total: SiteRunStats, part: SiteRunStats): void {
