@@ -271,12 +271,15 @@ export class SecondaryStore {
    * consistent, the newest consistent one before it (the welcome states it).
    */
   checkpoint(): SecondaryRecord[] {
-    const applied: SecondaryRecord = {
-      kind: 'applied',
-      cycle: this.appliedDurable,
-      consistent: this.appliedDurableConsistent,
-    };
-    if (this.appliedDurableConsistent) return [applied];
+    // An applied marker appended but not yet durable comes before this checkpoint in the journal,
+    // and a segment is durable before the next one starts: the checkpoint restates it. Restating
+    // only what was durable let the release that follows the marker delete the older segment (the
+    // cycle's records and the marker) and leave a journal saying the cycle was never applied.
+    const marker = this.applying?.phase === 'marker' ? this.applying : null;
+    const cycle = marker ? marker.cycle : this.appliedDurable;
+    const consistent = marker ? marker.consistent : this.appliedDurableConsistent;
+    const applied: SecondaryRecord = { kind: 'applied', cycle, consistent };
+    if (consistent) return [applied];
     return [{ kind: 'applied', cycle: this.consistentDurable, consistent: true }, applied];
   }
 

@@ -525,6 +525,25 @@ test('a crash during apply finishes the apply at restart, and applied never goes
   assert.equal(restarted.secondary.appliedDurable, 1);
 });
 
+test('a checkpoint taken while an applied marker is on its way restates it: the release after it may delete the segment holding the marker', () => {
+  // Found by the whole-site simulator (seed 52595): a segment started between the marker's append
+  // and its sync said "applied 22"; the release of 23 then deleted the older segment with cycle 23's
+  // records and its marker, and the restarted secondary never applied again.
+  const site = new Site();
+  site.hello(1);
+  site.holdVolumeSync = true;
+  const cycle = cycleFrames(1, 1, [[4, 7]]);
+  for (const frame of [...cycle.packets, cycle.end]) site.frame(1, frame);
+  const marker = site.secondary.onVolumesSynced(0, site.heldVolumeSyncs[0] as number);
+  for (const action of marker) if (action.type === 'journal-append') site.journal.push(action.record);
+  assert.equal(site.secondary.appliedDurable, 0, 'the marker is appended, not yet durable');
+  const checkpoint = site.secondary.checkpoint();
+  // The new segment holds only the checkpoint once the older one is released with cycle 1's records.
+  const restarted = new Site(checkpoint);
+  assert.equal(restarted.secondary.applied, 1);
+  assert.equal(restarted.secondary.stored, 1);
+});
+
 test('a packet outside its volume, or twice the same packet, fails the link with packet-invalid', () => {
   const outside = new Site();
   outside.hello(1);
