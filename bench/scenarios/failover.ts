@@ -109,6 +109,8 @@ export async function failover(context: BenchContext): Promise<void> {
         '1% written after the promotion travels as the ordinary cycles A still holds in its journal. ' +
         `Load average (1 min) at the end: ${loadAverage().toFixed(1)}.`,
     );
+    // A's own 1% reaches B as ordinary cycles after the rejoin's unit: compare once B has them all.
+    await waitForStatus(a, 'B caught up with A', caughtUp, 600_000);
     await stop(a);
     await stop(b);
     table.notes.push(`After the rejoin the two images are ${sameImages(dir) ? 'identical' : 'DIFFERENT'}.`);
@@ -213,6 +215,16 @@ async function admin(site: Site, args: string[]): Promise<number> {
 }
 
 type Status = Record<string, unknown>;
+
+/** The primary's secondary stored and applied every cycle the primary closed. */
+function caughtUp(status: Status): boolean {
+  const link = (
+    status.secondaries as { lagBytes: number; stored: number; applied: number }[] | undefined
+  )?.[0];
+  return (
+    link !== undefined && link.lagBytes === 0 && link.applied === link.stored && link.stored === status.closed
+  );
+}
 
 function linkOf(status: Status): { link?: string } | undefined {
   return (status.secondaries as { link?: string }[] | undefined)?.[0];
