@@ -156,6 +156,7 @@ export class PrimaryNode {
       storage.records,
       storage.trackings,
     );
+    this.runtime.watchJournal(storage.journal);
     this.journalBlocks = new JournalBlocks(storage.journal, storage.shape.blockBytes, writeBlocks, true);
     for (const { seq, cycle, position } of storage.places)
       this.journalBlocks.onReplayed(seq, cycle, position);

@@ -110,14 +110,30 @@ async function carryOutPromotion(
   const secondaryConfig = host.config as SecondaryFileConfig;
   const { timeoutMs } = secondaryConfig.shutdown;
   await secondary.stop({ nbdDrainMs: timeoutMs / 2, statusLingerMs: 0 });
-  const offline = await SecondaryNode.start(secondaryConfig, host.logger, host.onFatal, {
+  // Applied with consistent staging whatever the config says: an in-place resync's stored cycles
+  // would make the image no consistent cut, so the promotion stops at the last consistent cycle.
+  const settleConfig: SecondaryFileConfig = { ...secondaryConfig, resync: { staging: 'consistent' } };
+  const offline = await SecondaryNode.start(settleConfig, host.logger, host.onFatal, {
     offline: true,
     environment: host.environment,
   });
   await offline.settle();
   const { applied } = offline.status();
   const basis = offline.promotionBasis();
+  const { consistent } = offline.imageState;
   await offline.stop();
+  if (!consistent) {
+    // An in-place resync cycle was applied between the verb's check and the stop: nothing was
+    // converted, so the site goes on as the secondary it was.
+    host.logger.error('promotion-abandoned', {
+      generation: generationId,
+      applied,
+      reason:
+        'an in-place resync cycle was applied before the stop: the image is no consistent cut, so it is not promoted; the site runs on as a secondary',
+    });
+    await host.startNode(secondaryConfig);
+    return;
+  }
   if (expectedCycle !== null && applied !== expectedCycle)
     throw new Error(
       `switchover at cycle ${expectedCycle}, but the image applied here is at cycle ${applied}: not promoted`,

@@ -241,6 +241,7 @@ export class SecondaryNode {
     });
     this.volumes = files;
     this.journal = opened.journal;
+    this.runtime.watchJournal(opened.journal);
     this.journalBlocks = new JournalBlocks(opened.journal, shape.blockBytes, packetBlocks, false);
     for (const { seq, cycle, position } of places) this.journalBlocks.onReplayed(seq, cycle, position);
     this.core = Secondary.recover(

@@ -110,6 +110,7 @@ export class SegmentJournal<R> {
   /** A sync queued but not started: later callers share it (group commit). */
   private queuedSync: Promise<void> | null = null;
   private failure: StorageError | null = null;
+  private failureListener: ((failure: StorageError) => void) | null = null;
   /** Segment deletions run one after the other, oldest segment first. */
   private deletions: Promise<void> = Promise.resolve();
   private readonly deleting = new Set<Segment>();
@@ -436,13 +437,34 @@ export class SegmentJournal<R> {
       await step();
     } catch (cause) {
       // A journal that failed a write cannot say what reached the disk: every later append fails too.
-      this.failure ??= new StorageError('storage-io', `${path}: write failed: ${(cause as Error).message}`, {
-        cause,
-      });
+      this.failWith(
+        new StorageError('storage-io', `${path}: write failed: ${(cause as Error).message}`, { cause }),
+      );
       for (const append of [...batch, ...this.pending.splice(0)]) append.reject(this.failure);
       this.queuedBytes = 0;
       throw this.failure;
     }
+  }
+
+  /**
+   * Calls `listener` once, when the journal first fails (at once if it has). A failed write of a
+   * frame of its own (the durable watermark, a checkpoint, the close frame) rejects no append, so
+   * without this the owner would learn of it only at its next append, running on meanwhile as if
+   * the journal could still take one.
+   */
+  onFailure(listener: (failure: StorageError) => void): void {
+    this.failureListener = listener;
+    const failure = this.failure;
+    if (failure) queueMicrotask(() => listener(failure));
+  }
+
+  /** The journal's first failure stays its failure; the listener hears of it once. */
+  private failWith(failure: StorageError): StorageError {
+    if (this.failure) return this.failure;
+    this.failure = failure;
+    const listener = this.failureListener;
+    if (listener) queueMicrotask(() => listener(failure));
+    return failure;
   }
 
   /** Once the journal failed: rejects every append waiting and throws the failure. */
@@ -556,14 +578,11 @@ export class SegmentJournal<R> {
         } catch (cause) {
           if (cause === this.failure) throw cause;
           // After a failed fdatasync the kernel may forget the error: never trust a later one.
-          this.failure ??= new StorageError(
-            'storage-io',
-            `journal fdatasync failed: ${(cause as Error).message}`,
-            {
+          throw this.failWith(
+            new StorageError('storage-io', `journal fdatasync failed: ${(cause as Error).message}`, {
               cause,
-            },
+            }),
           );
-          throw this.failure;
         }
         this.syncCalls++;
         this.onSynced(upTo);

@@ -194,6 +194,31 @@ const regressions: {
     found:
       'a late release of a secondary stopped for a promotion deleted segments and rewrote journal.state under the journal the promotion had put in place',
   },
+  {
+    seed: 8793,
+    faults: [4, 8, 9],
+    roleChanges: true,
+    inPlace: true,
+    found:
+      "a secondary staging in place was promoted with an in-place resync cycle stored: the promotion's settle applied it, and the new primary exposed an image that was no consistent cut",
+  },
+  {
+    seed: 2305,
+    faults: [2, 3],
+    roleChanges: true,
+    inPlace: true,
+    found:
+      'the same promotion of an in-place resync cycle (seed 8793): the new primary showed a write its history did not hold',
+  },
+  {
+    seed: 3903,
+    faults: [2, 5, 7, 12],
+    diskFaults: true,
+    roleChanges: true,
+    inPlace: true,
+    found:
+      "a secondary's durable-watermark frame failed on a full disk; no append waited for it, so the site ran on for seconds with a dead journal and failed only at its next append",
+  },
 ];
 
 /**

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { StorageError } from '../../src/core/errors.ts';
 import type { PrimaryRecord, SecondaryRecord } from '../../src/core/records.ts';
+import type { FileSystem } from '../../src/io/file-system.ts';
 import { nodeFileSystem } from '../../src/io/node-file-system.ts';
 import { segmentHeaderBytes } from '../../src/storage/journal-replay.ts';
 import {
@@ -586,6 +587,47 @@ test('a damaged site.json is refused with its path and what is wrong, never used
       JSON.stringify({ role: 'secondary', config: { role: 'secondary', dataDir: directory }, shape: null }),
     );
     assert.equal(readSiteFile(nodeFileSystem, directory)?.role, 'secondary');
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test("a failed write of the journal's own frame is reported at once, not at the next append", async () => {
+  const directory = tempDir();
+  try {
+    // The durable frame written after a sync fails with ENOSPC: no append waits for it, so only
+    // the failure listener can tell the owner that the journal is dead.
+    let armed = false;
+    let failWrites = false;
+    const fs: FileSystem = {
+      ...nodeFileSystem,
+      write: (fd, data, offset, length, position) =>
+        failWrites
+          ? Promise.reject(
+              Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }),
+            )
+          : nodeFileSystem.write(fd, data, offset, length, position),
+      fdatasync: async (fd) => {
+        await nodeFileSystem.fdatasync(fd);
+        failWrites = armed;
+      },
+    };
+    const { journal } = SegmentJournal.open<PrimaryRecord>({
+      fs,
+      directory,
+      segmentBytesMax: 64 * 1024,
+      codec: primaryRecordCodec,
+      checkpoint: () => [{ kind: 'switch', closed: 0 }],
+    });
+    const reported = new Promise<StorageError>((resolve) => journal.onFailure(resolve));
+    await journal.append({ kind: 'write', cycle: 1, extent: dataExtent(0, 0, 1, 7) });
+    armed = true;
+    await journal.sync();
+    const failure = await reported;
+    assert.ok(failure instanceof StorageError);
+    assert.match(failure.message, /\.seg: write failed: ENOSPC/);
+    await assert.rejects(journal.append({ kind: 'switch', closed: 1 }), /write failed: ENOSPC/);
+    journal.abandon();
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }

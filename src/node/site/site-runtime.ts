@@ -112,6 +112,16 @@ export class SiteRuntime {
     this.onFailure(this.fatal);
   }
 
+  /**
+   * The journal's own failures (a watermark or checkpoint frame that could not be written) stop
+   * the site at once; during a stop, the stop's own steps report them.
+   */
+  watchJournal(journal: { onFailure(listener: (failure: Error) => void): void }): void {
+    journal.onFailure((failure) => {
+      if (!this.stopping) this.fail(failure);
+    });
+  }
+
   /** Starts NBD and the status endpoint, as the config asks. */
   async serve(site: ServedSite): Promise<void> {
     this.services = await SiteServices.start(this.config, site, this.logger);

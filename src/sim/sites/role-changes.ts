@@ -196,8 +196,13 @@ export class RoleChanges {
         if (answer.status === 202) {
           this.waitFor(
             `the promotion of ${site.name}`,
-            () => primaryNodeOf(site) !== null,
+            () => primaryNodeOf(site) !== null || this.promotionAbandoned(site),
             async () => {
+              if (!primaryNodeOf(site)) {
+                run.note(`${site.name} abandoned its promotion and runs on as a secondary`);
+                refused();
+                return;
+              }
               run.stats.promotions++;
               await inForce();
             },
@@ -211,6 +216,11 @@ export class RoleChanges {
         refused();
       }),
     );
+  }
+
+  /** The promotion ended with the site a secondary still (promotion-abandoned in its log). */
+  private promotionAbandoned(site: Site): boolean {
+    return secondaryNodeOf(site) !== null && site.host?.changingRole === false;
   }
 
   /**
