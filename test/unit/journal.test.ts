@@ -599,14 +599,16 @@ test("a failed write of the journal's own frame is reported at once, not at the 
     // the failure listener can tell the owner that the journal is dead.
     let armed = false;
     let failWrites = false;
+    const diskFull = () =>
+      Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
     const fs: FileSystem = {
       ...nodeFileSystem,
       write: (fd, data, offset, length, position) =>
-        failWrites
-          ? Promise.reject(
-              Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }),
-            )
-          : nodeFileSystem.write(fd, data, offset, length, position),
+        failWrites ? Promise.reject(diskFull()) : nodeFileSystem.write(fd, data, offset, length, position),
+      writeSync: (fd, data, offset, length, position) => {
+        if (failWrites) throw diskFull();
+        return nodeFileSystem.writeSync(fd, data, offset, length, position);
+      },
       fdatasync: async (fd) => {
         await nodeFileSystem.fdatasync(fd);
         failWrites = armed;
