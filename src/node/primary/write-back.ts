@@ -3,7 +3,8 @@
  * journal records carrying it are durable, so after any crash the volumes hold nothing the journal
  * lacks. Durable writes go in batches, one batch after the other, so an older write never lands
  * after a newer one; until a batch has landed, reads find its data here (the core forgets a
- * collected cycle before its write-back lands).
+ * collected cycle before its write-back lands). A batch in which some block is written twice is
+ * folded first (written once, newest wins); any other batch is written as its writes came.
  */
 import { FoldIndex } from '../../core/fold.ts';
 import type { Extent } from '../../core/types.ts';
@@ -40,6 +41,17 @@ function newestInBatch(
     return extent.data.subarray(start, start + blockBytes);
   }
   return undefined;
+}
+
+/** Whether two of the extents share a block: only then must a batch be folded (the newer wins). */
+function overlapping(extents: readonly Extent[]): boolean {
+  const sorted = [...extents].sort((a, b) => a.volume - b.volume || a.block - b.block);
+  for (let i = 1; i < sorted.length; i++) {
+    const before = sorted[i - 1] as Extent;
+    const next = sorted[i] as Extent;
+    if (next.volume === before.volume && next.block < before.block + before.blockCount) return true;
+  }
+  return false;
 }
 
 export class WriteBack {
@@ -99,10 +111,18 @@ export class WriteBack {
   }
 
   private async writeBatch(batch: WriteBackBatch): Promise<void> {
+    const writes = new WriteQueue(volumeWritesInFlight);
+    if (!overlapping(batch.extents)) {
+      // No block written twice: each write goes as it came, its bytes neither folded nor copied
+      // (most batches of scattered or sequential writes).
+      for (const extent of batch.extents)
+        writes.push(() => (this.volumes[extent.volume] as VolumeFile).writeExtent(extent));
+      await writes.drained();
+      return;
+    }
     const fold = new FoldIndex(this.blockBytes);
     for (const extent of batch.extents) fold.add(extent);
     batch.fold = fold;
-    const writes = new WriteQueue(volumeWritesInFlight);
     for (const run of fold.runs(writeBackRunBytesMax)) {
       writes.push(() => (this.volumes[run.volume] as VolumeFile).writeExtent(fold.extentOf(run)));
     }
