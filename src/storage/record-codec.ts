@@ -25,6 +25,12 @@ export const recordBodyBytesMax = limits.packetBytesMax + 64;
 
 /** Encodes and decodes one journal's records. */
 export interface RecordCodec<R> {
+  /**
+   * The body as pieces to be written one after the other: the record's fields, then its block
+   * data as given (not copied), so a frame's bytes are copied once, into the batch written.
+   */
+  bodyPieces(record: R): Uint8Array[];
+  /** The body in one piece (for tests and tools). */
   encodeBody(record: R): Uint8Array;
   /** Throws ProtocolError on a body that does not parse. */
   decodeBody(body: Uint8Array): R;
@@ -51,18 +57,28 @@ const kinds = {
   appliedPartial: 16,
 } as const;
 
-function extentBytes(extent: Extent): number {
-  return 2 + 1 + 8 + 4 + (extent.data?.length ?? 0);
-}
+/** The bytes of an extent's fields before its data. */
+const extentFieldBytes = 2 + 1 + 8 + 4;
 
-function writeExtent(writer: ByteWriter, extent: Extent): ByteWriter {
-  writer
+/** A record's fields (`fields`, sized for them and the extent's fields), then the extent's data as given. */
+function withExtent(fields: ByteWriter, extent: Extent): Uint8Array[] {
+  const head = fields
     .u16(extent.volume)
     .u8(extent.data ? 0 : 1)
     .u64(extent.block)
-    .u32(extent.blockCount);
-  if (extent.data) writer.raw(extent.data);
-  return writer;
+    .u32(extent.blockCount)
+    .finish();
+  return extent.data ? [head, extent.data] : [head];
+}
+
+/** A codec whose encodeBody is its pieces joined. */
+function codecOf<R>(codec: Omit<RecordCodec<R>, 'encodeBody'>): RecordCodec<R> {
+  return { ...codec, encodeBody: (record) => joined(codec.bodyPieces(record)) };
+}
+
+function joined(pieces: readonly Uint8Array[]): Uint8Array {
+  if (pieces.length === 1) return pieces[0] as Uint8Array;
+  return Buffer.concat(pieces);
 }
 
 function readExtent(reader: ByteReader): Extent {
@@ -76,18 +92,18 @@ function readExtent(reader: ByteReader): Extent {
   return { volume, block, blockCount, data };
 }
 
-export const primaryRecordCodec: RecordCodec<PrimaryRecord> = {
-  encodeBody(record) {
+export const primaryRecordCodec: RecordCodec<PrimaryRecord> = codecOf<PrimaryRecord>({
+  bodyPieces(record) {
     switch (record.kind) {
       case 'write':
-        return writeExtent(
-          new ByteWriter(1 + 8 + extentBytes(record.extent)).u8(kinds.write).u64(record.cycle),
+        return withExtent(
+          new ByteWriter(1 + 8 + extentFieldBytes).u8(kinds.write).u64(record.cycle),
           record.extent,
-        ).finish();
+        );
       case 'switch':
-        return new ByteWriter(9).u8(kinds.switch).u64(record.closed).finish();
+        return [new ByteWriter(9).u8(kinds.switch).u64(record.closed).finish()];
       case 'collect':
-        return new ByteWriter(9).u8(kinds.collect).u64(record.upTo).finish();
+        return [new ByteWriter(9).u8(kinds.collect).u64(record.upTo).finish()];
     }
   },
   decodeBody(body) {
@@ -106,32 +122,36 @@ export const primaryRecordCodec: RecordCodec<PrimaryRecord> = {
     return record.kind === 'write' ? record.cycle : record.kind === 'switch' ? record.closed : record.upTo;
   },
   journalRole: 'primary',
-};
+});
 
-export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = {
-  encodeBody(record) {
+export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = codecOf<SecondaryRecord>({
+  bodyPieces(record) {
     switch (record.kind) {
       case 'packet':
-        return writeExtent(
-          new ByteWriter(1 + 8 + 4 + extentBytes(record.extent))
+        return withExtent(
+          new ByteWriter(1 + 8 + 4 + extentFieldBytes)
             .u8(kinds.packet)
             .u64(record.cycle)
             .u32(record.packetIndex),
           record.extent,
-        ).finish();
+        );
       case 'stored':
-        return new ByteWriter(17)
-          .u8(record.consistent ? kinds.stored : kinds.storedPartial)
-          .u64(record.cycle)
-          .u64(record.coversFrom)
-          .finish();
+        return [
+          new ByteWriter(17)
+            .u8(record.consistent ? kinds.stored : kinds.storedPartial)
+            .u64(record.cycle)
+            .u64(record.coversFrom)
+            .finish(),
+        ];
       case 'discard':
-        return new ByteWriter(9).u8(kinds.discard).u64(record.stored).finish();
+        return [new ByteWriter(9).u8(kinds.discard).u64(record.stored).finish()];
       case 'applied':
-        return new ByteWriter(9)
-          .u8(record.consistent ? kinds.applied : kinds.appliedPartial)
-          .u64(record.cycle)
-          .finish();
+        return [
+          new ByteWriter(9)
+            .u8(record.consistent ? kinds.applied : kinds.appliedPartial)
+            .u64(record.cycle)
+            .finish(),
+        ];
     }
   },
   decodeBody(body) {
@@ -166,7 +186,7 @@ export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = {
     return record.kind === 'discard' ? record.stored : record.cycle;
   },
   journalRole: 'secondary',
-};
+});
 
 /**
  * What a frame carries. `record`: one of the owner's records. `durable`: nothing but the watermark,
@@ -187,15 +207,29 @@ export interface FramePosition {
 
 /** A frame as it goes to disk: header and body. */
 export function encodeJournalFrame(kind: FrameKind, position: FramePosition, body: Uint8Array): Uint8Array {
-  const bytes = new Uint8Array(journalFrameHeaderBytes + body.length);
-  const view = new DataView(bytes.buffer);
-  view.setUint32(0, body.length);
+  return joined(journalFramePieces(kind, position, [body]));
+}
+
+/**
+ * A frame as pieces to be written one after the other: its header, then the body's pieces as
+ * given. The checksum runs over the pieces where they lie.
+ */
+export function journalFramePieces(
+  kind: FrameKind,
+  position: FramePosition,
+  body: readonly Uint8Array[],
+): Uint8Array[] {
+  const bodyBytes = body.reduce((sum, piece) => sum + piece.length, 0);
+  const header = new Uint8Array(journalFrameHeaderBytes);
+  const view = new DataView(header.buffer);
+  view.setUint32(0, bodyBytes);
   view.setUint8(8, frameKinds[kind]);
   view.setBigUint64(9, BigInt(position.sequence));
   view.setBigUint64(17, BigInt(position.durable));
-  bytes.set(body, journalFrameHeaderBytes);
-  view.setUint32(4, frameChecksum(bytes));
-  return bytes;
+  let crc = crc32c(header.subarray(8), crc32c(header.subarray(0, 4)));
+  for (const piece of body) crc = crc32c(piece, crc);
+  view.setUint32(4, crc);
+  return [header, ...body];
 }
 
 function frameChecksum(frame: Uint8Array): number {

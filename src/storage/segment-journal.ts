@@ -28,9 +28,9 @@ import {
 } from './journal-replay.ts';
 import {
   decodeJournalFrame,
-  encodeJournalFrame,
   type FrameKind,
   journalFrameHeaderBytes,
+  journalFramePieces,
   type RecordCodec,
   recordBodyBytesMax,
 } from './record-codec.ts';
@@ -88,7 +88,9 @@ interface Segment {
 
 interface PendingAppend {
   kind: FrameKind;
-  body: Uint8Array;
+  /** The body as the codec gave it: its fields, then its block data (not copied). */
+  body: Uint8Array[];
+  bodyBytes: number;
   cycle: number;
   resolve: (position: JournalPosition) => void;
   reject: (error: unknown) => void;
@@ -399,19 +401,20 @@ export class SegmentJournal<R> {
     this.appended++;
     return this.enqueueFrame(
       'record',
-      this.options.codec.encodeBody(record),
+      this.options.codec.bodyPieces(record),
       this.options.codec.cycleOf(record),
     );
   }
 
-  private enqueueFrame(kind: FrameKind, body: Uint8Array, cycle: number): Promise<JournalPosition> {
+  private enqueueFrame(kind: FrameKind, body: Uint8Array[], cycle: number): Promise<JournalPosition> {
+    const bodyBytes = body.reduce((sum, piece) => sum + piece.length, 0);
     assert(
-      segmentHeaderBytes + journalFrameHeaderBytes + body.length <= this.options.segmentBytesMax,
+      segmentHeaderBytes + journalFrameHeaderBytes + bodyBytes <= this.options.segmentBytesMax,
       'a record fits in one segment',
     );
     const done = new Promise<JournalPosition>((resolve, reject) => {
-      this.pending.push({ kind, body, cycle, resolve, reject });
-      this.queuedBytes += journalFrameHeaderBytes + body.length;
+      this.pending.push({ kind, body, bodyBytes, cycle, resolve, reject });
+      this.queuedBytes += journalFrameHeaderBytes + bodyBytes;
       this.pendingBytesPeak = Math.max(this.pendingBytesPeak, this.queuedBytes);
     });
     if (!this.flushQueued) {
@@ -492,20 +495,23 @@ export class SegmentJournal<R> {
 
   /**
    * The batch's frames, numbered in write order, each carrying the durable watermark of now, and
-   * where each will lie once written at the end of the current segment.
+   * where each will lie once written at the end of the current segment. Their pieces are copied
+   * once, into the bytes written.
    */
   private frameBatch(batch: PendingAppend[]): { bytes: Buffer; positions: JournalPosition[] } {
     const current = this.current as Segment;
     let offset = current.bytes;
     const positions: JournalPosition[] = [];
-    const frames = batch.map((append) => {
+    const pieces: Uint8Array[] = [];
+    for (const append of batch) {
       const sequence = this.nextSequence++;
       positions.push({ segment: current.number, offset, sequence });
-      const frame = encodeJournalFrame(append.kind, { sequence, durable: this.durableSequence }, append.body);
-      offset += frame.length;
-      return frame;
-    });
-    return { bytes: Buffer.concat(frames), positions };
+      pieces.push(
+        ...journalFramePieces(append.kind, { sequence, durable: this.durableSequence }, append.body),
+      );
+      offset += journalFrameHeaderBytes + append.bodyBytes;
+    }
+    return { bytes: Buffer.concat(pieces, offset - current.bytes), positions };
   }
 
   private async writeBatch(batch: PendingAppend[]): Promise<void> {
@@ -538,14 +544,14 @@ export class SegmentJournal<R> {
     let batchRoom = writeBatchBytesMax;
     let count = 0;
     for (const append of this.pending) {
-      const frameBytes = journalFrameHeaderBytes + append.body.length;
+      const frameBytes = journalFrameHeaderBytes + append.bodyBytes;
       if (frameBytes > room || (count > 0 && frameBytes > batchRoom)) break;
       batchRoom -= frameBytes;
       room -= frameBytes;
       count++;
     }
     const batch = this.pending.splice(0, count);
-    for (const append of batch) this.queuedBytes -= journalFrameHeaderBytes + append.body.length;
+    for (const append of batch) this.queuedBytes -= journalFrameHeaderBytes + append.bodyBytes;
     return batch;
   }
 
@@ -620,7 +626,7 @@ export class SegmentJournal<R> {
     if (upTo <= this.durableSequence) return;
     this.durableSequence = upTo;
     if (this.closing || this.failure || this.pending.length > 0) return;
-    void this.enqueueFrame('durable', new Uint8Array(0), 0).catch(() => {});
+    void this.enqueueFrame('durable', [], 0).catch(() => {});
   }
 
   /**
@@ -690,7 +696,7 @@ export class SegmentJournal<R> {
     this.closing = true;
     await this.sync();
     if (this.current && !this.failure) {
-      void this.enqueueFrame('close', new Uint8Array(0), 0).catch(() => {});
+      void this.enqueueFrame('close', [], 0).catch(() => {});
       await this.sync();
     }
     await this.chain;
