@@ -126,6 +126,8 @@ export interface JournalPosition {
   /** Byte offset of the frame in the segment file. */
   offset: number;
   sequence: number;
+  /** The frame's length, header included: records lying close together are read in one go. */
+  bytes: number;
 }
 
 export interface ReplayedSegment {
@@ -366,7 +368,8 @@ function replaySegment<R>(
     const kept = frame as DecodedFrame<R>;
     if (kept.record !== null) {
       segment.cycleMax = Math.max(segment.cycleMax, codec.cycleOf(kept.record));
-      if (onRecord) onRecord(kept.record, { segment: number, offset, sequence: kept.sequence });
+      if (onRecord)
+        onRecord(kept.record, { segment: number, offset, sequence: kept.sequence, bytes: kept.end - offset });
       else result.records.push(kept.record);
     }
     watermark.durable = Math.max(watermark.durable, kept.durable);

@@ -55,6 +55,11 @@ export const writeBatchBytesMax = 4 * 1024 * 1024;
  */
 const inlineWriteBytesMax = 64 * 1024;
 
+/** The most one read takes when records lying close together are read back in one go. */
+const mergedReadBytesMax = 1024 * 1024;
+/** Records at most this far apart are read with the bytes between them rather than in two reads. */
+const mergedReadGapBytesMax = 64 * 1024;
+
 export interface SegmentJournalOptions<R> {
   /** Where the segments live: node:fs in production, a simulated disk in the simulator. */
   fs: FileSystem;
@@ -330,23 +335,71 @@ export class SegmentJournal<R> {
    * segment must still be kept: the owner reads only records of cycles it has not released.
    */
   async readRecord(position: JournalPosition): Promise<R> {
-    const path = join(this.options.directory, segmentName(position.segment));
-    const fd = await this.readerOf(position.segment, path);
-    const header = await this.readExactly(fd, path, position.offset, journalFrameHeaderBytes);
-    const bodyBytes = new DataView(header.buffer, header.byteOffset).getUint32(0);
-    if (bodyBytes > recordBodyBytesMax)
-      throw readDamage(path, position.offset, `length ${bodyBytes} over the bound`);
-    const frame = new Uint8Array(journalFrameHeaderBytes + bodyBytes);
-    frame.set(header);
-    const body = await this.readExactly(fd, path, position.offset + journalFrameHeaderBytes, bodyBytes);
-    frame.set(body, journalFrameHeaderBytes);
-    const decoded = decodeJournalFrame(this.options.codec, frame, 0);
+    let record: R | null = null;
+    await this.readRecords([position], (_, read) => {
+      record = read;
+    });
+    return record as unknown as R;
+  }
+
+  /**
+   * Reads back the records at `positions`, checked as readRecord checks one, handing each to
+   * `onRecord` with its index in `positions` (in file order, not that order). Records lying close
+   * together in a segment are read with one read of at most mergedReadBytesMax: a cycle's writes
+   * lie one after the other in the journal, so a packet of them costs a read or two, not one per
+   * record. The memory held is one such read and the records decoded from it.
+   */
+  async readRecords(
+    positions: readonly JournalPosition[],
+    onRecord: (index: number, record: R) => void,
+  ): Promise<void> {
+    const order = positions
+      .map((_, index) => index)
+      .sort((a, b) => {
+        const [first, second] = [positions[a] as JournalPosition, positions[b] as JournalPosition];
+        return first.segment - second.segment || first.offset - second.offset;
+      });
+    for (let start = 0; start < order.length; ) {
+      const first = positions[order[start] as number] as JournalPosition;
+      let end = start + 1;
+      let rangeEnd = first.offset + first.bytes;
+      for (; end < order.length; end++) {
+        const next = positions[order[end] as number] as JournalPosition;
+        const nextEnd = Math.max(rangeEnd, next.offset + next.bytes);
+        if (
+          next.segment !== first.segment ||
+          next.offset - rangeEnd > mergedReadGapBytesMax ||
+          nextEnd - first.offset > mergedReadBytesMax
+        )
+          break;
+        rangeEnd = nextEnd;
+      }
+      const path = join(this.options.directory, segmentName(first.segment));
+      const fd = await this.readerOf(first.segment, path);
+      const bytes = await this.readExactly(fd, path, first.offset, rangeEnd - first.offset);
+      for (const index of order.slice(start, end)) {
+        const position = positions[index] as JournalPosition;
+        onRecord(index, this.recordIn(bytes, position.offset - first.offset, position, path));
+      }
+      start = end;
+    }
+  }
+
+  /** The record whose frame `position` names, found `at` in `bytes` (read from `path`), checked. */
+  private recordIn(bytes: Uint8Array, at: number, position: JournalPosition, path: string): R {
+    if (position.bytes > journalFrameHeaderBytes + recordBodyBytesMax)
+      throw readDamage(path, position.offset, `length ${position.bytes} over the bound`);
+    const decoded = decodeJournalFrame(this.options.codec, bytes, at);
     if ('damage' in decoded) throw readDamage(path, position.offset, decoded.damage);
-    if (decoded.sequence !== position.sequence || decoded.record === null)
+    if (
+      decoded.sequence !== position.sequence ||
+      decoded.record === null ||
+      decoded.end - at !== position.bytes
+    )
       throw readDamage(
         path,
         position.offset,
-        `a ${decoded.kind} frame of sequence ${decoded.sequence} where record ${position.sequence} was written`,
+        `a ${decoded.kind} frame of sequence ${decoded.sequence} and ${decoded.end - at} bytes where record ${position.sequence} of ${position.bytes} bytes was written`,
       );
     return decoded.record;
   }
@@ -505,7 +558,12 @@ export class SegmentJournal<R> {
     const pieces: Uint8Array[] = [];
     for (const append of batch) {
       const sequence = this.nextSequence++;
-      positions.push({ segment: current.number, offset, sequence });
+      positions.push({
+        segment: current.number,
+        offset,
+        sequence,
+        bytes: journalFrameHeaderBytes + append.bodyBytes,
+      });
       pieces.push(
         ...journalFramePieces(append.kind, { sequence, durable: this.durableSequence }, append.body),
       );

@@ -106,3 +106,38 @@ test('a damaged record, a file cut short and a stale position are refused with p
     rmSync(directory, { recursive: true, force: true });
   }
 });
+
+test('records read together come back each at its index, and damage in the middle of a merged read names its record', async () => {
+  const directory = mkdtempSync(join(tmpdir(), 'cyclerep-journal-read-'));
+  try {
+    const positions = await journalOfPackets(directory);
+    const { journal } = open(directory);
+    // Every other packet, in an order that is not the file's, across segments.
+    const wanted = positions
+      .map((_, index) => index)
+      .filter((index) => index % 2 === 0)
+      .reverse();
+    const got = new Map<number, SecondaryRecord>();
+    await journal.readRecords(
+      wanted.map((index) => positions[index] as JournalPosition),
+      (at, record) => got.set(wanted[at] as number, record),
+    );
+    assert.equal(got.size, wanted.length);
+    for (const [index, record] of got) assert.deepEqual(record, packet(index));
+
+    const victim = positions[8] as JournalPosition;
+    const path = join(directory, segmentName(victim.segment));
+    const bytes = readFileSync(path);
+    const flipped = victim.offset + journalFrameHeaderBytes + 20;
+    bytes[flipped] = (bytes[flipped] as number) ^ 0x01;
+    writeFileSync(path, bytes);
+    const neighbours = [6, 7, 8, 9, 10]
+      .map((index) => positions[index] as JournalPosition)
+      .filter((position) => position.segment === victim.segment);
+    const damaged = await refusal(journal.readRecords(neighbours, () => {}));
+    assert.match(damaged.message, new RegExp(`${path} at offset ${victim.offset}: CRC32C mismatch`));
+    journal.abandon();
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});

@@ -20,6 +20,7 @@ interface RecordPlace {
   segment: number;
   offset: number;
   sequence: number;
+  bytes: number;
   /** Settles once the record is written (in the kernel's hands); null from then on. */
   written: Promise<void> | null;
 }
@@ -48,11 +49,19 @@ export class JournalBlocks<R> {
   onAppended(seq: number, record: R, position: Promise<JournalPosition>): void {
     const blocks = this.blocksOf(record);
     if (blocks === null || blocks.extent.data === null) return;
-    const place: RecordPlace = { cycle: blocks.cycle, segment: 0, offset: 0, sequence: 0, written: null };
+    const place: RecordPlace = {
+      cycle: blocks.cycle,
+      segment: 0,
+      offset: 0,
+      sequence: 0,
+      bytes: 0,
+      written: null,
+    };
     place.written = position.then((at) => {
       place.segment = at.segment;
       place.offset = at.offset;
       place.sequence = at.sequence;
+      place.bytes = at.bytes;
       place.written = null;
     });
     // A failed append fails the site (its owner hears of it); a read waiting for it fails with it.
@@ -81,7 +90,8 @@ export class JournalBlocks<R> {
   /**
    * The bytes the pieces name, in order. Each record is read once however its pieces interleave
    * with other records' (a fold merging cycles interleaves a large write with the small overwrites
-   * inside it), one record held at a time, so the memory is the result plus one record.
+   * inside it), records lying close together in one read (SegmentJournal.readRecords), so the
+   * memory is the result plus one such read.
    */
   read(pieces: readonly JournalPiece[]): Promise<Uint8Array> {
     const reading = this.readPieces(pieces);
@@ -112,27 +122,29 @@ export class JournalBlocks<R> {
       byRecord.set(piece.seq, placed);
       at += piece.blockCount * this.blockBytes;
     }
-    for (const [seq, placed] of byRecord) {
-      const held = await this.recordData(seq);
-      for (const { piece, at } of placed) {
+    const records = [...byRecord];
+    const positions: JournalPosition[] = [];
+    for (const [seq] of records) positions.push(await this.positionOf(seq));
+    await this.journal.readRecords(positions, (index, record) => {
+      const held = this.blocksOf(record)?.extent.data;
+      assert(held, 'a reference names a record with block data');
+      for (const { piece, at } of (records[index] as (typeof records)[number])[1]) {
         const from = piece.index * this.blockBytes;
         const length = piece.blockCount * this.blockBytes;
         assert(from + length <= held.length, 'a piece lies within its record');
         data.set(held.subarray(from, from + length), at);
       }
-    }
+    });
     return data;
   }
 
-  private async recordData(seq: number): Promise<Uint8Array> {
+  /** Where record `seq` lies, once it is written. */
+  private async positionOf(seq: number): Promise<JournalPosition> {
     const place = this.places.get(seq);
     if (!place) throw new JournalBlockGone(seq);
     if (place.written) await place.written;
-    const { segment, offset, sequence } = place;
-    const record = await this.journal.readRecord({ segment, offset, sequence });
-    const data = this.blocksOf(record)?.extent.data;
-    assert(data, 'a reference names a record with block data');
-    return data;
+    const { segment, offset, sequence, bytes } = place;
+    return { segment, offset, sequence, bytes };
   }
 }
 
