@@ -8,7 +8,8 @@ const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
 const parent = new Map();
 for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
 const selfUs = new Map();
-profile.samples.forEach((id, index) => selfUs.set(id, (selfUs.get(id) ?? 0) + profile.timeDeltas[index]));
+for (const [index, id] of profile.samples.entries())
+  selfUs.set(id, (selfUs.get(id) ?? 0) + profile.timeDeltas[index]);
 const name = ({ callFrame: frame }) =>
   `${frame.functionName || '(anonymous)'} ${frame.url.split('/').at(-1) ?? ''}:${frame.lineNumber + 1}`;
 const self = new Map();
