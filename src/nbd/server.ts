@@ -83,12 +83,13 @@ export async function startNbdServer(
   observe?: (command: string, error: string | null) => void,
 ): Promise<NbdServer> {
   // One byte-granular wrapper per export, shared by every connection: its block-range lock is what
-  // orders a read-modify-write against writes to the same blocks from other connections.
+  // orders a read-modify-write against writes to the same blocks from other connections. A new
+  // one when the export changed size or turned read-only (a fenced primary's).
   const granular = new Map<string, NbdExport>();
   const exportsNow = (): NbdExport[] =>
     exportsOf().map((found) => {
       let wrapped = granular.get(found.name);
-      if (!wrapped || wrapped.sizeBytes !== found.sizeBytes) {
+      if (!wrapped || wrapped.sizeBytes !== found.sizeBytes || wrapped.readOnly !== found.readOnly) {
         wrapped = byteGranular(found);
         granular.set(found.name, wrapped);
       }

@@ -278,11 +278,18 @@ export class PrimaryNode {
   }
 
   /** One writable NBD export per volume, in the configuration's order; FUA is the write followed by a flush. */
+  /**
+   * One NBD export per volume, looked up when a client asks: writable, or read-only once this
+   * primary is fenced (a client that connected before still has its writes refused by the group).
+   */
   nbdExports(): NbdExport[] {
     return volumeExports(
       this.config.volumes.map((volume) => ({ name: volume.name, sizeBytes: volume.size })),
       this.storage.shape.blockBytes,
-      { read: (index, offset, length) => this.read(index, offset, length), writer: this },
+      {
+        read: (index, offset, length) => this.read(index, offset, length),
+        writer: this.fenced ? null : this,
+      },
     );
   }
 

@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
+import { nbdErrors } from '../../src/nbd/protocol.ts';
 import type { DiscardedManifest } from '../../src/node/discarded-save.ts';
 import {
   blockBytes,
@@ -41,6 +42,7 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
 }, async (t) => {
   const nbdPort = await freePort();
   const oldPrimaryListen = await freePort();
+  const oldNbdPort = await freePort();
   const secondary = await workspace.secondaryConfig('dr1', {
     extra: [
       `nbd: { listen: 127.0.0.1:${nbdPort} }`,
@@ -53,7 +55,11 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   const primaryConfig = await workspace.primaryConfig({
     secondaries: [{ name: 'dr1', port: secondary.port }],
     // Its sections as a secondary, for the rejoin: its name and where the new primary dials it.
-    extra: ['name: main', `listen: 127.0.0.1:${oldPrimaryListen}`].join('\n'),
+    extra: [
+      'name: main',
+      `listen: 127.0.0.1:${oldPrimaryListen}`,
+      `nbd: { listen: 127.0.0.1:${oldNbdPort} }`,
+    ].join('\n'),
   });
   let dr1 = workspace.startSecondary(secondary.path);
   await dr1.waitForEvent('secondary-started');
@@ -130,6 +136,11 @@ test('promote: refused while the primary is connected; after its loss, dr1 becom
   const stillFenced = await status(primaryConfig.httpPort);
   assert.equal(stillFenced.role, 'primary');
   assert.ok(stillFenced.fenced, 'nothing changed');
+  // Its exports are read-only from the fence on: a client sees the flag and a write is refused.
+  const fencedClient = await NbdSocketClient.open(oldNbdPort, 'vol1');
+  assert.equal(fencedClient.readOnly, true, 'a fenced primary exports its volumes read-only');
+  assert.deepEqual(await fencedClient.send([fencedClient.writeRequest(0, data)]), [nbdErrors.EPERM]);
+  fencedClient.destroy();
   // Rejoin: the old primary follows dr1; the blocks it wrote after the promotion cycle (its journal
   // held cycles dr1 never stored when it was killed) are saved, then resynced from dr1 with dr1's
   // own writes.

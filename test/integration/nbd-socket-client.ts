@@ -7,12 +7,14 @@ import { connect, type Socket } from 'node:net';
 import {
   commands,
   handshakeFlags,
+  infoTypes,
   optionMagic,
   optionReplyMagic,
   options,
   replies,
   requestMagic,
   simpleReplyMagic,
+  transmissionFlags,
 } from '../../src/nbd/protocol.ts';
 
 interface Pending {
@@ -27,6 +29,8 @@ export class NbdSocketClient {
   private waitForBytes: (() => void) | null = null;
   /** Why the connection ended, once it has. */
   ended: string | null = null;
+  /** Whether the server said the export is read-only (NBD_FLAG_READ_ONLY in NBD_INFO_EXPORT). */
+  readOnly = false;
   /** Settles when the server (or we) closed the connection. */
   readonly closed: Promise<void>;
 
@@ -91,7 +95,9 @@ export class NbdSocketClient {
       const header = await this.take(20);
       if (header.readBigUInt64BE(0) !== optionReplyMagic) throw new Error('bad option reply magic');
       const type = header.readUInt32BE(12);
-      await this.take(header.readUInt32BE(16));
+      const payload = await this.take(header.readUInt32BE(16));
+      if (type === replies.info && payload.length >= 12 && payload.readUInt16BE(0) === infoTypes.export)
+        this.readOnly = (payload.readUInt16BE(10) & transmissionFlags.readOnly) !== 0;
       if (type === replies.ack) return;
       if (type >= 2 ** 31) throw new Error(`NBD_OPT_GO refused with reply type ${type}`);
     }

@@ -1,6 +1,6 @@
 /**
  * A site's volumes as NBD exports, one per volume: writable on the primary (FUA is the write
- * followed by a flush), read-only on a secondary (its applied image). Exports are looked up when a
+ * followed by a flush), read-only on a secondary (its applied image) and on a fenced primary. Exports are looked up when a
  * client asks, so volumes a secondary adopts at first contact are served from then on.
  */
 import type { NbdExport } from '../../nbd/connection.ts';
@@ -22,7 +22,7 @@ export function volumeExports(
   access: VolumeAccess,
 ): NbdExport[] {
   const writer = access.writer;
-  const refuse = (): Promise<void> => Promise.reject(new Error('the secondary is read-only'));
+  const refuse = (): Promise<void> => Promise.reject(new Error('the export is read-only'));
   return volumes.map((volume, index) => ({
     name: volume.name,
     sizeBytes: volume.sizeBytes,
