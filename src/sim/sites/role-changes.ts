@@ -95,8 +95,16 @@ export class RoleChanges {
    */
   private endDiskFault(site: Site): void {
     const fault = site.diskFault;
-    // A site that ran into it is failing-stop: its restart ends the fault.
-    if (!fault || fault.untilMs > this.run.now() || site.restartPending || site.host?.node?.fatal) return;
+    // A site that ran into it is failing-stop, or will once the failed call is reported (a volume
+    // write's failure surfaces when its apply unit drains: seed 19349): its restart ends the fault.
+    if (
+      !fault ||
+      fault.untilMs > this.run.now() ||
+      fault.handle.fired > 0 ||
+      site.restartPending ||
+      site.host?.node?.fatal
+    )
+      return;
     fault.handle.cancel();
     site.diskFault = null;
     if (site === this.run.primary) this.run.sources.expectFailures = false;
