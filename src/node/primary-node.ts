@@ -280,7 +280,7 @@ export class PrimaryNode {
   /** One writable NBD export per volume, in the configuration's order; FUA is the write followed by a flush. */
   /**
    * One NBD export per volume, looked up when a client asks: writable, or read-only once this
-   * primary is fenced (a client that connected before still has its writes refused by the group).
+   * primary is fenced (a write that reaches it anyway is refused by the group, with the fence).
    */
   nbdExports(): NbdExport[] {
     return volumeExports(
@@ -288,7 +288,8 @@ export class PrimaryNode {
       this.storage.shape.blockBytes,
       {
         read: (index, offset, length) => this.read(index, offset, length),
-        writer: this.fenced ? null : this,
+        writer: this,
+        readOnly: this.fenced !== null,
       },
     );
   }

@@ -173,6 +173,7 @@ test('a superseded primary records it, refuses writes (EPERM), keeps its links d
   );
   assert.equal(nbdErrorOf(refused), nbdErrors.EPERM);
   const [nbdExport] = primary.nbdExports();
+  assert.equal(nbdExport?.readOnly, true, 'a fenced primary exports read-only');
   assert.equal((await refusal(nbdExport?.write(0, block(0x33), false) ?? Promise.resolve())).code, 'fenced');
   assert.equal((await refusal(primary.writeZeroes(0, 0, blockBytes))).code, 'fenced');
   await primary.flush();

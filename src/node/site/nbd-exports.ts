@@ -8,7 +8,13 @@ import type { NbdExport } from '../../nbd/connection.ts';
 /** How the exports reach the site; volumes are counted in the order given to `volumeExports`. */
 export interface VolumeAccess {
   read(index: number, offset: number, length: number): Promise<Uint8Array>;
-  /** Null: the exports are read-only. */
+  /**
+   * Whether the exports say they are read-only (NBD_FLAG_READ_ONLY): a fenced primary's are, and
+   * its writer still refuses with the fence's reason a write from a client that connected before.
+   * Without it, read-only exactly when there is no writer.
+   */
+  readOnly?: boolean;
+  /** Null: the exports are read-only, and writes refused here. */
   writer: {
     write(index: number, offset: number, data: Uint8Array): Promise<unknown>;
     writeZeroes(index: number, offset: number, length: number): Promise<unknown>;
@@ -22,12 +28,12 @@ export function volumeExports(
   access: VolumeAccess,
 ): NbdExport[] {
   const writer = access.writer;
-  const refuse = (): Promise<void> => Promise.reject(new Error('the export is read-only'));
+  const refuse = (): Promise<void> => Promise.reject(new Error('the secondary is read-only'));
   return volumes.map((volume, index) => ({
     name: volume.name,
     sizeBytes: volume.sizeBytes,
     blockBytes,
-    readOnly: writer === null,
+    readOnly: access.readOnly ?? writer === null,
     read: (offset, length) => access.read(index, offset, length),
     write: writer
       ? async (offset, data, fua) => {
