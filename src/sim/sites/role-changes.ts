@@ -95,12 +95,14 @@ export class RoleChanges {
    */
   private endDiskFault(site: Site): void {
     const fault = site.diskFault;
-    // A site that ran into it is failing-stop, or will once the failed call is reported (a volume
-    // write's failure surfaces when its apply unit drains: seed 19349): its restart ends the fault.
+    // A process that ran into it is failing-stop, or will once the failed call is reported (a
+    // volume write's failure surfaces when its apply unit drains: seed 19349): its restart ends the
+    // fault. A process started since (after a crash, say) never saw it (seeds 196, 305).
+    const ranIntoIt = fault !== null && fault.handle.fired > 0 && fault.process === site.process;
     if (
       !fault ||
       fault.untilMs > this.run.now() ||
-      fault.handle.fired > 0 ||
+      ranIntoIt ||
       site.restartPending ||
       site.host?.node?.fatal
     )

@@ -123,8 +123,11 @@ export interface Site {
   floor: number[];
   /** Once the sources are done: its read path showed every write. */
   readHoldsAll: boolean;
-  /** A disk fault was injected since this process started: a storage failure is expected. */
-  diskFault: { handle: FaultHandle; untilMs: number } | null;
+  /**
+   * A disk fault was injected since this process started: a storage failure is expected. With the
+   * process it was injected under (a process started since never saw it).
+   */
+  diskFault: { handle: FaultHandle; untilMs: number; process: SimProcess | null } | null;
 }
 
 /** Simulated time a role change may add to a run: a few of its steps at their longest. */
@@ -619,7 +622,7 @@ export class SiteRun implements RoleChangeWorld {
     // Faults may overlap: the site stays faulted until the last of them ends (seed 2113 restarted
     // a secondary when a short fault ended inside a long one, on a disk still full).
     const untilMs = Math.max(site.diskFault?.untilMs ?? 0, this.world.elapsedMs + fault.durationMs);
-    site.diskFault = { handle, untilMs };
+    site.diskFault = { handle, untilMs, process: site.process };
     if (site === this.primary) this.sources.expectFailures = true;
     this.world.schedule(null, fault.durationMs, () => handle.cancel());
   }
