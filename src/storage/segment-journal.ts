@@ -44,17 +44,6 @@ export type { JournalPosition } from './journal-replay.ts';
  */
 export const writeBatchBytesMax = 4 * 1024 * 1024;
 
-/**
- * A batch up to this size is written with one write() on the event loop, not through the thread
- * pool: into the page cache it takes a few microseconds, while the pool's hand-off and wake-ups
- * cost 20-40 µs of CPU and a trip through the loop before the acknowledgement can go (measured:
- * 4 KiB writes at depth 1 went from 5,066 to 6,192 IOPS, depth 16 from 11,332 to 13,551,
- * docs/performance.md). Larger batches copy long enough to be worth overlapping with the loop.
- * A disk throttling dirty pages stalls the loop for that write; the acknowledgement waited for it
- * anyway.
- */
-const inlineWriteBytesMax = 64 * 1024;
-
 /** The most one read takes when records lying close together are read back in one go. */
 const mergedReadBytesMax = 1024 * 1024;
 /** Records at most this far apart are read with the bytes between them rather than in two reads. */
@@ -286,12 +275,6 @@ export class SegmentJournal<R> {
     }
     await this.fs.rename(temporary, path);
     await syncDirectory(this.fs, this.options.directory);
-  }
-
-  /** writeAll made on the event loop (see inlineWriteBytesMax). */
-  private writeAllNow(fd: number, bytes: Uint8Array): void {
-    for (let written = 0; written < bytes.length; )
-      written += this.fs.writeSync(fd, bytes, written, bytes.length - written, null);
   }
 
   /** Appends all of `bytes` at the end of what `fd` wrote: a write may take fewer bytes than given. */
@@ -578,8 +561,7 @@ export class SegmentJournal<R> {
     await this.failOnError(
       current.path,
       async () => {
-        if (bytes.length <= inlineWriteBytesMax) this.writeAllNow(this.fd, bytes);
-        else await this.writeAll(this.fd, bytes);
+        await this.writeAll(this.fd, bytes);
         this.writeCalls++;
       },
       batch,

@@ -230,11 +230,7 @@ test('a journal is created, appended, synced, rolled over, collected and replaye
   await journal.close();
 
   const running = fs.namesSince(opened);
-  // Small batches of frames are written on the event loop (writeSync, see inlineWriteBytesMax);
-  // nothing else synchronous runs once the journal is open.
-  for (const name of running)
-    assert.ok(asyncCalls.has(name) || name === 'writeSync', `${name} while running: synchronous`);
-  assert.ok(running.includes('writeSync'), 'small batches written inline');
+  for (const name of running) assert.ok(asyncCalls.has(name), `${name} while running: synchronous`);
   for (const name of asyncCalls)
     if (name !== 'read') assert.ok(running.includes(name), `the running journal called ${name}`);
   const unlinked = fs.calls.slice(opened).filter((call) => call.name === 'unlink');
@@ -278,7 +274,7 @@ test('a write of the seam that finds the disk full fails the journal as disk-ful
   const fs = new RecordingFileSystem('enospc');
   const { journal } = openJournal(fs);
   await journal.append({ kind: 'write', cycle: 1, extent: dataExtent(0, 0, 1, 1) });
-  fs.failNext('writeSync', 'ENOSPC');
+  fs.failNext('write', 'ENOSPC');
   await assert.rejects(
     journal.append({ kind: 'write', cycle: 1, extent: dataExtent(0, 1, 1, 2) }),
     (error: unknown) => {
