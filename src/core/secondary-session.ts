@@ -30,7 +30,7 @@ import {
 } from './identity.ts';
 import { type LinkTimings, limits } from './limits.ts';
 import { checkSameShape, checkShapeRules } from './shape.ts';
-import type { ActionSink, CycleNumber, GroupShape, LogEntry } from './types.ts';
+import { type ActionSink, type CycleNumber, type GroupShape, type LogEntry, volumeBlocks } from './types.ts';
 
 /** What the session asks of the connections and of site.json. */
 export type SessionAction =
@@ -64,6 +64,8 @@ export interface DemotedFrom {
   /**
    * Set by a split brain's resolution (`cyclerep rejoin --discard-my-data`): this site gave up its
    * own history, so it follows a primary whose chain diverged from its own too (docs/failover.md).
+   * Only a primary whose chain agrees with this one through `cycle` gets the divergence alone (a
+   * delta); any other is told every block, as one consistent unit.
    */
   acceptDiverged?: boolean;
 }
@@ -86,6 +88,12 @@ export interface SessionStore {
   onSessionFailed(): void;
 }
 
+/** The runs a session's handshake states (divergenceFor); `everyBlock` when they are the whole group. */
+interface StatedDivergence {
+  runs: BlockRun[];
+  everyBlock: boolean;
+}
+
 interface ConnectionState {
   lastReceivedMs: number;
   lastSentMs: number;
@@ -99,9 +107,15 @@ export class SecondarySession {
   /** The session of the primary followed, or null between sessions. */
   /**
    * The live session; `divergenceStated` once a rejoined site's divergence went out on one of its
-   * connections (the primary adds up what the handshake states: once per session, not per connection).
+   * connections (the primary adds up what the handshake states: once per session, not per connection);
+   * `divergence` what this session's primary is told (divergenceFor).
    */
-  private session: { id: number; connectionCount: number; divergenceStated: boolean } | null = null;
+  private session: {
+    id: number;
+    connectionCount: number;
+    divergenceStated: boolean;
+    divergence: StatedDivergence;
+  } | null = null;
   /** The primary site and generation followed; set by the first accepted hello, never changed. */
   private binding: Binding | null;
   private readonly connections = new Map<number, ConnectionState>();
@@ -253,12 +267,26 @@ export class SecondarySession {
       // A new session means the primary saw a failure (or restarted): whatever we hold of cycles
       // that are not stored is void before anything of the new session arrives.
       if (this.session) this.fail(`new session ${hello.sessionId} from the primary`);
-      this.session = { id: hello.sessionId, connectionCount: hello.connectionCount, divergenceStated: false };
+      this.session = {
+        id: hello.sessionId,
+        connectionCount: hello.connectionCount,
+        divergenceStated: false,
+        divergence: this.demotedFrom
+          ? divergenceFor(this.demotedFrom, identityOfHello(hello), this.shape)
+          : { runs: [], everyBlock: false },
+      };
       this.log('info', 'session-started', {
         session: hello.sessionId,
         stored: this.store.stored,
         applied: this.store.applied,
       });
+      if (this.session.divergence.everyBlock && this.demotedFrom)
+        this.log('warn', 'rejoin-full-copy', {
+          cycle: this.demotedFrom.cycle,
+          primarySite: hello.primarySite,
+          generation: hello.generations.at(-1)?.id ?? '',
+          reason: `the primary's history does not agree with this site's through cycle ${this.demotedFrom.cycle} (their forks begin at different cycles): every block is copied from it as one consistent unit`,
+        });
     }
     const members = [...this.connections.values()].filter(
       (other) => other.session === hello.sessionId,
@@ -316,18 +344,20 @@ export class SecondarySession {
    * again (docs/failover.md, "Failback").
    */
   private sendDivergence(nowMs: number, connection: number): void {
-    const runs = this.demotedFrom?.divergence;
-    if (!this.demotedFrom || !runs || this.store.imageConsistent) return;
+    const stated = this.session?.divergence;
+    if (!this.demotedFrom || !stated || stated.runs.length === 0) return;
+    // Its own writes stated alone: with the image consistent there are none left to replace.
+    if (!stated.everyBlock && this.store.imageConsistent) return;
     // A consistent cycle after it is stored: the resync that replaces the divergence is, and is
     // being applied. The primary dropped that resync's bitmap; stated again, the divergence would
     // make it copy every block.
     if (this.store.consistentStored > this.demotedFrom.cycle) return;
     const perFrame = limits.divergenceExtentsPerFrameMax;
-    for (let from = 0; from < runs.length; from += perFrame)
+    for (let from = 0; from < stated.runs.length; from += perFrame)
       this.send(nowMs, connection, {
         type: 'divergence',
         cycle: this.demotedFrom.cycle,
-        runs: runs.slice(from, from + perFrame),
+        runs: stated.runs.slice(from, from + perFrame),
       });
   }
 
@@ -456,6 +486,41 @@ function checkSupersedingPrimary(demoted: DemotedFrom, offered: PrimaryIdentity)
     'primary-mismatch',
     `this site was the primary of generation ${mine?.id} and holds its image at cycle ${demoted.cycle}; it follows only a primary whose generation chain extends that one from cycle ${demoted.cycle + 1}; refused primary site ${offered.site} generation ${offered.generations.at(-1)?.id} (${relation.relation === 'ahead' ? `superseded it at cycle ${relation.supersededAt}` : relation.relation})`,
   );
+}
+
+/**
+ * What a demoted site states to the primary `offered` before its welcome: the blocks it wrote after
+ * `demoted.cycle` when the primary's chain agrees with its own through that cycle (the image there
+ * is the same on both sites), else every block (docs/failover.md, "Split brain"). The second case
+ * is only reached by a split brain's loser (checkSupersedingPrimary lets no other such primary in):
+ * the cycles it would be sent after its own cycle belong to another history, and only a copy of
+ * every block in the same consistent unit makes them right.
+ */
+function divergenceFor(demoted: DemotedFrom, offered: PrimaryIdentity, shape: GroupShape): StatedDivergence {
+  if (agreesThrough(offered.generations, demoted.generations, demoted.cycle))
+    return { runs: demoted.divergence ?? [], everyBlock: false };
+  const runs = shape.volumes.map((_, volume) => ({
+    volume,
+    block: 0,
+    blockCount: volumeBlocks(shape, volume),
+  }));
+  return { runs, everyBlock: true };
+}
+
+/**
+ * Whether the chain `offered` holds the same cycles as `mine` up to `cycle` and none of mine after
+ * it: its first generation that is not mine begins at cycle + 1, and so does my first that is not
+ * its (if I have one: a chain that `offered` extends has none).
+ */
+export function agreesThrough(
+  offered: readonly Generation[],
+  mine: readonly Generation[],
+  cycle: CycleNumber,
+): boolean {
+  const relation = compareHistories(offered, mine);
+  if (relation.relation === 'ahead') return relation.supersededAt === cycle + 1;
+  if (relation.relation !== 'diverged') return false;
+  return relation.myFirst.startedAt === cycle + 1 && relation.theirFirst.startedAt === cycle + 1;
 }
 
 /** The identity a hello states. */

@@ -11,7 +11,13 @@ import type { BlockContent } from './fold.ts';
 import type { Binding } from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
 import type { ReplayedSecondaryRecord, SecondaryRecord } from './records.ts';
-import { checkHello, type DemotedFrom, SecondarySession, type SessionAction } from './secondary-session.ts';
+import {
+  agreesThrough,
+  checkHello,
+  type DemotedFrom,
+  SecondarySession,
+  type SessionAction,
+} from './secondary-session.ts';
 import { SecondaryStore, type StagingPolicy, type StoreAction } from './secondary-store.ts';
 import type { CycleNumber, GroupShape } from './types.ts';
 
@@ -38,10 +44,12 @@ export class Secondary {
   private readonly out: SecondaryAction[] = [];
   private readonly store: SecondaryStore;
   private readonly session: SecondarySession;
+  private readonly demotedFrom: DemotedFrom | null;
 
   constructor(config: SecondaryConfig) {
     const problems = checkLinkTimings(config.timings);
     assert(problems.length === 0, problems.join('; '));
+    this.demotedFrom = config.demotedFrom ?? null;
     this.store = new SecondaryStore(
       config.name,
       config.shape,
@@ -168,11 +176,25 @@ export class Secondary {
   }
 
   /**
-   * Whether the image the read path shows is a consistent cut: false from an in-place resync's first
-   * cycle applied until its consistent cycle is (never false with consistent staging).
+   * Whether the image the read path shows is a consistent cut of the followed primary's history:
+   * false from an in-place resync's first cycle applied until its consistent cycle is (never false
+   * with consistent staging), and while a split brain's loser shows its own history's image.
    */
   get imageConsistent(): boolean {
-    return this.store.imageConsistent;
+    return this.store.imageConsistent && !this.showsGivenUpHistory;
+  }
+
+  /**
+   * A split brain's loser (demotedFrom.acceptDiverged) shows its own history's image until it
+   * applies something of the primary it follows. That image is a cut of the survivor's history only
+   * when the survivor's chain agrees with its own through its cycle (agreesThrough), which is known
+   * once it is bound; until then it is not claimed (docs/failover.md, "Split brain").
+   */
+  get showsGivenUpHistory(): boolean {
+    const demoted = this.demotedFrom;
+    if (!demoted?.acceptDiverged || this.store.applied > demoted.cycle) return false;
+    const history = this.session.boundTo?.history;
+    return !history || !agreesThrough(history, demoted.generations, demoted.cycle);
   }
 
   /** Units this run put in the read path whose image is not consistent (the simulator's oracle). */

@@ -110,6 +110,11 @@ export class PrimaryNode {
   private readonly trackingWrites = new Map<string, Promise<void>>();
   /** Answers primaries that dial this site as their secondary (config `listen`), or null. */
   private oldPrimaries: OldPrimaryListener | null = null;
+  /**
+   * The chain of the newest primary of a diverged history that dialled this site (a split brain),
+   * since this process started: where a resolution here may take a delta from (rejoin.ts).
+   */
+  divergedPrimarySeen: PrimaryIdentity | null = null;
   /** Who superseded this primary and when it learnt it (before this start, or since): null while it leads. */
   private fenced: FencedRecord | null;
 
@@ -229,7 +234,15 @@ export class PrimaryNode {
       ...(options.admin ? { admin: options.admin } : {}),
     });
     node.dialer.start();
-    node.oldPrimaries = await OldPrimaryListener.start(config, () => storage.identity, environment, logger);
+    node.oldPrimaries = await OldPrimaryListener.start(
+      config,
+      () => storage.identity,
+      environment,
+      logger,
+      (offered) => {
+        node.divergedPrimarySeen = offered;
+      },
+    );
     node.runtime.tickEvery(
       Math.max(10, Math.min(config.cycle.intervalMinMs, config.link.heartbeatMs) / 4),
       () => node.tick(),

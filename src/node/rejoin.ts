@@ -9,6 +9,9 @@
  */
 import { isAbsolute } from 'node:path';
 import { ConfigError } from '../core/errors.ts';
+import { compareHistories, type PrimaryIdentity } from '../core/identity.ts';
+import { agreesThrough } from '../core/secondary-session.ts';
+import type { CycleNumber } from '../core/types.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { BlockRun } from '../protocol/frames.ts';
 import { followNewPrimary, secondaryConfigOf } from './demotion.ts';
@@ -87,8 +90,11 @@ export async function rejoin(
 
 /**
  * A split brain's resolution on the site that gives up (docs/failover.md): it follows whichever
- * primary of a diverged (or newer) history dials it, and every block is copied from it: the two
- * histories share no cycle numbering after the fork, so no delta can be proven.
+ * primary of a diverged (or newer) history dials it. When the survivor dialled it since it started
+ * and both histories forked at one cycle C (both promoted from one image), it states the blocks it
+ * wrote after C and the survivor resyncs them with what it wrote itself: a delta. Otherwise it
+ * follows from cycle 0 and every block is copied. The secondary checks the fork again at each
+ * handshake and states every block to a primary of another fork (divergenceFor).
  */
 async function giveUpHistory(
   host: RoleChangeHost,
@@ -102,42 +108,58 @@ async function giveUpHistory(
     if (!(error instanceof ConfigError)) throw error;
     return { answer: { status: 409, body: { error: error.message } }, work: null };
   }
-  const written = node.writtenAfter(0);
+  const cycle = sharedThrough(node.identity, node.divergedPrimarySeen);
+  const written = node.writtenAfter(cycle);
   let saved: DiscardedManifest | null = null;
   if (saveDiscardedTo !== null) {
     const outcome = await saveFirst(host, node, saveDiscardedTo, written?.runs ?? null, {
-      afterCycle: 0,
+      afterCycle: cycle,
       supersededBy: 'the primary that dials this site',
     });
     if ('answer' in outcome) return outcome;
     saved = outcome.manifest;
   }
+  const delta = cycle > 0 && written !== null;
+  const divergence = delta ? written.runs : everyBlock(node, host.config.blockSize);
   const report = {
-    cycle: 0,
+    cycle,
     supersededBy: null,
     discardedWrites: written?.writes ?? 'unknown',
     discardedBytes: written?.bytes ?? 'unknown',
-    divergentRuns: node.volumeRecords.length,
-    fullCopy: true,
+    divergentRuns: divergence.length,
+    fullCopy: !delta,
     ...savedReport(saveDiscardedTo, saved),
   };
   host.logger.warn('rejoin-started', {
     ...report,
-    supersededBy: 'the primary that dials this site',
-    reason:
-      'split-brain resolution (--discard-my-data): this site gives up its own history; every block is copied',
+    supersededBy: node.divergedPrimarySeen?.generations.at(-1)?.id ?? 'the primary that dials this site',
+    reason: `split-brain resolution (--discard-my-data): this site gives up its own history; ${
+      delta
+        ? `it shares the history of the primary that dialled it through cycle ${cycle}: the blocks either site wrote since are resynced`
+        : cycle > 0
+          ? `its journal no longer holds every cycle after ${cycle}: every block is copied`
+          : node.divergedPrimarySeen
+            ? 'the primary that dialled it forked from its history at another cycle: every block is copied'
+            : 'no primary of a diverged history dialled it since it started, so where their histories forked is unknown: every block is copied'
+    }`,
   });
-  const divergence = everyBlock(node, host.config.blockSize);
   return {
     answer: { status: 202, body: { rejoining: true, ...report } },
     work: () =>
-      followNewPrimary(host, node, config, {
-        cycle: 0,
-        supersededBy: null,
-        divergence,
-        acceptDiverged: true,
-      }),
+      followNewPrimary(host, node, config, { cycle, supersededBy: null, divergence, acceptDiverged: true }),
   };
+}
+
+/**
+ * The cycle through which this site's history and the diverged one `seen` hold the same cycles:
+ * both forks begin right after it (agreesThrough). 0 when nothing was seen or they forked apart.
+ */
+function sharedThrough(identity: PrimaryIdentity, seen: PrimaryIdentity | null): CycleNumber {
+  if (!seen) return 0;
+  const relation = compareHistories(seen.generations, identity.generations);
+  if (relation.relation !== 'diverged') return 0;
+  const cycle = relation.myFirst.startedAt - 1;
+  return agreesThrough(seen.generations, identity.generations, cycle) ? cycle : 0;
 }
 
 /**

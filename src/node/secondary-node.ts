@@ -260,9 +260,11 @@ export class SecondaryNode {
       this.logger.warn('image-inconsistent', {
         applied: this.core.applied,
         stored: this.core.stored,
-        reason: this.demotedFrom?.divergence
-          ? `this site was a primary and holds its own writes after cycle ${this.demotedFrom.cycle}, which the primary it follows never had: the resync of a rejoin replaces them (docs/failover.md)`
-          : 'the volumes hold part of an in-place resync (resync.staging: in-place): the exposed image is not a consistent cut until the primary completes the resync',
+        reason: this.core.showsGivenUpHistory
+          ? `this site gave up its history after cycle ${this.demotedFrom?.cycle} (a split brain's resolution): its image is a cut of the primary it follows only once it applied what that primary sends (docs/failover.md)`
+          : this.demotedFrom?.divergence
+            ? `this site was a primary and holds its own writes after cycle ${this.demotedFrom.cycle}, which the primary it follows never had: the resync of a rejoin replaces them (docs/failover.md)`
+            : 'the volumes hold part of an in-place resync (resync.staging: in-place): the exposed image is not a consistent cut until the primary completes the resync',
       });
     this.measureDiskSpace();
     this.noteImageConsistency();

@@ -189,10 +189,27 @@ export const mutants: readonly Mutant[] = [
     name: 'rejoin-keeps-writes-after-c',
     simulator: 'sites',
     file: 'src/node/rejoin.ts',
-    find: 'const divergence = written?.runs ?? everyBlock(node, host.config.blockSize);',
-    replace: 'const divergence = written ? [] : everyBlock(node, host.config.blockSize);',
+    find: '  const cycle = fenced.startedAt - 1;\n  const written = node.writtenAfter(cycle);\n  const divergence = written?.runs ?? everyBlock(node, host.config.blockSize);\n',
+    replace:
+      '  const cycle = fenced.startedAt - 1;\n  const written = node.writtenAfter(cycle);\n  const divergence = written ? [] : everyBlock(node, host.config.blockSize);\n',
     defect:
       'a rejoining old primary states none of the blocks it wrote after the promotion cycle: its own writes after C stay in its image',
+  },
+  {
+    name: 'split-brain-delta-any-fork',
+    simulator: 'sites',
+    file: 'src/node/rejoin.ts',
+    find: '  return agreesThrough(seen.generations, identity.generations, cycle) ? cycle : 0;\n',
+    replace: '  return cycle;\n',
+    also: [
+      {
+        file: 'src/core/secondary-session.ts',
+        find: '  if (agreesThrough(offered.generations, demoted.generations, demoted.cycle))\n',
+        replace: '  if (offered.generations.length > 0)\n',
+      },
+    ],
+    defect:
+      "a split brain's loser takes a delta from a survivor whose history forked at another cycle (both the rejoin's and the handshake's check of the fork gone): it is sent cycles of another history over its own image",
   },
   {
     name: 'promotion-half-applied',

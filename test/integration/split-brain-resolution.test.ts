@@ -1,15 +1,44 @@
 // A split brain with real processes (docs/failover.md): a primary replicates to dr1 and dr2 and is
 // killed; both secondaries are promoted, each into its own generation of the same history. Each
 // dials the other as its secondary and is refused, naming the split brain; neither takes data
-// from the other. `cyclerep rejoin --discard-my-data` on dr2 makes it follow dr1 with a full copy,
-// and the two images end byte-identical.
+// from the other. `cyclerep rejoin --discard-my-data` on dr2 makes it follow dr1, and the two images
+// end byte-identical: with a delta when both were promoted at the same cycle (the blocks either wrote
+// since), with a copy of every block when not (their cycles after the earlier fork differ).
 import assert from 'node:assert/strict';
 import { appendFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { runCyclerep, type Site, sleep, status, Workspace, waitForStatus } from './harness.ts';
+import {
+  blockBytes,
+  freePort,
+  runCyclerep,
+  type Site,
+  sleep,
+  status,
+  volumeSizes,
+  Workspace,
+  waitForStatus,
+} from './harness.ts';
+import { NbdSocketClient } from './nbd-socket-client.ts';
 
 const workspace = new Workspace();
-after(() => workspace.cleanup());
+const own = new Workspace();
+after(() => {
+  workspace.cleanup();
+  own.cleanup();
+});
+
+/**
+ * Waits until the other promoted site dialled `site` as its secondary and was refused by it as a
+ * primary: `site` then knows where the other's history forked (its listener logs the relation; a
+ * refusal while it was still a secondary has none).
+ */
+async function dialledAsPrimary(site: Site): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!site.events('primary-refused').some((event) => event.relation === 'diverged')) {
+    assert.ok(Date.now() < deadline, `never dialled as a primary:\n${site.stderr.slice(-3000)}`);
+    await sleep(50);
+  }
+}
 
 test('both secondaries promoted: refused as a split brain both ways, resolved by one command on the site that gives up', {
   timeout: 240_000,
@@ -52,6 +81,9 @@ test('both secondaries promoted: refused as a split brain both ways, resolved by
     const promoted = await runCyclerep(['promote', '--url', `http://127.0.0.1:${site.httpPort}`]);
     assert.equal(promoted.status, 0, promoted.output);
   }
+  const forks = [await dr1Site.waitForEvent('promoted'), await dr2Site.waitForEvent('promoted')].map(
+    (event) => event.applied as number,
+  );
   const [first, second] = [await status(dr1.httpPort), await status(dr2.httpPort)];
   assert.notEqual(first.generation, second.generation);
   // Each dials the other and hears of the split brain; nothing is replicated either way.
@@ -70,7 +102,8 @@ test('both secondaries promoted: refused as a split brain both ways, resolved by
   }
   assert.equal(dr1Site.events('resync-started').length + dr2Site.events('resync-started').length, 0);
 
-  // dr2 gives up its history: it follows dr1 with a full copy.
+  // dr2 gives up its history: it follows dr1, with a delta only if both promoted at one cycle.
+  await dialledAsPrimary(dr2Site);
   const resolved = await runCyclerep([
     'rejoin',
     '--discard-my-data',
@@ -87,9 +120,129 @@ test('both secondaries promoted: refused as a split brain both ways, resolved by
   const following = await status(dr2.httpPort);
   assert.equal(following.role, 'secondary');
   assert.equal((following.primary as { generation: string }).generation, first.generation);
+  const started = await dr2Site.waitForEvent('rejoin-started');
+  assert.equal(
+    started.fullCopy,
+    forks[0] !== forks[1],
+    `promoted at cycles ${forks.join(' and ')}: every block copied exactly when they differ`,
+  );
   assert.equal(await dr1Site.stop(), 0);
   assert.equal(await dr2Site.stop(), 0);
   const [image1, image2] = [workspace.image('dr1'), workspace.image('dr2')];
   for (const [index, bytes] of image1.entries())
     assert.equal(Buffer.compare(bytes, image2[index] as Buffer), 0, `vol${index}: dr2 equals dr1`);
+});
+
+test('both promoted at one cycle: the site that gives up takes only the blocks either site wrote since', {
+  timeout: 240_000,
+}, async (t) => {
+  const nbdPorts = [await freePort(), await freePort()];
+  const promotable = (nbdPort: number) => [
+    'cycle: { intervalMinMs: 100 }',
+    'journal: { capacity: 256MiB, segmentSize: 8MiB }',
+    `nbd: { listen: 127.0.0.1:${nbdPort} }`,
+  ];
+  const dr1 = await own.secondaryConfig('one', { extra: promotable(nbdPorts[0] as number).join('\n') });
+  const dr2 = await own.secondaryConfig('two', {
+    extra: [
+      ...promotable(nbdPorts[1] as number),
+      'secondaries:',
+      `  - { name: one, address: 127.0.0.1:${dr1.port} }`,
+    ].join('\n'),
+  });
+  appendFileSync(
+    dr1.path,
+    ['', 'secondaries:', `  - { name: two, address: 127.0.0.1:${dr2.port} }`, ''].join('\n'),
+  );
+  const primaryConfig = await own.primaryConfig({
+    secondaries: [
+      { name: 'one', port: dr1.port },
+      { name: 'two', port: dr2.port },
+    ],
+  });
+  const one = own.startSecondary(dr1.path);
+  const two = own.startSecondary(dr2.path);
+  await one.waitForEvent('secondary-started');
+  await two.waitForEvent('secondary-started');
+  const primary = own.startLoadPrimary(primaryConfig.path);
+  await waitForStatus(
+    primaryConfig.httpPort,
+    (s) => (s.secondaries as { stored: number }[]).every((each) => each.stored >= 5),
+    60_000,
+  );
+  // The load pauses; no cycle closes without writes, so both settle at the primary's last cycle.
+  primary.kill('SIGUSR2');
+  await primary.waitForOutput('"paused":true');
+  const settled = await waitForStatus(
+    primaryConfig.httpPort,
+    (s) =>
+      (s.secondaries as { applied: number }[]).every((each) => each.applied === s.closed) &&
+      (s.capture as number) === (s.closed as number) + 1,
+    30_000,
+  );
+  primary.kill('SIGKILL');
+  await primary.exited;
+  for (const site of [dr1, dr2]) {
+    await waitForStatus(site.httpPort, (s) => s.link === 'idle', 10_000);
+    const promoted = await runCyclerep(['promote', '--url', `http://127.0.0.1:${site.httpPort}`]);
+    assert.equal(promoted.status, 0, promoted.output);
+  }
+  const forks = [await one.waitForEvent('promoted'), await two.waitForEvent('promoted')];
+  assert.deepEqual(
+    forks.map((event) => event.applied),
+    [settled.closed, settled.closed],
+  );
+
+  // Each writes after the split: dr1 (the survivor) one block, dr2 two others.
+  const write = async (port: number, offset: number, fill: number): Promise<void> => {
+    const client = await NbdSocketClient.open(port, 'vol1');
+    const data = Buffer.alloc(blockBytes, fill);
+    assert.deepEqual(await client.send([client.writeRequest(offset, data), client.flushRequest()]), [0, 0]);
+    client.destroy();
+  };
+  await write(nbdPorts[0] as number, 0, 0x11);
+  await write(nbdPorts[1] as number, 64 * blockBytes, 0x22);
+  await write(nbdPorts[1] as number, 128 * blockBytes, 0x33);
+  const beforeOnDr1 = await status(dr1.httpPort);
+  await dialledAsPrimary(two);
+
+  const resolved = await runCyclerep([
+    'rejoin',
+    '--discard-my-data',
+    '--url',
+    `http://127.0.0.1:${dr2.httpPort}`,
+    '--timeout-seconds',
+    '120',
+  ]);
+  assert.equal(
+    resolved.status,
+    0,
+    `${resolved.output}\n${two.stderr.slice(-3000)}\n${one.stderr.slice(-3000)}`,
+  );
+  const started = await two.waitForEvent('rejoin-started');
+  assert.equal(started.cycle, settled.closed, 'its own history began after the cycle both promoted at');
+  assert.equal(started.discardedWrites, 2);
+  assert.equal(started.divergentRuns, 2);
+  const divergence = await one.waitForEvent('rejoin-divergence', 60_000);
+  assert.equal(divergence.divergedFrom, settled.closed);
+  const resync = await one.waitForEvent('resync-complete', 60_000);
+  const copied = resync.copiedBytes as number;
+  const volumeBytes = volumeSizes.reduce((sum, size) => sum + size, 0);
+  t.diagnostic(`split-brain delta: ${copied} bytes copied of ${volumeBytes}`);
+  assert.ok(copied > 0 && copied < volumeBytes / 16, `only the blocks either site wrote travel: ${copied}`);
+  assert.equal(two.events('rejoin-full-copy').length, 0);
+  assert.ok(
+    (beforeOnDr1.closed as number) > (settled.closed as number),
+    'dr1 took its write in a cycle of its own',
+  );
+
+  assert.equal(await one.stop(), 0);
+  assert.equal(await two.stop(), 0);
+  const [image1, image2] = [own.image('one'), own.image('two')];
+  for (const [index, bytes] of image1.entries())
+    assert.equal(Buffer.compare(bytes, image2[index] as Buffer), 0, `vol${index}: dr2 equals dr1`);
+  const vol1 = image2[1] as Buffer;
+  assert.equal(vol1[0], 0x11, "dr1's write is on dr2");
+  assert.notEqual(vol1[64 * blockBytes], 0x22, "dr2's own writes are undone");
+  assert.notEqual(vol1[128 * blockBytes], 0x33, "dr2's own writes are undone");
 });

@@ -52,6 +52,7 @@ test(`${seeds} whole-site scenarios under faults violate nothing`, { timeout: 40
     assert.ok(report.promotions > 0 && report.lostInFailover > 0, 'no failover left writes behind');
     assert.ok(report.rejoins > 0, 'no old primary rejoined');
     assert.ok(report.splitBrains > 0, 'no split brain was resolved');
+    assert.ok(report.splitBrainDeltas > 0, 'no split brain was resolved with a delta');
   }
 });
 

@@ -693,6 +693,68 @@ test("a rejoined site states its divergence before each welcome, until a resync 
   assert.equal(consistent.sentOfType('welcome').length, 1);
 });
 
+test("a split brain's loser states only its own writes to a primary that forked at its cycle, every block to any other", () => {
+  // Both secondaries of one primary promoted: the loser's generation began at 31, its writes since
+  // are `runs`. A survivor whose generation began at 31 too holds the same image through 30: the
+  // delta is enough. One that began at 20 or 40 numbers its cycles after 30 in another history:
+  // told only the runs, it would send its cycles 31.. over an image it never had (a silent mix).
+  const runs = [{ volume: 0, block: 16, blockCount: 2 }];
+  const own = { id: '6'.repeat(32), startedAt: 31, primarySite: 'c'.repeat(32) };
+  const loser: DemotedFrom = {
+    cycle: 30,
+    generations: [...otherPrimaryIdentity.generations, own],
+    divergence: runs,
+    acceptDiverged: true,
+  };
+  const survivor = (startedAt: number): PrimaryIdentity => ({
+    site: primaryIdentity.site,
+    generations: [
+      ...otherPrimaryIdentity.generations,
+      { id: '5'.repeat(32), startedAt, primarySite: primaryIdentity.site },
+    ],
+  });
+  const stated = (identity: PrimaryIdentity): unknown => {
+    const site = new Site([{ kind: 'applied', cycle: 30, consistent: false }], null, loser);
+    site.hello(1, 1, shape, 1, identity);
+    assert.equal(site.sentOfType('welcome').length, 1);
+    return site.sentOfType('divergence').flatMap((frame) => [frame.cycle, ...frame.runs]);
+  };
+  const everyBlock = shape.volumes.map((volume, index) => ({
+    volume: index,
+    block: 0,
+    blockCount: volume.sizeBytes / blockBytes,
+  }));
+  assert.deepEqual(stated(survivor(31)), [30, ...runs]);
+  assert.deepEqual(stated(survivor(20)), [30, ...everyBlock]);
+  assert.deepEqual(stated(survivor(40)), [30, ...everyBlock]);
+  // A loser that wrote nothing after its cycle holds the image at it, consistent in its own history:
+  // a survivor of the same fork sends it nothing but its cycles; any other still every block.
+  const idle: DemotedFrom = { ...loser, divergence: null };
+  const quiet = (identity: PrimaryIdentity): number => {
+    const site = new Site([{ kind: 'applied', cycle: 30, consistent: true }], null, idle);
+    site.hello(1, 1, shape, 1, identity);
+    return site.sentOfType('divergence').length;
+  };
+  assert.equal(quiet(survivor(31)), 0);
+  assert.equal(quiet(survivor(20)), 1);
+
+  // Its image is claimed a cut of the survivor's history only when it is one: bound to a survivor of
+  // the same fork, or once it applied what the survivor sent.
+  const unbound = new Site([{ kind: 'applied', cycle: 30, consistent: true }], null, idle);
+  assert.equal(unbound.secondary.imageConsistent, false, 'not before it knows whom it follows');
+  unbound.hello(1, 1, shape, 1, survivor(31));
+  assert.equal(unbound.secondary.imageConsistent, true, 'the same image through cycle 30');
+  const other = new Site([{ kind: 'applied', cycle: 30, consistent: true }], null, idle);
+  other.hello(1, 1, shape, 1, survivor(20));
+  assert.equal(other.secondary.imageConsistent, false, 'its own history, not the survivor’s');
+  const { packets, end } = cycleFrames(31, 31, [[0, 7]]);
+  for (const frame of [...packets, end]) other.frame(1, frame);
+  assert.equal(other.secondary.applied, 31);
+  assert.equal(other.secondary.imageConsistent, true, "the survivor's cycle applied");
+  const restarted = new Site(other.journal, other.bindings[0] as Binding, idle);
+  assert.equal(restarted.secondary.imageConsistent, true);
+});
+
 test('a rejoined site states its divergence once per session, not on every connection of it', () => {
   // The primary adds up what a handshake states: the same runs on each of N connections counted N
   // times, and past divergenceExtentsMax / N the link failed at every handshake (a rejoin that

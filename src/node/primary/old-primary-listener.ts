@@ -4,6 +4,8 @@
  * of another history (docs/failover.md, "Fencing"): each connection gets one answer to its hello
  * (core/supersede.ts: `superseded` with this site's chain, or a refusal naming both generations)
  * and is closed. A connection that sends anything else, or nothing within the link timeout, is cut.
+ * The chain of a primary of a diverged history is handed to `onDiverged`: a split brain's
+ * resolution on this site needs to know where that history forked from its own.
  */
 
 import type { PrimaryIdentity } from '../../core/identity.ts';
@@ -26,11 +28,12 @@ export class OldPrimaryListener {
     identity: () => PrimaryIdentity,
     environment: SiteEnvironment,
     logger: Logger,
+    onDiverged: (offered: PrimaryIdentity) => void,
   ): Promise<OldPrimaryListener | null> {
     const listen = config.listen;
     if (!listen) return null;
     const answer = (socket: LinkSocket): void =>
-      answerOneHello(socket, identity(), environment.clock, config.link.timeoutMs, logger);
+      answerOneHello(socket, identity(), environment.clock, config.link.timeoutMs, logger, onDiverged);
     const listener = environment.network
       ? await listenOnNetwork(environment.network, listen, answer)
       : await NodeLinkListener.start(config, listen, logger, answer);
@@ -56,6 +59,7 @@ function answerOneHello(
   clock: Clock,
   timeoutMs: number,
   logger: Logger,
+  onDiverged: (offered: PrimaryIdentity) => void,
 ): void {
   const silence = clock.after(timeoutMs, () => framed.destroy('no hello in time'), { background: true });
   const framed: FramedSocket = new FramedSocket(socket, clock, {
@@ -66,6 +70,8 @@ function answerOneHello(
         return;
       }
       const { frame: reply, relation } = replyToPrimaryHello(identity, frame);
+      if (relation?.relation === 'diverged')
+        onDiverged({ site: frame.primarySite, generations: frame.generations });
       logger.warn(reply.type === 'superseded' ? 'old-primary-told' : 'primary-refused', {
         primarySite: frame.primarySite,
         generation: frame.generations.at(-1)?.id ?? '',

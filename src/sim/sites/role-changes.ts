@@ -268,6 +268,8 @@ export class RoleChanges {
       return;
     }
     site.rejoining = true;
+    if (discardMyData && (answer.body as { fullCopy?: unknown }).fullCopy === false)
+      run.stats.splitBrainDeltas++;
     // A new secondary of a new history: what it showed before says nothing of what it may show now.
     site.floor = [];
     site.appliedMax = 0;

@@ -78,6 +78,8 @@ export interface SiteRunStats {
   promotions: number;
   rejoins: number;
   splitBrains: number;
+  /** Split brains resolved with a delta (both sites promoted at one cycle), not a copy of every block. */
+  splitBrainDeltas: number;
   roleChangesRefused: number;
   /** Acknowledged writes after the cut a promoted secondary held: the failover's window of loss. */
   lostInFailover: number;
@@ -1036,6 +1038,7 @@ export function emptySiteRunStats(): SiteRunStats {
     promotions: 0,
     rejoins: 0,
     splitBrains: 0,
+    splitBrainDeltas: 0,
     roleChangesRefused: 0,
     lostInFailover: 0,
     simulatedMs: 0,
