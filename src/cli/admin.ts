@@ -168,7 +168,7 @@ function describeFacts(facts: Record<string, unknown>): string {
 
 export interface RejoinOptions {
   url: string;
-  /** A split brain's resolution on the site that gives up its history: a full copy. */
+  /** A split brain's resolution on the site that gives up its history (a delta when both forked at one cycle). */
   discardMyData: boolean;
   /** An absolute path where the site saves the blocks of the writes it undoes, before it rejoins. */
   saveDiscarded: string | null;
@@ -211,7 +211,7 @@ export async function runRejoin(options: RejoinOptions): Promise<number> {
       `cyclerep rejoin: the blocks of the writes undone are saved in ${answer.savedTo} (${answer.savedBytes} bytes; docs/failover.md)\n`,
     );
   process.stderr.write(
-    `cyclerep rejoin: following ${supersededBy ? `generation ${supersededBy} from cycle ${answer.cycle}` : 'the primary that dials this site (split-brain resolution)'}; ${answer.fullCopy ? `every block is copied; ${answer.discardedWrites} write(s) of this site's own are undone` : `${answer.discardedWrites} write(s) (${answer.discardedBytes} bytes) taken here after that cycle are undone: ${answer.divergentRuns} run(s) of blocks resynced`}\n`,
+    `cyclerep rejoin: following ${supersededBy ? `generation ${supersededBy} from cycle ${answer.cycle}` : `the primary that dials this site (split-brain resolution) from cycle ${answer.cycle}`}; ${answer.fullCopy ? `every block is copied; ${answer.discardedWrites} write(s) of this site's own are undone` : `${answer.discardedWrites} write(s) (${answer.discardedBytes} bytes) taken here after that cycle are undone: ${answer.divergentRuns} run(s) of blocks resynced`}\n`,
   );
   const reached = await waitForStatus(base, options.timeoutSeconds * 1000, (body) => {
     const primary = body.primary as { generation?: string } | null | undefined;

@@ -22,7 +22,7 @@ import type { RoleChangeHost } from './site-host.ts';
 
 /** What the operator asked of a rejoin besides the role change. */
 export interface RejoinRequest {
-  /** A split brain's resolution on the site that gives up its history: a full copy. */
+  /** A split brain's resolution on the site that gives up its history (rejoin.ts: giveUpHistory). */
   discardMyData: boolean;
   /** An absolute path: the blocks of this site's writes to be undone are saved there first. */
   saveDiscardedTo: string | null;
@@ -43,7 +43,7 @@ export async function rejoin(
         status: 409,
         body: {
           error:
-            'this site does not know it was superseded: it learns it (and is fenced) when it dials the promoted site as its secondary; rejoin then. In a split brain (both sites promoted), --discard-my-data on the site that gives up makes it follow the other with a full copy',
+            'this site does not know it was superseded: it learns it (and is fenced) when it dials the promoted site as its secondary; rejoin then. In a split brain (both sites promoted), --discard-my-data on the site that gives up makes it follow the other (a delta when both histories forked at one cycle, else a copy of every block)',
         },
       },
       work: null,
