@@ -12,7 +12,7 @@ import type { BenchContext } from './lib/context.ts';
 import { Report } from './lib/report.ts';
 import { failover } from './scenarios/failover.ts';
 import { folding } from './scenarios/folding.ts';
-import { frontDoor } from './scenarios/front-door.ts';
+import { frontDoor, frontDoorOnTmpfs } from './scenarios/front-door.ts';
 import { memory } from './scenarios/memory.ts';
 import { recovery } from './scenarios/recovery.ts';
 import { replication } from './scenarios/replication.ts';
@@ -34,6 +34,7 @@ const scenarios: Record<string, (context: BenchContext) => Promise<void>> = {
 
 /** Parts of a scenario that `--only` may pick alone; a run without `--only` runs them in their scenario. */
 const parts: Record<string, (context: BenchContext) => Promise<void>> = {
+  'front-door-tmpfs': frontDoorOnTmpfs,
   'resync-memory': memoryWhileAway,
   'resync-1g': resyncOfOneGib,
 };

@@ -46,6 +46,15 @@ export class Child {
     return (Number(fields[11]) + Number(fields[12])) / clockTicks;
   }
 
+  /**
+   * Bytes this process caused to be sent to the storage layer so far (/proc/PID/io write_bytes:
+   * page-cache pages it dirtied, counted when dirtied). Zero on tmpfs, which has no storage layer.
+   */
+  storageWriteBytes(): number {
+    const io = readFileSync(`/proc/${this.pid}/io`, 'utf8');
+    return Number(/^write_bytes:\s+(\d+)$/m.exec(io)?.[1] ?? Number.NaN);
+  }
+
   /** Resident and peak resident memory in bytes. */
   memory(): { rss: number; peak: number } {
     const status = readFileSync(`/proc/${this.pid}/status`, 'utf8');
