@@ -6,9 +6,12 @@
  * once the new roles are in force.
  */
 import { exitCodes } from './exit-codes.ts';
+import { type ClientTls, siteRequest } from './site-client.ts';
 
 export interface PromoteOptions {
   url: string;
+  /** HTTPS files for a site whose status listener serves https (config http.tls). */
+  tls: ClientTls;
   force: boolean;
   /** How long to wait for the new role; the site's own stop and start run within it. */
   timeoutSeconds: number;
@@ -30,14 +33,12 @@ async function postAdmin<Answer>(
   verb: string,
   base: string,
   query: URLSearchParams,
+  tls: ClientTls,
   timeoutMs = requestTimeoutMs,
 ): Promise<{ status: number; answer: Answer } | null> {
   try {
-    const response = await fetch(`${base}/admin/${verb}?${query}`, {
-      method: 'POST',
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    return { status: response.status, answer: (await response.json()) as Answer };
+    const { status, body } = await siteRequest('POST', `${base}/admin/${verb}?${query}`, tls, timeoutMs);
+    return { status, answer: (body ?? {}) as Answer };
   } catch (error) {
     process.stderr.write(`cyclerep ${verb}: cannot reach ${base}: ${(error as Error).message}\n`);
     return null;
@@ -50,6 +51,7 @@ export async function runPromote(options: PromoteOptions): Promise<number> {
     'promote',
     base,
     new URLSearchParams(options.force ? { force: 'true' } : {}),
+    options.tls,
   );
   if (!posted) return exitCodes.start;
   const { status, answer } = posted;
@@ -61,7 +63,12 @@ export async function runPromote(options: PromoteOptions): Promise<number> {
     return exitCodes.refused;
   }
   process.stderr.write(`cyclerep promote: promoting into generation ${answer.generation}\n`);
-  const reached = await waitForGeneration(base, answer.generation, options.timeoutSeconds * 1000);
+  const reached = await waitForGeneration(
+    base,
+    options.tls,
+    answer.generation,
+    options.timeoutSeconds * 1000,
+  );
   if (!reached) {
     process.stderr.write(
       `cyclerep promote: ${base} did not answer as the primary of generation ${answer.generation} within ${options.timeoutSeconds} s; see its log\n`,
@@ -77,23 +84,34 @@ export async function runPromote(options: PromoteOptions): Promise<number> {
 }
 
 /** Polls /status until the site is the primary of `generation`; the listener restarts meanwhile. */
-function waitForGeneration(base: string, generation: string, timeoutMs: number): Promise<SiteStatus | null> {
-  return waitForStatus(base, timeoutMs, (body) => body.role === 'primary' && body.generation === generation);
+function waitForGeneration(
+  base: string,
+  tls: ClientTls,
+  generation: string,
+  timeoutMs: number,
+): Promise<SiteStatus | null> {
+  return waitForStatus(
+    base,
+    tls,
+    timeoutMs,
+    (body) => body.role === 'primary' && body.generation === generation,
+  );
 }
 
 /** Polls /status until `reached` holds; null at a fault or the deadline. */
 async function waitForStatus(
   base: string,
+  tls: ClientTls,
   timeoutMs: number,
   reached: (body: SiteStatus) => boolean,
 ): Promise<SiteStatus | null> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
-      const response = await fetch(`${base}/status`, { signal: AbortSignal.timeout(requestTimeoutMs) });
-      const body = (await response.json()) as SiteStatus;
-      if (reached(body)) return body;
-      if (body.fault) return null;
+      const body = (await siteRequest('GET', `${base}/status`, tls, requestTimeoutMs))
+        .body as SiteStatus | null;
+      if (body && reached(body)) return body;
+      if (body?.fault) return null;
     } catch {
       // the listener is down while the site changes role
     }
@@ -106,6 +124,7 @@ type SiteStatus = Record<string, unknown>;
 
 export interface SwitchoverOptions {
   url: string;
+  tls: ClientTls;
   /** The secondary to hand over to; the only one when absent. */
   secondary: string | undefined;
   timeoutSeconds: number;
@@ -122,7 +141,7 @@ export async function runSwitchover(options: SwitchoverOptions): Promise<number>
   const base = options.url.replace(/\/$/, '');
   const query = new URLSearchParams({ 'timeout-seconds': String(options.timeoutSeconds) });
   if (options.secondary) query.set('secondary', options.secondary);
-  const posted = await postAdmin<SwitchoverAnswer>('switchover', base, query);
+  const posted = await postAdmin<SwitchoverAnswer>('switchover', base, query, options.tls);
   if (!posted) return exitCodes.start;
   const { status, answer } = posted;
   if (status !== 202 || !answer.generation) {
@@ -136,7 +155,7 @@ export async function runSwitchover(options: SwitchoverOptions): Promise<number>
     `cyclerep switchover: writes stopped; handing over to ${answer.secondary} as the primary of generation ${generation}\n`,
   );
   // In force once this site follows the new primary and streams from it.
-  const reached = await waitForStatus(base, options.timeoutSeconds * 2000, (body) => {
+  const reached = await waitForStatus(base, options.tls, options.timeoutSeconds * 2000, (body) => {
     const primary = body.primary as { generation?: string } | null | undefined;
     return body.role === 'secondary' && primary?.generation === generation && body.link === 'streaming';
   });
@@ -168,6 +187,7 @@ function describeFacts(facts: Record<string, unknown>): string {
 
 export interface RejoinOptions {
   url: string;
+  tls: ClientTls;
   /** A split brain's resolution on the site that gives up its history (a delta when both forked at one cycle). */
   discardMyData: boolean;
   /** An absolute path where the site saves the blocks of the writes it undoes, before it rejoins. */
@@ -198,7 +218,13 @@ export async function runRejoin(options: RejoinOptions): Promise<number> {
   const query = new URLSearchParams(options.discardMyData ? { 'discard-my-data': 'true' } : {});
   if (options.saveDiscarded) query.set('save-discarded', options.saveDiscarded);
   // The site answers once the save (if any) is durable: that may take a while.
-  const posted = await postAdmin<RejoinAnswer>('rejoin', base, query, options.timeoutSeconds * 1000);
+  const posted = await postAdmin<RejoinAnswer>(
+    'rejoin',
+    base,
+    query,
+    options.tls,
+    options.timeoutSeconds * 1000,
+  );
   if (!posted) return exitCodes.start;
   const { status, answer } = posted;
   if (status !== 202 || !answer.rejoining) {
@@ -213,7 +239,7 @@ export async function runRejoin(options: RejoinOptions): Promise<number> {
   process.stderr.write(
     `cyclerep rejoin: following ${supersededBy ? `generation ${supersededBy} from cycle ${answer.cycle}` : `the primary that dials this site (split-brain resolution) from cycle ${answer.cycle}`}; ${answer.fullCopy ? `every block is copied; ${answer.discardedWrites} write(s) of this site's own are undone` : `${answer.discardedWrites} write(s) (${answer.discardedBytes} bytes) taken here after that cycle are undone: ${answer.divergentRuns} run(s) of blocks resynced`}\n`,
   );
-  const reached = await waitForStatus(base, options.timeoutSeconds * 1000, (body) => {
+  const reached = await waitForStatus(base, options.tls, options.timeoutSeconds * 1000, (body) => {
     const primary = body.primary as { generation?: string } | null | undefined;
     return (
       body.role === 'secondary' &&

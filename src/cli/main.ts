@@ -14,6 +14,7 @@ import { runDaemon } from './daemon.ts';
 import { runDemo } from './demo.ts';
 import { exitCodes, exitCodesText } from './exit-codes.ts';
 import { runRecover } from './recover.ts';
+import { clientTlsArgs, clientTlsOf } from './site-client.ts';
 import { runStatus } from './status.ts';
 
 interface Command {
@@ -34,24 +35,27 @@ const commands: Record<string, Command> = {
     run: (argv) => daemon('secondary', argv),
   },
   status: {
-    synopsis: 'status [--json] [--url URL] [--watch [SECONDS]]',
+    synopsis: 'status [--json] [--url URL] [--watch [SECONDS]] [--ca F --cert F --key F --peer NAME]',
     summary: 'ask a running site (default http://127.0.0.1:9180); --watch redraws every SECONDS (default 1)',
     run: (argv) => status(argv),
   },
   promote: {
-    synopsis: 'promote [--force] [--json] [--timeout-seconds N] --url URL',
+    synopsis:
+      'promote [--force] [--json] [--timeout-seconds N] [--ca F --cert F --key F --peer NAME] --url URL',
     summary:
       'make a running secondary the primary of a new generation (docs/failover.md); --force while its primary is connected',
     run: (argv) => promote(argv),
   },
   switchover: {
-    synopsis: 'switchover [--secondary NAME] [--json] [--timeout-seconds N] --url URL',
+    synopsis:
+      'switchover [--secondary NAME] [--json] [--timeout-seconds N] [--ca F --cert F --key F --peer NAME] --url URL',
     summary:
       'on a running primary: stop writes, hand over to its secondary with no loss, then follow it (docs/failover.md)',
     run: (argv) => switchover(argv),
   },
   rejoin: {
-    synopsis: 'rejoin [--discard-my-data] [--save-discarded FILE] [--json] [--timeout-seconds N] --url URL',
+    synopsis:
+      'rejoin [--discard-my-data] [--save-discarded FILE] [--json] [--timeout-seconds N] [--ca F --cert F --key F --peer NAME] --url URL',
     summary:
       'on a fenced old primary: follow the site that superseded it, its own later writes undone by a delta resync (docs/failover.md)',
     run: (argv) => rejoinCommand(argv),
@@ -231,7 +235,11 @@ function status(argv: string[]): Promise<number> {
       watchAt >= 0 ? argv.filter((_, i) => i !== watchAt && !(watchValue && i === watchAt + 1)) : argv;
     const { values } = parseArgs({
       args: rest,
-      options: { json: { type: 'boolean', default: false }, url: { type: 'string' } },
+      options: {
+        ...clientTlsArgs,
+        json: { type: 'boolean', default: false },
+        url: { type: 'string' },
+      },
     });
     const watchSeconds = watchAt < 0 ? null : Number(watchValue ?? '1');
     if (watchSeconds !== null && (!Number.isFinite(watchSeconds) || watchSeconds < 0.1)) {
@@ -240,6 +248,7 @@ function status(argv: string[]): Promise<number> {
     }
     return runStatus({
       url: values.url ?? 'http://127.0.0.1:9180',
+      tls: clientTlsOf(values),
       json: values.json,
       watchSeconds,
       colour: process.stdout.isTTY === true && !process.env.NO_COLOR,
@@ -255,6 +264,7 @@ function promote(argv: string[]): Promise<number> {
     const { values } = parseArgs({
       args: argv,
       options: {
+        ...clientTlsArgs,
         url: { type: 'string' },
         force: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
@@ -268,7 +278,13 @@ function promote(argv: string[]): Promise<number> {
       );
       return Promise.resolve(exitCodes.usage);
     }
-    return runPromote({ url: values.url, force: values.force, json: values.json, timeoutSeconds });
+    return runPromote({
+      url: values.url,
+      tls: clientTlsOf(values),
+      force: values.force,
+      json: values.json,
+      timeoutSeconds,
+    });
   } catch (error) {
     process.stderr.write(`cyclerep promote: ${(error as Error).message}\n`);
     return Promise.resolve(exitCodes.usage);
@@ -280,6 +296,7 @@ function switchover(argv: string[]): Promise<number> {
     const { values } = parseArgs({
       args: argv,
       options: {
+        ...clientTlsArgs,
         url: { type: 'string' },
         secondary: { type: 'string' },
         json: { type: 'boolean', default: false },
@@ -293,7 +310,13 @@ function switchover(argv: string[]): Promise<number> {
       );
       return Promise.resolve(exitCodes.usage);
     }
-    return runSwitchover({ url: values.url, secondary: values.secondary, json: values.json, timeoutSeconds });
+    return runSwitchover({
+      url: values.url,
+      tls: clientTlsOf(values),
+      secondary: values.secondary,
+      json: values.json,
+      timeoutSeconds,
+    });
   } catch (error) {
     process.stderr.write(`cyclerep switchover: ${(error as Error).message}\n`);
     return Promise.resolve(exitCodes.usage);
@@ -305,6 +328,7 @@ function rejoinCommand(argv: string[]): Promise<number> {
     const { values } = parseArgs({
       args: argv,
       options: {
+        ...clientTlsArgs,
         url: { type: 'string' },
         'discard-my-data': { type: 'boolean', default: false },
         'save-discarded': { type: 'string' },
@@ -321,6 +345,7 @@ function rejoinCommand(argv: string[]): Promise<number> {
     }
     return runRejoin({
       url: values.url,
+      tls: clientTlsOf(values),
       discardMyData: values['discard-my-data'],
       // The site writes the file: a path of this shell's directory, made absolute here.
       saveDiscarded: values['save-discarded'] === undefined ? null : resolve(values['save-discarded']),

@@ -7,6 +7,7 @@
  * an ETA.
  */
 import { exitCodes } from './exit-codes.ts';
+import { type ClientTls, siteRequest } from './site-client.ts';
 
 interface LinkStatus {
   name: string;
@@ -59,6 +60,8 @@ export interface SiteStatus {
 
 export interface StatusOptions {
   url: string;
+  /** HTTPS files for a site whose status listener serves https (config http.tls). */
+  tls: ClientTls;
   json: boolean;
   /** Seconds between redraws, or null for one reading. */
   watchSeconds: number | null;
@@ -67,10 +70,10 @@ export interface StatusOptions {
 
 const requestTimeoutMs = 5000;
 
-async function readStatus(target: string): Promise<SiteStatus> {
-  const response = await fetch(target, { signal: AbortSignal.timeout(requestTimeoutMs) });
-  if (!response.ok) throw new Error(`HTTP ${response.status}`);
-  return (await response.json()) as SiteStatus;
+async function readStatus(target: string, tls: ClientTls): Promise<SiteStatus> {
+  const { status, body } = await siteRequest('GET', target, tls, requestTimeoutMs);
+  if (status !== 200 || body === null) throw new Error(`HTTP ${status}`);
+  return body as SiteStatus;
 }
 
 export async function runStatus(options: StatusOptions): Promise<number> {
@@ -78,7 +81,7 @@ export async function runStatus(options: StatusOptions): Promise<number> {
   if (options.watchSeconds === null) {
     let body: SiteStatus;
     try {
-      body = await readStatus(target);
+      body = await readStatus(target, options.tls);
     } catch (error) {
       process.stderr.write(`cyclerep status: cannot read ${target}: ${(error as Error).message}\n`);
       return exitCodes.start;
@@ -98,7 +101,7 @@ async function watch(target: string, options: StatusOptions, seconds: number): P
   while (!stopped) {
     let text: string;
     try {
-      const body = await readStatus(target);
+      const body = await readStatus(target, options.tls);
       text = options.json ? `${JSON.stringify(body)}\n` : describe(body, options, peaks);
     } catch (error) {
       text = `cannot read ${target}: ${(error as Error).message}\n`;

@@ -323,6 +323,7 @@ export class PrimaryNode {
 
   /** Reads the certificate, key and CA (or the pre-shared key) again (SIGHUP): new connections use them. */
   reloadTls(): void {
+    this.runtime.reloadStatusTls();
     this.dialer.reload();
     this.oldPrimaries?.reload();
   }

@@ -313,6 +313,7 @@ export class SecondaryNode {
 
   /** Reads the certificate, key and CA (or the pre-shared key) again: new connections use them. */
   reloadTls(): void {
+    this.runtime.reloadStatusTls();
     this.listener?.reload();
   }
 

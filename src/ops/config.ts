@@ -45,6 +45,11 @@ const http = z.strictObject({
   connectionsMax: z.number().int().min(1).max(1024).default(64),
   /** A request's headers and body must arrive within this; an idle keep-alive connection ends sooner. */
   requestTimeoutMs: milliseconds(5000),
+  /**
+   * HTTPS with the site's `tls` certificate; admin verbs are then taken from another machine too,
+   * from a client certificate that chains to the site's CA and names one of `admins`.
+   */
+  tls: z.strictObject({ admins: z.array(z.string().min(1).max(253)).min(1).max(64) }).optional(),
 });
 
 /** The NBD front door: where it listens and the bounds on what clients may ask of it. */
@@ -349,6 +354,10 @@ function checkRelations(config: FileConfig, source: string): void {
     );
   if (config.nbd && config.nbd.tls !== 'off' && !config.tls)
     problems.push(`nbd.tls: ${config.nbd.tls} needs the tls section (its cert and key serve STARTTLS)`);
+  if (config.http?.tls && !config.tls)
+    problems.push(
+      "http.tls: needs the tls section (its cert and key serve HTTPS, its CA checks admins' client certificates)",
+    );
   if (config.journal.segmentSize < limits.frameBytesMax) {
     problems.push(
       `journal.segmentSize: at least ${limits.frameBytesMax} bytes, so that the largest record fits`,

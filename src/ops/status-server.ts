@@ -1,14 +1,18 @@
 /**
  * The HTTP listener of a site: `GET /status` (JSON), `GET /metrics` (Prometheus text format) and
  * `GET /` (a dashboard page that charts /status; its files are served from src/ops/dashboard and
- * uPlot from node_modules, with nothing built at run time).
+ * uPlot from node_modules, with nothing built at run time). With `http.tls` it serves HTTPS with
+ * the site's certificate and takes admin verbs from a client certificate too (see adminRefusal).
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { createRequire } from 'node:module';
-import type { Server as NetServer } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
+import { type SecureContextOptions, TLSSocket } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseAddress } from '../net/framed-socket.ts';
+import { identitiesOf } from '../net/tls.ts';
 import type { SiteMetrics } from './metrics.ts';
 
 /** What idle or slow clients of the status listener may hold (config `http:`). */
@@ -78,6 +82,61 @@ export interface AdminAnswer {
 export type AdminHandler = (verb: string, params: URLSearchParams) => Promise<AdminAnswer>;
 
 /**
+ * HTTPS for the status listener (config `http.tls`): the site's certificate, key and CA, and the
+ * client certificate identities (DNS names or CN) that may send admin verbs from another machine.
+ */
+export interface StatusTls {
+  context: SecureContextOptions;
+  admins: readonly string[];
+}
+
+/** Who sent a request, as far as admin verbs care. */
+export interface AdminPeer {
+  remoteAddress: string | undefined;
+  /**
+   * The identities of a client certificate that chains to the site's CA; null when none was
+   * presented (or plain HTTP), with `certificateProblem` saying why when one did not verify.
+   */
+  identities: string[] | null;
+  certificateProblem?: string;
+}
+
+/** What a request's socket tells of its sender: its address and, over TLS, its verified certificate. */
+export function adminPeerOf(socket: Socket): AdminPeer {
+  const remoteAddress = socket.remoteAddress;
+  if (!(socket instanceof TLSSocket)) return { remoteAddress, identities: null };
+  if (!socket.authorized) {
+    const problem = socket.authorizationError;
+    return {
+      remoteAddress,
+      identities: null,
+      ...(problem ? { certificateProblem: String(problem) } : {}),
+    };
+  }
+  return { remoteAddress, identities: identitiesOf(socket.getPeerCertificate()) };
+}
+
+/**
+ * Null when `peer` may send admin verbs, else why not. Admin verbs change a site's role: they are
+ * taken from this machine (loopback, a Unix socket), and with `http.tls` from a client certificate
+ * that chains to the site's CA and names one of `admins` (null: plain HTTP, loopback only).
+ */
+export function adminRefusal(
+  peer: AdminPeer,
+  listener: { unixSocket: boolean },
+  admins: readonly string[] | null,
+): string | null {
+  if (isLoopbackPeer(peer.remoteAddress, listener)) return null;
+  const who = peer.remoteAddress ?? 'a peer whose address cannot be told';
+  if (admins === null)
+    return `admin verbs are taken over loopback only (or over https with a client certificate named in http.tls.admins); ${who} refused`;
+  if (peer.identities === null)
+    return `admin verbs from another machine need a client certificate that chains to this site's CA; ${who} presented ${peer.certificateProblem ? `one that does not (${peer.certificateProblem})` : 'none'}`;
+  if (peer.identities.some((name) => admins.includes(name))) return null;
+  return `admin verbs: ${who}'s certificate names ${peer.identities.join(', ') || 'no identity'}, not one of http.tls.admins (${admins.join(', ')})`;
+}
+
+/**
  * Whether a request came over loopback or a Unix socket: admin verbs change a site's role, so a
  * plain-HTTP listener takes them only from this machine. No remote address means a Unix socket
  * peer only on a Unix socket listener: on TCP, Node reports none once the client reset the
@@ -97,19 +156,16 @@ function serveAdmin(
   response: ServerResponse,
   admin: AdminHandler | undefined,
   listener: { unixSocket: boolean },
+  admins: readonly string[] | null,
 ): void {
   const url = new URL(request.url ?? '/', 'http://site');
   if (!admin) {
     send(response, 404, 'application/json', `${JSON.stringify({ error: 'no admin verbs on this site' })}\n`);
     return;
   }
-  if (!isLoopbackPeer(request.socket.remoteAddress, listener)) {
-    send(
-      response,
-      403,
-      'application/json',
-      `${JSON.stringify({ error: `admin verbs are taken over loopback only; ${request.socket.remoteAddress ?? 'a peer whose address cannot be told'} refused` })}\n`,
-    );
+  const refusal = adminRefusal(adminPeerOf(request.socket), listener, admins);
+  if (refusal) {
+    send(response, 403, 'application/json', `${JSON.stringify({ error: refusal })}\n`);
     return;
   }
   // The body is not read: parameters travel in the query. Drain it so the connection stays usable.
@@ -127,16 +183,18 @@ export async function startStatusServer(
   bounds: StatusServerBounds = statusServerDefaults,
   metrics?: SiteMetrics,
   admin?: AdminHandler,
+  tls?: StatusTls,
 ): Promise<Server> {
   const { requestTimeoutMs } = bounds;
   // Node checks the request deadlines only every connectionsCheckingInterval (30 s by default):
   // check often enough that a connection never outlives its deadline by much.
   const checkingMs = Math.max(50, Math.min(1000, Math.floor(requestTimeoutMs / 4)));
   const listener = { unixSocket: 'path' in parseAddress(listen) };
-  const server = createServer({ connectionsCheckingInterval: checkingMs }, (request, response) => {
+  const admins = tls ? tls.admins : null;
+  const handler = (request: IncomingMessage, response: ServerResponse): void => {
     const path = request.url?.split('?')[0] ?? '/';
     if (request.method === 'POST' && path.startsWith('/admin/')) {
-      serveAdmin(request, response, admin, listener);
+      serveAdmin(request, response, admin, listener, admins);
       return;
     }
     if (request.method !== 'GET') {
@@ -160,7 +218,20 @@ export async function startStatusServer(
       return;
     }
     send(response, 404, 'text/plain', 'not found: try GET /, /status or /metrics\n');
-  });
+  };
+  // Over TLS a client certificate is asked for but not required: /status and the dashboard stay
+  // open to readers without one; only admin verbs from another machine need it (adminRefusal).
+  const server: Server = tls
+    ? createHttpsServer(
+        {
+          ...tls.context,
+          requestCert: true,
+          rejectUnauthorized: false,
+          connectionsCheckingInterval: checkingMs,
+        },
+        handler,
+      )
+    : createServer({ connectionsCheckingInterval: checkingMs }, handler);
   // A connection that sends nothing (or too little) is closed: headers and the whole request are
   // bounded, an idle keep-alive connection ends after at most requestTimeoutMs, and so does a socket
   // with no traffic at all.

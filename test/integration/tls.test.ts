@@ -5,11 +5,11 @@
 // TCP peer gets nowhere; and an authenticated primary of another group is still refused.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import { ensureCa, makeSiteCertificate } from '../../src/ops/certs.ts';
-import { type Site, sleep, volumeSizes, Workspace, waitForStatus } from './harness.ts';
+import { runCyclerep, type Site, sleep, volumeSizes, Workspace, waitForStatus } from './harness.ts';
 import { journalSegments, waitForEvents } from './journal-files.ts';
 
 const pki = new Workspace();
@@ -18,7 +18,7 @@ let ca = '';
 
 before(async () => {
   ca = ensureCa(pki.path('ca'));
-  for (const name of ['primary', 'dr1', 'dr2', 'rogue']) makeSiteCertificate(pki.path('ca'), name);
+  for (const name of ['primary', 'dr1', 'dr2', 'rogue', 'ops']) makeSiteCertificate(pki.path('ca'), name);
   // The same CA, a certificate for "primary" that expires at once.
   mkdirSync(pki.path('expired'), { recursive: true });
   for (const file of ['ca.crt', 'ca.key']) copyFileSync(pki.path('ca', file), pki.path('expired', file));
@@ -292,4 +292,52 @@ test('pre-shared-key mode: replication over TLS 1.3 with a shared key; a wrong k
   await assertNothingJournaled(stranger.workspace, stranger.dr1, /identity stranger/);
   await stranger.load.stop();
   await stranger.dr1.stop();
+});
+
+test('http.tls: the status listener serves https with the site certificate; the CLI reads it and sends admin verbs with a client certificate', {
+  timeout: 60_000,
+}, async () => {
+  const workspace = new Workspace();
+  workspaces.push(workspace);
+  const secondary = await workspace.secondaryConfig('dr1', {
+    volumes: volumeSizes,
+    extra: tlsSection('ca', 'dr1', ['primary']),
+  });
+  const plainHttp = `http: { listen: 127.0.0.1:${secondary.httpPort} }`;
+  const config = readFileSync(secondary.path, 'utf8');
+  assert.ok(config.includes(plainHttp));
+  writeFileSync(
+    secondary.path,
+    config.replace(plainHttp, `http: { listen: 127.0.0.1:${secondary.httpPort}, tls: { admins: [ops] } }`),
+  );
+  const dr1 = workspace.startSecondary(secondary.path);
+  await dr1.waitForEvent('secondary-started');
+  const url = `https://127.0.0.1:${secondary.httpPort}`;
+  const trust = ['--ca', ca, '--peer', 'dr1'];
+  const read = await runCyclerep(['status', '--json', '--url', url, ...trust]);
+  assert.equal(read.status, 0, read.output);
+  assert.equal((JSON.parse(read.output) as { role: string }).role, 'secondary');
+  const untrusted = await runCyclerep(['status', '--url', url]);
+  assert.notEqual(untrusted.status, 0);
+  assert.match(untrusted.output, /cannot read .*certificate/);
+  // A verb reaches the site (it answers for itself: nothing to promote from) with the admin's certificate.
+  const promote = await runCyclerep([
+    'promote',
+    '--url',
+    url,
+    ...trust,
+    '--cert',
+    pki.path('ca', 'ops.crt'),
+    '--key',
+    pki.path('ca', 'ops.key'),
+    '--timeout-seconds',
+    '5',
+  ]);
+  assert.equal(promote.status, 6, promote.output);
+  assert.match(promote.output, /refused \(HTTP 409\)/);
+  assert.doesNotMatch(promote.output, /loopback only|client certificate/);
+  const halfCertificate = await runCyclerep(['promote', '--url', url, '--cert', pki.path('ca', 'ops.crt')]);
+  assert.equal(halfCertificate.status, 2, halfCertificate.output);
+  assert.match(halfCertificate.output, /--cert and --key go together/);
+  assert.equal(await dr1.stop(), 0);
 });

@@ -227,6 +227,14 @@ test('nbd.allow takes addresses and subnets; nbd.tls needs the tls section', () 
   refused(nbd('tls: required'), /nbd\.tls: required needs the tls section/);
 });
 
+test('http.tls names the admins allowed from another machine and needs the tls section', () => {
+  const http = (section: string) =>
+    primaryYaml.replace('http: { listen: 127.0.0.1:9180 }', `http: { listen: 127.0.0.1:9180, ${section} }`);
+  refused(http('tls: { admins: [ops] }'), /http\.tls: needs the tls section/);
+  refused(http('tls: { admins: [] }'), /http\.tls\.admins: /);
+  refused(http('tls: { admin: [ops] }'), /http\.tls: .*admin/);
+});
+
 test('a tls key that does not match its certificate is refused at load, naming both files', async () => {
   const { ensureCa, makeSiteCertificate } = await import('../../src/ops/certs.ts');
   const dir = mkdtempSync(join(tmpdir(), 'cyclerep-tls-'));

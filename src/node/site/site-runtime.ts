@@ -127,6 +127,11 @@ export class SiteRuntime {
     this.services = await SiteServices.start(this.config, site, this.logger);
   }
 
+  /** The status listener's certificate read again (SIGHUP), when it serves HTTPS. */
+  reloadStatusTls(): void {
+    this.services?.reloadTls();
+  }
+
   /**
    * Drives the state machine's timers: `tick` every `intervalMs` until the site stops. Each tick
    * runs soon after its timer, not in it: when this process was busy past a timer, the bytes its
