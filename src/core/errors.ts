@@ -103,7 +103,9 @@ export type WriteErrorCode =
   /** The primary learnt it was superseded by a promoted site: it takes no writes (docs/failover.md). */
   | 'fenced'
   /** A planned switchover is under way: the primary takes no more writes (docs/failover.md). */
-  | 'switching-over';
+  | 'switching-over'
+  /** A split brain's resolution gives this site's history up: it takes no more writes (docs/failover.md). */
+  | 'giving-up-history';
 
 /** A source asked for a write the group cannot take. Only that write fails. */
 export class WriteError extends CyclerepError {

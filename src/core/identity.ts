@@ -170,6 +170,22 @@ export function compareHistories(
   };
 }
 
+/**
+ * Whether the chain `offered` holds the same cycles as `mine` up to `cycle` and none of mine after
+ * it: its first generation that is not mine begins at cycle + 1, and so does my first that is not
+ * its (if I have one: a chain that `offered` extends has none).
+ */
+export function agreesThrough(
+  offered: readonly Generation[],
+  mine: readonly Generation[],
+  cycle: CycleNumber,
+): boolean {
+  const relation = compareHistories(offered, mine);
+  if (relation.relation === 'ahead') return relation.supersededAt === cycle + 1;
+  if (relation.relation !== 'diverged') return false;
+  return relation.myFirst.startedAt === cycle + 1 && relation.theirFirst.startedAt === cycle + 1;
+}
+
 /** Where two chains line up: the oldest generation of one found in the other; null when neither is. */
 function alignment(
   mine: readonly Generation[],

@@ -211,6 +211,8 @@ export class PrimaryGroup implements CycleStore {
   private fencedBy: FencedBy | null;
   /** A planned switchover under way (docs/failover.md), or null. */
   private handover: Handover | null = null;
+  /** Set while a split brain's resolution here gives this site's history up (stopWritesToGiveUp). */
+  private givingUp = false;
 
   constructor(
     private readonly config: PrimaryConfig,
@@ -733,6 +735,15 @@ export class PrimaryGroup implements CycleStore {
   // ---- rejoin --------------------------------------------------------------------------------
 
   /**
+   * A split brain's resolution (rejoin --discard-my-data) lists and saves the writes this site
+   * took: from now on it takes none, so that list is every write it will have to undo. `false`
+   * takes writes again (the resolution was refused before anything changed).
+   */
+  stopWritesToGiveUp(stop: boolean): void {
+    this.givingUp = stop;
+  }
+
+  /**
    * What a rejoin undoes (docs/failover.md, "Failback"): the blocks this primary wrote after
    * `cycle`, in runs of whole tracking chunks, with the count and bytes of those writes. Null when
    * that cannot be told from the journal (it collected past `cycle`, or the runs are too many):
@@ -819,6 +830,11 @@ export class PrimaryGroup implements CycleStore {
    */
   writeRefusal(): WriteError | null {
     if (this.fencedBy) return this.fencedError();
+    if (this.givingUp)
+      return new WriteError(
+        'giving-up-history',
+        'this site is giving up its history (cyclerep rejoin --discard-my-data): it takes no more writes; write to the primary it will follow',
+      );
     if (this.handover)
       return new WriteError(
         'switching-over',

@@ -20,12 +20,14 @@ import {
 import { assert } from './assert.ts';
 import { HandshakeError, ProtocolError, StagingSpaceError } from './errors.ts';
 import {
+  agreesThrough,
   type Binding,
   bindingOf,
   checkBoundPrimary,
   compareHistories,
   type Generation,
   generationChainProblem,
+  type HistoryRelation,
   type PrimaryIdentity,
 } from './identity.ts';
 import { type LinkTimings, limits } from './limits.ts';
@@ -285,7 +287,7 @@ export class SecondarySession {
           cycle: this.demotedFrom.cycle,
           primarySite: hello.primarySite,
           generation: hello.generations.at(-1)?.id ?? '',
-          reason: `the primary's history does not agree with this site's through cycle ${this.demotedFrom.cycle} (their forks begin at different cycles): every block is copied from it as one consistent unit`,
+          reason: `the primary's history does not hold the same cycles as this site's through cycle ${this.demotedFrom.cycle}: every block is copied from it as one consistent unit`,
         });
     }
     const members = [...this.connections.values()].filter(
@@ -480,12 +482,28 @@ export class SecondarySession {
 function checkSupersedingPrimary(demoted: DemotedFrom, offered: PrimaryIdentity): void {
   const relation = compareHistories(offered.generations, demoted.generations);
   if (relation.relation === 'ahead' && relation.supersededAt === demoted.cycle + 1) return;
-  if (demoted.acceptDiverged && (relation.relation === 'ahead' || relation.relation === 'diverged')) return;
+  // A split brain's loser that follows from cycle 0 takes any primary of the group's history with
+  // a copy of every block; one that follows from its fork cycle only a primary of the same fork
+  // (another one would refuse its stored number, or take it for cycles it never sent).
+  const related = relation.relation === 'ahead' || relation.relation === 'diverged';
+  if (demoted.acceptDiverged && related && demoted.cycle === 0) return;
+  if (demoted.acceptDiverged && agreesThrough(offered.generations, demoted.generations, demoted.cycle))
+    return;
   const mine = demoted.generations.at(-1);
+  const follows = demoted.acceptDiverged
+    ? `it gave up its own history (a split brain's resolution) and follows only a primary whose history forked from it right after cycle ${demoted.cycle}`
+    : `it follows only a primary whose generation chain extends that one from cycle ${demoted.cycle + 1}`;
   throw new HandshakeError(
     'primary-mismatch',
-    `this site was the primary of generation ${mine?.id} and holds its image at cycle ${demoted.cycle}; it follows only a primary whose generation chain extends that one from cycle ${demoted.cycle + 1}; refused primary site ${offered.site} generation ${offered.generations.at(-1)?.id} (${relation.relation === 'ahead' ? `superseded it at cycle ${relation.supersededAt}` : relation.relation})`,
+    `this site was the primary of generation ${mine?.id} and holds its image at cycle ${demoted.cycle}; ${follows}; refused primary site ${offered.site} generation ${offered.generations.at(-1)?.id} (${describeRelation(relation)})`,
   );
+}
+
+function describeRelation(relation: HistoryRelation): string {
+  if (relation.relation === 'ahead') return `superseded it at cycle ${relation.supersededAt}`;
+  if (relation.relation === 'diverged')
+    return `diverged: its history forked at cycle ${relation.myFirst.startedAt}, this one's at ${relation.theirFirst.startedAt}`;
+  return relation.relation;
 }
 
 /**
@@ -505,22 +523,6 @@ function divergenceFor(demoted: DemotedFrom, offered: PrimaryIdentity, shape: Gr
     blockCount: volumeBlocks(shape, volume),
   }));
   return { runs, everyBlock: true };
-}
-
-/**
- * Whether the chain `offered` holds the same cycles as `mine` up to `cycle` and none of mine after
- * it: its first generation that is not mine begins at cycle + 1, and so does my first that is not
- * its (if I have one: a chain that `offered` extends has none).
- */
-export function agreesThrough(
-  offered: readonly Generation[],
-  mine: readonly Generation[],
-  cycle: CycleNumber,
-): boolean {
-  const relation = compareHistories(offered, mine);
-  if (relation.relation === 'ahead') return relation.supersededAt === cycle + 1;
-  if (relation.relation !== 'diverged') return false;
-  return relation.myFirst.startedAt === cycle + 1 && relation.theirFirst.startedAt === cycle + 1;
 }
 
 /** The identity a hello states. */

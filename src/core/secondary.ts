@@ -8,16 +8,10 @@ import type { Frame } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import type { ProtocolError, StagingShortage } from './errors.ts';
 import type { BlockContent } from './fold.ts';
-import type { Binding } from './identity.ts';
+import { agreesThrough, type Binding, type Generation } from './identity.ts';
 import { checkLinkTimings, type LinkTimings, limits } from './limits.ts';
 import type { ReplayedSecondaryRecord, SecondaryRecord } from './records.ts';
-import {
-  agreesThrough,
-  checkHello,
-  type DemotedFrom,
-  SecondarySession,
-  type SessionAction,
-} from './secondary-session.ts';
+import { checkHello, type DemotedFrom, SecondarySession, type SessionAction } from './secondary-session.ts';
 import { SecondaryStore, type StagingPolicy, type StoreAction } from './secondary-store.ts';
 import type { CycleNumber, GroupShape } from './types.ts';
 
@@ -45,6 +39,8 @@ export class Secondary {
   private readonly store: SecondaryStore;
   private readonly session: SecondarySession;
   private readonly demotedFrom: DemotedFrom | null;
+  /** Whether the bound primary's chain agrees with a split brain loser's (showsGivenUpHistory). */
+  private boundAgreement: { history: readonly Generation[]; agrees: boolean } | null = null;
 
   constructor(config: SecondaryConfig) {
     const problems = checkLinkTimings(config.timings);
@@ -194,7 +190,11 @@ export class Secondary {
     const demoted = this.demotedFrom;
     if (!demoted?.acceptDiverged || this.store.applied > demoted.cycle) return false;
     const history = this.session.boundTo?.history;
-    return !history || !agreesThrough(history, demoted.generations, demoted.cycle);
+    if (!history) return true;
+    // Asked at every read and status: the chains are compared once per binding.
+    if (this.boundAgreement?.history !== history)
+      this.boundAgreement = { history, agrees: agreesThrough(history, demoted.generations, demoted.cycle) };
+    return !this.boundAgreement.agrees;
   }
 
   /** Units this run put in the read path whose image is not consistent (the simulator's oracle). */

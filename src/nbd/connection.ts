@@ -103,8 +103,10 @@ const done: Outcome = { kind: 'done' };
 /** The NBD errno for a failed request: the real cause is logged, the client gets one of NBD's few. */
 export function nbdErrorOf(failure: unknown): number {
   if (isDiskFull(failure)) return nbdErrors.ENOSPC;
-  // A switchover stops the primary's writes for good, in order: as a stopping server's.
-  if (codesOf(failure).includes('stopping') || codesOf(failure).includes('switching-over'))
+  // A switchover (or a split brain's loser giving up) stops the primary's writes for good, in
+  // order: as a stopping server's.
+  const codes = codesOf(failure);
+  if (codes.includes('stopping') || codes.includes('switching-over') || codes.includes('giving-up-history'))
     return nbdErrors.ESHUTDOWN;
   // A superseded primary's exports are read-only from then on (docs/failover.md, "Fencing").
   if (codesOf(failure).includes('fenced')) return nbdErrors.EPERM;

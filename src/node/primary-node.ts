@@ -110,11 +110,8 @@ export class PrimaryNode {
   private readonly trackingWrites = new Map<string, Promise<void>>();
   /** Answers primaries that dial this site as their secondary (config `listen`), or null. */
   private oldPrimaries: OldPrimaryListener | null = null;
-  /**
-   * The chain of the newest primary of a diverged history that dialled this site (a split brain),
-   * since this process started: where a resolution here may take a delta from (rejoin.ts).
-   */
-  divergedPrimarySeen: PrimaryIdentity | null = null;
+  /** See divergedPrimarySeen. */
+  private divergedPrimary: PrimaryIdentity | null = null;
   /** Who superseded this primary and when it learnt it (before this start, or since): null while it leads. */
   private fenced: FencedRecord | null;
 
@@ -240,7 +237,7 @@ export class PrimaryNode {
       environment,
       logger,
       (offered) => {
-        node.divergedPrimarySeen = offered;
+        node.divergedPrimary = offered;
       },
     );
     node.runtime.tickEvery(
@@ -618,9 +615,27 @@ export class PrimaryNode {
     return link ? { streaming: link.link === 'streaming', stored: link.stored } : null;
   }
 
+  /**
+   * A split brain's resolution here stops writes before it lists them (PrimaryGroup
+   * stopWritesToGiveUp); writes waiting for journal room are refused with it. `false` resumes.
+   */
+  stopWritesToGiveUp(stop: boolean): void {
+    this.core.stopWritesToGiveUp(stop);
+    const refusal = this.core.writeRefusal();
+    if (refusal) this.journalRoom.rejectAll(refusal);
+  }
+
   /** The blocks this primary wrote after `cycle` and what they were (PrimaryGroup.writtenAfter). */
   writtenAfter(cycle: number): ReturnType<PrimaryGroup['writtenAfter']> {
     return this.core.writtenAfter(cycle);
+  }
+
+  /**
+   * The chain of the newest primary of a diverged history that dialled this site (a split brain),
+   * since this process started: where a resolution here may take a delta from (rejoin.ts).
+   */
+  get divergedPrimarySeen(): PrimaryIdentity | null {
+    return this.divergedPrimary;
   }
 
   /** This site's identity, for the data directory it becomes when it follows another primary. */

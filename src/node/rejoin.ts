@@ -9,8 +9,7 @@
  */
 import { isAbsolute } from 'node:path';
 import { ConfigError } from '../core/errors.ts';
-import { compareHistories, type PrimaryIdentity } from '../core/identity.ts';
-import { agreesThrough } from '../core/secondary-session.ts';
+import { agreesThrough, compareHistories, type PrimaryIdentity } from '../core/identity.ts';
 import type { CycleNumber } from '../core/types.ts';
 import type { SecondaryFileConfig } from '../ops/config.ts';
 import type { BlockRun } from '../protocol/frames.ts';
@@ -89,12 +88,12 @@ export async function rejoin(
 }
 
 /**
- * A split brain's resolution on the site that gives up (docs/failover.md): it follows whichever
- * primary of a diverged (or newer) history dials it. When the survivor dialled it since it started
- * and both histories forked at one cycle C (both promoted from one image), it states the blocks it
- * wrote after C and the survivor resyncs them with what it wrote itself: a delta. Otherwise it
- * follows from cycle 0 and every block is copied. The secondary checks the fork again at each
- * handshake and states every block to a primary of another fork (divergenceFor).
+ * A split brain's resolution on the site that gives up (docs/failover.md): it takes no more writes,
+ * lists (and saves, if asked) those it took, and follows a primary of a diverged (or newer) history.
+ * When the survivor dialled it since it started and both histories forked at one cycle C (both
+ * promoted from one image), it follows from C and states the blocks it wrote since; only a primary
+ * of that fork is then followed, and it resyncs them with what it wrote itself: a delta. Otherwise
+ * it follows from cycle 0, any diverged primary, and every block is copied.
  */
 async function giveUpHistory(
   host: RoleChangeHost,
@@ -108,45 +107,78 @@ async function giveUpHistory(
     if (!(error instanceof ConfigError)) throw error;
     return { answer: { status: 409, body: { error: error.message } }, work: null };
   }
-  const cycle = sharedThrough(node.identity, node.divergedPrimarySeen);
-  const written = node.writtenAfter(cycle);
+  // Writes stop before they are listed: one acknowledged after the list would stay here, unsaved
+  // and never resynced, in an image said to be the survivor's.
+  node.stopWritesToGiveUp(true);
+  const plan = givingUpPlan(node, host.config.blockSize);
   let saved: DiscardedManifest | null = null;
   if (saveDiscardedTo !== null) {
-    const outcome = await saveFirst(host, node, saveDiscardedTo, written?.runs ?? null, {
-      afterCycle: cycle,
+    const outcome = await saveFirst(host, node, saveDiscardedTo, plan.written?.runs ?? null, {
+      afterCycle: plan.cycle,
       supersededBy: 'the primary that dials this site',
     });
-    if ('answer' in outcome) return outcome;
+    if ('answer' in outcome) {
+      node.stopWritesToGiveUp(false);
+      return outcome;
+    }
     saved = outcome.manifest;
   }
-  const delta = cycle > 0 && written !== null;
-  const divergence = delta ? written.runs : everyBlock(node, host.config.blockSize);
   const report = {
-    cycle,
+    cycle: plan.cycle,
     supersededBy: null,
-    discardedWrites: written?.writes ?? 'unknown',
-    discardedBytes: written?.bytes ?? 'unknown',
-    divergentRuns: divergence.length,
-    fullCopy: !delta,
+    discardedWrites: plan.written?.writes ?? 'unknown',
+    discardedBytes: plan.written?.bytes ?? 'unknown',
+    divergentRuns: plan.divergence.length,
+    fullCopy: !plan.delta,
     ...savedReport(saveDiscardedTo, saved),
   };
   host.logger.warn('rejoin-started', {
     ...report,
-    supersededBy: node.divergedPrimarySeen?.generations.at(-1)?.id ?? 'the primary that dials this site',
-    reason: `split-brain resolution (--discard-my-data): this site gives up its own history; ${
-      delta
-        ? `it shares the history of the primary that dialled it through cycle ${cycle}: the blocks either site wrote since are resynced`
-        : cycle > 0
-          ? `its journal no longer holds every cycle after ${cycle}: every block is copied`
-          : node.divergedPrimarySeen
-            ? 'the primary that dialled it forked from its history at another cycle: every block is copied'
-            : 'no primary of a diverged history dialled it since it started, so where their histories forked is unknown: every block is copied'
-    }`,
+    supersededBy: 'the primary that dials this site',
+    reason: `split-brain resolution (--discard-my-data): this site gives up its own history and takes no more writes; ${plan.why}`,
   });
+  const { cycle, divergence } = plan;
   return {
     answer: { status: 202, body: { rejoining: true, ...report } },
     work: () =>
       followNewPrimary(host, node, config, { cycle, supersededBy: null, divergence, acceptDiverged: true }),
+  };
+}
+
+/** Where a split brain's loser follows from, what it states there, and why (giveUpHistory). */
+function givingUpPlan(
+  node: PrimaryNode,
+  blockBytes: number,
+): {
+  cycle: CycleNumber;
+  written: ReturnType<PrimaryNode['writtenAfter']>;
+  divergence: BlockRun[];
+  delta: boolean;
+  why: string;
+} {
+  const seen = node.divergedPrimarySeen;
+  const shared = sharedThrough(node.identity, seen);
+  const written = shared > 0 ? node.writtenAfter(shared) : null;
+  if (shared > 0 && written)
+    return {
+      cycle: shared,
+      written,
+      divergence: written.runs,
+      delta: true,
+      why: `it shares the history of the primary that dialled it through cycle ${shared}: the blocks either site wrote since are resynced`,
+    };
+  const why =
+    shared > 0
+      ? `its journal no longer holds every cycle after ${shared}`
+      : seen
+        ? 'the primary that dialled it forked from its history at another cycle'
+        : 'no primary of a diverged history dialled it since it started, so where their histories forked is unknown';
+  return {
+    cycle: 0,
+    written: node.writtenAfter(0),
+    divergence: everyBlock(node, blockBytes),
+    delta: false,
+    why: `${why}: every block is copied`,
   };
 }
 

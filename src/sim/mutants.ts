@@ -207,9 +207,14 @@ export const mutants: readonly Mutant[] = [
         find: '  if (agreesThrough(offered.generations, demoted.generations, demoted.cycle))\n',
         replace: '  if (offered.generations.length > 0)\n',
       },
+      {
+        file: 'src/core/secondary-session.ts',
+        find: '  if (demoted.acceptDiverged && related && demoted.cycle === 0) return;\n',
+        replace: '  if (demoted.acceptDiverged && related) return;\n',
+      },
     ],
     defect:
-      "a split brain's loser takes a delta from a survivor whose history forked at another cycle (both the rejoin's and the handshake's check of the fork gone): it is sent cycles of another history over its own image",
+      "a split brain's loser takes a delta from a survivor whose history forked at another cycle (every check of the fork gone: the rejoin's, the binding's, the handshake's): it is sent cycles of another history over its own image",
   },
   {
     name: 'promotion-half-applied',

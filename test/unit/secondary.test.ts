@@ -350,7 +350,10 @@ test('a demoted site follows only a primary whose chain extends its own right af
   const diverged = superseding(20);
   const refusing = new Site([], null, loser);
   refusing.hello(1, 1, shape, 1, diverged);
-  assert.match(refusing.sentOfType('error')[0]?.message ?? '', /\(diverged\)/);
+  assert.match(
+    refusing.sentOfType('error')[0]?.message ?? '',
+    /\(diverged: its history forked at cycle 20, this one.s at 31\)/,
+  );
   const resolved = new Site([], null, { ...loser, acceptDiverged: true });
   resolved.hello(1, 1, shape, 1, diverged);
   assert.equal(resolved.sentOfType('welcome').length, 1, 'the survivor is followed');
@@ -693,11 +696,12 @@ test("a rejoined site states its divergence before each welcome, until a resync 
   assert.equal(consistent.sentOfType('welcome').length, 1);
 });
 
-test("a split brain's loser states only its own writes to a primary that forked at its cycle, every block to any other", () => {
+test("a split brain's loser that follows from its fork cycle takes only a primary of that fork, and states its own writes", () => {
   // Both secondaries of one primary promoted: the loser's generation began at 31, its writes since
   // are `runs`. A survivor whose generation began at 31 too holds the same image through 30: the
   // delta is enough. One that began at 20 or 40 numbers its cycles after 30 in another history:
-  // told only the runs, it would send its cycles 31.. over an image it never had (a silent mix).
+  // told only the runs, it would send its cycles 31.. over an image it never had (a silent mix),
+  // and with a stored number above what it closed it would refuse the loser for ever. Refused.
   const runs = [{ volume: 0, block: 16, blockCount: 2 }];
   const own = { id: '6'.repeat(32), startedAt: 31, primarySite: 'c'.repeat(32) };
   const loser: DemotedFrom = {
@@ -706,54 +710,71 @@ test("a split brain's loser states only its own writes to a primary that forked 
     divergence: runs,
     acceptDiverged: true,
   };
-  const survivor = (startedAt: number): PrimaryIdentity => ({
-    site: primaryIdentity.site,
-    generations: [
-      ...otherPrimaryIdentity.generations,
-      { id: '5'.repeat(32), startedAt, primarySite: primaryIdentity.site },
-    ],
+  const third = survivorForkedAt(21, '7', 'd'.repeat(32));
+  const site = new Site([{ kind: 'applied', cycle: 30, consistent: false }], null, loser);
+  site.hello(1, 1, shape, 1, third);
+  assert.equal(site.sentOfType('error')[0]?.code, 'primary-mismatch');
+  assert.match(
+    site.sentOfType('error')[0]?.message ?? '',
+    /forked from it right after cycle 30.*forked at cycle 21, this one's at 31/,
+  );
+  assert.deepEqual(site.bindings, [], 'not bound to a primary of another fork');
+  site.hello(2, 2, shape, 1, survivorForkedAt(40));
+  assert.equal(site.sentOfType('error')[1]?.code, 'primary-mismatch');
+  site.hello(3, 3, shape, 1, survivorForkedAt(31));
+  assert.equal(site.sentOfType('welcome').length, 1);
+  assert.equal(site.sentOfType('welcome')[0]?.stored, 30);
+  assert.deepEqual(
+    site.sentOfType('divergence').flatMap((frame) => [frame.cycle, ...frame.runs]),
+    [30, ...runs],
+  );
+  // One that wrote nothing after its cycle holds the image at it: nothing to state, and the image
+  // is a cut of the survivor's history once bound to it.
+  const idle = new Site([{ kind: 'applied', cycle: 30, consistent: true }], null, {
+    ...loser,
+    divergence: null,
   });
-  const stated = (identity: PrimaryIdentity): unknown => {
-    const site = new Site([{ kind: 'applied', cycle: 30, consistent: false }], null, loser);
-    site.hello(1, 1, shape, 1, identity);
-    assert.equal(site.sentOfType('welcome').length, 1);
-    return site.sentOfType('divergence').flatMap((frame) => [frame.cycle, ...frame.runs]);
+  assert.equal(idle.secondary.imageConsistent, false, 'not before it knows whom it follows');
+  idle.hello(1, 1, shape, 1, survivorForkedAt(31));
+  assert.deepEqual(idle.sentOfType('divergence'), []);
+  assert.equal(idle.secondary.imageConsistent, true, 'the same image through cycle 30');
+});
+
+test("a split brain's loser that follows from cycle 0 takes any primary of the history, tells it every block, and shows its own image as not the survivor's", () => {
+  const own = { id: '6'.repeat(32), startedAt: 31, primarySite: 'c'.repeat(32) };
+  const loser: DemotedFrom = {
+    cycle: 0,
+    generations: [...otherPrimaryIdentity.generations, own],
+    divergence: [{ volume: 0, block: 0, blockCount: 64 }],
+    acceptDiverged: true,
   };
+  const site = new Site([{ kind: 'applied', cycle: 0, consistent: true }], null, loser);
+  site.hello(1, 1, shape, 1, survivorForkedAt(20));
   const everyBlock = shape.volumes.map((volume, index) => ({
     volume: index,
     block: 0,
     blockCount: volume.sizeBytes / blockBytes,
   }));
-  assert.deepEqual(stated(survivor(31)), [30, ...runs]);
-  assert.deepEqual(stated(survivor(20)), [30, ...everyBlock]);
-  assert.deepEqual(stated(survivor(40)), [30, ...everyBlock]);
-  // A loser that wrote nothing after its cycle holds the image at it, consistent in its own history:
-  // a survivor of the same fork sends it nothing but its cycles; any other still every block.
-  const idle: DemotedFrom = { ...loser, divergence: null };
-  const quiet = (identity: PrimaryIdentity): number => {
-    const site = new Site([{ kind: 'applied', cycle: 30, consistent: true }], null, idle);
-    site.hello(1, 1, shape, 1, identity);
-    return site.sentOfType('divergence').length;
-  };
-  assert.equal(quiet(survivor(31)), 0);
-  assert.equal(quiet(survivor(20)), 1);
-
-  // Its image is claimed a cut of the survivor's history only when it is one: bound to a survivor of
-  // the same fork, or once it applied what the survivor sent.
-  const unbound = new Site([{ kind: 'applied', cycle: 30, consistent: true }], null, idle);
-  assert.equal(unbound.secondary.imageConsistent, false, 'not before it knows whom it follows');
-  unbound.hello(1, 1, shape, 1, survivor(31));
-  assert.equal(unbound.secondary.imageConsistent, true, 'the same image through cycle 30');
-  const other = new Site([{ kind: 'applied', cycle: 30, consistent: true }], null, idle);
-  other.hello(1, 1, shape, 1, survivor(20));
-  assert.equal(other.secondary.imageConsistent, false, 'its own history, not the survivor’s');
-  const { packets, end } = cycleFrames(31, 31, [[0, 7]]);
-  for (const frame of [...packets, end]) other.frame(1, frame);
-  assert.equal(other.secondary.applied, 31);
-  assert.equal(other.secondary.imageConsistent, true, "the survivor's cycle applied");
-  const restarted = new Site(other.journal, other.bindings[0] as Binding, idle);
+  assert.deepEqual(
+    site.sentOfType('divergence').flatMap((frame) => [frame.cycle, ...frame.runs]),
+    [0, ...everyBlock],
+  );
+  assert.equal(site.secondary.imageConsistent, false, 'its own history, not the survivor’s');
+  const { packets, end } = cycleFrames(1, 1, [[0, 7]]);
+  for (const frame of [...packets, end]) site.frame(1, frame);
+  assert.equal(site.secondary.applied, 1);
+  assert.equal(site.secondary.imageConsistent, true, "the survivor's cycle applied");
+  const restarted = new Site(site.journal, site.bindings[0] as Binding, loser);
   assert.equal(restarted.secondary.imageConsistent, true);
 });
+
+/** A primary of the same history as otherPrimaryIdentity whose own generation began at `startedAt`. */
+function survivorForkedAt(startedAt: number, id = '5', site = primaryIdentity.site): PrimaryIdentity {
+  return {
+    site,
+    generations: [...otherPrimaryIdentity.generations, { id: id.repeat(32), startedAt, primarySite: site }],
+  };
+}
 
 test('a rejoined site states its divergence once per session, not on every connection of it', () => {
   // The primary adds up what a handshake states: the same runs on each of N connections counted N
