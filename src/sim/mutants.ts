@@ -196,6 +196,15 @@ export const mutants: readonly Mutant[] = [
       'a rejoining old primary states none of the blocks it wrote after the promotion cycle: its own writes after C stay in its image',
   },
   {
+    name: 'give-up-writes-unstopped',
+    simulator: 'sites',
+    file: 'src/node/rejoin.ts',
+    find: '  node.stopWritesToGiveUp(true);\n',
+    replace: '',
+    defect:
+      "a split brain's loser lists the writes it undoes while it still takes writes: one acknowledged after the list stays in an image said to be the survivor's",
+  },
+  {
     name: 'split-brain-delta-any-fork',
     simulator: 'sites',
     file: 'src/node/rejoin.ts',

@@ -285,11 +285,13 @@ export class RoleChanges {
 
   /**
    * The second secondary is promoted too, into a generation of its own: two primaries of diverged
-   * histories. It takes no writes, and must take no data from the first either (its image is held
-   * to what it was promoted with) until the operator resolves the split brain with
-   * `rejoin --discard-my-data` on it, which then takes a full copy from the first. Promoted both
-   * before the sources go on, each is judged against the history they share. If the second cannot
-   * be promoted (an in-place resync left it inconsistent), the operator recreates it empty.
+   * histories. A client of the wrong site writes a few blocks to it (none of them the history's:
+   * the rejoin must undo every one), and it must take no data from the first (its image is held to
+   * what it showed then) until the operator resolves the split brain with `rejoin --discard-my-data`
+   * on it, while that client still writes; it then follows the first with a delta or a full copy.
+   * Promoted both before the sources go on, each is judged against the history they share. If the
+   * second cannot be promoted (an in-place resync left it inconsistent), the operator recreates it
+   * empty.
    */
   private splitBrain(plan: RoleChangePlan, first: Site, second: Site): void {
     const run = this.run;
@@ -300,15 +302,47 @@ export class RoleChanges {
       this.settled(this.takeOver(plan, first, [second], 'failover'));
     };
     this.promote(plan, second, 0, recreate, async () => {
-      second.divergedImage = await run.imageOf(second);
       run.stats.splitBrains++;
       run.note(`${second.name} is a second primary: split brain`);
       await this.takeOver(plan, first, [second], 'failover');
+      // Drawn from the plan, not the run's random: the seeds' other draws stay as they were.
+      const ownWrites = 1 + (plan.downMs % 4);
+      for (let index = 0; index < ownWrites; index++) await this.writeOnLoser(second, index);
+      second.divergedImage = await run.imageOf(second);
       run.schedule(splitBrainMs, () => {
         second.divergedImage = null;
+        this.keepWritingOnLoser(second, ownWrites);
         this.settled(this.rejoin(second, first, true));
       });
     });
+  }
+
+  /**
+   * One block of bytes no source wrote, on the split brain's second primary: true when it was
+   * acknowledged, false when refused (once it gives up its history, or stops).
+   */
+  private async writeOnLoser(site: Site, index: number): Promise<boolean> {
+    const node = primaryNodeOf(site);
+    if (!node) return false;
+    const { blockBytes, volumeBlocks } = this.run.history;
+    const block = (index * 7) % (volumeBlocks[0] as number);
+    try {
+      await node.write(0, block * blockBytes, new Uint8Array(blockBytes).fill(0xee));
+      this.run.stats.splitBrainLoserWrites++;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Writes on the loser every few milliseconds while it gives up its history, until one is refused. */
+  private keepWritingOnLoser(site: Site, index: number): void {
+    this.settled(
+      this.writeOnLoser(site, index).then((acknowledged) => {
+        if (acknowledged && !this.run.done)
+          this.run.schedule(3, () => this.keepWritingOnLoser(site, index + 1));
+      }),
+    );
   }
 
   // ---- common ----

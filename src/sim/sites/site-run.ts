@@ -80,6 +80,8 @@ export interface SiteRunStats {
   splitBrains: number;
   /** Split brains resolved with a delta (both sites promoted at one cycle), not a copy of every block. */
   splitBrainDeltas: number;
+  /** Writes the split brain's second primary acknowledged, every one to be undone by its rejoin. */
+  splitBrainLoserWrites: number;
   roleChangesRefused: number;
   /** Acknowledged writes after the cut a promoted secondary held: the failover's window of loss. */
   lostInFailover: number;
@@ -1039,6 +1041,7 @@ export function emptySiteRunStats(): SiteRunStats {
     rejoins: 0,
     splitBrains: 0,
     splitBrainDeltas: 0,
+    splitBrainLoserWrites: 0,
     roleChangesRefused: 0,
     lostInFailover: 0,
     simulatedMs: 0,

@@ -176,6 +176,7 @@ function addStats(total: SiteRunStats, part: SiteRunStats): void {
     'rejoins',
     'splitBrains',
     'splitBrainDeltas',
+    'splitBrainLoserWrites',
     'roleChangesRefused',
     'lostInFailover',
     'simulatedMs',
@@ -212,7 +213,7 @@ export function printSiteReport(print: (line: string) => void, report: SiteSimul
     `secondaries switched to tracking ${report.trackingStarted}, resyncs started ${report.resyncStarted}, completed ${report.resyncComplete}, initial syncs ${report.initialSyncs}; in-place staging: images said inconsistent ${report.inconsistentImageWarnings} times, reads left unjudged for it ${report.imagesInconsistent}`,
   );
   print(
-    `role changes: switchovers ${report.switchovers}, promotions ${report.promotions} (writes after the promoted cut undone ${report.lostInFailover}), rejoins ${report.rejoins}, split brains ${report.splitBrains} (resolved with a delta ${report.splitBrainDeltas}), refused or given up ${report.roleChangesRefused}`,
+    `role changes: switchovers ${report.switchovers}, promotions ${report.promotions} (writes after the promoted cut undone ${report.lostInFailover}), rejoins ${report.rejoins}, split brains ${report.splitBrains} (resolved with a delta ${report.splitBrainDeltas}; writes of their own undone ${report.splitBrainLoserWrites}), refused or given up ${report.roleChangesRefused}`,
   );
   const seedsPerSecond = report.wallSeconds > 0 ? report.seedsRun / report.wallSeconds : 0;
   print(
