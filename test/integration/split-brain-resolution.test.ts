@@ -204,7 +204,8 @@ test('both promoted at one cycle: the site that gives up takes only the blocks e
   await write(nbdPorts[0] as number, 0, 0x11);
   await write(nbdPorts[1] as number, 64 * blockBytes, 0x22);
   await write(nbdPorts[1] as number, 128 * blockBytes, 0x33);
-  const beforeOnDr1 = await status(dr1.httpPort);
+  // dr1's write is in a cycle of its own, closed after the one both promoted at.
+  await waitForStatus(dr1.httpPort, (s) => (s.closed as number) > (settled.closed as number), 10_000);
   await dialledAsPrimary(two);
 
   // A client keeps writing on dr2 while it gives up its history and saves what it undoes: every
@@ -215,7 +216,8 @@ test('both promoted at one cycle: the site that gives up takes only the blocks e
   let ending = '';
   const racing = (async () => {
     for (let block = 0; block < 4096; block++) {
-      const request = racer.writeRequest(block * blockBytes, Buffer.alloc(blockBytes, 0x44));
+      // 64 blocks over and over: what the rejoin copies stays bounded however fast the writer is.
+      const request = racer.writeRequest((block % 64) * blockBytes, Buffer.alloc(blockBytes, 0x44));
       const [result] = await racer.send([request]);
       if (result !== 0) {
         ending = `NBD error ${result}`;
@@ -253,7 +255,8 @@ test('both promoted at one cycle: the site that gives up takes only the blocks e
   const started = await two.waitForEvent('rejoin-started');
   assert.equal(started.cycle, settled.closed, 'its own history began after the cycle both promoted at');
   assert.equal(started.discardedWrites, 2 + acknowledged, 'every acknowledged write is listed');
-  assert.ok((started.savedBytes as number) >= (2 + acknowledged) * blockBytes, 'and saved');
+  const blocksWritten = 2 + Math.min(acknowledged, 64);
+  assert.ok((started.savedBytes as number) >= blocksWritten * blockBytes, 'and their blocks saved');
   const divergence = await one.waitForEvent('rejoin-divergence', 60_000);
   assert.equal(divergence.divergedFrom, settled.closed);
   const resync = await one.waitForEvent('resync-complete', 60_000);
@@ -261,14 +264,10 @@ test('both promoted at one cycle: the site that gives up takes only the blocks e
   const volumeBytes = volumeSizes.reduce((sum, size) => sum + size, 0);
   t.diagnostic(`split-brain delta: ${copied} bytes copied of ${volumeBytes}`);
   assert.ok(
-    copied > 0 && copied < volumeBytes / 4,
+    copied > 0 && copied < volumeBytes / 8,
     `only the blocks either site wrote travel: ${copied} (${acknowledged} writes raced the rejoin)`,
   );
   assert.equal(two.events('rejoin-full-copy').length, 0);
-  assert.ok(
-    (beforeOnDr1.closed as number) > (settled.closed as number),
-    'dr1 took its write in a cycle of its own',
-  );
 
   assert.equal(await one.stop(), 0);
   assert.equal(await two.stop(), 0);
