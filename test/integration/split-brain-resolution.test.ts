@@ -29,6 +29,46 @@ after(() => {
 });
 
 /**
+ * A load primary replicating to two secondaries whose configs carry a primary's sections too (each
+ * lists the other as its secondary, for when it is promoted), once both stored 5 cycles.
+ */
+async function twoPromotableSecondaries(
+  workspace: Workspace,
+  names: [string, string],
+  extra: [string[], string[]] = [[], []],
+) {
+  const promotable = ['cycle: { intervalMinMs: 100 }', 'journal: { capacity: 256MiB, segmentSize: 8MiB }'];
+  const first = await workspace.secondaryConfig(names[0], { extra: [...promotable, ...extra[0]].join('\n') });
+  const second = await workspace.secondaryConfig(names[1], {
+    extra: [
+      ...promotable,
+      ...extra[1],
+      'secondaries:',
+      `  - { name: ${names[0]}, address: 127.0.0.1:${first.port} }`,
+    ].join('\n'),
+  });
+  appendFileSync(
+    first.path,
+    ['', 'secondaries:', `  - { name: ${names[1]}, address: 127.0.0.1:${second.port} }`, ''].join('\n'),
+  );
+  const primaryConfig = await workspace.primaryConfig({
+    secondaries: [
+      { name: names[0], port: first.port },
+      { name: names[1], port: second.port },
+    ],
+  });
+  const sites = [workspace.startSecondary(first.path), workspace.startSecondary(second.path)] as const;
+  for (const site of sites) await site.waitForEvent('secondary-started');
+  const primary = workspace.startLoadPrimary(primaryConfig.path);
+  await waitForStatus(
+    primaryConfig.httpPort,
+    (s) => (s.secondaries as { stored: number }[]).every((each) => each.stored >= 5),
+    60_000,
+  );
+  return { configs: [first, second] as const, sites, primaryConfig, primary };
+}
+
+/**
  * Waits until the other promoted site dialled `site` as its secondary and was refused by it as a
  * primary: `site` then knows where the other's history forked (its listener logs the relation; a
  * refusal while it was still a secondary has none).
@@ -44,35 +84,11 @@ async function dialledAsPrimary(site: Site): Promise<void> {
 test('both secondaries promoted: refused as a split brain both ways, resolved by one command on the site that gives up', {
   timeout: 240_000,
 }, async () => {
-  const promotable = ['cycle: { intervalMinMs: 100 }', 'journal: { capacity: 256MiB, segmentSize: 8MiB }'];
-  const dr1 = await workspace.secondaryConfig('dr1', { extra: promotable.join('\n') });
-  const dr2 = await workspace.secondaryConfig('dr2', {
-    extra: [...promotable, 'secondaries:', `  - { name: dr1, address: 127.0.0.1:${dr1.port} }`].join('\n'),
-  });
-  // Each lists the other as its secondary for when it is promoted.
-  appendFileSync(
-    dr1.path,
-    ['', 'secondaries:', `  - { name: dr2, address: 127.0.0.1:${dr2.port} }`, ''].join('\n'),
-  );
-  const primaryConfig = await workspace.primaryConfig({
-    secondaries: [
-      { name: 'dr1', port: dr1.port },
-      { name: 'dr2', port: dr2.port },
-    ],
-  });
-  const dr1Site = workspace.startSecondary(dr1.path);
-  const dr2Site = workspace.startSecondary(dr2.path);
-  await dr1Site.waitForEvent('secondary-started');
-  await dr2Site.waitForEvent('secondary-started');
-  const primary = workspace.startLoadPrimary(primaryConfig.path);
-  await waitForStatus(
-    primaryConfig.httpPort,
-    (s) => {
-      const links = s.secondaries as { stored: number }[];
-      return links.every((each) => each.stored >= 5);
-    },
-    60_000,
-  );
+  const {
+    configs: [dr1, dr2],
+    sites: [dr1Site, dr2Site],
+    primary,
+  } = await twoPromotableSecondaries(workspace, ['dr1', 'dr2']);
   primary.kill('SIGKILL');
   await primary.exited;
   await waitForStatus(dr1.httpPort, (s) => s.link === 'idle', 10_000);
@@ -138,38 +154,15 @@ test('both promoted at one cycle: the site that gives up takes only the blocks e
   timeout: 240_000,
 }, async (t) => {
   const nbdPorts = [await freePort(), await freePort()];
-  const promotable = (nbdPort: number) => [
-    'cycle: { intervalMinMs: 100 }',
-    'journal: { capacity: 256MiB, segmentSize: 8MiB }',
-    `nbd: { listen: 127.0.0.1:${nbdPort} }`,
-  ];
-  const dr1 = await own.secondaryConfig('one', { extra: promotable(nbdPorts[0] as number).join('\n') });
-  const dr2 = await own.secondaryConfig('two', {
-    extra: [
-      ...promotable(nbdPorts[1] as number),
-      'secondaries:',
-      `  - { name: one, address: 127.0.0.1:${dr1.port} }`,
-    ].join('\n'),
-  });
-  appendFileSync(
-    dr1.path,
-    ['', 'secondaries:', `  - { name: two, address: 127.0.0.1:${dr2.port} }`, ''].join('\n'),
-  );
-  const primaryConfig = await own.primaryConfig({
-    secondaries: [
-      { name: 'one', port: dr1.port },
-      { name: 'two', port: dr2.port },
-    ],
-  });
-  const one = own.startSecondary(dr1.path);
-  const two = own.startSecondary(dr2.path);
-  await one.waitForEvent('secondary-started');
-  await two.waitForEvent('secondary-started');
-  const primary = own.startLoadPrimary(primaryConfig.path);
-  await waitForStatus(
-    primaryConfig.httpPort,
-    (s) => (s.secondaries as { stored: number }[]).every((each) => each.stored >= 5),
-    60_000,
+  const {
+    configs: [dr1, dr2],
+    sites: [one, two],
+    primaryConfig,
+    primary,
+  } = await twoPromotableSecondaries(
+    own,
+    ['one', 'two'],
+    [[`nbd: { listen: 127.0.0.1:${nbdPorts[0]} }`], [`nbd: { listen: 127.0.0.1:${nbdPorts[1]} }`]],
   );
   // The load pauses; no cycle closes without writes, so both settle at the primary's last cycle.
   primary.kill('SIGUSR2');
