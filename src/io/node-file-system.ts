@@ -2,9 +2,34 @@
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
 import type { DiskSpace, FileStats, FileSystem } from './file-system.ts';
+import { InlineWritePolicy } from './inline-writes.ts';
 
 const readAsync = promisify(fs.read);
 const writeAsync = promisify(fs.write);
+
+/** One policy for the process: a slow write says the device is behind, whichever file it was. */
+const inlineWrites = new InlineWritePolicy();
+
+/** `fs.write` through the thread pool, or inline when the policy says so (a settled promise then). */
+function writeSmallInline(
+  fd: number,
+  data: Uint8Array,
+  offset: number,
+  length: number,
+  position: number | null,
+): Promise<number> {
+  const startedMs = performance.now();
+  if (!inlineWrites.inline(length, startedMs))
+    return writeAsync(fd, data, offset, length, position).then((result) => result.bytesWritten);
+  try {
+    if (inlineWrites.opensTurn()) setImmediate(() => inlineWrites.newTurn());
+    const written = fs.writeSync(fd, data, offset, length, position);
+    inlineWrites.observed(startedMs, performance.now());
+    return Promise.resolve(written);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
 
 function statsOf(stats: fs.BigIntStats): FileStats {
   return {
@@ -47,8 +72,7 @@ export const nodeFileSystem: FileSystem = {
   close: (fd) => promisify(fs.close)(fd),
   read: async (fd, buffer, offset, length, position) =>
     (await readAsync(fd, buffer, offset, length, position)).bytesRead,
-  write: async (fd, data, offset, length, position) =>
-    (await writeAsync(fd, data, offset, length, position)).bytesWritten,
+  write: writeSmallInline,
   fsync: (fd) => promisify(fs.fsync)(fd),
   fdatasync: (fd) => promisify(fs.fdatasync)(fd),
   rename: (from, to) => fs.promises.rename(from, to),
