@@ -7,6 +7,7 @@ export interface NbdExport {
   blockBytes: number;
   readOnly: boolean;
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** `data` is the request's own: the server never touches it again, so the export may keep it. */
   write(offset: number, data: Uint8Array, fua: boolean): Promise<void>;
   writeZeroes(offset: number, length: number, fua: boolean): Promise<void>;
   flush(): Promise<void>;

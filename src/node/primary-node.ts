@@ -266,10 +266,12 @@ export class PrimaryNode {
 
   /**
    * Writes whole blocks of the volume at `index` in the configuration's list; resolves with the
-   * cycle at acknowledgement (immediate or cycle mode).
+   * cycle at acknowledgement (immediate or cycle mode). The caller may reuse `data` once the call
+   * returns, unless it says `handedOver`: then it never touches `data` again, and a buffer that
+   * is exactly the write is kept as it is instead of copied.
    */
-  write(index: number, offset: number, data: Uint8Array): Promise<CycleNumber> {
-    return this.sources.write(index, offset, data);
+  write(index: number, offset: number, data: Uint8Array, handedOver = false): Promise<CycleNumber> {
+    return this.sources.write(index, offset, data, handedOver);
   }
 
   /** Trim or write-zeroes: journaled and sent without payload. */

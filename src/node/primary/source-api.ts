@@ -55,12 +55,13 @@ export class SourceApi {
 
   /**
    * Writes whole blocks of the volume at `index` in the configuration's list; resolves with the
-   * cycle at acknowledgement (immediate or cycle mode).
+   * cycle at acknowledgement (immediate or cycle mode). `handedOver`: the caller never touches
+   * `data` again (PrimaryNode.write).
    */
-  write(index: number, offset: number, data: Uint8Array): Promise<CycleNumber> {
+  write(index: number, offset: number, data: Uint8Array, handedOver = false): Promise<CycleNumber> {
     return rejectingOnThrow(() => {
       const volume = this.volumeId(index);
-      return this.timed(this.writeParts(volume, offset, data), (seconds) =>
+      return this.timed(this.writeParts(volume, offset, data, handedOver), (seconds) =>
         this.parts.metrics.observeWrite(seconds),
       );
     });
@@ -171,14 +172,23 @@ export class SourceApi {
     return id;
   }
 
-  private writeParts(volume: number, offset: number, data: Uint8Array): Promise<CycleNumber> {
+  private writeParts(
+    volume: number,
+    offset: number,
+    data: Uint8Array,
+    handedOver: boolean,
+  ): Promise<CycleNumber> {
     this.checkRange(volume, offset, data.length);
     const blockBytes = this.parts.shape.blockBytes;
+    // Kept as it is only when nobody else may change it and it holds no more memory than the write
+    // counts: a small NBD write is a view into a socket chunk many times its size.
+    const keep = handedOver && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
     // One journal record carries at most packetBytesMax; a longer write is several, acknowledged together.
     const parts: Promise<CycleNumber>[] = [];
     for (let done = 0; done < data.length; done += limits.packetBytesMax) {
       const chunk = data.subarray(done, Math.min(data.length, done + limits.packetBytesMax));
-      parts.push(this.submit(volume, (offset + done) / blockBytes, chunk.length / blockBytes, chunk));
+      const own = keep ? chunk : new Uint8Array(chunk);
+      parts.push(this.submit(volume, (offset + done) / blockBytes, chunk.length / blockBytes, own));
     }
     return Promise.all(parts).then((cycles) => Math.max(...cycles));
   }
@@ -215,7 +225,7 @@ export class SourceApi {
     }
   }
 
-  /** One journal record's worth, handed to the group once the journal has room. */
+  /** One journal record's worth, handed to the group once the journal has room; `data` is ours. */
   private submit(
     volume: number,
     block: number,
@@ -233,8 +243,7 @@ export class SourceApi {
             }
             const token = this.nextToken++;
             this.writes.set(token, { resolve, reject });
-            // The caller's buffer may be reused after we return: keep our own copy.
-            const extent: Extent = { volume, block, blockCount, data: data ? new Uint8Array(data) : null };
+            const extent: Extent = { volume, block, blockCount, data };
             this.parts.run(this.parts.core.onWrite(this.parts.clock.now(), { token, node: 0, extent }));
           } finally {
             // Journaled (the write-back holds the bytes now) or refused: no longer let through.

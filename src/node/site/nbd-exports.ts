@@ -16,7 +16,8 @@ export interface VolumeAccess {
   readOnly?: boolean;
   /** Null: the exports are read-only, and writes refused here. */
   writer: {
-    write(index: number, offset: number, data: Uint8Array): Promise<unknown>;
+    /** `handedOver`: the caller never touches `data` again (the NBD server's own request buffers). */
+    write(index: number, offset: number, data: Uint8Array, handedOver: boolean): Promise<unknown>;
     writeZeroes(index: number, offset: number, length: number): Promise<unknown>;
     flush(): Promise<void>;
   } | null;
@@ -37,7 +38,7 @@ export function volumeExports(
     read: (offset, length) => access.read(index, offset, length),
     write: writer
       ? async (offset, data, fua) => {
-          await writer.write(index, offset, data);
+          await writer.write(index, offset, data, true);
           if (fua) await writer.flush();
         }
       : refuse,
