@@ -242,6 +242,13 @@ export class FoldIndex {
     return pieces;
   }
 
+  /** The reference of a journaled run's first block: runs sort by it into journal order. */
+  firstRef(run: Run): BlockRef {
+    const ref = this.volumes.get(run.volume)?.get(run.block);
+    assert(run.journaled && isBlockRef(ref), 'a run in the journal');
+    return ref;
+  }
+
   /** The run's bytes as one view when its blocks are consecutive slices of one buffer, else null. */
   private viewOfRun(blocks: Map<number, BlockContent>, first: number, blockCount: number): Uint8Array | null {
     const head = blocks.get(first) as Uint8Array;

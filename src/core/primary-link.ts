@@ -77,9 +77,10 @@ export interface LinkEnvironment {
 }
 
 /**
- * A cycle whose packets are being built: its runs are listed (and shuffled) at once, but each
- * packet's data is copied only when the queues have room, so a large cycle never holds the event
- * loop for long, and never sits in memory twice.
+ * A cycle whose packets are being built: its runs are listed at once, but each packet's data is
+ * copied only when the queues have room, so a large cycle never holds the event loop for long, and
+ * never sits in memory twice. They are sent in the order their bytes lie in the journal (the
+ * secondary takes a cycle's packets in any order): consecutive packets are then read back together.
  */
 interface CycleBeingPacked {
   number: CycleNumber;
@@ -89,15 +90,14 @@ interface CycleBeingPacked {
   order: number[];
   next: number;
   digest: number;
-  /** Packets whose bytes are being read back from the journal: the end-of-cycle frame waits for them. */
+  /** Reads of packets' bytes from the journal under way: the end-of-cycle frame waits for them. */
   reading: number;
 }
 
-/** A packet waiting for its bytes from the journal. */
+/** Packets waiting for their bytes from the journal, read together (in this order). */
 interface PacketRead {
   packing: CycleBeingPacked;
-  packetIndex: number;
-  run: Run;
+  packets: { packetIndex: number; run: Run }[];
 }
 
 export class PrimaryLink {
@@ -473,8 +473,7 @@ export class PrimaryLink {
   private queueCycle(number: CycleNumber, coversFrom: CycleNumber, fold: FoldIndex): void {
     const runs = fold.runs(limits.packetBytesMax);
     assert(runs.length <= limits.packetsPerCycleMax, 'a cycle fits in packetsPerCycleMax packets');
-    const order = runs.map((_, index) => index);
-    this.shuffle(order);
+    const order = journalOrder(fold, runs);
     this.packing = { number, coversFrom, fold, runs, order, next: 0, digest: 0, reading: 0 };
   }
 
@@ -487,18 +486,41 @@ export class PrimaryLink {
     while (packing.next < packing.order.length && this.queuesHaveRoom()) {
       const packetIndex = packing.order[packing.next++] as number;
       const run = packing.runs[packetIndex] as Run;
-      if (run.journaled) this.readPacket(packing, packetIndex, run);
+      if (run.journaled) this.readPackets(packing, this.packetsReadWith(packing, { packetIndex, run }));
       else this.queuePacket(packing, packetIndex, packing.fold.extentOf(run));
     }
     this.endCycleIfPacked(packing);
   }
 
-  private readPacket(packing: CycleBeingPacked, packetIndex: number, run: Run): void {
+  /**
+   * `first` and the journaled packets after it, up to packetBytesMax of them: one read of the
+   * journal brings them (their records lie close together, packets being in journal order).
+   */
+  private packetsReadWith(
+    packing: CycleBeingPacked,
+    first: { packetIndex: number; run: Run },
+  ): { packetIndex: number; run: Run }[] {
+    const packets = [first];
+    let blocks = first.run.blockCount;
+    const blocksMax = Math.floor(limits.packetBytesMax / this.shape.blockBytes);
+    while (packing.next < packing.order.length) {
+      const packetIndex = packing.order[packing.next] as number;
+      const run = packing.runs[packetIndex] as Run;
+      if (!run.journaled || blocks + run.blockCount > blocksMax) break;
+      packets.push({ packetIndex, run });
+      blocks += run.blockCount;
+      packing.next++;
+    }
+    return packets;
+  }
+
+  private readPackets(packing: CycleBeingPacked, packets: { packetIndex: number; run: Run }[]): void {
     const token = ++this.packetReadTokens;
-    this.packetReads.set(token, { packing, packetIndex, run });
-    this.packetReadBytes += run.blockCount * this.shape.blockBytes;
+    this.packetReads.set(token, { packing, packets });
+    const pieces = packets.flatMap(({ run }) => packing.fold.journaledPieces(run));
+    this.packetReadBytes += pieces.reduce((sum, piece) => sum + piece.blockCount, 0) * this.shape.blockBytes;
     packing.reading++;
-    this.out.push({ type: 'read-blocks', link: this.name, token, pieces: packing.fold.journaledPieces(run) });
+    this.out.push({ type: 'read-blocks', link: this.name, token, pieces });
   }
 
   /**
@@ -510,22 +532,31 @@ export class PrimaryLink {
     if (!read) return;
     this.packetReads.delete(token);
     if (data === null) {
+      const first = (read.packets[0] as { packetIndex: number }).packetIndex;
       this.fail(
         nowMs,
-        `the journal records of packet ${read.packetIndex} of cycle ${read.packing.number} were collected while it was being sent`,
+        `the journal records of packet ${first} of cycle ${read.packing.number} (and ${read.packets.length - 1} read with it) were collected while it was being sent`,
       );
       return;
     }
-    const { packing, packetIndex, run } = read;
-    assert(data.length === run.blockCount * this.shape.blockBytes, 'a packet read brings its blocks');
+    const { packing, packets } = read;
+    const blockBytes = this.shape.blockBytes;
+    const blocks = packets.reduce((sum, { run }) => sum + run.blockCount, 0);
+    assert(data.length === blocks * blockBytes, 'a packet read brings its blocks');
     this.packetReadBytes -= data.length;
     packing.reading--;
-    this.queuePacket(packing, packetIndex, {
-      volume: run.volume,
-      block: run.block,
-      blockCount: run.blockCount,
-      data,
-    });
+    let at = 0;
+    for (const { packetIndex, run } of packets) {
+      const { volume, block, blockCount } = run;
+      const bytes = blockCount * blockBytes;
+      this.queuePacket(packing, packetIndex, {
+        volume,
+        block,
+        blockCount,
+        data: data.subarray(at, at + bytes),
+      });
+      at += bytes;
+    }
     this.endCycleIfPacked(packing);
   }
 
@@ -562,13 +593,6 @@ export class PrimaryLink {
   }
 
   /** Packets of a cycle go out in an order that has nothing to do with the order of the writes. */
-  private shuffle(order: number[]): void {
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(this.environment.random() * (i + 1));
-      [order[i], order[j]] = [order[j] as number, order[i] as number];
-    }
-  }
-
   private pickConnection(): LinkConnection {
     const index = Math.floor(this.environment.random() * this.connections.length);
     return this.connections[index] as LinkConnection;
@@ -697,4 +721,14 @@ function runsProblem(shape: GroupShape, runs: readonly BlockRun[]): string | nul
       return `divergence names blocks ${run.block}..${run.block + run.blockCount - 1} of volume ${run.volume}, which has ${blocks}`;
   }
   return null;
+}
+
+/**
+ * The runs' indices in the order their bytes lie in the journal (a reference grows with the append
+ * sequence), runs whose bytes are in memory or zero first. Block order would read a cycle of
+ * scattered writes back one record per read.
+ */
+function journalOrder(fold: FoldIndex, runs: readonly Run[]): number[] {
+  const keys = runs.map((run) => (run.journaled ? fold.firstRef(run) : -1));
+  return runs.map((_, index) => index).sort((a, b) => (keys[a] as number) - (keys[b] as number));
 }

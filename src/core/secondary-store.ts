@@ -30,7 +30,7 @@
 import { addDigest, type DataFrame, type EndOfCycleFrame, packetDigest } from '../protocol/frames.ts';
 import { assert } from './assert.ts';
 import { ProtocolError, type StagingShortage, StagingSpaceError } from './errors.ts';
-import { type BlockContent, FoldIndex, type JournalPiece } from './fold.ts';
+import { type BlockContent, FoldIndex, type JournalPiece, type Run } from './fold.ts';
 import { limits } from './limits.ts';
 import {
   type ExtentInJournal,
@@ -74,16 +74,10 @@ export type StoreAction =
   | { type: 'journal-release'; upTo: CycleNumber }
   | { type: 'volume-write'; extent: Extent }
   /**
-   * Write blocks block..block+blockCount-1 of `volume` with the bytes the pieces name, in order: each
-   * piece is blocks of one appended packet's extent, read back from the journal.
+   * Write each run's blocks with the bytes its pieces name, read back from the journal. The runs
+   * are in the order their bytes lie in the journal, at most packetBytesMax of them: read together.
    */
-  | {
-      type: 'volume-write-from-journal';
-      volume: number;
-      block: number;
-      blockCount: number;
-      pieces: JournalPiece[];
-    }
+  | { type: 'volume-write-from-journal'; runs: JournaledRun[] }
   /** Make every volume write so far durable, then call onVolumesSynced(token). */
   | { type: 'volume-sync'; token: number }
   /**
@@ -501,13 +495,25 @@ export class SecondaryStore {
     this.applied = next.cycle;
     this.onImageMoved(next);
     if (next.coversFrom < next.cycle) this.recoveryCyclesApplied++;
-    for (const run of fold.runs(limits.packetBytesMax)) {
-      const { volume, block, blockCount } = run;
-      if (run.journaled) {
-        const pieces = fold.journaledPieces(run);
-        this.out.push({ type: 'volume-write-from-journal', volume, block, blockCount, pieces });
-      } else this.out.push({ type: 'volume-write', extent: fold.extentOf(run) });
-      blocks += blockCount;
+    const runs = fold.runs(limits.packetBytesMax);
+    for (const run of runs) {
+      if (run.journaled) continue;
+      this.out.push({ type: 'volume-write', extent: fold.extentOf(run) });
+      blocks += run.blockCount;
+      if (blocks >= limits.applyStepBlocksMax) {
+        blocks = 0;
+        yield;
+      }
+    }
+    // In journal order, a read's worth at a time: block order would read scattered writes back
+    // one record per read.
+    for (const group of journalOrderGroups(
+      fold,
+      runs,
+      Math.floor(limits.packetBytesMax / this.shape.blockBytes),
+    )) {
+      this.out.push({ type: 'volume-write-from-journal', runs: group });
+      blocks += group.reduce((sum, run) => sum + run.blockCount, 0);
       if (blocks >= limits.applyStepBlocksMax) {
         blocks = 0;
         yield;
@@ -754,4 +760,34 @@ function payloadBytesOf(packets: readonly ExtentInJournal[], blockBytes: number)
 
 function inPacketOrder(packets: ReceivedPacket[]): ReceivedPacket[] {
   return packets.sort((a, b) => a.packetIndex - b.packetIndex);
+}
+
+/** A run of blocks whose bytes are in the journal, as the pieces of the records holding them. */
+export interface JournaledRun {
+  volume: number;
+  block: number;
+  blockCount: number;
+  pieces: JournalPiece[];
+}
+
+/** The fold's journaled runs in journal order, in groups of at most `blocksMax` blocks (one alone may be more). */
+function journalOrderGroups(fold: FoldIndex, runs: readonly Run[], blocksMax: number): JournaledRun[][] {
+  const journaled = runs.filter((run) => run.journaled);
+  const keys = new Map(journaled.map((run) => [run, fold.firstRef(run) as number]));
+  journaled.sort((a, b) => (keys.get(a) as number) - (keys.get(b) as number));
+  const groups: JournaledRun[][] = [];
+  let group: JournaledRun[] = [];
+  let blocks = 0;
+  for (const run of journaled) {
+    if (group.length > 0 && blocks + run.blockCount > blocksMax) {
+      groups.push(group);
+      group = [];
+      blocks = 0;
+    }
+    const { volume, block, blockCount } = run;
+    group.push({ volume, block, blockCount, pieces: fold.journaledPieces(run) });
+    blocks += blockCount;
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
 }

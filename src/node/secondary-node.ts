@@ -460,11 +460,22 @@ export class SecondaryNode {
       }
       case 'volume-write-from-journal': {
         // Read when its turn comes: the bytes in memory are those of the writes in flight only.
-        const volume = this.volumes[action.volume] as VolumeFile;
-        const { block, blockCount, pieces } = action;
+        // The runs' records lie close together in the journal: one read brings them all.
+        const { runs } = action;
         this.volumeWrites.push(async () => {
-          const data = await journalBlocks.read(pieces);
-          await volume.writeExtent({ volume: action.volume, block, blockCount, data });
+          const data = await journalBlocks.read(runs.flatMap((run) => run.pieces));
+          let at = 0;
+          for (const { volume, block, blockCount } of runs) {
+            const file = this.volumes[volume] as VolumeFile;
+            const bytes = blockCount * file.blockBytes;
+            await file.writeExtent({
+              volume,
+              block,
+              blockCount,
+              data: data.subarray(at, at + bytes),
+            });
+            at += bytes;
+          }
         });
         return;
       }

@@ -516,8 +516,10 @@ export class Cluster {
           site.log.drop((record) => releasable(record, action.upTo));
           break;
         case 'volume-write-from-journal': {
-          const data = this.journaledBytes(site, action.pieces);
-          if (data) (site.volumes[action.volume] as SimVolume).write(action.block, action.blockCount, data);
+          for (const run of action.runs) {
+            const data = this.journaledBytes(site, run.pieces);
+            if (data) (site.volumes[run.volume] as SimVolume).write(run.block, run.blockCount, data);
+          }
           site.dirty = true;
           break;
         }

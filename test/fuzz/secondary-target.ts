@@ -269,10 +269,11 @@ class Observer {
         this.wroteVolumes = true;
         return;
       case 'volume-write-from-journal':
-        this.checkVolumeWrite(
-          extentFromJournal(action, (seq) => this.records.get(seq)),
-          appliedBefore,
-        );
+        for (const run of action.runs)
+          this.checkVolumeWrite(
+            extentFromJournal(run, (seq) => this.records.get(seq)),
+            appliedBefore,
+          );
         this.wroteVolumes = true;
         return;
       default:

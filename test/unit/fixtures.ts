@@ -433,10 +433,11 @@ export class Harness {
           break;
         case 'volume-write-from-journal': {
           const journal = this.secondaryJournals[index] as SecondaryRecord[];
-          this.writeSecondaryVolume(
-            index,
-            extentFromJournal(action, (seq) => journal[seq - 1]),
-          );
+          for (const run of action.runs)
+            this.writeSecondaryVolume(
+              index,
+              extentFromJournal(run, (seq) => journal[seq - 1]),
+            );
           break;
         }
         case 'volume-sync':

@@ -63,7 +63,7 @@ class Site {
           this.write(action.extent);
           break;
         case 'volume-write-from-journal':
-          this.write(extentFromJournal(action, (seq) => this.journal[seq - 1]));
+          for (const run of action.runs) this.write(extentFromJournal(run, (seq) => this.journal[seq - 1]));
           break;
         case 'apply-step':
           this.run(this.secondary.onApplyStep(0));
