@@ -12,6 +12,11 @@ export const limits = {
    * events in (a fold of 16,384 blocks takes milliseconds; a gigabyte cycle at once took seconds).
    */
   applyStepBlocksMax: 16_384,
+  /**
+   * DATA packets one data-batch frame carries (protocol 5): the primary gathers small packets up
+   * to packetBytesMax of data per frame; a packet of 512-byte blocks each would be 2,048 of them.
+   */
+  dataBatchPacketsMax: 4096,
   /** Packets one cycle may consist of. */
   packetsPerCycleMax: 1 << 24,
   /** Volumes in one group. */

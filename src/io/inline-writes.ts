@@ -22,10 +22,10 @@ export interface InlineWriteBounds {
 }
 
 export const inlineWriteBounds: InlineWriteBounds = {
-  bytesMax: 64 * 1024,
-  slowMs: 2,
+  bytesMax: 128 * 1024,
+  slowMs: 10,
   pauseMs: 1000,
-  turnMsMax: 1,
+  turnMsMax: 3,
 };
 
 export class InlineWritePolicy {

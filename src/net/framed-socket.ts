@@ -1,7 +1,8 @@
 /**
  * A link socket (TCP, TLS or Unix in production, a simulated one in the simulator) carrying
  * site-to-site frames: incoming bytes go through a FrameDecoder, outgoing frames are encoded and
- * written with the socket's own backpressure (`writable`).
+ * written with the socket's own backpressure (`writable`). A data-batch frame is unpacked here: the
+ * sites above only ever see its DATA packets.
  */
 import type { ProtocolError } from '../core/errors.ts';
 import type { Clock } from '../io/clock.ts';
@@ -50,8 +51,16 @@ export class FramedSocket {
     this.handlers.onBytes?.(chunk.length);
     const result = this.decoder.push(chunk);
     for (const frame of result.frames) {
-      if (this.closed) return;
-      this.handlers.onFrame(frame);
+      if (frame.type !== 'data-batch') {
+        if (this.closed) return;
+        this.handlers.onFrame(frame);
+        continue;
+      }
+      // A batch's packets are taken one by one, as if each had come in a frame of its own.
+      for (const packet of frame.packets) {
+        if (this.closed) return;
+        this.handlers.onFrame(packet);
+      }
     }
     if (result.error && !this.closed) {
       this.handlers.onProtocolError(result.error);

@@ -20,11 +20,12 @@ import { crc32c } from './crc32c.ts';
 
 /**
  * 2: the hello carries the primary's site identity and generation chain; 3: end-of-cycle's
- * `consistent` and the welcome's consistent stored number; 4: the superseded and switchover frames. A peer of
- * version 3 would meet that frame as an unknown type and fail the link without learning why; with
- * the version raised it is refused at its hello, by name (`version-unsupported`).
+ * `consistent` and the welcome's consistent stored number; 4: the superseded and switchover frames;
+ * 5: the data-batch frame (many DATA packets in one frame). A peer of an older version would meet a
+ * new frame as an unknown type and fail the link without learning why; with the version raised it
+ * is refused at its hello, by name (`version-unsupported`).
  */
-export const protocolVersion = 4;
+export const protocolVersion = 5;
 export const frameMagic = 0x43595250;
 export const frameHeaderBytes = 20;
 
@@ -92,6 +93,17 @@ export interface DataFrame {
   /** True for trim/write-zeroes: no payload is carried. */
   zero: boolean;
   payload: Uint8Array;
+}
+
+/**
+ * Several DATA packets in one frame: one header, one CRC and one write for many small extents
+ * (scattered 4 KiB writes travelled one frame each). The receiver takes them one by one, exactly as
+ * if each had come in a frame of its own. Payload: u32 count (1..dataBatchPacketsMax), then per
+ * packet a u32 length and a DATA frame's payload of that length.
+ */
+export interface DataBatchFrame {
+  type: 'data-batch';
+  packets: DataFrame[];
 }
 
 /** Closes a cycle: the secondary checks it holds exactly these packets before storing it. */
@@ -177,6 +189,7 @@ export type Frame =
   | WelcomeFrame
   | ErrorFrame
   | DataFrame
+  | DataBatchFrame
   | EndOfCycleFrame
   | StoredFrame
   | HeartbeatFrame
@@ -198,6 +211,7 @@ export const frameTypeCodes = {
   superseded: 8,
   switchover: 9,
   divergence: 10,
+  'data-batch': 11,
 } as const satisfies Record<FrameType, number>;
 
 const frameTypeByCode = new Map<number, FrameType>(
@@ -280,16 +294,19 @@ function encodePayload(frame: Frame): Uint8Array {
       return new ByteWriter(2 + code.length + 2 + message.length).string(code).string(message).finish();
     }
     case 'data':
-      return new ByteWriter(8 + 4 + 2 + 1 + 1 + 8 + 4 + frame.payload.length)
-        .u64(frame.cycle)
-        .u32(frame.packetIndex)
-        .u16(frame.volume)
-        .u8(frame.zero ? 1 : 0)
-        .u8(0)
-        .u64(frame.block)
-        .u32(frame.blockCount)
-        .raw(frame.payload)
-        .finish();
+      return writeDataPayload(new ByteWriter(dataHeadBytes + frame.payload.length), frame).finish();
+    case 'data-batch': {
+      if (frame.packets.length < 1 || frame.packets.length > limits.dataBatchPacketsMax)
+        throw new ProtocolError(
+          'frame-bad-field',
+          `data-batch: ${frame.packets.length} packets, 1 to ${limits.dataBatchPacketsMax}`,
+        );
+      const size = frame.packets.reduce((sum, packet) => sum + 4 + dataHeadBytes + packet.payload.length, 4);
+      const writer = new ByteWriter(size).u32(frame.packets.length);
+      for (const packet of frame.packets)
+        writeDataPayload(writer.u32(dataHeadBytes + packet.payload.length), packet);
+      return writer.finish();
+    }
     case 'end-of-cycle':
       return new ByteWriter(8 + 8 + 4 + 4 + 1)
         .u64(frame.cycle)
@@ -327,10 +344,46 @@ function encodePayload(frame: Frame): Uint8Array {
   }
 }
 
+/** A DATA payload's fields before its block data. */
+const dataHeadBytes = 8 + 4 + 2 + 1 + 1 + 8 + 4;
+
+function writeDataPayload(writer: ByteWriter, frame: DataFrame): ByteWriter {
+  return writer
+    .u64(frame.cycle)
+    .u32(frame.packetIndex)
+    .u16(frame.volume)
+    .u8(frame.zero ? 1 : 0)
+    .u8(0)
+    .u64(frame.block)
+    .u32(frame.blockCount)
+    .raw(frame.payload);
+}
+
 /** A block run on the wire: u16 volume, u64 first block, u32 block count. */
 const runBytes = 2 + 8 + 4;
 
 /** Decodes one payload of a known type; throws ProtocolError only. */
+/** A DATA payload (alone in its frame, or one packet of a data-batch frame). */
+function readDataPayload(reader: ByteReader): DataFrame {
+  const cycle = reader.u64('cycle');
+  const packetIndex = reader.u32('packetIndex');
+  const volume = reader.u16('volume');
+  const kind = reader.u8('kind');
+  if (kind > 1)
+    throw new ProtocolError('frame-bad-field', `data: kind ${kind} is neither 0 (data) nor 1 (zero)`);
+  // Refused like the header's reserved bytes: a frame has one encoding, so nothing rides along unseen.
+  const reserved = reader.u8('reserved');
+  if (reserved !== 0)
+    throw new ProtocolError('frame-bad-field', `data: reserved byte ${reserved}, must be 0`);
+  const block = reader.u64('block');
+  const blockCount = reader.u32('blockCount');
+  const payload = reader.raw(reader.remaining, 'payload');
+  if (kind === 1 && payload.length !== 0) {
+    throw new ProtocolError('frame-bad-field', `data: a zero extent carries ${payload.length} payload bytes`);
+  }
+  return { type: 'data', cycle, packetIndex, volume, block, blockCount, zero: kind === 1, payload };
+}
+
 function decodePayload(type: FrameType, payload: Uint8Array): Frame {
   const reader = new ByteReader(payload, type);
   const frame = readPayload(type, reader);
@@ -399,27 +452,23 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
         code: reader.string('code', errorCodeBytesMax),
         message: reader.string('message', limits.errorMessageBytesMax),
       };
-    case 'data': {
-      const cycle = reader.u64('cycle');
-      const packetIndex = reader.u32('packetIndex');
-      const volume = reader.u16('volume');
-      const kind = reader.u8('kind');
-      if (kind > 1)
-        throw new ProtocolError('frame-bad-field', `data: kind ${kind} is neither 0 (data) nor 1 (zero)`);
-      // Refused like the header's reserved bytes: a frame has one encoding, so nothing rides along unseen.
-      const reserved = reader.u8('reserved');
-      if (reserved !== 0)
-        throw new ProtocolError('frame-bad-field', `data: reserved byte ${reserved}, must be 0`);
-      const block = reader.u64('block');
-      const blockCount = reader.u32('blockCount');
-      const payload = reader.raw(reader.remaining, 'payload');
-      if (kind === 1 && payload.length !== 0) {
+    case 'data':
+      return readDataPayload(reader);
+    case 'data-batch': {
+      const count = reader.u32('count');
+      if (count < 1 || count > limits.dataBatchPacketsMax)
         throw new ProtocolError(
           'frame-bad-field',
-          `data: a zero extent carries ${payload.length} payload bytes`,
+          `data-batch: ${count} packets, 1 to ${limits.dataBatchPacketsMax}`,
         );
+      const packets: DataFrame[] = [];
+      for (let i = 0; i < count; i++) {
+        const length = reader.u32(`packets[${i}].length`);
+        const packet = new ByteReader(reader.raw(length, `packets[${i}]`), `data-batch packet ${i}`);
+        packets.push(readDataPayload(packet));
+        packet.end();
       }
-      return { type, cycle, packetIndex, volume, block, blockCount, zero: kind === 1, payload };
+      return { type, packets };
     }
     case 'end-of-cycle':
       return {

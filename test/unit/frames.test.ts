@@ -66,6 +66,31 @@ const samples: Frame[] = [
     zero: true,
     payload: new Uint8Array(0),
   },
+  {
+    type: 'data-batch',
+    packets: [
+      {
+        type: 'data',
+        cycle: 13,
+        packetIndex: 0,
+        volume: 2,
+        block: 2 ** 40,
+        blockCount: 1,
+        zero: false,
+        payload: Uint8Array.from({ length: 512 }, (_, i) => (i * 7) & 0xff),
+      },
+      {
+        type: 'data',
+        cycle: 13,
+        packetIndex: 9,
+        volume: 0,
+        block: 8,
+        blockCount: 3,
+        zero: true,
+        payload: new Uint8Array(0),
+      },
+    ],
+  },
   { type: 'end-of-cycle', cycle: 14, coversFrom: 9, packetCount: 5, digest: 0x12345678, consistent: false },
   { type: 'stored', stored: 40, applied: 39 },
   { type: 'heartbeat', nonce: 99 },
@@ -476,4 +501,73 @@ test('a divergence frame is bounded in runs, and a run of no block is refused', 
   assert.throws(() => encodeFrame(tooMany), /divergence: 65537 runs, at most 65536/);
   const empty = encodeFrame({ type: 'divergence', cycle: 1, runs: [{ volume: 0, block: 0, blockCount: 0 }] });
   assert.match(decodeFrame(empty).error?.message ?? '', /runs\[0\] of no block/);
+});
+
+/** A data-batch payload of `count` (as written) and these packet entries, each a u32 length and its bytes. */
+function batchPayload(count: number, entries: Uint8Array[]): Uint8Array {
+  const size = entries.reduce((sum, entry) => sum + 4 + entry.length, 4);
+  const bytes = new Uint8Array(size);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, count);
+  let at = 4;
+  for (const entry of entries) {
+    view.setUint32(at, entry.length);
+    bytes.set(entry, at + 4);
+    at += 4 + entry.length;
+  }
+  return bytes;
+}
+
+/** A DATA frame's payload: the bytes after its 20-byte header. */
+function dataPayloadOf(frame: Frame): Uint8Array {
+  return encodeFrame(frame).subarray(frameHeaderBytes);
+}
+
+test('a data-batch frame is bounded in packets and each packet is a whole DATA payload, else refused by name', () => {
+  const packet = dataPayloadOf(samples.find((frame) => frame.type === 'data') as Frame);
+  const accepted = decodeFrame(withPayload('data-batch', batchPayload(2, [packet, packet])));
+  assert.equal(accepted.error, null, accepted.error?.message);
+  assert.equal((accepted.frames[0] as { packets: unknown[] }).packets.length, 2);
+  const refusals: [string, Uint8Array, ProtocolError['code'], RegExp][] = [
+    ['no packet', batchPayload(0, []), 'frame-bad-field', /data-batch: 0 packets, 1 to 4096/],
+    [
+      'more packets than dataBatchPacketsMax',
+      batchPayload(limits.dataBatchPacketsMax + 1, [packet]),
+      'frame-bad-field',
+      /data-batch: 4097 packets, 1 to 4096/,
+    ],
+    [
+      'a count above the entries there',
+      batchPayload(3, [packet, packet]),
+      'frame-truncated',
+      /packets\[2\]\.length/,
+    ],
+    [
+      'an entry longer than what is left',
+      batchPayload(1, [packet]).subarray(0, 4 + 4 + 10),
+      'frame-truncated',
+      /packets\[0\]/,
+    ],
+    [
+      'an entry shorter than a DATA head',
+      batchPayload(1, [packet.subarray(0, 20)]),
+      'frame-truncated',
+      /data-batch packet 0/,
+    ],
+    [
+      'a packet with its reserved byte set',
+      batchPayload(1, [Uint8Array.from(packet, (byte, i) => (i === 15 ? 1 : byte))]),
+      'frame-bad-field',
+      /reserved byte 1/,
+    ],
+  ];
+  for (const [what, payload, code, message] of refusals) {
+    const result = decodeFrame(withPayload('data-batch', payload));
+    assert.equal(result.error?.code, code, what);
+    assert.match(result.error?.message ?? '', message, what);
+  }
+  // Bytes after the last entry are refused as for every frame (one encoding).
+  const trailing = decodeFrame(withPayload('data-batch', new Uint8Array([...batchPayload(1, [packet]), 0])));
+  assert.equal(trailing.error?.code, 'frame-trailing-bytes');
+  assert.throws(() => encodeFrame({ type: 'data-batch', packets: [] }), /data-batch: 0 packets/);
 });
