@@ -13,11 +13,13 @@ const u64HighMax = 0x1fffff;
 export class ByteWriter {
   private readonly bytes: Uint8Array;
   private readonly view: DataView;
-  private offset = 0;
+  private offset: number;
 
-  constructor(size: number) {
+  /** `size` bytes in all, the first `headroom` of them left for the caller (a frame's header). */
+  constructor(size: number, headroom = 0) {
     this.bytes = new Uint8Array(size);
     this.view = new DataView(this.bytes.buffer);
+    this.offset = headroom;
   }
 
   u8(value: number): this {
@@ -173,4 +175,13 @@ export class ByteReader {
       );
     }
   }
+}
+
+/**
+ * `length` bytes not zeroed first (Buffer.allocUnsafe), as a plain Uint8Array: for a buffer every
+ * byte of which is written before it is read. Zeroing a large read buffer cost as much as filling it.
+ */
+export function uninitialized(length: number): Uint8Array {
+  const buffer = Buffer.allocUnsafe(length);
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, length);
 }

@@ -222,28 +222,29 @@ const errorCodeBytesMax = 64;
 
 /** Encodes one frame, header included. */
 export function encodeFrame(frame: Frame): Uint8Array {
-  const payload = encodePayload(frame);
+  const bytes = encodePayload(frame);
+  const payload = bytes.subarray(frameHeaderBytes);
   if (payload.length > limits.frameBytesMax) {
     throw new ProtocolError(
       'frame-too-large',
       `${frame.type} payload of ${payload.length} bytes exceeds frameBytesMax`,
     );
   }
-  const header = new ByteWriter(16)
-    .u32(frameMagic)
-    .u8(frameTypeCodes[frame.type])
-    .u8(0)
-    .u16(0)
-    .u32(payload.length)
-    .u32(crc32c(payload))
-    .finish();
-  const bytes = new Uint8Array(frameHeaderBytes + payload.length);
-  bytes.set(header, 0);
-  new DataView(bytes.buffer).setUint32(16, crc32c(header));
-  bytes.set(payload, frameHeaderBytes);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, frameHeaderBytes);
+  view.setUint32(0, frameMagic);
+  view.setUint8(4, frameTypeCodes[frame.type]);
+  view.setUint32(8, payload.length);
+  view.setUint32(12, crc32c(payload));
+  view.setUint32(16, crc32c(bytes.subarray(0, 16)));
   return bytes;
 }
 
+/** A writer for `size` bytes of payload, after room for the frame's header: the frame is one buffer, written once. */
+function payloadWriter(size: number): ByteWriter {
+  return new ByteWriter(frameHeaderBytes + size, frameHeaderBytes);
+}
+
+/** The frame's bytes with its payload written and its header left for encodeFrame. */
 function encodePayload(frame: Frame): Uint8Array {
   switch (frame.type) {
     case 'hello': {
@@ -263,7 +264,7 @@ function encodePayload(frame: Frame): Uint8Array {
         names.reduce((sum, name) => sum + 2 + name.length + 8, 0) +
         idBytes +
         chainBytes(frame.generations);
-      const writer = new ByteWriter(size)
+      const writer = payloadWriter(size)
         .u16(frame.protocolVersion)
         .u32(frame.sessionId)
         .u16(frame.connectionIndex)
@@ -279,7 +280,7 @@ function encodePayload(frame: Frame): Uint8Array {
     }
     case 'welcome': {
       const name = encodeString(frame.secondary, 'secondary', limits.nameBytesMax);
-      return new ByteWriter(2 + 4 + 2 + name.length + 8 + 8 + 8)
+      return payloadWriter(2 + 4 + 2 + name.length + 8 + 8 + 8)
         .u16(frame.protocolVersion)
         .u32(frame.sessionId)
         .string(name)
@@ -291,10 +292,13 @@ function encodePayload(frame: Frame): Uint8Array {
     case 'error': {
       const code = encodeString(frame.code, 'error code', errorCodeBytesMax);
       const message = encodeTruncated(frame.message, limits.errorMessageBytesMax);
-      return new ByteWriter(2 + code.length + 2 + message.length).string(code).string(message).finish();
+      return payloadWriter(2 + code.length + 2 + message.length)
+        .string(code)
+        .string(message)
+        .finish();
     }
     case 'data':
-      return writeDataPayload(new ByteWriter(dataHeadBytes + frame.payload.length), frame).finish();
+      return writeDataPayload(payloadWriter(dataHeadBytes + frame.payload.length), frame).finish();
     case 'data-batch': {
       if (frame.packets.length < 1 || frame.packets.length > limits.dataBatchPacketsMax)
         throw new ProtocolError(
@@ -302,13 +306,13 @@ function encodePayload(frame: Frame): Uint8Array {
           `data-batch: ${frame.packets.length} packets, 1 to ${limits.dataBatchPacketsMax}`,
         );
       const size = frame.packets.reduce((sum, packet) => sum + 4 + dataHeadBytes + packet.payload.length, 4);
-      const writer = new ByteWriter(size).u32(frame.packets.length);
+      const writer = payloadWriter(size).u32(frame.packets.length);
       for (const packet of frame.packets)
         writeDataPayload(writer.u32(dataHeadBytes + packet.payload.length), packet);
       return writer.finish();
     }
     case 'end-of-cycle':
-      return new ByteWriter(8 + 8 + 4 + 4 + 1)
+      return payloadWriter(8 + 8 + 4 + 4 + 1)
         .u64(frame.cycle)
         .u64(frame.coversFrom)
         .u32(frame.packetCount)
@@ -316,16 +320,16 @@ function encodePayload(frame: Frame): Uint8Array {
         .u8(frame.consistent ? 1 : 0)
         .finish();
     case 'stored':
-      return new ByteWriter(16).u64(frame.stored).u64(frame.applied).finish();
+      return payloadWriter(16).u64(frame.stored).u64(frame.applied).finish();
     case 'heartbeat':
-      return new ByteWriter(4).u32(frame.nonce).finish();
+      return payloadWriter(4).u32(frame.nonce).finish();
     case 'superseded': {
-      const writer = new ByteWriter(idBytes + chainBytes(frame.generations));
+      const writer = payloadWriter(idBytes + chainBytes(frame.generations));
       writer.raw(idToBytes(frame.site, 'site'));
       return writeChain(writer, frame.generations, 'superseded').finish();
     }
     case 'switchover':
-      return new ByteWriter(8 + idBytes)
+      return payloadWriter(8 + idBytes)
         .u64(frame.cycle)
         .raw(idToBytes(frame.generation, 'generation'))
         .finish();
@@ -335,7 +339,7 @@ function encodePayload(frame: Frame): Uint8Array {
           'frame-bad-field',
           `divergence: ${frame.runs.length} runs, at most ${limits.divergenceExtentsPerFrameMax}`,
         );
-      const writer = new ByteWriter(8 + 4 + frame.runs.length * runBytes)
+      const writer = payloadWriter(8 + 4 + frame.runs.length * runBytes)
         .u64(frame.cycle)
         .u32(frame.runs.length);
       for (const run of frame.runs) writer.u16(run.volume).u64(run.block).u32(run.blockCount);

@@ -23,6 +23,9 @@ export const journalFrameHeaderBytes = 4 + 4 + 1 + 8 + 8;
 /** The largest record body: one packet's data and its fields. */
 export const recordBodyBytesMax = limits.packetBytesMax + 64;
 
+/** How a decoded record holds its block data: its own copy, or a view of the bytes it was read from. */
+export type DataAs = 'copy' | 'view';
+
 /** Encodes and decodes one journal's records. */
 export interface RecordCodec<R> {
   /**
@@ -32,8 +35,11 @@ export interface RecordCodec<R> {
   bodyPieces(record: R): Uint8Array[];
   /** The body in one piece (for tests and tools). */
   encodeBody(record: R): Uint8Array;
-  /** Throws ProtocolError on a body that does not parse. */
-  decodeBody(body: Uint8Array): R;
+  /**
+   * Throws ProtocolError on a body that does not parse. Block data is copied out of `body` unless
+   * `data` is 'view': then it is a view of `body`, for a reader that copies what it keeps at once.
+   */
+  decodeBody(body: Uint8Array, data?: DataAs): R;
   /** The highest cycle a record belongs to (0 when none): segments go once their cycles are done. */
   cycleOf(record: R): number;
   /** Written into every segment header, so one site's journal is never read as the other's. */
@@ -81,13 +87,14 @@ function joined(pieces: readonly Uint8Array[]): Uint8Array {
   return Buffer.concat(pieces);
 }
 
-function readExtent(reader: ByteReader): Extent {
+function readExtent(reader: ByteReader, dataAs: DataAs): Extent {
   const volume = reader.u16('volume');
   const zero = reader.u8('zero');
   const block = reader.u64('block');
   const blockCount = reader.u32('blockCount');
-  // A copy (Buffer#slice would not copy), so the extent does not pin the segment buffer it came from.
-  const data = zero === 1 ? null : new Uint8Array(reader.raw(reader.remaining, 'data'));
+  // A copy by default, so a record kept does not pin the segment buffer it came from.
+  const raw = zero === 1 ? null : reader.raw(reader.remaining, 'data');
+  const data = raw === null ? null : dataAs === 'view' ? raw : new Uint8Array(raw);
   if (zero > 1) throw new ProtocolError('frame-bad-field', `extent zero flag ${zero}`);
   return { volume, block, blockCount, data };
 }
@@ -106,12 +113,12 @@ export const primaryRecordCodec: RecordCodec<PrimaryRecord> = codecOf<PrimaryRec
         return [new ByteWriter(9).u8(kinds.collect).u64(record.upTo).finish()];
     }
   },
-  decodeBody(body) {
+  decodeBody(body, dataAs = 'copy') {
     const reader = new ByteReader(body, 'primary journal record');
     const kind = reader.u8('kind');
     let record: PrimaryRecord;
     if (kind === kinds.write)
-      record = { kind: 'write', cycle: reader.u64('cycle'), extent: readExtent(reader) };
+      record = { kind: 'write', cycle: reader.u64('cycle'), extent: readExtent(reader, dataAs) };
     else if (kind === kinds.switch) record = { kind: 'switch', closed: reader.u64('closed') };
     else if (kind === kinds.collect) record = { kind: 'collect', upTo: reader.u64('upTo') };
     else throw new ProtocolError('frame-unknown-type', `primary journal record kind ${kind}`);
@@ -154,7 +161,7 @@ export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = codecOf<Second
         ];
     }
   },
-  decodeBody(body) {
+  decodeBody(body, dataAs = 'copy') {
     const reader = new ByteReader(body, 'secondary journal record');
     const kind = reader.u8('kind');
     let record: SecondaryRecord;
@@ -163,7 +170,7 @@ export const secondaryRecordCodec: RecordCodec<SecondaryRecord> = codecOf<Second
         kind: 'packet',
         cycle: reader.u64('cycle'),
         packetIndex: reader.u32('packetIndex'),
-        extent: readExtent(reader),
+        extent: readExtent(reader, dataAs),
       };
     } else if (kind === kinds.stored || kind === kinds.storedPartial) {
       record = {
@@ -263,6 +270,7 @@ export function decodeJournalFrame<R>(
   codec: RecordCodec<R>,
   bytes: Uint8Array,
   offset: number,
+  dataAs: DataAs = 'copy',
 ): DecodedFrame<R> | { damage: string } {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (bytes.length - offset < journalFrameHeaderBytes) return { damage: 'header cut short' };
@@ -284,7 +292,7 @@ export function decodeJournalFrame<R>(
     return { kind, sequence, durable, record: null, end };
   }
   try {
-    return { kind, sequence, durable, record: codec.decodeBody(body), end };
+    return { kind, sequence, durable, record: codec.decodeBody(body, dataAs), end };
   } catch (error) {
     // Damage is a ProtocolError of the codec; anything else is a defect here and must escape.
     if (!(error instanceof ProtocolError)) throw error;

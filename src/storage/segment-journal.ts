@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
 import { type FileSystem, syncDirectory, syncDirectorySync } from '../io/file-system.ts';
+import { uninitialized } from '../protocol/bytes.ts';
 import { dataFileMode, makeDirectoryDurable, writeFileAtomic } from './durable-file.ts';
 import {
   encodeJournalState,
@@ -330,7 +331,8 @@ export class SegmentJournal<R> {
    * `onRecord` with its index in `positions` (in file order, not that order). Records lying close
    * together in a segment are read with one read of at most mergedReadBytesMax: a cycle's writes
    * lie one after the other in the journal, so a packet of them costs a read or two, not one per
-   * record. The memory held is one such read and the records decoded from it.
+   * record. The memory held is one such read and the records decoded from it. A record's block data
+   * is a view of that read, valid as long as the owner keeps it: copy what is kept beside others.
    */
   async readRecords(
     positions: readonly JournalPosition[],
@@ -372,7 +374,7 @@ export class SegmentJournal<R> {
   private recordIn(bytes: Uint8Array, at: number, position: JournalPosition, path: string): R {
     if (position.bytes > journalFrameHeaderBytes + recordBodyBytesMax)
       throw readDamage(path, position.offset, `length ${position.bytes} over the bound`);
-    const decoded = decodeJournalFrame(this.options.codec, bytes, at);
+    const decoded = decodeJournalFrame(this.options.codec, bytes, at, 'view');
     if ('damage' in decoded) throw readDamage(path, position.offset, decoded.damage);
     if (
       decoded.sequence !== position.sequence ||
@@ -413,7 +415,8 @@ export class SegmentJournal<R> {
 
   /** `length` bytes at `offset`, or journal damage: a short read means the file lost them. */
   private async readExactly(fd: number, path: string, offset: number, length: number): Promise<Uint8Array> {
-    const bytes = new Uint8Array(length);
+    // Not zeroed: every byte is read into it, or the read fails.
+    const bytes = uninitialized(length);
     for (let done = 0; done < length; ) {
       const read = await this.fs.read(fd, bytes, done, length - done, offset + done);
       if (read === 0)

@@ -9,6 +9,7 @@
 import { assert } from '../../core/assert.ts';
 import type { JournalPiece } from '../../core/fold.ts';
 import type { CycleNumber, Extent } from '../../core/types.ts';
+import { uninitialized } from '../../protocol/bytes.ts';
 import type { JournalPosition, SegmentJournal } from '../../storage/segment-journal.ts';
 
 /**
@@ -112,7 +113,8 @@ export class JournalBlocks<R> {
 
   private async readPieces(pieces: readonly JournalPiece[]): Promise<Uint8Array> {
     const blocks = pieces.reduce((sum, piece) => sum + piece.blockCount, 0);
-    const data = new Uint8Array(blocks * this.blockBytes);
+    // Not zeroed: the pieces cover every block of it (asserted as each is placed).
+    const data = uninitialized(blocks * this.blockBytes);
     // Where each piece goes in the result, by the record it is in (records in order of first use).
     const byRecord = new Map<number, { piece: JournalPiece; at: number }[]>();
     let at = 0;
