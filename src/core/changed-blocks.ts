@@ -57,7 +57,10 @@ export class ChangedBlocks {
     state.bits.forEach((bitset, volume) => {
       const blockCount = volumeBlockCounts[volume] as number;
       const savedChunks = Math.ceil(blockCount / state.chunkBlocks);
-      assert(bitset.length === Math.ceil(savedChunks / 8), `saved bitset of volume ${volume} has its size`);
+      assert(
+        bitset.length === Math.ceil(savedChunks / 8),
+        () => `saved bitset of volume ${volume} has its size`,
+      );
       for (let chunk = 0; chunk < savedChunks; chunk++) {
         if (!isSet(bitset, chunk)) continue;
         const first = chunk * state.chunkBlocks;
@@ -170,7 +173,7 @@ export class ChangedBlocks {
     const bitset = this.bitset(volume);
     assert(
       chunk >= 0 && chunk < (this.chunksPerVolume[volume] as number),
-      `chunk ${chunk} in volume ${volume}`,
+      () => `chunk ${chunk} in volume ${volume}`,
     );
     if (isSet(bitset, chunk)) return;
     bitset[chunk >> 3] = (bitset[chunk >> 3] as number) | (1 << (chunk & 7));
@@ -180,7 +183,7 @@ export class ChangedBlocks {
 
   private bitset(volume: number): Uint8Array {
     const bitset = this.bits[volume];
-    assert(bitset, `volume ${volume} in the bitmap`);
+    assert(bitset, () => `volume ${volume} in the bitmap`);
     return bitset;
   }
 }

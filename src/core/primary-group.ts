@@ -331,14 +331,14 @@ export class PrimaryGroup implements CycleStore {
 
   onWrite(nowMs: number, write: PrimaryWrite): PrimaryAction[] {
     const node = this.nodes[write.node];
-    assert(node, `write from unknown node ${write.node}`);
+    assert(node, () => `write from unknown node ${write.node}`);
     const problem = this.writeRefusal() ?? this.validateExtent(write.extent);
     if (problem) {
       this.out.push({ type: 'write-refused', token: write.token, error: problem });
       return this.takeActions();
     }
     const cycle = node.capture;
-    assert(cycle > this.closed, `node ${write.node} tags cycle ${cycle} but ${this.closed} is closed`);
+    assert(cycle > this.closed, () => `node ${write.node} tags cycle ${cycle} but ${this.closed} is closed`);
     const seq = this.append({ kind: 'write', cycle, extent: write.extent }, write.token);
     const entry = this.entry(cycle);
     // The fold keeps where the bytes are (this append), not the bytes: the node holds them until
@@ -515,7 +515,7 @@ export class PrimaryGroup implements CycleStore {
 
   private switchNode(node: number, cycle: CycleNumber): void {
     const sequencer = this.nodes[node];
-    assert(sequencer, `switch for unknown node ${node}`);
+    assert(sequencer, () => `switch for unknown node ${node}`);
     if (!this.switching || this.switching.target !== cycle) return;
     sequencer.capture = cycle;
     this.switching.confirmed.add(node);
@@ -649,7 +649,10 @@ export class PrimaryGroup implements CycleStore {
    */
   private resumeHandover(resumed: { secondary: string; generation: string }): void {
     const link = this.linkNamed(resumed.secondary);
-    assert(link, `a switchover on record to ${resumed.secondary}, which is no secondary of this primary`);
+    assert(
+      link,
+      () => `a switchover on record to ${resumed.secondary}, which is no secondary of this primary`,
+    );
     this.handover = { link, generation: resumed.generation, cycle: null, recording: null, recorded: true };
   }
 
@@ -885,7 +888,7 @@ export class PrimaryGroup implements CycleStore {
   foldRange(from: CycleNumber, to: CycleNumber): FoldIndex {
     assert(
       from > this.collected && to <= this.closed && from <= to,
-      `fold ${from}..${to} inside the journal`,
+      () => `fold ${from}..${to} inside the journal`,
     );
     if (from === to) return this.entry(from).fold;
     const merged = new FoldIndex(this.config.shape.blockBytes);

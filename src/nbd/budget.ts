@@ -53,7 +53,7 @@ export class RequestBudget {
     // The configuration keeps every request within the budget; a larger one would wait forever.
     assert(
       Number.isSafeInteger(bytes) && bytes >= 0 && bytes <= this.bytesMax,
-      `a request of ${bytes} bytes against a budget of ${this.bytesMax}`,
+      () => `a request of ${bytes} bytes against a budget of ${this.bytesMax}`,
     );
     if (this.line.length === 0 && this.fits(bytes)) return this.take(bytes);
     this.line.push({ bytes, granted });

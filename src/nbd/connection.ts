@@ -349,7 +349,7 @@ export class NbdConnection {
 
   /** The budget let the request waiting in line in. */
   private readonly granted = (hold: BudgetHold): void => {
-    assert(this.phase === 'budget-wait', `budget granted in phase ${this.phase}`);
+    assert(this.phase === 'budget-wait', () => `budget granted in phase ${this.phase}`);
     this.start(hold);
     this.drain();
   };

@@ -31,7 +31,7 @@ export class BlockRangeLock {
 
   /** Resolves with a release function once the range [first, last] is held in `mode`. */
   acquire(first: number, last: number, mode: LockMode): Promise<() => void> {
-    assert(first <= last, `lock range ${first}..${last}`);
+    assert(first <= last, () => `lock range ${first}..${last}`);
     return new Promise((resolve) => {
       const entry: LockEntry = { first, last, mode, granted: false, grant: () => {} };
       entry.grant = () => resolve(() => this.release(entry));

@@ -131,7 +131,7 @@ export class VolumeFile {
     const length = extent.blockCount * this.blockBytes;
     assert(
       offset + length <= this.sizeBytes,
-      `extent ${extent.block}+${extent.blockCount} inside ${this.path}`,
+      () => `extent ${extent.block}+${extent.blockCount} inside ${this.path}`,
     );
     if (extent.data) {
       await this.writeAll(extent.data, offset);
@@ -151,7 +151,10 @@ export class VolumeFile {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    assert(offset >= 0 && offset + length <= this.sizeBytes, `read ${offset}+${length} inside ${this.path}`);
+    assert(
+      offset >= 0 && offset + length <= this.sizeBytes,
+      () => `read ${offset}+${length} inside ${this.path}`,
+    );
     const buffer = new Uint8Array(length);
     let done = 0;
     while (done < length) {
