@@ -460,7 +460,9 @@ export class SecondaryNode {
       }
       case 'volume-write-from-journal': {
         // Read when its turn comes: the bytes in memory are those of the writes in flight only.
-        // The runs' records lie close together in the journal: one read brings them all.
+        // The runs' records lie close together in the journal: one read brings them all; each run
+        // is then a write of its own in the queue, as many at a time as any (a volume-sync waits
+        // for them too: they are queued before the read's task ends).
         const { runs } = action;
         this.volumeWrites.push(async () => {
           const data = await journalBlocks.read(runs.flatMap((run) => run.pieces));
@@ -468,12 +470,8 @@ export class SecondaryNode {
           for (const { volume, block, blockCount } of runs) {
             const file = this.volumes[volume] as VolumeFile;
             const bytes = blockCount * file.blockBytes;
-            await file.writeExtent({
-              volume,
-              block,
-              blockCount,
-              data: data.subarray(at, at + bytes),
-            });
+            const extent = { volume, block, blockCount, data: data.subarray(at, at + bytes) };
+            this.volumeWrites.push(() => file.writeExtent(extent));
             at += bytes;
           }
         });

@@ -43,3 +43,34 @@ test('room(n) waits until at most n tasks wait to start; drained() until all lan
   assert.equal(runningMax, 2);
   await queue.room(0);
 });
+
+test('drained() waits for tasks a running task queued, and they run as many at a time as any', async () => {
+  const queue = new WriteQueue(4);
+  const release: (() => void)[] = [];
+  let running = 0;
+  let runningMax = 0;
+  const write = async (): Promise<void> => {
+    running++;
+    runningMax = Math.max(runningMax, running);
+    await new Promise<void>((resolve) => release.push(resolve));
+    running--;
+  };
+  // A read, then the writes of what it read queued from inside it (the secondary's apply).
+  queue.push(async () => {
+    await Promise.resolve();
+    for (let i = 0; i < 8; i++) queue.push(write);
+  });
+  let drained = false;
+  void queue.drained().then(() => {
+    drained = true;
+  });
+  const turn = () => new Promise((resolve) => setImmediate(resolve));
+  await turn();
+  assert.equal(runningMax, 4, 'four of the queued writes run together');
+  assert.equal(drained, false);
+  while (release.length > 0) {
+    (release.shift() as () => void)();
+    await turn();
+  }
+  assert.equal(drained, true);
+});
