@@ -92,6 +92,9 @@ export interface SimDiskStats {
   tornSectors: number;
   revertedEntries: number;
   keptEntries: number;
+  /** Files named like journal segments (`<16 digits>.seg`) created and removed: how often journals rolled over and were collected. */
+  segmentsCreated: number;
+  segmentsRemoved: number;
   /** Calls failed by failWith rules. */
   injectedFaults: number;
   /** Writes failed or cut short because the capacity was used up. */
@@ -122,6 +125,9 @@ interface Operation<T> {
   holds?: Inode;
 }
 
+/** Journal segment files, counted for the summary only: the disk itself treats every file alike. */
+const segmentFileName = /^\d{16}\.seg$/;
+
 /** What a disk without a capacity reports as its room: far beyond anything a run writes. */
 const unlimitedBytes = 2 ** 60;
 
@@ -139,6 +145,8 @@ export class SimFileSystem implements FileSystem {
     tornSectors: 0,
     revertedEntries: 0,
     keptEntries: 0,
+    segmentsCreated: 0,
+    segmentsRemoved: 0,
     injectedFaults: 0,
     diskFull: 0,
     landedAtCrash: 0,
@@ -424,6 +432,7 @@ export class SimFileSystem implements FileSystem {
       if (flags === 'r' || flags === 'r+' || name === null) throw fsError('ENOENT', 'open', path);
       inode = this.namespace.newFile(mode);
       this.setEntry(directory, name, inode);
+      if (segmentFileName.test(name)) this.stats.segmentsCreated++;
     } else if (flags === 'w' && inode.kind === 'file') {
       this.truncateFile(inode, 0);
     }
@@ -527,6 +536,7 @@ export class SimFileSystem implements FileSystem {
     if (!inode) throw fsError('ENOENT', 'unlink', path);
     if (inode.kind === 'directory' || name === null) throw fsError('EISDIR', 'unlink', path);
     this.setEntry(directory, name, undefined);
+    if (segmentFileName.test(name)) this.stats.segmentsRemoved++;
   }
 
   private setEntry(

@@ -289,6 +289,18 @@ test('an unlink is visible at once, and undone by a machine crash unless the dir
   assert.equal(fs.existsSync('/d/f'), false);
 });
 
+test('journal segment files created and removed are counted for the summary, other files not', () => {
+  const { fs } = makeDisk(6);
+  createDurable(fs, '/d/0000000000000001.seg', filled(8, 1));
+  createDurable(fs, '/d/0000000000000002.seg', filled(8, 2));
+  createDurable(fs, '/d/volume-0.img', filled(8, 3));
+  fs.closeSync(fs.openSync('/d/0000000000000002.seg', 'r+'));
+  fs.unlinkSync('/d/0000000000000001.seg');
+  fs.unlinkSync('/d/volume-0.img');
+  assert.equal(fs.stats.segmentsCreated, 2);
+  assert.equal(fs.stats.segmentsRemoved, 1);
+});
+
 test('the atomic replace (write, fsync, rename, directory fsync) leaves the old file or the new one whole', () => {
   const outcomes = new Set<string>();
   for (let seed = 1; seed <= 200; seed++) {

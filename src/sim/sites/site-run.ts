@@ -64,6 +64,9 @@ export interface SiteRunStats {
   lostSectors: number;
   tornSectors: number;
   revertedEntries: number;
+  /** Journal segment files created (rollovers, and first segments) and removed (collection), on every disk. */
+  segmentsCreated: number;
+  segmentsRemoved: number;
   /** From the primary's log: secondaries switched to a bitmap, resyncs begun and ended, initial syncs. */
   trackingStarted: number;
   resyncStarted: number;
@@ -421,6 +424,8 @@ export class SiteRun implements RoleChangeWorld {
     this.stats.lostSectors += disk.stats.lostSectors;
     this.stats.tornSectors += disk.stats.tornSectors;
     this.stats.revertedEntries += disk.stats.revertedEntries;
+    this.stats.segmentsCreated += disk.stats.segmentsCreated;
+    this.stats.segmentsRemoved += disk.stats.segmentsRemoved;
   }
 
   /** Ends every process, so no callback of this run outlives it. */
@@ -1030,6 +1035,8 @@ export function emptySiteRunStats(): SiteRunStats {
     lostSectors: 0,
     tornSectors: 0,
     revertedEntries: 0,
+    segmentsCreated: 0,
+    segmentsRemoved: 0,
     trackingStarted: 0,
     resyncStarted: 0,
     resyncComplete: 0,

@@ -165,6 +165,8 @@ function addStats(total: SiteRunStats, part: SiteRunStats): void {
     'lostSectors',
     'tornSectors',
     'revertedEntries',
+    'segmentsCreated',
+    'segmentsRemoved',
     'trackingStarted',
     'resyncStarted',
     'resyncComplete',
@@ -207,7 +209,7 @@ export function printSiteReport(print: (line: string) => void, report: SiteSimul
     `restarts ${report.restarts}, of which through cyclerep recover ${report.recovers}, after a fail-stop on a disk fault ${report.failStops}, images judged ${report.imagesJudged}`,
   );
   print(
-    `disk syncs ${report.syncs}; machine crashes lost ${report.lostSectors} sectors, tore ${report.tornSectors}, reverted ${report.revertedEntries} directory entries`,
+    `disk syncs ${report.syncs}; machine crashes lost ${report.lostSectors} sectors, tore ${report.tornSectors}, reverted ${report.revertedEntries} directory entries; journal segments created ${report.segmentsCreated}, removed ${report.segmentsRemoved}`,
   );
   print(
     `secondaries switched to tracking ${report.trackingStarted}, resyncs started ${report.resyncStarted}, completed ${report.resyncComplete}, initial syncs ${report.initialSyncs}; in-place staging: images said inconsistent ${report.inconsistentImageWarnings} times, reads left unjudged for it ${report.imagesInconsistent}`,
