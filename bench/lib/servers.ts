@@ -95,6 +95,8 @@ export interface CyclerepOptions {
   tlsDir?: string;
   /** The primary's `tracking` section as a YAML flow mapping, e.g. `{ awaySecondsMax: 1 }`. */
   tracking?: string;
+  /** The primary's `pacing` section as a YAML flow mapping, e.g. `{ lagSecondsMax: 5 }`. */
+  pacing?: string;
   /** With `withSecondary`, whether the secondary starts now (default) or waits for startSecondary(). */
   secondaryStartsNow?: boolean;
 }
@@ -169,6 +171,7 @@ export class CyclerepSites implements NbdTarget {
         `nbd: { listen: 127.0.0.1:${this.nbdPort} }`,
         `http: { listen: 127.0.0.1:${this.primaryHttp} }`,
         options.tracking ? `tracking: ${options.tracking}` : '',
+        options.pacing ? `pacing: ${options.pacing}` : '',
         ...(secondaryAddress
           ? [
               'secondaries:',

@@ -89,6 +89,15 @@ export async function replication(context: BenchContext): Promise<void> {
   await linkBound(context, seconds, sizeBytes);
 }
 
+/** The bound the paced row keeps, and its longest delay: 8 writes of 256 KiB at 12.5 MB/s need about 160 ms each. */
+const pacedLagSecondsMax = 5;
+const pacedDelayMsMax = 500;
+
+/** The shaped-link rows alone (`--only link-bound`), paced and not. */
+export async function linkBoundAlone(context: BenchContext): Promise<void> {
+  await linkBound(context, context.quick ? 3 : 20, context.quick ? 256 * mib : gib);
+}
+
 async function linkBound(context: BenchContext, seconds: number, sizeBytes: number): Promise<void> {
   const table = context.report.table(
     `Link as the bottleneck: 256 KiB sequential writes at depth 8 for ${seconds} s through a shaped link`,
@@ -97,19 +106,27 @@ async function linkBound(context: BenchContext, seconds: number, sizeBytes: numb
       'written MiB/s',
       'replicated MiB/s',
       'replicated / capacity',
+      'lag s p50',
+      'lag s max',
       'lag s at the end',
       'drain after s',
+      'pacing: writes delayed',
+      'pacing: mean delay ms',
     ],
     [
       'Shaped by a token-bucket TCP proxy on 127.0.0.1 (primary to secondary direction), 2 connections. ' +
         '"replicated" counts the bytes the proxy delivered while the writes ran (frames: block data and ' +
         'a few bytes of headers); "drain after" is the time from the ' +
-        'end of the writes until the secondary applied everything.',
+        'end of the writes until the secondary applied everything. With pacing (`pacing: { lagSecondsMax: ' +
+        `${pacedLagSecondsMax}, delayMsMax: ${pacedDelayMsMax} }\`) the primary delays writes once the lag, looking ahead at the ` +
+        "backlog, passes half the bound, and the writers slow to what the link ships; the run starts cold, so the link's rate " +
+        'is unknown for its first second of shipping (docs/pacing.md).',
     ],
   );
-  for (const [label, bitsPerSecond] of [
-    ['1 Gbit/s', 1e9],
-    ['100 Mbit/s', 1e8],
+  for (const [label, bitsPerSecond, pacing] of [
+    ['1 Gbit/s', 1e9, null],
+    ['100 Mbit/s', 1e8, null],
+    ['100 Mbit/s, paced', 1e8, `{ lagSecondsMax: ${pacedLagSecondsMax}, delayMsMax: ${pacedDelayMsMax} }`],
   ] as const) {
     const capacity = bitsPerSecond / 8;
     const sites = await CyclerepSites.start(context.dir, {
@@ -117,10 +134,12 @@ async function linkBound(context: BenchContext, seconds: number, sizeBytes: numb
       sizeBytes,
       withSecondary: true,
       linkBytesPerSecond: capacity,
+      ...(pacing ? { pacing } : {}),
     });
     try {
       const shaper = sites.shaper as NonNullable<typeof sites.shaper>;
       const forwarded = shaper.forwardedBytes;
+      const sampler = sampleStatus(sites);
       const started = performance.now();
       const fio = await runFio({
         uri: sites.url,
@@ -129,8 +148,11 @@ async function linkBound(context: BenchContext, seconds: number, sizeBytes: numb
         seconds,
       });
       const elapsed = (performance.now() - started) / 1000;
+      const samples = await sampler.stop();
       const after = await sites.status();
       const shipped = shaper.forwardedBytes - forwarded;
+      const lagSeconds = samples.map((sample) => sample.status.secondaries[0]?.lagSeconds ?? 0);
+      const paced = after.pacing;
       const drainStarted = performance.now();
       await sites.idle();
       const drain = (performance.now() - drainStarted) / 1000;
@@ -139,10 +161,16 @@ async function linkBound(context: BenchContext, seconds: number, sizeBytes: numb
         fio.mibPerSecond,
         shipped / mib / elapsed,
         shipped / elapsed / capacity,
+        percentile(lagSeconds, 0.5),
+        Math.max(0, ...lagSeconds),
         after.secondaries[0]?.lagSeconds ?? 0,
         drain,
+        paced ? paced.writesDelayed : '-',
+        paced && paced.writesDelayed > 0 ? (paced.delaySeconds * 1000) / paced.writesDelayed : '-',
       ]);
-      context.report.figure(`linkBound.${bitsPerSecond}.fractionOfCapacity`, shipped / elapsed / capacity);
+      const key = `linkBound.${bitsPerSecond}${pacing ? '.paced' : ''}`;
+      context.report.figure(`${key}.fractionOfCapacity`, shipped / elapsed / capacity);
+      context.report.figure(`${key}.lagSecondsMax`, Math.max(0, ...lagSeconds));
     } finally {
       await sites.stop();
     }

@@ -47,6 +47,18 @@ export interface SiteStatus {
   /** A storage failure the site is stopping on (exit 3); null while healthy. */
   fault?: { kind: string; message: string; at?: string } | null;
   secondaries?: LinkStatus[];
+  /** A primary's write pacing (docs/pacing.md); null or absent without it. */
+  pacing?: {
+    lagSecondsMax: number;
+    delayMsMax: number;
+    delayMs: number;
+    pacedBy: string | null;
+    lagSeconds: number;
+    saturated: boolean;
+    writesDelayed: number;
+    delaySeconds: number;
+    writesUndelayed?: number;
+  } | null;
   /** A secondary's exposed image is a consistent cut (false during an in-place resync). */
   consistent?: boolean;
   inconsistentSince?: string | null;
@@ -178,8 +190,25 @@ export function describe(
     lines.push(
       `  ${paint(options, 'red', `FENCED since ${status.fenced.at}`)}: superseded by site ${status.fenced.site}, generation ${status.fenced.generation}, from cycle ${status.fenced.startedAt} on; writes are refused (NBD: EPERM)`,
     );
+  if (status.pacing) lines.push(describePacing(status.pacing, options));
   for (const link of status.secondaries ?? []) lines.push(...describeLink(link, options, peaks));
   return `${lines.join('\n')}\n${advice}`;
+}
+
+/** Pacing's delay now (coloured once it delays writes), and what it added so far. */
+function describePacing(pacing: NonNullable<SiteStatus['pacing']>, options: { colour: boolean }): string {
+  const now =
+    pacing.delayMs > 0
+      ? paint(
+          options,
+          pacing.saturated ? 'red' : 'yellow',
+          `delaying writes ${pacing.delayMs} ms (${pacing.pacedBy} lags ${pacing.lagSeconds.toFixed(1)} s of ${pacing.lagSecondsMax} s${pacing.saturated ? ', AT THE BOUND: every write waits the longest delay' : ''})`,
+        )
+      : paint(options, 'green', 'not delaying');
+  const undelayed = pacing.writesUndelayed
+    ? `, ${pacing.writesUndelayed} let through undelayed (too many waiting)`
+    : '';
+  return `  pacing: ${now}; ${pacing.writesDelayed} writes delayed, ${pacing.delaySeconds.toFixed(1)} s added in all (delay at most ${pacing.delayMsMax} ms)${undelayed}`;
 }
 
 /** A secondary's image when it is not consistent, and a resync it has no room to stage. */

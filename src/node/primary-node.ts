@@ -37,6 +37,7 @@ import { openPrimaryStorage, type PrimaryStorage, redoJournaledWrites } from './
 import { SourceApi } from './primary/source-api.ts';
 import { trackingConfigOf } from './primary/tracking-config.ts';
 import { WriteBack } from './primary/write-back.ts';
+import { type PacingStatus, WritePacer } from './primary/write-pacer.ts';
 import { JournalBlockGone, JournalBlocks } from './site/journal-blocks.ts';
 import { linkTimingsOf } from './site/link-timings.ts';
 import { volumeExports } from './site/nbd-exports.ts';
@@ -56,6 +57,8 @@ export interface PrimaryNodeStatus extends PrimaryStatus {
   journalDiskBytes: number;
   journalFull: boolean;
   writesWaiting: number;
+  /** Write pacing's delay and what it added so far; null without pacing. */
+  pacing: PacingStatus | null;
   journalWrites: number;
   journalSyncs: number;
   journalAppends: number;
@@ -95,6 +98,8 @@ export class PrimaryNode {
   private readonly links: PrimaryLinks;
   private readonly writeBack: WriteBack;
   private readonly journalRoom: JournalRoom;
+  /** Delays new writes while a secondary lags (config `pacing`); null without pacing. */
+  private readonly pacer: WritePacer | null;
   private readonly sources: SourceApi;
   /** Where the journaled writes' bytes lie: the group's index keeps references, not bytes. */
   private readonly journalBlocks: JournalBlocks<PrimaryRecord>;
@@ -131,7 +136,7 @@ export class PrimaryNode {
     // failure now, then the owner is told to stop the process. Everything acknowledged is in the journal.
     this.runtime = new SiteRuntime(config, environment, logger, (error) => {
       this.sources.failAll(error);
-      this.journalRoom.rejectAll(error);
+      this.refuseWaitingWrites(error);
       onFatal(error);
     });
     this.dialer = environment.network
@@ -185,6 +190,14 @@ export class PrimaryNode {
         if (actions.length > 0) this.run(actions);
       },
     });
+    this.pacer = config.pacing
+      ? new WritePacer(
+          config.pacing,
+          this.clock,
+          () => this.core.status(this.clock.now()).secondaries,
+          logger,
+        )
+      : null;
     this.sources = new SourceApi({
       configured: config.volumes,
       shape: storage.shape,
@@ -192,6 +205,7 @@ export class PrimaryNode {
       core: this.core,
       clock: this.clock,
       journalRoom: this.journalRoom,
+      pacer: this.pacer,
       writeBack: this.writeBack,
       readJournaled: (pieces) => this.readJournaled(pieces),
       metrics: this.metrics,
@@ -409,7 +423,7 @@ export class PrimaryNode {
     this.fenced = record;
     const refusal = this.core.writeRefusal();
     assert(refusal !== null, 'the group refuses writes once it asked for a fence');
-    this.journalRoom.rejectAll(refusal);
+    this.refuseWaitingWrites(refusal);
     try {
       this.storage.recordFence(record);
     } catch (error) {
@@ -557,6 +571,12 @@ export class PrimaryNode {
     ];
   }
 
+  /** Writes waiting for journal room or out their pacing delay were never journaled: each fails with `error`. */
+  private refuseWaitingWrites(error: Error): void {
+    this.pacer?.rejectAll(error);
+    this.journalRoom.rejectAll(error);
+  }
+
   private fail(error: unknown): void {
     this.runtime.fail(error);
   }
@@ -572,6 +592,7 @@ export class PrimaryNode {
       journalCapacityBytes: this.config.journal.capacity,
       journalFull: this.journalRoom.full,
       writesWaiting: this.journalRoom.waitingCount,
+      pacing: this.pacer?.status() ?? null,
       journalWrites: journal.writeCalls,
       journalSyncs: journal.syncCalls,
       journalAppends: journal.appended,
@@ -599,7 +620,7 @@ export class PrimaryNode {
     const refusal = this.core.switchoverRefusal(secondary);
     if (refusal) return refusal;
     this.run(this.core.beginSwitchover(this.clock.now(), secondary, generation));
-    this.journalRoom.rejectAll(this.core.writeRefusal() as Error);
+    this.refuseWaitingWrites(this.core.writeRefusal() as Error);
     return null;
   }
 
@@ -624,7 +645,7 @@ export class PrimaryNode {
   stopWritesToGiveUp(stop: boolean): void {
     this.core.stopWritesToGiveUp(stop);
     const refusal = this.core.writeRefusal();
-    if (refusal) this.journalRoom.rejectAll(refusal);
+    if (refusal) this.refuseWaitingWrites(refusal);
   }
 
   /** The blocks this primary wrote after `cycle` and what they were (PrimaryGroup.writtenAfter). */
@@ -661,7 +682,7 @@ export class PrimaryNode {
         await this.oldPrimaries?.close();
         this.sources.stopTaking();
         // Writes still waiting for journal room were never journaled: they fail, loudly, not silently.
-        this.journalRoom.rejectAll(
+        this.refuseWaitingWrites(
           new PrimaryNodeError('stopping', 'the primary stopped before this write could be journaled'),
         );
         await attempt(() => this.storage.journal.sync());

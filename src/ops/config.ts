@@ -161,15 +161,28 @@ const common = {
   insecure: z.boolean().default(false),
 };
 
+/** The least time between cycle switches unless configured; a secondary's config may leave it out. */
+const cycleIntervalMinMsDefault = 1000;
+
 /** How often cycles switch, and how many closed ones may wait for a connected secondary. */
 const cycle = z
   .strictObject({
-    intervalMinMs: z.number().int().min(0).default(1000),
+    intervalMinMs: z.number().int().min(0).default(cycleIntervalMinMsDefault),
     queuedMax: z.number().int().min(1).default(4),
   })
-  .default({ intervalMinMs: 1000, queuedMax: 4 });
+  .default({ intervalMinMs: cycleIntervalMinMsDefault, queuedMax: 4 });
 
 const ack = z.enum(ackModes).default('immediate');
+
+/**
+ * Write pacing (docs/pacing.md): off unless configured. New writes are delayed, each by at most
+ * delayMsMax, as the lag of a connected secondary goes from startFraction of lagSecondsMax to it.
+ */
+const pacing = z.strictObject({
+  lagSecondsMax: z.number().positive().max(86_400),
+  delayMsMax: z.number().positive().max(10_000).default(100),
+  startFraction: z.number().gt(0).lt(1).default(0.5),
+});
 
 const journalCapacity = size.default(4 * 1024 ** 3);
 
@@ -231,6 +244,7 @@ const primarySchema = z.strictObject({
   volumes: z.array(volume).min(1).max(limits.volumesMax),
   cycle,
   ack,
+  pacing: pacing.optional(),
   journal: z
     .strictObject({ capacity: journalCapacity, segmentSize: size.default(64 * 1024 ** 2) })
     .default({ capacity: 4 * 1024 ** 3, segmentSize: 64 * 1024 ** 2 }),
@@ -267,6 +281,7 @@ const secondarySchema = z.strictObject({
   // checked here for their form, and as a whole primary's config when the site becomes one.
   cycle: cycle.optional(),
   ack: ack.optional(),
+  pacing: pacing.optional(),
   tracking: tracking.optional(),
   secondaries: secondaries.optional(),
 });
@@ -389,8 +404,38 @@ function checkRelations(config: FileConfig, source: string): void {
         `tracking.copyWindow: at least tracking.granularity and ${limits.packetBytesMax} bytes, so that one copy read fits`,
       );
   }
+  problems.push(...checkPacing(config));
   if (problems.length > 0)
     throw new ConfigError(problems.map((problem) => `${source}: ${problem}`).join('\n'));
+}
+
+/**
+ * A secondary that keeps up still lags by up to a cycle or two (the oldest write of the capture
+ * cycle waits for the switch, then for the send): pacing that starts below two cycle intervals
+ * would delay writes all the time, and a ramp from the start to the bound shorter than one interval
+ * would swing between no delay and the longest at every stored cycle.
+ */
+function checkPacing(config: FileConfig): string[] {
+  if (!config.pacing) return [];
+  const { lagSecondsMax, startFraction } = config.pacing;
+  const intervalMs = config.cycle?.intervalMinMs ?? cycleIntervalMinMsDefault;
+  const intervalSeconds = intervalMs / 1000;
+  const leastSeconds = Math.max((2 * intervalSeconds) / startFraction, intervalSeconds / (1 - startFraction));
+  // A thousandth of a millisecond of slack: 0.3 x 2 must not fail against 2 x 0.3.
+  if (lagSecondsMax >= leastSeconds - 1e-6) return [];
+  const startSeconds = lagSecondsMax * startFraction;
+  const why =
+    startSeconds < 2 * intervalSeconds - 1e-6
+      ? `delays writes from a lag of ${roundUp(startSeconds)} s, below two cycle intervals (cycle.intervalMinMs ${intervalMs} ms), the lag of a secondary that keeps up`
+      : `ramps up over ${roundUp(lagSecondsMax - startSeconds)} s, less than one cycle interval (cycle.intervalMinMs ${intervalMs} ms), so the delay would swing from none to the longest as each cycle is stored`;
+  return [
+    `pacing.lagSecondsMax: ${lagSecondsMax} s with startFraction ${startFraction} ${why}: raise it to at least ${roundUp(leastSeconds)} s, or lower cycle.intervalMinMs`,
+  ];
+}
+
+/** Up to the next thousandth, so that a figure suggested in a message is accepted when used. */
+function roundUp(value: number): number {
+  return Math.ceil(value * 1000 - 1e-9) / 1000;
 }
 
 /**

@@ -70,6 +70,24 @@ test('a primary exposes its cycles, journal and every secondary link as read fro
   assert.equal(second.value('cyclerep_written_bytes_total'), 5000, 'a running total follows the status');
 });
 
+test('a primary exposes pacing: the delay now, writes delayed, delay added (0 without pacing)', async () => {
+  const without = parseExposition(
+    (await new SiteMetrics('primary', () => primaryStatus(0)).exposition()).body,
+  );
+  assert.equal(without.value('cyclerep_pacing_delay_seconds'), 0);
+  assert.equal(without.value('cyclerep_pacing_delayed_writes_total'), 0);
+  const paced = new SiteMetrics('primary', () => ({
+    ...primaryStatus(0),
+    pacing: { delayMs: 25, saturated: true, writesDelayed: 300, delaySeconds: 4.5 },
+  }));
+  const figures = parseExposition((await paced.exposition()).body);
+  assert.equal(figures.value('cyclerep_pacing_delay_seconds'), 0.025);
+  assert.equal(figures.value('cyclerep_pacing_saturated'), 1);
+  assert.equal(figures.value('cyclerep_pacing_delayed_writes_total'), 300);
+  assert.equal(figures.types.get('cyclerep_pacing_added_seconds_total'), 'counter');
+  assert.equal(figures.value('cyclerep_pacing_added_seconds_total'), 4.5);
+});
+
 test('a secondary exposes stored, applied, whether its image is consistent and its link state; a fault turns cyclerep_up to 0', async () => {
   const metrics = new SiteMetrics('secondary', () => ({
     role: 'secondary',

@@ -72,6 +72,35 @@ test('a full journal and a storage fault are called out on the site line', () =>
   );
 });
 
+test('write pacing gets a line: idle, delaying (yellow), and at its bound (red), with what it added', () => {
+  const pacing = {
+    lagSecondsMax: 30,
+    delayMsMax: 100,
+    delayMs: 0,
+    pacedBy: 'dr1',
+    lagSeconds: 2,
+    saturated: false,
+    writesDelayed: 1234,
+    delaySeconds: 56.7,
+  };
+  assert.equal(describe(primary).includes('pacing'), false, 'no line without pacing');
+  const idle = describe({ ...primary, pacing }).split('\n')[1];
+  assert.equal(
+    idle,
+    '  pacing: not delaying; 1234 writes delayed, 56.7 s added in all (delay at most 100 ms)',
+  );
+  const delaying = describe({ ...primary, pacing: { ...pacing, delayMs: 42, lagSeconds: 21.4 } });
+  assert.match(delaying, /pacing: delaying writes 42 ms \(dr1 lags 21\.4 s of 30 s\);/);
+  const bound = describe(
+    { ...primary, pacing: { ...pacing, delayMs: 100, lagSeconds: 31, saturated: true } },
+    { colour: true },
+  );
+  assert.ok(bound.includes(`${ansi}31m`), 'red at the bound');
+  assert.match(bound, /AT THE BOUND: every write waits the longest delay/);
+  const bypassed = describe({ ...primary, pacing: { ...pacing, writesUndelayed: 7 } });
+  assert.match(bypassed, /, 7 let through undelayed \(too many waiting\)$/m);
+});
+
 test('a fenced primary says so on a FENCED line: who superseded it, from which cycle, since when', () => {
   const fenced = {
     site: 'b'.repeat(32),

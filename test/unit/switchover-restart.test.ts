@@ -11,7 +11,6 @@
 //   restart takes writes from the start.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -19,13 +18,7 @@ import { WriteError } from '../../src/core/errors.ts';
 import { PrimaryNode } from '../../src/node/primary-node.ts';
 import { type PrimaryFileConfig, validateConfig } from '../../src/ops/config.ts';
 import { createLogger } from '../../src/ops/logger.ts';
-import {
-  encodeFrame,
-  type Frame,
-  FrameDecoder,
-  protocolVersion,
-  type SwitchoverFrame,
-} from '../../src/protocol/frames.ts';
+import { StandInSecondary } from './stand-in-secondary.ts';
 
 const directory = mkdtempSync(join(tmpdir(), 'cyclerep-switchover-restart-'));
 after(() => rmSync(directory, { recursive: true, force: true }));
@@ -37,69 +30,6 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_00
   while (!condition()) {
     assert.ok(Date.now() < deadline, `not reached within ${timeoutMs} ms: ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** A secondary reduced to what a switchover needs: it welcomes, stores every cycle, keeps switchovers. */
-class StandInSecondary {
-  stored = 0;
-  readonly switchovers: SwitchoverFrame[] = [];
-  private server: Server | null = null;
-  private readonly sockets = new Set<Socket>();
-  private lastSwitchoverSocket: Socket | null = null;
-
-  async listen(): Promise<number> {
-    const server = createServer((socket) => this.onConnection(socket));
-    this.server = server;
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return (server.address() as { port: number }).port;
-  }
-
-  /** Answers the last switchover as a site whose config cannot run a primary. */
-  refuseLast(): void {
-    this.lastSwitchoverSocket?.write(
-      encodeFrame({ type: 'error', code: 'switchover-refused', message: 'no primary sections here' }),
-    );
-  }
-
-  close(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    return new Promise((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-  }
-
-  private onConnection(socket: Socket): void {
-    this.sockets.add(socket);
-    const decoder = new FrameDecoder();
-    const heartbeat = setInterval(() => send({ type: 'heartbeat', nonce: 1 }), 100);
-    const send = (frame: Frame): void => {
-      if (!socket.destroyed) socket.write(encodeFrame(frame));
-    };
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearInterval(heartbeat);
-      this.sockets.delete(socket);
-    });
-    socket.on('data', (chunk) => {
-      for (const frame of decoder.push(chunk).frames) {
-        if (frame.type === 'hello')
-          send({
-            type: 'welcome',
-            protocolVersion,
-            sessionId: frame.sessionId,
-            secondary: 'dr1',
-            stored: this.stored,
-            applied: this.stored,
-            consistentStored: this.stored,
-          });
-        else if (frame.type === 'end-of-cycle') {
-          this.stored = frame.cycle;
-          send({ type: 'stored', stored: this.stored, applied: this.stored });
-        } else if (frame.type === 'switchover') {
-          this.switchovers.push(frame);
-          this.lastSwitchoverSocket = socket;
-        }
-      }
-    });
   }
 }
 

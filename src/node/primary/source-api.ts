@@ -35,6 +35,8 @@ export interface SourceApiParts {
   core: PrimaryGroup;
   clock: Clock;
   journalRoom: JournalRoom;
+  /** Delays new writes while a secondary lags (config `pacing`); null without pacing. */
+  pacer: { beforeWrite(): Promise<void> | null } | null;
   writeBack: WriteBack;
   /** Reads the blocks of journal records back (the index keeps references, not bytes). */
   readJournaled: (pieces: JournalPiece[]) => Promise<Uint8Array>;
@@ -73,7 +75,8 @@ export class SourceApi {
       const volume = this.volumeId(index);
       this.checkRange(volume, offset, length);
       const blockBytes = this.parts.shape.blockBytes;
-      const submitted = this.submit(volume, offset / blockBytes, length / blockBytes, null);
+      const delayOver = this.pacingDelay();
+      const submitted = this.submit(volume, offset / blockBytes, length / blockBytes, null, delayOver);
       return this.timed(submitted, (seconds) => this.parts.metrics.observeWrite(seconds));
     });
   }
@@ -183,12 +186,16 @@ export class SourceApi {
     // Kept as it is only when nobody else may change it and it holds no more memory than the write
     // counts: a small NBD write is a view into a socket chunk many times its size.
     const keep = handedOver && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
+    // One pacing delay per source write, whatever its size; the bytes are copied before it, in the call.
+    const delayOver = this.pacingDelay();
     // One journal record carries at most packetBytesMax; a longer write is several, acknowledged together.
     const parts: Promise<CycleNumber>[] = [];
     for (let done = 0; done < data.length; done += limits.packetBytesMax) {
       const chunk = data.subarray(done, Math.min(data.length, done + limits.packetBytesMax));
       const own = keep ? chunk : new Uint8Array(chunk);
-      parts.push(this.submit(volume, (offset + done) / blockBytes, chunk.length / blockBytes, own));
+      parts.push(
+        this.submit(volume, (offset + done) / blockBytes, chunk.length / blockBytes, own, delayOver),
+      );
     }
     return Promise.all(parts).then((cycles) => Math.max(...cycles));
   }
@@ -225,15 +232,22 @@ export class SourceApi {
     }
   }
 
-  /** One journal record's worth, handed to the group once the journal has room; `data` is ours. */
+  /**
+   * One journal record's worth, handed to the group once its pacing delay (`delayOver`, null for
+   * none) is over and the journal has room; `data` is ours.
+   */
   private submit(
     volume: number,
     block: number,
     blockCount: number,
     data: Uint8Array | null,
+    delayOver: Promise<void> | null,
   ): Promise<CycleNumber> {
     const bytes = data?.length ?? 0;
-    return this.whenJournalHasRoom(bytes).then(
+    const admitted = delayOver
+      ? delayOver.then(() => this.afterPacingDelay(bytes))
+      : this.whenJournalHasRoom(bytes);
+    return admitted.then(
       () =>
         new Promise<CycleNumber>((resolve, reject) => {
           try {
@@ -251,6 +265,24 @@ export class SourceApi {
           }
         }),
     );
+  }
+
+  private pacingDelay(): Promise<void> | null {
+    return this.parts.pacer?.beforeWrite() ?? null;
+  }
+
+  /**
+   * A delayed write goes on only if the primary still takes writes: the refusals that end its wait
+   * (stop, fence, switchover) reject it first, and this says so again rather than rely on it.
+   */
+  private afterPacingDelay(bytes: number): Promise<void> {
+    if (this.stopping)
+      return Promise.reject(
+        new PrimaryNodeError('stopping', 'the primary stopped before this write could be journaled'),
+      );
+    const refusal = this.parts.core.writeRefusal();
+    if (refusal) return Promise.reject(refusal);
+    return this.whenJournalHasRoom(bytes);
   }
 
   private whenJournalHasRoom(bytes: number): Promise<void> {

@@ -70,6 +70,10 @@ export interface SiteRunStats {
   /** From the primary's log: secondaries switched to a bitmap, resyncs begun and ended, initial syncs. */
   trackingStarted: number;
   resyncStarted: number;
+  /** Seeds with write pacing, and from the primary's log, the times it began delaying writes and reached its bound. */
+  pacedSeeds: number;
+  pacingStarted: number;
+  pacingSaturated: number;
   resyncComplete: number;
   initialSyncs: number;
   /** `image-inconsistent` warnings: an in-place resync began (or a start found one unfinished). */
@@ -308,6 +312,7 @@ export class SiteRun implements RoleChangeWorld {
     return {
       ack: scenario.ack,
       ...(scenario.tracking ? { tracking: this.trackingConfig(scenario.tracking) } : {}),
+      ...(scenario.pacing ? { pacing: scenario.pacing } : {}),
       cycle: { intervalMinMs: scenario.cycleIntervalMinMs, queuedMax: scenario.cycleQueuedMax },
       link: this.linkConfig(),
     };
@@ -416,6 +421,7 @@ export class SiteRun implements RoleChangeWorld {
     Object.assign(this.stats, this.sources.stats);
     this.stats.events = this.world.events;
     this.stats.simulatedMs = this.world.elapsedMs;
+    this.stats.pacedSeeds = this.scenario.pacing ? 1 : 0;
     for (const site of [this.primary, ...this.secondaries]) this.countDisk(site.disk);
   }
 
@@ -469,6 +475,8 @@ export class SiteRun implements RoleChangeWorld {
     else if (event === 'resync-complete') this.stats.resyncComplete++;
     else if (event === 'initial-sync') this.stats.initialSyncs++;
     else if (event === 'image-inconsistent') this.stats.inconsistentImageWarnings++;
+    else if (event === 'pacing-started') this.stats.pacingStarted++;
+    else if (event === 'pacing-saturated') this.stats.pacingSaturated++;
   }
 
   newProcess(site: Site): SimProcess {
@@ -1039,6 +1047,9 @@ export function emptySiteRunStats(): SiteRunStats {
     segmentsRemoved: 0,
     trackingStarted: 0,
     resyncStarted: 0,
+    pacedSeeds: 0,
+    pacingStarted: 0,
+    pacingSaturated: 0,
     resyncComplete: 0,
     initialSyncs: 0,
     inconsistentImageWarnings: 0,

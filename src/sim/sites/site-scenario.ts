@@ -1,5 +1,6 @@
 /** One whole-site scenario, drawn entirely from its seed. */
 import type { AckMode, ResyncStaging } from '../../core/types.ts';
+import type { PacingConfig } from '../../core/write-pacing.ts';
 import { Random } from '../random.ts';
 
 export const siteFaultKinds = [
@@ -82,6 +83,8 @@ export interface SiteScenario {
   segmentBytes: number;
   /** Null: the primary's defaults (a journal far larger than the run, tracking after 600 s away). */
   tracking: SiteTracking | null;
+  /** Write pacing in some seeds (config `pacing`), with bounds a lagging secondary reaches; null in most. */
+  pacing: PacingConfig | null;
   /** Each secondary's `resync.staging`: in-place for some, whose image may be inconsistent during a resync. */
   resyncStaging: ResyncStaging[];
   latencyMs: number[];
@@ -122,6 +125,7 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
     cyclesInFlightMax: random.between(1, 4),
     segmentBytes: random.pick([8 * 1024, 32 * 1024, 1024 * 1024]),
     tracking: null,
+    pacing: null,
     resyncStaging: [],
     latencyMs: Array.from({ length: secondaries }, () => random.between(1, 40)),
     // The primary's disk first, then each secondary's.
@@ -166,7 +170,27 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
       staging.chance(0.2) && inPlaceEnabled() ? 'in-place' : 'consistent',
     ),
     roleChange: drawRoleChange(new Random(seed ^ 0xfa11), secondaries, faultPhaseMs),
+    pacing: drawPacing(new Random(seed ^ 0x9ace), scenario.cycleIntervalMinMs),
   };
+}
+
+/** Write pacing in 1 seed of 4, unless `SIM_PACING=0`. */
+export function pacingEnabled(): boolean {
+  return process.env.SIM_PACING !== '0';
+}
+
+/**
+ * Bounds low enough that links cut, stalled or slow reach them (and reach the longest delay), yet
+ * at least what the config requires.
+ */
+function drawPacing(random: Random, cycleIntervalMinMs: number): PacingConfig | null {
+  if (!pacingEnabled() || !random.chance(0.25)) return null;
+  const startFraction = random.pick([0.3, 0.5, 0.8]);
+  const intervalSeconds = cycleIntervalMinMs / 1000;
+  // What checkPacing asks: delays start at two intervals or later, and ramp over one at least.
+  const leastSeconds = Math.max((2 * intervalSeconds) / startFraction, intervalSeconds / (1 - startFraction));
+  const lagSecondsMax = Math.max(leastSeconds, random.pick([0.02, 0.1, 0.3, 1])) * 1.01;
+  return { lagSecondsMax, delayMsMax: random.pick([2, 20, 200, 1000]), startFraction };
 }
 
 /**
@@ -295,7 +319,7 @@ export function describeSiteScenario(scenario: SiteScenario): string {
   return (
     `seed ${scenario.seed}: ${scenario.secondaries} secondaries, volumes of ${scenario.volumeBlocks.join('+')} blocks, ` +
     `ack ${scenario.ack}, ${scenario.connectionsPerLink} connection(s)/link, cycle.intervalMinMs ${scenario.cycleIntervalMinMs}, ` +
-    `segments of ${scenario.segmentBytes} bytes, ${describeTracking(scenario.tracking)}, ${scenario.sources} sources, disks (io/sync ms, volumes slower) ${scenario.disks.map((disk) => `${disk.ioDelayMsMax}/${disk.syncDelayMsMax}x${disk.volumesSlower}`).join(' ')}, ` +
+    `segments of ${scenario.segmentBytes} bytes, ${describeTracking(scenario.tracking)}, ${describePacing(scenario.pacing)}${scenario.sources} sources, disks (io/sync ms, volumes slower) ${scenario.disks.map((disk) => `${disk.ioDelayMsMax}/${disk.syncDelayMsMax}x${disk.volumesSlower}`).join(' ')}, ` +
     `faults: ${scenario.faults.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}` +
     describeRoleChange(scenario.roleChange)
   );
@@ -305,6 +329,11 @@ function describeRoleChange(plan: RoleChangePlan | null): string {
   if (!plan) return '';
   const failover = `primary ${plan.primaryCrash} crash, down ${plan.downMs} ms, promote${plan.force ? ' --force' : ''}`;
   return `, then ${plan.kind}@${plan.atMs}${plan.kind === 'switchover' ? '' : ` (${failover})`}, writes for ${plan.writeMsAfter} ms after`;
+}
+
+function describePacing(pacing: PacingConfig | null): string {
+  if (!pacing) return '';
+  return `pacing below ${pacing.lagSecondsMax.toFixed(3)} s lag (from ${pacing.startFraction} of it, delays up to ${pacing.delayMsMax} ms), `;
 }
 
 function describeTracking(tracking: SiteTracking | null): string {

@@ -1,0 +1,192 @@
+/**
+ * Applies write pacing (core/write-pacing.ts) on the primary: each new source write waits the
+ * delay the secondaries' lag calls for before it is journaled. Only secondaries connected and
+ * streaming count: waiting for one that is away, or resyncing, could not bring its lag down and
+ * would only stall production (DESIGN.md, invariant 8).
+ *
+ * The lag is sampled at most every sampleMs, on the write path itself: no timer, no cost between
+ * writes. Writes waiting out their delay are refused with the others (rejectAll) when the primary
+ * stops, fails or stops taking writes; past writesDelayedMax of them a write goes through at once,
+ * because pacing slows writers and never refuses or holds unbounded memory.
+ */
+import type { SecondaryStatus } from '../../core/primary-group.ts';
+import {
+  checkPacingConfig,
+  LinkRate,
+  type PacingConfig,
+  type PacingDecision,
+  pacingDecision,
+} from '../../core/write-pacing.ts';
+import type { Clock, Timer } from '../../io/clock.ts';
+import type { Logger } from '../../ops/logger.ts';
+
+/** How often the links are read again at most. */
+export const pacingSampleMs = 100;
+
+/** Writes waiting out a pacing delay at most; beyond, a write is not delayed. */
+export const writesDelayedMax = 4096;
+
+/** An episode of pacing ends (and is logged as ended) after this long without a delay. */
+export const pacingQuietMs = 5000;
+
+export interface PacingStatus extends PacingConfig {
+  /** The delay a write arriving now waits, in ms. */
+  delayMs: number;
+  pacedBy: string | null;
+  /** The lag pacing acts on: the larger of the oldest unstored write's age and the backlog's shipping time. */
+  lagSeconds: number;
+  saturated: boolean;
+  /** Writes delayed so far, writes waiting now, and the delay added in all, in seconds. */
+  writesDelayed: number;
+  writesWaiting: number;
+  delaySeconds: number;
+  /** Writes let through undelayed because writesDelayedMax were waiting already. */
+  writesUndelayed: number;
+}
+
+interface DelayedWrite {
+  timer: Timer;
+  reject: (error: Error) => void;
+}
+
+type LinkView = Pick<SecondaryStatus, 'name' | 'link' | 'mode' | 'lagSeconds' | 'lagBytes' | 'shippedBytes'>;
+
+/** What is logged once per episode (from the first delay until pacingQuietMs without one). */
+interface Episode {
+  saturatedLogged: boolean;
+  undelayedLogged: boolean;
+  quietSinceMs: number | null;
+}
+
+export class WritePacer {
+  private decision: PacingDecision = { delayMs: 0, pacedBy: null, lagSeconds: 0, saturated: false };
+  private sampledAtMs = Number.NEGATIVE_INFINITY;
+  private readonly delayed = new Set<DelayedWrite>();
+  private readonly rates = new Map<string, LinkRate>();
+  private episode: Episode | null = null;
+  private writesDelayed = 0;
+  private writesUndelayed = 0;
+  private delayMsTotal = 0;
+
+  constructor(
+    private readonly config: PacingConfig,
+    private readonly clock: Clock,
+    /** The secondaries as the group sees them now. */
+    private readonly links: () => readonly LinkView[],
+    private readonly logger: Logger,
+  ) {
+    checkPacingConfig(config);
+  }
+
+  /**
+   * Null when a write may go on at once; else a promise that resolves after the delay (or rejects
+   * when the waiting writes are refused). Called once per source write, whatever its size.
+   */
+  beforeWrite(): Promise<void> | null {
+    const { delayMs } = this.sample();
+    if (delayMs <= 0) return null;
+    if (this.delayed.size >= writesDelayedMax) {
+      this.writesUndelayed++;
+      if (this.episode && !this.episode.undelayedLogged) {
+        this.episode.undelayedLogged = true;
+        this.logger.warn('pacing-writes-waiting-max', { writesDelayedMax, delayMs });
+      }
+      return null;
+    }
+    return new Promise<void>((resolve, reject) => {
+      const write: DelayedWrite = {
+        timer: this.clock.after(delayMs, () => {
+          this.delayed.delete(write);
+          this.writesDelayed++;
+          this.delayMsTotal += delayMs;
+          resolve();
+        }),
+        reject,
+      };
+      this.delayed.add(write);
+    });
+  }
+
+  /** Writes still waiting out their delay were never journaled: each fails with `error`. */
+  rejectAll(error: Error): void {
+    const delayed = [...this.delayed];
+    this.delayed.clear();
+    for (const write of delayed) {
+      write.timer.cancel();
+      write.reject(error);
+    }
+  }
+
+  status(): PacingStatus {
+    const decision = this.sample();
+    return {
+      ...this.config,
+      ...decision,
+      writesDelayed: this.writesDelayed,
+      writesWaiting: this.delayed.size,
+      delaySeconds: this.delayMsTotal / 1000,
+      writesUndelayed: this.writesUndelayed,
+    };
+  }
+
+  private sample(): PacingDecision {
+    const nowMs = this.clock.now();
+    if (nowMs - this.sampledAtMs < pacingSampleMs) return this.decision;
+    this.sampledAtMs = nowMs;
+    const paced = [];
+    for (const link of this.links()) {
+      const rate = this.rateOf(link.name);
+      rate.record(nowMs, link.shippedBytes);
+      if (link.link !== 'streaming' || link.mode !== 'streaming') continue;
+      paced.push({ ...link, bytesPerSecond: rate.bytesPerSecond() });
+    }
+    this.decision = pacingDecision(this.config, paced);
+    this.logEpisode(nowMs, this.decision);
+    return this.decision;
+  }
+
+  private rateOf(name: string): LinkRate {
+    let rate = this.rates.get(name);
+    if (!rate) {
+      rate = new LinkRate();
+      this.rates.set(name, rate);
+    }
+    return rate;
+  }
+
+  /**
+   * Logs an episode's start, its first time at the bound, and its end once no write was delayed
+   * for pacingQuietMs: a lag that crosses the start of pacing with every stored cycle (a saw-tooth
+   * of one cycle's height) logs one episode, not two lines a cycle.
+   */
+  private logEpisode(nowMs: number, decision: PacingDecision): void {
+    const fields = () => ({
+      secondary: decision.pacedBy,
+      lagSeconds: Number(decision.lagSeconds.toFixed(3)),
+      delayMs: decision.delayMs,
+      lagSecondsMax: this.config.lagSecondsMax,
+    });
+    if (decision.delayMs > 0 && !this.episode) {
+      this.episode = { saturatedLogged: false, undelayedLogged: false, quietSinceMs: null };
+      this.logger.info('pacing-started', fields());
+    }
+    const episode = this.episode;
+    if (!episode) return;
+    if (decision.saturated && !episode.saturatedLogged) {
+      episode.saturatedLogged = true;
+      this.logger.warn('pacing-saturated', fields());
+    }
+    if (decision.delayMs > 0) {
+      episode.quietSinceMs = null;
+      return;
+    }
+    episode.quietSinceMs ??= nowMs;
+    if (nowMs - episode.quietSinceMs < pacingQuietMs) return;
+    this.episode = null;
+    this.logger.info('pacing-ended', {
+      ...fields(),
+      writesDelayed: this.writesDelayed,
+      delaySeconds: Number((this.delayMsTotal / 1000).toFixed(3)),
+    });
+  }
+}

@@ -1,0 +1,407 @@
+// Write pacing (config `pacing`, docs/pacing.md): new writes wait a delay that grows with the lag
+// of the connected, streaming secondary furthest behind, from 0 at startFraction of the bound to
+// delayMsMax at it, and never more. The lag looks ahead (the backlog at the link's recent peak
+// rate, or the oldest unstored write's age if larger); an away or resyncing secondary is not
+// waited for; waiting writes are refused with the others; past writesDelayedMax waiting writes a
+// write goes through undelayed, counted; an episode is logged once, however the lag saw-tooths.
+// The last tests run a real PrimaryNode against a stand-in secondary that keeps its link up and
+// stores nothing.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { ConfigError, CyclerepError } from '../../src/core/errors.ts';
+import {
+  LinkRate,
+  lookAheadLagSeconds,
+  type PacingConfig,
+  pacingDecision,
+} from '../../src/core/write-pacing.ts';
+import type { Clock, Timer } from '../../src/io/clock.ts';
+import {
+  pacingQuietMs,
+  pacingSampleMs,
+  WritePacer,
+  writesDelayedMax,
+} from '../../src/node/primary/write-pacer.ts';
+import { PrimaryNode } from '../../src/node/primary-node.ts';
+import { type PrimaryFileConfig, validateConfig } from '../../src/ops/config.ts';
+import { createLogger } from '../../src/ops/logger.ts';
+import { StandInSecondary } from './stand-in-secondary.ts';
+
+const config: PacingConfig = { lagSecondsMax: 10, delayMsMax: 100, startFraction: 0.5 };
+const quiet = createLogger({ site: 'pacing', format: 'json', write: () => {} });
+const mib = 1024 * 1024;
+
+/** A link known only by the age of its oldest unstored write. */
+const aged = (name: string, lagSeconds: number) => ({ name, lagSeconds, lagBytes: 0, bytesPerSecond: null });
+
+test('the delay is 0 up to startFraction of the bound, grows linearly, and stays at delayMsMax from the bound on', () => {
+  const delayAt = (lagSeconds: number) => pacingDecision(config, [aged('dr1', lagSeconds)]).delayMs;
+  assert.equal(pacingDecision(config, []).delayMs, 0, 'no streaming secondary: no delay');
+  assert.equal(delayAt(0), 0);
+  assert.equal(delayAt(5), 0, 'at the start: still none');
+  assert.equal(delayAt(6), 20);
+  assert.equal(delayAt(7.5), 50);
+  assert.equal(delayAt(10), 100);
+  assert.equal(delayAt(3600), 100, 'never more than delayMsMax, however far behind');
+  assert.equal(delayAt(5.05), 1, 'whole milliseconds, rounded');
+  assert.equal(delayAt(5.02), 0, 'under half a millisecond is no delay');
+  assert.equal(pacingDecision(config, [aged('dr1', 9.99)]).saturated, false);
+  assert.equal(pacingDecision(config, [aged('dr1', 10)]).saturated, true);
+});
+
+test('the secondary furthest behind sets the delay', () => {
+  const decision = pacingDecision(config, [aged('near', 6), aged('far', 8.5), aged('caught-up', 0)]);
+  assert.equal(decision.pacedBy, 'far');
+  assert.equal(decision.lagSeconds, 8.5);
+  assert.equal(decision.delayMs, 70);
+});
+
+test('the lag looks ahead: what a secondary has not stored, at the most its link shipped lately, is lag', () => {
+  // A young backlog: its oldest write is 1 s old, but 90 MiB at 12 MiB/s is 7.5 s of link time.
+  const backlogged = { name: 'dr1', lagSeconds: 1, lagBytes: 90 * mib, bytesPerSecond: 12 * mib };
+  assert.equal(lookAheadLagSeconds(backlogged), 7.5);
+  assert.equal(pacingDecision(config, [backlogged]).delayMs, 50);
+  assert.equal(lookAheadLagSeconds({ ...backlogged, lagSeconds: 9 }), 9, 'an older write counts if older');
+  assert.equal(
+    lookAheadLagSeconds({ ...backlogged, bytesPerSecond: null }),
+    1,
+    'rate unknown: the age alone',
+  );
+});
+
+test("a link's rate is the highest 1-s rate of the last minute: a link waiting for writes is not a slow one", () => {
+  const rate = new LinkRate();
+  let shipped = 0;
+  /** Ships `bytesPerSample` every 100 ms from `fromMs` through `toMs`. */
+  const ship = (fromMs: number, toMs: number, bytesPerSample: number) => {
+    for (let ms = fromMs; ms <= toMs; ms += 100) {
+      shipped += bytesPerSample;
+      rate.record(ms, shipped);
+    }
+  };
+  rate.record(0, shipped);
+  assert.equal(rate.bytesPerSecond(), null, 'one sample says nothing');
+  const near = (actual: number | null, expected: number) =>
+    assert.ok(Math.abs((actual ?? 0) - expected) < 0.01 * mib, `${actual} is not about ${expected}`);
+  // 3 s at 12 MiB/s (a busy link), then 20 s at 1 MiB/s (few writes).
+  ship(100, 3000, 1.2 * mib);
+  near(rate.bytesPerSecond(), 12 * mib);
+  ship(3100, 23_000, 0.1 * mib);
+  near(rate.bytesPerSecond(), 12 * mib);
+  // A minute later the busy peak is forgotten.
+  ship(23_100, 70_000, 0.1 * mib);
+  near(rate.bytesPerSecond(), mib);
+});
+
+/** Time that moves only when the test says so. */
+class ManualClock implements Clock {
+  nowMs = 1_000_000;
+  readonly timers: { atMs: number; callback: () => void; cancelled: boolean }[] = [];
+
+  now(): number {
+    return this.nowMs;
+  }
+
+  after(ms: number, callback: () => void): Timer {
+    const timer = { atMs: this.nowMs + ms, callback, cancelled: false };
+    this.timers.push(timer);
+    return { cancel: () => (timer.cancelled = true) };
+  }
+
+  every(): Timer {
+    throw new Error('pacing needs no periodic timer');
+  }
+
+  soon(callback: () => void): void {
+    queueMicrotask(callback);
+  }
+
+  /** Moves time on by `ms`, running the timers due on the way. */
+  advance(ms: number): void {
+    this.nowMs += ms;
+    for (const timer of this.timers.filter((each) => each.atMs <= this.nowMs && !each.cancelled)) {
+      timer.cancelled = true;
+      timer.callback();
+    }
+  }
+
+  get pending(): number {
+    return this.timers.filter((timer) => !timer.cancelled).length;
+  }
+}
+
+interface Link {
+  name: string;
+  link: 'streaming' | 'idle' | 'connecting' | 'refused';
+  mode: 'streaming' | 'journal' | 'tracking' | 'resync';
+  lagSeconds: number;
+  lagBytes: number;
+  shippedBytes: number;
+}
+
+/** A link that ships nothing and holds no backlog: only the age of its oldest write counts. */
+function link(name: string, lagSeconds: number, state: Partial<Pick<Link, 'link' | 'mode'>> = {}): Link {
+  return {
+    name,
+    link: state.link ?? 'streaming',
+    mode: state.mode ?? 'streaming',
+    lagSeconds,
+    lagBytes: 0,
+    shippedBytes: 0,
+  };
+}
+
+function pacerWith(links: Link[], clock = new ManualClock()) {
+  const logged: { level: string; event: string }[] = [];
+  const logger = createLogger({
+    site: 'pacing',
+    format: 'json',
+    write: (line) => logged.push(JSON.parse(line)),
+  });
+  return { pacer: new WritePacer(config, clock, () => links, logger), clock, links, logged };
+}
+
+test('a write waits out the delay before it goes on, and the status counts it', async () => {
+  const { pacer, clock } = pacerWith([link('dr1', 7.5)]);
+  const gate = pacer.beforeWrite();
+  assert.ok(gate, 'a lagging secondary delays the write');
+  let through = false;
+  void gate.then(() => (through = true));
+  clock.advance(49);
+  await Promise.resolve();
+  assert.equal(through, false, 'not before its 50 ms');
+  assert.equal(pacer.status().writesWaiting, 1);
+  clock.advance(1);
+  await gate;
+  assert.equal(through, true);
+  const status = pacer.status();
+  assert.equal(status.writesDelayed, 1);
+  assert.equal(status.writesWaiting, 0);
+  assert.equal(status.delaySeconds, 0.05);
+  assert.equal(status.pacedBy, 'dr1');
+});
+
+test('secondaries that are away, connecting or resyncing are not waited for', () => {
+  const far = 3600;
+  const { pacer } = pacerWith([
+    link('away', far, { link: 'idle', mode: 'journal' }),
+    link('dialing', far, { link: 'connecting', mode: 'tracking' }),
+    link('copying', far, { mode: 'resync' }),
+    link('keeping-up', 1),
+  ]);
+  assert.equal(pacer.beforeWrite(), null);
+  assert.equal(pacer.status().pacedBy, 'keeping-up');
+});
+
+test("the pacer measures each link's rate from its shipped bytes and paces on the backlog", () => {
+  const busy = { ...link('dr1', 0.5), lagBytes: 0, shippedBytes: 0 };
+  const { pacer, clock } = pacerWith([busy]);
+  // 2 s shipping 12 MiB/s while the backlog is small: no delay.
+  for (let ms = 0; ms < 2000; ms += pacingSampleMs) {
+    busy.shippedBytes += 1.2 * mib;
+    busy.lagBytes = 6 * mib;
+    assert.equal(pacer.beforeWrite(), null);
+    clock.advance(pacingSampleMs);
+  }
+  // Writers outrun the link: 96 MiB not stored is 8 s of link time, though the oldest write is young.
+  busy.shippedBytes += 1.2 * mib;
+  busy.lagBytes = 96 * mib;
+  assert.ok(pacer.beforeWrite());
+  const status = pacer.status();
+  assert.ok(Math.abs(status.lagSeconds - 8) < 0.1, String(status.lagSeconds));
+  assert.ok(Math.abs(status.delayMs - 60) <= 1, String(status.delayMs));
+});
+
+test('the lag is read again at most every pacingSampleMs, on the write path', () => {
+  const { pacer, clock, links } = pacerWith([link('dr1', 0)]);
+  assert.equal(pacer.beforeWrite(), null);
+  (links[0] as Link).lagSeconds = 10;
+  clock.advance(pacingSampleMs - 1);
+  assert.equal(pacer.beforeWrite(), null, 'the sample taken 99 ms ago still holds');
+  clock.advance(1);
+  assert.ok(pacer.beforeWrite(), 'read again after 100 ms');
+});
+
+test('waiting writes are refused by rejectAll and never go on; their timers are cancelled', async () => {
+  const { pacer, clock } = pacerWith([link('dr1', 10)]);
+  const gates = [pacer.beforeWrite(), pacer.beforeWrite()];
+  const refusal = new Error('stopping');
+  pacer.rejectAll(refusal);
+  for (const gate of gates) await assert.rejects(gate as Promise<void>, refusal);
+  assert.equal(clock.pending, 0);
+  clock.advance(1000);
+  assert.equal(pacer.status().writesDelayed, 0, 'a refused write is not counted as delayed');
+});
+
+test(`past ${writesDelayedMax} waiting writes a write goes through undelayed, counted: pacing never refuses`, () => {
+  const { pacer, clock, logged } = pacerWith([link('dr1', 10)]);
+  for (let index = 0; index < writesDelayedMax; index++) assert.ok(pacer.beforeWrite());
+  assert.equal(pacer.beforeWrite(), null);
+  assert.equal(pacer.beforeWrite(), null);
+  assert.equal(pacer.status().writesWaiting, writesDelayedMax);
+  assert.equal(pacer.status().writesUndelayed, 2, 'status says pacing was bypassed');
+  assert.equal(
+    logged.filter((entry) => entry.event === 'pacing-writes-waiting-max').length,
+    1,
+    'logged once',
+  );
+  clock.advance(100);
+  assert.ok(pacer.beforeWrite(), 'delayed again once the waiting ones went on');
+});
+
+test('pacing logs an episode once, however the lag saw-tooths across its start; it ends after a quiet spell', () => {
+  const { pacer, clock, links, logged } = pacerWith([link('dr1', 6)]);
+  const lagThen = (lagSeconds: number, ms: number) => {
+    (links[0] as Link).lagSeconds = lagSeconds;
+    clock.advance(ms);
+    pacer.beforeWrite();
+  };
+  pacer.beforeWrite();
+  lagThen(12, pacingSampleMs);
+  lagThen(12, pacingSampleMs);
+  // A cycle stored, then the lag grows again, ten times.
+  for (let cycle = 0; cycle < 10; cycle++) {
+    lagThen(1, 500);
+    lagThen(6, 500);
+  }
+  assert.deepEqual(
+    logged.map((entry) => entry.event),
+    ['pacing-started', 'pacing-saturated'],
+  );
+  assert.equal(logged[1]?.level, 'warn');
+  lagThen(1, pacingSampleMs);
+  lagThen(1, pacingQuietMs - pacingSampleMs);
+  assert.equal(
+    logged.at(-1)?.event,
+    'pacing-saturated',
+    `not ended before ${pacingQuietMs} ms without a delay`,
+  );
+  lagThen(1, pacingSampleMs);
+  assert.equal(logged.at(-1)?.event, 'pacing-ended');
+  lagThen(6, pacingSampleMs);
+  assert.equal(logged.at(-1)?.event, 'pacing-started', 'a new episode');
+});
+
+test('a pacing bound whose delays begin below two cycle intervals, or ramp over less than one, is refused with figures that work', () => {
+  const base = {
+    group: 'g',
+    role: 'primary',
+    dataDir: '/tmp/unused',
+    volumes: [{ name: 'data', size: 1024 * 1024 }],
+  };
+  const refusal = (pacing: object, cycle?: object) => {
+    try {
+      validateConfig({ ...base, pacing, ...(cycle ? { cycle } : {}) });
+    } catch (error) {
+      assert.ok(error instanceof ConfigError, String(error));
+      return error.message;
+    }
+    return null;
+  };
+  assert.match(
+    refusal({ lagSecondsMax: 3 }) ?? '',
+    /pacing\.lagSecondsMax: 3 s with startFraction 0\.5 delays writes from a lag of 1\.5 s, below two cycle intervals .*: raise it to at least 4 s/,
+  );
+  const accepted = validateConfig({ ...base, pacing: { lagSecondsMax: 4 } }) as PrimaryFileConfig;
+  assert.deepEqual(accepted.pacing, { lagSecondsMax: 4, delayMsMax: 100, startFraction: 0.5 });
+  assert.equal((validateConfig(base) as PrimaryFileConfig).pacing, undefined, 'off unless configured');
+  // The figure a message suggests is accepted when used.
+  const interval = { intervalMinMs: 1500, queuedMax: 4 };
+  const short = refusal({ lagSecondsMax: 4, startFraction: 0.7 }, interval) ?? '';
+  const suggested = Number(/raise it to at least ([\d.]+) s/.exec(short)?.[1]);
+  assert.equal(suggested, 5, 'two intervals from 0.7 of it (4.286 s), and a ramp of one (5 s)');
+  assert.equal(refusal({ lagSecondsMax: suggested, startFraction: 0.7 }, interval), null);
+  // Delays from 2.7 s to 3 s: a ramp shorter than the 1 s interval.
+  const steep = refusal({ lagSecondsMax: 3, startFraction: 0.9 }) ?? '';
+  assert.match(steep, /ramps up over 0\.3 s, less than one cycle interval .*: raise it to at least 10 s/);
+  assert.equal(refusal({ lagSecondsMax: 10, startFraction: 0.9 }), null);
+  assert.ok(refusal({ lagSecondsMax: 4, delayMsMax: 20_000 }), 'delayMsMax at most 10000');
+  assert.ok(refusal({ lagSecondsMax: 4, startFraction: 1 }), 'startFraction below 1');
+});
+
+const directory = mkdtempSync(join(tmpdir(), 'cyclerep-pacing-'));
+after(() => rmSync(directory, { recursive: true, force: true }));
+const blockBytes = 4096;
+
+async function waitFor(condition: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `not reached within ${timeoutMs} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+test('a primary whose secondary stores nothing delays its writes, copies them in the call, and refuses the waiting ones at stop', {
+  timeout: 60_000,
+}, async (t) => {
+  const secondary = new StandInSecondary();
+  secondary.storing = false;
+  const port = await secondary.listen();
+  t.after(() => secondary.close());
+  const primaryConfig = {
+    ...(validateConfig({
+      group: 'pacing',
+      role: 'primary',
+      dataDir: join(directory, 'primary'),
+      volumes: [{ name: 'data', size: 4 * 1024 * 1024 }],
+      cycle: { intervalMinMs: 20, queuedMax: 64 },
+      pacing: { lagSecondsMax: 0.4, delayMsMax: 3000 },
+      tracking: { enabled: false },
+      link: { heartbeatMs: 100, timeoutMs: 2000, reconnectMinMs: 50, reconnectMaxMs: 200 },
+      secondaries: [{ name: 'dr1', address: `127.0.0.1:${port}` }],
+    }) as PrimaryFileConfig),
+    nbd: null,
+    http: null,
+  } as unknown as PrimaryFileConfig;
+  const primary = await PrimaryNode.start(primaryConfig, quiet, (error) => assert.fail(error));
+  let stopped = false;
+  t.after(() => (stopped ? undefined : primary.stop()));
+  await primary.write(0, 0, new Uint8Array(blockBytes).fill(1));
+  await waitFor(() => primary.status().secondaries[0]?.link === 'streaming', 'the link streams');
+  await waitFor(() => (primary.status().pacing?.delayMs ?? 0) > 0, 'the lag grows past the start of pacing');
+
+  // Delayed now: the bytes are the caller's again as soon as write() returns.
+  const buffer = new Uint8Array(blockBytes).fill(0x21);
+  const delayed = primary.write(0, blockBytes, buffer);
+  buffer.fill(0x99);
+  await waitFor(() => (primary.status().pacing?.writesWaiting ?? 0) === 1, 'the write waits out its delay');
+  await delayed;
+  assert.deepEqual(await primary.read(0, blockBytes, blockBytes), new Uint8Array(blockBytes).fill(0x21));
+  const status = primary.status().pacing;
+  assert.ok(status && status.writesDelayed >= 1 && status.delaySeconds > 0, JSON.stringify(status));
+
+  await waitFor(
+    () => (primary.status().pacing?.delayMs ?? 0) > 1000,
+    'the delay is long enough to refuse writes during it',
+  );
+  const codeOf = (write: Promise<unknown>) =>
+    write.then(
+      () => 'taken',
+      (error: unknown) => (error instanceof CyclerepError ? error.code : String(error)),
+    );
+  const waitingWrite = async (fill: number, length: number) => {
+    const before = primary.status().pacing?.writesWaiting ?? 0;
+    // Two journal records' worth when length > packetBytesMax: both parts wait on one delay.
+    const code = codeOf(primary.write(0, 4 * blockBytes, new Uint8Array(length).fill(fill)));
+    await waitFor(() => (primary.status().pacing?.writesWaiting ?? 0) === before + 1, 'the write waits');
+    // Wrapped: an async function returning the promise itself would wait for it.
+    return { code };
+  };
+
+  // A split-brain resolution stops writes: a write waiting out its delay is refused, never journaled.
+  const givenUp = await waitingWrite(0x31, blockBytes);
+  primary.stopWritesToGiveUp(true);
+  assert.equal(primary.status().pacing?.writesWaiting, 0, 'refused at once, not when its delay is over');
+  assert.equal(await givenUp.code, 'giving-up-history');
+  primary.stopWritesToGiveUp(false);
+  assert.deepEqual(await primary.read(0, 4 * blockBytes, blockBytes), new Uint8Array(blockBytes));
+
+  // A write larger than one journal record, still waiting when the primary stops, fails whole.
+  const split = await waitingWrite(0x42, 2 * 1024 * 1024);
+  stopped = true;
+  await primary.stop();
+  assert.equal(await split.code, 'stopping');
+});
