@@ -12,6 +12,8 @@ export interface FioJob {
   offsetBytes?: number;
   /** Throttle to this many IOPS. */
   rateIops?: number;
+  /** fio's buffer_compress_percentage: the share of each buffer a compressor can squeeze out (default: random buffers). */
+  compressPercentage?: number;
   /** fio's random_distribution, e.g. zoned:90/10:10/90 (90% of writes to 10% of blocks). */
   distribution?: string;
   /** Write this many bytes once instead of running for `seconds`. */
@@ -51,6 +53,9 @@ export async function runFio(job: FioJob): Promise<FioResult> {
     ...(job.once ? [] : ['--time_based', `--runtime=${job.seconds}`]),
     ...(job.ioBytes ? [`--io_size=${job.ioBytes}`] : []),
     ...(job.rateIops ? [`--rate_iops=${Math.max(1, Math.round(job.rateIops))}`] : []),
+    ...(job.compressPercentage !== undefined
+      ? [`--buffer_compress_percentage=${job.compressPercentage}`, '--refill_buffers']
+      : []),
     ...(job.distribution ? [`--random_distribution=${job.distribution}`] : []),
   ];
   const { output } = await runToolAsync('fio', args, { signal: job.signal });

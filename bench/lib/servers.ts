@@ -97,6 +97,8 @@ export interface CyclerepOptions {
   tracking?: string;
   /** The primary's `pacing` section as a YAML flow mapping, e.g. `{ lagSecondsMax: 5 }`. */
   pacing?: string;
+  /** The secondary link's `compression`. */
+  compression?: 'brotli';
   /** With `withSecondary`, whether the secondary starts now (default) or waits for startSecondary(). */
   secondaryStartsNow?: boolean;
 }
@@ -175,7 +177,7 @@ export class CyclerepSites implements NbdTarget {
         ...(secondaryAddress
           ? [
               'secondaries:',
-              `  - { name: dr1, address: ${secondaryAddress}, connections: ${options.connections ?? 2} }`,
+              `  - { name: dr1, address: ${secondaryAddress}, connections: ${options.connections ?? 2}${options.compression ? `, compression: ${options.compression}` : ''} }`,
             ]
           : []),
         options.tlsDir ? tlsSection(options.tlsDir, 'primary', 'dr1') : '',

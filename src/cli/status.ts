@@ -27,6 +27,8 @@ interface LinkStatus {
   /** The copy's rate over about the last 10 s, and the seconds left at it (null: unknown). */
   resyncBytesPerSecond?: number;
   resyncEtaSeconds?: number | null;
+  /** Link compression (config secondaries[].compression): block-data bytes before and after; null without. */
+  compression?: { codec: string; payloadBytes: number; sentBytes: number; ratio: number } | null;
 }
 
 export interface SiteStatus {
@@ -230,7 +232,10 @@ function describeLink(link: LinkStatus, options: { colour: boolean }, peaks?: Ma
   const lines = [
     `  ${link.name} link:${paint(options, linkColour(link.link), link.link)}${link.mode ? ` mode:${paint(options, link.mode === 'streaming' ? 'green' : 'yellow', link.mode)}` : ''} stored:${link.stored} applied:${link.applied} lag:${link.lagCycles} cycles, ${bytes(link.lagBytes)}, ${link.lagSeconds.toFixed(1)} s` +
       (link.failures ? ` failures:${link.failures}` : '') +
-      (link.recoveries ? ` recoveries:${link.recoveries}` : ''),
+      (link.recoveries ? ` recoveries:${link.recoveries}` : '') +
+      (link.compression
+        ? ` compression:${link.compression.codec} ${link.compression.ratio.toFixed(2)}x (${bytes(link.compression.payloadBytes)} as ${bytes(link.compression.sentBytes)})`
+        : ''),
   ];
   if (link.link !== 'streaming' && link.lastFailure)
     lines.push(`    ${paint(options, 'dim', `last failure: ${link.lastFailure}`)}`);

@@ -17,6 +17,13 @@ export const limits = {
    * to packetBytesMax of data per frame; a packet of 512-byte blocks each would be 2,048 of them.
    */
   dataBatchPacketsMax: 4096,
+  /**
+   * The payload a compressed frame may expand to (protocol 6): the largest the primary builds, a
+   * data-batch closed past packetBytesMax by one more packet of up to packetBytesMax, with a u32
+   * count, and a u32 length and a 32-byte head per packet. A small frame claiming more is refused
+   * before anything is decompressed.
+   */
+  compressedInnerBytesMax: 2 * 1024 * 1024 + 4 + 4096 * (4 + 32),
   /** Packets one cycle may consist of. */
   packetsPerCycleMax: 1 << 24,
   /** Volumes in one group. */

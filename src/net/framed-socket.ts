@@ -2,12 +2,14 @@
  * A link socket (TCP, TLS or Unix in production, a simulated one in the simulator) carrying
  * site-to-site frames: incoming bytes go through a FrameDecoder, outgoing frames are encoded and
  * written with the socket's own backpressure (`writable`). A data-batch frame is unpacked here: the
- * sites above only ever see its DATA packets.
+ * sites above only ever see its DATA packets. Compressed frames (taken only where the owner says)
+ * expand at most a budget per turn of the event loop (FrameDecoder): the rest waits for the next
+ * turn, and not at all while reading is held.
  */
 import type { ProtocolError } from '../core/errors.ts';
 import type { Clock } from '../io/clock.ts';
 import type { LinkSocket } from '../io/network.ts';
-import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frames.ts';
+import { encodeFrame, type Frame, FrameDecoder, type FrameDecoderOptions } from '../protocol/frames.ts';
 
 /** How long close() waits for the peer to end its side before the socket is cut. */
 const closeMsTimeout = 2000;
@@ -24,8 +26,13 @@ export interface FramedSocketHandlers {
 }
 
 export class FramedSocket {
-  private readonly decoder = new FrameDecoder();
+  private readonly decoder: FrameDecoder;
   private closed = false;
+  /** Reading held by the owner (hold): the socket is paused and buffered frames wait too. */
+  private held = false;
+  /** Whole frames wait in the decoder (its last push spent its budget); a drain is due or scheduled. */
+  private framesWaiting = false;
+  private drainScheduled = false;
   private closeReason = 'closed by peer';
   bytesIn = 0;
   bytesOut = 0;
@@ -35,7 +42,9 @@ export class FramedSocket {
     /** Times the close: a peer that does not end its side in time is cut. */
     private readonly clock: Clock,
     private readonly handlers: FramedSocketHandlers,
+    decoding: FrameDecoderOptions = {},
   ) {
+    this.decoder = new FrameDecoder(decoding);
     socket.setNoDelay(true);
     socket.on('data', (chunk) => this.onData(chunk));
     socket.on('drain', () => this.handlers.onDrain?.());
@@ -45,11 +54,39 @@ export class FramedSocket {
     socket.on('close', () => this.finish());
   }
 
+  /**
+   * Holds (or lets go) reading: the socket pauses, so what the peer sends waits in the kernel, and
+   * frames already buffered wait here; let go, they are handed on from the next turn.
+   */
+  hold(held: boolean): void {
+    this.held = held;
+    if (held) this.socket.pause?.();
+    else {
+      this.socket.resume?.();
+      this.scheduleDrain();
+    }
+  }
+
+  private scheduleDrain(): void {
+    if (!this.framesWaiting || this.drainScheduled || this.held || this.closed) return;
+    this.drainScheduled = true;
+    this.clock.soon(() => {
+      this.drainScheduled = false;
+      if (!this.held) this.decode(new Uint8Array(0));
+    });
+  }
+
   private onData(chunk: Uint8Array): void {
     if (this.closed) return;
     this.bytesIn += chunk.length;
     this.handlers.onBytes?.(chunk.length);
+    this.decode(chunk);
+  }
+
+  private decode(chunk: Uint8Array): void {
+    if (this.closed) return;
     const result = this.decoder.push(chunk);
+    this.framesWaiting = result.more;
     for (const frame of result.frames) {
       if (frame.type !== 'data-batch') {
         if (this.closed) return;
@@ -66,6 +103,7 @@ export class FramedSocket {
       this.handlers.onProtocolError(result.error);
       this.destroy(result.error.message);
     }
+    this.scheduleDrain();
   }
 
   /** True while the socket's buffer is below its high-water mark. */

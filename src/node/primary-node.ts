@@ -25,6 +25,7 @@ import type { NbdExport } from '../nbd/connection.ts';
 import { type PrimaryFileConfig, writeBackBytesMax } from '../ops/config.ts';
 import type { Logger } from '../ops/logger.ts';
 import { SiteMetrics } from '../ops/metrics.ts';
+import type { CompressionCodec } from '../protocol/compression.ts';
 import type { FencedRecord, HandoverRecord, VolumeRecord } from '../storage/site-file.ts';
 import { dropTrackingState, saveTrackingState } from '../storage/tracking-file.ts';
 import { JournalRoom } from './primary/journal-room.ts';
@@ -48,7 +49,17 @@ export { writesWaitingMax } from './primary/journal-room.ts';
 export { PrimaryNodeError, type PrimaryNodeErrorCode } from './primary/primary-node-error.ts';
 export type { SiteStartOptions, StopOptions } from './site/site-runtime.ts';
 
+/** A secondary link's compression (config secondaries[].compression): block-data payload bytes before and after. */
+export interface LinkCompressionStatus {
+  codec: CompressionCodec;
+  payloadBytes: number;
+  sentBytes: number;
+  /** payloadBytes / sentBytes, 1 before anything was sent. */
+  ratio: number;
+}
+
 export interface PrimaryNodeStatus extends PrimaryStatus {
+  secondaries: (PrimaryStatus['secondaries'][number] & { compression: LinkCompressionStatus | null })[];
   /** This site's identity and the generation it is primary of (what secondaries bind to). */
   site: SiteId;
   generation: string;
@@ -571,6 +582,13 @@ export class PrimaryNode {
     ];
   }
 
+  private compressionOf(secondary: string): LinkCompressionStatus | null {
+    const figures = this.links.compressionFigures(secondary);
+    if (!figures) return null;
+    const ratio = figures.sentBytes > 0 ? figures.payloadBytes / figures.sentBytes : 1;
+    return { ...figures, ratio };
+  }
+
   /** Writes waiting for journal room or out their pacing delay were never journaled: each fails with `error`. */
   private refuseWaitingWrites(error: Error): void {
     this.pacer?.rejectAll(error);
@@ -583,8 +601,10 @@ export class PrimaryNode {
 
   status(): PrimaryNodeStatus {
     const journal = this.storage.journal;
+    const core = this.core.status(this.clock.now());
     return {
-      ...this.core.status(this.clock.now()),
+      ...core,
+      secondaries: core.secondaries.map((link) => ({ ...link, compression: this.compressionOf(link.name) })),
       site: this.storage.identity.site,
       generation: currentGeneration(this.storage.identity).id,
       journalFiles: journal.segmentCount,

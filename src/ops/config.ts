@@ -13,6 +13,7 @@ import { ackModes, resyncStagings } from '../core/types.ts';
 import { assertPrivateKeyFile } from '../net/key-file.ts';
 import { loadPsk } from '../net/psk.ts';
 import { loadTlsMaterial } from '../net/tls.ts';
+import { compressionCodecs } from '../protocol/compression.ts';
 import { formatSize, parseSize } from './sizes.ts';
 
 const name = z.string().min(1).max(limits.nameBytesMax).regex(namePattern, namePatternText);
@@ -209,6 +210,8 @@ const secondaries = z
       name,
       address,
       connections: z.number().int().min(1).max(limits.connectionsPerLinkMax).default(1),
+      /** Block data compressed on this link (docs/wire.md, "Compression"); off by default. */
+      compression: z.enum(['off', ...compressionCodecs]).default('off'),
     }),
   )
   .max(limits.secondariesMax)

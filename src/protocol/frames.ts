@@ -13,19 +13,30 @@
  * Integers are big-endian; u64 fields carry JavaScript safe integers (at most 2^53-1); strings are a
  * u16 byte length and UTF-8.
  */
+import { assert } from '../core/assert.ts';
 import { ProtocolError } from '../core/errors.ts';
 import { limits } from '../core/limits.ts';
 import { ByteReader, ByteWriter, encodeString, encodeTruncated } from './bytes.ts';
+import {
+  type CompressionCodec,
+  checkDeclaredBytes,
+  codecOfCode,
+  compress,
+  compressionBytesMin,
+  compressionCodecCodes,
+  decompress,
+} from './compression.ts';
 import { crc32c } from './crc32c.ts';
 
 /**
  * 2: the hello carries the primary's site identity and generation chain; 3: end-of-cycle's
  * `consistent` and the welcome's consistent stored number; 4: the superseded and switchover frames;
- * 5: the data-batch frame (many DATA packets in one frame). A peer of an older version would meet a
- * new frame as an unknown type and fail the link without learning why; with the version raised it
- * is refused at its hello, by name (`version-unsupported`).
+ * 5: the data-batch frame (many DATA packets in one frame); 6: the compressed frame (link
+ * compression). A peer of an older version would meet a new frame as an unknown type and fail the
+ * link without learning why; with the version raised it is refused at its hello, by name
+ * (`version-unsupported`).
  */
-export const protocolVersion = 5;
+export const protocolVersion = 6;
 export const frameMagic = 0x43595250;
 export const frameHeaderBytes = 20;
 
@@ -104,6 +115,21 @@ export interface DataFrame {
 export interface DataBatchFrame {
   type: 'data-batch';
   packets: DataFrame[];
+}
+
+/**
+ * A DATA or data-batch frame's payload compressed (link compression, protocol 6). Payload: u8 codec,
+ * u8 the inner frame's type code (data or data-batch), u32 the inner payload's length (1 to
+ * frameBytesMax), then the compressed bytes. Only sent: the decoder returns the inner frame, as if
+ * it had come alone, so nothing past the decoder ever sees one.
+ */
+export interface CompressedFrame {
+  type: 'compressed';
+  codec: CompressionCodec;
+  inner: 'data' | 'data-batch';
+  /** The inner payload's length, which the compressed bytes must decompress to exactly. */
+  payloadBytes: number;
+  bytes: Uint8Array;
 }
 
 /** Closes a cycle: the secondary checks it holds exactly these packets before storing it. */
@@ -190,6 +216,7 @@ export type Frame =
   | ErrorFrame
   | DataFrame
   | DataBatchFrame
+  | CompressedFrame
   | EndOfCycleFrame
   | StoredFrame
   | HeartbeatFrame
@@ -212,6 +239,7 @@ export const frameTypeCodes = {
   switchover: 9,
   divergence: 10,
   'data-batch': 11,
+  compressed: 12,
 } as const satisfies Record<FrameType, number>;
 
 const frameTypeByCode = new Map<number, FrameType>(
@@ -219,6 +247,35 @@ const frameTypeByCode = new Map<number, FrameType>(
 );
 
 const errorCodeBytesMax = 64;
+
+/**
+ * `frame` (DATA or data-batch) with its payload compressed, or `frame` itself when compressing does
+ * not make it smaller (random data): the receiver gets the same frames either way. With the
+ * payload's length before, and after (equal when sent as it was).
+ */
+export function compressedFrame(
+  frame: DataFrame | DataBatchFrame,
+  codec: CompressionCodec,
+): { frame: Frame; payloadBytes: number; sentBytes: number } {
+  const payload = encodePayload(frame).subarray(frameHeaderBytes);
+  assert(
+    payload.length <= limits.compressedInnerBytesMax,
+    () => `a ${frame.type} payload of ${payload.length} bytes, beyond compressedInnerBytesMax`,
+  );
+  const asItWas = { frame, payloadBytes: payload.length, sentBytes: payload.length };
+  if (payload.length < compressionBytesMin) return asItWas;
+  const bytes = compress(codec, payload);
+  const sentBytes = compressedHeadBytes + bytes.length;
+  if (sentBytes >= payload.length) return asItWas;
+  return {
+    frame: { type: 'compressed', codec, inner: frame.type, payloadBytes: payload.length, bytes },
+    payloadBytes: payload.length,
+    sentBytes,
+  };
+}
+
+/** A compressed frame's fields before its bytes: codec, inner type, inner length. */
+const compressedHeadBytes = 1 + 1 + 4;
 
 /** Encodes one frame, header included. */
 export function encodeFrame(frame: Frame): Uint8Array {
@@ -311,6 +368,13 @@ function encodePayload(frame: Frame): Uint8Array {
         writeDataPayload(writer.u32(dataHeadBytes + packet.payload.length), packet);
       return writer.finish();
     }
+    case 'compressed':
+      return payloadWriter(compressedHeadBytes + frame.bytes.length)
+        .u8(compressionCodecCodes[frame.codec])
+        .u8(frameTypeCodes[frame.inner])
+        .u32(frame.payloadBytes)
+        .raw(frame.bytes)
+        .finish();
     case 'end-of-cycle':
       return payloadWriter(8 + 8 + 4 + 4 + 1)
         .u64(frame.cycle)
@@ -474,6 +538,18 @@ function readPayload(type: FrameType, reader: ByteReader): Frame {
       }
       return { type, packets };
     }
+    case 'compressed': {
+      const codec = codecOfCode(reader.u8('codec'));
+      const innerCode = reader.u8('inner');
+      const inner = frameTypeByCode.get(innerCode);
+      if (inner !== 'data' && inner !== 'data-batch')
+        throw new ProtocolError(
+          'frame-bad-field',
+          `compressed: inner frame type ${innerCode}, not data or data-batch`,
+        );
+      const payloadBytes = reader.u32('payloadBytes');
+      return decodePayload(inner, decompress(codec, reader.raw(reader.remaining, 'bytes'), payloadBytes));
+    }
     case 'end-of-cycle':
       return {
         type,
@@ -527,7 +603,28 @@ function readRuns(reader: ByteReader): BlockRun[] {
 export interface DecodeResult {
   frames: Frame[];
   error: ProtocolError | null;
+  /**
+   * Whole frames are still buffered: this push stopped at its budget of decompressed bytes. The
+   * caller pushes an empty chunk later (its next turn) to go on.
+   */
+  more: boolean;
 }
+
+export interface FrameDecoderOptions {
+  /** Largest payload accepted (default limits.frameBytesMax). */
+  frameBytesMax?: number;
+  /**
+   * Compressed frames are taken (a secondary, from its primary); elsewhere one is refused before
+   * anything is decompressed. Default false.
+   */
+  acceptCompressed?: boolean;
+}
+
+/**
+ * Decompressed bytes one push hands out at most, beyond its first frame: a read of a few KiB of
+ * compressed frames cannot expand into gigabytes in one turn of the event loop.
+ */
+export const expandedBytesPerPushMax = limits.compressedInnerBytesMax;
 
 /**
  * Incremental decoder for one byte stream. Hostile bytes end in a ProtocolError in the result,
@@ -538,8 +635,15 @@ export class FrameDecoder {
   private chunks: Uint8Array[] = [];
   private buffered = 0;
   private failure: ProtocolError | null = null;
+  private readonly frameBytesMax: number;
+  private readonly acceptCompressed: boolean;
+  /** Decompressed bytes handed out by the push under way. */
+  private expandedThisPush = 0;
 
-  constructor(private readonly frameBytesMax: number = limits.frameBytesMax) {}
+  constructor(options: FrameDecoderOptions = {}) {
+    this.frameBytesMax = options.frameBytesMax ?? limits.frameBytesMax;
+    this.acceptCompressed = options.acceptCompressed ?? false;
+  }
 
   get failed(): ProtocolError | null {
     return this.failure;
@@ -552,14 +656,20 @@ export class FrameDecoder {
 
   push(chunk: Uint8Array): DecodeResult {
     const frames: Frame[] = [];
-    if (this.failure) return { frames, error: this.failure };
+    if (this.failure) return { frames, error: this.failure, more: false };
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.buffered += chunk.length;
     }
+    this.expandedThisPush = 0;
+    let more = false;
     try {
       for (;;) {
         const frame = this.next();
+        if (frame === 'budget-spent') {
+          more = true;
+          break;
+        }
         if (!frame) break;
         frames.push(frame);
       }
@@ -570,15 +680,31 @@ export class FrameDecoder {
       this.failure = error;
       this.chunks = [];
       this.buffered = 0;
+      more = false;
     }
-    return { frames, error: this.failure };
+    return { frames, error: this.failure, more };
   }
 
-  private next(): Frame | null {
+  /** The next whole frame, null when none is buffered, or 'budget-spent' when it would expand past this push's budget. */
+  private next(): Frame | null | 'budget-spent' {
     if (this.buffered < frameHeaderBytes) return null;
     const header = this.peek(frameHeaderBytes);
     const { type, payloadBytes, payloadCrc } = checkHeader(header, this.frameBytesMax);
+    if (type === 'compressed' && !this.acceptCompressed)
+      throw new ProtocolError(
+        'unexpected-frame',
+        'compressed: this site takes no compressed frames from its peer',
+      );
     if (this.buffered < frameHeaderBytes + payloadBytes) return null;
+    if (type === 'compressed' && payloadBytes >= compressedHeadBytes) {
+      // The declared inner length, read before the frame is taken: past the budget it stays buffered.
+      const head = this.peek(frameHeaderBytes + compressedHeadBytes);
+      const declared = new DataView(head.buffer, head.byteOffset + frameHeaderBytes + 2, 4).getUint32(0);
+      checkDeclaredBytes(declared);
+      if (this.expandedThisPush > 0 && this.expandedThisPush + declared > expandedBytesPerPushMax)
+        return 'budget-spent';
+      this.expandedThisPush += declared;
+    }
     const whole = this.take(frameHeaderBytes + payloadBytes);
     const payload = whole.subarray(frameHeaderBytes);
     if (crc32c(payload) !== payloadCrc) {
@@ -703,16 +829,25 @@ function readChain(reader: ByteReader, frame: FrameType): Generation[] {
 }
 
 /** Decodes exactly one whole frame (tests, tools). */
-export function decodeFrame(bytes: Uint8Array): DecodeResult {
-  const decoder = new FrameDecoder();
-  const result = decoder.push(bytes);
+export function decodeFrame(
+  bytes: Uint8Array,
+  options: FrameDecoderOptions = { acceptCompressed: true },
+): DecodeResult {
+  const decoder = new FrameDecoder(options);
+  let result = decoder.push(bytes);
+  const frames = [...result.frames];
+  while (result.more) {
+    result = decoder.push(new Uint8Array(0));
+    frames.push(...result.frames);
+  }
   if (!result.error && decoder.pendingBytes() !== 0) {
     return {
-      frames: result.frames,
+      frames,
       error: new ProtocolError('frame-truncated', 'bytes left after the last frame'),
+      more: false,
     };
   }
-  return result;
+  return { frames, error: result.error, more: false };
 }
 
 /** The DATA frame carrying one extent of a cycle. */

@@ -6,14 +6,17 @@
  * the checksums again so that the code behind the CRC is reached. A case fails by throwing; the
  * runner prints the seed and case number that replay it.
  */
+import { type BrotliOptions, brotliDecompressSync } from 'node:zlib';
 import { ProtocolError } from '../../src/core/errors.ts';
 import type { PrimaryRecord, SecondaryRecord } from '../../src/core/records.ts';
 import { crc32c } from '../../src/protocol/crc32c.ts';
 import {
+  compressedFrame,
   encodeFrame,
   type Frame,
   FrameDecoder,
   frameHeaderBytes,
+  frameTypeCodes,
   protocolVersion,
 } from '../../src/protocol/frames.ts';
 import type { Random } from '../../src/sim/random.ts';
@@ -113,6 +116,20 @@ const frameCorpus: Frame[] = [
       },
     ],
   },
+  // Link compression (protocol 6): a compressible DATA frame as the wire carries it.
+  compressedFrame(
+    {
+      type: 'data',
+      cycle: 1,
+      packetIndex: 4,
+      volume: 0,
+      block: 12,
+      blockCount: 4,
+      zero: false,
+      payload: new Uint8Array(2048).fill(5),
+    },
+    'brotli',
+  ).frame,
   { type: 'end-of-cycle', cycle: 1, coversFrom: 1, packetCount: 2, digest: 0, consistent: true },
   { type: 'stored', stored: 1, applied: 1 },
   { type: 'heartbeat', nonce: 1 },
@@ -135,28 +152,33 @@ function mutatedFrame(random: Random): Uint8Array {
   const encoded = encodeFrame(frame);
   if (random.chance(0.2)) return mutate(random, encoded);
   const header = encoded.slice(0, frameHeaderBytes);
-  if (random.chance(0.2)) header[4] = 1 + random.int(9); // another (or an unknown) frame type
+  if (random.chance(0.2)) header[4] = 1 + random.int(13); // another (or an unknown) frame type
   return resealFrame(concat([header, mutate(random, encoded.subarray(frameHeaderBytes))]));
 }
 
 /**
  * The decoder may refuse (a ProtocolError in its result) or hand out frames; anything it throws is
  * a defect and fails the case. Every frame it hands out must be exactly the bytes it consumed:
- * encoding the frames decoded so far gives back the stream's prefix, byte for byte.
+ * encoding the frames decoded so far gives back the stream's prefix, byte for byte (for a
+ * compressed frame, see wireFrameAt). The decoder takes compressed frames, as a secondary's does.
  */
 export const fuzzFrames: FuzzTarget = (random) => {
   const stream = concat(Array.from({ length: 1 + random.int(4) }, () => mutatedFrame(random)));
-  const decoder = new FrameDecoder();
+  const decoder = new FrameDecoder({ acceptCompressed: true });
   let consumed = 0;
   for (const chunk of chunks(random, stream)) {
-    const result = decoder.push(chunk);
+    const results = [decoder.push(chunk)];
+    // A push that spent its budget of decompressed bytes leaves whole frames for the next one.
+    while ((results.at(-1) as { more: boolean }).more) results.push(decoder.push(new Uint8Array(0)));
+    const result = { frames: results.flatMap((each) => each.frames), error: results.at(-1)?.error ?? null };
     for (const frame of result.frames) {
       const encoded = encodeFrame(frame);
+      const wire = wireFrameAt(stream, consumed);
       check(
-        equalBytes(encoded, stream.subarray(consumed, consumed + encoded.length)),
+        equalBytes(encoded, wire.frame),
         `${frame.type} frame decoded at offset ${consumed} does not encode back to the bytes it came from`,
       );
-      consumed += encoded.length;
+      consumed += wire.length;
     }
     if (result.error) {
       check(result.error instanceof ProtocolError, `decoder error of type ${result.error.constructor.name}`);
@@ -165,6 +187,38 @@ export const fuzzFrames: FuzzTarget = (random) => {
   }
   check(consumed + decoder.pendingBytes() === stream.length, 'the decoder lost bytes');
 };
+
+/**
+ * The frame at `offset` of the stream as its decoder hands it out, and its length on the wire. A
+ * compressed frame is handed out as the frame it carries, so that frame is rebuilt here from the
+ * wire's compressed bytes, decompressed apart from the decoder: all of them must make a stream
+ * (nothing after it) of exactly the declared length, and the inner frame must encode back to what
+ * they decompress to. What is not checked: that the compressed bytes are the ones this primary
+ * would send (compression has many encodings; the decoder takes any whole stream).
+ */
+function wireFrameAt(stream: Uint8Array, offset: number): { frame: Uint8Array; length: number } {
+  const view = new DataView(stream.buffer, stream.byteOffset + offset);
+  const length = frameHeaderBytes + view.getUint32(8);
+  const bytes = stream.subarray(offset, offset + length);
+  if (view.getUint8(4) !== frameTypeCodes.compressed) return { frame: bytes, length };
+  const compressed = bytes.subarray(frameHeaderBytes + compressedHeadBytes);
+  const declared = view.getUint32(frameHeaderBytes + 2);
+  const { buffer: payload, engine } = brotliDecompressSync(compressed, {
+    info: true,
+  } as BrotliOptions) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
+  check(
+    engine.bytesWritten === compressed.length,
+    'a compressed frame with bytes after its stream was taken',
+  );
+  check(payload.length === declared, `a compressed frame of ${payload.length} bytes declared ${declared}`);
+  const header = bytes.slice(0, frameHeaderBytes);
+  const headerView = new DataView(header.buffer);
+  headerView.setUint8(4, view.getUint8(frameHeaderBytes + 1));
+  return { frame: resealFrame(concat([header, new Uint8Array(payload)])), length };
+}
+
+/** A compressed frame's fields before its bytes (frames.ts): codec, inner type, declared length. */
+const compressedHeadBytes = 6;
 
 // ---- journal records ------------------------------------------------------------------------
 

@@ -74,7 +74,7 @@ export class Workspace {
   }
 
   async primaryConfig(options: {
-    secondaries: { name: string; port: number }[];
+    secondaries: { name: string; port: number; compression?: 'brotli' }[];
     group?: string;
     volumes?: number[];
     extra?: string;
@@ -105,7 +105,7 @@ export class Workspace {
         'secondaries:',
         ...options.secondaries.map(
           (secondary) =>
-            `  - { name: ${secondary.name}, address: 127.0.0.1:${secondary.port}, connections: ${options.connections ?? 2} }`,
+            `  - { name: ${secondary.name}, address: 127.0.0.1:${secondary.port}, connections: ${options.connections ?? 2}${secondary.compression ? `, compression: ${secondary.compression}` : ''} }`,
         ),
         options.extra ?? '',
       ].join('\n'),

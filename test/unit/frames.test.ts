@@ -5,13 +5,17 @@
 // shown to catch defects planted in the byte reader (a bounds check and a range check removed).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { brotliCompressSync } from 'node:zlib';
 import fc from 'fast-check';
 import { ProtocolError } from '../../src/core/errors.ts';
 import { limits } from '../../src/core/limits.ts';
 import { crc32c } from '../../src/protocol/crc32c.ts';
 import {
+  compressedFrame,
+  type DataFrame,
   decodeFrame,
   encodeFrame,
+  expandedBytesPerPushMax,
   type Frame,
   FrameDecoder,
   frameHeaderBytes,
@@ -182,7 +186,7 @@ test('a length above frameBytesMax is refused from the header alone', () => {
 });
 
 test('a length at frameBytesMax is accepted by the header check (bound is inclusive)', () => {
-  const decoder = new FrameDecoder(64);
+  const decoder = new FrameDecoder({ frameBytesMax: 64 });
   const payload = new Uint8Array(64);
   const bytes = encodeFrame({ type: 'heartbeat', nonce: 1 }).slice(0, frameHeaderBytes);
   const view = new DataView(bytes.buffer);
@@ -386,7 +390,7 @@ test('frame type codes are distinct', () => {
 
 /** Feeds the chunks; the decoder may refuse, but must not throw, and hands out only the bytes it read. */
 function assertOnlyTypedErrors(chunks: Uint8Array[]): void {
-  const decoder = new FrameDecoder(4096);
+  const decoder = new FrameDecoder({ frameBytesMax: 4096 });
   const stream = Buffer.concat(chunks);
   let consumed = 0;
   for (const chunk of chunks) {
@@ -570,4 +574,117 @@ test('a data-batch frame is bounded in packets and each packet is a whole DATA p
   const trailing = decodeFrame(withPayload('data-batch', new Uint8Array([...batchPayload(1, [packet]), 0])));
   assert.equal(trailing.error?.code, 'frame-trailing-bytes');
   assert.throws(() => encodeFrame({ type: 'data-batch', packets: [] }), /data-batch: 0 packets/);
+});
+
+/** A compressed frame's payload: codec, inner type code, declared length, then `bytes`. */
+function compressedPayload(codec: number, inner: number, declared: number, bytes: Uint8Array): Uint8Array {
+  const payload = new Uint8Array(6 + bytes.length);
+  const view = new DataView(payload.buffer);
+  view.setUint8(0, codec);
+  view.setUint8(1, inner);
+  view.setUint32(2, declared);
+  payload.set(bytes, 6);
+  return payload;
+}
+
+test('a compressed frame decodes to the frame it carries; random data is sent as it was', () => {
+  const data = samples.find((frame) => frame.type === 'data') as DataFrame;
+  const batch: Frame = { type: 'data-batch', packets: [data, { ...data, packetIndex: 9 }] };
+  for (const frame of [{ ...data, payload: new Uint8Array(65536).fill(7) }, batch] as const) {
+    const sent = compressedFrame(frame, 'brotli');
+    assert.equal(sent.frame.type, 'compressed');
+    assert.ok(sent.sentBytes < sent.payloadBytes, `${sent.sentBytes} of ${sent.payloadBytes}`);
+    const result = decodeFrame(encodeFrame(sent.frame));
+    assert.equal(result.error, null, result.error?.message);
+    assert.deepEqual(result.frames, [frame]);
+  }
+  const random = { ...data, payload: crypto.getRandomValues(new Uint8Array(4096)) };
+  const sent = compressedFrame(random, 'brotli');
+  assert.equal(sent.frame, random, 'incompressible: the frame itself');
+  assert.equal(sent.sentBytes, sent.payloadBytes);
+});
+
+test('a compressed frame is refused by name when its codec, inner type, length or bytes do not check out', () => {
+  const data = samples.find((frame) => frame.type === 'data') as DataFrame;
+  const inner = dataPayloadOf({ ...data, payload: new Uint8Array(8192).fill(3), blockCount: 2 });
+  const squeezed = new Uint8Array(brotliCompressSync(inner));
+  const ok = decodeFrame(
+    withPayload('compressed', compressedPayload(1, frameTypeCodes.data, inner.length, squeezed)),
+  );
+  assert.equal(ok.error, null, ok.error?.message);
+  const refusals: [string, Uint8Array, RegExp][] = [
+    ['unknown codec', compressedPayload(9, frameTypeCodes.data, inner.length, squeezed), /unknown codec 9/],
+    [
+      'inner frame not block data',
+      compressedPayload(1, frameTypeCodes.stored, inner.length, squeezed),
+      /inner frame type 6, not data or data-batch/,
+    ],
+    ['declared 0', compressedPayload(1, frameTypeCodes.data, 0, squeezed), /0 bytes declared, 1 to/],
+    [
+      'declared beyond compressedInnerBytesMax',
+      compressedPayload(1, frameTypeCodes.data, limits.compressedInnerBytesMax + 1, squeezed),
+      new RegExp(`bytes declared, 1 to ${limits.compressedInnerBytesMax}`),
+    ],
+    [
+      'bytes after the end of the stream',
+      compressedPayload(1, frameTypeCodes.data, inner.length, new Uint8Array([...squeezed, 1, 2, 3])),
+      /3 bytes after the end of the brotli stream/,
+    ],
+    // A bomb: more bytes than declared are never produced.
+    [
+      'expands past its declared length',
+      compressedPayload(1, frameTypeCodes.data, 100, squeezed),
+      /expand past the 100 bytes declared/,
+    ],
+    [
+      'short of its declared length',
+      compressedPayload(1, frameTypeCodes.data, inner.length + 1, squeezed),
+      /decompressed to 8220 bytes, the frame declares 8221/,
+    ],
+    [
+      'not brotli at all',
+      compressedPayload(1, frameTypeCodes.data, inner.length, new Uint8Array(64).fill(0xff)),
+      /are not a whole brotli stream/,
+    ],
+  ];
+  for (const [what, payload, message] of refusals) {
+    const result = decodeFrame(withPayload('compressed', payload));
+    assert.equal(result.error?.code, 'frame-bad-field', what);
+    assert.match(result.error?.message ?? '', message, what);
+  }
+  // What decompresses must still be a whole DATA payload.
+  const cut = new Uint8Array(brotliCompressSync(inner.subarray(0, 20)));
+  const broken = decodeFrame(withPayload('compressed', compressedPayload(1, frameTypeCodes.data, 20, cut)));
+  assert.ok(broken.error instanceof ProtocolError, 'a truncated inner payload is refused');
+});
+
+test('a decoder that takes no compressed frames refuses one from its header, before any byte of it is decompressed', () => {
+  const data = samples.find((frame) => frame.type === 'data') as DataFrame;
+  const sent = compressedFrame({ ...data, payload: new Uint8Array(65536).fill(1) }, 'brotli').frame;
+  const header = encodeFrame(sent).subarray(0, frameHeaderBytes);
+  const result = new FrameDecoder().push(header);
+  assert.equal(result.error?.code, 'unexpected-frame');
+  assert.match(result.error?.message ?? '', /takes no compressed frames/);
+});
+
+test('a read of many small frames that expand far is handed out a budget per push; the rest waits, nothing is lost', () => {
+  const data = samples.find((frame) => frame.type === 'data') as DataFrame;
+  // 1 MiB of zeros compresses to a few hundred bytes: a read of 40 of them would expand to 40 MiB at once.
+  const zeros = { ...data, blockCount: 256, payload: new Uint8Array(256 * 4096) };
+  const one = encodeFrame(compressedFrame(zeros, 'brotli').frame);
+  assert.ok(one.length < 300, `${one.length} bytes on the wire`);
+  const decoder = new FrameDecoder({ acceptCompressed: true });
+  const first = decoder.push(new Uint8Array(Buffer.concat(Array(40).fill(one))));
+  assert.equal(first.error, null);
+  const perPush = Math.floor(expandedBytesPerPushMax / (zeros.payload.length + 32));
+  assert.equal(first.frames.length, perPush, 'what one budget holds');
+  assert.equal(first.more, true, 'the rest is still buffered, whole');
+  let frames = first.frames.length;
+  for (let result = first; result.more; ) {
+    result = decoder.push(new Uint8Array(0));
+    assert.ok(result.frames.length <= perPush);
+    frames += result.frames.length;
+  }
+  assert.equal(frames, 40, 'every frame is handed out in the end');
+  assert.equal(decoder.pendingBytes(), 0);
 });

@@ -72,6 +72,22 @@ test('a full journal and a storage fault are called out on the site line', () =>
   );
 });
 
+test('a compressing link shows its codec and ratio on its line', () => {
+  const [first, ...others] = primary.secondaries ?? [];
+  const compressing = {
+    ...primary,
+    secondaries: [
+      { ...first, compression: { codec: 'brotli', payloadBytes: 3 << 20, sentBytes: 1 << 20, ratio: 3 } },
+      ...others,
+    ],
+  } as SiteStatus;
+  assert.match(
+    describe(compressing),
+    /dr1 link:streaming .* compression:brotli 3\.00x \(3\.0 MiB as 1\.0 MiB\)\n/,
+  );
+  assert.equal(describe(primary).includes('compression'), false);
+});
+
 test('write pacing gets a line: idle, delaying (yellow), and at its bound (red), with what it added', () => {
   const pacing = {
     lagSecondsMax: 30,

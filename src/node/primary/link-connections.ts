@@ -5,14 +5,16 @@
  * a bounded number of bytes per turn so a large cycle cannot hold the event loop: timers, heartbeats
  * and the secondary's frames get their turn between. DATA packets polled in a row leave in one
  * data-batch frame of up to packetBytesMax of data: scattered 4 KiB writes no longer cost a frame,
- * a CRC and a socket write each.
+ * a CRC and a socket write each. On a link with `compression`, such a frame goes compressed when
+ * that makes it smaller (protocol/compression.ts).
  */
 
 import { limits, linkQueue } from '../../core/limits.ts';
 import type { Clock } from '../../io/clock.ts';
 import { FramedSocket } from '../../net/framed-socket.ts';
 import type { Logger } from '../../ops/logger.ts';
-import type { DataFrame, Frame } from '../../protocol/frames.ts';
+import type { CompressionCodec } from '../../protocol/compression.ts';
+import { compressedFrame, type DataFrame, type Frame } from '../../protocol/frames.ts';
 import type { LinkDialer } from './link-dialer.ts';
 
 /** What the connections tell the node, by connection id. */
@@ -32,26 +34,47 @@ export interface FrameSource {
   pollFrames(nowMs: number, connection: number, max: number): Frame[];
 }
 
+/** A link's compression so far: block-data frame payloads before and after it (equal for frames sent as they were). */
+export interface CompressionFigures {
+  codec: CompressionCodec;
+  payloadBytes: number;
+  sentBytes: number;
+}
+
 export class PrimaryLinks {
   private readonly sockets = new Map<number, FramedSocket>();
+  /** Per connection, the figures of its link when the link compresses. */
+  private readonly compressing = new Map<number, CompressionFigures>();
+  /** Per secondary with compression, since the process started. */
+  private readonly figures = new Map<string, CompressionFigures>();
   /** Connections ready for frames. */
   private readonly connected = new Set<number>();
   private pumpScheduled = false;
 
   constructor(
-    private readonly secondaries: readonly { name: string; address: string }[],
+    private readonly secondaries: readonly {
+      name: string;
+      address: string;
+      compression?: CompressionCodec | 'off';
+    }[],
     private readonly dialer: LinkDialer,
     private readonly frames: FrameSource,
     private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly events: LinkEvents,
-  ) {}
+  ) {
+    for (const secondary of secondaries)
+      if (secondary.compression && secondary.compression !== 'off')
+        this.figures.set(secondary.name, { codec: secondary.compression, payloadBytes: 0, sentBytes: 0 });
+  }
 
   /** Dials the secondary `link` as connection `id`. */
   connect(link: string, id: number): void {
     const secondary = this.secondaries.find((candidate) => candidate.name === link);
     if (!secondary) return;
     const dialled = this.dialer.dial(secondary.address);
+    const figures = this.figures.get(link);
+    if (figures) this.compressing.set(id, figures);
     const framed = new FramedSocket(dialled.socket, this.clock, {
       onBytes: () => this.events.onBytes(id),
       onFrame: (frame) => this.events.onFrame(id, frame),
@@ -67,6 +90,7 @@ export class PrimaryLinks {
         const ready = this.connected.has(id);
         this.sockets.delete(id);
         this.connected.delete(id);
+        this.compressing.delete(id);
         this.events.onLost(id, this.dialer.explainClose(reason, { ready, bytesIn: framed.bytesIn }));
       },
       onDrain: () => this.schedulePump(),
@@ -99,25 +123,46 @@ export class PrimaryLinks {
   /**
    * Hands frames to every connected socket while it can take them, one at a time, so the socket's
    * buffer never holds more than one frame past its high-water mark; at most linkQueue.turnBytesMax
-   * per socket, then the rest waits for the next turn.
+   * per socket (counted before compression: the turn's work follows the bytes handled, not those
+   * sent), then the rest waits for the next turn.
    */
   private pump(): void {
     const now = this.clock.now();
     for (const id of this.connected) {
       const socket = this.sockets.get(id);
       if (!socket) continue;
-      const bytesBefore = socket.bytesOut;
+      let turnBytes = 0;
       while (socket.writable) {
-        if (socket.bytesOut - bytesBefore >= linkQueue.turnBytesMax) {
+        if (turnBytes >= linkQueue.turnBytesMax) {
           this.schedulePump();
           break;
         }
         const frames = this.nextFrames(now, id);
         if (frames.length === 0) break;
-        for (const frame of frames) socket.send(frame);
+        for (const frame of frames) turnBytes += this.send(socket, id, frame);
       }
     }
     this.events.onPumped();
+  }
+
+  /** Sends `frame` on connection `id`, compressed if its link compresses block data and it pays; the bytes it handled. */
+  private send(socket: FramedSocket, id: number, frame: Frame): number {
+    const bytesBefore = socket.bytesOut;
+    const figures = this.compressing.get(id);
+    if (!figures || (frame.type !== 'data' && frame.type !== 'data-batch')) {
+      socket.send(frame);
+      return socket.bytesOut - bytesBefore;
+    }
+    const sent = compressedFrame(frame, figures.codec);
+    figures.payloadBytes += sent.payloadBytes;
+    figures.sentBytes += sent.sentBytes;
+    socket.send(sent.frame);
+    return Math.max(sent.payloadBytes, socket.bytesOut - bytesBefore);
+  }
+
+  /** Compression figures by secondary, for the status (only links that compress). */
+  compressionFigures(name: string): CompressionFigures | null {
+    return this.figures.get(name) ?? null;
   }
 
   /**

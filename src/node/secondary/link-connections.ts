@@ -40,24 +40,30 @@ export class SecondaryConnections {
       return;
     }
     const id = this.nextConnection++;
-    const framed = new FramedSocket(socket, this.clock, {
-      onBytes: () => this.events.onBytes(id),
-      onFrame: (frame) => this.events.onFrame(id, frame),
-      onProtocolError: (error) => {
-        this.logger.warn('bad-bytes-from-primary', {
-          connection: id,
-          code: error.code,
-          reason: error.message,
-        });
-        this.events.onProtocolError(id, error);
+    const framed = new FramedSocket(
+      socket,
+      this.clock,
+      {
+        onBytes: () => this.events.onBytes(id),
+        onFrame: (frame) => this.events.onFrame(id, frame),
+        onProtocolError: (error) => {
+          this.logger.warn('bad-bytes-from-primary', {
+            connection: id,
+            code: error.code,
+            reason: error.message,
+          });
+          this.events.onProtocolError(id, error);
+        },
+        onClose: (reason) => {
+          this.sockets.delete(id);
+          this.events.onLost(id, reason);
+        },
       },
-      onClose: (reason) => {
-        this.sockets.delete(id);
-        this.events.onLost(id, reason);
-      },
-    });
+      // The primary's block data may come compressed (its secondaries[].compression).
+      { acceptCompressed: true },
+    );
     this.sockets.set(id, framed);
-    if (this.readingHeld) socket.pause?.();
+    if (this.readingHeld) framed.hold(true);
     this.events.onOpened(id);
   }
 
@@ -87,10 +93,7 @@ export class SecondaryConnections {
   holdReading(held: boolean): void {
     if (held === this.readingHeld) return;
     this.readingHeld = held;
-    for (const framed of this.sockets.values()) {
-      if (held) framed.socket.pause?.();
-      else framed.socket.resume?.();
-    }
+    for (const framed of this.sockets.values()) framed.hold(held);
   }
 
   /** The site is stopping: connections from now on are cut as they come. */

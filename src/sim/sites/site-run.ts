@@ -72,6 +72,8 @@ export interface SiteRunStats {
   resyncStarted: number;
   /** Seeds with write pacing, and from the primary's log, the times it began delaying writes and reached its bound. */
   pacedSeeds: number;
+  /** Seeds whose links compress block data. */
+  compressedSeeds: number;
   pacingStarted: number;
   pacingSaturated: number;
   resyncComplete: number;
@@ -270,6 +272,7 @@ export class SiteRun implements RoleChangeWorld {
         name: `dr${index + 1}`,
         address: this.listenAddress(index),
         connections: scenario.connectionsPerLink,
+        compression: scenario.linkCompression,
       })),
       ...(scenario.roleChange ? { name: 'primary', listen: this.primaryListen } : {}),
     };
@@ -292,13 +295,19 @@ export class SiteRun implements RoleChangeWorld {
             ...this.primarySections(),
             // Once promoted, it feeds every other site: the old primary and the other secondaries.
             secondaries: [
-              { name: 'primary', address: this.primaryListen, connections: scenario.connectionsPerLink },
+              {
+                name: 'primary',
+                address: this.primaryListen,
+                connections: scenario.connectionsPerLink,
+                compression: scenario.linkCompression,
+              },
               ...Array.from({ length: scenario.secondaries }, (_, other) => other)
                 .filter((other) => other !== index)
                 .map((other) => ({
                   name: `dr${other + 1}`,
                   address: this.listenAddress(other),
                   connections: scenario.connectionsPerLink,
+                  compression: scenario.linkCompression,
                 })),
             ],
           }
@@ -422,6 +431,7 @@ export class SiteRun implements RoleChangeWorld {
     this.stats.events = this.world.events;
     this.stats.simulatedMs = this.world.elapsedMs;
     this.stats.pacedSeeds = this.scenario.pacing ? 1 : 0;
+    this.stats.compressedSeeds = this.scenario.linkCompression === 'off' ? 0 : 1;
     for (const site of [this.primary, ...this.secondaries]) this.countDisk(site.disk);
   }
 
@@ -1048,6 +1058,7 @@ export function emptySiteRunStats(): SiteRunStats {
     trackingStarted: 0,
     resyncStarted: 0,
     pacedSeeds: 0,
+    compressedSeeds: 0,
     pacingStarted: 0,
     pacingSaturated: 0,
     resyncComplete: 0,

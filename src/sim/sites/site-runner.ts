@@ -169,6 +169,7 @@ function addStats(total: SiteRunStats, part: SiteRunStats): void {
     'segmentsRemoved',
     'trackingStarted',
     'pacedSeeds',
+    'compressedSeeds',
     'pacingStarted',
     'pacingSaturated',
     'resyncStarted',
@@ -215,7 +216,7 @@ export function printSiteReport(print: (line: string) => void, report: SiteSimul
     `disk syncs ${report.syncs}; machine crashes lost ${report.lostSectors} sectors, tore ${report.tornSectors}, reverted ${report.revertedEntries} directory entries; journal segments created ${report.segmentsCreated}, removed ${report.segmentsRemoved}`,
   );
   print(
-    `secondaries switched to tracking ${report.trackingStarted}, resyncs started ${report.resyncStarted}, completed ${report.resyncComplete}, initial syncs ${report.initialSyncs}; write pacing in ${report.pacedSeeds} seeds, began delaying ${report.pacingStarted} times, at its bound ${report.pacingSaturated}; in-place staging: images said inconsistent ${report.inconsistentImageWarnings} times, reads left unjudged for it ${report.imagesInconsistent}`,
+    `secondaries switched to tracking ${report.trackingStarted}, resyncs started ${report.resyncStarted}, completed ${report.resyncComplete}, initial syncs ${report.initialSyncs}; write pacing in ${report.pacedSeeds} seeds, began delaying ${report.pacingStarted} times, at its bound ${report.pacingSaturated}; links compressed in ${report.compressedSeeds} seeds; in-place staging: images said inconsistent ${report.inconsistentImageWarnings} times, reads left unjudged for it ${report.imagesInconsistent}`,
   );
   print(
     `role changes: switchovers ${report.switchovers}, promotions ${report.promotions} (writes after the promoted cut undone ${report.lostInFailover}), rejoins ${report.rejoins}, split brains ${report.splitBrains} (resolved with a delta ${report.splitBrainDeltas}; writes of their own undone ${report.splitBrainLoserWrites}), refused or given up ${report.roleChangesRefused}`,

@@ -85,6 +85,8 @@ export interface SiteScenario {
   tracking: SiteTracking | null;
   /** Write pacing in some seeds (config `pacing`), with bounds a lagging secondary reaches; null in most. */
   pacing: PacingConfig | null;
+  /** Every link's `compression` (protocol 6): brotli in 1 seed of 3. */
+  linkCompression: 'off' | 'brotli';
   /** Each secondary's `resync.staging`: in-place for some, whose image may be inconsistent during a resync. */
   resyncStaging: ResyncStaging[];
   latencyMs: number[];
@@ -126,6 +128,7 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
     segmentBytes: random.pick([8 * 1024, 32 * 1024, 1024 * 1024]),
     tracking: null,
     pacing: null,
+    linkCompression: 'off',
     resyncStaging: [],
     latencyMs: Array.from({ length: secondaries }, () => random.between(1, 40)),
     // The primary's disk first, then each secondary's.
@@ -171,7 +174,13 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
     ),
     roleChange: drawRoleChange(new Random(seed ^ 0xfa11), secondaries, faultPhaseMs),
     pacing: drawPacing(new Random(seed ^ 0x9ace), scenario.cycleIntervalMinMs),
+    linkCompression: compressionEnabled() && new Random(seed ^ 0xc0de).chance(1 / 3) ? 'brotli' : 'off',
   };
+}
+
+/** Compressed links in 1 seed of 3, unless `SIM_COMPRESSION=0`. */
+export function compressionEnabled(): boolean {
+  return process.env.SIM_COMPRESSION !== '0';
 }
 
 /** Write pacing in 1 seed of 4, unless `SIM_PACING=0`. */
@@ -319,7 +328,7 @@ export function describeSiteScenario(scenario: SiteScenario): string {
   return (
     `seed ${scenario.seed}: ${scenario.secondaries} secondaries, volumes of ${scenario.volumeBlocks.join('+')} blocks, ` +
     `ack ${scenario.ack}, ${scenario.connectionsPerLink} connection(s)/link, cycle.intervalMinMs ${scenario.cycleIntervalMinMs}, ` +
-    `segments of ${scenario.segmentBytes} bytes, ${describeTracking(scenario.tracking)}, ${describePacing(scenario.pacing)}${scenario.sources} sources, disks (io/sync ms, volumes slower) ${scenario.disks.map((disk) => `${disk.ioDelayMsMax}/${disk.syncDelayMsMax}x${disk.volumesSlower}`).join(' ')}, ` +
+    `segments of ${scenario.segmentBytes} bytes, ${describeTracking(scenario.tracking)}, ${describePacing(scenario.pacing)}${scenario.linkCompression === 'off' ? '' : `links compressed (${scenario.linkCompression}), `}${scenario.sources} sources, disks (io/sync ms, volumes slower) ${scenario.disks.map((disk) => `${disk.ioDelayMsMax}/${disk.syncDelayMsMax}x${disk.volumesSlower}`).join(' ')}, ` +
     `faults: ${scenario.faults.map((fault) => `${fault.kind}@${fault.atMs}`).join(' ') || 'none'}` +
     describeRoleChange(scenario.roleChange)
   );
