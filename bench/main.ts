@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [--only name,...]`: every scenario runs cyclerep and its baseline in
  * the same run, prints its tables as it goes, and the run ends by writing bench/results/latest.json
- * and latest.md. `--only` also takes a part of a scenario that runs alone (front-door-tmpfs, resync-memory, resync-1g, link-bound). The benchmark reports; it never fails on a figure (only when something breaks).
+ * and latest.md. `--only` also takes a part of a scenario that runs alone (front-door-tmpfs, resync-memory, resync-1g, link-bound, link-bound-paced). The benchmark reports; it never fails on a figure (only when something breaks).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +15,7 @@ import { folding } from './scenarios/folding.ts';
 import { frontDoor, frontDoorOnTmpfs } from './scenarios/front-door.ts';
 import { memory } from './scenarios/memory.ts';
 import { recovery } from './scenarios/recovery.ts';
-import { linkBoundAlone, replication } from './scenarios/replication.ts';
+import { linkBoundAlone, linkBoundPaced, replication } from './scenarios/replication.ts';
 import { resync } from './scenarios/resync.ts';
 import { resyncOfOneGib } from './scenarios/resync-1g.ts';
 import { memoryWhileAway } from './scenarios/resync-memory.ts';
@@ -38,6 +38,7 @@ const parts: Record<string, (context: BenchContext) => Promise<void>> = {
   'resync-memory': memoryWhileAway,
   'resync-1g': resyncOfOneGib,
   'link-bound': linkBoundAlone,
+  'link-bound-paced': linkBoundPaced,
 };
 const runnable = { ...scenarios, ...parts };
 

@@ -202,12 +202,7 @@ export class PrimaryNode {
       },
     });
     this.pacer = config.pacing
-      ? new WritePacer(
-          config.pacing,
-          this.clock,
-          () => this.core.status(this.clock.now()).secondaries,
-          logger,
-        )
+      ? new WritePacer(config.pacing, this.clock, () => this.core.status(this.clock.now()), logger)
       : null;
     this.sources = new SourceApi({
       configured: config.volumes,

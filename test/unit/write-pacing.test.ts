@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { ConfigError, CyclerepError } from '../../src/core/errors.ts';
 import {
+  AdmissionQueue,
   LinkRate,
   lookAheadLagSeconds,
   type PacingConfig,
@@ -63,7 +64,11 @@ test('the lag looks ahead: what a secondary has not stored, at the most its link
   // A young backlog: its oldest write is 1 s old, but 90 MiB at 12 MiB/s is 7.5 s of link time.
   const backlogged = { name: 'dr1', lagSeconds: 1, lagBytes: 90 * mib, bytesPerSecond: 12 * mib };
   assert.equal(lookAheadLagSeconds(backlogged), 7.5);
-  assert.equal(pacingDecision(config, [backlogged]).delayMs, 50);
+  assert.equal(
+    pacingDecision(config, [backlogged]).admitBytesPerSecond,
+    12 * mib,
+    'halfway: what the link ships',
+  );
   assert.equal(lookAheadLagSeconds({ ...backlogged, lagSeconds: 9 }), 9, 'an older write counts if older');
   assert.equal(
     lookAheadLagSeconds({ ...backlogged, bytesPerSecond: null }),
@@ -72,7 +77,7 @@ test('the lag looks ahead: what a secondary has not stored, at the most its link
   );
 });
 
-test("a link's rate is the highest 1-s rate of the last minute: a link waiting for writes is not a slow one", () => {
+test("a link's rate is the highest 5-s rate of the last minute: a link waiting for writes is not a slow one", () => {
   const rate = new LinkRate();
   let shipped = 0;
   /** Ships `bytesPerSample` every 100 ms from `fromMs` through `toMs`. */
@@ -86,13 +91,18 @@ test("a link's rate is the highest 1-s rate of the last minute: a link waiting f
   assert.equal(rate.bytesPerSecond(), null, 'one sample says nothing');
   const near = (actual: number | null, expected: number) =>
     assert.ok(Math.abs((actual ?? 0) - expected) < 0.01 * mib, `${actual} is not about ${expected}`);
-  // 3 s at 12 MiB/s (a busy link), then 20 s at 1 MiB/s (few writes).
-  ship(100, 3000, 1.2 * mib);
-  near(rate.bytesPerSecond(), 12 * mib);
-  ship(3100, 23_000, 0.1 * mib);
-  near(rate.bytesPerSecond(), 12 * mib);
-  // A minute later the busy peak is forgotten.
-  ship(23_100, 70_000, 0.1 * mib);
+  // A burst into the buffers: 4 MiB in the first 200 ms, then 12 MiB/s (a busy link) up to 6 s.
+  ship(100, 200, 2 * mib);
+  assert.equal(rate.bytesPerSecond(), null, 'under 5 s observed: unknown, the burst is no rate');
+  ship(300, 12_000, 1.2 * mib);
+  // The burst spread over a 5-s window adds at most its excess / 5 to the link's 12 MiB/s.
+  const peak = rate.bytesPerSecond() ?? 0;
+  assert.ok(peak >= 12 * mib && peak <= 12 * mib + (3.6 * mib) / 5 + 1, String(peak / mib));
+  // 20 s at 1 MiB/s (few writes): the busy peak is remembered.
+  ship(12_100, 32_000, 0.1 * mib);
+  assert.ok((rate.bytesPerSecond() ?? 0) > 12 * mib);
+  // A minute later it is forgotten.
+  ship(32_100, 100_000, 0.1 * mib);
   near(rate.bytesPerSecond(), mib);
 });
 
@@ -139,10 +149,9 @@ interface Link {
   mode: 'streaming' | 'journal' | 'tracking' | 'resync';
   lagSeconds: number;
   lagBytes: number;
-  shippedBytes: number;
 }
 
-/** A link that ships nothing and holds no backlog: only the age of its oldest write counts. */
+/** A link that holds no backlog: only the age of its oldest write counts. */
 function link(name: string, lagSeconds: number, state: Partial<Pick<Link, 'link' | 'mode'>> = {}): Link {
   return {
     name,
@@ -150,7 +159,6 @@ function link(name: string, lagSeconds: number, state: Partial<Pick<Link, 'link'
     mode: state.mode ?? 'streaming',
     lagSeconds,
     lagBytes: 0,
-    shippedBytes: 0,
   };
 }
 
@@ -161,12 +169,13 @@ function pacerWith(links: Link[], clock = new ManualClock()) {
     format: 'json',
     write: (line) => logged.push(JSON.parse(line)),
   });
-  return { pacer: new WritePacer(config, clock, () => links, logger), clock, links, logged };
+  const group = { writtenBytes: 0, secondaries: links };
+  return { pacer: new WritePacer(config, clock, () => group, logger), clock, links, group, logged };
 }
 
 test('a write waits out the delay before it goes on, and the status counts it', async () => {
   const { pacer, clock } = pacerWith([link('dr1', 7.5)]);
-  const gate = pacer.beforeWrite();
+  const gate = pacer.beforeWrite(4096);
   assert.ok(gate, 'a lagging secondary delays the write');
   let through = false;
   void gate.then(() => (through = true));
@@ -192,42 +201,83 @@ test('secondaries that are away, connecting or resyncing are not waited for', ()
     link('copying', far, { mode: 'resync' }),
     link('keeping-up', 1),
   ]);
-  assert.equal(pacer.beforeWrite(), null);
+  assert.equal(pacer.beforeWrite(4096), null);
   assert.equal(pacer.status().pacedBy, 'keeping-up');
 });
 
-test("the pacer measures each link's rate from its shipped bytes and paces on the backlog", () => {
-  const busy = { ...link('dr1', 0.5), lagBytes: 0, shippedBytes: 0 };
-  const { pacer, clock } = pacerWith([busy]);
-  // 2 s shipping 12 MiB/s while the backlog is small: no delay.
-  for (let ms = 0; ms < 2000; ms += pacingSampleMs) {
-    busy.shippedBytes += 1.2 * mib;
+test("with the link's rate known, writes are let in at 1.5 x it at the start of the band, 1 x halfway, 0.5 x at the bound, less beyond", () => {
+  const rateAt = (lagSeconds: number) =>
+    pacingDecision(config, [{ name: 'dr1', lagSeconds, lagBytes: 0, bytesPerSecond: 10 * mib }]);
+  assert.equal(rateAt(5).admitBytesPerSecond, null, 'at the start: no limit yet');
+  assert.ok(Math.abs((rateAt(5.001).admitBytesPerSecond ?? 0) - 15 * mib) < 0.01 * mib);
+  assert.equal(rateAt(7.5).admitBytesPerSecond, 10 * mib);
+  assert.equal(rateAt(10).admitBytesPerSecond, 5 * mib, 'at the bound: half');
+  assert.ok(
+    Math.abs((rateAt(11).admitBytesPerSecond ?? 0) - 3 * mib) < 1,
+    'beyond: less, so that the backlog drains faster',
+  );
+  assert.equal(
+    rateAt(60).admitBytesPerSecond,
+    2.5 * mib,
+    'never below a quarter (each wait at most delayMsMax)',
+  );
+  assert.equal(rateAt(7.5).delayMs, 0, 'no fixed delay while the rate is known');
+});
+
+test('writes wait their turn at the admission rate, each at most delayMsMax; no credit builds up', () => {
+  const queue = new AdmissionQueue();
+  const rate = mib; // 1 MiB/s: 256 KiB take 250 ms
+  assert.equal(queue.admit(0, 256 * 1024, rate, 1000), 0, 'the first goes at once');
+  assert.equal(queue.admit(0, 256 * 1024, rate, 1000), 250);
+  assert.equal(queue.admit(100, 256 * 1024, rate, 1000), 400);
+  assert.equal(queue.waitMs(100, 1000), 650);
+  for (let index = 0; index < 10; index++) queue.admit(100, 256 * 1024, rate, 1000);
+  assert.equal(queue.admit(100, 256 * 1024, rate, 1000), 1000, 'at most delayMsMax, however many are ahead');
+  assert.equal(queue.waitMs(100, 1000), 1000);
+  // Idle for a while: the next write goes at once, and the one after waits its own turn only.
+  assert.equal(queue.admit(60_000, 256 * 1024, rate, 1000), 0);
+  assert.equal(queue.admit(60_000, 256 * 1024, rate, 1000), 250);
+  queue.reset();
+  assert.equal(queue.admit(60_000, 256 * 1024, rate, 1000), 0, 'reset: at once');
+});
+
+test('the pacer measures what each secondary stores, end to end, and lets writes in at that rate', () => {
+  const busy = link('dr1', 0.5);
+  const { pacer, clock, group } = pacerWith([busy]);
+  // 6 s in which the secondary stores 12 MiB/s and keeps 6 MiB behind: no delay.
+  for (let ms = 0; ms < 6000; ms += pacingSampleMs) {
+    group.writtenBytes += 1.2 * mib;
     busy.lagBytes = 6 * mib;
-    assert.equal(pacer.beforeWrite(), null);
+    assert.equal(pacer.beforeWrite(256 * 1024), null);
     clock.advance(pacingSampleMs);
   }
-  // Writers outrun the link: 96 MiB not stored is 8 s of link time, though the oldest write is young.
-  busy.shippedBytes += 1.2 * mib;
-  busy.lagBytes = 96 * mib;
-  assert.ok(pacer.beforeWrite());
+  // Writers outrun the link: 90 MiB not stored is 7.5 s of link time, though the oldest write is young.
+  group.writtenBytes += 84 * mib + 1.2 * mib;
+  busy.lagBytes = 90 * mib;
+  assert.equal(pacer.beforeWrite(1.2 * mib), null, 'the first write of the episode goes at once');
   const status = pacer.status();
-  assert.ok(Math.abs(status.lagSeconds - 8) < 0.1, String(status.lagSeconds));
-  assert.ok(Math.abs(status.delayMs - 60) <= 1, String(status.delayMs));
+  assert.ok(Math.abs(status.lagSeconds - 7.5) < 0.1, String(status.lagSeconds));
+  assert.ok(
+    Math.abs((status.admitBytesPerSecond ?? 0) - 12 * mib) < 0.05 * mib,
+    String(status.admitBytesPerSecond),
+  );
+  assert.ok(Math.abs(status.delayMs - 100) <= 1, `the next waits 1.2 MiB at 12 MiB/s: ${status.delayMs} ms`);
+  assert.ok(pacer.beforeWrite(4096), 'and is delayed');
 });
 
 test('the lag is read again at most every pacingSampleMs, on the write path', () => {
   const { pacer, clock, links } = pacerWith([link('dr1', 0)]);
-  assert.equal(pacer.beforeWrite(), null);
+  assert.equal(pacer.beforeWrite(4096), null);
   (links[0] as Link).lagSeconds = 10;
   clock.advance(pacingSampleMs - 1);
-  assert.equal(pacer.beforeWrite(), null, 'the sample taken 99 ms ago still holds');
+  assert.equal(pacer.beforeWrite(4096), null, 'the sample taken 99 ms ago still holds');
   clock.advance(1);
-  assert.ok(pacer.beforeWrite(), 'read again after 100 ms');
+  assert.ok(pacer.beforeWrite(4096), 'read again after 100 ms');
 });
 
 test('waiting writes are refused by rejectAll and never go on; their timers are cancelled', async () => {
   const { pacer, clock } = pacerWith([link('dr1', 10)]);
-  const gates = [pacer.beforeWrite(), pacer.beforeWrite()];
+  const gates = [pacer.beforeWrite(4096), pacer.beforeWrite(4096)];
   const refusal = new Error('stopping');
   pacer.rejectAll(refusal);
   for (const gate of gates) await assert.rejects(gate as Promise<void>, refusal);
@@ -238,9 +288,9 @@ test('waiting writes are refused by rejectAll and never go on; their timers are 
 
 test(`past ${writesDelayedMax} waiting writes a write goes through undelayed, counted: pacing never refuses`, () => {
   const { pacer, clock, logged } = pacerWith([link('dr1', 10)]);
-  for (let index = 0; index < writesDelayedMax; index++) assert.ok(pacer.beforeWrite());
-  assert.equal(pacer.beforeWrite(), null);
-  assert.equal(pacer.beforeWrite(), null);
+  for (let index = 0; index < writesDelayedMax; index++) assert.ok(pacer.beforeWrite(4096));
+  assert.equal(pacer.beforeWrite(4096), null);
+  assert.equal(pacer.beforeWrite(4096), null);
   assert.equal(pacer.status().writesWaiting, writesDelayedMax);
   assert.equal(pacer.status().writesUndelayed, 2, 'status says pacing was bypassed');
   assert.equal(
@@ -249,7 +299,7 @@ test(`past ${writesDelayedMax} waiting writes a write goes through undelayed, co
     'logged once',
   );
   clock.advance(100);
-  assert.ok(pacer.beforeWrite(), 'delayed again once the waiting ones went on');
+  assert.ok(pacer.beforeWrite(4096), 'delayed again once the waiting ones went on');
 });
 
 test('pacing logs an episode once, however the lag saw-tooths across its start; it ends after a quiet spell', () => {
@@ -257,9 +307,9 @@ test('pacing logs an episode once, however the lag saw-tooths across its start; 
   const lagThen = (lagSeconds: number, ms: number) => {
     (links[0] as Link).lagSeconds = lagSeconds;
     clock.advance(ms);
-    pacer.beforeWrite();
+    pacer.beforeWrite(4096);
   };
-  pacer.beforeWrite();
+  pacer.beforeWrite(4096);
   lagThen(12, pacingSampleMs);
   lagThen(12, pacingSampleMs);
   // A cycle stored, then the lag grows again, ten times.

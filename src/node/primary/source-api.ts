@@ -36,7 +36,7 @@ export interface SourceApiParts {
   clock: Clock;
   journalRoom: JournalRoom;
   /** Delays new writes while a secondary lags (config `pacing`); null without pacing. */
-  pacer: { beforeWrite(): Promise<void> | null } | null;
+  pacer: { beforeWrite(bytes: number): Promise<void> | null } | null;
   writeBack: WriteBack;
   /** Reads the blocks of journal records back (the index keeps references, not bytes). */
   readJournaled: (pieces: JournalPiece[]) => Promise<Uint8Array>;
@@ -75,7 +75,8 @@ export class SourceApi {
       const volume = this.volumeId(index);
       this.checkRange(volume, offset, length);
       const blockBytes = this.parts.shape.blockBytes;
-      const delayOver = this.pacingDelay();
+      // No payload: it waits its turn, and takes none of the link's time.
+      const delayOver = this.pacingDelay(0);
       const submitted = this.submit(volume, offset / blockBytes, length / blockBytes, null, delayOver);
       return this.timed(submitted, (seconds) => this.parts.metrics.observeWrite(seconds));
     });
@@ -187,7 +188,7 @@ export class SourceApi {
     // counts: a small NBD write is a view into a socket chunk many times its size.
     const keep = handedOver && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
     // One pacing delay per source write, whatever its size; the bytes are copied before it, in the call.
-    const delayOver = this.pacingDelay();
+    const delayOver = this.pacingDelay(data.length);
     // One journal record carries at most packetBytesMax; a longer write is several, acknowledged together.
     const parts: Promise<CycleNumber>[] = [];
     for (let done = 0; done < data.length; done += limits.packetBytesMax) {
@@ -267,8 +268,8 @@ export class SourceApi {
     );
   }
 
-  private pacingDelay(): Promise<void> | null {
-    return this.parts.pacer?.beforeWrite() ?? null;
+  private pacingDelay(bytes: number): Promise<void> | null {
+    return this.parts.pacer?.beforeWrite(bytes) ?? null;
   }
 
   /**

@@ -11,6 +11,7 @@
  */
 import type { SecondaryStatus } from '../../core/primary-group.ts';
 import {
+  AdmissionQueue,
   checkPacingConfig,
   LinkRate,
   type PacingConfig,
@@ -32,6 +33,8 @@ export const pacingQuietMs = 5000;
 export interface PacingStatus extends PacingConfig {
   /** The delay a write arriving now waits, in ms. */
   delayMs: number;
+  /** The rate writes are let in at while pacing acts (null: no limit, or the link's rate is unknown). */
+  admitBytesPerSecond: number | null;
   pacedBy: string | null;
   /** The lag pacing acts on: the larger of the oldest unstored write's age and the backlog's shipping time. */
   lagSeconds: number;
@@ -49,7 +52,13 @@ interface DelayedWrite {
   reject: (error: Error) => void;
 }
 
-type LinkView = Pick<SecondaryStatus, 'name' | 'link' | 'mode' | 'lagSeconds' | 'lagBytes' | 'shippedBytes'>;
+type LinkView = Pick<SecondaryStatus, 'name' | 'link' | 'mode' | 'lagSeconds' | 'lagBytes'>;
+
+/** The group as pacing reads it: bytes the sources wrote in all, and each secondary. */
+export interface PacedGroup {
+  writtenBytes: number;
+  secondaries: readonly LinkView[];
+}
 
 /** What is logged once per episode (from the first delay until pacingQuietMs without one). */
 interface Episode {
@@ -59,7 +68,14 @@ interface Episode {
 }
 
 export class WritePacer {
-  private decision: PacingDecision = { delayMs: 0, pacedBy: null, lagSeconds: 0, saturated: false };
+  private decision: PacingDecision = {
+    admitBytesPerSecond: null,
+    delayMs: 0,
+    pacedBy: null,
+    lagSeconds: 0,
+    saturated: false,
+  };
+  private readonly queue = new AdmissionQueue();
   private sampledAtMs = Number.NEGATIVE_INFINITY;
   private readonly delayed = new Set<DelayedWrite>();
   private readonly rates = new Map<string, LinkRate>();
@@ -72,27 +88,32 @@ export class WritePacer {
     private readonly config: PacingConfig,
     private readonly clock: Clock,
     /** The secondaries as the group sees them now. */
-    private readonly links: () => readonly LinkView[],
+    private readonly group: () => PacedGroup,
     private readonly logger: Logger,
   ) {
     checkPacingConfig(config);
   }
 
   /**
-   * Null when a write may go on at once; else a promise that resolves after the delay (or rejects
-   * when the waiting writes are refused). Called once per source write, whatever its size.
+   * Null when a write of `bytes` may go on at once; else a promise that resolves after its delay
+   * (or rejects when the waiting writes are refused). Called once per source write.
    */
-  beforeWrite(): Promise<void> | null {
-    const { delayMs } = this.sample();
-    if (delayMs <= 0) return null;
+  beforeWrite(bytes: number): Promise<void> | null {
+    const decision = this.sample();
+    if (!acting(decision)) {
+      this.queue.reset();
+      return null;
+    }
     if (this.delayed.size >= writesDelayedMax) {
       this.writesUndelayed++;
       if (this.episode && !this.episode.undelayedLogged) {
         this.episode.undelayedLogged = true;
-        this.logger.warn('pacing-writes-waiting-max', { writesDelayedMax, delayMs });
+        this.logger.warn('pacing-writes-waiting-max', { writesDelayedMax });
       }
       return null;
     }
+    const delayMs = this.delayOf(decision, bytes);
+    if (delayMs < 1) return null;
     return new Promise<void>((resolve, reject) => {
       const write: DelayedWrite = {
         timer: this.clock.after(delayMs, () => {
@@ -119,9 +140,14 @@ export class WritePacer {
 
   status(): PacingStatus {
     const decision = this.sample();
+    const delayMs =
+      decision.admitBytesPerSecond === null
+        ? decision.delayMs
+        : this.queue.waitMs(this.clock.now(), this.config.delayMsMax);
     return {
       ...this.config,
       ...decision,
+      delayMs,
       writesDelayed: this.writesDelayed,
       writesWaiting: this.delayed.size,
       delaySeconds: this.delayMsTotal / 1000,
@@ -134,15 +160,24 @@ export class WritePacer {
     if (nowMs - this.sampledAtMs < pacingSampleMs) return this.decision;
     this.sampledAtMs = nowMs;
     const paced = [];
-    for (const link of this.links()) {
+    const { writtenBytes, secondaries } = this.group();
+    for (const link of secondaries) {
       const rate = this.rateOf(link.name);
-      rate.record(nowMs, link.shippedBytes);
+      // What it stored of the writes, end to end: not the bytes handed to a socket, which its
+      // buffers take faster than the link carries them.
+      rate.record(nowMs, writtenBytes - link.lagBytes);
       if (link.link !== 'streaming' || link.mode !== 'streaming') continue;
       paced.push({ ...link, bytesPerSecond: rate.bytesPerSecond() });
     }
     this.decision = pacingDecision(this.config, paced);
     this.logEpisode(nowMs, this.decision);
     return this.decision;
+  }
+
+  /** A write's wait: its turn at the admission rate, or the fixed delay while the link's rate is unknown. */
+  private delayOf(decision: PacingDecision, bytes: number): number {
+    if (decision.admitBytesPerSecond === null) return decision.delayMs;
+    return this.queue.admit(this.clock.now(), bytes, decision.admitBytesPerSecond, this.config.delayMsMax);
   }
 
   private rateOf(name: string): LinkRate {
@@ -163,10 +198,11 @@ export class WritePacer {
     const fields = () => ({
       secondary: decision.pacedBy,
       lagSeconds: Number(decision.lagSeconds.toFixed(3)),
-      delayMs: decision.delayMs,
+      admitBytesPerSecond:
+        decision.admitBytesPerSecond === null ? null : Math.round(decision.admitBytesPerSecond),
       lagSecondsMax: this.config.lagSecondsMax,
     });
-    if (decision.delayMs > 0 && !this.episode) {
+    if (acting(decision) && !this.episode) {
       this.episode = { saturatedLogged: false, undelayedLogged: false, quietSinceMs: null };
       this.logger.info('pacing-started', fields());
     }
@@ -176,7 +212,7 @@ export class WritePacer {
       episode.saturatedLogged = true;
       this.logger.warn('pacing-saturated', fields());
     }
-    if (decision.delayMs > 0) {
+    if (acting(decision)) {
       episode.quietSinceMs = null;
       return;
     }
@@ -189,4 +225,9 @@ export class WritePacer {
       delaySeconds: Number((this.delayMsTotal / 1000).toFixed(3)),
     });
   }
+}
+
+/** Pacing acts: writes are let in at a rate, or delayed by a fixed share while the rate is unknown. */
+function acting(decision: PacingDecision): boolean {
+  return decision.admitBytesPerSecond !== null || decision.delayMs > 0;
 }
