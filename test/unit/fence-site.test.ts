@@ -17,9 +17,10 @@ import type { Generation } from '../../src/core/identity.ts';
 import { nbdErrorOf } from '../../src/nbd/connection.ts';
 import { nbdErrors } from '../../src/nbd/protocol.ts';
 import { PrimaryNode } from '../../src/node/primary-node.ts';
-import { type PrimaryFileConfig, validateConfig } from '../../src/ops/config.ts';
+import type { PrimaryFileConfig } from '../../src/ops/config.ts';
 import { createLogger, type Logger } from '../../src/ops/logger.ts';
 import { encodeFrame, FrameDecoder, type HelloFrame } from '../../src/protocol/frames.ts';
+import { standInPrimaryConfig } from './stand-in-secondary.ts';
 
 const directory = mkdtempSync(join(tmpdir(), 'cyclerep-fence-'));
 after(() => rmSync(directory, { recursive: true, force: true }));
@@ -100,20 +101,7 @@ class PromotedListener {
 }
 
 function primaryConfig(port: number): PrimaryFileConfig {
-  return {
-    ...(validateConfig({
-      group: 'fence',
-      role: 'primary',
-      dataDir: join(directory, 'primary'),
-      volumes: [{ name: 'data', size: 1024 * 1024 }],
-      cycle: { intervalMinMs: 20, queuedMax: 64 },
-      tracking: { enabled: false },
-      link: { heartbeatMs: 100, timeoutMs: 2000, reconnectMinMs: 50, reconnectMaxMs: 200 },
-      secondaries: [{ name: 'dr1', address: `127.0.0.1:${port}` }],
-    }) as PrimaryFileConfig),
-    nbd: null,
-    http: null,
-  } as unknown as PrimaryFileConfig;
+  return standInPrimaryConfig('fence', join(directory, 'primary'), port);
 }
 
 function block(fill: number): Uint8Array {

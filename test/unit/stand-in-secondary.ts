@@ -1,6 +1,7 @@
 // A stand-in secondary over TCP on 127.0.0.1 for tests of one PrimaryNode (switchover-restart,
 // write-pacing): enough of the protocol to welcome a primary and answer its cycles.
 import { createServer, type Server, type Socket } from 'node:net';
+import { type PrimaryFileConfig, validateConfig } from '../../src/ops/config.ts';
 import {
   encodeFrame,
   type Frame,
@@ -75,4 +76,31 @@ export class StandInSecondary {
       }
     });
   }
+}
+
+/**
+ * A primary's config for a PrimaryNode started in-process against a stand-in on `port`: fast
+ * cycles and link timings, no tracking, no NBD or HTTP listener; `sections` adds or replaces keys.
+ */
+export function standInPrimaryConfig(
+  group: string,
+  dataDir: string,
+  port: number,
+  sections: Record<string, unknown> = {},
+): PrimaryFileConfig {
+  return {
+    ...(validateConfig({
+      group,
+      role: 'primary',
+      dataDir,
+      volumes: [{ name: 'data', size: 1024 * 1024 }],
+      cycle: { intervalMinMs: 20, queuedMax: 64 },
+      tracking: { enabled: false },
+      link: { heartbeatMs: 100, timeoutMs: 2000, reconnectMinMs: 50, reconnectMaxMs: 200 },
+      secondaries: [{ name: 'dr1', address: `127.0.0.1:${port}` }],
+      ...sections,
+    }) as PrimaryFileConfig),
+    nbd: null,
+    http: null,
+  } as unknown as PrimaryFileConfig;
 }

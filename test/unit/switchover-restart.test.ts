@@ -16,9 +16,9 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { WriteError } from '../../src/core/errors.ts';
 import { PrimaryNode } from '../../src/node/primary-node.ts';
-import { type PrimaryFileConfig, validateConfig } from '../../src/ops/config.ts';
+import type { PrimaryFileConfig } from '../../src/ops/config.ts';
 import { createLogger } from '../../src/ops/logger.ts';
-import { StandInSecondary } from './stand-in-secondary.ts';
+import { StandInSecondary, standInPrimaryConfig } from './stand-in-secondary.ts';
 
 const directory = mkdtempSync(join(tmpdir(), 'cyclerep-switchover-restart-'));
 after(() => rmSync(directory, { recursive: true, force: true }));
@@ -34,20 +34,7 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_00
 }
 
 function primaryConfig(port: number): PrimaryFileConfig {
-  return {
-    ...(validateConfig({
-      group: 'switchover',
-      role: 'primary',
-      dataDir: join(directory, 'primary'),
-      volumes: [{ name: 'data', size: 1024 * 1024 }],
-      cycle: { intervalMinMs: 20, queuedMax: 64 },
-      tracking: { enabled: false },
-      link: { heartbeatMs: 100, timeoutMs: 2000, reconnectMinMs: 50, reconnectMaxMs: 200 },
-      secondaries: [{ name: 'dr1', address: `127.0.0.1:${port}` }],
-    }) as PrimaryFileConfig),
-    nbd: null,
-    http: null,
-  } as unknown as PrimaryFileConfig;
+  return standInPrimaryConfig('switchover', join(directory, 'primary'), port);
 }
 
 function block(fill: number): Uint8Array {

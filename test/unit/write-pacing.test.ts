@@ -29,7 +29,7 @@ import {
 import { PrimaryNode } from '../../src/node/primary-node.ts';
 import { type PrimaryFileConfig, validateConfig } from '../../src/ops/config.ts';
 import { createLogger } from '../../src/ops/logger.ts';
-import { StandInSecondary } from './stand-in-secondary.ts';
+import { StandInSecondary, standInPrimaryConfig } from './stand-in-secondary.ts';
 
 const config: PacingConfig = { lagSecondsMax: 10, delayMsMax: 100, startFraction: 0.5 };
 const quiet = createLogger({ site: 'pacing', format: 'json', write: () => {} });
@@ -391,21 +391,10 @@ test('a primary whose secondary stores nothing delays its writes, copies them in
   secondary.storing = false;
   const port = await secondary.listen();
   t.after(() => secondary.close());
-  const primaryConfig = {
-    ...(validateConfig({
-      group: 'pacing',
-      role: 'primary',
-      dataDir: join(directory, 'primary'),
-      volumes: [{ name: 'data', size: 4 * 1024 * 1024 }],
-      cycle: { intervalMinMs: 20, queuedMax: 64 },
-      pacing: { lagSecondsMax: 0.4, delayMsMax: 3000 },
-      tracking: { enabled: false },
-      link: { heartbeatMs: 100, timeoutMs: 2000, reconnectMinMs: 50, reconnectMaxMs: 200 },
-      secondaries: [{ name: 'dr1', address: `127.0.0.1:${port}` }],
-    }) as PrimaryFileConfig),
-    nbd: null,
-    http: null,
-  } as unknown as PrimaryFileConfig;
+  const primaryConfig = standInPrimaryConfig('pacing', join(directory, 'primary'), port, {
+    volumes: [{ name: 'data', size: 4 * 1024 * 1024 }],
+    pacing: { lagSecondsMax: 0.4, delayMsMax: 3000 },
+  });
   const primary = await PrimaryNode.start(primaryConfig, quiet, (error) => assert.fail(error));
   let stopped = false;
   t.after(() => (stopped ? undefined : primary.stop()));
