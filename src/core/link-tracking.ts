@@ -157,7 +157,12 @@ export class LinkTracking {
    * Folds the closed cycles the link has not stored into the bitmap and saves it; the journal may
    * pass the link once the save is durable. `cycleFold` gives one closed cycle's content.
    */
-  track(stored: CycleNumber, closed: CycleNumber, cycleFold: (cycle: CycleNumber) => FoldIndex): void {
+  track(
+    stored: CycleNumber,
+    closed: CycleNumber,
+    collected: CycleNumber,
+    cycleFold: (cycle: CycleNumber) => FoldIndex,
+  ): void {
     if (this.copy) return;
     if (!this.blocks) {
       this.blocks = new ChangedBlocks(this.config.chunkBlocks, this.volumeBlockCounts());
@@ -170,6 +175,13 @@ export class LinkTracking {
       // Cycles through+1..stored are at the secondary (stored in a resync), not in the bitmap: a
       // secondary below `stored` (wiped since) is no longer covered by it (sim seed 1872).
       this.base = Math.max(this.base, stored);
+    }
+    if (Math.max(stored, this.through) < collected) {
+      // The journal no longer holds the cycles after what the secondary stored (a wiped secondary
+      // back after collection): their folds are empty, so only every chunk covers them (seed 23111).
+      this.log('warn', 'resync-full', { stored, base: this.base, through: this.through, collected });
+      blocks.markAll();
+      this.through = collected;
     }
     for (let cycle = Math.max(stored, this.through) + 1; cycle <= closed; cycle++) {
       cycleFold(cycle).forEachBlock((volume, block) => blocks.markBlocks(volume, block, 1));

@@ -424,7 +424,7 @@ export class PrimaryGroup implements CycleStore {
           `the journal holds ${this.journalBytesHeld()} bytes, at least ${tracking.journalBytesHigh}, and this secondary holds its floor (stored ${link.stored}): it switches to tracking and resyncs`,
         );
       }
-      link.tracking.track(link.stored, this.closed, (cycle) => this.entry(cycle).fold);
+      link.tracking.track(link.stored, this.closed, this.collected, (cycle) => this.entry(cycle).fold);
     }
   }
 

@@ -221,6 +221,14 @@ const regressions: {
     found:
       "a secondary's durable-watermark frame failed on a full disk; no append waited for it, so the site ran on for seconds with a dead journal and failed only at its next append",
   },
+  {
+    seed: 23111,
+    faults: [0, 2],
+    roleChanges: true,
+    inPlace: true,
+    found:
+      'a secondary wiped while the primary was down came back below the journal floor and was switched to tracking at once: the bitmap began at its stored number 0 and folded only cycles still in the journal, so its resync skipped blocks written only in collected cycles',
+  },
 ];
 
 /**

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ChangedBlocks } from '../../src/core/changed-blocks.ts';
+import { FoldIndex } from '../../src/core/fold.ts';
 import { LinkTracking, type TrackingRequest, trackingNever } from '../../src/core/link-tracking.ts';
 import type { Extent } from '../../src/core/types.ts';
 import { blockBytes, dataExtent, Harness, primaryConfig, shape } from './fixtures.ts';
@@ -390,4 +391,38 @@ test('a resync whose link failed while a cycle switch waited for its copy reads 
   const status = harness.primary.status(harness.nowMs).secondaries[0];
   assert.equal(status?.mode, 'streaming', `the resync ended (${status?.resyncBytesLeft} bytes left)`);
   assert.deepEqual(harness.volumes[0], harness.primaryImage, 'converged byte for byte');
+});
+
+test('a link switched to tracking below the journal floor (stored 0 from a wiped secondary, cycles 1..11 collected) marks every chunk: the folds of collected cycles are empty', () => {
+  const requests: TrackingRequest[] = [];
+  const tracking = new LinkTracking('dr1', shape, smallTracking, {
+    push: (request) => requests.push(request),
+  });
+  const collected = 11;
+  // Only cycles the journal still holds have content: one block each of volume 1.
+  const cycleFold = (cycle: number): FoldIndex => {
+    const fold = new FoldIndex(blockBytes);
+    if (cycle > collected) fold.add(dataExtent(1, cycle - collected, 1, cycle));
+    return fold;
+  };
+  tracking.track(0, 21, collected, cycleFold);
+  const everyChunk = new ChangedBlocks(smallTracking.chunkBlocks, [64, 16]);
+  everyChunk.markAll();
+  assert.equal(
+    tracking.progress(0).bytesLeft,
+    everyChunk.chunkCount * smallTracking.chunkBlocks * blockBytes,
+    'every chunk of both volumes is marked',
+  );
+  const saved = requests.find((request) => request.type === 'tracking-save');
+  assert.equal(
+    saved?.type === 'tracking-save' && saved.state.through,
+    21,
+    'the bitmap covers through cycle 21',
+  );
+  assert.ok(tracking.startSession(0, 0, collected, 0), 'the session resyncs');
+  // The second connection's welcome (stored 0 again) finds the bitmap, not below its base.
+  assert.equal(
+    tracking.progress(0).bytesLeft,
+    everyChunk.chunkCount * smallTracking.chunkBlocks * blockBytes,
+  );
 });

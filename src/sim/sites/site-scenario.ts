@@ -158,7 +158,7 @@ export function drawSiteScenario(seed: number, keepFaults?: readonly number[]): 
       ...(diskFaultsEnabled()
         ? drawDiskFaults(new Random(seed ^ 0xd15cfa17), faultPhaseMs, secondaries)
         : []),
-      // Not yet by default either: a primary crash during an initial sync still breaks the cut (seed 54).
+      // Drawn apart and listed last too (SIM_WIPES=0 leaves them out).
       ...(wipesEnabled() ? drawWipes(new Random(seed ^ 0x3e1f), faultPhaseMs, secondaries) : []),
     ].filter((_, index) => keepFaults === undefined || keepFaults.includes(index)),
     roleChange: null,
