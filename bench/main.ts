@@ -2,6 +2,7 @@
  * `npm run bench [-- --quick] [--only name,...]`: every scenario runs cyclerep and its baseline in
  * the same run, prints its tables as it goes, and the run ends by writing bench/results/latest.json
  * and latest.md. `--only` also takes a part of a scenario that runs alone (front-door-tmpfs, resync-memory, resync-1g, link-bound, link-bound-paced). The benchmark reports; it never fails on a figure (only when something breaks).
+ * BENCH_SAMPLES_DIR=dir keeps the shaped-link rows' status samples there, one JSON line per 100 ms.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

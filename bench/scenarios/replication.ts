@@ -4,10 +4,12 @@
  * through a site link shaped to 1 Gbit/s (and to 100 Mbit/s, where the link surely is the
  * bottleneck). Lag is sampled from /status every 100 ms.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { type BenchContext, gib, mib } from '../lib/context.ts';
 import { runFio, sequentialWrites } from '../lib/fio.ts';
 import { percentile } from '../lib/report.ts';
-import { sampleStatus } from '../lib/sampler.ts';
+import { type StatusSample, sampleStatus } from '../lib/sampler.ts';
 import { CyclerepSites } from '../lib/servers.ts';
 
 export async function replication(context: BenchContext): Promise<void> {
@@ -224,6 +226,7 @@ async function linkBoundRow(
     await sites.idle();
     const drain = (performance.now() - drainStarted) / 1000;
     const key = `linkBound.${row.bitsPerSecond}${row.pacing ? '.paced' : ''}${row.compressPercentage !== undefined ? `.compressible${row.compression ? '.compressed' : ''}` : ''}`;
+    writeLagSamples(key, samples, started);
     context.report.figure(`${key}.fractionOfCapacity`, onWire / elapsed / capacity);
     context.report.figure(`${key}.blockDataMiBPerSecond`, blockData / mib / elapsed);
     context.report.figure(`${key}.lagSecondsMax`, Math.max(0, ...lagSeconds));
@@ -244,6 +247,31 @@ async function linkBoundRow(
   } finally {
     await sites.stop();
   }
+}
+
+/**
+ * With BENCH_SAMPLES_DIR set, a row's status samples (every 100 ms) go to `<dir>/<key>.jsonl`:
+ * the lag, the backlog and what pacing decided, to see how a control behaves over a run.
+ */
+function writeLagSamples(key: string, samples: readonly StatusSample[], startedMs: number): void {
+  const dir = process.env.BENCH_SAMPLES_DIR;
+  if (!dir) return;
+  const lines = samples.map(({ atMs, status }) => {
+    const secondary = status.secondaries[0];
+    return JSON.stringify({
+      ms: Math.round(atMs - startedMs),
+      writtenMiB: status.writtenBytes / mib,
+      closed: status.closed,
+      stored: secondary?.stored,
+      lagSeconds: secondary?.lagSeconds,
+      lagMiB: (secondary?.lagBytes ?? 0) / mib,
+      pacingLagSeconds: status.pacing?.lagSeconds,
+      admitMiBPerSecond: status.pacing?.admitBytesPerSecond ? status.pacing.admitBytesPerSecond / mib : null,
+      delayMs: status.pacing?.delayMs,
+    });
+  });
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${key}.jsonl`), `${lines.join('\n')}\n`);
 }
 
 async function measureFrontDoor(context: BenchContext, sizeBytes: number): Promise<number> {

@@ -5,17 +5,17 @@
  * most a bounded delay, never by stalling them. Pure: the node samples the links and applies the delay.
  *
  * The lag pacing acts on looks ahead: the larger of the age of the oldest write a secondary has not
- * stored and the time its link needs to ship what it has not stored at the most it shipped lately.
+ * stored and the time it needs to store what it has not stored at the rate it stores (LinkRate).
  * The age alone reacts too late: by the time the oldest write is old, writers faster than the link
  * have queued many seconds of link time behind it, and the lag goes on growing while that drains
  * (measured: a 5 s bound passed by 9 s at a 100 Mbit/s link). The backlog over the link's rate
  * says at once what a write made now will wait.
  *
- * Past `startFraction` of the bound, writes are let in at a rate set from the link's: 1.5 x what it
- * ships at the start, what it ships halfway to the bound, half of it at the bound, a quarter
- * further beyond (admitShare). The
- * backlog then shrinks past the middle and grows below it, so the lag settles at the middle of the
- * band, without swinging: the rate follows the lag linearly. (A first version delayed each write
+ * Past `startFraction` of the bound, writes are let in at a rate set from the secondary's: 1.5 x
+ * what it stores at the start, what it stores halfway to the bound, half of it at the bound, a
+ * quarter further beyond, and more than 1.5 x below the band while an episode lasts (admitShare).
+ * The backlog then shrinks past the middle and grows below it, so the lag settles at the middle of
+ * the band, without swinging: the rate follows the lag linearly. (A first version delayed each write
  * by a share of delayMsMax proportional to the lag: the rate of writers that wait for their
  * answers goes as 1 / (delay + latency), steepest at small delays, and the lag swung past the bound
  * in the benchmark.) Each write waits for its turn, at most `delayMsMax`, because a longer wait
@@ -24,7 +24,6 @@
  * the delay is the share of delayMsMax that the lag has reached of the band.
  */
 import { assert } from './assert.ts';
-import { ProgressRate } from './progress-rate.ts';
 
 export interface PacingConfig {
   /** The lag, in seconds, that pacing keeps below. */
@@ -42,7 +41,7 @@ export interface PacedLink {
   lagSeconds: number;
   /** Bytes written that it has not stored, the capture cycle's included. */
   lagBytes: number;
-  /** The most its link shipped per second lately (LinkRate), or null while unknown. */
+  /** What it stores per second of busy time (LinkRate), or null while unknown. */
   bytesPerSecond: number | null;
 }
 
@@ -75,7 +74,12 @@ export function lookAheadLagSeconds(link: PacedLink): number {
 }
 
 /** The delay for a write arriving while `links` (the connected, streaming secondaries) lag as given. */
-export function pacingDecision(config: PacingConfig, links: readonly PacedLink[]): PacingDecision {
+export function pacingDecision(
+  config: PacingConfig,
+  links: readonly PacedLink[],
+  /** Pacing acted moments ago (an episode goes on): below the band writes are still let in at a rate. */
+  episode = false,
+): PacingDecision {
   let furthest: PacedLink | null = null;
   let lagSeconds = 0;
   for (const link of links) {
@@ -90,8 +94,9 @@ export function pacingDecision(config: PacingConfig, links: readonly PacedLink[]
   const share = Math.min(1, Math.max(0, over));
   const rate = furthest?.bytesPerSecond ?? null;
   const pacing = furthest !== null && over > 0;
+  const admitting = furthest !== null && (over > 0 || episode) && rate !== null && rate > 0;
   return {
-    admitBytesPerSecond: pacing && rate !== null && rate > 0 ? rate * admitShare(over) : null,
+    admitBytesPerSecond: admitting ? rate * admitShare(over) : null,
     // Whole ms: timers do not wait less than 1 ms, and the delay added is counted as waited.
     delayMs: pacing && (rate === null || rate <= 0) ? Math.round(share * config.delayMsMax) : 0,
     pacedBy: furthest?.name ?? null,
@@ -103,7 +108,11 @@ export function pacingDecision(config: PacingConfig, links: readonly PacedLink[]
 /**
  * The share of the link's rate writes are let in at, `over` the way from the start of the band to
  * the bound: 1.5 at the start, 1 halfway, 0.5 at the bound, and less beyond, down to a quarter,
- * so that a backlog past the bound drains faster than one inside it.
+ * so that a backlog past the bound drains faster than one inside it. Below the band while an
+ * episode goes on, more: 2.5 x with no lag at all (with startFraction 0.5). Letting writes in
+ * without a limit there made the lag swing past the bound in the benchmark: each time the
+ * saw-tooth of stored cycles dipped below the band, writers at 80 MiB/s put seconds of link time
+ * into one cycle.
  */
 function admitShare(over: number): number {
   return Math.max(0.25, 1.5 - over);
@@ -138,54 +147,75 @@ export class AdmissionQueue {
 }
 
 /**
- * The stored rate is measured over this window: several cycles, since it grows a cycle at a time.
- * (A first version measured the bytes handed to the link's sockets over 1 s: their buffers take
- * megabytes faster than the link carries them, the rate read about twice the link's, and the lag
- * settled near twice the bound in the benchmark.)
+ * The stored rate is measured over this much time during which the link was busy: many cycles,
+ * since stored bytes grow a whole cycle at a time (a window of W seconds is off by at most one
+ * cycle's bytes / W). Earlier versions, measured in the benchmark: the bytes handed to the link's
+ * sockets over 1 s read about twice the link's rate (their buffers take megabytes faster than the
+ * link carries them); the highest stored rate of any 5-s window of the last minute read up to
+ * twice too, because a window that begins just after a cycle was stored and ends just after
+ * another counts a cycle more than its time carried; either way the lag settled near twice the
+ * bound.
  */
-const rateWindowMs = 5000;
-/** ...and the highest such rate over this long is the link's rate for pacing. */
-const peakMemoryMs = 60_000;
+export const rateBusyWindowMs = 15_000;
+/** Before that much busy time was seen, the rate is measured over what there is, from this much on. */
+export const rateBusySpanMsMin = 1000;
+const sampleSpacingMs = 100;
 
 /**
- * The most a secondary stored per second over any 5-s window of the last minute, end to end: what
- * its link and site can carry, as far as the primary saw. The current rate alone would read a link
- * that waits for writes as a slow one; a link whose capacity dropped is overestimated for up to a
- * minute, which makes pacing look ahead less (it still acts on the age of the oldest write).
+ * What a secondary stored per second while its link was busy (it had closed cycles it had not
+ * stored), over the last rateBusyWindowMs of such time, end to end: what its link and site carry.
+ * Time the link waits for writes is not counted, so a link that waits is not read as a slow one.
  */
 export class LinkRate {
-  private readonly rate = new ProgressRate({ windowMs: rateWindowMs, stepMs: 100, spanMsMin: rateWindowMs });
-  /** One peak per window, oldest first: bounded to peakMemoryMs / rateWindowMs + 1 entries. */
-  private peaks: { atMs: number; bytesPerSecond: number }[] = [];
-  private started = false;
-  private storedBytes = 0;
+  /** Busy time and stored bytes at each sample, oldest first; the first one anchors the window. */
+  private samples: { busyMs: number; storedBytes: number }[] = [];
+  private busyMs = 0;
+  private last: { atMs: number; busy: boolean; storedBytes: number } | null = null;
+
+  /** `spanMsMin`: how much busy time must be seen before a rate is given. */
+  constructor(private readonly spanMsMin = rateBusySpanMsMin) {}
 
   /**
-   * The secondary had stored `storedBytes` of the writes in all at `nowMs`. A count that went down
-   * (a resync counted differently, a reconnect) is taken as no progress.
+   * At `nowMs` the secondary had stored `storedBytes` of the writes in all, and had closed cycles
+   * not stored (`busy`) or not. A count that went down (a resync counted differently, a
+   * reconnect) is taken as no progress; bytes stored across a time not busy at both ends are
+   * not counted (their time would not be).
    */
-  record(nowMs: number, storedBytes: number): void {
-    if (!this.started) {
-      this.rate.reset(nowMs, storedBytes);
-      this.started = true;
-      this.storedBytes = storedBytes;
+  record(nowMs: number, storedBytes: number, busy: boolean): void {
+    const last = this.last;
+    const stored = Math.max(last?.storedBytes ?? storedBytes, storedBytes);
+    this.last = { atMs: nowMs, busy, storedBytes: stored };
+    if (!last || !(last.busy && busy)) {
+      // Progress while idle moves the window's bytes with it, without its time.
+      const moved = stored - (last?.storedBytes ?? stored);
+      for (const sample of this.samples) sample.storedBytes += moved;
       return;
     }
-    this.storedBytes = Math.max(this.storedBytes, storedBytes);
-    this.rate.record(nowMs, this.storedBytes);
-    const current = this.rate.bytesPerSecond(nowMs);
-    if (current === null) return;
-    const last = this.peaks.at(-1);
-    if (last && nowMs - last.atMs < rateWindowMs)
-      last.bytesPerSecond = Math.max(last.bytesPerSecond, current);
-    else this.peaks.push({ atMs: nowMs, bytesPerSecond: current });
-    while ((this.peaks[0]?.atMs ?? nowMs) < nowMs - peakMemoryMs) this.peaks.shift();
+    this.busyMs += nowMs - last.atMs;
+    const newest = this.samples.at(-1);
+    if (!newest)
+      this.samples.push({ busyMs: this.busyMs - (nowMs - last.atMs), storedBytes: last.storedBytes });
+    // Samples closer than sampleSpacingMs share one: the window holds a bounded number.
+    if (
+      newest &&
+      this.samples.length > 1 &&
+      this.busyMs - (this.samples.at(-2)?.busyMs ?? 0) < sampleSpacingMs
+    ) {
+      newest.busyMs = this.busyMs;
+      newest.storedBytes = stored;
+    } else this.samples.push({ busyMs: this.busyMs, storedBytes: stored });
+    while ((this.samples[1]?.busyMs ?? Number.NEGATIVE_INFINITY) <= this.busyMs - rateBusyWindowMs)
+      this.samples.shift();
   }
 
-  /** The highest rate of the last minute, or null while none was measured (or all were 0). */
+  /** Bytes per second over the window, or null before spanMsMin of busy time (or nothing stored). */
   bytesPerSecond(): number | null {
-    let peak = 0;
-    for (const each of this.peaks) peak = Math.max(peak, each.bytesPerSecond);
-    return peak > 0 ? peak : null;
+    const first = this.samples[0];
+    const newest = this.samples.at(-1);
+    if (!first || !newest) return null;
+    const spanMs = newest.busyMs - first.busyMs;
+    const bytes = newest.storedBytes - first.storedBytes;
+    if (spanMs < this.spanMsMin || bytes <= 0) return null;
+    return (bytes * 1000) / spanMs;
   }
 }

@@ -18,6 +18,8 @@ import {
   lookAheadLagSeconds,
   type PacingConfig,
   pacingDecision,
+  rateBusySpanMsMin,
+  rateBusyWindowMs,
 } from '../../src/core/write-pacing.ts';
 import type { Clock, Timer } from '../../src/io/clock.ts';
 import {
@@ -77,33 +79,59 @@ test('the lag looks ahead: what a secondary has not stored, at the most its link
   );
 });
 
-test("a link's rate is the highest 5-s rate of the last minute: a link waiting for writes is not a slow one", () => {
+test("a link's rate is what it stored per second of busy time over the last 15 s of it: a link waiting for writes is not a slow one", () => {
   const rate = new LinkRate();
-  let shipped = 0;
-  /** Ships `bytesPerSample` every 100 ms from `fromMs` through `toMs`. */
-  const ship = (fromMs: number, toMs: number, bytesPerSample: number) => {
-    for (let ms = fromMs; ms <= toMs; ms += 100) {
-      shipped += bytesPerSample;
-      rate.record(ms, shipped);
+  let stored = 0;
+  let atMs = 0;
+  /** Samples every 100 ms for `ms`, the link busy or not, storing `bytesPerSample` each time. */
+  const run = (ms: number, busy: boolean, bytesPerSample: number) => {
+    for (const end = atMs + ms; atMs < end; ) {
+      atMs += 100;
+      stored += bytesPerSample;
+      rate.record(atMs, stored, busy);
     }
   };
-  rate.record(0, shipped);
+  const near = (actual: number | null, expected: number, why: string) =>
+    assert.ok(Math.abs((actual ?? 0) - expected) < 0.01 * mib, `${why}: ${(actual ?? 0) / mib} MiB/s`);
+  rate.record(0, 0, true);
   assert.equal(rate.bytesPerSecond(), null, 'one sample says nothing');
-  const near = (actual: number | null, expected: number) =>
-    assert.ok(Math.abs((actual ?? 0) - expected) < 0.01 * mib, `${actual} is not about ${expected}`);
-  // A burst into the buffers: 4 MiB in the first 200 ms, then 12 MiB/s (a busy link) up to 6 s.
-  ship(100, 200, 2 * mib);
-  assert.equal(rate.bytesPerSecond(), null, 'under 5 s observed: unknown, the burst is no rate');
-  ship(300, 12_000, 1.2 * mib);
-  // The burst spread over a 5-s window adds at most its excess / 5 to the link's 12 MiB/s.
-  const peak = rate.bytesPerSecond() ?? 0;
-  assert.ok(peak >= 12 * mib && peak <= 12 * mib + (3.6 * mib) / 5 + 1, String(peak / mib));
-  // 20 s at 1 MiB/s (few writes): the busy peak is remembered.
-  ship(12_100, 32_000, 0.1 * mib);
-  assert.ok((rate.bytesPerSecond() ?? 0) > 12 * mib);
-  // A minute later it is forgotten.
-  ship(32_100, 100_000, 0.1 * mib);
-  near(rate.bytesPerSecond(), mib);
+  run(500, true, 1.2 * mib);
+  assert.equal(rate.bytesPerSecond(), null, `under ${rateBusySpanMsMin} ms busy: unknown`);
+  run(10_000, true, 1.2 * mib);
+  near(rate.bytesPerSecond(), 12 * mib, 'a busy link storing 12 MiB/s');
+  // A minute of few writes (the link waits, stores a little now and then): not counted.
+  run(60_000, false, 0.01 * mib);
+  near(rate.bytesPerSecond(), 12 * mib, 'idle time is not counted, nor what was stored in it');
+  // Busy again at 6 MiB/s: after a full window, that is the rate; halfway, a mix.
+  run(rateBusyWindowMs / 2, true, 0.6 * mib);
+  const mixed = rate.bytesPerSecond() ?? 0;
+  assert.ok(mixed > 6 * mib && mixed < 12 * mib, `half a window after the change: ${mixed / mib}`);
+  run(rateBusyWindowMs, true, 0.6 * mib);
+  near(rate.bytesPerSecond(), 6 * mib, 'a full window later: the new rate');
+  // Whole cycles stored at once (12 MiB every second, nothing between): a window of 15 s is off
+  // by at most one cycle over 15 s wherever it starts.
+  for (let second = 0; second < 30; second++) {
+    run(900, true, 0);
+    run(100, true, 12 * mib);
+    const measured = rate.bytesPerSecond() ?? 0;
+    if (second >= 15)
+      assert.ok(
+        Math.abs(measured - 12 * mib) <= (12 * mib) / 14,
+        `cycle-sized steps: ${measured / mib} MiB/s`,
+      );
+  }
+});
+
+test('a count that goes down is no progress, and the window holds a bounded number of samples', () => {
+  const rate = new LinkRate();
+  rate.record(0, 100 * mib, true);
+  rate.record(1000, 50 * mib, true);
+  assert.equal(rate.bytesPerSecond(), null, 'nothing stored');
+  rate.record(2000, 112 * mib, true);
+  assert.ok(Math.abs((rate.bytesPerSecond() ?? 0) - 6 * mib) < 1, 'from the highest count seen');
+  for (let ms = 2001; ms < 100_000; ms++) rate.record(ms, 112 * mib + ms, true);
+  const samples = (rate as unknown as { samples: unknown[] }).samples.length;
+  assert.ok(samples <= rateBusyWindowMs / 100 + 3, `${samples} samples`);
 });
 
 /** Time that moves only when the test says so. */
@@ -147,8 +175,10 @@ interface Link {
   name: string;
   link: 'streaming' | 'idle' | 'connecting' | 'refused';
   mode: 'streaming' | 'journal' | 'tracking' | 'resync';
+  stored: number;
   lagSeconds: number;
   lagBytes: number;
+  shippedBytes: number;
 }
 
 /** A link that holds no backlog: only the age of its oldest write counts. */
@@ -157,8 +187,10 @@ function link(name: string, lagSeconds: number, state: Partial<Pick<Link, 'link'
     name,
     link: state.link ?? 'streaming',
     mode: state.mode ?? 'streaming',
+    stored: 0,
     lagSeconds,
     lagBytes: 0,
+    shippedBytes: 0,
   };
 }
 
@@ -169,7 +201,7 @@ function pacerWith(links: Link[], clock = new ManualClock()) {
     format: 'json',
     write: (line) => logged.push(JSON.parse(line)),
   });
-  const group = { writtenBytes: 0, secondaries: links };
+  const group = { writtenBytes: 0, closed: 0, secondaries: links };
   return { pacer: new WritePacer(config, clock, () => group, logger), clock, links, group, logged };
 }
 
@@ -224,6 +256,60 @@ test("with the link's rate known, writes are let in at 1.5 x it at the start of 
   assert.equal(rateAt(7.5).delayMs, 0, 'no fixed delay while the rate is known');
 });
 
+test('below the band writes go in without a limit, unless an episode goes on: then at more than 1.5 x the rate, 2.5 x with no lag', () => {
+  const at = (lagSeconds: number, episode: boolean) =>
+    pacingDecision(config, [{ name: 'dr1', lagSeconds, lagBytes: 0, bytesPerSecond: 10 * mib }], episode)
+      .admitBytesPerSecond;
+  assert.equal(at(2.5, false), null);
+  assert.equal(at(2.5, true), 20 * mib);
+  assert.equal(at(0, true), 25 * mib);
+  assert.equal(at(7.5, true), 10 * mib, 'in the band as without');
+  assert.equal(
+    pacingDecision(config, [aged('dr1', 2.5)], true).admitBytesPerSecond,
+    null,
+    'no rate known: nothing to admit at',
+  );
+});
+
+test('until the secondary stored anything, the bytes its link shipped while busy stand in for its rate; then what it stored', () => {
+  const streaming = { ...link('dr1', 0), lagBytes: 0 };
+  const { pacer, clock, group } = pacerWith([streaming]);
+  const sample = () => {
+    clock.advance(pacingSampleMs);
+    return pacer.status();
+  };
+  sample();
+  group.closed = 1; // a cycle closed that dr1 has not stored: its link is busy
+  for (let step = 1; step <= 20; step++) {
+    group.writtenBytes += 2 * mib;
+    streaming.lagBytes += 2 * mib;
+    streaming.lagSeconds = 0.5;
+    streaming.shippedBytes += 2.4 * mib; // the sockets' buffers take more than the link carries
+  }
+  let status = sample();
+  for (let step = 0; step < 20; step++) {
+    streaming.shippedBytes += 2.4 * mib;
+    streaming.lagBytes += 0;
+    status = sample();
+  }
+  // 48 MiB shipped in 2 s of busy time: 24 MiB/s; 40 MiB not stored at that rate: 1.67 s.
+  assert.ok(
+    Math.abs(status.lagSeconds - 40 / 24) < 0.1,
+    `look-ahead from the shipped rate: ${status.lagSeconds}`,
+  );
+  // Then it stores 1.2 MiB every 100 ms: 24 MiB stored in 4 s of busy time (the 2 s before its
+  // first store count too: on the side of slower writes) is 6 MiB/s, and 16 MiB left take 2.67 s.
+  for (let step = 0; step < 20; step++) {
+    streaming.lagBytes -= 1.2 * mib;
+    streaming.shippedBytes += 1.2 * mib;
+    status = sample();
+  }
+  assert.ok(
+    Math.abs(status.lagSeconds - 16 / 6) < 0.1,
+    `look-ahead from the stored rate: ${status.lagSeconds}`,
+  );
+});
+
 test('writes wait their turn at the admission rate, each at most delayMsMax; no credit builds up', () => {
   const queue = new AdmissionQueue();
   const rate = mib; // 1 MiB/s: 256 KiB take 250 ms
@@ -244,6 +330,7 @@ test('writes wait their turn at the admission rate, each at most delayMsMax; no 
 test('the pacer measures what each secondary stores, end to end, and lets writes in at that rate', () => {
   const busy = link('dr1', 0.5);
   const { pacer, clock, group } = pacerWith([busy]);
+  group.closed = 1; // a closed cycle it has not stored: its link is busy throughout
   // 6 s in which the secondary stores 12 MiB/s and keeps 6 MiB behind: no delay.
   for (let ms = 0; ms < 6000; ms += pacingSampleMs) {
     group.writtenBytes += 1.2 * mib;

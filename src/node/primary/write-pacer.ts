@@ -27,6 +27,12 @@ export const pacingSampleMs = 100;
 /** Writes waiting out a pacing delay at most; beyond, a write is not delayed. */
 export const writesDelayedMax = 4096;
 
+/**
+ * The bytes a link shipped stand in for its rate after this much busy time: early, since fast
+ * writers queue seconds of link time each second pacing knows no rate.
+ */
+const shippedSpanMsMin = 300;
+
 /** An episode of pacing ends (and is logged as ended) after this long without a delay. */
 export const pacingQuietMs = 5000;
 
@@ -52,11 +58,16 @@ interface DelayedWrite {
   reject: (error: Error) => void;
 }
 
-type LinkView = Pick<SecondaryStatus, 'name' | 'link' | 'mode' | 'lagSeconds' | 'lagBytes'>;
+type LinkView = Pick<
+  SecondaryStatus,
+  'name' | 'link' | 'mode' | 'stored' | 'lagSeconds' | 'lagBytes' | 'shippedBytes'
+>;
 
 /** The group as pacing reads it: bytes the sources wrote in all, and each secondary. */
 export interface PacedGroup {
   writtenBytes: number;
+  /** The newest closed cycle: a secondary that has not stored it keeps its link busy. */
+  closed: number;
   secondaries: readonly LinkView[];
 }
 
@@ -78,7 +89,7 @@ export class WritePacer {
   private readonly queue = new AdmissionQueue();
   private sampledAtMs = Number.NEGATIVE_INFINITY;
   private readonly delayed = new Set<DelayedWrite>();
-  private readonly rates = new Map<string, LinkRate>();
+  private readonly rates = new Map<string, { stored: LinkRate; shipped: LinkRate }>();
   private episode: Episode | null = null;
   private writesDelayed = 0;
   private writesUndelayed = 0;
@@ -160,16 +171,23 @@ export class WritePacer {
     if (nowMs - this.sampledAtMs < pacingSampleMs) return this.decision;
     this.sampledAtMs = nowMs;
     const paced = [];
-    const { writtenBytes, secondaries } = this.group();
+    const { writtenBytes, closed, secondaries } = this.group();
     for (const link of secondaries) {
-      const rate = this.rateOf(link.name);
+      const rates = this.ratesOf(link.name);
+      const busy = link.stored < closed;
       // What it stored of the writes, end to end: not the bytes handed to a socket, which its
-      // buffers take faster than the link carries them.
-      rate.record(nowMs, writtenBytes - link.lagBytes);
+      // buffers take faster than the link carries them. Those only stand in until a cycle is
+      // stored: a cold start of fast writers would otherwise queue many seconds of link time
+      // before pacing knew any rate (measured: 330 MiB, 28 s, at 100 Mbit/s).
+      rates.stored.record(nowMs, writtenBytes - link.lagBytes, busy);
+      rates.shipped.record(nowMs, link.shippedBytes, busy);
       if (link.link !== 'streaming' || link.mode !== 'streaming') continue;
-      paced.push({ ...link, bytesPerSecond: rate.bytesPerSecond() });
+      paced.push({
+        ...link,
+        bytesPerSecond: rates.stored.bytesPerSecond() ?? rates.shipped.bytesPerSecond(),
+      });
     }
-    this.decision = pacingDecision(this.config, paced);
+    this.decision = pacingDecision(this.config, paced, this.episode !== null);
     this.logEpisode(nowMs, this.decision);
     return this.decision;
   }
@@ -180,13 +198,13 @@ export class WritePacer {
     return this.queue.admit(this.clock.now(), bytes, decision.admitBytesPerSecond, this.config.delayMsMax);
   }
 
-  private rateOf(name: string): LinkRate {
-    let rate = this.rates.get(name);
-    if (!rate) {
-      rate = new LinkRate();
-      this.rates.set(name, rate);
+  private ratesOf(name: string): { stored: LinkRate; shipped: LinkRate } {
+    let rates = this.rates.get(name);
+    if (!rates) {
+      rates = { stored: new LinkRate(), shipped: new LinkRate(shippedSpanMsMin) };
+      this.rates.set(name, rates);
     }
-    return rate;
+    return rates;
   }
 
   /**
