@@ -69,6 +69,11 @@ export interface FileSystem {
     length: number,
     position: number | null,
   ): Promise<number>;
+  /**
+   * Writes `pieces` one after the other (a gathered write: no copy into one buffer first) at
+   * `position`, or where the descriptor is when null; may write fewer bytes than given.
+   */
+  writev(fd: number, pieces: readonly Uint8Array[], position: number | null): Promise<number>;
   fsync(fd: number): Promise<void>;
   fdatasync(fd: number): Promise<void>;
   rename(from: string, to: string): Promise<void>;

@@ -6,6 +6,7 @@ import { InlineWritePolicy } from './inline-writes.ts';
 
 const readAsync = promisify(fs.read);
 const writeAsync = promisify(fs.write);
+const writevAsync = promisify(fs.writev);
 
 /** One policy for the process: a slow write says the device is behind, whichever file it was. */
 const inlineWrites = new InlineWritePolicy();
@@ -76,6 +77,9 @@ export const nodeFileSystem: FileSystem = {
   read: async (fd, buffer, offset, length, position) =>
     (await readAsync(fd, buffer, offset, length, position)).bytesRead,
   write: writeSmallInline,
+  // Through the pool: the journal's batches, whose large pieces are the clients' own buffers.
+  writev: async (fd, pieces, position) =>
+    (await writevAsync(fd, pieces as NodeJS.ArrayBufferView[], position ?? undefined)).bytesWritten,
   fsync: (fd) => promisify(fs.fsync)(fd),
   fdatasync: (fd) => promisify(fs.fdatasync)(fd),
   rename: (from, to) => fs.promises.rename(from, to),

@@ -346,6 +346,12 @@ export class SimFileSystem implements FileSystem {
     });
   }
 
+  /** One write of the pieces joined: it lands, or is torn by a crash, as one. */
+  writev(fd: number, pieces: readonly Uint8Array[], position: number | null): Promise<number> {
+    const joined = Buffer.concat(pieces);
+    return this.write(fd, joined, 0, joined.length, position);
+  }
+
   fsync(fd: number): Promise<void> {
     return this.later(this.delayOf(fd, this.syncDelayMsMax), () => {
       const sync = this.issueSync(this.descriptor(fd, 'fsync'), 'fsync');

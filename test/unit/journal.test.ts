@@ -29,7 +29,13 @@ import {
   primaryRecordCodec,
   secondaryRecordCodec,
 } from '../../src/storage/record-codec.ts';
-import { SegmentJournal, writeBatchBytesMax } from '../../src/storage/segment-journal.ts';
+import {
+  gatherPieceBytesMin,
+  gatherPieces,
+  piecesAfter,
+  SegmentJournal,
+  writeBatchBytesMax,
+} from '../../src/storage/segment-journal.ts';
 import { readSiteFile } from '../../src/storage/site-file.ts';
 import { dataExtent } from './fixtures.ts';
 
@@ -605,6 +611,8 @@ test("a failed write of the journal's own frame is reported at once, not at the 
       ...nodeFileSystem,
       write: (fd, data, offset, length, position) =>
         failWrites ? Promise.reject(diskFull()) : nodeFileSystem.write(fd, data, offset, length, position),
+      writev: (fd, pieces, position) =>
+        failWrites ? Promise.reject(diskFull()) : nodeFileSystem.writev(fd, pieces, position),
       writeSync: (fd, data, offset, length, position) => {
         if (failWrites) throw diskFull();
         return nodeFileSystem.writeSync(fd, data, offset, length, position);
@@ -630,6 +638,88 @@ test("a failed write of the journal's own frame is reported at once, not at the 
     assert.match(failure.message, /\.seg: write failed: ENOSPC/);
     await assert.rejects(journal.append({ kind: 'switch', closed: 1 }), /write failed: ENOSPC/);
     journal.abandon();
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
+
+test("a batch goes out as one gathered write: large block data from the client's own buffer, small pieces joined", () => {
+  const large = new Uint8Array(gatherPieceBytesMin).fill(1);
+  const small = [new Uint8Array(25), new Uint8Array(12), new Uint8Array(4096)];
+  const gathered = gatherPieces([...small, large, new Uint8Array(0), new Uint8Array(25), large]);
+  assert.equal(gathered.length, 4, 'a run of small pieces, the large one, one small one, the large one');
+  assert.equal(gathered[0]?.length, 25 + 12 + 4096);
+  assert.equal(gathered[1], large, 'the large piece itself, not a copy');
+  assert.equal(gathered[2]?.length, 25);
+  assert.equal(gathered[3], large);
+  // Thousands of small records (zero runs) make one piece, not one each (a write takes at most 1,024).
+  assert.equal(gatherPieces(Array.from({ length: 3000 }, () => new Uint8Array(40))).length, 1);
+  const pieces = [new Uint8Array([1, 2, 3]), new Uint8Array([4, 5]), new Uint8Array([6])];
+  assert.deepEqual(
+    piecesAfter(pieces, 0).map((piece) => [...piece]),
+    [[1, 2, 3], [4, 5], [6]],
+  );
+  assert.deepEqual(
+    piecesAfter(pieces, 2).map((piece) => [...piece]),
+    [[3], [4, 5], [6]],
+  );
+  assert.deepEqual(
+    piecesAfter(pieces, 3).map((piece) => [...piece]),
+    [[4, 5], [6]],
+  );
+  assert.deepEqual(
+    piecesAfter(pieces, 5).map((piece) => [...piece]),
+    [[6]],
+  );
+  assert.deepEqual(piecesAfter(pieces, 6), []);
+});
+
+test('the journal writes a large record from its block data where it lies, and a gathered write cut short is finished', async () => {
+  const directory = tempDir();
+  try {
+    const seen: Uint8Array[][] = [];
+    // A file system whose gathered writes take at most 1,000 bytes each (as a full pipe or a
+    // signal may leave them): the journal must go on from where each stopped.
+    const fs: FileSystem = {
+      ...nodeFileSystem,
+      writev: (fd, pieces, position) => {
+        seen.push([...pieces]);
+        const firstThousand = piecesAfter(pieces, 0);
+        let left = 1000;
+        const taken: Uint8Array[] = [];
+        for (const piece of firstThousand) {
+          if (left === 0) break;
+          taken.push(piece.subarray(0, left));
+          left -= Math.min(left, piece.length);
+        }
+        return nodeFileSystem.writev(fd, taken, position);
+      },
+    };
+    const open = () =>
+      SegmentJournal.open<PrimaryRecord>({
+        fs,
+        directory,
+        segmentBytesMax: 1 << 20,
+        codec: primaryRecordCodec,
+        checkpoint: () => [{ kind: 'switch', closed: 0 }],
+      });
+    const { journal } = open();
+    const big = dataExtent(0, 0, 64, 0x5a); // 64 blocks of 512 bytes: 32 KiB
+    const records: PrimaryRecord[] = [
+      { kind: 'write', cycle: 1, extent: big },
+      { kind: 'write', cycle: 1, extent: dataExtent(1, 3, 2, 0x11) },
+    ];
+    await Promise.all(records.map((record) => journal.append(record)));
+    assert.ok(
+      seen.some((pieces) => pieces.some((piece) => piece.buffer === big.data?.buffer)),
+      "the 32 KiB block data went to the file from the client's buffer",
+    );
+    assert.ok(seen.length > 32, `the cut-short writes were finished (${seen.length} calls)`);
+    await journal.close();
+    const reopened = open();
+    assert.deepEqual(reopened.records.slice(1), records);
+    assert.equal(reopened.report.cut, null);
+    await reopened.journal.close();
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }

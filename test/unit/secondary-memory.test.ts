@@ -105,6 +105,10 @@ const slowJournalDisk: FileSystem = {
     await new Promise((resolve) => setTimeout(resolve, 15));
     return nodeFileSystem.write(fd, data, offset, length, position);
   },
+  writev: async (fd, pieces, position) => {
+    await new Promise((resolve) => setTimeout(resolve, 15));
+    return nodeFileSystem.writev(fd, pieces, position);
+  },
 };
 
 async function waitFor(condition: () => boolean, what: string): Promise<void> {

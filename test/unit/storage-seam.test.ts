@@ -24,7 +24,17 @@ const workspace = mkdtempSync(join(tmpdir(), 'cyclerep-seam-'));
 after(() => rmSync(workspace, { recursive: true, force: true }));
 
 /** The calls a running site may make: never a synchronous one, so a model may complete them late. */
-const asyncCalls = new Set(['open', 'close', 'read', 'write', 'fsync', 'fdatasync', 'rename', 'unlink']);
+const asyncCalls = new Set([
+  'open',
+  'close',
+  'read',
+  'write',
+  'writev',
+  'fsync',
+  'fdatasync',
+  'rename',
+  'unlink',
+]);
 
 const errnoMessages: Record<string, string> = { EIO: 'i/o error', ENOSPC: 'no space left on device' };
 
@@ -183,6 +193,10 @@ class RecordingFileSystem implements FileSystem {
     await this.recordAsync('write');
     return nodeFileSystem.write(fd, data, offset, length, position);
   }
+  async writev(fd: number, pieces: readonly Uint8Array[], position: number | null): Promise<number> {
+    await this.recordAsync('writev');
+    return nodeFileSystem.writev(fd, pieces, position);
+  }
   async fsync(fd: number): Promise<void> {
     await this.recordAsync('fsync');
     await nodeFileSystem.fsync(fd);
@@ -274,14 +288,15 @@ test('a write of the seam that finds the disk full fails the journal as disk-ful
   const fs = new RecordingFileSystem('enospc');
   const { journal } = openJournal(fs);
   await journal.append({ kind: 'write', cycle: 1, extent: dataExtent(0, 0, 1, 1) });
-  fs.failNext('write', 'ENOSPC');
+  // Records go out in gathered writes.
+  fs.failNext('writev', 'ENOSPC');
   await assert.rejects(
     journal.append({ kind: 'write', cycle: 1, extent: dataExtent(0, 1, 1, 2) }),
     (error: unknown) => {
       assert.ok(error instanceof StorageError);
       assert.equal(
         error.message,
-        `${join(fs.root, 'journal', '0000000000000001.seg')}: write failed: ENOSPC: no space left on device, write`,
+        `${join(fs.root, 'journal', '0000000000000001.seg')}: write failed: ENOSPC: no space left on device, writev`,
       );
       assert.equal(storageFaultOf(error, new Date()).kind, 'disk-full');
       return true;

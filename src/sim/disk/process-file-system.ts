@@ -99,6 +99,9 @@ export class ProcessFileSystem implements FileSystem {
   ): Promise<number> {
     return this.later(() => this.disk.write(fd, data, offset, length, position));
   }
+  writev(fd: number, pieces: readonly Uint8Array[], position: number | null): Promise<number> {
+    return this.later(() => this.disk.writev(fd, pieces, position));
+  }
   fsync(fd: number): Promise<void> {
     return this.later(() => this.disk.fsync(fd));
   }
