@@ -80,6 +80,39 @@ export interface FileSystem {
   unlink(path: string): Promise<void>;
 }
 
+/**
+ * Writes all of `pieces` with gathered writes, at `position` (null: where the descriptor is): a
+ * write may take fewer bytes than given, the next goes on from there.
+ */
+export async function writevAll(
+  fs: FileSystem,
+  fd: number,
+  pieces: readonly Uint8Array[],
+  position: number | null,
+): Promise<void> {
+  const bytes = pieces.reduce((sum, piece) => sum + piece.length, 0);
+  let left = pieces;
+  for (let written = 0; written < bytes; ) {
+    const took = await fs.writev(fd, left, position === null ? null : position + written);
+    if (took <= 0) throw new Error(`a gathered write took ${took} of ${bytes - written} bytes`);
+    written += took;
+    if (written < bytes) left = piecesAfter(left, took);
+  }
+}
+
+/** What is left of `pieces` after their first `bytes` bytes were written. */
+export function piecesAfter(pieces: readonly Uint8Array[], bytes: number): Uint8Array[] {
+  let skip = bytes;
+  let index = 0;
+  while (index < pieces.length && skip >= (pieces[index] as Uint8Array).length) {
+    skip -= (pieces[index] as Uint8Array).length;
+    index++;
+  }
+  const left = pieces.slice(index);
+  if (skip > 0 && left[0]) left[0] = left[0].subarray(skip);
+  return left;
+}
+
 /** Makes a creation, rename or unlink in `directory` durable (synchronously). */
 export function syncDirectorySync(fs: FileSystem, directory: string): void {
   const fd = fs.openSync(directory, 'r');

@@ -13,7 +13,7 @@
 import { join } from 'node:path';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
-import { type FileSystem, syncDirectory, syncDirectorySync } from '../io/file-system.ts';
+import { type FileSystem, syncDirectory, syncDirectorySync, writevAll } from '../io/file-system.ts';
 import { uninitialized } from '../protocol/bytes.ts';
 import { dataFileMode, makeDirectoryDurable, writeFileAtomic } from './durable-file.ts';
 import {
@@ -568,7 +568,7 @@ export class SegmentJournal<R> {
     await this.failOnError(
       current.path,
       async () => {
-        await this.writePiecesAll(this.fd, pieces, bytes);
+        await writevAll(this.fs, this.fd, pieces, null);
         this.writeCalls++;
       },
       batch,
@@ -579,17 +579,6 @@ export class SegmentJournal<R> {
       current.cycleMax = Math.max(current.cycleMax, append.cycle);
       append.resolve(positions[index] as JournalPosition);
     });
-  }
-
-  /** Appends all of `pieces` (`bytes` in all) with gathered writes: a write may take fewer bytes than given. */
-  private async writePiecesAll(fd: number, pieces: Uint8Array[], bytes: number): Promise<void> {
-    let left = pieces;
-    for (let written = 0; written < bytes; ) {
-      const took = await this.fs.writev(fd, left, null);
-      assert(took > 0, 'a write takes at least one byte or fails');
-      written += took;
-      if (written < bytes) left = piecesAfter(left, took);
-    }
   }
 
   /**
@@ -802,17 +791,4 @@ export function gatherPieces(pieces: readonly Uint8Array[]): Uint8Array[] {
   }
   endRun();
   return gathered;
-}
-
-/** What is left of `pieces` after their first `bytes` bytes were written. */
-export function piecesAfter(pieces: readonly Uint8Array[], bytes: number): Uint8Array[] {
-  let skip = bytes;
-  let index = 0;
-  while (index < pieces.length && skip >= (pieces[index] as Uint8Array).length) {
-    skip -= (pieces[index] as Uint8Array).length;
-    index++;
-  }
-  const left = pieces.slice(index);
-  if (skip > 0 && left[0]) left[0] = left[0].subarray(skip);
-  return left;
 }

@@ -9,7 +9,7 @@ import { dirname } from 'node:path';
 import { assert } from '../core/assert.ts';
 import { StorageError } from '../core/errors.ts';
 import type { Extent } from '../core/types.ts';
-import { type FileStats, type FileSystem, syncDirectorySync } from '../io/file-system.ts';
+import { type FileStats, type FileSystem, syncDirectorySync, writevAll } from '../io/file-system.ts';
 import { dataFileMode, makeDirectoryDurable } from './durable-file.ts';
 
 const zeroes = new Uint8Array(1024 * 1024);
@@ -141,6 +141,20 @@ export class VolumeFile {
     for (let done = 0; done < length; done += zeroes.length) {
       await this.writeAll(zeroes.subarray(0, Math.min(zeroes.length, length - done)), offset + done);
     }
+  }
+
+  /**
+   * Writes the blocks from `block` on as the pieces given, one after the other, with gathered
+   * writes (adjacent writes of a write-back in one call, their buffers where they lie).
+   */
+  async writePieces(block: number, pieces: readonly Uint8Array[]): Promise<void> {
+    const offset = block * this.blockBytes;
+    const length = pieces.reduce((sum, piece) => sum + piece.length, 0);
+    assert(
+      length % this.blockBytes === 0 && offset + length <= this.sizeBytes,
+      () => `${length} bytes at block ${block} inside ${this.path}`,
+    );
+    await writevAll(this.fs, this.fd, pieces, offset);
   }
 
   private async writeAll(data: Uint8Array, offset: number): Promise<void> {

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { StorageError } from '../../src/core/errors.ts';
 import type { PrimaryRecord, SecondaryRecord } from '../../src/core/records.ts';
-import type { FileSystem } from '../../src/io/file-system.ts';
+import { type FileSystem, piecesAfter } from '../../src/io/file-system.ts';
 import { nodeFileSystem } from '../../src/io/node-file-system.ts';
 import { segmentHeaderBytes } from '../../src/storage/journal-replay.ts';
 import {
@@ -32,7 +32,6 @@ import {
 import {
   gatherPieceBytesMin,
   gatherPieces,
-  piecesAfter,
   SegmentJournal,
   writeBatchBytesMax,
 } from '../../src/storage/segment-journal.ts';

@@ -323,6 +323,17 @@ test('site.json and volume images are made, checked and used through the seam al
   await volume.flush();
   assert.deepEqual(await volume.read(3 * blockBytes, 2 * blockBytes), new Uint8Array(2 * blockBytes).fill(7));
   assert.deepEqual([...new Set(fs.namesSince(from))].sort(), ['fdatasync', 'read', 'write']);
+  // Writes end to end go as one gathered write, at their place, and land whole.
+  const gatheredFrom = fs.calls.length;
+  await volume.writePieces(5, [new Uint8Array(blockBytes).fill(8), new Uint8Array(2 * blockBytes).fill(9)]);
+  assert.deepEqual(fs.namesSince(gatheredFrom), ['writev']);
+  assert.deepEqual(
+    [...(await volume.read(4 * blockBytes, 4 * blockBytes))]
+      .map((byte, index) => (index % blockBytes ? -1 : byte))
+      .filter((byte) => byte >= 0),
+    [7, 8, 9, 9],
+  );
+  await assert.rejects(volume.writePieces(volume.blocks, [new Uint8Array(blockBytes)]), /inside/);
   fs.failNext('fdatasync', 'EIO');
   await assert.rejects(volume.flush(), { code: 'EIO', syscall: 'fdatasync' });
   for (const file of files) file.close();
