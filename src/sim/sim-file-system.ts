@@ -346,10 +346,24 @@ export class SimFileSystem implements FileSystem {
     });
   }
 
-  /** One write of the pieces joined: it lands, or is torn by a crash, as one. */
+  /**
+   * One write of the pieces joined when it runs (as the kernel copies them then, not at the call:
+   * a piece changed before completion lands changed), landed or torn by a crash as one write.
+   * Faults and errors name `write`, the call a disk-full rule is set on.
+   */
   writev(fd: number, pieces: readonly Uint8Array[], position: number | null): Promise<number> {
-    const joined = Buffer.concat(pieces);
-    return this.write(fd, joined, 0, joined.length, position);
+    const length = pieces.reduce((sum, piece) => sum + piece.length, 0);
+    return this.later(this.delayOf(fd, this.ioDelayMsMax), () => {
+      const file = this.descriptor(fd, 'write');
+      return {
+        holds: file.inode,
+        run: () => this.writeNow(file, Buffer.concat(pieces), 0, length, position),
+        land: (random) => {
+          const landed = random.chance(0.5) ? length : random.int(length);
+          if (landed > 0) this.writeNow(file, Buffer.concat(pieces), 0, landed, position);
+        },
+      };
+    });
   }
 
   fsync(fd: number): Promise<void> {

@@ -495,6 +495,44 @@ test('a write in flight at a process crash lands whole, in part, or not at all (
   assert.deepEqual([...outcomes].sort(), ['none', 'part', 'whole']);
 });
 
+test('a gathered write copies its pieces when it completes, and lands whole, in part or not at all at a process crash (100 seeds)', async () => {
+  const { fs, scheduler } = makeDisk(3, { ioDelayMsMax: 20 });
+  const fd = fs.openSync('/d/g', 'wx+', 0o600);
+  const first = filled(300, 1);
+  const written = fs.writev(fd, [first, filled(200, 2)], 100);
+  first.fill(7); // changed before completion: the kernel copies at completion, so 7 lands
+  assert.equal(fs.readFileSync('/d/g').length, 0, 'nothing lands at issue');
+  const [count] = await Promise.all([written, scheduler.drain()]);
+  assert.equal(count, 500);
+  assert.deepEqual(
+    new Uint8Array(fs.readFileSync('/d/g')),
+    concat(new Uint8Array(100), filled(300, 7), filled(200, 2)),
+  );
+  const outcomes = new Set<string>();
+  for (let seed = 1; seed <= 100; seed++) {
+    const disk = makeDisk(seed).fs;
+    createDurable(disk, '/d/f', filled(1000, 1));
+    const file = disk.openSync('/d/f', 'r+');
+    void disk.writev(file, [filled(400, 2), filled(600, 3)], 0);
+    disk.crash('process');
+    const after = disk.readFileSync('/d/f');
+    const landed = after.indexOf(1);
+    const prefix = landed < 0 ? 1000 : landed;
+    const expected = concat(filled(400, 2), filled(600, 3)).subarray(0, prefix);
+    assert.deepEqual(
+      new Uint8Array(after.subarray(0, prefix)),
+      expected,
+      `seed ${seed}: a prefix of the pieces`,
+    );
+    assert.ok(
+      after.subarray(prefix).every((byte) => byte === 1),
+      `seed ${seed}`,
+    );
+    outcomes.add(prefix === 0 ? 'none' : prefix === 1000 ? 'whole' : 'part');
+  }
+  assert.deepEqual([...outcomes].sort(), ['none', 'part', 'whole']);
+});
+
 test('failures have the shape node:fs gives them', () => {
   const real = nodeFs.mkdtempSync(join(tmpdir(), 'cyclerep-simfs-'));
   try {
