@@ -173,19 +173,22 @@ export class LinkRate {
   private last: { atMs: number; busy: boolean; storedBytes: number } | null = null;
 
   /** `spanMsMin`: how much busy time must be seen before a rate is given. */
-  constructor(private readonly spanMsMin = rateBusySpanMsMin) {}
+  constructor(private readonly spanMsMin = rateBusySpanMsMin) {
+    assert(spanMsMin > 0, 'a rate is measured over some time');
+  }
 
   /**
    * At `nowMs` the secondary had stored `storedBytes` of the writes in all, and had closed cycles
-   * not stored (`busy`) or not. A count that went down (a resync counted differently, a
-   * reconnect) is taken as no progress; bytes stored across a time not busy at both ends are
-   * not counted (their time would not be).
+   * not stored (`busy`) or not. The time since the previous sample counts when the link was busy
+   * at its start, with what was stored in it: a busy spell ends with the store of its last cycle,
+   * which counts. A count that went down (a resync counted differently, a reconnect) is taken as
+   * no progress; what was stored in a time not counted is not counted either.
    */
   record(nowMs: number, storedBytes: number, busy: boolean): void {
     const last = this.last;
     const stored = Math.max(last?.storedBytes ?? storedBytes, storedBytes);
     this.last = { atMs: nowMs, busy, storedBytes: stored };
-    if (!last || !(last.busy && busy)) {
+    if (!last?.busy) {
       // Progress while idle moves the window's bytes with it, without its time.
       const moved = stored - (last?.storedBytes ?? stored);
       for (const sample of this.samples) sample.storedBytes += moved;

@@ -9,6 +9,8 @@
  * `syscall` and `path`, so callers classify them the same way whichever file system ran.
  */
 
+import { assert } from '../core/assert.ts';
+
 /** How a file is opened: as node:fs reads these strings. `wx`/`wx+` fail with EEXIST on an existing file. */
 export type OpenFlags = 'r' | 'r+' | 'w' | 'wx' | 'wx+';
 
@@ -94,7 +96,7 @@ export async function writevAll(
   let left = pieces;
   for (let written = 0; written < bytes; ) {
     const took = await fs.writev(fd, left, position === null ? null : position + written);
-    if (took <= 0) throw new Error(`a gathered write took ${took} of ${bytes - written} bytes`);
+    assert(took > 0, () => `a gathered write takes at least one byte or fails (took ${took})`);
     written += took;
     if (written < bytes) left = piecesAfter(left, took);
   }

@@ -765,7 +765,7 @@ function readDamage(path: string, offset: number, reason: string): StorageError 
  * Pieces this large are written from where they lie (the clients' block data): a gathered write
  * copies them into the page cache once, with no batch buffer between. Smaller ones (frame headers,
  * record fields, 4 KiB blocks) are joined into runs, so that a batch of small records stays one
- * buffer or a few rather than thousands of pieces (a write takes at most IOV_MAX, 1,024).
+ * buffer or a few rather than thousands of pieces (each an iovec for the kernel).
  */
 export const gatherPieceBytesMin = 16 * 1024;
 

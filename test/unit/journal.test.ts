@@ -651,7 +651,7 @@ test("a batch goes out as one gathered write: large block data from the client's
   assert.equal(gathered[1], large, 'the large piece itself, not a copy');
   assert.equal(gathered[2]?.length, 25);
   assert.equal(gathered[3], large);
-  // Thousands of small records (zero runs) make one piece, not one each (a write takes at most 1,024).
+  // Thousands of small records (zero runs) make one piece, not one iovec each.
   assert.equal(gatherPieces(Array.from({ length: 3000 }, () => new Uint8Array(40))).length, 1);
   const pieces = [new Uint8Array([1, 2, 3]), new Uint8Array([4, 5]), new Uint8Array([6])];
   assert.deepEqual(

@@ -33,7 +33,7 @@ export const writesDelayedMax = 4096;
  */
 const shippedSpanMsMin = 300;
 
-/** An episode of pacing ends (and is logged as ended) after this long without a delay. */
+/** An episode of pacing ends (and is logged as ended) after the lag stayed below the band this long. */
 export const pacingQuietMs = 5000;
 
 export interface PacingStatus extends PacingConfig {
@@ -71,7 +71,7 @@ export interface PacedGroup {
   secondaries: readonly LinkView[];
 }
 
-/** What is logged once per episode (from the first delay until pacingQuietMs without one). */
+/** What is logged once per episode (from the lag's first time in the band until pacingQuietMs below it). */
 interface Episode {
   saturatedLogged: boolean;
   undelayedLogged: boolean;
@@ -174,14 +174,17 @@ export class WritePacer {
     const { writtenBytes, closed, secondaries } = this.group();
     for (const link of secondaries) {
       const rates = this.ratesOf(link.name);
-      const busy = link.stored < closed;
+      // Busy: streaming with closed cycles it has not stored. Away or resyncing, its stored count
+      // does not move with its link's rate: that time must not be counted as the link's.
+      const streaming = link.link === 'streaming' && link.mode === 'streaming';
+      const busy = streaming && link.stored < closed;
       // What it stored of the writes, end to end: not the bytes handed to a socket, which its
       // buffers take faster than the link carries them. Those only stand in until a cycle is
       // stored: a cold start of fast writers would otherwise queue many seconds of link time
       // before pacing knew any rate (measured: 330 MiB, 28 s, at 100 Mbit/s).
       rates.stored.record(nowMs, writtenBytes - link.lagBytes, busy);
       rates.shipped.record(nowMs, link.shippedBytes, busy);
-      if (link.link !== 'streaming' || link.mode !== 'streaming') continue;
+      if (!streaming) continue;
       paced.push({
         ...link,
         bytesPerSecond: rates.stored.bytesPerSecond() ?? rates.shipped.bytesPerSecond(),
@@ -208,9 +211,9 @@ export class WritePacer {
   }
 
   /**
-   * Logs an episode's start, its first time at the bound, and its end once no write was delayed
-   * for pacingQuietMs: a lag that crosses the start of pacing with every stored cycle (a saw-tooth
-   * of one cycle's height) logs one episode, not two lines a cycle.
+   * Logs an episode's start, its first time at the bound, and its end once the lag stayed below
+   * the band for pacingQuietMs: a lag that crosses the start of pacing with every stored cycle (a
+   * saw-tooth of one cycle's height) logs one episode, not two lines a cycle.
    */
   private logEpisode(nowMs: number, decision: PacingDecision): void {
     const fields = () => ({
@@ -220,7 +223,10 @@ export class WritePacer {
         decision.admitBytesPerSecond === null ? null : Math.round(decision.admitBytesPerSecond),
       lagSecondsMax: this.config.lagSecondsMax,
     });
-    if (acting(decision) && !this.episode) {
+    // The episode lasts while the lag is in the band, and pacingQuietMs after: not while writes
+    // are merely let in at a rate below it (that rate is the episode's own, and it would never end).
+    const inBand = decision.lagSeconds > this.config.lagSecondsMax * this.config.startFraction;
+    if (inBand && !this.episode) {
       this.episode = { saturatedLogged: false, undelayedLogged: false, quietSinceMs: null };
       this.logger.info('pacing-started', fields());
     }
@@ -230,7 +236,7 @@ export class WritePacer {
       episode.saturatedLogged = true;
       this.logger.warn('pacing-saturated', fields());
     }
-    if (acting(decision)) {
+    if (inBand) {
       episode.quietSinceMs = null;
       return;
     }
