@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [--only name,...]`: every scenario runs cyclerep and its baseline in
  * the same run, prints its tables as it goes, and the run ends by writing bench/results/latest.json
- * and latest.md. `--only` also takes a part of a scenario that runs alone (front-door-tmpfs, resync-memory, resync-1g, link-bound, link-bound-paced). The benchmark reports; it never fails on a figure (only when something breaks).
+ * and latest.md. `--only` also takes a part of a scenario that runs alone (front-door-disk, front-door-tmpfs, resync-memory, resync-1g, link-bound, link-bound-paced). The benchmark reports; it never fails on a figure (only when something breaks).
  * BENCH_SAMPLES_DIR=dir keeps the shaped-link rows' status samples there, one JSON line per 100 ms.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,7 +13,7 @@ import type { BenchContext } from './lib/context.ts';
 import { Report } from './lib/report.ts';
 import { failover } from './scenarios/failover.ts';
 import { folding } from './scenarios/folding.ts';
-import { frontDoor, frontDoorOnTmpfs } from './scenarios/front-door.ts';
+import { frontDoor, frontDoorOnDisk, frontDoorOnTmpfs } from './scenarios/front-door.ts';
 import { memory } from './scenarios/memory.ts';
 import { recovery } from './scenarios/recovery.ts';
 import { linkBoundAlone, linkBoundPaced, replication } from './scenarios/replication.ts';
@@ -35,6 +35,7 @@ const scenarios: Record<string, (context: BenchContext) => Promise<void>> = {
 
 /** Parts of a scenario that `--only` may pick alone; a run without `--only` runs them in their scenario. */
 const parts: Record<string, (context: BenchContext) => Promise<void>> = {
+  'front-door-disk': frontDoorOnDisk,
   'front-door-tmpfs': frontDoorOnTmpfs,
   'resync-memory': memoryWhileAway,
   'resync-1g': resyncOfOneGib,
