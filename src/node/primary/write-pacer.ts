@@ -179,9 +179,9 @@ export class WritePacer {
       const streaming = link.link === 'streaming' && link.mode === 'streaming';
       const busy = streaming && link.stored < closed;
       // What it stored of the writes, end to end: not the bytes handed to a socket, which its
-      // buffers take faster than the link carries them. Those only stand in until a cycle is
-      // stored: a cold start of fast writers would otherwise queue many seconds of link time
-      // before pacing knew any rate (measured: 330 MiB, 28 s, at 100 Mbit/s).
+      // buffers take faster than the link carries them. Those only stand in while no stored
+      // rate is known: a cold start of fast writers would otherwise queue many seconds of link
+      // time before pacing knew any rate (measured: 330 MiB, 28 s, at 100 Mbit/s).
       rates.stored.record(nowMs, writtenBytes - link.lagBytes, busy);
       rates.shipped.record(nowMs, link.shippedBytes, busy);
       if (!streaming) continue;
