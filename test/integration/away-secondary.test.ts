@@ -1,6 +1,9 @@
 // Proves, with real processes, that a DR outage never stalls production (issue 12): with the
-// secondary frozen (SIGSTOP) the primary takes 3 x its journal capacity of writes, none waits, and
-// the secondary is switched to tracking; once thawed it resyncs and converges byte for byte. And a
+// secondary frozen (SIGSTOP) the primary takes 3 x its journal capacity of writes, none waits for
+// the secondary, and the secondary is switched to tracking; once thawed it resyncs and converges
+// byte for byte. (A write may still wait for the primary's own disk: with another process
+// saturating it, the journal's and the volumes' syncs lag and the journal fills with cycles not yet
+// durable. That is the disk's backpressure, not the secondary's, and the test tells them apart.) And a
 // brand-new secondary joining a primary whose journal was collected long ago gets an initial sync
 // instead of `link-refused ... journal holds`.
 import assert from 'node:assert/strict';
@@ -26,6 +29,15 @@ interface LinkStatus {
 
 function linkNamed(status: Record<string, unknown>, name: string): LinkStatus | undefined {
   return (status.secondaries as LinkStatus[] | undefined)?.find((link) => link.name === name);
+}
+
+/**
+ * Whether the journal is kept for `name`: it streams (so nothing it has not stored is collected),
+ * or the collection has not gone past what it stored.
+ */
+function journalHeldFor(status: Record<string, unknown>, name: string): boolean {
+  const link = linkNamed(status, name);
+  return link === undefined || link.mode !== 'tracking' || (status.collected as number) <= link.stored;
 }
 
 /** Pauses the load (the primary keeps running), then waits until every secondary stored everything. */
@@ -68,18 +80,31 @@ test('a frozen secondary: 3 x the journal capacity is written without a write wa
   const writtenAtStop = before.writtenBytes as number;
   const target = writtenAtStop + 3 * journalCapacity;
   const modesSeen = new Set<string>();
+  let peakJournalBytes = 0;
+  let samples = 0;
+  let samplesWaiting = 0;
   // Bounded: at the old code's capacity wait, writtenBytes stops growing and this deadline fails.
-  // (waitForStatus swallows what its condition throws, so a wait seen ends the polling instead.)
+  // (waitForStatus swallows what its condition throws, so a wait for dr1 ends the polling instead.)
   let last = await waitForStatus(
     primary.httpPort,
     (s) => {
       modesSeen.add(linkNamed(s, 'dr1')?.mode ?? 'none');
-      return s.journalFull !== false || s.writesWaiting !== 0 || (s.writtenBytes as number) >= target;
+      peakJournalBytes = Math.max(peakJournalBytes, s.journalDiskBytes as number);
+      const waiting = s.journalFull !== false || s.writesWaiting !== 0;
+      samples++;
+      if (waiting) samplesWaiting++;
+      return (waiting && journalHeldFor(s, 'dr1')) || (s.writtenBytes as number) >= target;
     },
     90_000,
   );
-  assert.equal(last.journalFull, false, `the journal filled: ${JSON.stringify(last)}`);
-  assert.equal(last.writesWaiting, 0, `writes waited: ${JSON.stringify(last)}`);
+  t.diagnostic(
+    `journal files peaked at ${peakJournalBytes} of ${journalCapacity} bytes; writes waited at ${samplesWaiting} of ${samples} samples`,
+  );
+  assert.ok(
+    !((last.journalFull !== false || last.writesWaiting !== 0) && journalHeldFor(last, 'dr1')),
+    `writes waited while the journal was held for the frozen dr1: ${JSON.stringify(last)}`,
+  );
+  assert.ok((last.writtenBytes as number) >= target, JSON.stringify(last));
   assert.ok(modesSeen.has('tracking'), `dr1 switched to tracking; modes seen ${[...modesSeen]}`);
   assert.equal(linkNamed(last, 'dr1')?.mode, 'tracking', JSON.stringify(linkNamed(last, 'dr1')));
   assert.ok(
