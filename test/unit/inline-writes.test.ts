@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { InlineWritePolicy } from '../../src/io/inline-writes.ts';
+import { nodeFileSystem } from '../../src/io/node-file-system.ts';
 
 const bounds = { bytesMax: 64 * 1024, slowMs: 2, pauseMs: 1000, turnMsMax: 1 };
 
@@ -36,5 +40,42 @@ describe('InlineWritePolicy', () => {
     policy.newTurn();
     assert.equal(policy.inline(4096, 1.3), true);
     assert.equal(policy.opensTurn(), true);
+  });
+});
+
+describe('nodeFileSystem writes', () => {
+  const filled = (length: number, value: number) => new Uint8Array(length).fill(value);
+
+  /** Whether `promise` settled before any other microtask or I/O ran: an inline write did. */
+  async function settledAtOnce(promise: Promise<number>): Promise<boolean> {
+    const marker = Symbol('pending');
+    return (await Promise.race([promise, Promise.resolve(marker)])) !== marker;
+  }
+
+  it('appends small gathered writes inline and large ones through the pool, each byte where it belongs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'inline-writes-'));
+    const fd = openSync(join(dir, 'file'), 'w+');
+    try {
+      const small = nodeFileSystem.writev(fd, [filled(100, 1), filled(200, 2)], null);
+      assert.equal(await settledAtOnce(small), true, 'a small gathered append is made inline');
+      assert.equal(await small, 300);
+      const large = nodeFileSystem.writev(fd, [filled(100 * 1024, 3), filled(100 * 1024, 4)], null);
+      assert.equal(await settledAtOnce(large), false, 'a gathered append past bytesMax goes to the pool');
+      assert.equal(await large, 200 * 1024);
+      assert.equal(await nodeFileSystem.writev(fd, [filled(50, 5)], 150), 50, 'a positioned gathered write');
+      assert.equal(await nodeFileSystem.write(fd, filled(10, 6), 0, 10, null), 10, 'an append after it');
+      const content = readFileSync(join(dir, 'file'));
+      assert.equal(content.length, 300 + 200 * 1024 + 10);
+      assert.deepEqual([...new Set(content.subarray(0, 100))], [1]);
+      assert.deepEqual([...new Set(content.subarray(100, 150))], [2]);
+      assert.deepEqual([...new Set(content.subarray(150, 200))], [5]);
+      assert.deepEqual([...new Set(content.subarray(200, 300))], [2]);
+      assert.deepEqual([...new Set(content.subarray(300, 300 + 100 * 1024))], [3]);
+      assert.deepEqual([...new Set(content.subarray(300 + 100 * 1024, 300 + 200 * 1024))], [4]);
+      assert.deepEqual([...new Set(content.subarray(300 + 200 * 1024))], [6]);
+    } finally {
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
