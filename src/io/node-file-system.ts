@@ -29,9 +29,9 @@ function inlineOrPooled(length: number, write: () => number, pooled: () => Promi
 }
 
 // Appends (the journal's batches) go inline too. They were sent back to the pool once (8531de5)
-// when the frozen-secondary test filled its journal; that test filled it as often with appends in
-// the pool when another process saturated the disk (the disk's backpressure, which the test now
-// tells apart from a journal held for the secondary).
+// when the frozen-secondary test filled its journal; it fills it with appends in the pool too when
+// another process saturates the disk (the disk's backpressure, which the test now tells apart from
+// a journal held for the secondary; docs/performance.md).
 function write(
   fd: number,
   data: Uint8Array,
